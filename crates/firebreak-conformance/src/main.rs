@@ -1,28 +1,17 @@
-//! Conformance harness for firebreak (a workspace member, never shipped in the binary).
-//!
-//! Runs firebreak against corpora written by others (see `../shared/conformance/README.md`):
+//! `firebreak-conformance <suite> DIR`: run one conformance suite over a corpus directory.
 //!
 //! ```text
-//! cargo run --release -p firebreak-conformance -- expressions DIR
-//! cargo run --release -p firebreak-conformance -- parser DIR
+//! cargo run --release -p firebreak-conformance -- expressions ../shared/conformance/expressions
+//! cargo run --release -p firebreak-conformance -- parser ../shared/conformance/workflow-parser
 //! ```
 //!
-//! Each suite prints one line per failing case and ends with the line `N passed, M failed`.
-//! The exit code is 0 when the suite ran (whatever it counted) and 2 when it could not run;
-//! thresholds are enforced by the workspace tests (`tests/thresholds.rs`), which read the
-//! recorded minimum pass counts from `conformance-baseline.toml`.
-
-mod expressions;
-mod parser;
+//! Prints one line per failing case and ends with `N passed, M failed`. Exit code 0 when the
+//! suite ran (whatever it counted), 2 when it could not run.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Result of running one suite: failures are already printed.
-pub struct Tally {
-    pub passed: usize,
-    pub failed: usize,
-}
+use firebreak_conformance::{expressions, parser};
 
 fn usage() -> ExitCode {
     eprintln!("usage: firebreak-conformance <expressions|parser> DIR");
