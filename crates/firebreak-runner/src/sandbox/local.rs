@@ -1,0 +1,256 @@
+//! The part the host and namespace backends share: a job directory tree on
+//! this machine, file operations confined to it, and local process
+//! supervision. Only how a process is launched differs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::process::{self, Supervise};
+use super::{
+    confine, fsutil, BoxFuture, ExecRequest, ExitStatus, JobLayout, OutputEvent, Sandbox,
+    SandboxError,
+};
+
+/// Environment variable carrying the per-job tracking id; [`Sandbox::destroy`]
+/// kills every process that still has it (like GitHub's `RUNNER_TRACKING_ID`).
+pub const TRACKING_ENV: &str = "FIREBREAK_TRACKING_ID";
+
+/// Builds the command that runs a request (after validation).
+pub(crate) trait Launcher: Send + Sync + 'static {
+    fn command(&self, req: &ExecRequest, cwd: &Path) -> Result<Command, SandboxError>;
+    /// Called once during destroy, after processes are killed.
+    fn cleanup(&self) {}
+}
+
+pub(crate) struct LocalSandbox<L: Launcher> {
+    backend: &'static str,
+    layout: JobLayout,
+    tracking_id: String,
+    notes: Vec<String>,
+    destroyed: AtomicBool,
+    launcher: Arc<L>,
+}
+
+impl<L: Launcher> LocalSandbox<L> {
+    /// Creates the (empty) job tree. An existing tree of the same job is
+    /// removed first.
+    pub(crate) async fn create(
+        backend: &'static str,
+        layout: JobLayout,
+        notes: Vec<String>,
+        launcher: L,
+    ) -> Result<Self, SandboxError> {
+        let l = layout.clone();
+        blocking(move || {
+            fsutil::remove_any(&l.root)?;
+            for d in l.dirs() {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| SandboxError::io("create directory", d, e))?;
+            }
+            std::fs::create_dir_all(&l.home)
+                .map_err(|e| SandboxError::io("create directory", &l.home, e))?;
+            Ok(())
+        })
+        .await?;
+        Ok(LocalSandbox {
+            backend,
+            layout,
+            tracking_id: uuid::Uuid::new_v4().to_string(),
+            notes,
+            destroyed: AtomicBool::new(false),
+            launcher: Arc::new(launcher),
+        })
+    }
+
+    fn live(&self) -> Result<(), SandboxError> {
+        if self.destroyed.load(Ordering::SeqCst) {
+            Err(SandboxError::Destroyed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn guest(&self, p: &Path) -> Result<PathBuf, SandboxError> {
+        self.live()?;
+        confine(&self.layout.root, p)
+    }
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SandboxError> + Send + 'static,
+) -> Result<T, SandboxError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(SandboxError::io(
+            "run blocking task",
+            PathBuf::new(),
+            std::io::Error::other(e.to_string()),
+        )),
+    }
+}
+
+impl<L: Launcher> Sandbox for LocalSandbox<L> {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn layout(&self) -> &JobLayout {
+        &self.layout
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        host_src: &'a Path,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let dest = self.guest(dest)?;
+            let root = self.layout.root.clone();
+            let src = host_src.to_path_buf();
+            blocking(move || {
+                fsutil::check_inside(&root, &dest.join("x"), true)?;
+                fsutil::copy_tree(&src, &dest)
+            })
+            .await
+        })
+    }
+
+    fn copy_out<'a>(
+        &'a self,
+        src: &'a Path,
+        host_dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let src = self.guest(src)?;
+            let root = self.layout.root.clone();
+            let dst = host_dest.to_path_buf();
+            blocking(move || {
+                fsutil::check_inside(&root, &src, false)?;
+                if let Some(parent) = dst.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| SandboxError::io("create directory", parent, e))?;
+                }
+                fsutil::copy_tree(&src, &dst)
+            })
+            .await
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SandboxError>> {
+        Box::pin(async move {
+            let p = self.guest(path)?;
+            let root = self.layout.root.clone();
+            blocking(move || {
+                fsutil::check_inside(&root, &p, false)?;
+                fsutil::read_nofollow(&p)
+            })
+            .await
+        })
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        path: &'a Path,
+        contents: Vec<u8>,
+        mode: Option<u32>,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let p = self.guest(path)?;
+            let root = self.layout.root.clone();
+            blocking(move || {
+                fsutil::check_inside(&root, &p, true)?;
+                fsutil::write_nofollow(&p, &contents, mode.unwrap_or(0o644))
+            })
+            .await
+        })
+    }
+
+    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            let p = self.guest(path)?;
+            if p == self.layout.root {
+                return Err(SandboxError::PathOutsideSandbox(p));
+            }
+            let root = self.layout.root.clone();
+            blocking(move || {
+                fsutil::check_inside(&root, &p, false)?;
+                fsutil::remove_any(&p)
+            })
+            .await
+        })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        mut req: ExecRequest,
+        output: mpsc::Sender<OutputEvent>,
+    ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            let Some(program) = req.argv.first().cloned() else {
+                return Err(SandboxError::InvalidRequest("argv is empty".into()));
+            };
+            let cwd = req
+                .cwd
+                .clone()
+                .unwrap_or_else(|| self.layout.workspace.clone());
+            if !cwd.is_absolute() {
+                return Err(SandboxError::InvalidRequest(format!(
+                    "working directory {} is not absolute",
+                    cwd.display()
+                )));
+            }
+            req.env
+                .insert(TRACKING_ENV.to_string(), self.tracking_id.clone());
+            let cmd = self.launcher.command(&req, &cwd)?;
+            tracing::debug!(backend = self.backend, ?req.argv, cwd = %cwd.display(), "exec");
+            process::run(
+                cmd,
+                &program,
+                Supervise {
+                    timeout: req.timeout,
+                    cancel: req.cancel.clone(),
+                    stdin: req.stdin.take(),
+                    drain_grace: req.drain_grace,
+                },
+                output,
+            )
+            .await
+        })
+    }
+
+    fn destroy(&self) -> BoxFuture<'_, Result<(), SandboxError>> {
+        Box::pin(async move {
+            if self.destroyed.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
+            let id = self.tracking_id.clone();
+            let root = self.layout.root.clone();
+            let launcher = self.launcher.clone();
+            blocking(move || {
+                // Twice: a process may fork between listing and killing.
+                for _ in 0..2 {
+                    let n = process::kill_tracked(TRACKING_ENV, &id);
+                    if n > 0 {
+                        tracing::debug!(killed = n, "killed processes left by the job");
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
+                launcher.cleanup();
+                fsutil::remove_any(&root)
+            })
+            .await
+        })
+    }
+}

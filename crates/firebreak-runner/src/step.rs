@@ -1,0 +1,329 @@
+//! Running one `run:` step in a sandbox, end to end, with GitHub's semantics.
+//!
+//! [`run_script_step`] is the glue the executor calls for a script step whose
+//! `run`, `shell`, `working-directory` and `env` have already been evaluated:
+//!
+//! 1. resolves the shell (the default probes for `bash` *inside* the sandbox);
+//! 2. creates fresh environment files ([`StepFiles`]) and writes the script to
+//!    `RUNNER_TEMP/<uuid><ext>`;
+//! 3. runs it in the workspace (or `working-directory`), with the caller's
+//!    environment plus the environment-file variables;
+//! 4. feeds every stdout *and* stderr line through one [`CommandProcessor`]
+//!    (the runner parses commands on both streams), registers `::add-mask::`
+//!    values before anything of that line is shown, and sends masked
+//!    [`StepLog`] records to the caller;
+//! 5. reads the environment files back, and reports everything the step
+//!    changed in a [`StepOutcome`]; the caller applies it to job state
+//!    (`env` to later steps' environments, `path` through
+//!    [`PathPrepends`](crate::file_commands::PathPrepends), `outputs` to
+//!    `steps.<id>.outputs`, `summary` to the [`JobSummary`](crate::file_commands::JobSummary)).
+//!
+//! Values set through commands come first and are overridden by the files
+//! (the runner processes files after the process ends).
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::{Annotation, CommandProcessor, CommandSettings, Effect};
+use crate::file_commands::StepFiles;
+use crate::mask::Masker;
+use crate::sandbox::{ExecRequest, ExitStatus, OutputEvent, Sandbox, SandboxError, Stream};
+use crate::shell::{resolve_working_directory, ShellCommand, ShellError};
+
+/// A script step ready to run (expressions already evaluated). `Debug`
+/// omits the script and environment values.
+#[derive(Clone, Default)]
+pub struct ScriptStep {
+    /// The script (`run:`).
+    pub script: String,
+    /// `shell:` (step or `defaults.run.shell`); `None` for the default.
+    pub shell: Option<String>,
+    /// `working-directory:`; relative to the workspace.
+    pub working_directory: Option<String>,
+    /// The full environment of the step: runner-provided variables
+    /// ([`crate::context::job_env`]), workflow/job/step `env:`, earlier
+    /// `GITHUB_ENV` values and `PATH` with prepends, already merged.
+    pub env: IndexMap<String, String>,
+    /// `timeout-minutes`.
+    pub timeout: Option<Duration>,
+    /// Job cancellation.
+    pub cancel: Option<CancellationToken>,
+    /// Step debug logging (`ACTIONS_STEP_DEBUG` as a secret or variable):
+    /// show `::debug::` and echo commands. Also on when `env` has
+    /// `ACTIONS_STEP_DEBUG=true`.
+    pub debug: bool,
+}
+
+impl std::fmt::Debug for ScriptStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptStep")
+            .field("script_len", &self.script.len())
+            .field("shell", &self.shell)
+            .field("working_directory", &self.working_directory)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("debug", &self.debug)
+            .finish()
+    }
+}
+
+/// One record of the step's log, already masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepLog {
+    /// A line the process printed.
+    Line {
+        /// Where it came from.
+        stream: Stream,
+        /// The masked text.
+        text: String,
+    },
+    /// `::group::title`.
+    Group(String),
+    /// `::endgroup::`.
+    EndGroup,
+    /// `::debug::` (only when `ACTIONS_STEP_DEBUG`).
+    Debug(String),
+    /// An annotation from the process (also kept in [`StepOutcome::annotations`]).
+    Annotation(Annotation),
+    /// An error of the runner about this step (`##[error]…`).
+    Error(String),
+}
+
+/// What a step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// How the process ended.
+    pub status: ExitStatus,
+    /// True when the step failed: non-zero exit, timeout, cancellation, a
+    /// failed workflow command, or an invalid environment file.
+    pub failed: bool,
+    /// `steps.<id>.outputs`.
+    pub outputs: IndexMap<String, String>,
+    /// Environment for later steps (`GITHUB_ENV`, `::set-env`).
+    pub env: IndexMap<String, String>,
+    /// Directories to prepend to `PATH` for later steps, in order added.
+    pub path: Vec<String>,
+    /// State for the action's post step (`GITHUB_STATE`, `::save-state`).
+    pub state: IndexMap<String, String>,
+    /// Annotations (masked).
+    pub annotations: Vec<Annotation>,
+    /// Raw `GITHUB_STEP_SUMMARY` contents (mask when appending).
+    pub summary: Vec<u8>,
+    /// `::add-matcher::` files requested (problem matchers are not applied here).
+    pub matchers: Vec<String>,
+}
+
+/// Why a step could not be run at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// `shell:` is invalid.
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+    /// The sandbox failed.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// Runs `step` in `sandbox`. Log records go to `log` (a closed receiver only
+/// discards them). See the module docs.
+pub async fn run_script_step(
+    sandbox: &dyn Sandbox,
+    step: ScriptStep,
+    masker: &Masker,
+    log: mpsc::Sender<StepLog>,
+) -> Result<StepOutcome, StepError> {
+    let layout = sandbox.layout().clone();
+    let path_var = step.env.get("PATH").cloned().unwrap_or_default();
+
+    let shell = match step
+        .shell
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => ShellCommand::resolve(Some(s), |_| true)?,
+        None => {
+            let has_bash = probe_program(sandbox, "bash", &path_var).await?;
+            ShellCommand::resolve(None, |_| has_bash)?
+        }
+    };
+
+    let files = StepFiles::random(&layout.file_commands);
+    files.prepare(sandbox).await?;
+    let script_path = shell.script_path(&layout.temp);
+    sandbox
+        .write_file(
+            &script_path,
+            shell.script_contents(&step.script).into_bytes(),
+            None,
+        )
+        .await?;
+
+    let mut req = ExecRequest::new(shell.argv(&script_path));
+    req.env = step
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in files.env_vars() {
+        req.env.insert(k.to_string(), v);
+    }
+    req.cwd = Some(resolve_working_directory(
+        &layout.workspace,
+        step.working_directory.as_deref(),
+    ));
+    req.timeout = step.timeout;
+    req.cancel = step.cancel.clone();
+
+    let mut settings =
+        CommandSettings::from_env(step.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    settings.step_debug |= step.debug;
+    if settings.workspace.is_none() {
+        settings.workspace = Some(layout.workspace.to_string_lossy().into_owned());
+    }
+    let mut processor = CommandProcessor::new(settings);
+    let mut outcome = StepOutcome {
+        status: ExitStatus::Exited(0),
+        failed: false,
+        outputs: IndexMap::new(),
+        env: IndexMap::new(),
+        path: Vec::new(),
+        state: IndexMap::new(),
+        annotations: Vec::new(),
+        summary: Vec::new(),
+        matchers: Vec::new(),
+    };
+
+    let (tx, mut rx) = mpsc::channel::<OutputEvent>(1024);
+    let exec = sandbox.exec(req, tx);
+    let consume = async {
+        while let Some(ev) = rx.recv().await {
+            for effect in processor.process_line(&ev.line) {
+                apply_effect(effect, ev.stream, masker, &mut outcome, &log).await;
+            }
+        }
+    };
+    let (status, ()) = tokio::join!(exec, consume);
+    let status = status?;
+    outcome.status = status;
+
+    let files_result = files.collect(sandbox).await?;
+    sandbox.remove(&script_path).await?;
+    outcome.outputs.extend(files_result.outputs);
+    outcome.env.extend(files_result.env);
+    outcome.state.extend(files_result.state);
+    outcome.path.extend(files_result.path);
+    outcome.summary = files_result.summary;
+    for e in files_result.errors {
+        send(&log, StepLog::Error(masker.mask(&e).into_owned())).await;
+    }
+    if files_result.failed {
+        outcome.failed = true;
+    }
+
+    match status {
+        ExitStatus::Exited(0) => {}
+        ExitStatus::TimedOut => {
+            outcome.failed = true;
+            let mins = step.timeout.map(|d| d.as_secs_f64() / 60.0).unwrap_or(0.0);
+            send(
+                &log,
+                StepLog::Error(format!("The action has timed out after {mins} minutes.")),
+            )
+            .await;
+        }
+        ExitStatus::Cancelled => {
+            outcome.failed = true;
+            send(&log, StepLog::Error("The operation was canceled.".into())).await;
+        }
+        other => {
+            outcome.failed = true;
+            let code = other.code().unwrap_or(-1);
+            send(
+                &log,
+                StepLog::Error(format!("Process completed with exit code {code}.")),
+            )
+            .await;
+        }
+    }
+    Ok(outcome)
+}
+
+async fn send(log: &mpsc::Sender<StepLog>, rec: StepLog) {
+    let _ = log.send(rec).await;
+}
+
+async fn apply_effect(
+    effect: Effect,
+    stream: Stream,
+    masker: &Masker,
+    outcome: &mut StepOutcome,
+    log: &mpsc::Sender<StepLog>,
+) {
+    match effect {
+        Effect::Output(l) => {
+            send(
+                log,
+                StepLog::Line {
+                    stream,
+                    text: masker.mask(&l).into_owned(),
+                },
+            )
+            .await
+        }
+        Effect::AddMask(v) => masker.add(&v),
+        Effect::Debug(d) => send(log, StepLog::Debug(masker.mask(&d).into_owned())).await,
+        Effect::Group(t) => send(log, StepLog::Group(masker.mask(&t).into_owned())).await,
+        Effect::EndGroup => send(log, StepLog::EndGroup).await,
+        Effect::Annotation(mut a) => {
+            a.message = masker.mask(&a.message).into_owned();
+            a.title = a.title.map(|t| masker.mask(&t).into_owned());
+            outcome.annotations.push(a.clone());
+            send(log, StepLog::Annotation(a)).await;
+        }
+        Effect::SetOutput { name, value } => {
+            outcome.outputs.insert(name, value);
+        }
+        Effect::SetEnv { name, value } => {
+            outcome.env.insert(name, value);
+        }
+        Effect::AddPath(p) => outcome.path.push(p),
+        Effect::SaveState { name, value } => {
+            outcome.state.insert(name, value);
+        }
+        Effect::AddMatcher(f) => outcome.matchers.push(f),
+        Effect::RemoveMatcher { .. } => {}
+        Effect::CommandFailed(m) => {
+            outcome.failed = true;
+            send(log, StepLog::Error(masker.mask(&m).into_owned())).await;
+        }
+    }
+}
+
+/// Whether `program` is on `path` inside the sandbox (asks the sandbox, so it
+/// works for VM backends too).
+pub async fn probe_program(
+    sandbox: &dyn Sandbox,
+    program: &str,
+    path: &str,
+) -> Result<bool, SandboxError> {
+    let mut req = ExecRequest::new([
+        "/bin/sh",
+        "-c",
+        "command -v \"$1\" >/dev/null",
+        "sh",
+        program,
+    ]);
+    req.env.insert("PATH".into(), path.to_string());
+    req.cwd = Some(sandbox.layout().temp.clone());
+    req.timeout = Some(Duration::from_secs(30));
+    req.drain_grace = Duration::ZERO;
+    let (tx, mut rx) = mpsc::channel(8);
+    let drain = async { while rx.recv().await.is_some() {} };
+    let (st, ()) = tokio::join!(sandbox.exec(req, tx), drain);
+    Ok(st?.success())
+}
