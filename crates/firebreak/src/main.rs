@@ -1,1 +1,69 @@
-fn main() {}
+//! The `firebreak` binary: the command line over the workflow engine and the runner.
+//!
+//! Only this crate knows about the terminal, exit codes and `anyhow`; the libraries it calls
+//! return typed errors and diagnostics.
+
+mod cmd;
+mod discover;
+mod gitinfo;
+mod style;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Run GitHub Actions workflows locally and in hardware-isolated microVMs.
+#[derive(Parser)]
+#[command(name = "firebreak", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format shared by the commands that print results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people: aligned text, coloured on a terminal unless NO_COLOR is set.
+    Text,
+    /// For scripts: one JSON document on stdout.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate workflow files exactly as GitHub does.
+    ///
+    /// Exit status: 0 when every file is valid, 1 when any is invalid, 2 when a file cannot be
+    /// read. Errors are printed one per line as `path:line:col: message`.
+    Check {
+        /// Workflow files, `.github/workflows` folders or repositories (default: `.`).
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show the jobs an event would run, in order, with their matrix values.
+    Plan(cmd::plan::PlanArgs),
+    /// Run a repository's workflows locally, as GitHub would for an event.
+    ///
+    /// Exit status: 0 when every job succeeded, 1 when any job failed, 2 on usage or
+    /// workflow errors (reported as by `firebreak check`).
+    Run(cmd::run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { paths, format } => cmd::check::run(&paths, format),
+        Command::Plan(args) => cmd::plan::run(&args),
+        Command::Run(args) => cmd::run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{}: {err:#}", style::error_label());
+            ExitCode::from(2)
+        }
+    }
+}

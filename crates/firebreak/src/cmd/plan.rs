@@ -1,0 +1,147 @@
+//! `firebreak plan`: which workflows an event triggers and the jobs they would run, in order,
+//! with their matrix values. Nothing is executed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use firebreak_workflow::plan::{Event, MatrixPlan, Plan};
+
+use crate::discover::read_workflows;
+use crate::gitinfo::RepoFacts;
+use crate::{style, Format};
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// A repository, its `.github/workflows` folder or one workflow file (default: `.`).
+    path: Option<PathBuf>,
+    /// The event to plan for (`push`, `pull_request`, `workflow_dispatch`, …).
+    #[arg(long, short = 'e', default_value = "push")]
+    event: String,
+    /// The event's webhook payload (JSON). Default: one synthesised from the repository's HEAD.
+    #[arg(long)]
+    event_file: Option<PathBuf>,
+    /// Files the event changed, for `paths` filters (repeatable). Default: the files changed by
+    /// HEAD's commit when the repository is a git checkout, else unknown (path filters pass).
+    #[arg(long = "changed-file", value_name = "PATH")]
+    changed_files: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// The repository root for a path argument: the folder above `.github/workflows` for a
+/// workflow file or folder, else the path itself.
+fn repo_root(path: &std::path::Path) -> PathBuf {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for anc in abs.ancestors() {
+        if anc.ends_with(".github/workflows") {
+            if let Some(root) = anc.parent().and_then(|p| p.parent()) {
+                return root.to_path_buf();
+            }
+        }
+    }
+    if abs.is_file() {
+        abs.parent().map(|p| p.to_path_buf()).unwrap_or(abs)
+    } else {
+        abs
+    }
+}
+
+pub fn run(args: &PlanArgs) -> Result<ExitCode> {
+    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    let files = read_workflows(std::slice::from_ref(&path))?;
+    let mut parsed = Vec::new();
+    let mut invalid = false;
+    for f in &files {
+        let p = firebreak_workflow::parse_workflow(&f.display, &f.source);
+        for d in &p.diagnostics {
+            eprintln!("{d}");
+        }
+        match p.workflow {
+            Some(w) if p.diagnostics.is_empty() => parsed.push((f.display.clone(), w)),
+            _ => invalid = true,
+        }
+    }
+    if invalid {
+        eprintln!("{}: fix the workflow errors above, then plan again", style::error_label());
+        return Ok(ExitCode::from(1));
+    }
+
+    let facts = RepoFacts::read(&repo_root(&path));
+    let payload = match &args.event_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", f.display()))?
+        }
+        None => facts.synthesize_payload(&args.event),
+    };
+    let changed_files =
+        if args.changed_files.is_empty() { facts.changed_files.clone() } else { Some(args.changed_files.clone()) };
+    let event = Event { name: args.event.clone(), payload, changed_files };
+    let plan = firebreak_workflow::plan::plan(&parsed, &event);
+
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        Format::Text => print_text(&plan),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(plan: &Plan) {
+    if plan.workflows.is_empty() {
+        println!("No workflow runs on `{}`.", plan.event);
+    }
+    for wf in &plan.workflows {
+        println!("{} {}", style::bold(&wf.name), style::dim(&format!("({})", wf.path)));
+        let rows: Vec<[String; 4]> = wf
+            .jobs
+            .iter()
+            .flat_map(|job| {
+                let needs = if job.needs.is_empty() { "-".to_string() } else { job.needs.join(", ") };
+                let legs: Vec<String> = match &job.matrix {
+                    MatrixPlan::None => vec![job.id.clone()],
+                    MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect(),
+                    MatrixPlan::Deferred { contexts } => {
+                        vec![format!("{} (matrix decided at run time from {})", job.id, contexts.join(", "))]
+                    }
+                    MatrixPlan::Invalid { error } => vec![format!("{} (invalid matrix: {error})", job.id)],
+                };
+                let layer = (job.layer + 1).to_string();
+                let cond = job.if_condition.clone();
+                legs.into_iter().enumerate().map(move |(i, leg)| {
+                    if i == 0 {
+                        [layer.clone(), leg, needs.clone(), cond.clone()]
+                    } else {
+                        [String::new(), leg, String::new(), String::new()]
+                    }
+                })
+            })
+            .collect();
+        let header = ["stage", "job", "needs", "if"];
+        let widths: Vec<usize> = (0..4)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0))
+            .collect();
+        let line = |cells: [&str; 4]| {
+            let mut s = String::from("  ");
+            for (c, cell) in cells.iter().enumerate() {
+                if c == 3 {
+                    s.push_str(cell);
+                } else {
+                    s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                }
+            }
+            s
+        };
+        println!("{}", style::dim(&line(header)));
+        for r in &rows {
+            println!("{}", line([&r[0], &r[1], &r[2], &r[3]]));
+        }
+        for e in &wf.errors {
+            println!("  {}: {e}", style::error_label());
+        }
+    }
+    for f in &plan.filtered_out {
+        println!("{} {}", style::dim(&format!("skipped {}:", f.path)), f.reason);
+    }
+}
