@@ -1,0 +1,929 @@
+//! Converts a schema-validated token tree into the typed [`Workflow`] model, applying the
+//! checks GitHub makes after reading: job and step ids, `needs` (unknown jobs, cycles, no start
+//! job), `if` conditions, container images, runner groups, cron syntax, workflow inputs, and
+//! the inputs/secrets of called reusable workflows.
+
+use indexmap::IndexMap;
+
+use crate::diag::{Diags, Pos};
+use crate::model::*;
+use crate::reader::if_condition;
+use crate::token::{Token, TokenKind};
+
+pub(crate) const JOB_IF_CTX: &[&str] = &[
+    "github", "inputs", "vars", "needs", "always(0,0)", "failure(0,MAX)", "cancelled(0,0)", "success(0,MAX)",
+];
+pub(crate) const STEP_IF_CTX: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env", "always(0,0)",
+    "failure(0,0)", "cancelled(0,0)", "success(0,0)", "hashFiles(1,255)",
+];
+
+pub(crate) struct Converter<'a> {
+    pub file: String,
+    pub diags: &'a mut Diags,
+    /// An error that aborts the conversion of the current job (GitHub reports it at the
+    /// `jobs` mapping and drops the job).
+    pub job_failure: Option<String>,
+}
+
+impl<'a> Converter<'a> {
+    pub(crate) fn new(file: &str, diags: &'a mut Diags) -> Self {
+        Converter { file: file.to_string(), diags, job_failure: None }
+    }
+}
+
+const ID_MAX: usize = 100;
+
+/// GitHub's id builder: validates explicit ids and generates unique default ids.
+#[derive(Default)]
+pub(crate) struct IdBuilder {
+    name: String,
+    /// Lower-cased ids already taken (GitHub compares ids case-insensitively).
+    distinct: std::collections::HashSet<String>,
+}
+
+impl IdBuilder {
+    fn append_segment(&mut self, value: &str) {
+        let mut chars = value.chars();
+        let Some(first) = value.chars().next() else { return };
+        if self.name.is_empty() {
+            if first.is_ascii_digit() || first == '-' {
+                self.name.push('_');
+            }
+        } else {
+            self.name.push('_');
+        }
+        for c in chars.by_ref() {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                self.name.push(c);
+            } else {
+                self.name.push('_');
+            }
+        }
+    }
+
+    /// The next unique id from the appended segments; GitHub gives up after 999 attempts.
+    fn build(&mut self) -> Result<String, String> {
+        let original = if self.name.is_empty() { "job".to_string() } else { std::mem::take(&mut self.name) };
+        for attempt in 1..1000 {
+            let suffix = if attempt == 1 { String::new() } else { format!("_{attempt}") };
+            let keep = original.chars().count().min(ID_MAX - suffix.len());
+            let candidate: String = original.chars().take(keep).collect::<String>() + &suffix;
+            if self.distinct.insert(candidate.to_ascii_lowercase()) {
+                return Ok(candidate);
+            }
+        }
+        Err("Unable to create a unique name".to_string())
+    }
+
+    pub(crate) fn try_add_known_id(&mut self, value: &str) -> Result<(), String> {
+        if !valid_id(value) || value.chars().count() >= ID_MAX {
+            return Err(format!(
+                "The identifier '{value}' is invalid. IDs may only contain alphanumeric characters, '_', and '-'. IDs must start with a letter or '_' and and must be less than {ID_MAX} characters."
+            ));
+        }
+        if value.starts_with("__") {
+            return Err(format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
+        }
+        if !self.distinct.insert(value.to_ascii_lowercase()) {
+            return Err(format!("The identifier '{value}' may not be used more than once within the same scope."));
+        }
+        Ok(())
+    }
+}
+
+fn valid_id(value: &str) -> bool {
+    let mut chars = value.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn str_list(t: &Token) -> Vec<String> {
+    match &t.kind {
+        TokenKind::String(s) => vec![s.clone()],
+        TokenKind::Seq(items) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn opt_string(t: &Token) -> Option<String> {
+    t.as_str().map(str::to_string)
+}
+
+impl Converter<'_> {
+    fn error(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.diags.error(&self.file, Some(pos), msg);
+    }
+
+    pub(crate) fn workflow(&mut self, root: &Token) -> Workflow {
+        let mut wf = Workflow {
+            name: None,
+            run_name: None,
+            description: None,
+            on: IndexMap::new(),
+            permissions: None,
+            env: None,
+            defaults: None,
+            concurrency: None,
+            jobs: Vec::new(),
+        };
+        let Some(pairs) = root.as_map() else { return wf };
+        for (k, v) in pairs {
+            match k.as_str().unwrap_or("") {
+                "name" => wf.name = opt_string(v),
+                "run-name" => wf.run_name = Some(v.clone()),
+                "description" => wf.description = opt_string(v),
+                "on" => wf.on = self.on(v),
+                "permissions" => wf.permissions = permissions(v),
+                "env" => wf.env = Some(v.clone()),
+                "defaults" => wf.defaults = v.get("run").map(run_defaults),
+                "concurrency" => wf.concurrency = Some(v.clone()),
+                "jobs" => wf.jobs = self.jobs(v),
+                _ => {}
+            }
+        }
+        wf
+    }
+
+    fn on(&mut self, t: &Token) -> IndexMap<String, EventConfig> {
+        let mut out = IndexMap::new();
+        match &t.kind {
+            TokenKind::String(s) => {
+                out.insert(s.clone(), EventConfig::default());
+            }
+            TokenKind::Seq(items) => {
+                for i in items {
+                    if let Some(s) = i.as_str() {
+                        out.insert(s.to_string(), EventConfig::default());
+                    }
+                }
+            }
+            TokenKind::Map(pairs) => {
+                for (k, v) in pairs {
+                    let name = k.as_str().unwrap_or("").to_string();
+                    let mut cfg = EventConfig::default();
+                    if matches!(v.kind, TokenKind::Null) {
+                        out.insert(name, cfg);
+                        continue;
+                    }
+                    if name == "schedule" {
+                        cfg.schedule = self.schedule(v);
+                        out.insert(name, cfg);
+                        continue;
+                    }
+                    let Some(props) = v.as_map() else {
+                        out.insert(name, cfg);
+                        continue;
+                    };
+                    for (pk, pv) in props {
+                        match pk.as_str().unwrap_or("") {
+                            "types" => cfg.types = Some(str_list(pv)),
+                            "branches" => cfg.branches = Some(str_list(pv)),
+                            "branches-ignore" => cfg.branches_ignore = Some(str_list(pv)),
+                            "tags" => cfg.tags = Some(str_list(pv)),
+                            "tags-ignore" => cfg.tags_ignore = Some(str_list(pv)),
+                            "paths" => cfg.paths = Some(str_list(pv)),
+                            "paths-ignore" => cfg.paths_ignore = Some(str_list(pv)),
+                            "workflows" => cfg.workflows = Some(str_list(pv)),
+                            "names" => cfg.names = Some(str_list(pv)),
+                            "versions" => cfg.versions = Some(str_list(pv)),
+                            "inputs" => cfg.inputs = self.inputs(pv, name == "workflow_call"),
+                            "outputs" => cfg.outputs = outputs(pv),
+                            "secrets" => cfg.secrets = secrets(pv),
+                            _ => {}
+                        }
+                    }
+                    out.insert(name, cfg);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn schedule(&mut self, t: &Token) -> Vec<Schedule> {
+        let mut out = Vec::new();
+        for item in t.as_seq().unwrap_or(&[]) {
+            let mut cron: Option<String> = None;
+            let mut timezone = None;
+            for (k, v) in item.as_map().unwrap_or(&[]) {
+                match k.as_str().unwrap_or("") {
+                    "cron" => {
+                        let c = v.as_str().unwrap_or("").to_string();
+                        if !crate::cron::is_valid_cron(&c) {
+                            self.error(
+                                v.pos,
+                                "Invalid cron expression. Expected format: '* * * * *' (minute hour day month weekday)",
+                            );
+                        }
+                        cron = Some(c);
+                    }
+                    "timezone" => timezone = opt_string(v),
+                    _ => {}
+                }
+            }
+            if let Some(cron) = cron.filter(|c| !c.is_empty()) {
+                out.push(Schedule { cron, timezone });
+            }
+        }
+        out
+    }
+
+    fn inputs(&mut self, t: &Token, workflow_call: bool) -> IndexMap<String, InputDef> {
+        let mut out = IndexMap::new();
+        for (k, v) in t.as_map().unwrap_or(&[]) {
+            let name = k.literal_display();
+            let mut def = InputDef::default();
+            for (pk, pv) in v.as_map().unwrap_or(&[]) {
+                match pk.as_str().unwrap_or("") {
+                    "description" => def.description = opt_string(pv),
+                    "required" => def.required = pv.as_bool().unwrap_or(false),
+                    "default" => def.default = Some(pv.clone()),
+                    "type" => {
+                        def.input_type = match pv.as_str().unwrap_or("") {
+                            "boolean" => InputType::Boolean,
+                            "number" => InputType::Number,
+                            "choice" => InputType::Choice,
+                            "environment" => InputType::Environment,
+                            _ => InputType::String,
+                        }
+                    }
+                    "options" => def.options = Some(str_list(pv)),
+                    _ => {}
+                }
+            }
+            if let Some(d) = &def.default {
+                if !(workflow_call && d.is_expression()) {
+                    let ok = match def.input_type {
+                        InputType::Boolean => matches!(d.kind, TokenKind::Bool(_)),
+                        InputType::String | InputType::Choice | InputType::Environment => {
+                            matches!(d.kind, TokenKind::String(_))
+                        }
+                        InputType::Number => true,
+                    };
+                    if !ok {
+                        let expected = if def.input_type == InputType::Boolean { "Boolean" } else { "String" };
+                        self.error(
+                            d.pos,
+                            format!(
+                                "Unexpected type '{}' encountered while reading 'input default'. The type '{expected}' was expected.",
+                                type_name(d)
+                            ),
+                        );
+                    }
+                }
+            }
+            if def.input_type == InputType::Choice {
+                if def.options.as_ref().is_none_or(Vec::is_empty) {
+                    self.error(v.pos, "Missing 'options' for choice input");
+                }
+            } else if def.options.is_some() {
+                self.error(v.pos, "Input type is not 'choice', but 'options' is defined");
+            }
+            out.insert(name, def);
+        }
+        out
+    }
+
+    fn jobs(&mut self, t: &Token) -> Vec<Job> {
+        let Some(pairs) = t.as_map() else {
+            self.error(t.pos, "Invalid format for jobs");
+            return Vec::new();
+        };
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut need_tokens: Vec<Vec<Token>> = Vec::new();
+        for (k, v) in pairs {
+            let Some(id) = k.as_str() else { continue };
+            let (job, needs) = self.job(id, k.pos, v);
+            if let Some(e) = self.job_failure.take() {
+                self.error(t.pos, e);
+                continue;
+            }
+            jobs.push(job);
+            need_tokens.push(needs);
+        }
+        self.validate_needs(t.pos, &jobs, &need_tokens);
+        jobs
+    }
+
+    /// GitHub's needs check: a start job must exist; then every job whose needs can't all be
+    /// satisfied reports each remaining need as a cycle (known job) or unknown job. Same
+    /// result and order as GitHub's quadratic loop, computed with Kahn's algorithm.
+    fn validate_needs(&mut self, jobs_pos: Pos, jobs: &[Job], needs: &[Vec<Token>]) {
+        use std::collections::{HashMap, HashSet, VecDeque};
+        let mut queue: VecDeque<usize> = needs.iter().enumerate().filter(|(_, n)| n.is_empty()).map(|(i, _)| i).collect();
+        if queue.is_empty() {
+            self.error(jobs_pos, "The workflow must contain at least one job with no dependencies.");
+            return;
+        }
+        // need name -> jobs waiting on it (one entry per occurrence)
+        let mut waiting: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut remaining: Vec<usize> = needs.iter().map(Vec::len).collect();
+        for (i, n) in needs.iter().enumerate() {
+            for need in n {
+                waiting.entry(need.as_str().unwrap_or("")).or_default().push(i);
+            }
+        }
+        let mut satisfied: HashSet<&str> = HashSet::new();
+        while let Some(cur) = queue.pop_front() {
+            let name = jobs[cur].id.as_str();
+            satisfied.insert(name);
+            for &j in waiting.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+                remaining[j] -= 1;
+                if remaining[j] == 0 {
+                    queue.push_back(j);
+                }
+            }
+        }
+        let ids: HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        for (i, n) in needs.iter().enumerate() {
+            if n.is_empty() || remaining[i] == 0 {
+                continue;
+            }
+            for need in n {
+                let name = need.as_str().unwrap_or("");
+                if satisfied.contains(name) {
+                    continue;
+                }
+                let msg = if ids.contains(name) {
+                    format!(
+                        "Job '{}' depends on job '{name}' which creates a cycle in the dependency graph.",
+                        jobs[i].id
+                    )
+                } else {
+                    format!("Job '{}' depends on unknown job '{name}'.", jobs[i].id)
+                };
+                self.error(need.pos, msg);
+            }
+        }
+    }
+
+    fn if_cond(&mut self, t: &Token, ctx: &[&str]) -> Option<String> {
+        let condition = match &t.kind {
+            TokenKind::Expr(e) => e.expr.clone(),
+            TokenKind::String(s) => s.trim().to_string(),
+            other => crate::token::Token::new(t.pos, other.clone()).literal_display(),
+        };
+        match if_condition(&condition, ctx) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.error(t.pos, e);
+                None
+            }
+        }
+    }
+
+    fn job(&mut self, id: &str, pos: Pos, t: &Token) -> (Job, Vec<Token>) {
+        if let Err(e) = IdBuilder::default().try_add_known_id(id) {
+            self.error(pos, e);
+        }
+        let mut job = Job {
+            id: id.to_string(),
+            pos,
+            name: Token::new(pos, TokenKind::String(id.to_string())),
+            needs: Vec::new(),
+            if_condition: "success()".to_string(),
+            strategy: None,
+            concurrency: None,
+            permissions: None,
+            kind: JobKind::Steps(Box::default()),
+        };
+        let mut steps_job = StepsJob::default();
+        let mut uses: Option<String> = None;
+        let mut uses_pos = pos;
+        let mut with = None;
+        let mut secrets = None;
+        let mut inherit = false;
+        let mut need_tokens = Vec::new();
+        for (k, v) in t.as_map().unwrap_or(&[]) {
+            match k.as_str().unwrap_or("") {
+                "concurrency" => job.concurrency = Some(v.clone()),
+                "container" => {
+                    self.container(v, false);
+                    steps_job.container = Some(v.clone());
+                }
+                "env" => steps_job.env = Some(v.clone()),
+                "environment" => steps_job.environment = Some(v.clone()),
+                "if" => {
+                    if let Some(c) = self.if_cond(v, JOB_IF_CTX) {
+                        job.if_condition = c;
+                    }
+                }
+                "name" if !matches!(&v.kind, TokenKind::String(s) if s.is_empty()) => job.name = v.clone(),
+                "needs" => {
+                    need_tokens = match &v.kind {
+                        TokenKind::String(_) => vec![v.clone()],
+                        TokenKind::Seq(items) => items.iter().filter(|i| i.as_str().is_some()).cloned().collect(),
+                        _ => Vec::new(),
+                    };
+                }
+                "outputs" => steps_job.outputs = Some(v.clone()),
+                "runs-on" => {
+                    self.runs_on(v);
+                    steps_job.runs_on = Some(v.clone());
+                }
+                "services" => {
+                    for (_, svc) in v.as_map().unwrap_or(&[]) {
+                        self.container(svc, true);
+                    }
+                    steps_job.services = Some(v.clone());
+                }
+                "snapshot" => steps_job.snapshot = Some(v.clone()),
+                "steps" => steps_job.steps = self.steps(v),
+                "strategy" => {
+                    self.check_matrix(v);
+                    job.strategy = Some(strategy(v));
+                }
+                "uses" => {
+                    uses = opt_string(v);
+                    uses_pos = v.pos;
+                }
+                "with" => with = Some(v.clone()),
+                "secrets" => {
+                    if v.as_str() == Some("inherit") {
+                        inherit = true;
+                    } else {
+                        secrets = Some(v.clone());
+                    }
+                }
+                "permissions" => job.permissions = permissions(v),
+                "timeout-minutes" => steps_job.timeout_minutes = Some(v.clone()),
+                "cancel-timeout-minutes" => steps_job.cancel_timeout_minutes = Some(v.clone()),
+                "continue-on-error" => steps_job.continue_on_error = Some(v.clone()),
+                "defaults" => steps_job.defaults = v.get("run").map(run_defaults),
+                _ => {}
+            }
+        }
+        job.needs = need_tokens.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
+        job.kind = match uses {
+            Some(uses) => JobKind::Reusable(Box::new(ReusableJob {
+                uses,
+                uses_pos,
+                with,
+                secrets,
+                inherit_secrets: inherit,
+                called: None,
+            })),
+            None => JobKind::Steps(Box::new(steps_job)),
+        };
+        (job, need_tokens)
+    }
+
+    fn container(&mut self, t: &Token, _service: bool) {
+        if t.contains_expression() {
+            return;
+        }
+        let Some(pairs) = t.as_map() else { return };
+        let image = pairs.iter().find(|(k, _)| k.as_str() == Some("image")).and_then(|(_, v)| v.as_str());
+        if image.is_none_or(str::is_empty) {
+            self.error(t.pos, "Container image cannot be empty");
+        }
+    }
+
+    /// `Matrix vector 'x' does not contain any values` for literal empty vectors.
+    fn check_matrix(&mut self, strategy: &Token) {
+        let Some(matrix) = strategy.get("matrix") else { return };
+        for (k, v) in matrix.as_map().unwrap_or(&[]) {
+            let name = k.literal_display();
+            if k.is_expression() || name == "include" || name == "exclude" {
+                continue;
+            }
+            if v.as_seq().is_some_and(<[Token]>::is_empty) {
+                self.error(v.pos, format!("Matrix vector '{name}' does not contain any values"));
+            }
+        }
+    }
+
+    fn runs_on(&mut self, t: &Token) {
+        let Some(pairs) = t.as_map() else { return };
+        for (k, v) in pairs {
+            if k.as_str() != Some("group") || v.is_expression() {
+                continue;
+            }
+            let Some(group) = v.as_str() else { continue };
+            let names: Vec<&str> = group.split('/').collect();
+            match names.len() {
+                1 => {}
+                2 => {
+                    if !["org", "organization", "ent", "enterprise"].contains(&names[0]) {
+                        self.error(
+                            v.pos,
+                            format!("Invalid runs-on group name '{group}'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."),
+                        );
+                    } else if names[1].is_empty() {
+                        self.error(v.pos, format!("Invalid runs-on group name '{group}'."));
+                    }
+                }
+                _ => self.error(
+                    v.pos,
+                    format!("Invalid runs-on group name '{group}'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."),
+                ),
+            }
+        }
+    }
+
+    fn steps(&mut self, t: &Token) -> Vec<Step> {
+        let Some(items) = t.as_seq() else {
+            self.error(t.pos, "Invalid format for steps");
+            return Vec::new();
+        };
+        let mut ids = IdBuilder::default();
+        let mut known: Vec<String> = Vec::new();
+        let mut out: Vec<Step> = Vec::new();
+        for item in items {
+            if let Some(step) = self.step(item, &mut ids, &mut known) {
+                out.push(step);
+            }
+        }
+        for step in &mut out {
+            if !step.id.is_empty() {
+                continue;
+            }
+            let base = match &step.kind {
+                StepKind::Uses { uses, .. } => action_step_id(uses),
+                StepKind::Wait { .. } => "wait".to_string(),
+                StepKind::WaitAll => "wait-all".to_string(),
+                StepKind::Cancel { .. } => "cancel".to_string(),
+                StepKind::Parallel { .. } => "parallel".to_string(),
+                StepKind::Run { .. } => String::new(),
+            };
+            let base = if base.is_empty() { "run".to_string() } else { base };
+            ids.append_segment(&format!("__{base}"));
+            match ids.build() {
+                Ok(id) => step.id = id,
+                Err(e) => {
+                    self.job_failure.get_or_insert(e);
+                    break;
+                }
+            }
+            step.generated_id = true;
+        }
+        out
+    }
+
+    fn step(&mut self, t: &Token, ids: &mut IdBuilder, known: &mut Vec<String>) -> Option<Step> {
+        let pairs = t.as_map()?;
+        let mut id: Option<(String, Pos)> = None;
+        let mut name = None;
+        let mut run = None;
+        let mut uses = None;
+        let mut with = None;
+        let mut env = None;
+        let mut shell = None;
+        let mut wd = None;
+        let mut coe = None;
+        let mut timeout = None;
+        let mut background = false;
+        let mut wait: Option<Vec<String>> = None;
+        let mut wait_all = false;
+        let mut cancel: Option<String> = None;
+        let mut parallel: Option<&Token> = None;
+        let mut if_condition: Option<String> = None;
+        for (k, v) in pairs {
+            match k.as_str().unwrap_or("") {
+                "id" => {
+                    let value = v.as_str().unwrap_or("").to_string();
+                    if !value.is_empty() {
+                        match ids.try_add_known_id(&value) {
+                            Err(e) => self.error(v.pos, e),
+                            Ok(()) => known.push(value.clone()),
+                        }
+                    }
+                    id = Some((value, v.pos));
+                }
+                "name" => name = Some(v.clone()),
+                "run" => run = Some(v.clone()),
+                "uses" => {
+                    uses = opt_string(v);
+                    if let Some(u) = &uses {
+                        if !valid_step_uses(u) {
+                            self.error(v.pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"));
+                        }
+                    }
+                }
+                "with" => with = Some(v.clone()),
+                "env" => env = Some(v.clone()),
+                "shell" => shell = opt_string(v),
+                "working-directory" => wd = Some(v.clone()),
+                "timeout-minutes" => timeout = Some(v.clone()),
+                "background" => background = v.as_bool().unwrap_or(false),
+                "wait" => {
+                    let targets: Vec<&Token> = match &v.kind {
+                        TokenKind::Seq(items) => items.iter().collect(),
+                        _ => vec![v],
+                    };
+                    for target in &targets {
+                        self.target_step(target, known, id.as_ref().map(|i| i.0.as_str()));
+                    }
+                    wait = Some(targets.iter().filter_map(|t| t.as_str().map(str::to_string)).collect());
+                }
+                "wait-all" => {
+                    if v.as_bool() == Some(false) {
+                        self.error(v.pos, "The value of 'wait-all' must be true or omitted");
+                    }
+                    wait_all = true;
+                }
+                "cancel" => {
+                    self.target_step(v, known, id.as_ref().map(|i| i.0.as_str()));
+                    cancel = opt_string(v);
+                }
+                "parallel" => parallel = Some(v),
+                "if" => if_condition = self.if_cond(v, STEP_IF_CTX),
+                "continue-on-error" => coe = Some(v.clone()),
+                _ => {}
+            }
+        }
+        let id = id.map(|i| i.0).unwrap_or_default();
+        let mut step = Step {
+            id,
+            pos: t.pos,
+            generated_id: false,
+            name,
+            if_condition: Some(if_condition.unwrap_or_else(|| "success()".to_string())),
+            env,
+            continue_on_error: coe,
+            timeout_minutes: timeout,
+            background,
+            kind: StepKind::WaitAll,
+        };
+        if let Some(run) = run {
+            step.kind = StepKind::Run { run, shell, working_directory: wd };
+        } else if let Some(uses) = uses {
+            step.kind = StepKind::Uses { uses, with };
+        } else if let Some(wait) = wait {
+            step.if_condition = None;
+            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Wait".into()))));
+            step.kind = StepKind::Wait { wait };
+        } else if wait_all {
+            step.if_condition = None;
+            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Wait for all".into()))));
+            step.kind = StepKind::WaitAll;
+        } else if let Some(cancel) = cancel {
+            step.if_condition = None;
+            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Cancel".into()))));
+            step.kind = StepKind::Cancel { cancel };
+        } else if let Some(p) = parallel {
+            let inner = self.steps(p);
+            for s in &inner {
+                if s.background {
+                    self.error(t.pos, "'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps.");
+                }
+                match s.kind {
+                    StepKind::Wait { .. } => self.error(t.pos, "'wait' is not allowed inside a parallel block."),
+                    StepKind::WaitAll => self.error(t.pos, "'wait-all' is not allowed inside a parallel block."),
+                    StepKind::Cancel { .. } => self.error(t.pos, "'cancel' is not allowed inside a parallel block."),
+                    StepKind::Parallel { .. } => self.error(t.pos, "Nested 'parallel' blocks are not allowed."),
+                    _ => {}
+                }
+            }
+            step.if_condition = None;
+            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Parallel group".into()))));
+            step.kind = StepKind::Parallel { parallel: inner };
+        } else {
+            self.error(t.pos, "Expected one of uses or run to be defined");
+            return None;
+        }
+        Some(step)
+    }
+
+    fn target_step(&mut self, target: &Token, known: &[String], own: Option<&str>) {
+        let Some(value) = target.as_str() else { return };
+        if value.starts_with("__") {
+            self.error(target.pos, format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
+        } else if own.is_some_and(|o| o.eq_ignore_ascii_case(value)) {
+            self.error(target.pos, format!("Step '{}' cannot reference itself", own.unwrap_or_default()));
+        } else if !known.iter().any(|k| k == value) {
+            self.error(target.pos, format!("Step references unknown step ID '{value}'"));
+        }
+    }
+
+    /// Checks a reusable-workflow job against the called workflow's `on.workflow_call`.
+    pub(crate) fn check_called(&mut self, job: &ReusableJob, called_root: &Token) {
+        let uses_pos = job.uses_pos;
+        let Some(on) = called_root.get("on") else {
+            self.error(uses_pos, "workflow_call key is not defined in the referenced workflow.");
+            return;
+        };
+        let call: Option<Option<&Token>> = match &on.kind {
+            TokenKind::String(s) if s == "workflow_call" => Some(None),
+            TokenKind::Seq(items) if items.iter().any(|i| i.as_str() == Some("workflow_call")) => Some(None),
+            TokenKind::Map(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.as_str() == Some("workflow_call"))
+                .map(|(_, v)| if matches!(v.kind, TokenKind::Map(_)) { Some(v) } else { None }),
+            _ => None,
+        };
+        let Some(call) = call else {
+            self.error(uses_pos, "workflow_call key is not defined in the referenced workflow.");
+            return;
+        };
+        let input_defs = call.and_then(|c| c.get("inputs"));
+        let secret_defs = call.and_then(|c| c.get("secrets"));
+        // inputs
+        let with_pairs = job.with.as_ref().and_then(|w| w.as_map());
+        if let Some(defs) = input_defs.and_then(Token::as_map) {
+            for (k, v) in defs {
+                let name = k.literal_display();
+                if v.get("type").is_none() {
+                    continue;
+                }
+                let set = with_pairs.is_some_and(|w| w.iter().any(|(wk, _)| wk.literal_display().eq_ignore_ascii_case(&name)));
+                if v.get("required").and_then(Token::as_bool) == Some(true) && !set {
+                    self.error(uses_pos, format!("Input {name} is required, but not provided while calling."));
+                }
+            }
+        }
+        if let Some(with) = with_pairs {
+            for (k, v) in with {
+                let name = k.literal_display();
+                let def = input_defs
+                    .and_then(Token::as_map)
+                    .and_then(|d| d.iter().find(|(dk, _)| dk.literal_display().eq_ignore_ascii_case(&name)));
+                let Some((_, def)) = def else {
+                    self.error(v.pos, format!("Invalid input, {name} is not defined in the referenced workflow."));
+                    continue;
+                };
+                if v.is_expression() {
+                    continue;
+                }
+                let fits = match def.get("type").and_then(Token::as_str) {
+                    Some("boolean") => matches!(v.kind, TokenKind::Bool(_)),
+                    Some("number") => matches!(v.kind, TokenKind::Number(_)),
+                    _ => true,
+                };
+                if !fits {
+                    self.error(v.pos, format!("Unexpected value '{}'", v.literal_display()));
+                }
+            }
+        }
+        // secrets
+        if job.inherit_secrets {
+            return;
+        }
+        let secret_pairs = job.secrets.as_ref().and_then(|s| s.as_map());
+        if let Some(defs) = secret_defs.and_then(Token::as_map) {
+            for (k, v) in defs {
+                if matches!(v.kind, TokenKind::Null) {
+                    continue;
+                }
+                let name = k.literal_display();
+                if v.get("required").and_then(Token::as_bool) == Some(true) {
+                    let set = secret_pairs
+                        .is_some_and(|s| s.iter().any(|(sk, _)| sk.literal_display().eq_ignore_ascii_case(&name)));
+                    if !set {
+                        self.error(uses_pos, format!("Secret {name} is required, but not provided while calling."));
+                    }
+                }
+            }
+        }
+        if let Some(values) = secret_pairs {
+            for (k, v) in values {
+                let name = k.literal_display();
+                let defined = secret_defs
+                    .and_then(Token::as_map)
+                    .is_some_and(|d| d.iter().any(|(dk, _)| dk.literal_display().eq_ignore_ascii_case(&name)));
+                if !defined {
+                    self.error(v.pos, format!("Invalid secret, {name} is not defined in the referenced workflow."));
+                }
+            }
+        }
+    }
+}
+
+fn type_name(t: &Token) -> &'static str {
+    match t.kind {
+        TokenKind::Null => "Null",
+        TokenKind::Bool(_) => "Boolean",
+        TokenKind::Number(_) => "Number",
+        TokenKind::String(_) => "String",
+        TokenKind::Expr(_) => "BasicExpression",
+        TokenKind::Insert => "InsertExpression",
+        TokenKind::Seq(_) => "Sequence",
+        TokenKind::Map(_) => "Mapping",
+    }
+}
+
+/// GitHub's default id for an action step: `owner/repo` for `owner/repo@ref`, the image for
+/// `docker://image`, `self` for local actions, empty otherwise.
+fn action_step_id(uses: &str) -> String {
+    if let Some(image) = uses.strip_prefix("docker://") {
+        return image.to_string();
+    }
+    if uses.starts_with("./") || uses.starts_with(".\\") || uses.starts_with("$/") {
+        return "self".to_string();
+    }
+    let segments: Vec<&str> = uses.split('@').collect();
+    if segments.len() != 2 {
+        return String::new();
+    }
+    let path: Vec<&str> = segments[0].split(['/', '\\']).filter(|s| !s.is_empty()).collect();
+    if path.len() >= 2 && !segments[1].is_empty() {
+        return format!("{}/{}", path[0], path[1]);
+    }
+    String::new()
+}
+
+/// A step's `uses:` must be `docker://…`, a local path (`./…`), or `{org}/{repo}[/path]@ref`.
+fn valid_step_uses(uses: &str) -> bool {
+    if uses.starts_with("docker://") || uses.starts_with("./") || uses.starts_with(".\\") || uses.starts_with("$/") {
+        return true;
+    }
+    let segments: Vec<&str> = uses.split('@').collect();
+    if segments.len() != 2 || segments[1].is_empty() {
+        return false;
+    }
+    let path: Vec<&str> = segments[0].split(['/', '\\']).collect();
+    path.len() >= 2 && !path[0].is_empty() && !path[1].is_empty()
+}
+
+fn outputs(t: &Token) -> IndexMap<String, OutputDef> {
+    let mut out = IndexMap::new();
+    for (k, v) in t.as_map().unwrap_or(&[]) {
+        let value = v.get("value").cloned().unwrap_or_else(|| Token::new(v.pos, TokenKind::Null));
+        out.insert(k.literal_display(), OutputDef { description: v.get("description").and_then(opt_string), value });
+    }
+    out
+}
+
+fn secrets(t: &Token) -> IndexMap<String, SecretDef> {
+    let mut out = IndexMap::new();
+    for (k, v) in t.as_map().unwrap_or(&[]) {
+        out.insert(
+            k.literal_display(),
+            SecretDef {
+                description: v.get("description").and_then(opt_string),
+                required: v.get("required").and_then(Token::as_bool).unwrap_or(false),
+            },
+        );
+    }
+    out
+}
+
+fn permissions(t: &Token) -> Option<Permissions> {
+    match &t.kind {
+        TokenKind::String(s) if s == "read-all" => Some(Permissions::ReadAll),
+        TokenKind::String(s) if s == "write-all" => Some(Permissions::WriteAll),
+        TokenKind::Map(pairs) => Some(Permissions::Scopes(
+            pairs
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+fn run_defaults(t: &Token) -> RunDefaults {
+    RunDefaults {
+        shell: t.get("shell").and_then(opt_string),
+        working_directory: t.get("working-directory").and_then(opt_string),
+    }
+}
+
+fn strategy(t: &Token) -> Strategy {
+    Strategy {
+        matrix: t.get("matrix").cloned(),
+        fail_fast: t.get("fail-fast").cloned(),
+        max_parallel: t.get("max-parallel").cloned(),
+        token: t.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids() {
+        let mut b = IdBuilder::default();
+        b.append_segment("__actions/checkout");
+        assert_eq!(b.build().as_deref(), Ok("__actions_checkout"));
+        b.append_segment("__actions/checkout");
+        assert_eq!(b.build().as_deref(), Ok("__actions_checkout_2"));
+        b.append_segment("__run");
+        assert_eq!(b.build().as_deref(), Ok("__run"));
+        for _ in 1..999 {
+            b.append_segment("__run");
+            assert!(b.build().is_ok());
+        }
+        b.append_segment("__run");
+        assert!(b.build().is_err());
+        assert_eq!(action_step_id("docker://alpine:latest"), "alpine:latest");
+        assert_eq!(action_step_id("org with space/repo with space@v2"), "org with space/repo with space");
+        assert_eq!(action_step_id("./local"), "self");
+        assert_eq!(action_step_id("actions/checkout"), "");
+    }
+
+    #[test]
+    fn known_ids() {
+        let mut b = IdBuilder::default();
+        assert!(b.try_add_known_id("a-b_c").is_ok());
+        assert!(b.try_add_known_id("a-b_c").is_err());
+        assert!(b.try_add_known_id("__x").expect_err("an error").contains("reserved"));
+        assert!(b.try_add_known_id("0x").expect_err("an error").contains("invalid"));
+        assert!(b.try_add_known_id(&"a".repeat(100)).is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! Source positions and diagnostics.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A 1-based line/column position in a workflow file (columns count characters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    pub const fn new(line: u32, col: u32) -> Self {
+        Pos { line, col }
+    }
+}
+
+/// GitHub truncates error messages (with their location prefix) to this many characters.
+pub const MAX_MESSAGE_LENGTH: usize = 500;
+
+/// One error found while reading a workflow, located at the start of the offending token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based line; 0 when the error has no position (e.g. an empty file).
+    pub line: u32,
+    /// 1-based column; 0 when the error has no position.
+    pub col: u32,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, pos: Option<Pos>, message: impl Into<String>) -> Self {
+        let (line, col) = pos.map_or((0, 0), |p| (p.line, p.col));
+        Diagnostic { file: file.to_string(), line, col, message: message.into() }
+    }
+
+    /// The message as GitHub prints it: `file (Line: L, Col: C): message`, cut to GitHub's
+    /// maximum of 500 characters (then ending in `[...]`).
+    pub fn github_message(&self) -> String {
+        let full = if self.file.is_empty() {
+            self.message.clone()
+        } else if self.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!("{} (Line: {}, Col: {}): {}", self.file, self.line, self.col, self.message)
+        };
+        if full.chars().count() > MAX_MESSAGE_LENGTH {
+            let mut cut: String = full.chars().take(MAX_MESSAGE_LENGTH).collect();
+            cut.push_str("[...]");
+            return cut;
+        }
+        full
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.is_empty() {
+            return f.write_str(&self.message);
+        }
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Collects diagnostics in the order they are found.
+#[derive(Debug, Default)]
+pub(crate) struct Diags {
+    pub(crate) list: Vec<Diagnostic>,
+}
+
+impl Diags {
+    pub(crate) fn error(&mut self, file: &str, pos: Option<Pos>, message: impl Into<String>) {
+        self.list.push(Diagnostic::new(file, pos, message));
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+}

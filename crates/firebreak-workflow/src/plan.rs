@@ -1,0 +1,398 @@
+//! Planning: which workflows an event triggers, and for each the jobs to run in dependency
+//! order with their matrix legs, conditions and everything else an executor needs.
+//!
+//! Triggering follows GitHub: the event must be listed under `on:`; `push` and
+//! `pull_request`/`pull_request_target` honour their branch/tag/path filters (via
+//! [`crate::filter`]); events with `types:` honour the payload's `action` (with GitHub's
+//! default activity types for pull requests); `workflow_run` honours `workflows:` and branch
+//! filters; `schedule` honours the payload's `schedule` cron when given. Jobs are ordered by
+//! [`crate::graph`]; matrices are expanded by [`crate::matrix`] when they are literal, and
+//! marked deferred when they contain `${{ }}` expressions (the executor evaluates them once the
+//! contexts they read, such as `needs`, exist).
+
+use firebreak_expr::Value;
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::filter::{self, RefFilter};
+use crate::graph;
+use crate::matrix;
+use crate::model::{EventConfig, Job, JobKind, Workflow};
+use crate::token::{Token, TokenKind};
+
+/// The event that may trigger workflows.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    /// Event name as in `on:` (`push`, `pull_request`, `workflow_dispatch`, …).
+    pub name: String,
+    /// The webhook payload (`github.event`).
+    pub payload: serde_json::Value,
+    /// Files changed by the event, for `paths` filters; `None` when unknown (path filters then
+    /// pass).
+    pub changed_files: Option<Vec<String>>,
+}
+
+/// What to run for one event.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub event: String,
+    /// Triggered workflows, in the order given.
+    pub workflows: Vec<WorkflowPlan>,
+    /// Workflows that listen to the event but whose filters excluded it, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filtered_out: Vec<FilteredOut>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FilteredOut {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkflowPlan {
+    pub path: String,
+    /// `name:` or the path.
+    pub name: String,
+    /// Jobs in topological order (layer by layer, declaration order within a layer).
+    pub jobs: Vec<JobPlan>,
+    /// Job ids per layer: every job of a layer only needs jobs of earlier layers.
+    pub layers: Vec<Vec<String>>,
+    /// Problems found while planning (dependency errors, bad literal matrices).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// The workflow itself (env, defaults, permissions, concurrency, …).
+    pub workflow: Workflow,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobPlan {
+    pub id: String,
+    /// Display name token (may be an expression using `matrix`).
+    pub name: Token,
+    /// Layer index in [`WorkflowPlan::layers`].
+    pub layer: usize,
+    pub needs: Vec<String>,
+    /// Final `if:` condition (e.g. `success()` or `success() && (…)`).
+    #[serde(rename = "if")]
+    pub if_condition: String,
+    pub matrix: MatrixPlan,
+    /// `strategy.fail-fast` when literal (default `true`).
+    #[serde(rename = "fail-fast")]
+    pub fail_fast: bool,
+    /// `strategy.max-parallel` when literal.
+    #[serde(rename = "max-parallel", skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u64>,
+    /// For a reusable-workflow job whose workflow was supplied to the parser: the called
+    /// workflow's own plan (its jobs run as part of this job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub called: Option<Box<WorkflowPlan>>,
+    /// The job as parsed (steps, runs-on, env, container, services, outputs, …).
+    pub job: Job,
+}
+
+/// How the job fans out.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MatrixPlan {
+    /// No matrix: one run with an empty `matrix` context.
+    None,
+    /// Literal matrix expanded at plan time: the `matrix` context of every leg, with its name.
+    Legs { legs: Vec<MatrixLeg> },
+    /// The matrix contains expressions; the executor evaluates `strategy` (contexts listed)
+    /// and expands it with [`crate::matrix::expand`].
+    Deferred { contexts: Vec<String> },
+    /// The literal matrix is invalid (message as GitHub reports it).
+    Invalid { error: String },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MatrixLeg {
+    /// GitHub's display name of the leg, e.g. `build (ubuntu, 18)`.
+    pub name: String,
+    /// The leg's `matrix` context.
+    pub matrix: serde_json::Value,
+}
+
+/// Plans `event` against `workflows` (`(path, workflow)` pairs, already parsed).
+pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Workflow)], event: &Event) -> Plan {
+    let mut out = Plan { event: event.name.clone(), workflows: Vec::new(), filtered_out: Vec::new() };
+    for (path, wf) in workflows {
+        let path = path.as_ref().display().to_string();
+        let path = path.as_str();
+        let Some(config) = wf.on.get(&event.name) else { continue };
+        if let Err(reason) = triggers(&event.name, config, event) {
+            out.filtered_out.push(FilteredOut { path: path.to_string(), reason });
+            continue;
+        }
+        out.workflows.push(plan_workflow(path, wf));
+    }
+    out
+}
+
+fn ref_filter(c: &EventConfig) -> RefFilter {
+    RefFilter {
+        branches: c.branches.clone(),
+        branches_ignore: c.branches_ignore.clone(),
+        tags: c.tags.clone(),
+        tags_ignore: c.tags_ignore.clone(),
+        paths: c.paths.clone(),
+        paths_ignore: c.paths_ignore.clone(),
+    }
+}
+
+fn payload_str<'a>(payload: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
+    payload.pointer(pointer).and_then(|v| v.as_str())
+}
+
+/// Default activity types GitHub uses when `types:` is omitted.
+fn default_types(event: &str) -> Option<&'static [&'static str]> {
+    match event {
+        "pull_request" | "pull_request_target" => Some(&["opened", "synchronize", "reopened"]),
+        _ => None,
+    }
+}
+
+/// `Ok` when the event passes the workflow's configuration for it, else why not.
+fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), String> {
+    let files = event.changed_files.as_deref();
+    // activity types
+    let action = payload_str(&event.payload, "/action");
+    let types: Option<Vec<&str>> = config
+        .types
+        .as_ref()
+        .map(|t| t.iter().map(String::as_str).collect())
+        .or_else(|| default_types(name).map(<[&str]>::to_vec));
+    if let (Some(types), Some(action)) = (&types, action) {
+        if !types.contains(&action) {
+            return Err(format!("activity type '{action}' is not one of {types:?}"));
+        }
+    }
+    match name {
+        "push" => {
+            let git_ref = payload_str(&event.payload, "/ref").unwrap_or("");
+            if !filter::push_matches(&ref_filter(config), git_ref, files) {
+                return Err(format!("ref '{git_ref}' or changed paths do not pass the push filters"));
+            }
+        }
+        "pull_request" | "pull_request_target" => {
+            let base = payload_str(&event.payload, "/pull_request/base/ref").unwrap_or("");
+            if !filter::pull_request_matches(&ref_filter(config), base, files) {
+                return Err(format!("base branch '{base}' or changed paths do not pass the {name} filters"));
+            }
+        }
+        "merge_group" => {
+            let base = payload_str(&event.payload, "/merge_group/base_ref").unwrap_or("");
+            if !filter::pull_request_matches(&ref_filter(config), base, None) {
+                return Err(format!("base ref '{base}' does not pass the merge_group filters"));
+            }
+        }
+        "workflow_run" => {
+            if let Some(workflows) = &config.workflows {
+                let run_name = payload_str(&event.payload, "/workflow_run/name").unwrap_or("");
+                if !workflows.iter().any(|w| filter::glob_match(w, run_name)) {
+                    return Err(format!("workflow '{run_name}' is not in {workflows:?}"));
+                }
+            }
+            let branch = payload_str(&event.payload, "/workflow_run/head_branch").unwrap_or("");
+            let f = RefFilter { paths: None, paths_ignore: None, tags: None, tags_ignore: None, ..ref_filter(config) };
+            if !filter::pull_request_matches(&f, branch, None) {
+                return Err(format!("branch '{branch}' does not pass the workflow_run filters"));
+            }
+        }
+        "schedule" => {
+            if let Some(cron) = payload_str(&event.payload, "/schedule") {
+                if !config.schedule.iter().any(|s| s.cron == cron) {
+                    return Err(format!("schedule '{cron}' is not listed"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn plan_workflow(path: &str, wf: &Workflow) -> WorkflowPlan {
+    let input: Vec<(String, Vec<String>)> = wf.jobs.iter().map(|j| (j.id.clone(), j.needs.clone())).collect();
+    let g = graph::analyze(&input);
+    let mut errors: Vec<String> = g.errors.iter().map(ToString::to_string).collect();
+    let mut jobs = Vec::new();
+    let mut layers = Vec::new();
+    for (layer_idx, layer) in g.layers.iter().enumerate() {
+        let mut ids = Vec::new();
+        for &i in layer {
+            let Some(job) = wf.jobs.get(i) else { continue };
+            ids.push(job.id.clone());
+            let jp = plan_job(job, layer_idx);
+            if let MatrixPlan::Invalid { error } = &jp.matrix {
+                errors.push(format!("Job '{}': {error}", job.id));
+            }
+            jobs.push(jp);
+        }
+        layers.push(ids);
+    }
+    WorkflowPlan {
+        path: path.to_string(),
+        name: wf.name.clone().unwrap_or_else(|| path.to_string()),
+        jobs,
+        layers,
+        errors,
+        workflow: wf.clone(),
+    }
+}
+
+fn plan_job(job: &Job, layer: usize) -> JobPlan {
+    let strategy = job.strategy.as_ref();
+    let fail_fast = strategy.and_then(|s| s.fail_fast.as_ref()).and_then(Token::as_bool).unwrap_or(true);
+    let max_parallel = strategy
+        .and_then(|s| s.max_parallel.as_ref())
+        .and_then(Token::as_number)
+        .filter(|n| *n >= 1.0)
+        .map(|n| n as u64);
+    let matrix = match strategy {
+        None => MatrixPlan::None,
+        Some(s) if s.token.is_expression() => MatrixPlan::Deferred { contexts: contexts_of(&s.token) },
+        Some(s) => match &s.matrix {
+            None => MatrixPlan::None,
+            Some(m) if m.contains_expression() => MatrixPlan::Deferred { contexts: contexts_of(m) },
+            Some(m) => expand_literal(m, job),
+        },
+    };
+    JobPlan {
+        id: job.id.clone(),
+        name: job.name.clone(),
+        layer,
+        needs: job.needs.clone(),
+        if_condition: job.if_condition.clone(),
+        matrix,
+        fail_fast,
+        max_parallel,
+        called: match &job.kind {
+            JobKind::Reusable(rj) => rj.called.as_ref().map(|w| Box::new(plan_workflow(&rj.uses, w))),
+            JobKind::Steps(_) => None,
+        },
+        job: job.clone(),
+    }
+}
+
+/// Contexts read by the expressions inside `t` (lower-case, first use first).
+fn contexts_of(t: &Token) -> Vec<String> {
+    fn walk(t: &Token, out: &mut Vec<String>) {
+        match &t.kind {
+            TokenKind::Expr(e) => {
+                if let Ok(expr) = firebreak_expr::parse(&e.expr) {
+                    for n in expr.named_values() {
+                        if !out.contains(&n) {
+                            out.push(n);
+                        }
+                    }
+                }
+            }
+            TokenKind::Seq(items) => items.iter().for_each(|i| walk(i, out)),
+            TokenKind::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                walk(k, out);
+                walk(v, out);
+            }),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(t, &mut out);
+    out
+}
+
+fn expand_literal(m: &Token, job: &Job) -> MatrixPlan {
+    let Some(Value::Object(map)) = m.literal_value() else {
+        return MatrixPlan::Invalid { error: "A mapping was expected for the matrix".to_string() };
+    };
+    let map: IndexMap<String, Value> = map;
+    match matrix::expand_legs(&map) {
+        Ok(legs) => {
+            let job_name = job.name.as_str().unwrap_or(&job.id);
+            MatrixPlan::Legs {
+                legs: legs
+                    .iter()
+                    .map(|l| MatrixLeg {
+                        name: l.name(job_name),
+                        matrix: Value::Object(l.matrix.clone()).to_json(),
+                    })
+                    .collect(),
+            }
+        }
+        Err(e) => {
+            let mut error = e.to_string();
+            if matches!(e, matrix::MatrixError::TooManyLegs) {
+                error.push_str(&format!(" for job '{}'", job.id));
+            }
+            MatrixPlan::Invalid { error }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_workflow;
+
+    fn wf(src: &str) -> Workflow {
+        match parse_workflow("w.yml", src).into_result() {
+            Ok(w) => w,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn push(r: &str, files: Option<&[&str]>) -> Event {
+        Event {
+            name: "push".into(),
+            payload: serde_json::json!({ "ref": r }),
+            changed_files: files.map(|f| f.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn push_filters_select_workflows() {
+        let a = wf("on:\n  push:\n    branches: [main]\njobs:\n  a:\n    runs-on: x\n");
+        let b = wf("on:\n  push:\n    paths: ['src/**']\njobs:\n  b:\n    runs-on: x\n");
+        let c = wf("on: pull_request\njobs:\n  c:\n    runs-on: x\n");
+        let wfs = vec![("a.yml", a), ("b.yml", b), ("c.yml", c)];
+        let p = plan(&wfs, &push("refs/heads/main", Some(&["docs/x.md"])));
+        assert_eq!(p.workflows.iter().map(|w| w.path.as_str()).collect::<Vec<_>>(), ["a.yml"]);
+        assert_eq!(p.filtered_out.len(), 1);
+        let p = plan(&wfs, &push("refs/heads/dev", Some(&["src/lib.rs"])));
+        assert_eq!(p.workflows.iter().map(|w| w.path.as_str()).collect::<Vec<_>>(), ["b.yml"]);
+    }
+
+    #[test]
+    fn pull_request_types_default() {
+        let w = wf("on: pull_request\njobs:\n  c:\n    runs-on: x\n");
+        let wfs = vec![("c.yml", w)];
+        let ev = |action: &str| Event {
+            name: "pull_request".into(),
+            payload: serde_json::json!({"action": action, "pull_request": {"base": {"ref": "main"}}}),
+            changed_files: None,
+        };
+        assert_eq!(plan(&wfs, &ev("opened")).workflows.len(), 1);
+        assert_eq!(plan(&wfs, &ev("labeled")).workflows.len(), 0);
+    }
+
+    #[test]
+    fn jobs_in_topological_order_with_matrix() {
+        let w = wf(concat!(
+            "on: push\njobs:\n",
+            "  deploy:\n    needs: [build]\n    runs-on: x\n",
+            "  build:\n    runs-on: x\n    strategy:\n      matrix:\n        os: [a, b]\n        include:\n          - os: c\n",
+            "  dyn:\n    needs: build\n    runs-on: x\n    strategy:\n      matrix:\n        v: ${{ fromJSON(needs.build.outputs.v) }}\n",
+        ));
+        let p = plan(&[("w.yml", w)], &push("refs/heads/main", None));
+        let wp = &p.workflows[0];
+        assert_eq!(wp.layers, vec![vec!["build".to_string()], vec!["deploy".to_string(), "dyn".to_string()]]);
+        let build = &wp.jobs[0];
+        let MatrixPlan::Legs { legs } = &build.matrix else { panic!("{:?}", build.matrix) };
+        assert_eq!(legs.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["build (a)", "build (b)", "build (c)"]);
+        assert!(matches!(&wp.jobs[2].matrix, MatrixPlan::Deferred { contexts } if contexts == &["needs"]));
+        assert!(matches!(wp.jobs[1].matrix, MatrixPlan::None));
+        assert_eq!(wp.jobs[1].if_condition, "success()");
+        let json = serde_json::to_value(&p).unwrap_or_default();
+        assert_eq!(json["workflows"][0]["jobs"][0]["matrix"]["kind"], "legs");
+    }
+}

@@ -1,0 +1,325 @@
+use super::*;
+
+fn errors(src: &str) -> Vec<String> {
+    parse_workflow("w.yml", src).diagnostics.iter().map(ToString::to_string).collect()
+}
+
+fn ok(src: &str) -> Workflow {
+    let p = parse_workflow("w.yml", src);
+    match p.into_result() {
+        Ok(w) => w,
+        Err(e) => panic!("unexpected errors: {e:?}"),
+    }
+}
+
+const BASIC: &str = "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n";
+
+#[test]
+fn basic_workflow() {
+    let w = ok(BASIC);
+    assert!(w.triggered_by("push"));
+    let job = &w.jobs[0];
+    assert_eq!(job.id, "build");
+    assert_eq!(job.if_condition, "success()");
+    assert_eq!(job.steps()[0].id, "__run");
+    assert!(job.steps()[0].generated_id);
+}
+
+#[test]
+fn diagnostic_display_is_file_line_col() {
+    let p = parse_workflow("w.yml", "on: push\njobs:\n  build:\n    steps:\n      - run: x\n");
+    assert_eq!(p.diagnostics[0].to_string(), "w.yml:4:5: Required property is missing: runs-on");
+    assert_eq!(p.diagnostics[0].github_message(), "w.yml (Line: 4, Col: 5): Required property is missing: runs-on");
+    assert!(p.workflow.is_none());
+}
+
+#[test]
+fn on_is_a_string_key_and_yes_is_a_string() {
+    let w = ok("on: [push, pull_request]\nname: yes\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: y\n");
+    assert_eq!(w.on.keys().collect::<Vec<_>>(), ["push", "pull_request"]);
+    assert_eq!(w.name.as_deref(), Some("yes"));
+}
+
+#[test]
+fn reports_all_errors_in_document_order() {
+    let e = errors(
+        "on: push\nfoo: 1\njobs:\n  a:\n    runs-on: x\n    runs-on: y\n    steps:\n      - runn: z\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "w.yml:2:1: Unexpected value 'foo'",
+            "w.yml:6:5: 'runs-on' is already defined",
+            "w.yml:8:9: Unexpected value 'runn'",
+            "w.yml:8:9: There's not enough info to determine what you meant. Add one of these properties: parallel, run, shell, uses, with, working-directory",
+        ]
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_eq!(
+        errors("name: [a]\non: push\njobs:\n  a:\n    runs-on: x\n    steps: []\n"),
+        ["w.yml:1:7: A sequence was not expected"]
+    );
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      x: 1\n"),
+        ["w.yml:6:7: A mapping was not expected"]
+    );
+    assert_eq!(
+        errors("on: push\npermissions:\n  contents: invalid\njobs:\n  a:\n    runs-on: x\n"),
+        ["w.yml:3:13: Unexpected value 'invalid'"]
+    );
+}
+
+#[test]
+fn expressions_only_where_allowed() {
+    assert_eq!(
+        errors("name: ${{ github.ref }}\non: push\njobs:\n  a:\n    runs-on: x\n"),
+        ["w.yml:1:7: Unrecognized named-value: 'github'. Located at position 1 within expression: github.ref"]
+    );
+    assert_eq!(
+        errors("name: a ${{ 'b' }}\non: push\njobs:\n  a:\n    runs-on: x\n"),
+        ["w.yml:1:7: A template expression is not allowed in this context"]
+    );
+    // job if may not use env or secrets
+    let e = errors("on: push\njobs:\n  a:\n    if: env.x == 'y'\n    runs-on: x\n");
+    assert_eq!(e, ["w.yml:4:9: Unrecognized named-value: 'env'. Located at position 1 within expression: env.x == 'y'"]);
+    // step if may use env and hashFiles
+    ok("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - if: env.x && hashFiles('a')\n        run: y\n");
+}
+
+#[test]
+fn invalid_expression_syntax() {
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ }}\n"),
+        ["w.yml:6:14: An expression was expected"]
+    );
+    let e = errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ github.x\n");
+    assert!(e[0].contains("The expression is not closed"), "{e:?}");
+}
+
+#[test]
+fn if_conditions_get_success_prefix() {
+    let w = ok(concat!(
+        "on: push\njobs:\n  a:\n    if: github.ref == 'x'\n    runs-on: x\n    steps:\n",
+        "      - if: ${{ always() }}\n        run: a\n",
+        "      - if: 123\n        run: b\n",
+        "      - if: ''\n        run: c\n",
+    ));
+    let job = &w.jobs[0];
+    assert_eq!(job.if_condition, "success() && (github.ref == 'x')");
+    let ifs: Vec<_> = job.steps().iter().map(|s| s.if_condition.clone().unwrap_or_default()).collect();
+    assert_eq!(ifs, ["always()", "success() && (123)", "success()"]);
+}
+
+#[test]
+fn mixed_templates_become_format_calls() {
+    let w = ok("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo '${{ github.sha }}' {x}\n");
+    let StepKind::Run { run, .. } = &w.jobs[0].steps()[0].kind else { panic!() };
+    let TokenKind::Expr(e) = &run.kind else { panic!("{run:?}") };
+    assert_eq!(e.expr, "format('echo ''{0}'' {{x}}', github.sha)");
+    // an escaped literal collapses to a plain string
+    let w = ok("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: ${{ '${{ x }}' }}\n");
+    let StepKind::Run { run, .. } = &w.jobs[0].steps()[0].kind else { panic!() };
+    assert_eq!(run.as_str(), Some("${{ x }}"));
+}
+
+#[test]
+fn default_step_ids() {
+    let e = errors(concat!(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n",
+        "      - id: __x\n        run: c\n      - id: s\n        run: c\n      - id: s\n        run: d\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "w.yml:6:13: The identifier '__x' is invalid. IDs starting with '__' are reserved.",
+            "w.yml:10:13: The identifier 's' may not be used more than once within the same scope.",
+        ]
+    );
+    let w = ok(concat!(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n",
+        "      - uses: actions/checkout@v4\n      - uses: actions/checkout@v4\n",
+        "      - uses: docker://alpine:3\n      - uses: ./local\n      - run: a\n      - run: b\n",
+    ));
+    let ids: Vec<_> = w.jobs[0].steps().iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["__actions_checkout", "__actions_checkout_2", "__alpine_3", "__self", "__run", "__run_2"]);
+}
+
+#[test]
+fn job_ids_and_needs() {
+    let e = errors("on: push\njobs:\n  1a:\n    runs-on: x\n  b:\n    needs: [c]\n    runs-on: x\n");
+    assert_eq!(
+        e,
+        [
+            "w.yml:3:3: The identifier '1a' is invalid. IDs may only contain alphanumeric characters, '_', and '-'. IDs must start with a letter or '_' and and must be less than 100 characters.",
+            "w.yml:6:13: Job 'b' depends on unknown job 'c'.",
+        ]
+    );
+    let e = errors("on: push\njobs:\n  a:\n    needs: b\n    runs-on: x\n  b:\n    needs: a\n    runs-on: x\n");
+    assert_eq!(e, ["w.yml:3:3: The workflow must contain at least one job with no dependencies."]);
+    let e = errors("on: push\njobs:\n  s:\n    runs-on: x\n  a:\n    needs: [s, b]\n    runs-on: x\n  b:\n    needs: a\n    runs-on: x\n");
+    assert_eq!(
+        e,
+        [
+            "w.yml:6:16: Job 'a' depends on job 'b' which creates a cycle in the dependency graph.",
+            "w.yml:9:12: Job 'b' depends on job 'a' which creates a cycle in the dependency graph.",
+        ]
+    );
+    let w = ok("on: push\njobs:\n  a:\n    runs-on: x\n  b:\n    needs: a\n    runs-on: x\n");
+    assert_eq!(w.jobs[1].needs, ["a"]);
+}
+
+#[test]
+fn runs_on_and_required_properties() {
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    steps:\n      - run: x\n"),
+        ["w.yml:4:5: Required property is missing: runs-on"]
+    );
+    assert_eq!(errors("on: push\n"), ["w.yml:1:1: Required property is missing: jobs"]);
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on:\n      group: foo/bar\n"),
+        ["w.yml:5:14: Invalid runs-on group name 'foo/bar'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."]
+    );
+}
+
+#[test]
+fn containers_and_matrix() {
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    container:\n      options: y\n"),
+        ["w.yml:6:7: Container image cannot be empty"]
+    );
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: []\n"),
+        ["w.yml:7:13: Matrix vector 'os' does not contain any values"]
+    );
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      bad: 1\n"),
+        ["w.yml:6:7: Unexpected value 'bad'"]
+    );
+}
+
+#[test]
+fn step_uses_format() {
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: badrepo@v1\n"),
+        ["w.yml:6:15: Expected format {org}/{repo}[/path]@ref. Actual 'badrepo@v1'"]
+    );
+}
+
+#[test]
+fn events_and_filters() {
+    let w = ok(concat!(
+        "on:\n  push:\n    branches: main\n    paths-ignore: ['docs/**']\n  pull_request:\n    types: [opened]\n",
+        "  schedule:\n    - cron: '0 0 * * *'\n  workflow_dispatch:\n    inputs:\n      x:\n        type: choice\n        options: [a]\n",
+        "jobs:\n  a:\n    runs-on: x\n",
+    ));
+    assert_eq!(w.on["push"].branches.as_deref(), Some(&["main".to_string()][..]));
+    assert_eq!(w.on["push"].paths_ignore.as_deref(), Some(&["docs/**".to_string()][..]));
+    assert_eq!(w.on["pull_request"].types.as_deref(), Some(&["opened".to_string()][..]));
+    assert_eq!(w.on["schedule"].schedule[0].cron, "0 0 * * *");
+    assert_eq!(w.on["workflow_dispatch"].inputs["x"].input_type, InputType::Choice);
+    assert_eq!(
+        errors("on:\n  push:\n    inputs: {}\njobs:\n  a:\n    runs-on: x\n"),
+        ["w.yml:3:5: Unexpected value 'inputs'"]
+    );
+    assert_eq!(
+        errors("on:\n  schedule:\n    - cron: '* * *'\njobs:\n  a:\n    runs-on: x\n"),
+        ["w.yml:3:13: Invalid cron expression. Expected format: '* * * * *' (minute hour day month weekday)"]
+    );
+    assert_eq!(errors("on: pushh\njobs:\n  a:\n    runs-on: x\n"), ["w.yml:1:5: Unexpected value 'pushh'"]);
+}
+
+#[test]
+fn reusable_workflow_checks() {
+    let called = "on:\n  workflow_call:\n    inputs:\n      foo:\n        type: string\n        required: true\n    secrets:\n      s:\n        required: true\njobs:\n  j:\n    runs-on: x\n";
+    let opts = ParseOptions {
+        reusable_workflows: Some([("o/r/.github/workflows/w.yml@v1".to_string(), called.to_string())].into()),
+        ..Default::default()
+    };
+    let src = "on: push\njobs:\n  call:\n    uses: o/r/.github/workflows/w.yml@v1\n    with:\n      bar: 1\n";
+    let p = parse_workflow_with("w.yml", src, &opts);
+    let e: Vec<_> = p.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        [
+            "w.yml:4:11: Input foo is required, but not provided while calling.",
+            "w.yml:6:12: Invalid input, bar is not defined in the referenced workflow.",
+            "w.yml:4:11: Secret s is required, but not provided while calling.",
+        ]
+    );
+    let src = "on: push\njobs:\n  call:\n    uses: o/r/.github/workflows/w.yml@v1\n    with:\n      foo: 1\n    secrets: inherit\n";
+    let w = parse_workflow_with("w.yml", src, &opts).into_result().unwrap_or_else(|e| panic!("{e}"));
+    let JobKind::Reusable(rj) = &w.jobs[0].kind else { panic!() };
+    assert!(rj.inherit_secrets);
+    assert_eq!(rj.called.as_ref().map(|c| c.jobs.len()), Some(1));
+    // without supplied workflows, reusable jobs are accepted as written
+    assert!(parse_workflow("w.yml", src).is_ok());
+}
+
+#[test]
+fn background_steps_need_the_feature() {
+    let src = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - id: s\n        run: x\n        background: true\n      - wait: s\n";
+    assert!(!parse_workflow("w.yml", src).is_ok());
+    let opts = ParseOptions { allow_background_steps: true, ..Default::default() };
+    let w = parse_workflow_with("w.yml", src, &opts).into_result().unwrap_or_else(|e| panic!("{e}"));
+    assert!(w.jobs[0].steps()[0].background);
+    assert!(matches!(&w.jobs[0].steps()[1].kind, StepKind::Wait { wait } if wait == &["s"]));
+}
+
+#[test]
+fn yaml_errors_and_anchors() {
+    let e = errors("on: push\njobs: [\n");
+    assert_eq!(e.len(), 1);
+    let w = ok("on: push\njobs:\n  a: &j\n    runs-on: x\n    steps:\n      - run: y\n  b: *j\n");
+    assert_eq!(w.jobs.len(), 2);
+    assert_eq!(errors("on: push\njobs:\n  a:\n    runs-on: !!timestamp 2020-01-01\n"), ["w.yml:0:0: Unexpected tag 'tag:yaml.org,2002:timestamp'"]);
+    assert!(!errors("").is_empty());
+}
+
+#[test]
+fn tokens_serialize() {
+    let w = ok("on: push\nenv:\n  A: ${{ github.sha }}\njobs:\n  a:\n    runs-on: x\n");
+    let v = serde_json::to_value(&w).unwrap_or_default();
+    assert_eq!(v["env"]["map"][0]["value"]["expr"], "github.sha");
+    assert_eq!(v["jobs"][0]["type"], "steps");
+}
+
+#[test]
+fn reusable_permissions_depth_and_job_limit() {
+    let called = "on: workflow_call\njobs:\n  d:\n    name: Deploy\n    permissions:\n      actions: write\n    runs-on: x\n";
+    let mut opts = ParseOptions {
+        reusable_workflows: Some([("a/b/.github/workflows/c.yml@v1".to_string(), called.to_string())].into()),
+        ..Default::default()
+    };
+    let src = "on: push\njobs:\n  call:\n    permissions:\n      actions: read\n    uses: a/b/.github/workflows/c.yml@v1\n";
+    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts).diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        ["w.yml:3:3: Error calling workflow 'a/b/.github/workflows/c.yml@v1'. The nested job 'Deploy' is requesting 'actions: write', but is only allowed 'actions: read'."]
+    );
+    // the default policy (contents/packages read) does not grant actions: write either
+    let src = "on: push\njobs:\n  call:\n    uses: a/b/.github/workflows/c.yml@v1\n";
+    assert!(!parse_workflow_with("w.yml", src, &opts).is_ok());
+    opts.permissions_policy = PermissionsPolicy::Write;
+    assert!(parse_workflow_with("w.yml", src, &opts).is_ok());
+    opts.max_job_limit = Some(1);
+    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts).diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(e, ["The workflow may not contain more than 1 jobs"]);
+    opts.max_job_limit = None;
+    opts.max_nested_reusable_depth = 0;
+    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts).diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(e, ["Nested reusable workflow depth exceeded 0."]);
+}
+
+#[test]
+fn size_and_depth_limits() {
+    let opts = ParseOptions { max_file_size: 10, ..Default::default() };
+    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts).diagnostics.iter().map(|d| d.github_message()).collect();
+    assert_eq!(e, ["w.yml: The maximum file size of 10 characters has been exceeded"]);
+    let opts = ParseOptions { max_depth: 3, ..Default::default() };
+    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts).diagnostics.iter().map(|d| d.github_message()).collect();
+    assert_eq!(e, ["w.yml: Maximum object depth exceeded"]);
+    assert!(parse_workflow_with("w.yml", BASIC, &ParseOptions { max_depth: 5, ..Default::default() }).is_ok());
+}

@@ -1,0 +1,561 @@
+//! YAML 1.2 front end: turns source text into a tree of [`YNode`]s with positions.
+//!
+//! Built on `saphyr-parser`'s event stream. Plain scalars are resolved with the YAML 1.2 core
+//! schema as GitHub's parser does (`on` stays a string, `0755` is decimal 755, `12_345` is a
+//! string, `yes`/`no` are strings). Anchors and aliases are resolved by copying the anchored
+//! node. Core-schema tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq`, `!!map`)
+//! are honoured; other `tag:yaml.org,2002:` tags are rejected like GitHub does.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+
+use crate::diag::Pos;
+
+/// GitHub's default maximum nesting depth of collections (the root collection is depth 1).
+pub const DEFAULT_MAX_DEPTH: usize = 50;
+/// Maximum number of nodes (after alias expansion) accepted before reporting an error.
+pub const MAX_NODES: usize = 1_000_000;
+
+/// Scalar presentation style (kept for diagnostics and for GitHub's block-scalar rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    SingleQuoted,
+    DoubleQuoted,
+    Literal,
+    Folded,
+}
+
+impl From<ScalarStyle> for Style {
+    fn from(s: ScalarStyle) -> Self {
+        match s {
+            ScalarStyle::Plain => Style::Plain,
+            ScalarStyle::SingleQuoted => Style::SingleQuoted,
+            ScalarStyle::DoubleQuoted => Style::DoubleQuoted,
+            ScalarStyle::Literal => Style::Literal,
+            ScalarStyle::Folded => Style::Folded,
+        }
+    }
+}
+
+impl Style {
+    fn name(self) -> &'static str {
+        match self {
+            Style::Plain => "Plain",
+            Style::SingleQuoted => "SingleQuoted",
+            Style::DoubleQuoted => "DoubleQuoted",
+            Style::Literal => "Literal",
+            Style::Folded => "Folded",
+        }
+    }
+}
+
+/// A YAML node with the position of its first character.
+#[derive(Clone, Debug, PartialEq)]
+pub struct YNode {
+    pub pos: Pos,
+    /// Line on which the node ends (used to tell single-line from multi-line scalars).
+    pub end_line: u32,
+    pub kind: YKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum YKind {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Str { value: String, style: Style },
+    Seq(Vec<YNode>),
+    Map(Vec<(YNode, YNode)>),
+}
+
+/// A YAML-level error (syntax, tags, limits).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct YamlError {
+    pub pos: Option<Pos>,
+    pub message: String,
+}
+
+impl YamlError {
+    fn at(pos: Option<Pos>, message: impl Into<String>) -> Self {
+        YamlError { pos, message: message.into() }
+    }
+}
+
+enum Frame {
+    Seq { node: YNode, anchor: usize, items: Vec<YNode> },
+    Map { node: YNode, anchor: usize, items: Vec<(YNode, YNode)>, key: Option<YNode> },
+}
+
+struct Loader<'s> {
+    max_depth: usize,
+    chars: Vec<char>,
+    _src: &'s str,
+    anchors: HashMap<usize, YNode>,
+    nodes: usize,
+}
+
+/// Parses the first YAML document of `src`. Returns `Ok(None)` for an empty document.
+#[cfg(test)]
+pub fn load(src: &str) -> Result<Option<YNode>, YamlError> {
+    load_with_depth(src, DEFAULT_MAX_DEPTH)
+}
+
+/// [`load`] with a maximum collection nesting depth.
+pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode>, YamlError> {
+    let mut loader =
+        Loader { max_depth, chars: src.chars().collect(), _src: src, anchors: HashMap::new(), nodes: 0 };
+    loader.run(src)
+}
+
+fn marker_pos(m: saphyr_parser::Marker) -> Pos {
+    Pos::new(m.line() as u32, m.col() as u32 + 1)
+}
+
+impl Loader<'_> {
+    fn run(&mut self, src: &str) -> Result<Option<YNode>, YamlError> {
+        let mut parser = Parser::new_from_str(src);
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut root: Option<YNode> = None;
+        let mut docs = 0usize;
+        while let Some(ev) = parser.next_event() {
+            let (ev, span) = ev.map_err(|e| {
+                YamlError::at(Some(marker_pos(*e.marker())), e.info().to_string())
+            })?;
+            match ev {
+                Event::StreamStart | Event::Nothing | Event::DocumentEnd => {}
+                Event::StreamEnd => break,
+                Event::DocumentStart(_) => {
+                    docs += 1;
+                    if docs > 1 {
+                        return Err(YamlError::at(
+                            Some(marker_pos(span.start)),
+                            "Source contains more than one document",
+                        ));
+                    }
+                }
+                Event::Alias(id) => {
+                    let node = match self.anchors.get(&id) {
+                        Some(n) => n.clone(),
+                        None => {
+                            return Err(YamlError::at(Some(marker_pos(span.start)), "Unknown alias"));
+                        }
+                    };
+                    self.count(count_nodes(&node), span)?;
+                    self.push_value(&mut stack, &mut root, node);
+                }
+                Event::Scalar(value, style, anchor, tag) => {
+                    self.count(1, span)?;
+                    let node = self.scalar(&value, style.into(), tag.as_deref(), span)?;
+                    if anchor > 0 {
+                        self.anchors.insert(anchor, node.clone());
+                    }
+                    self.push_value(&mut stack, &mut root, node);
+                }
+                Event::SequenceStart(anchor, tag) => {
+                    self.count(1, span)?;
+                    self.check_collection_tag(tag.as_deref(), "seq")?;
+                    if stack.len() >= self.max_depth {
+                        return Err(YamlError::at(None, "Maximum object depth exceeded"));
+                    }
+                    let node = YNode { pos: self.node_pos(span), end_line: 0, kind: YKind::Null };
+                    stack.push(Frame::Seq { node, anchor, items: Vec::new() });
+                }
+                Event::MappingStart(anchor, tag) => {
+                    self.count(1, span)?;
+                    self.check_collection_tag(tag.as_deref(), "map")?;
+                    if stack.len() >= self.max_depth {
+                        return Err(YamlError::at(None, "Maximum object depth exceeded"));
+                    }
+                    let node = YNode { pos: self.node_pos(span), end_line: 0, kind: YKind::Null };
+                    stack.push(Frame::Map { node, anchor, items: Vec::new(), key: None });
+                }
+                Event::SequenceEnd | Event::MappingEnd => {
+                    let end_line = span.end.line() as u32;
+                    let (node, anchor) = match stack.pop() {
+                        Some(Frame::Seq { mut node, anchor, items }) => {
+                            node.kind = YKind::Seq(items);
+                            node.end_line = end_line;
+                            (node, anchor)
+                        }
+                        Some(Frame::Map { mut node, anchor, items, .. }) => {
+                            node.kind = YKind::Map(items);
+                            node.end_line = end_line;
+                            (node, anchor)
+                        }
+                        None => return Err(YamlError::at(Some(marker_pos(span.start)), "Unbalanced collection end")),
+                    };
+                    if anchor > 0 {
+                        self.anchors.insert(anchor, node.clone());
+                    }
+                    self.push_value(&mut stack, &mut root, node);
+                }
+            }
+        }
+        Ok(root)
+    }
+
+    fn count(&mut self, n: usize, span: Span) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(YamlError::at(Some(marker_pos(span.start)), "Maximum object size exceeded"));
+        }
+        Ok(())
+    }
+
+    fn push_value(&mut self, stack: &mut [Frame], root: &mut Option<YNode>, node: YNode) {
+        match stack.last_mut() {
+            None => {
+                if root.is_none() {
+                    *root = Some(node);
+                }
+            }
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map { items, key, .. }) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => items.push((k, node)),
+            },
+        }
+    }
+
+    fn char_at(&self, idx: usize) -> Option<char> {
+        self.chars.get(idx).copied()
+    }
+
+    /// Position of a node: skips a leading anchor (`&a`) or tag (`!!x`) property so that the
+    /// position names the node's content like GitHub's parser does.
+    fn node_pos(&self, span: Span) -> Pos {
+        let mut idx = span.start.index();
+        let mut pos = marker_pos(span.start);
+        loop {
+            match self.char_at(idx) {
+                Some('&') | Some('!') => {
+                    // skip the property token
+                    let mut j = idx;
+                    if self.char_at(j) == Some('!') && self.char_at(j + 1) == Some('<') {
+                        while let Some(c) = self.char_at(j) {
+                            j += 1;
+                            if c == '>' {
+                                break;
+                            }
+                        }
+                    } else {
+                        while let Some(c) = self.char_at(j) {
+                            if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+                                break;
+                            }
+                            j += 1;
+                        }
+                    }
+                    // skip blanks on the same line only
+                    while matches!(self.char_at(j), Some(' ') | Some('\t')) {
+                        j += 1;
+                    }
+                    if matches!(self.char_at(j), Some('\n') | Some('\r') | Some('#') | None) {
+                        return pos;
+                    }
+                    pos.col += (j - idx) as u32;
+                    idx = j;
+                }
+                _ => return pos,
+            }
+        }
+    }
+
+    fn check_collection_tag(&self, tag: Option<&Tag>, expected: &str) -> Result<(), YamlError> {
+        if let Some(name) = tag.and_then(core_tag_name) {
+            if name != expected {
+                return Err(YamlError::at(None, format!("Unexpected tag 'tag:yaml.org,2002:{name}'")));
+            }
+        }
+        Ok(())
+    }
+
+    fn scalar(&self, value: &str, style: Style, tag: Option<&Tag>, span: Span) -> Result<YNode, YamlError> {
+        let mut pos = self.node_pos(span);
+        let tag_pos = marker_pos(span.start);
+        let mut end_line = span.end.line() as u32;
+        if matches!(style, Style::Literal | Style::Folded) {
+            // GitHub positions block scalars at their `|` / `>` header.
+            if let Some(p) = self.block_header_pos(span) {
+                pos = p;
+            }
+            end_line = end_line.max(pos.line + 1);
+        } else if style == Style::Plain && value.is_empty() {
+            // An empty value is positioned just after the `:` that precedes it.
+            if self.char_at(span.start.index()) == Some(':') {
+                pos.col += 1;
+            }
+        }
+        let kind = match tag.and_then(core_tag_name) {
+            Some(name) => {
+                if style != Style::Plain && name != "str" {
+                    return Err(YamlError::at(
+                        None,
+                        format!(
+                            "The scalar style '{}' on line {} and column {} is not valid with the tag 'tag:yaml.org,2002:{}'",
+                            style.name(),
+                            tag_pos.line,
+                            tag_pos.col,
+                            name
+                        ),
+                    ));
+                }
+                match name {
+                    "str" => YKind::Str { value: value.to_string(), style },
+                    "null" => match value {
+                        "" | "~" | "null" | "Null" | "NULL" => YKind::Null,
+                        _ => return Err(invalid_tagged(value, name, tag_pos)),
+                    },
+                    "bool" => match parse_bool(value) {
+                        Some(b) => YKind::Bool(b),
+                        None => return Err(invalid_tagged(value, name, tag_pos)),
+                    },
+                    "int" => match parse_int(value) {
+                        Some(n) => YKind::Number(n),
+                        None => return Err(invalid_tagged(value, name, tag_pos)),
+                    },
+                    "float" => match parse_int(value).or_else(|| parse_float(value)) {
+                        Some(n) => YKind::Number(n),
+                        None => return Err(invalid_tagged(value, name, tag_pos)),
+                    },
+                    other => return Err(YamlError::at(None, format!("Unexpected tag 'tag:yaml.org,2002:{other}'"))),
+                }
+            }
+            None => {
+                if style == Style::Plain && tag.is_none() {
+                    resolve_plain(value)
+                } else {
+                    YKind::Str { value: value.to_string(), style }
+                }
+            }
+        };
+        Ok(YNode { pos, end_line, kind })
+    }
+
+    /// Finds the `|` or `>` header of a block scalar whose content starts at `span`.
+    fn block_header_pos(&self, span: Span) -> Option<Pos> {
+        let mut idx = span.start.index();
+        // walk backwards over content whitespace, newlines and header comments
+        let mut line = span.start.line() as u32;
+        while idx > 0 {
+            idx -= 1;
+            let c = self.char_at(idx)?;
+            if c == '\n' {
+                line = line.saturating_sub(1);
+                // examine the line that ends here
+                let line_end = idx;
+                let mut line_start = idx;
+                while line_start > 0 && self.char_at(line_start - 1) != Some('\n') {
+                    line_start -= 1;
+                }
+                let text: String = self.chars[line_start..line_end].iter().collect();
+                if let Some(col) = find_block_header(&text) {
+                    return Some(Pos::new(line, col as u32 + 1));
+                }
+                if !text.trim().is_empty() && !text.trim_start().starts_with('#') {
+                    // a content line of the scalar itself (leading blank lines are rare)
+                    continue;
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Column (0-based, in chars) of a block scalar header at the end of `line`, if any.
+fn find_block_header(line: &str) -> Option<usize> {
+    let chars: Vec<char> = line.chars().collect();
+    // strip a trailing comment
+    let mut end = chars.len();
+    for i in 0..chars.len() {
+        if chars[i] == '#' && (i == 0 || chars[i - 1] == ' ' || chars[i - 1] == '\t') {
+            end = i;
+            break;
+        }
+    }
+    let mut e = end;
+    while e > 0 && (chars[e - 1] == ' ' || chars[e - 1] == '\t' || chars[e - 1] == '\r') {
+        e -= 1;
+    }
+    let mut s = e;
+    while s > 0 && (chars[s - 1] == '+' || chars[s - 1] == '-' || chars[s - 1].is_ascii_digit()) {
+        s -= 1;
+    }
+    if s > 0 && (chars[s - 1] == '|' || chars[s - 1] == '>') {
+        let at = s - 1;
+        if at == 0 || chars[at - 1] == ' ' || chars[at - 1] == '\t' || chars[at - 1] == '-' || chars[at - 1] == ':' {
+            return Some(at);
+        }
+    }
+    None
+}
+
+fn invalid_tagged(value: &str, name: &str, at: Pos) -> YamlError {
+    YamlError::at(
+        None,
+        format!(
+            "The value '{value}' on line {} and column {} is invalid for the type 'tag:yaml.org,2002:{name}'",
+            at.line, at.col
+        ),
+    )
+}
+
+fn core_tag_name(tag: &Tag) -> Option<&str> {
+    const CORE: &str = "tag:yaml.org,2002:";
+    if tag.handle == CORE {
+        return Some(tag.suffix.as_str());
+    }
+    if tag.handle == "!!" {
+        return Some(tag.suffix.as_str());
+    }
+    if tag.handle.is_empty() || tag.handle == "!" {
+        if let Some(rest) = tag.suffix.strip_prefix(CORE) {
+            return Some(rest);
+        }
+    }
+    None
+}
+
+fn count_nodes(n: &YNode) -> usize {
+    match &n.kind {
+        YKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
+        YKind::Map(items) => 1 + items.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_int(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return None;
+    }
+    if let Some(h) = s.strip_prefix("0x") {
+        if !h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Some(h.bytes().fold(0f64, |a, c| a * 16.0 + (c as char).to_digit(16).unwrap_or(0) as f64));
+        }
+        return None;
+    }
+    if let Some(o) = s.strip_prefix("0o") {
+        if !o.is_empty() && o.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+            return Some(o.bytes().fold(0f64, |a, c| a * 8.0 + (c - b'0') as f64));
+        }
+        return None;
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
+        let v: f64 = digits.parse().ok()?;
+        return Some(if s.starts_with('-') { -v } else { v });
+    }
+    None
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let ok_mantissa = match mantissa.find('.') {
+        Some(i) => {
+            let (a, b) = (&mantissa[..i], &mantissa[i + 1..]);
+            a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+                && !(a.is_empty() && b.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|c| c.is_ascii_digit()),
+    };
+    if !ok_mantissa {
+        return None;
+    }
+    if let Some(e) = exp {
+        let d = e.strip_prefix(['-', '+']).unwrap_or(e);
+        if d.is_empty() || !d.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+    }
+    s.parse::<f64>().ok()
+}
+
+/// Resolves an untagged plain scalar with the YAML 1.2 core schema.
+pub fn resolve_plain(s: &str) -> YKind {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return YKind::Null,
+        _ => {}
+    }
+    if let Some(b) = parse_bool(s) {
+        return YKind::Bool(b);
+    }
+    if let Some(n) = parse_int(s) {
+        return YKind::Number(n);
+    }
+    if let Some(n) = parse_float(s) {
+        return YKind::Number(n);
+    }
+    YKind::Str { value: s.to_string(), style: Style::Plain }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(s: &str) -> YKind {
+        resolve_plain(s)
+    }
+
+    #[test]
+    fn core_schema() {
+        assert_eq!(kind("on"), YKind::Str { value: "on".into(), style: Style::Plain });
+        assert_eq!(kind("yes"), YKind::Str { value: "yes".into(), style: Style::Plain });
+        assert_eq!(kind("True"), YKind::Bool(true));
+        assert_eq!(kind("0755"), YKind::Number(755.0));
+        assert_eq!(kind("0xff"), YKind::Number(255.0));
+        assert_eq!(kind("0o10"), YKind::Number(8.0));
+        assert_eq!(kind("+1"), YKind::Number(1.0));
+        assert_eq!(kind("1.5e3"), YKind::Number(1500.0));
+        assert_eq!(kind(".5"), YKind::Number(0.5));
+        assert_eq!(kind("12_345"), YKind::Str { value: "12_345".into(), style: Style::Plain });
+        assert_eq!(kind("inf"), YKind::Str { value: "inf".into(), style: Style::Plain });
+        assert_eq!(kind("~"), YKind::Null);
+        assert!(matches!(kind(".nan"), YKind::Number(n) if n.is_nan()));
+        assert_eq!(kind("."), YKind::Str { value: ".".into(), style: Style::Plain });
+    }
+
+    #[test]
+    fn positions() {
+        let src = "a:\n  b:\n  c: |\n    x\n  d: &x [1]\n  e: *x\n";
+        let root = load(src).expect("a value").expect("a value");
+        let YKind::Map(items) = &root.kind else { panic!() };
+        let YKind::Map(inner) = &items[0].1.kind else { panic!() };
+        assert_eq!(inner[0].1.pos, Pos::new(2, 5)); // empty value after ':'
+        assert_eq!(inner[1].1.pos, Pos::new(3, 6)); // block header
+        assert_eq!(inner[2].1.pos, Pos::new(5, 9)); // after the anchor
+        assert_eq!(inner[3].1.kind, inner[2].1.kind);
+    }
+
+    #[test]
+    fn tags() {
+        let root = load("a: !!int 0xff\nb: !!str 1\n").expect("a value").expect("a value");
+        let YKind::Map(items) = &root.kind else { panic!() };
+        assert_eq!(items[0].1.kind, YKind::Number(255.0));
+        assert!(matches!(items[1].1.kind, YKind::Str { .. }));
+        assert!(load("a: !!timestamp 2022-01-01\n").is_err());
+        assert!(load("a: !!int \"300\"\n").is_err());
+    }
+}
