@@ -309,10 +309,15 @@ pub(crate) fn builtin_arity(name: &str) -> Option<(usize, usize)> {
 }
 
 /// Argument counts of the host functions GitHub defines.
+///
+/// Status functions take no arguments in step conditions but any number of job ids in job
+/// conditions (`success('build', 'lint')`); where each form is allowed is the workflow
+/// parser's call, so the expression parser accepts both.
 fn host_arity(name: &str) -> Option<(usize, usize)> {
     Some(match name {
         "hashfiles" => (1, 255),
-        "success" | "always" | "failure" | "cancelled" => (0, 0),
+        "success" | "failure" => (0, usize::MAX),
+        "always" | "cancelled" => (0, 0),
         _ => return None,
     })
 }
@@ -782,7 +787,8 @@ mod tests {
             .expect("parses")
             .uses_status_function());
         assert!(parse("SUCCESS()").expect("parses").uses_status_function());
-        assert!(parse("success(1)").is_err());
+        assert!(parse("success('build', 'lint')").is_ok(), "job conditions name jobs");
+        assert!(parse("always(1)").is_err());
         assert!(parse("hashFiles()").is_err());
         assert!(parse("").expect("parses").is_empty());
         assert!(parse("   ").expect("parses").is_empty());
