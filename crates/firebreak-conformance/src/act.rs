@@ -6,7 +6,8 @@
 //! passed. Every other row runs as act's own suite runs it: from a git-committed copy of
 //! `DIR/testdata` (the repository root for `uses: ./…`), with the JS actions' dependencies
 //! installed by `npm install` in that copy, as
-//! `firebreak run EVENT -C COPY -W COPY/WORKFLOW [--event-file COPY/DIR/event.json]`.
+//! `firebreak run EVENT -C COPY -W COPY/WORKFLOW [--event-file COPY/DIR/event.json]`, with
+//! repository and actor `nektos/act` as act's own suite has them.
 //! A row whose expected error is empty passes when the run exits 0; a row with an expected
 //! error passes when the run exits 1 (a job failed) — exit 2 (the workflow could not be run)
 //! is a failure either way.
@@ -188,6 +189,8 @@ pub fn run_with(dir: &Path, opts: &ActOptions) -> Result<Tally> {
             .arg(&root)
             .arg("-W")
             .arg(root.join(&case.workflow))
+            // act's own suite runs as repository and actor nektos/act; some cases check them.
+            .args(["--repository", "nektos/act", "--actor", "nektos/act"])
             .env("NO_COLOR", "1");
         let event_file = root.join(&case.dir).join("event.json");
         if event_file.is_file() {

@@ -1,8 +1,7 @@
 //! # firebreak-runner: sandboxes and the step runtime
 //!
 //! This crate owns the pieces that *execute* a GitHub Actions job once a plan
-//! says what to run; the executor that walks a plan and ties them together
-//! comes on top of them.
+//! says what to run, and the [`executor`] that walks a plan and ties them together.
 //!
 //! * [`sandbox`] — the [`Sandbox`](sandbox::Sandbox) /
 //!   [`SandboxProvider`](sandbox::SandboxProvider) interface every backend
@@ -20,6 +19,11 @@
 //! * [`context`] — the `github` / `runner` contexts and `GITHUB_*` /
 //!   `RUNNER_*` variables.
 //! * [`step`] — one `run:` step end to end: the pieces above over a sandbox.
+//! * [`executor`] — runs a planned workflow: the job scheduler (`needs`, matrices,
+//!   fail-fast, max-parallel, `--jobs`), each job in its own sandbox ([`executor::job`]),
+//!   expression contexts and status functions ([`executor::expr`]), composite/JavaScript
+//!   actions and the action cache ([`executor::actions`]), and the typed event stream
+//!   reporters consume ([`executor::events`]).
 //!
 //! ## The sandbox contract
 //! A [`SandboxProvider`](sandbox::SandboxProvider) creates one
@@ -78,6 +82,7 @@
 
 pub mod commands;
 pub mod context;
+pub mod executor;
 pub mod file_commands;
 pub mod mask;
 pub mod sandbox;

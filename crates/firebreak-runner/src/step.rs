@@ -55,6 +55,9 @@ pub struct ScriptStep {
     /// show `::debug::` and echo commands. Also on when `env` has
     /// `ACTIONS_STEP_DEBUG=true`.
     pub debug: bool,
+    /// Whether `bash` is on the sandbox's `PATH`, when the caller already knows (it decides
+    /// the default shell); `None` probes inside the sandbox.
+    pub bash_available: Option<bool>,
 }
 
 impl std::fmt::Debug for ScriptStep {
@@ -147,7 +150,10 @@ pub async fn run_script_step(
     {
         Some(s) => ShellCommand::resolve(Some(s), |_| true)?,
         None => {
-            let has_bash = probe_program(sandbox, "bash", &path_var).await?;
+            let has_bash = match step.bash_available {
+                Some(b) => b,
+                None => probe_program(sandbox, "bash", &path_var).await?,
+            };
             ShellCommand::resolve(None, |_| has_bash)?
         }
     };

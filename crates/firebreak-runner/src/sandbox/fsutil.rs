@@ -112,6 +112,40 @@ pub(crate) fn remove_any(path: &Path) -> Result<(), SandboxError> {
     }
 }
 
+/// [`copy_tree`], with a fast path: a directory copied to a destination that does not exist
+/// yet or is an empty directory (nothing the job could have planted symlinks in) is copied by
+/// `cp -a` (one process, kernel-side copies), falling back to [`copy_tree`] when that fails.
+pub(crate) fn copy_tree_fast(src: &Path, dst: &Path) -> Result<(), SandboxError> {
+    let src_is_dir = fs::symlink_metadata(src)
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
+    let dst_fresh = match fs::symlink_metadata(dst) {
+        Err(_) => true,
+        Ok(m) if m.is_dir() => fs::read_dir(dst)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false),
+        Ok(_) => false,
+    };
+    if src_is_dir && dst_fresh {
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg("--no-target-directory")
+            .arg("--")
+            .arg(src)
+            .arg(dst)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+    }
+    copy_tree(src, dst)
+}
+
 /// Copies `src` (file, symlink or directory tree) to `dst`, keeping modes and
 /// copying symlinks as symlinks.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {

@@ -53,6 +53,14 @@ impl<L: Launcher> LocalSandbox<L> {
             }
             std::fs::create_dir_all(&l.home)
                 .map_err(|e| SandboxError::io("create directory", &l.home, e))?;
+            // the job's private /tmp (namespace backend)
+            let tmp = l.root.join("tmp");
+            std::fs::create_dir_all(&tmp)
+                .map_err(|e| SandboxError::io("create directory", &tmp, e))?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777));
+            }
             Ok(())
         })
         .await?;
@@ -117,7 +125,7 @@ impl<L: Launcher> Sandbox for LocalSandbox<L> {
             let src = host_src.to_path_buf();
             blocking(move || {
                 fsutil::check_inside(&root, &dest.join("x"), true)?;
-                fsutil::copy_tree(&src, &dest)
+                fsutil::copy_tree_fast(&src, &dest)
             })
             .await
         })

@@ -7,7 +7,8 @@
 //! * read-only binds of `/usr`, `/etc`, `/bin`, `/sbin`, `/lib*` (symlinks are
 //!   recreated as symlinks, as on merged-/usr systems) and of any
 //!   [`NamespaceConfig::ro_binds`]; a fresh `/proc`, a minimal `/dev`, and
-//!   private tmpfs on `/tmp`, `/var/tmp` and `/run`;
+//!   private tmpfs on `/var/tmp` and `/run`, and on `/tmp` the job's own `<root>/tmp`, so
+//!   files a step leaves in `/tmp` are there for later steps of the job (as on a runner);
 //! * its job tree ([`JobLayout::root`]) bound read-write at the *same path* as
 //!   on the host, so the workspace path in logs and in `GITHUB_WORKSPACE`
 //!   matches the host backend's;
@@ -137,6 +138,11 @@ pub(crate) fn bwrap_args(
     }
     push(&["--proc", "/proc", "--dev", "/dev"]);
     push(&["--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/run"]);
+    // `/tmp` lasts for the whole job (as on a runner machine): the job's own `<root>/tmp`,
+    // bound over the tmpfs. Keep job trees outside `/tmp` (else bwrap has to create the
+    // root's mount point inside that folder).
+    let jt = root.join("tmp").to_string_lossy().into_owned();
+    push(&["--bind-try", &jt, "/tmp"]);
     // After the tmpfs mounts, so a job tree under /tmp stays visible.
     let r = root.to_string_lossy().into_owned();
     push(&["--bind", &r, &r]);

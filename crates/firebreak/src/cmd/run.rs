@@ -1,12 +1,1066 @@
-//! `firebreak run`: execute workflows locally (placeholder until the executor lands).
+//! `firebreak run`: run a repository's workflows locally with GitHub's runtime semantics.
+//!
+//! * Workflows: `-W FILE|DIR`, default `<repo>/.github/workflows`. Every file is validated
+//!   first; errors are printed as `path:line:col: message` and the exit status is 2.
+//! * The event (default `push`) and its payload: `--event-file`, or one synthesised from the
+//!   repository's git state (sha, ref, repository, `head_commit`, `pusher`, `sender`, …).
+//!   The repository is read from the `origin` remote; without one it is `local/<folder>`.
+//!   The actor is the payload's sender, else git's `user.name`, else `$USER`
+//!   (`--repository`, `--actor` override them). `env.ACT` and `env.FIREBREAK` are `true` in
+//!   every job, so workflows written to skip steps under act skip them here too.
+//! * The repository's working tree — tracked files and untracked files that are not ignored,
+//!   plus `.git`, so uncommitted changes are tested — is staged once per run. As on GitHub a
+//!   job's workspace starts empty; the built-in `actions/checkout` copies the staged tree in.
+//!   Job sandboxes live under `$XDG_CACHE_HOME/firebreak/jobs/` and are removed at the end.
+//! * Logs: one file per job (`<job>.log`) and `events.jsonl` in the run directory,
+//!   `--run-dir`, else `<repo>/.firebreak/runs/<n>/`, else (repository not writable)
+//!   `$XDG_STATE_HOME/firebreak/runs/<n>/` (`~/.local/state/…`).
+//! * Jobs calling local reusable workflows (`uses: ./.github/workflows/x.yml`) run the called
+//!   workflow's jobs, shown as `caller / called`; remote reusable workflows are reported as
+//!   unsupported on their job.
+//! * Remote actions: `--action-cache DIR` (default `$XDG_CACHE_HOME/firebreak/actions`),
+//!   laid out as `DIR/owner/repo/ref/`; missing ones are fetched with git unless `--offline`.
+//!
+//! Exit status: 0 when every job succeeded, 1 when a job failed or the run was cancelled,
+//! 2 on usage or workflow errors.
 
-use std::process::ExitCode;
+mod report;
 
-use anyhow::Result;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use firebreak_expr::Value;
+use firebreak_runner::executor::events::{Conclusion, Event, EventSender};
+use firebreak_runner::executor::{run_workflow, RunConfig, WorkflowOutcome};
+use firebreak_runner::sandbox::{
+    HostProvider, NamespaceConfig, NamespaceProvider, SandboxProvider,
+};
+use firebreak_workflow::plan::{self, MatrixPlan};
+use indexmap::IndexMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::discover::read_workflows;
+use crate::style;
+use report::Reporter;
+
+/// Sandbox backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxKind {
+    /// No isolation: processes run as you, in a per-job directory.
+    Host,
+    /// Linux namespaces via bubblewrap (read-only system, private /tmp, own PID namespace).
+    Namespace,
+}
 
 #[derive(clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// The event to simulate.
+    #[arg(default_value = "push")]
+    event: String,
+    /// The repository (default: the current directory).
+    #[arg(short = 'C', long = "repo", default_value = ".")]
+    repo: PathBuf,
+    /// A workflow file or folder (default: REPO/.github/workflows).
+    #[arg(short = 'W', long = "workflows")]
+    workflows: Option<PathBuf>,
+    /// Run only this job (and the jobs it needs); repeatable.
+    #[arg(short = 'j', long = "job")]
+    job: Vec<String>,
+    /// The event payload (JSON); default: synthesised from the repository's git state.
+    #[arg(long)]
+    event_file: Option<PathBuf>,
+    /// A secret, NAME=VALUE, or NAME to take the value from the environment; repeatable.
+    #[arg(short = 's', long = "secret")]
+    secret: Vec<String>,
+    /// A file of secrets, one NAME=VALUE per line (`#` comments, optional quotes).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// A configuration variable (`vars` context), NAME=VALUE; repeatable.
+    #[arg(long = "var")]
+    var: Vec<String>,
+    /// A workflow input (`inputs` context), NAME=VALUE; repeatable.
+    #[arg(long = "input")]
+    input: Vec<String>,
+    /// Run only matrix legs with this value, KEY:VALUE; repeatable.
+    #[arg(long = "matrix")]
+    matrix: Vec<String>,
+    /// Sandbox backend (default: namespace when bubblewrap works here, else host).
+    #[arg(long, value_enum)]
+    sandbox: Option<SandboxKind>,
+    /// Print a JSON-lines event stream instead of human output.
+    #[arg(long)]
+    json: bool,
+    /// List the workflows and jobs the event would run, then exit.
+    #[arg(long)]
+    list: bool,
+    /// Show what would run (jobs, matrix legs, steps) without running anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run at most N jobs (matrix legs) at once (default: number of CPUs).
+    #[arg(long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Map a runs-on label to a backend, LABEL=host|namespace (act's `-self-hosted` means host).
+    #[arg(short = 'P', long = "platform", value_name = "LABEL=ENV")]
+    platform: Vec<String>,
+    /// Folder of remote actions, laid out as DIR/owner/repo/ref/.
+    #[arg(long, value_name = "DIR")]
+    action_cache: Option<PathBuf>,
+    /// Never fetch actions; use only the action cache.
+    #[arg(long)]
+    offline: bool,
+    /// Run jobs without network access (namespace sandbox only).
+    #[arg(long)]
+    no_network: bool,
+    /// Where logs go (default: REPO/.firebreak/runs/<n>/).
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// `github.actor` (default: the payload's sender, else git's user.name, else $USER).
+    #[arg(long)]
+    actor: Option<String>,
+    /// `github.repository` as owner/name (default: from the origin remote).
+    #[arg(long)]
+    repository: Option<String>,
+    /// The GitHub server (`github.server_url`; remote actions are fetched from
+    /// URL/owner/repo), e.g. a GitHub Enterprise Server.
+    #[arg(long, value_name = "URL", default_value = "https://github.com")]
+    server_url: String,
+}
 
-pub fn run(_args: RunArgs) -> Result<ExitCode> {
-    anyhow::bail!("firebreak run is not implemented yet")
+fn usage(msg: impl std::fmt::Display) -> Result<ExitCode> {
+    eprintln!("{}: {msg}", style::error_label());
+    Ok(ExitCode::from(2))
+}
+
+fn split_kv(s: &str, sep: char) -> Option<(String, String)> {
+    let (k, v) = s.split_once(sep)?;
+    let k = k.trim();
+    if k.is_empty() {
+        return None;
+    }
+    Some((k.to_string(), v.to_string()))
+}
+
+fn read_secret_file(p: &Path) -> Result<IndexMap<String, String>> {
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let mut out = IndexMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let Some((k, v)) = split_kv(l, '=') else {
+            bail!("{}:{}: expected NAME=VALUE", p.display(), n + 1);
+        };
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
+            let inner = &v[1..v.len() - 1];
+            if v.starts_with('"') {
+                inner.replace("\\n", "\n").replace("\\\"", "\"")
+            } else {
+                inner.to_string()
+            }
+        } else {
+            v.to_string()
+        };
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+fn git(repo: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `owner/name` from a GitHub-style remote URL.
+fn repo_from_url(url: &str) -> Option<String> {
+    let u = url.trim().trim_end_matches('/').trim_end_matches(".git");
+    let path = if let Some(rest) = u.split_once("://").map(|x| x.1) {
+        rest.split_once('/')?.1.to_string()
+    } else if let Some((_, p)) = u.split_once(':') {
+        p.to_string()
+    } else {
+        return None;
+    };
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if parts.len() >= 2 {
+        Some(format!(
+            "{}/{}",
+            parts[parts.len() - 2],
+            parts[parts.len() - 1]
+        ))
+    } else {
+        None
+    }
+}
+
+struct GitState {
+    sha: String,
+    git_ref: String,
+    branch: String,
+    before: String,
+    repository: Option<String>,
+    head_commit: serde_json::Value,
+    pusher: serde_json::Value,
+}
+
+fn git_state(repo: &Path) -> GitState {
+    let sha = git(repo, &["rev-parse", "HEAD"]).unwrap_or_default();
+    let symbolic = git(repo, &["symbolic-ref", "-q", "HEAD"]);
+    let branch = symbolic
+        .as_deref()
+        .and_then(|r| r.strip_prefix("refs/heads/"))
+        .unwrap_or("")
+        .to_string();
+    let git_ref = symbolic
+        .or_else(|| {
+            git(repo, &["describe", "--tags", "--exact-match", "HEAD"])
+                .map(|t| format!("refs/tags/{t}"))
+        })
+        .unwrap_or_default();
+    let before = git(repo, &["rev-parse", "HEAD~1"]).unwrap_or_else(|| "0".repeat(40));
+    let repository = git(repo, &["remote", "get-url", "origin"]).and_then(|u| repo_from_url(&u));
+    let fmt = git(
+        repo,
+        &[
+            "log",
+            "-1",
+            "--format=%an%x00%ae%x00%cn%x00%ce%x00%aI%x00%B",
+        ],
+    )
+    .unwrap_or_default();
+    let f: Vec<&str> = fmt.splitn(6, '\0').collect();
+    let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+    let head_commit = if sha.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({
+            "id": sha, "tree_id": git(repo, &["rev-parse", "HEAD^{tree}"]).unwrap_or_default(),
+            "message": g(5).trim_end(), "timestamp": g(4),
+            "author": {"name": g(0), "email": g(1), "username": g(0)},
+            "committer": {"name": g(2), "email": g(3), "username": g(2)},
+        })
+    };
+    let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
+    let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
+    GitState {
+        sha,
+        git_ref,
+        branch,
+        before,
+        repository,
+        head_commit,
+        pusher: serde_json::json!({"name": uname, "email": uemail}),
+    }
+}
+
+/// Copies the working tree (tracked + untracked-not-ignored files, `.git`) to `dest`.
+fn stage_source(repo: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let listed = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match listed {
+        Some(out) => {
+            // `dest` is fresh: create each folder once, never remove anything first.
+            let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+            made.insert(dest.to_path_buf());
+            for rel in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
+                let rel = String::from_utf8_lossy(rel).into_owned();
+                if rel.starts_with(".firebreak/") {
+                    continue;
+                }
+                let to = dest.join(&rel);
+                if let Some(parent) = to.parent() {
+                    if !made.contains(parent) {
+                        std::fs::create_dir_all(parent)?;
+                        made.extend(parent.ancestors().map(Path::to_path_buf));
+                    }
+                }
+                copy_entry(&repo.join(&rel), &to)?;
+            }
+            let dotgit = repo.join(".git");
+            if dotgit.is_dir() {
+                copy_tree(&dotgit, &dest.join(".git"), &|_| true)?;
+            } else if dotgit.is_file() {
+                copy_entry(&dotgit, &dest.join(".git"))?;
+            }
+        }
+        None => copy_tree(repo, dest, &|p: &Path| {
+            p.file_name().is_none_or(|n| n != ".firebreak")
+        })?,
+    }
+    Ok(())
+}
+
+/// Copies one file, symlink or folder to `dst` (whose parent exists and which does not).
+fn copy_entry(src: &Path, dst: &Path) -> Result<()> {
+    let Ok(md) = std::fs::symlink_metadata(src) else {
+        return Ok(());
+    }; // deleted but still in the index
+    if md.file_type().is_symlink() {
+        let target = std::fs::read_link(src)?;
+        std::os::unix::fs::symlink(target, dst)?;
+    } else if md.is_file() {
+        // The staged tree is only ever read (each job gets its own copy), so a hard link is
+        // enough where the file system allows one.
+        if std::fs::hard_link(src, dst).is_err() {
+            std::fs::copy(src, dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+    } else if md.is_dir() {
+        // a submodule or nested repository listed as a directory
+        copy_tree(src, dst, &|_| true)?;
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dst: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let p = e.path();
+        if !keep(&p) {
+            continue;
+        }
+        let to = dst.join(e.file_name());
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            copy_tree(&p, &to, keep)?;
+        } else {
+            copy_entry(&p, &to)?;
+        }
+    }
+    Ok(())
+}
+
+fn next_run_dir(base: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(base)?;
+    let mut n = 0u64;
+    for e in std::fs::read_dir(base)?.flatten() {
+        if let Some(x) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
+            n = n.max(x);
+        }
+    }
+    loop {
+        n += 1;
+        let d = base.join(n.to_string());
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn state_home() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("firebreak")
+}
+
+fn cache_home() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("firebreak")
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> Result<ExitCode> {
+    let repo = match std::fs::canonicalize(&args.repo) {
+        Ok(p) if p.is_dir() => p,
+        _ => return usage(format!("{} is not a directory", args.repo.display())),
+    };
+    // ---- workflows
+    let wf_input = args
+        .workflows
+        .clone()
+        .unwrap_or_else(|| repo.join(".github/workflows"));
+    let files = match read_workflows(std::slice::from_ref(&wf_input)) {
+        Ok(f) => f,
+        Err(e) => return usage(format!("{e:#}")),
+    };
+    let mut parsed = Vec::new();
+    let mut reusable: IndexMap<String, firebreak_workflow::Workflow> = IndexMap::new();
+    let mut bad = false;
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|d| std::fs::canonicalize(d).ok());
+    for f in &files {
+        // messages name the file relative to the current folder when it is below it
+        let shown = cwd
+            .as_ref()
+            .and_then(|c| {
+                std::fs::canonicalize(&f.path)
+                    .ok()
+                    .and_then(|a| a.strip_prefix(c).ok().map(|r| r.display().to_string()))
+            })
+            .unwrap_or_else(|| f.display.clone());
+        let mut p = firebreak_workflow::parse_workflow(&shown, &f.source);
+        // Local reusable workflows (`uses: ./.github/workflows/x.yml`) are loaded and handed to
+        // the parser, which checks the call and attaches the called workflow to the job.
+        if let Some(w) = &p.workflow {
+            let mut sources = IndexMap::new();
+            let mut complete = true;
+            reusable_sources(&repo, w, &mut sources, &mut complete, 0);
+            for (uses, src) in &sources {
+                if let Some(called) = firebreak_workflow::parse_workflow(uses, src).workflow {
+                    reusable.insert(uses.clone(), called);
+                }
+            }
+            if !sources.is_empty() && complete {
+                let opts = firebreak_workflow::ParseOptions {
+                    reusable_workflows: Some(sources),
+                    ..Default::default()
+                };
+                p = firebreak_workflow::parse_workflow_with(&shown, &f.source, &opts);
+            }
+        }
+        for d in &p.diagnostics {
+            println!("{}:{}:{}: {}", shown, d.line, d.col, d.message);
+            bad = true;
+        }
+        if let Some(w) = p.workflow {
+            let rel = std::fs::canonicalize(&f.path)
+                .ok()
+                .and_then(|abs| {
+                    abs.strip_prefix(&repo)
+                        .ok()
+                        .map(|r| r.display().to_string())
+                })
+                .unwrap_or_else(|| f.display.clone());
+            parsed.push((rel, w));
+        }
+    }
+    if bad {
+        eprintln!(
+            "{}",
+            style::red("the workflows have errors; nothing was run")
+        );
+        return Ok(ExitCode::from(2));
+    }
+    // ---- event
+    let gs = git_state(&repo);
+    let repository = match args.repository.clone().or(gs.repository.clone()) {
+        Some(r) => r,
+        None => {
+            let folder = repo
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "repo".to_string());
+            let fallback = format!("local/{folder}");
+            if !args.json && !args.list && !args.dry_run {
+                eprintln!(
+                    "{}: no remote 'origin': github.repository is {fallback} (set it with --repository owner/name)",
+                    style::dim("note")
+                );
+            }
+            fallback
+        }
+    };
+    let default_actor = default_actor(&repo);
+    let (owner, name) = repository
+        .split_once('/')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap_or((repository.clone(), repository.clone()));
+    let mut payload = match &args.event_file {
+        Some(p) => {
+            let text = match std::fs::read_to_string(p) {
+                Ok(t) => t,
+                Err(e) => return usage(format!("cannot read {}: {e}", p.display())),
+            };
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => v,
+                Err(e) => return usage(format!("{}: not JSON: {e}", p.display())),
+            }
+        }
+        None => {
+            let repo_obj = serde_json::json!({
+                "name": name, "full_name": repository, "owner": {"login": owner, "name": owner},
+                "default_branch": if gs.branch.is_empty() { "main".to_string() } else { gs.branch.clone() },
+                "html_url": format!("https://github.com/{repository}"),
+            });
+            let actor = args.actor.clone().unwrap_or_else(|| default_actor.clone());
+            match args.event.as_str() {
+                "push" => serde_json::json!({
+                    "ref": gs.git_ref, "before": gs.before, "after": gs.sha, "created": false, "deleted": false, "forced": false,
+                    "head_commit": gs.head_commit, "commits": if gs.head_commit.is_null() { serde_json::json!([]) } else { serde_json::json!([gs.head_commit.clone()]) },
+                    "pusher": gs.pusher, "repository": repo_obj, "sender": {"login": actor},
+                }),
+                "pull_request" | "pull_request_target" => serde_json::json!({
+                    "action": "opened", "number": 1,
+                    "pull_request": {"number": 1, "head": {"ref": gs.branch, "sha": gs.sha}, "base": {"ref": gs.branch, "sha": gs.before}, "merge_commit_sha": gs.sha},
+                    "repository": repo_obj, "sender": {"login": actor},
+                }),
+                _ => serde_json::json!({"repository": repo_obj, "sender": {"login": actor}}),
+            }
+        }
+    };
+    // inputs
+    let mut inputs_map = IndexMap::new();
+    for i in &args.input {
+        let Some((k, v)) = split_kv(i, '=') else {
+            return usage(format!("--input {i}: expected NAME=VALUE"));
+        };
+        inputs_map.insert(k, v);
+    }
+    if !inputs_map.is_empty() {
+        if let Some(o) = payload.as_object_mut() {
+            o.insert(
+                "inputs".into(),
+                serde_json::to_value(&inputs_map).unwrap_or_default(),
+            );
+        }
+    }
+    let (mut git_ref, mut sha) =
+        firebreak_runner::context::default_ref_and_sha(&args.event, &payload);
+    if sha.is_empty() {
+        sha = gs.sha.clone();
+    }
+    if git_ref.is_empty() {
+        git_ref = gs.git_ref.clone();
+    }
+    let actor = args
+        .actor
+        .clone()
+        .or_else(|| {
+            payload
+                .pointer("/sender/login")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| default_actor.clone());
+    // ---- plan
+    let event = plan::Event {
+        name: args.event.clone(),
+        payload: payload.clone(),
+        changed_files: None,
+    };
+    let the_plan = plan::plan(&parsed, &event);
+    if args.list || args.dry_run {
+        return list(&the_plan, args.dry_run);
+    }
+    if the_plan.workflows.is_empty() {
+        eprintln!("no workflow runs on '{}'", args.event);
+        for f in &the_plan.filtered_out {
+            eprintln!("  {}: {}", f.path, f.reason);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut the_plan = the_plan;
+    if !args.job.is_empty() {
+        the_plan.workflows.retain(|w| {
+            w.jobs
+                .iter()
+                .any(|j| args.job.iter().any(|x| x.eq_ignore_ascii_case(&j.id)))
+        });
+        if the_plan.workflows.is_empty() {
+            return usage(format!(
+                "no job {} in the workflows that run on '{}'",
+                args.job.join(", "),
+                args.event
+            ));
+        }
+    }
+    for w in &the_plan.workflows {
+        if !w.errors.is_empty() {
+            for e in &w.errors {
+                println!("{}: {e}", w.path);
+            }
+            return Ok(ExitCode::from(2));
+        }
+    }
+    // ---- secrets, vars
+    let mut secrets = IndexMap::new();
+    if let Some(f) = &args.secret_file {
+        match read_secret_file(f) {
+            Ok(m) => secrets.extend(m),
+            Err(e) => return usage(format!("{e:#}")),
+        }
+    }
+    for s in &args.secret {
+        match split_kv(s, '=') {
+            Some((k, v)) => {
+                secrets.insert(k, v);
+            }
+            None => match std::env::var(s.trim()) {
+                Ok(v) => {
+                    secrets.insert(s.trim().to_string(), v);
+                }
+                Err(_) => {
+                    return usage(format!(
+                        "--secret {s}: expected NAME=VALUE, or NAME of an environment variable"
+                    ))
+                }
+            },
+        }
+    }
+    let mut vars = IndexMap::new();
+    for v in &args.var {
+        let Some((k, val)) = split_kv(v, '=') else {
+            return usage(format!("--var {v}: expected NAME=VALUE"));
+        };
+        vars.insert(k, val);
+    }
+    let mut matrix_filter = Vec::new();
+    for m in &args.matrix {
+        let Some((k, v)) = split_kv(m, ':') else {
+            return usage(format!("--matrix {m}: expected KEY:VALUE"));
+        };
+        matrix_filter.push((k, v));
+    }
+    // ---- scratch, sandboxes
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Staged next to the repository when possible (same file system: hard links), else in /tmp.
+    let scratch = {
+        let near = repo
+            .join(".firebreak/tmp")
+            .join(format!("{}-{nanos}", std::process::id()));
+        if std::fs::create_dir_all(&near).is_ok() {
+            let _ = std::fs::write(repo.join(".firebreak/.gitignore"), "*\n");
+            near
+        } else {
+            std::env::temp_dir().join(format!("firebreak-run-{}-{nanos}", std::process::id()))
+        }
+    };
+    let source = scratch.join("source");
+    // Job trees live outside /tmp: the namespace sandbox mounts the job's own /tmp there.
+    let jobs_dir = cache_home()
+        .join("jobs")
+        .join(format!("{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&jobs_dir)
+        .with_context(|| format!("creating {}", jobs_dir.display()))?;
+    let cleanup = (Cleanup(scratch.clone()), Cleanup(jobs_dir.clone()));
+    let mut providers: IndexMap<String, Arc<dyn SandboxProvider>> = IndexMap::new();
+    providers.insert(
+        "host".into(),
+        Arc::new(HostProvider::new(jobs_dir.join("host"))),
+    );
+    let base_path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let (tool_binds, extra_env) = toolchains(&base_path);
+    let mut ns_config = NamespaceConfig::new(jobs_dir.join("namespace"));
+    ns_config.ro_binds = tool_binds;
+    let ns = NamespaceProvider::new(ns_config);
+    let probe = ns.probe().await;
+    if probe.available {
+        providers.insert("namespace".into(), Arc::new(ns));
+    }
+    let default_backend = match args.sandbox {
+        Some(SandboxKind::Host) => "host".to_string(),
+        Some(SandboxKind::Namespace) => {
+            if !probe.available {
+                return usage(format!(
+                    "the namespace sandbox is unavailable here: {}",
+                    probe.notes.join("; ")
+                ));
+            }
+            "namespace".to_string()
+        }
+        None if probe.available => "namespace".to_string(),
+        None => {
+            eprintln!(
+                "{}: the namespace sandbox is unavailable ({}); running jobs on the host without isolation",
+                report::yellow("warning"),
+                probe.notes.join("; ")
+            );
+            "host".to_string()
+        }
+    };
+    let mut label_map = IndexMap::new();
+    for p in &args.platform {
+        let Some((label, env)) = split_kv(p, '=') else {
+            return usage(format!("-P {p}: expected LABEL=host|namespace"));
+        };
+        let backend = match env.trim() {
+            "host" | "-self-hosted" | "self-hosted" => "host",
+            "namespace" => "namespace",
+            other => {
+                eprintln!("{}: -P {label}={other}: images are not supported; the job runs in the {default_backend} sandbox", report::yellow("warning"));
+                default_backend.as_str()
+            }
+        };
+        if !providers.contains_key(backend) {
+            return usage(format!("-P {p}: the {backend} sandbox is unavailable here"));
+        }
+        label_map.insert(label.to_ascii_lowercase(), backend.to_string());
+    }
+    // ---- run dir
+    let run_dir = match &args.run_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => match next_run_dir(&repo.join(".firebreak/runs")) {
+            Ok(d) => {
+                // keep run logs out of `git status` (and so out of staged workspaces)
+                let _ = std::fs::write(repo.join(".firebreak/.gitignore"), "*\n");
+                d
+            }
+            Err(_) => {
+                next_run_dir(&state_home().join("runs")).context("creating a run directory")?
+            }
+        },
+    };
+    let run_number = run_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let cancel = CancellationToken::new();
+    let kill = CancellationToken::new();
+    {
+        // Registered now (not when a task first polls), so an early Ctrl-C is never lost.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).context("installing the Ctrl-C handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let (c, k) = (cancel.clone(), kill.clone());
+        tokio::spawn(async move {
+            let first = tokio::select! { x = int.recv() => x, x = term.recv() => x };
+            if first.is_some() {
+                eprintln!("\ncancelling: running steps are stopped, then always() and post steps run (Ctrl-C again to kill them)");
+                c.cancel();
+                let second = tokio::select! { x = int.recv() => x, x = term.recv() => x };
+                if second.is_some() {
+                    k.cancel();
+                }
+            }
+        });
+    }
+    let cfg = Arc::new(RunConfig {
+        event_name: args.event.clone(),
+        event: payload,
+        repository: repository.clone(),
+        sha,
+        git_ref,
+        actor,
+        run_id: nanos as u64 % 1_000_000_000,
+        run_number,
+        server_url: args.server_url.trim_end_matches('/').to_string(),
+        stage_source: {
+            let (repo, source) = (repo.clone(), source.clone());
+            Arc::new(move || {
+                stage_source(&repo, &source)
+                    .map(|()| source.clone())
+                    .map_err(|e| format!("staging the repository: {e:#}"))
+            })
+        },
+        staged: Arc::new(tokio::sync::OnceCell::new()),
+        secrets,
+        vars,
+        inputs: Value::from_json(&serde_json::to_value(&inputs_map).unwrap_or_default()),
+        providers,
+        default_backend: default_backend.clone(),
+        label_map,
+        slots: Arc::new(tokio::sync::Semaphore::new(
+            args.jobs
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                })
+                .max(1),
+        )),
+        action_cache: args
+            .action_cache
+            .clone()
+            .unwrap_or_else(|| cache_home().join("actions")),
+        offline: args.offline,
+        network: !args.no_network,
+        only_jobs: args.job.clone(),
+        matrix_filter,
+        cancel: cancel.clone(),
+        kill,
+        base_path,
+        extra_env,
+        log_dir: Some(run_dir.clone()),
+        job_prefix: String::new(),
+        reusable: Arc::new(reusable),
+    });
+    let (tx, rx) = EventSender::channel();
+    let reporter = Reporter::new(args.json, run_dir.clone());
+    let rep_task = tokio::spawn(reporter.consume(rx));
+    // Workflows run concurrently, sharing the --jobs slots.
+    let mut set = tokio::task::JoinSet::new();
+    for w in &the_plan.workflows {
+        tx.send(Event::WorkflowStarted {
+            path: w.path.clone(),
+            name: w.name.clone(),
+            event_name: args.event.clone(),
+            sandbox: default_backend.clone(),
+        });
+    }
+    for (i, w) in the_plan.workflows.iter().enumerate() {
+        let only: Vec<String> = args
+            .job
+            .iter()
+            .filter(|j| w.jobs.iter().any(|x| x.id.eq_ignore_ascii_case(j)))
+            .cloned()
+            .collect();
+        let wcfg = Arc::new(RunConfig {
+            inputs: workflow_inputs(&w.workflow, &args.event, &inputs_map),
+            only_jobs: only,
+            ..(*cfg).clone()
+        });
+        let (w, tx) = (w.clone(), tx.clone());
+        set.spawn(async move {
+            (
+                i,
+                w.name.clone(),
+                w.path.clone(),
+                run_workflow(&w, &w.path, wcfg, tx).await,
+            )
+        });
+    }
+    let mut outcomes: Vec<(usize, String, WorkflowOutcome)> = Vec::new();
+    let mut exit = 0u8;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((i, name, _, Ok(o))) => {
+                if o.result != Conclusion::Success {
+                    exit = exit.max(1);
+                }
+                outcomes.push((i, name, o));
+            }
+            Ok((_, _, path, Err(e))) => {
+                eprintln!("{}: {path}: {e}", style::error_label());
+                exit = 2;
+            }
+            Err(e) => {
+                eprintln!("{}: a workflow task failed: {e}", style::error_label());
+                exit = 2;
+            }
+        }
+    }
+    outcomes.sort_by_key(|o| o.0);
+    let outcomes: Vec<(String, WorkflowOutcome)> =
+        outcomes.into_iter().map(|(_, n, o)| (n, o)).collect();
+    drop(tx);
+    let reporter = rep_task.await.context("the reporter stopped")?;
+    reporter.summary(&outcomes, &run_dir);
+    drop(cleanup);
+    Ok(ExitCode::from(exit))
+}
+
+/// Collects the sources of the local reusable workflows `wf` calls, recursively. `complete`
+/// turns false when a call cannot be loaded (a remote one, or a missing file): the executor
+/// then reports it on that job instead.
+fn reusable_sources(
+    repo: &Path,
+    wf: &firebreak_workflow::Workflow,
+    acc: &mut IndexMap<String, String>,
+    complete: &mut bool,
+    depth: usize,
+) {
+    for job in &wf.jobs {
+        let firebreak_workflow::JobKind::Reusable(r) = &job.kind else {
+            continue;
+        };
+        if acc.contains_key(&r.uses) {
+            continue;
+        }
+        let Some(rel) = r.uses.strip_prefix("./") else {
+            *complete = false;
+            continue;
+        };
+        let Ok(src) = std::fs::read_to_string(repo.join(rel)) else {
+            *complete = false;
+            continue;
+        };
+        acc.insert(r.uses.clone(), src.clone());
+        if depth < firebreak_workflow::DEFAULT_MAX_NESTED_REUSABLE_DEPTH {
+            if let Some(called) = firebreak_workflow::parse_workflow(&r.uses, &src).workflow {
+                reusable_sources(repo, &called, acc, complete, depth + 1);
+            }
+        }
+    }
+}
+
+/// The `inputs` context: the workflow's declared inputs for this event with their defaults
+/// (booleans and numbers typed), overridden by `--input` values.
+fn workflow_inputs(
+    wf: &firebreak_workflow::Workflow,
+    event: &str,
+    given: &IndexMap<String, String>,
+) -> Value {
+    use firebreak_workflow::InputType;
+    let mut out: IndexMap<String, Value> = IndexMap::new();
+    let defs = wf
+        .on
+        .get(event)
+        .map(|c| c.inputs.clone())
+        .unwrap_or_default();
+    for (k, d) in &defs {
+        let raw = given
+            .iter()
+            .find(|(g, _)| g.eq_ignore_ascii_case(k))
+            .map(|(_, v)| Value::String(v.clone()))
+            .or_else(|| d.default.as_ref().and_then(|t| t.literal_value()));
+        let v = match (d.input_type, raw) {
+            (InputType::Boolean, Some(v)) => Value::Bool(
+                matches!(&v, Value::Bool(true))
+                    || v.to_coerced_string().eq_ignore_ascii_case("true"),
+            ),
+            (InputType::Boolean, None) => Value::Bool(false),
+            (InputType::Number, Some(v)) => Value::Number(v.to_number()),
+            (_, Some(v)) => Value::String(v.to_coerced_string()),
+            (_, None) => Value::String(String::new()),
+        };
+        out.insert(k.clone(), v);
+    }
+    for (k, v) in given {
+        if !out.keys().any(|o| o.eq_ignore_ascii_case(k)) {
+            out.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Tools installed outside the system folders stay usable in jobs: every `PATH` folder outside
+/// `/usr`, `/bin`, `/sbin`, `/lib*` and `/etc` is bound read-only into namespace sandboxes,
+/// and rustup's toolchains are found through `RUSTUP_HOME` (jobs get a `HOME` of their own).
+fn toolchains(path: &str) -> (Vec<PathBuf>, IndexMap<String, String>) {
+    let system = [
+        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+    ];
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut binds: Vec<PathBuf> = Vec::new();
+    for d in std::env::split_paths(path) {
+        // never a folder that holds the home folder (or is it): that would expose it all
+        let too_wide = d.parent().is_none() || home.as_ref().is_some_and(|h| h.starts_with(&d));
+        if d.is_absolute()
+            && d.is_dir()
+            && !too_wide
+            && !system.iter().any(|s| d.starts_with(s))
+            && !binds.contains(&d)
+        {
+            binds.push(d);
+        }
+    }
+    let mut env = IndexMap::new();
+    let rustup = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")))
+        .filter(|p| p.is_dir());
+    if let Some(r) = rustup {
+        env.insert("RUSTUP_HOME".to_string(), r.display().to_string());
+        binds.push(r);
+    }
+    (binds, env)
+}
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn list(p: &plan::Plan, dry: bool) -> Result<ExitCode> {
+    if p.workflows.is_empty() {
+        println!("no workflow runs on '{}'", p.event);
+    }
+    for w in &p.workflows {
+        println!("{} ({})", style::bold(&w.name), w.path);
+        for (i, layer) in w.layers.iter().enumerate() {
+            for id in layer {
+                let Some(j) = w.jobs.iter().find(|j| &j.id == id) else {
+                    continue;
+                };
+                let needs = if j.needs.is_empty() {
+                    String::new()
+                } else {
+                    format!("  needs: {}", j.needs.join(", "))
+                };
+                println!("  [{i}] {}{}", j.id, style::dim(&needs));
+                match &j.matrix {
+                    MatrixPlan::Legs { legs } => {
+                        for l in legs {
+                            println!("        - {}", l.name);
+                        }
+                    }
+                    MatrixPlan::Deferred { contexts } => println!(
+                        "        - matrix evaluated at run time (reads {})",
+                        contexts.join(", ")
+                    ),
+                    MatrixPlan::Invalid { error } => println!("        - invalid matrix: {error}"),
+                    MatrixPlan::None => {}
+                }
+                if dry {
+                    if j.if_condition != "success()" {
+                        println!("        if: {}", j.if_condition);
+                    }
+                    for s in j.job.steps() {
+                        let name =
+                            s.name
+                                .as_ref()
+                                .map(|n| n.literal_display())
+                                .unwrap_or_else(|| {
+                                    firebreak_runner::executor::job::default_step_name(s)
+                                });
+                        println!("        · {name}");
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The actor when neither `--actor` nor the payload names one: git's `user.name`, else `$USER`.
+fn default_actor(repo: &Path) -> String {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["config", "user.name"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "firebreak".to_string())
 }

@@ -1,0 +1,742 @@
+//! The executor: runs a planned workflow's jobs with GitHub's runtime semantics.
+//!
+//! [`run_workflow`] takes a [`WorkflowPlan`] (from `firebreak_workflow::plan`) and a
+//! [`RunConfig`], and emits [`events::Event`]s while it runs; it returns a
+//! [`WorkflowOutcome`]. It never prints: reporters consume the event stream.
+//!
+//! ## Scheduling
+//! * A job starts once every job it `needs` has finished; jobs run concurrently up to
+//!   [`RunConfig::slots`] legs at a time (a semaphore shared by all legs).
+//! * Before a job starts, its `if:` is evaluated with `github`, `needs`, `vars`, `inputs` and
+//!   the status functions over **all** its ancestors (`success()`: every ancestor succeeded;
+//!   `failure()`: one failed; `cancelled()`: the run was cancelled). A false condition skips
+//!   the job (`needs.<id>.result == 'skipped'`).
+//! * Its matrix is then expanded: literal matrices as planned, matrices with expressions
+//!   (`fromJSON(needs.x.outputs.y)`) evaluated now that the needs are known. `max-parallel`
+//!   bounds its concurrent legs; with `fail-fast` (the default) the first failing leg cancels
+//!   the others (running ones are killed, queued ones end cancelled).
+//! * Job results aggregate the legs (any failure → failure; else cancelled; all skipped →
+//!   skipped); outputs merge the legs' outputs in leg order. A failed job with
+//!   `continue-on-error: true` counts as success for `needs` and the run's exit status.
+//! * [`RunConfig::cancel`] (Ctrl-C) cancels running steps; steps and post steps whose
+//!   conditions still hold run afterwards; [`RunConfig::kill`] (a second Ctrl-C) kills them.
+//!
+//! Each leg runs in [`job`]; a job that calls a local reusable workflow runs it as a nested
+//! workflow ([`reusable`]); expressions are evaluated by [`expr`]; actions are found by
+//! [`actions`].
+
+pub mod actions;
+pub mod events;
+pub mod expr;
+pub mod job;
+pub mod reusable;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use firebreak_expr::Value;
+use firebreak_workflow::plan::{MatrixPlan, WorkflowPlan};
+use firebreak_workflow::{matrix, Workflow};
+use indexmap::IndexMap;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::SandboxProvider;
+use events::{Conclusion, Event, EventSender, JobKey};
+use expr::{eval_string, eval_token, Contexts, Status};
+use job::{run_leg, LegResult, LegSpec};
+
+/// Numbers sandboxes uniquely within the process (several workflows run at once).
+static SANDBOX_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a run needs besides the workflow.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct RunConfig {
+    /// The event name (`push`, …).
+    pub event_name: String,
+    /// The payload (`github.event`).
+    pub event: serde_json::Value,
+    /// `owner/name`.
+    pub repository: String,
+    /// `github.sha`.
+    pub sha: String,
+    /// `github.ref`.
+    pub git_ref: String,
+    /// `github.actor`.
+    pub actor: String,
+    /// `github.run_id` / `run_number`.
+    pub run_id: u64,
+    /// `github.run_number`.
+    pub run_number: u64,
+    /// `https://github.com` (also where actions are fetched from).
+    pub server_url: String,
+    /// Prepares the host folder that `actions/checkout` copies into a workspace (the
+    /// repository at the event's commit); called at most once, when a job first checks out.
+    pub stage_source: Arc<dyn Fn() -> Result<PathBuf, String> + Send + Sync>,
+    /// The result of [`RunConfig::stage_source`], once called.
+    pub staged: Arc<tokio::sync::OnceCell<Result<PathBuf, String>>>,
+    /// `secrets` context (masked in all output).
+    pub secrets: IndexMap<String, String>,
+    /// `vars` context.
+    pub vars: IndexMap<String, String>,
+    /// `inputs` context.
+    pub inputs: Value,
+    /// Sandbox backends by name (`host`, `namespace`).
+    pub providers: IndexMap<String, Arc<dyn SandboxProvider>>,
+    /// Backend for jobs whose labels are not mapped.
+    pub default_backend: String,
+    /// `runs-on` label (lower-case) → backend name.
+    pub label_map: IndexMap<String, String>,
+    /// Concurrent legs across the whole run (`--jobs`): one permit per running leg.
+    pub slots: Arc<Semaphore>,
+    /// Action cache folder (`DIR/owner/repo/ref`).
+    pub action_cache: PathBuf,
+    /// Never fetch actions.
+    pub offline: bool,
+    /// Network access inside sandboxes.
+    pub network: bool,
+    /// Run only these jobs (ids, case-insensitive) and what they need.
+    pub only_jobs: Vec<String>,
+    /// Run only legs whose matrix has these values (`--matrix k:v`).
+    pub matrix_filter: Vec<(String, String)>,
+    /// Ctrl-C.
+    pub cancel: CancellationToken,
+    /// Second Ctrl-C: kill even `always()` steps.
+    pub kill: CancellationToken,
+    /// `PATH` given to processes (before `GITHUB_PATH` prepends).
+    pub base_path: String,
+    /// Variables every process gets before the workflow's own `env` (toolchain locations
+    /// such as `RUSTUP_HOME`).
+    pub extra_env: IndexMap<String, String>,
+    /// Where job summaries are written (`<job>.summary.md`).
+    pub log_dir: Option<PathBuf>,
+    /// Prefix of every job's display name (`caller / ` inside a called reusable workflow).
+    pub job_prefix: String,
+    /// Called reusable workflows by their `uses:` value, for jobs the parser did not attach
+    /// them to (when some call of the workflow could not be loaded).
+    pub reusable: Arc<IndexMap<String, Workflow>>,
+}
+
+impl RunConfig {
+    /// The staged repository folder (staged on first use).
+    pub async fn source(&self) -> Result<PathBuf, String> {
+        let f = self.stage_source.clone();
+        self.staged
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || f())
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            })
+            .await
+            .clone()
+    }
+}
+
+/// Errors that stop a workflow before any job runs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// The plan has errors (dependency cycles, invalid literal matrices).
+    #[error("{0}")]
+    Plan(String),
+    /// `--job` named no job of the workflow.
+    #[error("no job '{0}' in this workflow")]
+    UnknownJob(String),
+}
+
+/// The result of one job (all legs).
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// Job id.
+    pub id: String,
+    /// Legs (name, result, continue-on-error, duration).
+    pub legs: Vec<(String, Conclusion, bool, u64)>,
+    /// Aggregate result.
+    pub result: Conclusion,
+    /// Job outputs (merged over the legs).
+    pub outputs: IndexMap<String, String>,
+}
+
+/// The result of a workflow.
+#[derive(Debug, Clone)]
+pub struct WorkflowOutcome {
+    /// Overall result: failure when any job failed (continue-on-error aside).
+    pub result: Conclusion,
+    /// Per job, in plan order.
+    pub jobs: Vec<JobOutcome>,
+}
+
+pub(crate) struct WorkflowShared {
+    pub cfg: Arc<RunConfig>,
+    pub workflow: Arc<Workflow>,
+    pub workflow_name: String,
+    pub workflow_path: String,
+    pub events: EventSender,
+    pub fetch_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Done {
+    result: Conclusion,
+    outputs: IndexMap<String, String>,
+}
+
+/// Runs the jobs of `plan`. `workflow_path` is the path relative to the repository
+/// (`.github/workflows/ci.yml`).
+pub async fn run_workflow(
+    plan: &WorkflowPlan,
+    workflow_path: &str,
+    cfg: Arc<RunConfig>,
+    events: EventSender,
+) -> Result<WorkflowOutcome, ExecutorError> {
+    if !plan.errors.is_empty() {
+        return Err(ExecutorError::Plan(plan.errors.join("\n")));
+    }
+    let started = Instant::now();
+    let lc = |s: &str| s.to_ascii_lowercase();
+    // selection: --job plus transitive needs
+    let by_id: HashMap<String, usize> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (lc(&j.id), i))
+        .collect();
+    let mut selected: HashSet<String> = HashSet::new();
+    if cfg.only_jobs.is_empty() {
+        selected.extend(plan.jobs.iter().map(|j| lc(&j.id)));
+    } else {
+        let mut stack: Vec<String> = Vec::new();
+        for j in &cfg.only_jobs {
+            if !by_id.contains_key(&lc(j)) {
+                return Err(ExecutorError::UnknownJob(j.clone()));
+            }
+            stack.push(lc(j));
+        }
+        while let Some(j) = stack.pop() {
+            if selected.insert(j.clone()) {
+                if let Some(&i) = by_id.get(&j) {
+                    stack.extend(plan.jobs[i].needs.iter().map(|n| lc(n)));
+                }
+            }
+        }
+    }
+    // ancestors for status functions
+    let mut ancestors: HashMap<String, HashSet<String>> = HashMap::new();
+    for j in &plan.jobs {
+        let mut set = HashSet::new();
+        let mut stack: Vec<String> = j.needs.iter().map(|n| lc(n)).collect();
+        while let Some(n) = stack.pop() {
+            if set.insert(n.clone()) {
+                if let Some(&i) = by_id.get(&n) {
+                    stack.extend(plan.jobs[i].needs.iter().map(|x| lc(x)));
+                }
+            }
+        }
+        ancestors.insert(lc(&j.id), set);
+    }
+    let shared = Arc::new(WorkflowShared {
+        cfg: cfg.clone(),
+        workflow: Arc::new(plan.workflow.clone()),
+        workflow_name: plan.name.clone(),
+        workflow_path: workflow_path.to_string(),
+        events: events.clone(),
+        fetch_lock: tokio::sync::Mutex::new(()),
+    });
+    let global = cfg.slots.clone();
+    let mut done: HashMap<String, Done> = HashMap::new();
+    let mut outcomes: IndexMap<String, JobOutcome> = IndexMap::new();
+    let mut pending: Vec<usize> = (0..plan.jobs.len())
+        .filter(|&i| selected.contains(&lc(&plan.jobs[i].id)))
+        .collect();
+    let mut running: tokio::task::JoinSet<(String, Done, JobOutcome)> = tokio::task::JoinSet::new();
+    loop {
+        // start every ready job
+        let mut i = 0;
+        while i < pending.len() {
+            let jp = &plan.jobs[pending[i]];
+            let ready = jp
+                .needs
+                .iter()
+                .all(|n| done.contains_key(&lc(n)) || !selected.contains(&lc(n)));
+            if !ready {
+                i += 1;
+                continue;
+            }
+            pending.remove(i);
+            let id = lc(&jp.id);
+            // needs context (direct needs)
+            let mut needs = IndexMap::new();
+            for n in &jp.needs {
+                let d = done.get(&lc(n)).cloned().unwrap_or(Done {
+                    result: Conclusion::Skipped,
+                    outputs: IndexMap::new(),
+                });
+                let mut m = IndexMap::new();
+                m.insert(
+                    "result".to_string(),
+                    Value::String(d.result.as_str().into()),
+                );
+                m.insert("outputs".to_string(), expr::string_map_value(&d.outputs));
+                needs.insert(n.clone(), Value::Object(m));
+            }
+            let needs = Value::Object(needs);
+            let anc = ancestors.get(&id).cloned().unwrap_or_default();
+            let results: Vec<Conclusion> = anc
+                .iter()
+                .filter_map(|a| done.get(a).map(|d| d.result))
+                .collect();
+            let mut ctx = Contexts::new();
+            let gh = crate::context::github_context(&job_facts(&shared, &jp.id));
+            ctx.set("github", Value::from_json(&gh));
+            ctx.set("needs", needs.clone());
+            ctx.set("vars", expr::string_map_value(&cfg.vars));
+            ctx.set("inputs", cfg.inputs.clone());
+            ctx.cancelled = cfg.cancel.is_cancelled();
+            ctx.status = if results
+                .iter()
+                .any(|r| matches!(r, Conclusion::Failure | Conclusion::Cancelled))
+            {
+                Status::Failure
+            } else if results.iter().all(|r| *r == Conclusion::Success) {
+                Status::Success
+            } else {
+                Status::Neither
+            };
+            let run_it = ctx.condition(&jp.if_condition);
+            let name_token = jp.job.name.clone();
+            let display = name_token
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| jp.id.clone());
+            let run_it = match run_it {
+                Ok(b) => b,
+                Err(e) => {
+                    let key = JobKey {
+                        workflow: workflow_path.to_string(),
+                        id: jp.id.clone(),
+                        name: format!("{}{}", cfg.job_prefix, display.clone()),
+                    };
+                    events.send(Event::Output {
+                        job: key.clone(),
+                        step: None,
+                        kind: events::LineKind::Error,
+                        line: format!("The job condition could not be evaluated: {e}"),
+                    });
+                    finish_now(
+                        &events,
+                        key,
+                        Conclusion::Failure,
+                        &mut done,
+                        &mut outcomes,
+                        &id,
+                    );
+                    continue;
+                }
+            };
+            if !run_it {
+                let r = if cfg.cancel.is_cancelled() {
+                    Conclusion::Cancelled
+                } else {
+                    Conclusion::Skipped
+                };
+                finish_now(
+                    &events,
+                    JobKey {
+                        workflow: workflow_path.to_string(),
+                        id: jp.id.clone(),
+                        name: format!("{}{}", cfg.job_prefix, display),
+                    },
+                    r,
+                    &mut done,
+                    &mut outcomes,
+                    &id,
+                );
+                continue;
+            }
+            // matrix
+            let base_ctx = ctx.clone();
+            let legs = match expand(jp, &base_ctx, &display) {
+                Ok(l) => l,
+                Err(e) => {
+                    let key = JobKey {
+                        workflow: workflow_path.to_string(),
+                        id: jp.id.clone(),
+                        name: format!("{}{}", cfg.job_prefix, display.clone()),
+                    };
+                    events.send(Event::Output {
+                        job: key.clone(),
+                        step: None,
+                        kind: events::LineKind::Error,
+                        line: e,
+                    });
+                    finish_now(
+                        &events,
+                        key,
+                        Conclusion::Failure,
+                        &mut done,
+                        &mut outcomes,
+                        &id,
+                    );
+                    continue;
+                }
+            };
+            let legs: Vec<NamedLeg> = legs
+                .into_iter()
+                .filter(|(m, _)| {
+                    cfg.matrix_filter.iter().all(|(k, v)| match m.get(k) {
+                        Some(x) => x.to_coerced_string() == *v,
+                        None => true,
+                    })
+                })
+                .collect();
+            let legs = if legs.is_empty()
+                && !matches!(jp.matrix, MatrixPlan::None)
+                && !cfg.matrix_filter.is_empty()
+            {
+                finish_now(
+                    &events,
+                    JobKey {
+                        workflow: workflow_path.to_string(),
+                        id: jp.id.clone(),
+                        name: format!("{}{}", cfg.job_prefix, display),
+                    },
+                    Conclusion::Skipped,
+                    &mut done,
+                    &mut outcomes,
+                    &id,
+                );
+                continue;
+            } else if legs.is_empty() {
+                vec![(IndexMap::new(), display.clone())]
+            } else {
+                legs
+            };
+            let strat_ctx = base_ctx.clone();
+            let fail_fast = jp
+                .job
+                .strategy
+                .as_ref()
+                .and_then(|s| s.fail_fast.as_ref())
+                .map(|t| {
+                    eval_token(t, &strat_ctx)
+                        .map(|v| v.is_truthy())
+                        .unwrap_or(true)
+                })
+                .unwrap_or(true);
+            let total = legs.len();
+            let max_parallel = jp
+                .job
+                .strategy
+                .as_ref()
+                .and_then(|s| s.max_parallel.as_ref())
+                .and_then(|t| eval_token(t, &strat_ctx).ok())
+                .map(|v| v.to_number())
+                .filter(|n| n.is_finite() && *n >= 1.0)
+                .map(|n| n as usize)
+                .unwrap_or(total);
+            let job = Arc::new(jp.job.clone());
+            let ff_token = cfg.cancel.child_token();
+            let per_job = Arc::new(Semaphore::new(max_parallel.max(1)));
+            let mut specs = Vec::new();
+            let has_matrix = !matches!(jp.matrix, MatrixPlan::None) || total > 1;
+            for (idx, (m, leg_name)) in legs.iter().enumerate() {
+                let mval = Value::Object(m.clone());
+                let mut mctx = base_ctx.clone();
+                mctx.set("matrix", mval.clone());
+                let name = if name_token.contains_expression() {
+                    eval_string(&name_token, &mctx).unwrap_or_else(|_| display.clone())
+                } else if has_matrix && !m.is_empty() {
+                    leg_name.clone()
+                } else {
+                    display.clone()
+                };
+                let mut strategy = IndexMap::new();
+                strategy.insert("fail-fast".to_string(), Value::Bool(fail_fast));
+                strategy.insert("job-index".to_string(), Value::Number(idx as f64));
+                strategy.insert("job-total".to_string(), Value::Number(total as f64));
+                strategy.insert(
+                    "max-parallel".to_string(),
+                    Value::Number(max_parallel as f64),
+                );
+                let seq = SANDBOX_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                specs.push(LegSpec {
+                    job: job.clone(),
+                    key: JobKey {
+                        workflow: workflow_path.to_string(),
+                        id: jp.id.clone(),
+                        name: format!("{}{name}", cfg.job_prefix),
+                    },
+                    matrix: if m.is_empty() && !has_matrix {
+                        Value::Null
+                    } else {
+                        mval
+                    },
+                    strategy: Value::Object(strategy),
+                    needs: needs.clone(),
+                    cancel: ff_token.clone(),
+                    sandbox_id: format!("{}-{}", seq, job::sanitize(&jp.id)),
+                });
+            }
+            let sh = shared.clone();
+            let global = global.clone();
+            let job_id = jp.id.clone();
+            running.spawn(async move {
+                let mut set = tokio::task::JoinSet::new();
+                for (i, spec) in specs.into_iter().enumerate() {
+                    let sh = sh.clone();
+                    let global = global.clone();
+                    let per_job = per_job.clone();
+                    let ff = ff_token.clone();
+                    set.spawn(async move {
+                        let name = spec.key.name.clone();
+                        let key = spec.key.clone();
+                        let t0 = Instant::now();
+                        if matches!(spec.job.kind, firebreak_workflow::JobKind::Reusable(_)) {
+                            // the called workflow's jobs take the slots themselves
+                            let r = reusable::run_reusable(sh.clone(), spec).await;
+                            if r.result == Conclusion::Failure && fail_fast {
+                                ff.cancel();
+                            }
+                            return (i, name, r, t0.elapsed().as_millis() as u64);
+                        }
+                        let permits = async {
+                            let a = per_job.acquire_owned().await;
+                            let b = global.acquire_owned().await;
+                            (a, b)
+                        };
+                        let permits = tokio::select! {
+                            p = permits => Some(p),
+                            _ = ff.cancelled() => None,
+                        };
+                        let r = match permits {
+                            Some(_p) => run_leg(sh.clone(), spec).await,
+                            None => {
+                                sh.events.send(Event::JobFinished {
+                                    job: key,
+                                    result: Conclusion::Cancelled,
+                                    continue_on_error: false,
+                                    duration_ms: 0,
+                                    outputs: IndexMap::new(),
+                                });
+                                LegResult {
+                                    result: Conclusion::Cancelled,
+                                    outputs: IndexMap::new(),
+                                    continue_on_error: false,
+                                    nested: Vec::new(),
+                                }
+                            }
+                        };
+                        if r.result == Conclusion::Failure && fail_fast {
+                            ff.cancel();
+                        }
+                        (i, name, r, t0.elapsed().as_millis() as u64)
+                    });
+                }
+                let mut results: Vec<(usize, String, LegResult, u64)> = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    if let Ok(x) = r {
+                        results.push(x);
+                    }
+                }
+                results.sort_by_key(|r| r.0);
+                let mut outputs = IndexMap::new();
+                for (_, _, r, _) in &results {
+                    for (k, v) in &r.outputs {
+                        if !v.is_empty() || !outputs.contains_key(k) {
+                            outputs.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                let rs: Vec<Conclusion> = results.iter().map(|r| r.2.result).collect();
+                let result = if rs.contains(&Conclusion::Failure) {
+                    Conclusion::Failure
+                } else if rs.contains(&Conclusion::Cancelled) {
+                    Conclusion::Cancelled
+                } else if !rs.is_empty() && rs.iter().all(|r| *r == Conclusion::Skipped) {
+                    Conclusion::Skipped
+                } else {
+                    Conclusion::Success
+                };
+                let outcome = JobOutcome {
+                    outputs: outputs.clone(),
+                    id: job_id.clone(),
+                    legs: results
+                        .iter()
+                        .flat_map(|(_, n, r, d)| {
+                            std::iter::once((n.clone(), r.result, r.continue_on_error, *d))
+                                .chain(r.nested.iter().cloned())
+                        })
+                        .collect(),
+                    result,
+                };
+                (
+                    job_id.to_ascii_lowercase(),
+                    Done { result, outputs },
+                    outcome,
+                )
+            });
+        }
+        match running.join_next().await {
+            Some(Ok((id, d, o))) => {
+                done.insert(id.clone(), d);
+                outcomes.insert(id, o);
+            }
+            Some(Err(e)) => {
+                // a panicking job task: nothing more to learn about it
+                let _ = e;
+            }
+            None => {
+                if pending.is_empty() {
+                    break;
+                }
+                // jobs that can never start (unknown needs outside the selection)
+                for i in pending.drain(..) {
+                    let jp = &plan.jobs[i];
+                    let id = lc(&jp.id);
+                    finish_now(
+                        &events,
+                        JobKey {
+                            workflow: workflow_path.to_string(),
+                            id: jp.id.clone(),
+                            name: format!("{}{}", cfg.job_prefix, jp.id.clone()),
+                        },
+                        Conclusion::Skipped,
+                        &mut done,
+                        &mut outcomes,
+                        &id,
+                    );
+                }
+                break;
+            }
+        }
+    }
+    let jobs: Vec<JobOutcome> = plan
+        .jobs
+        .iter()
+        .filter_map(|j| outcomes.get(&lc(&j.id)).cloned())
+        .collect();
+    let result = if jobs.iter().any(|j| j.result == Conclusion::Failure) {
+        Conclusion::Failure
+    } else if cfg.cancel.is_cancelled() || jobs.iter().any(|j| j.result == Conclusion::Cancelled) {
+        Conclusion::Cancelled
+    } else {
+        Conclusion::Success
+    };
+    events.send(Event::WorkflowFinished {
+        path: workflow_path.to_string(),
+        result,
+        duration_ms: started.elapsed().as_millis() as u64,
+    });
+    Ok(WorkflowOutcome { result, jobs })
+}
+
+fn finish_now(
+    events: &EventSender,
+    key: JobKey,
+    result: Conclusion,
+    done: &mut HashMap<String, Done>,
+    outcomes: &mut IndexMap<String, JobOutcome>,
+    id: &str,
+) {
+    events.send(Event::JobFinished {
+        job: key.clone(),
+        result,
+        continue_on_error: false,
+        duration_ms: 0,
+        outputs: IndexMap::new(),
+    });
+    done.insert(
+        id.to_string(),
+        Done {
+            result,
+            outputs: IndexMap::new(),
+        },
+    );
+    outcomes.insert(
+        id.to_string(),
+        JobOutcome {
+            outputs: IndexMap::new(),
+            id: key.id.clone(),
+            legs: vec![(key.name, result, false, 0)],
+            result,
+        },
+    );
+}
+
+fn job_facts(sh: &WorkflowShared, job: &str) -> crate::context::RunFacts {
+    let cfg = &sh.cfg;
+    let mut f = crate::context::RunFacts::new(
+        cfg.event_name.clone(),
+        cfg.event.clone(),
+        cfg.repository.clone(),
+        job,
+        "",
+        "",
+    );
+    f.sha = Some(cfg.sha.clone());
+    f.git_ref = Some(cfg.git_ref.clone());
+    f.actor = Some(cfg.actor.clone());
+    f.run_id = cfg.run_id;
+    f.run_number = cfg.run_number;
+    f.workflow = sh.workflow_name.clone();
+    f.workflow_path = Some(sh.workflow_path.clone());
+    f
+}
+
+/// A leg's `matrix` context and display name.
+type NamedLeg = (IndexMap<String, Value>, String);
+
+/// The legs of a job: literal (planned) or evaluated now.
+fn expand(
+    jp: &firebreak_workflow::plan::JobPlan,
+    ctx: &Contexts,
+    display: &str,
+) -> Result<Vec<NamedLeg>, String> {
+    match &jp.matrix {
+        MatrixPlan::None => Ok(Vec::new()),
+        MatrixPlan::Legs { legs } => Ok(legs
+            .iter()
+            .map(|l| match Value::from_json(&l.matrix) {
+                Value::Object(m) => (m, l.name.clone()),
+                _ => (IndexMap::new(), l.name.clone()),
+            })
+            .collect()),
+        MatrixPlan::Invalid { error } => Err(format!("Job '{}': {error}", jp.id)),
+        MatrixPlan::Deferred { .. } => {
+            let s = jp
+                .job
+                .strategy
+                .as_ref()
+                .ok_or_else(|| "strategy is missing".to_string())?;
+            let m = match &s.matrix {
+                Some(t) => eval_token(t, ctx)
+                    .map_err(|e| format!("Job '{}': strategy.matrix: {e}", jp.id))?,
+                None => {
+                    let v = eval_token(&s.token, ctx)
+                        .map_err(|e| format!("Job '{}': strategy: {e}", jp.id))?;
+                    v.get("matrix").cloned().unwrap_or(Value::Null)
+                }
+            };
+            let Value::Object(map) = m else {
+                return Err(format!(
+                    "Job '{}': the matrix must evaluate to a mapping, got {}",
+                    jp.id,
+                    m.kind_name()
+                ));
+            };
+            let legs = matrix::expand_legs(&map).map_err(|e| format!("Job '{}': {e}", jp.id))?;
+            Ok(legs
+                .into_iter()
+                .map(|l| (l.name(display), l.matrix))
+                .map(|(n, m)| (m, n))
+                .collect())
+        }
+    }
+}

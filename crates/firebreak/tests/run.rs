@@ -1,0 +1,1034 @@
+//! End-to-end tests of `firebreak run`: each builds a small git repository with a workflow,
+//! runs the binary on it and checks the exit status, the output and the logs.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn has(&self, s: &str) -> bool {
+        self.stdout.contains(s)
+    }
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn repo(files: &[(&str, &str)]) -> Repo {
+    let dir = tempfile::Builder::new()
+        .prefix("fb-run-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("tempdir");
+    for (p, text) in files {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+    }
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("git");
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "init"]);
+    Repo { dir }
+}
+
+impl Repo {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+            .arg("run")
+            .args(args)
+            .arg("-C")
+            .arg(self.path())
+            .arg("--offline")
+            .arg("--action-cache")
+            .arg(self.path().join(".cache-actions"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run firebreak");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn host(&self, extra: &[&str]) -> Out {
+        let mut a = vec!["push", "--sandbox", "host"];
+        a.extend_from_slice(extra);
+        self.run(&a)
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        let runs = self.path().join(".firebreak/runs");
+        for e in std::fs::read_dir(runs).expect("runs").flatten() {
+            for f in std::fs::read_dir(e.path()).expect("run").flatten() {
+                all.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+            }
+        }
+        all
+    }
+}
+
+const WF: &str = ".github/workflows/ci.yml";
+
+#[test]
+fn env_precedence_and_github_variables() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+env: { A: wf, B: wf, C: wf }
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    env: { B: job, C: job }
+    steps:
+      - run: |
+          echo "B=genv" >> "$GITHUB_ENV"
+          echo "C=genv" >> "$GITHUB_ENV"
+      - env: { C: step }
+        run: |
+          echo "values $A $B $C ${{ env.B }} ${{ env.C }}"
+          echo "gh $GITHUB_JOB $GITHUB_EVENT_NAME $GITHUB_REF $RUNNER_OS ${{ github.ref_name }} ${{ runner.os }} $CI"
+          test "$GITHUB_SHA" = "${{ github.sha }}" && test -f "$GITHUB_EVENT_PATH" && echo sha-ok
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| values wf genv step genv step"), "{o:?}");
+    assert!(
+        o.has("| gh j push refs/heads/main Linux main Linux true"),
+        "{o:?}"
+    );
+    assert!(o.has("| sha-ok"), "{o:?}");
+}
+
+#[test]
+fn file_commands_with_heredocs_and_path() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - id: w
+        run: |
+          { echo 'MULTI<<EOF'; echo 'line one'; echo 'line two'; echo 'EOF'; } >> "$GITHUB_ENV"
+          { echo 'out<<XYZ'; echo 'o1'; echo 'o2'; echo 'XYZ'; } >> "$GITHUB_OUTPUT"
+          echo "single=v=1" >> "$GITHUB_OUTPUT"
+          mkdir -p "$RUNNER_TEMP/bin" && printf '#!/bin/sh\necho from-added-path\n' > "$RUNNER_TEMP/bin/mytool" && chmod +x "$RUNNER_TEMP/bin/mytool"
+          echo "$RUNNER_TEMP/bin" >> "$GITHUB_PATH"
+      - run: |
+          printf '%s|' "$MULTI"; echo
+          echo 'outs ${{ steps.w.outputs.single }} ${{ toJSON(steps.w.outputs.out) }}' 
+          mytool
+          echo "::set-output name=legacy::yes"
+        id: x
+      - run: echo "legacy ${{ steps.x.outputs.legacy }}"
+      - run: echo "*summary* of $GITHUB_JOB" >> "$GITHUB_STEP_SUMMARY"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| line one\n[j]   | line two|"), "{o:?}");
+    assert!(o.has("| outs v=1 \"o1\\no2\""), "{o:?}");
+    assert!(o.has("| from-added-path"), "{o:?}");
+    assert!(o.has("| legacy yes"), "{o:?}");
+    let summary = std::fs::read_to_string(r.path().join(".firebreak/runs/1/j.summary.md"))
+        .unwrap_or_default();
+    assert_eq!(summary.trim(), "*summary* of j");
+}
+
+#[test]
+fn outputs_and_results_through_needs() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      x: ${{ steps.s.outputs.x }}
+    steps:
+      - id: s
+        run: echo "x=from-a" >> "$GITHUB_OUTPUT"
+  bad:
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 3
+  b:
+    needs: [a, bad]
+    if: always()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "got ${{ needs.a.outputs.x }} ${{ needs.a.result }} ${{ needs.bad.result }}"
+  c:
+    needs: bad
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+  d:
+    needs: bad
+    if: failure()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "d runs on failure"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.has("| got from-a success failure"), "{o:?}");
+    assert!(!o.has("| never"), "{o:?}");
+    assert!(o.has("| d runs on failure"), "{o:?}");
+    assert!(
+        o.stdout.contains("- c") && o.stdout.contains("skipped"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn outcome_conclusion_and_continue_on_error() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - id: f
+        continue-on-error: true
+        run: exit 1
+      - run: echo "f ${{ steps.f.outcome }} ${{ steps.f.conclusion }} ${{ job.status }}"
+      - if: failure()
+        run: echo "must not run"
+  k:
+    runs-on: ubuntu-latest
+    continue-on-error: true
+    steps:
+      - run: exit 1
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| f failure success success"), "{o:?}");
+    assert!(!o.has("| must not run"), "{o:?}");
+    assert!(o.has("failure (continue-on-error)"), "{o:?}");
+}
+
+#[test]
+fn status_functions_after_a_failure() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 1
+      - run: echo "after-default"
+      - if: failure()
+        run: echo "after-failure"
+      - if: always()
+        run: echo "after-always ${{ job.status }}"
+      - if: cancelled()
+        run: echo "after-cancelled"
+      - if: success() || failure()
+        run: echo "after-either"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(!o.has("| after-default"), "{o:?}");
+    assert!(o.has("| after-failure"), "{o:?}");
+    assert!(o.has("| after-always failure"), "{o:?}");
+    assert!(!o.has("| after-cancelled"), "{o:?}");
+    assert!(o.has("| after-either"), "{o:?}");
+    assert!(o.has("Process completed with exit code 1."), "{o:?}");
+}
+
+#[test]
+fn step_and_job_timeouts() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  step:
+    runs-on: ubuntu-latest
+    steps:
+      - timeout-minutes: 0.02
+        run: sleep 30
+      - if: always()
+        run: echo "cleanup ran"
+  job:
+    runs-on: ubuntu-latest
+    timeout-minutes: 0.03
+    steps:
+      - run: sleep 30
+      - if: always()
+        run: echo "job cleanup ran"
+"#,
+    )]);
+    let t0 = Instant::now();
+    let o = r.host(&[]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.has("The action has timed out after 0.02 minutes."),
+        "{o:?}"
+    );
+    assert!(o.has("| cleanup ran"), "{o:?}");
+    assert!(
+        o.has("exceeded the maximum execution time of 0.03 minutes"),
+        "{o:?}"
+    );
+    assert!(o.has("| job cleanup ran"), "{o:?}");
+}
+
+#[test]
+fn matrix_names_fail_fast_and_dynamic_matrix() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  prep:
+    runs-on: ubuntu-latest
+    outputs:
+      m: ${{ steps.s.outputs.m }}
+    steps:
+      - id: s
+        run: echo 'm={"n":[1,2],"l":["a"]}' >> "$GITHUB_OUTPUT"
+  build:
+    needs: prep
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.prep.outputs.m) }}
+    steps:
+      - run: echo "leg ${{ matrix.n }}${{ matrix.l }} of ${{ strategy.job-total }}"
+  ff:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        k: [fast, slow]
+    steps:
+      - run: |
+          if [ "${{ matrix.k }}" = fast ]; then exit 1; fi
+          sleep 30
+"#,
+    )]);
+    let t0 = Instant::now();
+    let o = r.host(&[]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "fail-fast did not cancel: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.has("[build (1, a)]   | leg 1a of 2"), "{o:?}");
+    assert!(o.has("[build (2, a)]   | leg 2a of 2"), "{o:?}");
+    assert!(o.has("ff (slow)") && o.has("cancelled"), "{o:?}");
+}
+
+#[test]
+fn max_parallel_runs_legs_one_at_a_time() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  m:
+    runs-on: ubuntu-latest
+    strategy:
+      max-parallel: 1
+      matrix:
+        i: [1, 2, 3]
+    steps:
+      - run: |
+          echo "start ${{ matrix.i }}" >> "$LOGFILE"
+          sleep 0.3
+          echo "end ${{ matrix.i }}" >> "$LOGFILE"
+        env:
+          LOGFILE: ${{ vars.LOGFILE }}
+"#,
+    )]);
+    let log = r.path().join("order.txt");
+    let arg = format!("LOGFILE={}", log.display());
+    let o = r.host(&["--var", &arg]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for pair in lines.chunks(2) {
+        assert!(
+            pair[0].starts_with("start") && pair[1].starts_with("end"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn secrets_are_masked_everywhere() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - name: uses ${{ secrets.TOKEN }}
+        run: |
+          echo "token=${{ secrets.TOKEN }}"
+          echo "env=$TOKEN"
+          printf '%s\n' "$MULTI"
+          echo "::add-mask::dynamic-value-42"
+          echo "later dynamic-value-42"
+        env:
+          TOKEN: ${{ secrets.TOKEN }}
+          MULTI: ${{ secrets.MULTI }}
+"#,
+    )]);
+    let secret_file = r.path().join("secrets.env");
+    std::fs::write(
+        &secret_file,
+        "MULTI=\"first-line-secret\\nsecond-line-secret\"\n",
+    )
+    .expect("write");
+    let sf = secret_file.display().to_string();
+    let o = r.host(&["-s", "TOKEN=s3cr3t-value", "--secret-file", &sf]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for s in [
+        "s3cr3t-value",
+        "first-line-secret",
+        "second-line-secret",
+        "dynamic-value-42",
+    ] {
+        assert!(!o.stdout.contains(s), "{s} leaked: {o:?}");
+        assert!(!r.logs().contains(s), "{s} leaked into logs");
+    }
+    assert!(o.has("| token=***"), "{o:?}");
+    assert!(o.has("| later ***"), "{o:?}");
+    assert!(o.has("uses ***"), "{o:?}");
+}
+
+#[test]
+fn composite_actions_nested_with_inputs_outputs_and_env() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    env: { JOBV: job }
+    steps:
+      - uses: actions/checkout@v4
+      - id: outer
+        uses: ./.github/actions/outer
+        with:
+          who: mona
+        env:
+          OUTER_ENV: from-uses
+      - run: echo "result ${{ steps.outer.outputs.greeting }} $SET_BY_COMPOSITE"
+      - run: echo "scoped '${{ steps.inner.outputs.text }}' '${{ steps.s.outcome }}'"
+"#,
+        ),
+        (
+            ".github/actions/outer/action.yml",
+            r#"name: outer
+inputs:
+  who: { required: true }
+  punct: { default: "!" }
+outputs:
+  greeting:
+    value: ${{ steps.inner.outputs.text }}${{ inputs.punct }}
+runs:
+  using: composite
+  steps:
+    - run: echo "outer sees ${{ inputs.who }} $OUTER_ENV $JOBV ${{ github.action_path != '' }}"
+      shell: bash
+    - id: inner
+      uses: ./.github/actions/inner
+      with:
+        name: ${{ inputs.who }}
+    - run: echo "SET_BY_COMPOSITE=yes" >> "$GITHUB_ENV"
+      shell: bash
+"#,
+        ),
+        (
+            ".github/actions/inner/action.yml",
+            r#"name: inner
+inputs:
+  name: {}
+outputs:
+  text:
+    value: ${{ steps.s.outputs.t }}
+runs:
+  using: composite
+  steps:
+    - id: s
+      run: echo "t=hello ${{ inputs.name }}" >> "$GITHUB_OUTPUT"
+      shell: sh
+    - if: failure()
+      run: echo "inner failure branch"
+      shell: sh
+"#,
+        ),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| outer sees mona from-uses job true"), "{o:?}");
+    assert!(o.has("| result hello mona! yes"), "{o:?}");
+    assert!(o.has("| scoped '' ''"), "{o:?}");
+    assert!(!o.has("| inner failure branch"), "{o:?}");
+}
+
+const JS_MAIN: &str = r#"
+const fs = require('fs');
+const name = process.argv[1].split('/').pop();
+console.log(`${name} input=${process.env.INPUT_WHO} state=${process.env.STATE_phase || ''}`);
+fs.appendFileSync(process.env.GITHUB_STATE, `phase=${name}\n`);
+fs.appendFileSync(process.env.GITHUB_OUTPUT, `ran=${name}\n`);
+fs.appendFileSync(process.env.GITHUB_STATE, `multi<<EOS\n${name} l1\n${name} l2\nEOS\n`);
+console.log(`multi=${(process.env.STATE_multi || '').replace(/\n/g, '|')}`);
+"#;
+
+#[test]
+fn local_javascript_actions_main_and_post() {
+    let manifest = |n: &str| {
+        format!(
+            "name: {n}\ninputs:\n  who:\n    default: world\nruns:\n  using: node20\n  pre: pre.js\n  main: main.js\n  post: post.js\n  post-if: always()\n"
+        )
+    };
+    let m1 = manifest("one");
+    let m2 = manifest("two");
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: one
+        uses: ./actions/one
+        with:
+          who: mona
+      - uses: ./actions/two
+      - run: echo "out ${{ steps.one.outputs.ran }}"
+      - run: exit 1
+"#,
+        ),
+        ("actions/one/action.yml", &m1),
+        ("actions/one/pre.js", JS_MAIN),
+        ("actions/one/main.js", JS_MAIN),
+        ("actions/one/post.js", JS_MAIN),
+        ("actions/two/action.yml", &m2),
+        ("actions/two/pre.js", JS_MAIN),
+        ("actions/two/main.js", JS_MAIN),
+        ("actions/two/post.js", JS_MAIN),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.has("`pre` execution is not supported for local action from './actions/one'"),
+        "{o:?}"
+    );
+    assert!(!o.has("| pre.js"), "{o:?}");
+    assert!(o.has("| main.js input=mona state=\n"), "{o:?}");
+    assert!(o.has("| main.js input=world"), "{o:?}");
+    assert!(o.has("| out main.js"), "{o:?}");
+    // post steps after the failure, in reverse order, with the state of main
+    let two = o.stdout.find("▶ Post Run ./actions/two").expect("post two");
+    let one = o.stdout.find("▶ Post Run ./actions/one").expect("post one");
+    assert!(two < one, "{o:?}");
+    assert!(o.has("| post.js input=mona state=main.js"), "{o:?}");
+    assert!(o.has("| multi=main.js l1|main.js l2"), "{o:?}");
+}
+
+#[test]
+fn remote_action_from_the_cache_runs_pre_at_job_start() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "first step"
+      - uses: octo/tool/sub@v1
+        with:
+          who: cache
+"#,
+    )]);
+    let dir = r.path().join(".cache-actions/octo/tool/v1/sub");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("action.yml"),
+        "name: t\ninputs:\n  who: {}\nruns:\n  using: node20\n  pre: pre.js\n  main: main.js\n",
+    )
+    .expect("w");
+    std::fs::write(dir.join("pre.js"), JS_MAIN).expect("w");
+    std::fs::write(dir.join("main.js"), JS_MAIN).expect("w");
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let pre = o.stdout.find("| pre.js input=cache").expect("pre ran");
+    let first = o.stdout.find("| first step").expect("first step");
+    assert!(pre < first, "{o:?}");
+    assert!(o.has("| main.js input=cache state=pre.js"), "{o:?}");
+}
+
+#[test]
+fn missing_actions_fail_the_step_with_a_message() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  local:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: ./no/such/action
+      - if: always()
+        run: echo "still here"
+  remote:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: nobody/nothing@v0
+  docker:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: docker://alpine:3
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.has("Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under"),
+        "{o:?}"
+    );
+    assert!(o.has("| still here"), "{o:?}");
+    assert!(
+        o.has("nobody/nothing@v0 is not in the action cache"),
+        "{o:?}"
+    );
+    assert!(o.has("Docker container actions are not supported"), "{o:?}");
+}
+
+#[test]
+fn containers_and_services_are_refused_clearly() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  c:
+    runs-on: ubuntu-latest
+    container: node:20
+    steps:
+      - run: echo hi
+  ok:
+    runs-on: macos-latest
+    steps:
+      - run: echo "ran on linux"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.has("uses `container:`: firebreak runs jobs without Docker"),
+        "{o:?}"
+    );
+    assert!(
+        o.has("runs-on 'macos-latest': firebreak runs this job in the default Linux environment"),
+        "{o:?}"
+    );
+    assert!(o.has("| ran on linux"), "{o:?}");
+    // mapping the label silences the warning
+    let o = r.host(&["-P", "macos-latest=host", "-j", "ok"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!o.has("default Linux environment"), "{o:?}");
+}
+
+#[test]
+fn checkout_fills_the_workspace() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    defaults:
+      run:
+        working-directory: sub
+    steps:
+      - run: echo "before $(ls "$GITHUB_WORKSPACE" | wc -l)"
+        working-directory: .
+      - uses: actions/checkout@v4
+      - run: cat data.txt
+      - uses: actions/checkout@v4
+        with:
+          path: second
+      - run: test -f "$GITHUB_WORKSPACE/second/sub/data.txt" && test -d "$GITHUB_WORKSPACE/.git" && echo "hash ${{ hashFiles('sub/*.txt') != '' }}"
+"#,
+        ),
+        ("sub/data.txt", "checked-out-content\n"),
+    ]);
+    std::fs::write(r.path().join("untracked.txt"), "x").expect("w");
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| before 0"), "{o:?}");
+    assert!(o.has("| checked-out-content"), "{o:?}");
+    assert!(o.has("| hash true"), "{o:?}");
+}
+
+#[test]
+fn workflow_errors_exit_2_with_positions() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ${{ nope( }}\n",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stdout.contains(".github/workflows/ci.yml:6:"), "{o:?}");
+}
+
+#[test]
+fn json_stream_list_and_dry_run() {
+    let r = repo(&[(WF, "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo hi\n  b:\n    needs: a\n    runs-on: x\n    steps:\n      - name: second\n        run: echo there\n")]);
+    let o = r.host(&["--json"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let events: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for k in [
+        "workflow_started",
+        "job_started",
+        "step_started",
+        "output",
+        "step_finished",
+        "job_finished",
+        "run_finished",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+    }
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "output" && e["line"] == "there" && e["job"]["id"] == "b"));
+    let l = r.host(&["--list"]);
+    assert_eq!(l.code, 0);
+    assert!(
+        l.stdout.contains("[0] a") && l.stdout.contains("[1] b"),
+        "{l:?}"
+    );
+    let d = r.host(&["--dry-run"]);
+    assert!(d.stdout.contains("· second"), "{d:?}");
+}
+
+#[test]
+fn default_sandbox_runs_a_job() {
+    let r = repo(&[(WF, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi > /tmp/f\n      - run: cat /tmp/f\n")]);
+    let o = r.run(&["push"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| hi"), "{o:?}");
+}
+
+#[test]
+fn ctrl_c_cancels_then_runs_always_steps() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo started; sleep 30; echo not-here
+      - run: echo "default step"
+      - if: always()
+        run: echo "always step"
+      - if: cancelled()
+        run: echo "cancelled step ${{ job.status }}"
+  k:
+    needs: j
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "k ran"
+"#,
+    )]);
+    let t0 = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", "push", "--sandbox", "host", "-C"])
+        .arg(r.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // wait until the first step runs, then interrupt
+    let logs = r.path().join(".firebreak/runs/1/j.log");
+    while !std::fs::read_to_string(&logs)
+        .unwrap_or_default()
+        .contains("started")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the step never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let out = child.wait_with_output().expect("wait");
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(t0.elapsed() < Duration::from_secs(25), "{o:?}");
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        !o.has("| not-here") && !o.has("| default step") && !o.has("| k ran"),
+        "{o:?}"
+    );
+    assert!(o.has("| always step"), "{o:?}");
+    assert!(o.has("| cancelled step cancelled"), "{o:?}");
+}
+
+#[test]
+fn workflow_dispatch_inputs_with_defaults() {
+    let r = repo(&[(
+        WF,
+        r#"on:
+  workflow_dispatch:
+    inputs:
+      name: { default: octo }
+      loud: { type: boolean, default: false }
+      level: { type: string }
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "inputs ${{ inputs.name }} ${{ inputs.loud }} ${{ inputs.level }} ${{ github.event.inputs.level }} ${{ inputs.loud == false }}"
+"#,
+    )]);
+    let o = r.run(&[
+        "workflow_dispatch",
+        "--sandbox",
+        "host",
+        "--input",
+        "level=3",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| inputs octo false 3 3 true"), "{o:?}");
+}
+
+#[test]
+fn shells_and_run_defaults() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+defaults:
+  run:
+    shell: sh {0}
+jobs:
+  wf:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          false
+          echo "no -e with the custom shell"
+      - shell: bash
+        run: echo "bash ${BASH_VERSION:+yes}"
+      - shell: python3 {0}
+        run: print("python", 1 + 1)
+  job:
+    runs-on: ubuntu-latest
+    defaults:
+      run:
+        shell: bash
+        working-directory: dir
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "in $(basename "$PWD") ${BASH_VERSION:+bash}"
+      - run: echo "in $(basename "$PWD")"
+        working-directory: dir/sub
+"#,
+        ),
+        ("dir/sub/keep", ""),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| no -e with the custom shell"), "{o:?}");
+    assert!(o.has("| bash yes"), "{o:?}");
+    assert!(o.has("| python 2"), "{o:?}");
+    assert!(o.has("| in dir bash"), "{o:?}");
+    assert!(o.has("| in sub"), "{o:?}");
+}
+
+#[test]
+fn remote_actions_are_fetched_into_the_cache() {
+    // a "server" of bare repositories reachable as file://SERVER/owner/repo
+    let server = tempfile::tempdir().expect("tempdir");
+    let src = repo(&[
+        ("action.yml", "name: hi\ninputs:\n  who: {}\nruns:\n  using: composite\n  steps:\n    - run: echo \"fetched action says hi to ${{ inputs.who }}\"\n      shell: sh\n"),
+    ]);
+    let bare = server.path().join("octo/hello");
+    std::fs::create_dir_all(&bare).expect("mkdir");
+    let st = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(src.path())
+        .arg(&bare)
+        .status()
+        .expect("git");
+    assert!(st.success());
+    let st = Command::new("git")
+        .arg("-C")
+        .arg(&bare)
+        .args(["tag", "v1", "main"])
+        .status()
+        .expect("git");
+    assert!(st.success());
+    let r = repo(&[(WF, "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: octo/hello@v1\n        with:\n          who: mona\n")]);
+    let cache = r.path().join(".cache-actions");
+    let url = format!("file://{}", server.path().display());
+    let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args([
+            "run",
+            "--sandbox",
+            "host",
+            "--server-url",
+            &url,
+            "--action-cache",
+        ])
+        .arg(&cache)
+        .arg("-C")
+        .arg(r.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| fetched action says hi to mona"), "{o:?}");
+    assert!(cache.join("octo/hello/v1/action.yml").is_file());
+    // now offline, from the cache
+    let o = r.run(&["push", "--sandbox", "host"]);
+    assert_eq!(o.code, 0, "{o:?}");
+}
+
+#[test]
+fn local_reusable_workflows() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  call:
+    uses: ./.github/workflows/reuse.yml
+    with:
+      who: mona
+      loud: true
+    secrets: inherit
+  after:
+    needs: call
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "after got ${{ needs.call.outputs.greeting }} ${{ needs.call.result }}"
+"#,
+        ),
+        (
+            ".github/workflows/reuse.yml",
+            r#"on:
+  workflow_call:
+    inputs:
+      who: { type: string, required: true }
+      loud: { type: boolean, default: false }
+      count: { type: number, default: 3 }
+    outputs:
+      greeting:
+        value: ${{ jobs.inner.outputs.g }}
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    outputs:
+      g: ${{ steps.s.outputs.g }}
+    steps:
+      - id: s
+        run: |
+          echo "inner ${{ inputs.who }} ${{ inputs.loud }} ${{ inputs.count }} ${{ secrets.TOKEN }}"
+          echo "g=hello ${{ inputs.who }}" >> "$GITHUB_OUTPUT"
+"#,
+        ),
+    ]);
+    let o = r.host(&["-s", "TOKEN=reusable-secret"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("[call / inner]   | inner mona true 3 ***"), "{o:?}");
+    assert!(o.has("| after got hello mona success"), "{o:?}");
+    assert!(!o.stdout.contains("reusable-secret"), "{o:?}");
+}
+
+#[test]
+fn reusable_workflow_with_matrix_and_an_unavailable_remote_one() {
+    let r = repo(&[
+        (
+            WF,
+            "on: push\njobs:\n  call:\n    strategy:\n      matrix:\n        who: [a, b]\n    uses: ./.github/workflows/reuse.yml\n    with:\n      who: ${{ matrix.who }}\n  remote:\n    uses: octo/repo/.github/workflows/x.yml@v1\n",
+        ),
+        (
+            ".github/workflows/reuse.yml",
+            "on:\n  workflow_call:\n    inputs:\n      who: { type: string }\njobs:\n  inner:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"inner ${{ inputs.who }}\"\n",
+        ),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.has("[call (a) / inner]   | inner a"), "{o:?}");
+    assert!(o.has("[call (b) / inner]   | inner b"), "{o:?}");
+    assert!(
+        o.has("firebreak runs local reusable workflows (uses: ./.github/workflows/…) only."),
+        "{o:?}"
+    );
+}
