@@ -111,9 +111,10 @@ pub struct RunArgs {
     /// Never fetch actions; use only the action cache.
     #[arg(long)]
     offline: bool,
-    /// Run jobs without network access (namespace sandbox only).
+    /// Give jobs network access. Without it, namespace sandboxes get their own network
+    /// namespace with only loopback (host sandboxes always share the host's network).
     #[arg(long)]
-    no_network: bool,
+    network: bool,
     /// Where logs go (default: REPO/.firebreak/runs/<n>/).
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -807,7 +808,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| cache_home().join("actions")),
         offline: args.offline,
-        network: !args.no_network,
+        network: args.network,
         only_jobs: args.job.clone(),
         matrix_filter,
         cancel: cancel.clone(),
