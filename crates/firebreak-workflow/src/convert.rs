@@ -24,28 +24,74 @@ pub(crate) struct Converter<'a> {
     /// An error that aborts the conversion of the current job (GitHub reports it at the
     /// `jobs` mapping and drops the job).
     pub job_failure: Option<String>,
+    /// Buffers reused by the expression checks of `if` conditions.
+    scratch: crate::exprs::Scratch,
 }
 
 impl<'a> Converter<'a> {
     pub(crate) fn new(file: &str, diags: &'a mut Diags) -> Self {
-        Converter { file: file.to_string(), diags, job_failure: None }
+        Converter { file: file.to_string(), diags, job_failure: None, scratch: Default::default() }
     }
 }
 
 const ID_MAX: usize = 100;
+
+/// A fast hasher (FxHash's mixing) for the small sets of ids read from one file.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in chunks.by_ref() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FastState = std::hash::BuildHasherDefault<FastHasher>;
 
 /// GitHub's id builder: validates explicit ids and generates unique default ids.
 #[derive(Default)]
 pub(crate) struct IdBuilder {
     name: String,
     /// Lower-cased ids already taken (GitHub compares ids case-insensitively).
-    distinct: std::collections::HashSet<String>,
+    distinct: std::collections::HashSet<String, FastState>,
 }
 
 impl IdBuilder {
+    #[cfg(test)]
     fn append_segment(&mut self, value: &str) {
-        let mut chars = value.chars();
-        let Some(first) = value.chars().next() else { return };
+        self.append_parts(&[value]);
+    }
+
+    /// [`IdBuilder::append_segment`] of the concatenation of `parts`.
+    fn append_parts(&mut self, parts: &[&str]) {
+        let mut chars = parts.iter().flat_map(|p| p.chars());
+        let Some(first) = chars.clone().next() else { return };
         if self.name.is_empty() {
             if first.is_ascii_digit() || first == '-' {
                 self.name.push('_');
@@ -65,11 +111,28 @@ impl IdBuilder {
     /// The next unique id from the appended segments; GitHub gives up after 999 attempts.
     fn build(&mut self) -> Result<String, String> {
         let original = if self.name.is_empty() { "job".to_string() } else { std::mem::take(&mut self.name) };
-        for attempt in 1..1000 {
-            let suffix = if attempt == 1 { String::new() } else { format!("_{attempt}") };
-            let keep = original.chars().count().min(ID_MAX - suffix.len());
-            let candidate: String = original.chars().take(keep).collect::<String>() + &suffix;
-            if self.distinct.insert(candidate.to_ascii_lowercase()) {
+        let count = original.chars().count();
+        // Candidates are built in reused buffers; only the winner is allocated.
+        let mut suffix_buf = [0u8; 8];
+        let mut candidate = String::with_capacity(original.len() + suffix_buf.len());
+        let mut lower = String::with_capacity(original.len() + suffix_buf.len());
+        for attempt in 1..1000usize {
+            // `_{attempt}` (empty for the first attempt)
+            let suffix = if attempt == 1 { "" } else { decimal_suffix(attempt, &mut suffix_buf) };
+            let keep = count.min(ID_MAX - suffix.len());
+            let end = if keep == count {
+                original.len()
+            } else {
+                original.char_indices().nth(keep).map_or(original.len(), |(i, _)| i)
+            };
+            candidate.clear();
+            candidate.push_str(&original[..end]);
+            candidate.push_str(suffix);
+            lower.clear();
+            lower.push_str(&candidate);
+            lower.make_ascii_lowercase();
+            if !self.distinct.contains(lower.as_str()) {
+                self.distinct.insert(lower);
                 return Ok(candidate);
             }
         }
@@ -90,6 +153,22 @@ impl IdBuilder {
         }
         Ok(())
     }
+}
+
+/// `_{n}` written into `buf` (n < 10^7).
+fn decimal_suffix(mut n: usize, buf: &mut [u8; 8]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 1 {
+            break;
+        }
+    }
+    i -= 1;
+    buf[i] = b'_';
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
 }
 
 fn valid_id(value: &str) -> bool {
@@ -118,7 +197,7 @@ impl Converter<'_> {
         self.diags.error(&self.file, Some(pos), msg);
     }
 
-    pub(crate) fn workflow(&mut self, root: &Token) -> Workflow {
+    pub(crate) fn workflow(&mut self, root: Token) -> Workflow {
         let mut wf = Workflow {
             name: None,
             run_name: None,
@@ -130,17 +209,17 @@ impl Converter<'_> {
             concurrency: None,
             jobs: Vec::new(),
         };
-        let Some(pairs) = root.as_map() else { return wf };
+        let TokenKind::Map(pairs) = root.kind else { return wf };
         for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
-                "name" => wf.name = opt_string(v),
-                "run-name" => wf.run_name = Some(v.clone()),
-                "description" => wf.description = opt_string(v),
-                "on" => wf.on = self.on(v),
-                "permissions" => wf.permissions = permissions(v),
-                "env" => wf.env = Some(v.clone()),
+                "name" => wf.name = opt_string(&v),
+                "run-name" => wf.run_name = Some(v),
+                "description" => wf.description = opt_string(&v),
+                "on" => wf.on = self.on(&v),
+                "permissions" => wf.permissions = permissions(&v),
+                "env" => wf.env = Some(v),
                 "defaults" => wf.defaults = v.get("run").map(run_defaults),
-                "concurrency" => wf.concurrency = Some(v.clone()),
+                "concurrency" => wf.concurrency = Some(v),
                 "jobs" => wf.jobs = self.jobs(v),
                 _ => {}
             }
@@ -288,9 +367,10 @@ impl Converter<'_> {
         out
     }
 
-    fn jobs(&mut self, t: &Token) -> Vec<Job> {
-        let Some(pairs) = t.as_map() else {
-            self.error(t.pos, "Invalid format for jobs");
+    fn jobs(&mut self, t: Token) -> Vec<Job> {
+        let jobs_pos = t.pos;
+        let TokenKind::Map(pairs) = t.kind else {
+            self.error(jobs_pos, "Invalid format for jobs");
             return Vec::new();
         };
         let mut jobs: Vec<Job> = Vec::new();
@@ -299,13 +379,13 @@ impl Converter<'_> {
             let Some(id) = k.as_str() else { continue };
             let (job, needs) = self.job(id, k.pos, v);
             if let Some(e) = self.job_failure.take() {
-                self.error(t.pos, e);
+                self.error(jobs_pos, e);
                 continue;
             }
             jobs.push(job);
             need_tokens.push(needs);
         }
-        self.validate_needs(t.pos, &jobs, &need_tokens);
+        self.validate_needs(jobs_pos, &jobs, &need_tokens);
         jobs
     }
 
@@ -320,14 +400,14 @@ impl Converter<'_> {
             return;
         }
         // need name -> jobs waiting on it (one entry per occurrence)
-        let mut waiting: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut waiting: HashMap<&str, Vec<usize>, FastState> = HashMap::default();
         let mut remaining: Vec<usize> = needs.iter().map(Vec::len).collect();
         for (i, n) in needs.iter().enumerate() {
             for need in n {
                 waiting.entry(need.as_str().unwrap_or("")).or_default().push(i);
             }
         }
-        let mut satisfied: HashSet<&str> = HashSet::new();
+        let mut satisfied: HashSet<&str, FastState> = HashSet::default();
         while let Some(cur) = queue.pop_front() {
             let name = jobs[cur].id.as_str();
             satisfied.insert(name);
@@ -338,7 +418,7 @@ impl Converter<'_> {
                 }
             }
         }
-        let ids: HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        let ids: HashSet<&str, FastState> = jobs.iter().map(|j| j.id.as_str()).collect();
         for (i, n) in needs.iter().enumerate() {
             if n.is_empty() || remaining[i] == 0 {
                 continue;
@@ -361,13 +441,13 @@ impl Converter<'_> {
         }
     }
 
-    fn if_cond(&mut self, t: &Token, ctx: &[&str]) -> Option<String> {
+    fn if_cond(&mut self, t: &Token, ctx: &'static [&'static str]) -> Option<String> {
         let condition = match &t.kind {
             TokenKind::Expr(e) => e.expr.clone(),
             TokenKind::String(s) => s.trim().to_string(),
             other => crate::token::Token::new(t.pos, other.clone()).literal_display(),
         };
-        match if_condition(&condition, ctx) {
+        match if_condition(&condition, crate::reader::allowed_for(ctx), &mut self.scratch) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.error(t.pos, e);
@@ -376,7 +456,7 @@ impl Converter<'_> {
         }
     }
 
-    fn job(&mut self, id: &str, pos: Pos, t: &Token) -> (Job, Vec<Token>) {
+    fn job(&mut self, id: &str, pos: Pos, t: Token) -> (Job, Vec<Token>) {
         if let Err(e) = IdBuilder::default().try_add_known_id(id) {
             self.error(pos, e);
         }
@@ -398,61 +478,65 @@ impl Converter<'_> {
         let mut secrets = None;
         let mut inherit = false;
         let mut need_tokens = Vec::new();
-        for (k, v) in t.as_map().unwrap_or(&[]) {
+        let pairs = match t.kind {
+            TokenKind::Map(pairs) => pairs,
+            _ => Vec::new(),
+        };
+        for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
-                "concurrency" => job.concurrency = Some(v.clone()),
+                "concurrency" => job.concurrency = Some(v),
                 "container" => {
-                    self.container(v, false);
-                    steps_job.container = Some(v.clone());
+                    self.container(&v, false);
+                    steps_job.container = Some(v);
                 }
-                "env" => steps_job.env = Some(v.clone()),
-                "environment" => steps_job.environment = Some(v.clone()),
+                "env" => steps_job.env = Some(v),
+                "environment" => steps_job.environment = Some(v),
                 "if" => {
-                    if let Some(c) = self.if_cond(v, JOB_IF_CTX) {
+                    if let Some(c) = self.if_cond(&v, JOB_IF_CTX) {
                         job.if_condition = c;
                     }
                 }
-                "name" if !matches!(&v.kind, TokenKind::String(s) if s.is_empty()) => job.name = v.clone(),
+                "name" if !matches!(&v.kind, TokenKind::String(s) if s.is_empty()) => job.name = v,
                 "needs" => {
-                    need_tokens = match &v.kind {
-                        TokenKind::String(_) => vec![v.clone()],
-                        TokenKind::Seq(items) => items.iter().filter(|i| i.as_str().is_some()).cloned().collect(),
+                    need_tokens = match v.kind {
+                        TokenKind::String(_) => vec![v],
+                        TokenKind::Seq(items) => items.into_iter().filter(|i| i.as_str().is_some()).collect(),
                         _ => Vec::new(),
                     };
                 }
-                "outputs" => steps_job.outputs = Some(v.clone()),
+                "outputs" => steps_job.outputs = Some(v),
                 "runs-on" => {
-                    self.runs_on(v);
-                    steps_job.runs_on = Some(v.clone());
+                    self.runs_on(&v);
+                    steps_job.runs_on = Some(v);
                 }
                 "services" => {
                     for (_, svc) in v.as_map().unwrap_or(&[]) {
                         self.container(svc, true);
                     }
-                    steps_job.services = Some(v.clone());
+                    steps_job.services = Some(v);
                 }
-                "snapshot" => steps_job.snapshot = Some(v.clone()),
+                "snapshot" => steps_job.snapshot = Some(v),
                 "steps" => steps_job.steps = self.steps(v),
                 "strategy" => {
-                    self.check_matrix(v);
+                    self.check_matrix(&v);
                     job.strategy = Some(strategy(v));
                 }
                 "uses" => {
-                    uses = opt_string(v);
+                    uses = opt_string(&v);
                     uses_pos = v.pos;
                 }
-                "with" => with = Some(v.clone()),
+                "with" => with = Some(v),
                 "secrets" => {
                     if v.as_str() == Some("inherit") {
                         inherit = true;
                     } else {
-                        secrets = Some(v.clone());
+                        secrets = Some(v);
                     }
                 }
-                "permissions" => job.permissions = permissions(v),
-                "timeout-minutes" => steps_job.timeout_minutes = Some(v.clone()),
-                "cancel-timeout-minutes" => steps_job.cancel_timeout_minutes = Some(v.clone()),
-                "continue-on-error" => steps_job.continue_on_error = Some(v.clone()),
+                "permissions" => job.permissions = permissions(&v),
+                "timeout-minutes" => steps_job.timeout_minutes = Some(v),
+                "cancel-timeout-minutes" => steps_job.cancel_timeout_minutes = Some(v),
+                "continue-on-error" => steps_job.continue_on_error = Some(v),
                 "defaults" => steps_job.defaults = v.get("run").map(run_defaults),
                 _ => {}
             }
@@ -525,8 +609,8 @@ impl Converter<'_> {
         }
     }
 
-    fn steps(&mut self, t: &Token) -> Vec<Step> {
-        let Some(items) = t.as_seq() else {
+    fn steps(&mut self, t: Token) -> Vec<Step> {
+        let TokenKind::Seq(items) = t.kind else {
             self.error(t.pos, "Invalid format for steps");
             return Vec::new();
         };
@@ -551,7 +635,7 @@ impl Converter<'_> {
                 StepKind::Run { .. } => String::new(),
             };
             let base = if base.is_empty() { "run".to_string() } else { base };
-            ids.append_segment(&format!("__{base}"));
+            ids.append_parts(&["__", &base]);
             match ids.build() {
                 Ok(id) => step.id = id,
                 Err(e) => {
@@ -564,8 +648,9 @@ impl Converter<'_> {
         out
     }
 
-    fn step(&mut self, t: &Token, ids: &mut IdBuilder, known: &mut Vec<String>) -> Option<Step> {
-        let pairs = t.as_map()?;
+    fn step(&mut self, t: Token, ids: &mut IdBuilder, known: &mut Vec<String>) -> Option<Step> {
+        let step_pos = t.pos;
+        let TokenKind::Map(pairs) = t.kind else { return None };
         let mut id: Option<(String, Pos)> = None;
         let mut name = None;
         let mut run = None;
@@ -580,7 +665,7 @@ impl Converter<'_> {
         let mut wait: Option<Vec<String>> = None;
         let mut wait_all = false;
         let mut cancel: Option<String> = None;
-        let mut parallel: Option<&Token> = None;
+        let mut parallel: Option<Token> = None;
         let mut if_condition: Option<String> = None;
         for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
@@ -594,26 +679,26 @@ impl Converter<'_> {
                     }
                     id = Some((value, v.pos));
                 }
-                "name" => name = Some(v.clone()),
-                "run" => run = Some(v.clone()),
+                "name" => name = Some(v),
+                "run" => run = Some(v),
                 "uses" => {
-                    uses = opt_string(v);
+                    uses = opt_string(&v);
                     if let Some(u) = &uses {
                         if !valid_step_uses(u) {
                             self.error(v.pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"));
                         }
                     }
                 }
-                "with" => with = Some(v.clone()),
-                "env" => env = Some(v.clone()),
-                "shell" => shell = opt_string(v),
-                "working-directory" => wd = Some(v.clone()),
-                "timeout-minutes" => timeout = Some(v.clone()),
+                "with" => with = Some(v),
+                "env" => env = Some(v),
+                "shell" => shell = opt_string(&v),
+                "working-directory" => wd = Some(v),
+                "timeout-minutes" => timeout = Some(v),
                 "background" => background = v.as_bool().unwrap_or(false),
                 "wait" => {
                     let targets: Vec<&Token> = match &v.kind {
                         TokenKind::Seq(items) => items.iter().collect(),
-                        _ => vec![v],
+                        _ => vec![&v],
                     };
                     for target in &targets {
                         self.target_step(target, known, id.as_ref().map(|i| i.0.as_str()));
@@ -627,19 +712,19 @@ impl Converter<'_> {
                     wait_all = true;
                 }
                 "cancel" => {
-                    self.target_step(v, known, id.as_ref().map(|i| i.0.as_str()));
-                    cancel = opt_string(v);
+                    self.target_step(&v, known, id.as_ref().map(|i| i.0.as_str()));
+                    cancel = opt_string(&v);
                 }
                 "parallel" => parallel = Some(v),
-                "if" => if_condition = self.if_cond(v, STEP_IF_CTX),
-                "continue-on-error" => coe = Some(v.clone()),
+                "if" => if_condition = self.if_cond(&v, STEP_IF_CTX),
+                "continue-on-error" => coe = Some(v),
                 _ => {}
             }
         }
         let id = id.map(|i| i.0).unwrap_or_default();
         let mut step = Step {
             id,
-            pos: t.pos,
+            pos: step_pos,
             generated_id: false,
             name,
             if_condition: Some(if_condition.unwrap_or_else(|| "success()".to_string())),
@@ -655,35 +740,35 @@ impl Converter<'_> {
             step.kind = StepKind::Uses { uses, with };
         } else if let Some(wait) = wait {
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Wait".into()))));
+            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Wait".into()))));
             step.kind = StepKind::Wait { wait };
         } else if wait_all {
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Wait for all".into()))));
+            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Wait for all".into()))));
             step.kind = StepKind::WaitAll;
         } else if let Some(cancel) = cancel {
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Cancel".into()))));
+            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Cancel".into()))));
             step.kind = StepKind::Cancel { cancel };
         } else if let Some(p) = parallel {
             let inner = self.steps(p);
             for s in &inner {
                 if s.background {
-                    self.error(t.pos, "'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps.");
+                    self.error(step_pos, "'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps.");
                 }
                 match s.kind {
-                    StepKind::Wait { .. } => self.error(t.pos, "'wait' is not allowed inside a parallel block."),
-                    StepKind::WaitAll => self.error(t.pos, "'wait-all' is not allowed inside a parallel block."),
-                    StepKind::Cancel { .. } => self.error(t.pos, "'cancel' is not allowed inside a parallel block."),
-                    StepKind::Parallel { .. } => self.error(t.pos, "Nested 'parallel' blocks are not allowed."),
+                    StepKind::Wait { .. } => self.error(step_pos, "'wait' is not allowed inside a parallel block."),
+                    StepKind::WaitAll => self.error(step_pos, "'wait-all' is not allowed inside a parallel block."),
+                    StepKind::Cancel { .. } => self.error(step_pos, "'cancel' is not allowed inside a parallel block."),
+                    StepKind::Parallel { .. } => self.error(step_pos, "Nested 'parallel' blocks are not allowed."),
                     _ => {}
                 }
             }
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(t.pos, TokenKind::String("Parallel group".into()))));
+            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Parallel group".into()))));
             step.kind = StepKind::Parallel { parallel: inner };
         } else {
-            self.error(t.pos, "Expected one of uses or run to be defined");
+            self.error(step_pos, "Expected one of uses or run to be defined");
             return None;
         }
         Some(step)
@@ -815,13 +900,17 @@ fn action_step_id(uses: &str) -> String {
     if uses.starts_with("./") || uses.starts_with(".\\") || uses.starts_with("$/") {
         return "self".to_string();
     }
-    let segments: Vec<&str> = uses.split('@').collect();
-    if segments.len() != 2 {
+    let mut segments = uses.split('@');
+    let (Some(path), Some(at), None) = (segments.next(), segments.next(), segments.next()) else {
         return String::new();
-    }
-    let path: Vec<&str> = segments[0].split(['/', '\\']).filter(|s| !s.is_empty()).collect();
-    if path.len() >= 2 && !segments[1].is_empty() {
-        return format!("{}/{}", path[0], path[1]);
+    };
+    let mut path = path.split(['/', '\\']).filter(|s| !s.is_empty());
+    if let (Some(owner), Some(repo), false) = (path.next(), path.next(), at.is_empty()) {
+        let mut id = String::with_capacity(owner.len() + 1 + repo.len());
+        id.push_str(owner);
+        id.push('/');
+        id.push_str(repo);
+        return id;
     }
     String::new()
 }
@@ -831,12 +920,15 @@ fn valid_step_uses(uses: &str) -> bool {
     if uses.starts_with("docker://") || uses.starts_with("./") || uses.starts_with(".\\") || uses.starts_with("$/") {
         return true;
     }
-    let segments: Vec<&str> = uses.split('@').collect();
-    if segments.len() != 2 || segments[1].is_empty() {
+    let mut segments = uses.split('@');
+    let (Some(path), Some(at), None) = (segments.next(), segments.next(), segments.next()) else {
+        return false;
+    };
+    if at.is_empty() {
         return false;
     }
-    let path: Vec<&str> = segments[0].split(['/', '\\']).collect();
-    path.len() >= 2 && !path[0].is_empty() && !path[1].is_empty()
+    let mut path = path.split(['/', '\\']);
+    matches!((path.next(), path.next()), (Some(owner), Some(repo)) if !owner.is_empty() && !repo.is_empty())
 }
 
 fn outputs(t: &Token) -> IndexMap<String, OutputDef> {
@@ -883,12 +975,12 @@ fn run_defaults(t: &Token) -> RunDefaults {
     }
 }
 
-fn strategy(t: &Token) -> Strategy {
+fn strategy(t: Token) -> Strategy {
     Strategy {
         matrix: t.get("matrix").cloned(),
         fail_fast: t.get("fail-fast").cloned(),
         max_parallel: t.get("max-parallel").cloned(),
-        token: t.clone(),
+        token: t,
     }
 }
 

@@ -60,25 +60,30 @@ enum T {
     Eof,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Tok {
     t: T,
-    lexeme: String,
-    /// 0-based char offset
+    /// 0-based char offsets of the lexeme (`start..end`)
     start: usize,
+    end: usize,
 }
 
 fn is_boundary(c: char) -> bool {
     matches!(c, '(' | '[' | ')' | ']' | ',' | '.' | '!' | '>' | '<' | '=' | '&' | '|') || c.is_whitespace()
 }
 
-fn legal_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
+fn legal_identifier(s: &[char]) -> bool {
+    let mut chars = s.iter().copied();
     match chars.next() {
         Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
         _ => return false,
     }
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `cs` spells exactly `s`.
+fn chars_eq(cs: &[char], s: &str) -> bool {
+    cs.len() == s.len() && cs.iter().copied().eq(s.chars())
 }
 
 /// JavaScript `Number(string)` for the lexemes the lexer produces.
@@ -112,40 +117,39 @@ fn js_number(s: &str) -> Option<f64> {
     t.parse::<f64>().ok()
 }
 
-fn err(kind: &str, lexeme: &str, start: usize, input: &str) -> String {
+fn err(kind: &str, lexeme: &[char], start: usize, input: &str) -> String {
+    let lexeme: String = lexeme.iter().collect();
     format!("{kind}: '{lexeme}'. Located at position {} within expression: {input}", start + 1)
 }
 
-fn lex(input: &str) -> Result<Vec<Tok>, String> {
-    let chars: Vec<char> = input.chars().collect();
+fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
     if chars.len() > MAX_LENGTH {
         return Err(format!("Exceeded max expression length {MAX_LENGTH}"));
     }
-    let mut toks: Vec<Tok> = Vec::new();
+    toks.clear();
     let mut i = 0;
-    let text = |a: usize, b: usize| -> String { chars[a..b].iter().collect() };
     while i < chars.len() {
         let start = i;
         let c = chars[i];
         i += 1;
         let prev = toks.last().map(|t| t.t);
         let simple = |t: T, toks: &mut Vec<Tok>, end: usize| {
-            toks.push(Tok { t, lexeme: text(start, end), start });
+            toks.push(Tok { t, start, end });
         };
         match c {
-            '(' => simple(T::LParen, &mut toks, i),
-            ')' => simple(T::RParen, &mut toks, i),
-            '[' => simple(T::LBracket, &mut toks, i),
-            ']' => simple(T::RBracket, &mut toks, i),
-            ',' => simple(T::Comma, &mut toks, i),
-            '*' => simple(T::Star, &mut toks, i),
+            '(' => simple(T::LParen, toks, i),
+            ')' => simple(T::RParen, toks, i),
+            '[' => simple(T::LBracket, toks, i),
+            ']' => simple(T::RBracket, toks, i),
+            ',' => simple(T::Comma, toks, i),
+            '*' => simple(T::Star, toks, i),
             ' ' | '\r' | '\t' | '\n' => {}
             '!' => {
                 if chars.get(i) == Some(&'=') {
                     i += 1;
-                    simple(T::BangEq, &mut toks, i)
+                    simple(T::BangEq, toks, i)
                 } else {
-                    simple(T::Bang, &mut toks, i)
+                    simple(T::Bang, toks, i)
                 }
             }
             '<' | '>' => {
@@ -159,7 +163,7 @@ fn lex(input: &str) -> Result<Vec<Tok>, String> {
                     ('>', false) => T::Gt,
                     _ => T::Ge,
                 };
-                simple(t, &mut toks, i)
+                simple(t, toks, i)
             }
             '=' | '&' | '|' if chars.get(i) == Some(&c) => {
                 i += 1;
@@ -168,12 +172,12 @@ fn lex(input: &str) -> Result<Vec<Tok>, String> {
                     '&' => T::And,
                     _ => T::Or,
                 };
-                simple(t, &mut toks, i)
+                simple(t, toks, i)
             }
             '\'' => {
                 loop {
                     if i >= chars.len() {
-                        return Err(err("Unexpected symbol", &text(start, chars.len()), start, input));
+                        return Err(err("Unexpected symbol", &chars[start..], start, input));
                     }
                     if chars[i] == '\'' {
                         if chars.get(i + 1) == Some(&'\'') {
@@ -185,7 +189,7 @@ fn lex(input: &str) -> Result<Vec<Tok>, String> {
                     }
                     i += 1;
                 }
-                simple(T::Str, &mut toks, i)
+                simple(T::Str, toks, i)
             }
             _ => {
                 let number = c.is_ascii_digit()
@@ -194,47 +198,59 @@ fn lex(input: &str) -> Result<Vec<Tok>, String> {
                     || (c == '.'
                         && !matches!(prev, Some(T::Ident) | Some(T::RBracket) | Some(T::RParen) | Some(T::Star)));
                 if c == '.' && !number {
-                    simple(T::Dot, &mut toks, i);
+                    simple(T::Dot, toks, i);
                     continue;
                 }
                 if number {
                     while i < chars.len() && (!is_boundary(chars[i]) || chars[i] == '.') {
                         i += 1;
                     }
-                    let lexeme = text(start, i);
+                    let lexeme: String = chars[start..i].iter().collect();
                     if js_number(&lexeme).is_none_or(f64::is_nan) {
-                        return Err(err("Unexpected symbol", &lexeme, start, input));
+                        return Err(err("Unexpected symbol", &chars[start..i], start, input));
                     }
-                    toks.push(Tok { t: T::Num, lexeme, start });
+                    toks.push(Tok { t: T::Num, start, end: i });
                 } else {
                     while i < chars.len() && !is_boundary(chars[i]) {
                         i += 1;
                     }
-                    let lexeme = text(start, i);
+                    let lexeme = &chars[start..i];
                     let mut t = T::Ident;
                     if prev != Some(T::Dot) {
-                        t = match lexeme.as_str() {
-                            "true" => T::True,
-                            "false" => T::False,
-                            "null" => T::Null,
-                            "NaN" | "Infinity" => T::Num,
-                            _ => T::Ident,
+                        t = if chars_eq(lexeme, "true") {
+                            T::True
+                        } else if chars_eq(lexeme, "false") {
+                            T::False
+                        } else if chars_eq(lexeme, "null") {
+                            T::Null
+                        } else if chars_eq(lexeme, "NaN") || chars_eq(lexeme, "Infinity") {
+                            T::Num
+                        } else {
+                            T::Ident
                         };
                     }
-                    if !legal_identifier(&lexeme) {
-                        return Err(err("Unexpected symbol", &lexeme, start, input));
+                    if !legal_identifier(lexeme) {
+                        return Err(err("Unexpected symbol", lexeme, start, input));
                     }
-                    toks.push(Tok { t, lexeme, start });
+                    toks.push(Tok { t, start, end: i });
                 }
             }
         }
     }
-    toks.push(Tok { t: T::Eof, lexeme: String::new(), start: chars.len() });
-    Ok(toks)
+    toks.push(Tok { t: T::Eof, start: chars.len(), end: chars.len() });
+    Ok(())
+}
+
+/// Buffers [`check_in`] reuses from one expression to the next.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    chars: Vec<char>,
+    toks: Vec<Tok>,
 }
 
 struct P<'a> {
-    toks: Vec<Tok>,
+    toks: &'a [Tok],
+    chars: &'a [char],
     i: usize,
     depth: usize,
     input: &'a str,
@@ -251,14 +267,29 @@ enum Node {
 }
 
 impl P<'_> {
-    fn peek(&self) -> &Tok {
-        &self.toks[self.i.min(self.toks.len() - 1)]
+    fn peek(&self) -> Tok {
+        self.toks[self.i.min(self.toks.len() - 1)]
+    }
+    /// The kind of the next token (the lexer always ends the list with `Eof`).
+    fn kind(&self) -> T {
+        self.toks.get(self.i).map_or(T::Eof, |t| t.t)
     }
     fn at_end(&self) -> bool {
-        self.peek().t == T::Eof
+        self.kind() == T::Eof
     }
     fn check(&self, t: T) -> bool {
-        !self.at_end() && self.peek().t == t
+        let k = self.kind();
+        k != T::Eof && k == t
+    }
+    /// Consumes the next token when its kind is one of `ts`.
+    fn eat_any(&mut self, ts: &[T]) -> bool {
+        let k = self.kind();
+        if k != T::Eof && ts.contains(&k) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
     }
     fn eat(&mut self, t: T) -> bool {
         if self.check(t) {
@@ -268,11 +299,11 @@ impl P<'_> {
             false
         }
     }
-    fn prev(&self) -> &Tok {
-        &self.toks[self.i.saturating_sub(1)]
+    fn prev(&self) -> Tok {
+        self.toks[self.i.saturating_sub(1)]
     }
-    fn error_at(&self, kind: &str, tok: &Tok) -> String {
-        err(kind, &tok.lexeme, tok.start, self.input)
+    fn error_at(&self, kind: &str, tok: Tok) -> String {
+        err(kind, &self.chars[tok.start..tok.end], tok.start, self.input)
     }
     fn unexpected(&self) -> String {
         if self.at_end() {
@@ -315,7 +346,7 @@ impl P<'_> {
 
     fn equality(&mut self) -> Result<Node, String> {
         let mut n = self.comparison()?;
-        while self.eat(T::BangEq) || self.eat(T::EqEq) {
+        while self.eat_any(&[T::BangEq, T::EqEq]) {
             self.comparison()?;
             n = Node::Other;
         }
@@ -324,7 +355,7 @@ impl P<'_> {
 
     fn comparison(&mut self) -> Result<Node, String> {
         let mut n = self.unary()?;
-        while self.eat(T::Gt) || self.eat(T::Ge) || self.eat(T::Lt) || self.eat(T::Le) {
+        while self.eat_any(&[T::Gt, T::Ge, T::Lt, T::Le]) {
             self.unary()?;
             n = Node::Other;
         }
@@ -377,12 +408,24 @@ impl P<'_> {
         if !self.check(T::Ident) {
             return self.primary();
         }
-        let ident = self.peek().clone();
+        let ident = self.peek();
         self.i += 1;
-        let lower = ident.lexeme.to_ascii_lowercase();
+        // Identifiers are ASCII (checked by the lexer): lower-case them without allocating.
+        let name = &self.chars[ident.start..ident.end];
+        let mut buf = [0u8; 64];
+        let long: String;
+        let lower: &str = if name.len() <= buf.len() {
+            for (b, c) in buf.iter_mut().zip(name) {
+                *b = (*c as u8).to_ascii_lowercase();
+            }
+            std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
+        } else {
+            long = name.iter().collect::<String>().to_ascii_lowercase();
+            &long
+        };
         if !self.eat(T::LParen) {
-            if !self.allowed.named.contains(&lower) {
-                return Err(self.error_at("Unrecognized named-value", &ident));
+            if !self.allowed.named.iter().any(|n| n == lower) {
+                return Err(self.error_at("Unrecognized named-value", ident));
             }
             return Ok(Node::Context);
         }
@@ -397,7 +440,7 @@ impl P<'_> {
                 return Err(self.unexpected());
             }
         }
-        let builtin: Option<(usize, usize)> = match lower.as_str() {
+        let builtin: Option<(usize, usize)> = match lower {
             "contains" | "startswith" | "endswith" => Some((2, 2)),
             "format" => Some((1, usize::MAX)),
             "join" => Some((1, 2)),
@@ -409,19 +452,19 @@ impl P<'_> {
             self.allowed.functions.iter().find(|(n, _, _)| *n == lower).map(|(_, a, b)| (*a, *b))
         });
         match bounds {
-            None => return Err(self.error_at("Unrecognized function", &ident)),
-            Some((min, _)) if args < min => return Err(self.error_at("Too few parameters supplied", &ident)),
-            Some((_, max)) if args > max => return Err(self.error_at("Too many parameters supplied", &ident)),
+            None => return Err(self.error_at("Unrecognized function", ident)),
+            Some((min, _)) if args < min => return Err(self.error_at("Too few parameters supplied", ident)),
+            Some((_, max)) if args > max => return Err(self.error_at("Too many parameters supplied", ident)),
             _ => {}
         }
-        if matches!(lower.as_str(), "success" | "failure" | "cancelled" | "always") {
+        if matches!(lower, "success" | "failure" | "cancelled" | "always") {
             self.status_call = true;
         }
         Ok(Node::Call)
     }
 
     fn primary(&mut self) -> Result<Node, String> {
-        if self.eat(T::False) || self.eat(T::True) || self.eat(T::Null) || self.eat(T::Num) || self.eat(T::Str) {
+        if self.eat_any(&[T::False, T::True, T::Null, T::Num, T::Str]) {
             return Ok(Node::Other);
         }
         if self.eat(T::LParen) {
@@ -450,9 +493,18 @@ pub(crate) struct Checked {
 
 /// Checks an expression's syntax and the contexts/functions it uses. The error is GitHub's
 /// message (e.g. `Unrecognized named-value: 'env'. Located at position 1 within expression: env.x`).
+#[cfg(test)]
 pub(crate) fn check(expr: &str, allowed: &Allowed) -> Result<Checked, String> {
-    let toks = lex(expr)?;
-    let mut p = P { toks, i: 0, depth: 0, input: expr, allowed, status_call: false };
+    check_in(expr, allowed, &mut Scratch::default())
+}
+
+/// [`check`] with reusable buffers.
+pub(crate) fn check_in(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> Result<Checked, String> {
+    let Scratch { chars, toks } = scratch;
+    chars.clear();
+    chars.extend(expr.chars());
+    lex(expr, chars, toks)?;
+    let mut p = P { toks, chars, i: 0, depth: 0, input: expr, allowed, status_call: false };
     if p.at_end() {
         return Ok(Checked::default());
     }

@@ -137,7 +137,7 @@ pub fn parse_workflow_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed
         return Parsed { workflow: None, diagnostics: diags.list };
     }
     let mut conv = convert::Converter::new(file, &mut diags);
-    let mut workflow = conv.workflow(&root);
+    let mut workflow = conv.workflow(root);
     drop(conv);
 
     let mut jobs = workflow.jobs.len();
@@ -184,7 +184,7 @@ pub(crate) fn read_root(
             diags.error(file, None, "Expected a scalar value, a sequence, or a mapping");
             None
         }
-        Ok(Some(root)) => Some(reader::read(file, &root, "workflow-root-strict", reader_opts.clone(), diags)),
+        Ok(Some(root)) => Some(reader::read(file, root, "workflow-root-strict", reader_opts.clone(), diags)),
     }
 }
 

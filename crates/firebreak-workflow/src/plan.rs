@@ -311,10 +311,13 @@ fn expand_literal(m: &Token, job: &Job) -> MatrixPlan {
             let job_name = job.name.as_str().unwrap_or(&job.id);
             MatrixPlan::Legs {
                 legs: legs
-                    .iter()
+                    .into_iter()
                     .map(|l| MatrixLeg {
                         name: l.name(job_name),
-                        matrix: Value::Object(l.matrix.clone()).to_json(),
+                        // `Value::Object(map).to_json()`, without copying the map first.
+                        matrix: serde_json::Value::Object(
+                            l.matrix.into_iter().map(|(k, v)| (k, v.to_json())).collect(),
+                        ),
                     })
                     .collect(),
             }

@@ -3,9 +3,13 @@
 //! follow GitHub's reader: unknown keys, wrong types, duplicate keys, required properties,
 //! ambiguous one-ofs, and where expressions (and which contexts) are allowed.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
 use crate::diag::{Diags, Pos};
 use crate::exprs::{self, Allowed};
-use crate::schema::{loose_of, props_of, schema, Def, ScalarDef, Schema};
+use crate::schema::{schema, Node, ScalarDef, Schema};
 use crate::token::{ExprToken, Token, TokenKind};
 use crate::yaml::{YKind, YNode};
 
@@ -17,36 +21,73 @@ pub(crate) struct ReaderOptions {
     pub allow_background_steps: bool,
 }
 
+/// The contexts accumulated from a definition's ancestors, with the [`Allowed`] lists built
+/// from them. Interned: the schema gives rise to a handful of distinct lists, each built once
+/// per process.
+pub(crate) struct Ctx {
+    pub list: Vec<&'static str>,
+    pub allowed: Allowed,
+}
+
+/// (parent context address or 0 for a root, added list address, added list length) → context.
+type CtxTable = Vec<(usize, usize, usize, &'static Ctx)>;
+static CTXS: Mutex<CtxTable> = Mutex::new(Vec::new());
+
+/// The context of a child definition adding `add` to `parent` (GitHub's accumulation: adds
+/// the names the parent does not have, compared case-insensitively), or the root context
+/// `add` itself when there is no parent.
+fn intern_ctx(parent: Option<&'static Ctx>, add: &'static [&'static str]) -> &'static Ctx {
+    let key = (parent.map_or(0, |p| p as *const Ctx as usize), add.as_ptr() as usize, add.len());
+    let mut table = CTXS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(e) = table.iter().find(|e| (e.0, e.1, e.2) == key) {
+        return e.3;
+    }
+    let list = match parent {
+        None => add.to_vec(),
+        Some(p) => {
+            let mut ctx = p.list.clone();
+            for c in add {
+                if !ctx.iter().any(|x| x.eq_ignore_ascii_case(c)) {
+                    ctx.push(c);
+                }
+            }
+            ctx
+        }
+    };
+    let allowed = Allowed::from_context(&list);
+    let ctx: &'static Ctx = Box::leak(Box::new(Ctx { list, allowed }));
+    table.push((key.0, key.1, key.2, ctx));
+    ctx
+}
+
+/// The [`Allowed`] lists of a context list (built once per process).
+pub(crate) fn allowed_for(ctx: &'static [&'static str]) -> &'static Allowed {
+    &intern_ctx(None, ctx).allowed
+}
+
 /// A definition plus the contexts accumulated from its ancestors.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct DefInfo {
-    def: &'static Def,
-    ctx: Vec<&'static str>,
+    node: &'static Node,
+    ctx: &'static Ctx,
 }
 
 impl DefInfo {
-    fn root(sc: &Schema, name: &str) -> Self {
-        let def = sc.get(name);
-        DefInfo { def, ctx: def.ctx.to_vec() }
+    fn root(sc: &'static Schema, name: &str) -> Self {
+        let node = sc.node(name);
+        DefInfo { node, ctx: intern_ctx(None, node.def.ctx) }
     }
-    fn child(&self, sc: &Schema, name: &str) -> Self {
-        self.child_def(sc.get(name))
-    }
-    fn child_def(&self, def: &'static Def) -> Self {
-        if def.ctx.is_empty() {
-            return DefInfo { def, ctx: self.ctx.clone() };
+    fn child(&self, sc: &'static Schema, id: usize) -> Self {
+        let node = sc.node_at(id);
+        if node.def.ctx.is_empty() {
+            return DefInfo { node, ctx: self.ctx };
         }
-        let mut ctx = self.ctx.clone();
-        for c in def.ctx {
-            if !ctx.iter().any(|x| x.eq_ignore_ascii_case(c)) {
-                ctx.push(c);
-            }
-        }
-        DefInfo { def, ctx }
+        DefInfo { node, ctx: intern_ctx(Some(self.ctx), node.def.ctx) }
     }
 }
 
 pub(crate) struct Reader<'a> {
+    scratch: exprs::Scratch,
     sc: &'static Schema,
     file: &'a str,
     diags: &'a mut Diags,
@@ -54,11 +95,11 @@ pub(crate) struct Reader<'a> {
 }
 
 /// Reads `root` as definition `type_name`, appending errors to `diags`.
-pub(crate) fn read(file: &str, root: &YNode, type_name: &str, opts: ReaderOptions, diags: &mut Diags) -> Token {
+pub(crate) fn read(file: &str, root: YNode, type_name: &str, opts: ReaderOptions, diags: &mut Diags) -> Token {
     let sc = schema();
-    let mut r = Reader { sc, file, diags, opts };
+    let mut r = Reader { scratch: exprs::Scratch::default(), sc, file, diags, opts };
     let def = DefInfo::root(sc, type_name);
-    r.read_value(root, &def)
+    r.read_value(root, def)
 }
 
 fn key_string(node: &YNode) -> String {
@@ -71,121 +112,257 @@ fn key_string(node: &YNode) -> String {
     }
 }
 
+/// `a.to_uppercase() == b.to_uppercase()` without allocating.
+fn upper_eq(a: &str, b: &str) -> bool {
+    // Equal but for ASCII case: equal after upper-casing too.
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        return false;
+    }
+    a.chars().flat_map(char::to_uppercase).eq(b.chars().flat_map(char::to_uppercase))
+}
+
+/// The keys of a mapping seen so far, compared after upper-casing (GitHub's rule). Keys that
+/// made it into the output are referred to by their index there (no copy of the name); a
+/// list for the usual handful of keys, a set of upper-cased keys for large mappings.
+#[derive(Default)]
+struct Seen {
+    /// The first keys, without allocating.
+    inline: [Option<SeenKey>; SEEN_INLINE],
+    len: usize,
+    more: Vec<SeenKey>,
+    upper: Option<HashSet<String>>,
+}
+
+enum SeenKey {
+    /// The key of `out[i]`.
+    Out(usize),
+    Own(String),
+}
+
+const SEEN_INLINE: usize = 12;
+const SEEN_LIST_MAX: usize = 32;
+
+type Pairs = [(Token, Token)];
+
+impl Seen {
+    fn keys(&self) -> impl Iterator<Item = &SeenKey> {
+        self.inline[..self.len.min(SEEN_INLINE)].iter().flatten().chain(self.more.iter())
+    }
+
+    fn name<'o>(key: &'o SeenKey, out: &'o Pairs) -> &'o str {
+        match key {
+            SeenKey::Out(i) => out.get(*i).and_then(|(k, _)| k.as_str()).unwrap_or(""),
+            SeenKey::Own(s) => s,
+        }
+    }
+
+    /// An equal name (after upper-casing) was seen.
+    fn contains(&self, name: &str, out: &Pairs) -> bool {
+        match &self.upper {
+            Some(set) => set.contains(&name.to_uppercase()),
+            None => self.keys().any(|k| upper_eq(Self::name(k, out), name)),
+        }
+    }
+
+    /// Records a name that [`Seen::contains`] does not have.
+    fn add(&mut self, key: SeenKey, out: &Pairs) {
+        if let Some(set) = &mut self.upper {
+            set.insert(Self::name(&key, out).to_uppercase());
+            return;
+        }
+        if self.len < SEEN_INLINE {
+            self.inline[self.len] = Some(key);
+        } else {
+            self.more.push(key);
+        }
+        self.len += 1;
+        if self.len > SEEN_LIST_MAX {
+            let set = self.keys().map(|k| Self::name(k, out).to_uppercase()).collect();
+            self.upper = Some(set);
+        }
+    }
+}
+
+/// The name of a literal key as an owned string: moved out of the YAML node when it is the
+/// node's own text.
+fn key_name(k: &mut YNode, owned: Option<String>) -> String {
+    match owned {
+        Some(s) => s,
+        None => match &mut k.kind {
+            YKind::Str { value, .. } => std::mem::take(value),
+            _ => String::new(),
+        },
+    }
+}
+
+/// The name when it is not borrowed from the key node (ending the borrow).
+fn owned_name(name: Cow<'_, str>) -> Option<String> {
+    match name {
+        Cow::Owned(s) => Some(s),
+        Cow::Borrowed(_) => None,
+    }
+}
+
+/// A mapping key: an expression, or the literal name.
+enum Key<'a> {
+    Expr(Token),
+    Name(Cow<'a, str>),
+}
+
+/// Takes a node out of its parent, leaving a null behind.
+fn take(node: &mut YNode) -> YNode {
+    std::mem::replace(node, YNode { pos: node.pos, end_line: 0, kind: YKind::Null })
+}
+
 impl Reader<'_> {
     fn error(&mut self, pos: Pos, msg: impl Into<String>) {
         self.diags.error(self.file, Some(pos), msg);
     }
 
-    fn read_value(&mut self, node: &YNode, def: &DefInfo) -> Token {
-        match &node.kind {
+    fn read_value(&mut self, node: YNode, def: DefInfo) -> Token {
+        let pos = node.pos;
+        match node.kind {
             YKind::Seq(items) => {
-                let Some(item_ty) = self.sc.seq_def(def.def) else {
-                    self.error(node.pos, "A sequence was not expected");
-                    return Token::new(node.pos, TokenKind::Seq(Vec::new()));
+                let Some(item_ty) = def.node.seq else {
+                    self.error(pos, "A sequence was not expected");
+                    return Token::new(pos, TokenKind::Seq(Vec::new()));
                 };
                 let item_def = def.child(self.sc, item_ty);
-                let out = items.iter().map(|i| self.read_value(i, &item_def)).collect();
-                Token::new(node.pos, TokenKind::Seq(out))
-            }
-            YKind::Map(pairs) => {
-                let defs = self.sc.map_defs(def.def);
-                if defs.is_empty() {
-                    self.error(node.pos, "A mapping was not expected");
-                    return Token::new(node.pos, TokenKind::Map(Vec::new()));
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.push(self.read_value(i, item_def));
                 }
-                let first = defs[0];
-                let loose = loose_of(first);
-                if defs.len() > 1 || !props_of(first).is_empty() || loose.is_none() {
-                    self.read_known_mapping(node, pairs, def, defs)
-                } else {
-                    let (k, v) = loose.unwrap_or(("string", "any"));
-                    self.read_loose_mapping(node, pairs, def, k, v)
+                Token::new(pos, TokenKind::Seq(out))
+            }
+            YKind::Map(mut pairs) => {
+                let defs: &'static [usize] = &def.node.maps;
+                let Some(&first) = defs.first() else {
+                    self.error(pos, "A mapping was not expected");
+                    return Token::new(pos, TokenKind::Map(Vec::new()));
+                };
+                let first = self.sc.node_at(first);
+                match first.loose {
+                    Some((k, v)) if defs.len() == 1 && first.props.is_empty() => {
+                        self.read_loose_mapping(pos, &mut pairs, def, k, v)
+                    }
+                    _ => self.read_known_mapping(pos, &mut pairs, def, defs),
                 }
             }
-            _ => {
-                let scalar = self.parse_scalar(node, def);
+            kind => {
+                let scalar = self.parse_scalar(pos, kind, def);
                 self.validate(scalar, def)
             }
         }
     }
 
-    fn literal(node: &YNode) -> Token {
-        let kind = match &node.kind {
+    fn literal(pos: Pos, kind: YKind) -> Token {
+        let kind = match kind {
             YKind::Null => TokenKind::Null,
-            YKind::Bool(b) => TokenKind::Bool(*b),
-            YKind::Number(n) => TokenKind::Number(*n),
-            YKind::Str { value, .. } => TokenKind::String(value.clone()),
+            YKind::Bool(b) => TokenKind::Bool(b),
+            YKind::Number(n) => TokenKind::Number(n),
+            YKind::Str { value, .. } => TokenKind::String(value),
             YKind::Seq(_) | YKind::Map(_) => TokenKind::Null,
         };
-        Token::new(node.pos, kind)
+        Token::new(pos, kind)
     }
 
     fn read_known_mapping(
         &mut self,
-        node: &YNode,
-        pairs: &[(YNode, YNode)],
-        def: &DefInfo,
-        mut defs: Vec<&'static Def>,
+        pos: Pos,
+        pairs: &mut [(YNode, YNode)],
+        def: DefInfo,
+        def_ids: &'static [usize],
     ) -> Token {
-        let loose = loose_of(defs[0]);
-        let mut seen_upper: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let sc = self.sc;
+        let loose = sc.node_at(def_ids[0]).loose;
+        // The candidate definitions still alive, as a bit set over `def_ids` (schema one-ofs
+        // have a handful of members; checked by a unit test).
+        let mut alive: u64 = if def_ids.len() >= 64 { u64::MAX } else { (1u64 << def_ids.len()) - 1 };
+        let candidates = |alive: u64| {
+            def_ids.iter().enumerate().filter(move |(i, _)| alive & (1u64 << i) != 0).map(|(_, &d)| sc.node_at(d))
+        };
+        let mut seen = Seen::default();
         let mut has_expression_key = false;
-        let mut out: Vec<(Token, Token)> = Vec::new();
-        for (k, v) in pairs {
-            let key = self.parse_key(k, def);
-            if key.is_expression() {
-                has_expression_key = true;
-                if !def.ctx.is_empty() {
-                    let any = def.child(self.sc, "any");
-                    let value = self.read_value(v, &any);
-                    out.push((key, value));
-                } else {
-                    self.error(key.pos, "A template expression is not allowed in this context");
+        let mut out: Vec<(Token, Token)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs.iter_mut() {
+            let v = take(v);
+            let key_pos = k.pos;
+            let name = match self.parse_key(k, def) {
+                Key::Expr(key) => {
+                    has_expression_key = true;
+                    if !def.ctx.list.is_empty() {
+                        let any = def.child(sc, sc.any());
+                        let value = self.read_value(v, any);
+                        out.push((key, value));
+                    } else {
+                        self.error(key.pos, "A template expression is not allowed in this context");
+                    }
+                    continue;
                 }
+                Key::Name(name) => name,
+            };
+            if !name.is_empty() && seen.contains(&name, &out) {
+                self.error(key_pos, format!("'{name}' is already defined"));
                 continue;
             }
-            let name = key.literal_display();
-            if !name.is_empty() && !seen_upper.insert(name.to_uppercase()) {
-                self.error(key.pos, format!("'{name}' is already defined"));
-                continue;
-            }
-            let key = Token::new(key.pos, TokenKind::String(name.clone()));
+            let record = !name.is_empty();
             // well-known property (filters the candidate definitions)
-            let mut found: Option<&'static str> = None;
+            let mut found: Option<usize> = None;
             let mut missing_in_some = false;
-            for d in &defs {
-                match props_of(d).iter().find(|p| p.name == name) {
+            for d in candidates(alive) {
+                match d.props.iter().find(|p| p.name == name) {
                     Some(p) => found = Some(p.ty),
                     None => missing_in_some = true,
                 }
             }
             if let Some(ty) = found {
                 if missing_in_some {
-                    defs.retain(|d| props_of(d).iter().any(|p| p.name == name));
+                    for (i, &d) in def_ids.iter().enumerate() {
+                        if !sc.node_at(d).props.iter().any(|p| p.name == name) {
+                            alive &= !(1u64 << i);
+                        }
+                    }
                 }
-                if !self.opts.allow_background_steps && BACKGROUND_PROPS.contains(&name.as_str()) {
-                    self.error(key.pos, format!("Unexpected value '{name}'"));
+                if !self.opts.allow_background_steps && BACKGROUND_PROPS.contains(&&*name) {
+                    self.error(key_pos, format!("Unexpected value '{name}'"));
+                    if record {
+                        seen.add(SeenKey::Own(name.into_owned()), &out);
+                    }
                     continue;
                 }
-                let value_def = def.child(self.sc, ty);
-                let value = self.read_value(v, &value_def);
+                let key = Token::new(key_pos, TokenKind::String(key_name(k, owned_name(name))));
+                let value_def = def.child(sc, ty);
+                let value = self.read_value(v, value_def);
                 out.push((key, value));
+                if record {
+                    seen.add(SeenKey::Out(out.len() - 1), &out);
+                }
                 continue;
             }
             if let Some((kt, vt)) = loose {
-                let kdef = def.child(self.sc, kt);
-                let key = self.validate(key, &kdef);
-                let vdef = def.child(self.sc, vt);
-                let value = self.read_value(v, &vdef);
+                let kdef = def.child(sc, kt);
+                let key = self.validate(Token::new(key_pos, TokenKind::String(key_name(k, owned_name(name)))), kdef);
+                let vdef = def.child(sc, vt);
+                let value = self.read_value(v, vdef);
                 out.push((key, value));
+                if record {
+                    seen.add(SeenKey::Out(out.len() - 1), &out);
+                }
                 continue;
             }
-            self.error(key.pos, format!("Unexpected value '{name}'"));
+            self.error(key_pos, format!("Unexpected value '{name}'"));
+            if record {
+                seen.add(SeenKey::Own(name.into_owned()), &out);
+            }
         }
-        if defs.len() > 1 {
+        let alive_count = alive.count_ones();
+        if alive_count > 1 {
             let mut counts: Vec<(&str, usize)> = Vec::new();
-            for d in &defs {
-                for p in props_of(d) {
+            for d in candidates(alive) {
+                for p in &d.props {
                     match counts.iter_mut().find(|(n, _)| *n == p.name) {
                         Some(c) => c.1 += 1,
                         None => counts.push((p.name, 1)),
@@ -200,72 +377,84 @@ impl Reader<'_> {
                 .collect();
             names.sort_unstable();
             self.error(
-                node.pos,
+                pos,
                 format!(
                     "There's not enough info to determine what you meant. Add one of these properties: {}",
                     names.join(", ")
                 ),
             );
-        } else if defs.len() == 1 && !has_expression_key {
-            for p in props_of(defs[0]) {
-                if p.required && !seen_upper.contains(&p.name.to_uppercase()) {
-                    self.error(node.pos, format!("Required property is missing: {}", p.name));
+        } else if alive_count == 1 && !has_expression_key {
+            for p in candidates(alive).flat_map(|d| d.props.iter()) {
+                if p.required && !seen.contains(p.name, &out) {
+                    self.error(pos, format!("Required property is missing: {}", p.name));
                 }
             }
         }
-        Token::new(node.pos, TokenKind::Map(out))
+        Token::new(pos, TokenKind::Map(out))
     }
 
     fn read_loose_mapping(
         &mut self,
-        node: &YNode,
-        pairs: &[(YNode, YNode)],
-        def: &DefInfo,
-        key_ty: &str,
-        value_ty: &str,
+        pos: Pos,
+        pairs: &mut [(YNode, YNode)],
+        def: DefInfo,
+        key_ty: usize,
+        value_ty: usize,
     ) -> Token {
         let kdef = def.child(self.sc, key_ty);
         let vdef = def.child(self.sc, value_ty);
-        let mut seen_upper: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut out: Vec<(Token, Token)> = Vec::new();
-        for (k, v) in pairs {
-            let key = self.parse_key(k, def);
-            if key.is_expression() {
-                if !def.ctx.is_empty() {
-                    let value = self.read_value(v, &vdef);
-                    out.push((key, value));
-                } else {
-                    self.error(key.pos, "A template expression is not allowed in this context");
+        let mut seen = Seen::default();
+        let mut out: Vec<(Token, Token)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs.iter_mut() {
+            let v = take(v);
+            let key_pos = k.pos;
+            let name = match self.parse_key(k, def) {
+                Key::Expr(key) => {
+                    if !def.ctx.list.is_empty() {
+                        let value = self.read_value(v, vdef);
+                        out.push((key, value));
+                    } else {
+                        self.error(key.pos, "A template expression is not allowed in this context");
+                    }
+                    continue;
                 }
+                Key::Name(name) => name,
+            };
+            if !name.is_empty() && seen.contains(&name, &out) {
+                self.error(key_pos, format!("'{name}' is already defined"));
                 continue;
             }
-            let name = key.literal_display();
-            if !name.is_empty() && !seen_upper.insert(name.to_uppercase()) {
-                self.error(key.pos, format!("'{name}' is already defined"));
-                continue;
-            }
-            let key = Token::new(key.pos, TokenKind::String(name));
-            let key = self.validate(key, &kdef);
-            let value = self.read_value(v, &vdef);
+            let record = !name.is_empty();
+            let key = Token::new(key_pos, TokenKind::String(key_name(k, owned_name(name))));
+            let key = self.validate(key, kdef);
+            let value = self.read_value(v, vdef);
             out.push((key, value));
+            if record {
+                seen.add(SeenKey::Out(out.len() - 1), &out);
+            }
         }
-        Token::new(node.pos, TokenKind::Map(out))
+        Token::new(pos, TokenKind::Map(out))
     }
 
-    fn parse_key(&mut self, k: &YNode, def: &DefInfo) -> Token {
+    fn parse_key<'k>(&mut self, k: &'k YNode, def: DefInfo) -> Key<'k> {
         match &k.kind {
-            YKind::Str { .. } => self.parse_scalar(k, def),
-            _ => Token::new(k.pos, TokenKind::String(key_string(k))),
+            YKind::Str { value, .. } => match self.parse_template(k.pos, value, def) {
+                None => Key::Name(Cow::Borrowed(value)),
+                Some(tok) => match tok.kind {
+                    TokenKind::String(s) => Key::Name(Cow::Owned(s)),
+                    _ => Key::Expr(tok),
+                },
+            },
+            _ => Key::Name(Cow::Owned(key_string(k))),
         }
     }
 
     /// GitHub's `validate`: matches a literal against the scalar definitions, converting
     /// non-strings to strings when only a string definition fits.
-    fn validate(&mut self, tok: Token, def: &DefInfo) -> Token {
+    fn validate(&mut self, tok: Token, def: DefInfo) -> Token {
         match &tok.kind {
             TokenKind::Null | TokenKind::Bool(_) | TokenKind::Number(_) | TokenKind::String(_) => {
-                let mut scalars = Vec::new();
-                self.sc.scalar_defs(def.def, &mut scalars);
+                let scalars = &def.node.scalars;
                 if scalars.iter().any(|s| is_match(s, &tok)) {
                     return tok;
                 }
@@ -279,7 +468,7 @@ impl Reader<'_> {
                 tok
             }
             TokenKind::Expr(_) => {
-                if def.ctx.is_empty() {
+                if def.ctx.list.is_empty() {
                     self.error(tok.pos, "A template expression is not allowed in this context");
                 }
                 tok
@@ -291,25 +480,34 @@ impl Reader<'_> {
         }
     }
 
-    /// Splits a string scalar into literal and `${{ }}` segments (GitHub's `parseScalar`).
-    fn parse_scalar(&mut self, node: &YNode, def: &DefInfo) -> Token {
-        let raw = match &node.kind {
-            YKind::Str { value, .. } if !value.is_empty() => value,
-            _ => return Self::literal(node),
-        };
-        let chars: Vec<char> = raw.chars().collect();
-        let Some(mut start_expr) = find(&chars, 0) else {
-            return Self::literal(node);
-        };
-        let allowed = Allowed::from_context(&def.ctx);
-        let mut encountered_error = false;
-        enum Seg {
-            Lit(String),
-            Expr(String),
+    /// A scalar as a token: strings are split into literal and `${{ }}` segments.
+    fn parse_scalar(&mut self, pos: Pos, kind: YKind, def: DefInfo) -> Token {
+        match kind {
+            YKind::Str { value, .. } => match self.parse_template(pos, &value, def) {
+                Some(tok) => tok,
+                None => Token::new(pos, TokenKind::String(value)),
+            },
+            kind => Self::literal(pos, kind),
         }
-        let mut segments: Vec<Seg> = Vec::new();
+    }
+
+    /// Splits a string scalar into literal and `${{ }}` segments (GitHub's `parseScalar`).
+    /// `None` when the string holds no `${{` (it is a literal as it is).
+    fn parse_template(&mut self, pos: Pos, raw: &str, def: DefInfo) -> Option<Token> {
+        // All markers (`${{`, `}}`, `'`) are ASCII, so scanning bytes finds exactly the
+        // positions scanning characters would, and every index below is a char boundary.
+        let bytes = raw.as_bytes();
+        let mut start_expr = find(bytes, 0)?;
+        let literal = || Token::new(pos, TokenKind::String(raw.to_string()));
+        let allowed = &def.ctx.allowed;
+        let mut encountered_error = false;
+        enum Seg<'r> {
+            Lit(&'r str),
+            Expr(&'r str),
+        }
+        let mut segments: Vec<Seg<'_>> = Vec::new();
         let mut i = 0usize;
-        let n = chars.len();
+        let n = bytes.len();
         let mut next_expr: Option<usize> = Some(start_expr);
         while i < n {
             if Some(i) == next_expr {
@@ -318,9 +516,9 @@ impl Reader<'_> {
                 let mut in_string = false;
                 i += 3;
                 while i < n {
-                    if chars[i] == '\'' {
+                    if bytes[i] == b'\'' {
                         in_string = !in_string;
-                    } else if !in_string && chars[i] == '}' && chars[i - 1] == '}' {
+                    } else if !in_string && bytes[i] == b'}' && bytes[i - 1] == b'}' {
                         end_expr = Some(i);
                         i += 1;
                         break;
@@ -329,85 +527,85 @@ impl Reader<'_> {
                 }
                 let Some(end) = end_expr.filter(|e| *e >= start_expr) else {
                     self.error(
-                        node.pos,
+                        pos,
                         "The expression is not closed. An unescaped ${{ sequence was found, but the closing }} sequence was not found.",
                     );
-                    return Self::literal(node);
+                    return Some(literal());
                 };
                 let inner_len = (end + 1).saturating_sub(start_expr + 5);
-                let raw_expr: String = chars[start_expr + 3..start_expr + 3 + inner_len].iter().collect();
-                match self.parse_expression(&raw_expr, &allowed) {
+                let raw_expr = &raw[start_expr + 3..start_expr + 3 + inner_len];
+                match self.parse_expression(raw_expr, allowed) {
                     Err(msg) => {
-                        self.error(node.pos, msg);
+                        self.error(pos, msg);
                         encountered_error = true;
                     }
                     Ok(ParsedExpr::Insert) => {
                         if start_expr != 0 || i < n {
                             self.error(
-                                node.pos,
+                                pos,
                                 "The directive 'insert' is not allowed in this context. Directives are not supported for expressions that are embedded within a string. Directives are only supported when the entire value is an expression.",
                             );
-                            return Self::literal(node);
+                            return Some(literal());
                         }
-                        return Token::new(node.pos, TokenKind::Insert);
+                        return Some(Token::new(pos, TokenKind::Insert));
                     }
                     Ok(ParsedExpr::Basic(e)) => segments.push(Seg::Expr(e)),
                 }
-                next_expr = find(&chars, i);
-            } else if next_expr.is_some_and(|s| i < s) {
-                let s = next_expr.unwrap_or(n);
-                let text: String = chars[i..s].iter().collect();
-                push_lit(&mut segments, text);
+                next_expr = find(bytes, i);
+            } else if let Some(s) = next_expr.filter(|s| i < *s) {
+                segments.push(Seg::Lit(&raw[i..s]));
                 i = s;
             } else {
-                let text: String = chars[i..].iter().collect();
-                push_lit(&mut segments, text);
+                segments.push(Seg::Lit(&raw[i..]));
                 break;
             }
         }
-        fn push_lit(segments: &mut Vec<Seg>, text: String) {
-            if let Some(Seg::Lit(last)) = segments.last_mut() {
-                last.push_str(&text);
-            } else {
-                segments.push(Seg::Lit(text));
-            }
-        }
         if encountered_error {
-            return Self::literal(node);
+            return Some(literal());
         }
-        if segments.len() == 1 {
-            if let Seg::Expr(e) = &segments[0] {
-                if let Some(s) = expression_string(e) {
-                    return Token::new(node.pos, TokenKind::String(s));
-                }
-                return Token::new(node.pos, TokenKind::Expr(ExprToken { expr: e.clone(), source: None }));
+        if let [Seg::Expr(e)] = segments.as_slice() {
+            if let Some(s) = expression_string(e) {
+                return Some(Token::new(pos, TokenKind::String(s)));
             }
+            return Some(Token::new(pos, TokenKind::Expr(ExprToken { expr: e.to_string(), source: None })));
         }
-        let mut format = String::new();
+        let mut expr = String::with_capacity(raw.len() + 16);
         let mut args = String::new();
-        let mut idx = 0;
+        expr.push_str("format('");
+        let mut idx = 0usize;
         for seg in &segments {
             match seg {
                 Seg::Lit(t) => {
-                    format.push_str(&t.replace('\'', "''").replace('{', "{{").replace('}', "}}"));
+                    // Escape `'`, `{` and `}` by doubling them (all ASCII: byte offsets are
+                    // char boundaries).
+                    let mut rest: &str = t;
+                    while let Some(p) = rest.bytes().position(|b| matches!(b, b'\'' | b'{' | b'}')) {
+                        expr.push_str(&rest[..=p]);
+                        expr.push_str(&rest[p..=p]);
+                        rest = &rest[p + 1..];
+                    }
+                    expr.push_str(rest);
                 }
                 Seg::Expr(e) => {
-                    format.push_str(&format!("{{{idx}}}"));
+                    use std::fmt::Write;
+                    let _ = write!(expr, "{{{idx}}}");
                     idx += 1;
                     args.push_str(", ");
                     args.push_str(e);
                 }
             }
         }
-        let expr = format!("format('{format}'{args})");
-        if expr.chars().count() > exprs::MAX_LENGTH {
-            self.error(node.pos, format!("Exceeded max expression length {}", exprs::MAX_LENGTH));
-            return Self::literal(node);
+        expr.push('\'');
+        expr.push_str(&args);
+        expr.push(')');
+        if expr.len() > exprs::MAX_LENGTH && expr.chars().count() > exprs::MAX_LENGTH {
+            self.error(pos, format!("Exceeded max expression length {}", exprs::MAX_LENGTH));
+            return Some(literal());
         }
-        Token::new(node.pos, TokenKind::Expr(ExprToken { expr, source: Some(raw.clone()) }))
+        Some(Token::new(pos, TokenKind::Expr(ExprToken { expr, source: Some(raw.to_string()) })))
     }
 
-    fn parse_expression(&mut self, value: &str, allowed: &Allowed) -> Result<ParsedExpr, String> {
+    fn parse_expression<'e>(&mut self, value: &'e str, allowed: &Allowed) -> Result<ParsedExpr<'e>, String> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
             return Err("An expression was expected".to_string());
@@ -415,20 +613,27 @@ impl Reader<'_> {
         if let Some(r) = match_insert(trimmed) {
             return r.map(|()| ParsedExpr::Insert);
         }
-        exprs::check(trimmed, allowed)?;
-        Ok(ParsedExpr::Basic(trimmed.to_string()))
+        exprs::check_in(trimmed, allowed, &mut self.scratch)?;
+        Ok(ParsedExpr::Basic(trimmed))
     }
 }
 
-enum ParsedExpr {
-    Basic(String),
+enum ParsedExpr<'e> {
+    Basic(&'e str),
     Insert,
 }
 
-fn find(chars: &[char], from: usize) -> Option<usize> {
-    (from..chars.len().saturating_sub(2)).find(|&i| chars[i] == '$' && chars[i + 1] == '{' && chars[i + 2] == '{')
+fn find(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(p) = bytes.get(i..)?.iter().position(|&b| b == b'$') {
+        let at = i + p;
+        if bytes.get(at + 1..at + 3) == Some(b"{{".as_slice()) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
 }
-
 fn is_match(def: &ScalarDef, tok: &Token) -> bool {
     match (def, &tok.kind) {
         (ScalarDef::Null, TokenKind::Null) => true,
@@ -479,17 +684,20 @@ fn expression_string(e: &str) -> Option<String> {
 
 /// Checks an `if:` condition (already unwrapped from `${{ }}` or taken as a bare string) and
 /// returns the final condition, wrapped as `success() && (…)` when it uses no status function.
-pub(crate) fn if_condition(condition: &str, ctx: &[&str]) -> Result<String, String> {
-    let allowed = Allowed::from_context(ctx);
+pub(crate) fn if_condition(condition: &str, allowed: &Allowed, scratch: &mut exprs::Scratch) -> Result<String, String> {
     let condition = condition.trim();
     if condition.is_empty() {
         return Ok("success()".to_string());
     }
-    let final_condition = match exprs::check(condition, &allowed) {
-        Ok(c) if c.status_function => condition.to_string(),
-        Ok(_) => format!("success() && ({condition})"),
-        Err(_) => condition.to_string(),
-    };
-    exprs::check(&final_condition, &allowed)?;
-    Ok(final_condition)
+    // The final condition is checked too. When it is the condition itself, that second check
+    // would repeat the first one (same text, same allowed lists), so its result is reused.
+    match exprs::check_in(condition, allowed, scratch) {
+        Ok(c) if c.status_function => Ok(condition.to_string()),
+        Ok(_) => {
+            let final_condition = format!("success() && ({condition})");
+            exprs::check_in(&final_condition, allowed, scratch)?;
+            Ok(final_condition)
+        }
+        Err(e) => Err(e),
+    }
 }

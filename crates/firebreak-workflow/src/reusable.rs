@@ -163,7 +163,7 @@ impl<'a> Loader<'a> {
             let mut conv = Converter::new(file, self.diags);
             conv.check_called(rj, &called_root);
             conv.file = rj.uses.clone();
-            let mut called_wf = conv.workflow(&called_root);
+            let mut called_wf = conv.workflow(called_root);
             self.check_permissions(file, job_pos, &rj.uses, &called_wf, &allowed);
             let called_ref = rj.uses.clone();
             self.load(&called_ref, &mut called_wf, &allowed, depth + 1);

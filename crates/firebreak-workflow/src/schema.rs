@@ -602,6 +602,33 @@ static STATIC_DEFS: &[Def] = &[
 
 pub(crate) struct Schema {
     defs: HashMap<&'static str, &'static Def>,
+    /// Every definition with its references resolved (what the reader walks).
+    nodes: Vec<Node>,
+    index: HashMap<&'static str, usize>,
+    any: usize,
+}
+
+/// A definition with its references resolved once, so that reading a document does no
+/// lookups by name: the facts `seq_def`, `map_defs`, `scalar_defs`, `props_of` and
+/// `loose_of` give, precomputed.
+pub(crate) struct Node {
+    pub def: &'static Def,
+    /// Item definition of the sequence among this definition and its direct one-of members.
+    pub seq: Option<usize>,
+    /// The mapping definitions among this definition and its direct one-of members.
+    pub maps: Vec<usize>,
+    /// One-ofs expanded into scalar definitions.
+    pub scalars: Vec<ScalarDef>,
+    /// Properties of a mapping definition, with their types resolved.
+    pub props: Vec<NodeProp>,
+    /// Loose key/value types of a mapping definition.
+    pub loose: Option<(usize, usize)>,
+}
+
+pub(crate) struct NodeProp {
+    pub name: &'static str,
+    pub ty: usize,
+    pub required: bool,
 }
 
 fn leak<T>(v: T) -> &'static T {
@@ -653,7 +680,33 @@ fn build() -> Schema {
     defs.insert("on-string-strict", leak(d("on-string-strict", Kind::OneOf(names))));
     let props: &'static [Prop] = Box::leak(mapping_props.into_boxed_slice());
     defs.insert("on-mapping-strict", leak(d("on-mapping-strict", map(props))));
-    Schema { defs }
+    let mut sc = Schema { defs, nodes: Vec::new(), index: HashMap::new(), any: 0 };
+    let mut names: Vec<&'static str> = sc.defs.keys().copied().collect();
+    names.sort_unstable();
+    for (i, name) in names.iter().enumerate() {
+        sc.index.insert(name, i);
+    }
+    let id = |sc: &Schema, name: &str| -> usize { sc.index.get(sc.get(name).name).copied().unwrap_or(0) };
+    let mut nodes = Vec::with_capacity(names.len());
+    for name in &names {
+        let def = sc.get(name);
+        let mut scalars = Vec::new();
+        sc.scalar_defs(def, &mut scalars);
+        nodes.push(Node {
+            def,
+            seq: sc.seq_def(def).map(|n| id(&sc, n)),
+            maps: sc.map_defs(def).iter().map(|m| id(&sc, m.name)).collect(),
+            scalars,
+            props: props_of(def)
+                .iter()
+                .map(|p| NodeProp { name: p.name, ty: id(&sc, p.ty), required: p.required })
+                .collect(),
+            loose: loose_of(def).map(|(k, v)| (id(&sc, k), id(&sc, v))),
+        });
+    }
+    sc.any = id(&sc, "any");
+    sc.nodes = nodes;
+    sc
 }
 
 pub(crate) fn schema() -> &'static Schema {
@@ -662,6 +715,20 @@ pub(crate) fn schema() -> &'static Schema {
 }
 
 impl Schema {
+    /// The resolved definition named `name` (`any` when there is none, like [`Schema::get`]).
+    pub(crate) fn node(&self, name: &str) -> &Node {
+        self.node_at(self.index.get(self.get(name).name).copied().unwrap_or(self.any))
+    }
+
+    pub(crate) fn node_at(&self, id: usize) -> &Node {
+        &self.nodes[id.min(self.nodes.len().saturating_sub(1))]
+    }
+
+    /// The resolved `any` definition.
+    pub(crate) fn any(&self) -> usize {
+        self.any
+    }
+
     pub(crate) fn get(&self, name: &str) -> &'static Def {
         match self.defs.get(name) {
             Some(d) => d,
@@ -762,5 +829,10 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "{missing:?}");
+    }
+
+    #[test]
+    fn one_ofs_fit_the_readers_bit_set() {
+        assert!(schema().nodes.iter().all(|n| n.maps.len() < 64));
     }
 }

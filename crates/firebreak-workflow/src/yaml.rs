@@ -84,17 +84,36 @@ impl YamlError {
     }
 }
 
+/// An open collection. Its items so far are the tail of the loader's shared item stack
+/// from `start` on (one exactly-sized allocation per collection instead of regrowing).
 enum Frame {
-    Seq { node: YNode, anchor: usize, items: Vec<YNode> },
-    Map { node: YNode, anchor: usize, items: Vec<(YNode, YNode)>, key: Option<YNode> },
+    Seq { node: YNode, anchor: usize, start: usize },
+    Map { node: YNode, anchor: usize, start: usize, key: Option<YNode> },
+}
+
+/// The source, indexed by character (saphyr's markers count characters). An ASCII source
+/// (the usual case) is indexed by byte without copying it.
+enum Chars<'s> {
+    Ascii(&'s [u8]),
+    Wide(Vec<char>),
+}
+
+impl Chars<'_> {
+    fn get(&self, idx: usize) -> Option<char> {
+        match self {
+            Chars::Ascii(b) => b.get(idx).map(|&c| c as char),
+            Chars::Wide(c) => c.get(idx).copied(),
+        }
+    }
 }
 
 struct Loader<'s> {
     max_depth: usize,
-    chars: Vec<char>,
-    _src: &'s str,
+    chars: Chars<'s>,
     anchors: HashMap<usize, YNode>,
     nodes: usize,
+    seq_items: Vec<YNode>,
+    map_items: Vec<(YNode, YNode)>,
 }
 
 /// Parses the first YAML document of `src`. Returns `Ok(None)` for an empty document.
@@ -105,8 +124,9 @@ pub fn load(src: &str) -> Result<Option<YNode>, YamlError> {
 
 /// [`load`] with a maximum collection nesting depth.
 pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode>, YamlError> {
+    let chars = if src.is_ascii() { Chars::Ascii(src.as_bytes()) } else { Chars::Wide(src.chars().collect()) };
     let mut loader =
-        Loader { max_depth, chars: src.chars().collect(), _src: src, anchors: HashMap::new(), nodes: 0 };
+        Loader { max_depth, chars, anchors: HashMap::new(), nodes: 0, seq_items: Vec::new(), map_items: Vec::new() };
     loader.run(src)
 }
 
@@ -148,7 +168,7 @@ impl Loader<'_> {
                 }
                 Event::Scalar(value, style, anchor, tag) => {
                     self.count(1, span)?;
-                    let node = self.scalar(&value, style.into(), tag.as_deref(), span)?;
+                    let node = self.scalar(value, style.into(), tag.as_deref(), span)?;
                     if anchor > 0 {
                         self.anchors.insert(anchor, node.clone());
                     }
@@ -161,7 +181,7 @@ impl Loader<'_> {
                         return Err(YamlError::at(None, "Maximum object depth exceeded"));
                     }
                     let node = YNode { pos: self.node_pos(span), end_line: 0, kind: YKind::Null };
-                    stack.push(Frame::Seq { node, anchor, items: Vec::new() });
+                    stack.push(Frame::Seq { node, anchor, start: self.seq_items.len() });
                 }
                 Event::MappingStart(anchor, tag) => {
                     self.count(1, span)?;
@@ -170,18 +190,18 @@ impl Loader<'_> {
                         return Err(YamlError::at(None, "Maximum object depth exceeded"));
                     }
                     let node = YNode { pos: self.node_pos(span), end_line: 0, kind: YKind::Null };
-                    stack.push(Frame::Map { node, anchor, items: Vec::new(), key: None });
+                    stack.push(Frame::Map { node, anchor, start: self.map_items.len(), key: None });
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
                     let end_line = span.end.line() as u32;
                     let (node, anchor) = match stack.pop() {
-                        Some(Frame::Seq { mut node, anchor, items }) => {
-                            node.kind = YKind::Seq(items);
+                        Some(Frame::Seq { mut node, anchor, start }) => {
+                            node.kind = YKind::Seq(self.seq_items.drain(start..).collect());
                             node.end_line = end_line;
                             (node, anchor)
                         }
-                        Some(Frame::Map { mut node, anchor, items, .. }) => {
-                            node.kind = YKind::Map(items);
+                        Some(Frame::Map { mut node, anchor, start, .. }) => {
+                            node.kind = YKind::Map(self.map_items.drain(start..).collect());
                             node.end_line = end_line;
                             (node, anchor)
                         }
@@ -212,16 +232,16 @@ impl Loader<'_> {
                     *root = Some(node);
                 }
             }
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { items, key, .. }) => match key.take() {
+            Some(Frame::Seq { .. }) => self.seq_items.push(node),
+            Some(Frame::Map { key, .. }) => match key.take() {
                 None => *key = Some(node),
-                Some(k) => items.push((k, node)),
+                Some(k) => self.map_items.push((k, node)),
             },
         }
     }
 
     fn char_at(&self, idx: usize) -> Option<char> {
-        self.chars.get(idx).copied()
+        self.chars.get(idx)
     }
 
     /// Position of a node: skips a leading anchor (`&a`) or tag (`!!x`) property so that the
@@ -273,7 +293,13 @@ impl Loader<'_> {
         Ok(())
     }
 
-    fn scalar(&self, value: &str, style: Style, tag: Option<&Tag>, span: Span) -> Result<YNode, YamlError> {
+    fn scalar(
+        &self,
+        value: std::borrow::Cow<'_, str>,
+        style: Style,
+        tag: Option<&Tag>,
+        span: Span,
+    ) -> Result<YNode, YamlError> {
         let mut pos = self.node_pos(span);
         let tag_pos = marker_pos(span.start);
         let mut end_line = span.end.line() as u32;
@@ -291,6 +317,7 @@ impl Loader<'_> {
         }
         let kind = match tag.and_then(core_tag_name) {
             Some(name) => {
+                let value: &str = &value;
                 if style != Style::Plain && name != "str" {
                     return Err(YamlError::at(
                         None,
@@ -326,9 +353,9 @@ impl Loader<'_> {
             }
             None => {
                 if style == Style::Plain && tag.is_none() {
-                    resolve_plain(value)
+                    resolve_plain_owned(value.into_owned())
                 } else {
-                    YKind::Str { value: value.to_string(), style }
+                    YKind::Str { value: value.into_owned(), style }
                 }
             }
         };
@@ -351,7 +378,7 @@ impl Loader<'_> {
                 while line_start > 0 && self.char_at(line_start - 1) != Some('\n') {
                     line_start -= 1;
                 }
-                let text: String = self.chars[line_start..line_end].iter().collect();
+                let text: String = (line_start..line_end).filter_map(|i| self.char_at(i)).collect();
                 if let Some(col) = find_block_header(&text) {
                     return Some(Pos::new(line, col as u32 + 1));
                 }
@@ -494,21 +521,41 @@ fn parse_float(s: &str) -> Option<f64> {
 }
 
 /// Resolves an untagged plain scalar with the YAML 1.2 core schema.
+#[cfg(test)]
 pub fn resolve_plain(s: &str) -> YKind {
+    resolve_plain_owned(s.to_string())
+}
+
+/// [`resolve_plain`] taking the scalar's text by value (kept as the string when it is one).
+pub fn resolve_plain_owned(s: String) -> YKind {
+    // Every null, bool and number of the core schema is empty or starts with one of these.
+    let special_start =
+        |c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~' | 'n' | 'N' | 't' | 'T' | 'f' | 'F');
+    if !s.is_empty() && !s.starts_with(special_start) {
+        return YKind::Str { value: s, style: Style::Plain };
+    }
+    match resolve_special(&s) {
+        Some(kind) => kind,
+        None => YKind::Str { value: s, style: Style::Plain },
+    }
+}
+
+/// The null, bool or number a plain scalar stands for, if any.
+fn resolve_special(s: &str) -> Option<YKind> {
     match s {
-        "" | "~" | "null" | "Null" | "NULL" => return YKind::Null,
+        "" | "~" | "null" | "Null" | "NULL" => return Some(YKind::Null),
         _ => {}
     }
     if let Some(b) = parse_bool(s) {
-        return YKind::Bool(b);
+        return Some(YKind::Bool(b));
     }
     if let Some(n) = parse_int(s) {
-        return YKind::Number(n);
+        return Some(YKind::Number(n));
     }
     if let Some(n) = parse_float(s) {
-        return YKind::Number(n);
+        return Some(YKind::Number(n));
     }
-    YKind::Str { value: s.to_string(), style: Style::Plain }
+    None
 }
 
 #[cfg(test)]
