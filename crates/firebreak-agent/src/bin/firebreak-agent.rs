@@ -1,0 +1,294 @@
+//! `firebreak-agent`: the guest side of firebreak's microVM sandboxes.
+//!
+//! Modes:
+//! * PID 1 (started by the initramfs): set up the guest, start the serving
+//!   agent as a child, reap orphans, restart the agent if it dies.
+//! * `--serve [--device PATH]`: serve the virtio-serial port (found by its
+//!   name `org.firebreak.agent`) or PATH, reopening it after each session.
+//! * `--stdio`: serve one session on stdin/stdout (tests, debugging).
+//! * `--exec-in-cgroup DIR -- ARGV...`: internal helper; enter a cgroup and exec.
+//! * `--version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use firebreak_agent::protocol::VIRTIO_PORT_NAME;
+use firebreak_agent::server::{exec_in_cgroup, serve, AgentConfig, SessionEnd};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn log(msg: &str) {
+    eprintln!("firebreak-agent: {msg}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("--version") => {
+            println!(
+                "firebreak-agent {} protocol {}",
+                env!("CARGO_PKG_VERSION"),
+                firebreak_agent::PROTOCOL_VERSION
+            );
+            0
+        }
+        Some("--exec-in-cgroup") => {
+            let (Some(dir), Some("--")) = (args.get(1), args.get(2).map(String::as_str)) else {
+                log("usage: --exec-in-cgroup DIR -- ARGV...");
+                std::process::exit(2);
+            };
+            let err = exec_in_cgroup(Path::new(dir), &args[3..]);
+            log(&format!("cannot exec {:?}: {err}", args.get(3)));
+            127
+        }
+        Some("--stdio") => run_stdio(),
+        Some("--serve") => {
+            let device = match (args.get(1).map(String::as_str), args.get(2)) {
+                (Some("--device"), Some(p)) => Some(PathBuf::from(p)),
+                _ => None,
+            };
+            run_serve(device)
+        }
+        None if std::process::id() == 1 => run_init(),
+        _ => {
+            log("usage: firebreak-agent [--serve [--device PATH] | --stdio | --version]");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            log(&format!("cannot start runtime: {e}"));
+            None
+        }
+    }
+}
+
+fn run_stdio() -> i32 {
+    let Some(rt) = runtime() else { return 1 };
+    let cfg = Arc::new(AgentConfig::default());
+    match rt.block_on(serve(tokio::io::stdin(), tokio::io::stdout(), cfg)) {
+        Ok(_) => 0,
+        Err(e) => {
+            log(&e.to_string());
+            1
+        }
+    }
+}
+
+/// Finds `/dev/vportNpM` whose name is ours.
+fn find_port() -> Option<PathBuf> {
+    let entries = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    for e in entries.flatten() {
+        let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+        if name.trim() == VIRTIO_PORT_NAME {
+            return Some(Path::new("/dev").join(e.file_name()));
+        }
+    }
+    None
+}
+
+fn run_serve(device: Option<PathBuf>) -> i32 {
+    let Some(rt) = runtime() else { return 1 };
+    let guest = std::os::unix::process::parent_id() == 1;
+    let cgroup_root = Path::new("/sys/fs/cgroup/cgroup.procs")
+        .exists()
+        .then(|| PathBuf::from("/sys/fs/cgroup"))
+        .filter(|_| guest);
+    let cfg = Arc::new(AgentConfig {
+        guest,
+        helper: std::env::current_exe()
+            .ok()
+            .filter(|_| cgroup_root.is_some()),
+        cgroup_root,
+    });
+    let mut waited = Duration::ZERO;
+    let mut announced = false;
+    loop {
+        let dev = match device.clone().or_else(find_port) {
+            Some(d) => d,
+            None => {
+                if waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_050) {
+                    log(&format!("still no virtio port named {VIRTIO_PORT_NAME}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
+                continue;
+            }
+        };
+        // Non-blocking epoll-driven I/O; a blocking file on a thread pool
+        // if the device cannot be polled.
+        let end = match rt.block_on(async { firebreak_agent::port::open(&dev) }) {
+            Ok((r, w)) => {
+                if !announced {
+                    log(&format!("serving on {}", dev.display()));
+                    announced = true;
+                }
+                rt.block_on(serve(r, w, cfg.clone()))
+            }
+            Err(e) => {
+                let opened = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&dev);
+                let pair = opened.and_then(|f| f.try_clone().map(|w| (f, w)));
+                let (rf, wf) = match pair {
+                    Ok(p) => p,
+                    Err(e2) => {
+                        if !announced {
+                            log(&format!("cannot open {}: {e}; {e2}", dev.display()));
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                if !announced {
+                    log(&format!("serving on {} (blocking I/O: {e})", dev.display()));
+                    announced = true;
+                }
+                let r = tokio::fs::File::from_std(rf);
+                let w = tokio::fs::File::from_std(wf);
+                rt.block_on(serve(r, w, cfg.clone()))
+            }
+        };
+        match end {
+            Ok(SessionEnd::Shutdown) => {
+                if cfg.guest {
+                    nix::unistd::sync();
+                    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+                }
+                return 0;
+            }
+            // The host end is not connected (EOF) or sent garbage: reopen.
+            Ok(SessionEnd::Closed) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                log(&format!("session ended: {e}"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn mount(src: &str, target: &str, fstype: &str, data: Option<&str>) {
+    use nix::mount::MsFlags;
+    let _ = std::fs::create_dir_all(target);
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let flags = if fstype == "devtmpfs" || fstype == "devpts" {
+        MsFlags::MS_NOSUID
+    } else {
+        flags
+    };
+    if let Err(e) = nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
+        if e != nix::errno::Errno::EBUSY {
+            log(&format!("mount {fstype} on {target}: {e}"));
+        }
+    }
+}
+
+fn cmdline_flag(name: &str) -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+}
+
+fn run_quiet(argv: &[&str]) {
+    let Some((prog, rest)) = argv.split_first() else {
+        return;
+    };
+    match std::process::Command::new(prog)
+        .args(rest)
+        .env("PATH", DEFAULT_PATH)
+        .status()
+    {
+        Ok(st) if st.success() => {}
+        Ok(st) => log(&format!("{argv:?}: {st}")),
+        Err(e) => log(&format!("{argv:?}: {e}")),
+    }
+}
+
+fn setup_guest() {
+    mount("proc", "/proc", "proc", None);
+    mount("sysfs", "/sys", "sysfs", None);
+    mount("devtmpfs", "/dev", "devtmpfs", None);
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        Some("gid=5,mode=620,ptmxmode=666"),
+    );
+    mount("tmpfs", "/dev/shm", "tmpfs", Some("mode=1777"));
+    mount("tmpfs", "/run", "tmpfs", Some("mode=755"));
+    mount("tmpfs", "/tmp", "tmpfs", Some("mode=1777"));
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", None);
+    let _ = std::os::unix::fs::symlink("/proc/self/fd", "/dev/fd");
+    let _ = std::os::unix::fs::symlink("/proc/self/fd/0", "/dev/stdin");
+    let _ = std::os::unix::fs::symlink("/proc/self/fd/1", "/dev/stdout");
+    let _ = std::os::unix::fs::symlink("/proc/self/fd/2", "/dev/stderr");
+    let _ = nix::unistd::sethostname("firebreak");
+    if Path::new("/sbin/ip").exists()
+        || Path::new("/usr/sbin/ip").exists()
+        || Path::new("/bin/ip").exists()
+    {
+        run_quiet(&["ip", "link", "set", "lo", "up"]);
+        if cmdline_flag("firebreak.net").as_deref() == Some("user") {
+            // QEMU user networking: fixed addresses.
+            run_quiet(&["ip", "link", "set", "eth0", "up"]);
+            run_quiet(&["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"]);
+            run_quiet(&["ip", "route", "add", "default", "via", "10.0.2.2"]);
+            let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
+        }
+    }
+}
+
+fn run_init() -> i32 {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    std::env::set_var("PATH", DEFAULT_PATH);
+    setup_guest();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/sbin/firebreak-agent"));
+    let spawn = || -> Option<u32> {
+        match std::process::Command::new(&exe).arg("--serve").spawn() {
+            Ok(c) => Some(c.id()),
+            Err(e) => {
+                log(&format!("cannot start agent: {e}"));
+                None
+            }
+        }
+    };
+    let mut agent = spawn();
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if Some(pid.as_raw() as u32) == agent => {
+                if code == 0 {
+                    // A clean exit means shutdown was requested.
+                    nix::unistd::sync();
+                    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+                }
+                log(&format!("agent exited with {code}; restarting"));
+                std::thread::sleep(Duration::from_millis(200));
+                agent = spawn();
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid.as_raw() as u32) == agent => {
+                log(&format!("agent killed by {sig}; restarting"));
+                std::thread::sleep(Duration::from_millis(200));
+                agent = spawn();
+            }
+            Ok(_) => {}
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(200));
+                if agent.is_none() {
+                    agent = spawn();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! firebreak's guest agent and its wire protocol.
+//!
+//! This crate owns everything that crosses the host↔guest boundary of a
+//! microVM sandbox:
+//!
+//! * [`protocol`] — versioned, length-prefixed frames (JSON header + raw
+//!   body) and the request/response vocabulary: hello, exec with streamed
+//!   stdout/stderr and exit status, signal/cancel, read/write/stat/remove
+//!   files, tar streams in and out, set clock, add entropy, shutdown.
+//! * [`server`] — the agent side ([`server::serve`]), identical over any byte
+//!   stream: a virtio-serial port under QEMU, vsock under Firecracker, a
+//!   socket pair in tests.
+//! * [`client`] — the host side ([`client::AgentClient`]).
+//!
+//! The `firebreak-agent` binary is the guest's init: mounted as
+//! `/sbin/firebreak-agent` in the rootfs, started by the initramfs with
+//! `switch_root`, it mounts the API filesystems, reaps orphans, and serves the
+//! virtio-serial port `org.firebreak.agent` (reopening it whenever the host
+//! end goes away, e.g. around a snapshot). Build it static:
+//!
+//! ```text
+//! RUSTFLAGS="-C target-feature=+crt-static" \
+//!   cargo build --release -p firebreak-agent --target x86_64-unknown-linux-gnu
+//! ```
+//!
+//! What it does not own: booting VMs, images and transports (`firebreak-vm`).
+
+pub mod client;
+pub mod port;
+pub mod protocol;
+pub mod server;
+
+pub use client::{AgentClient, AgentInfo, ClientError, ExecEvent, ExecHandle, Stat};
+pub use protocol::{ExecSpec, ExitStatus, FileKind, OutStream, PROTOCOL_VERSION};
+pub use server::{serve, AgentConfig, SessionEnd};

@@ -1,0 +1,818 @@
+//! The agent side: serve requests arriving on one byte stream.
+//!
+//! [`serve`] runs one session until the peer closes the stream or asks for
+//! shutdown. It is the same over a virtio-serial port, a vsock connection, a
+//! pipe or an in-process socket pair (tests).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+
+use crate::protocol::{
+    encode_frame, read_frame, write_frame, ErrorKind, ExecSpec, ExitStatus, FileKind, Frame,
+    FrameError, OutStream, Request, Response, CHUNK_LEN, PROTOCOL_VERSION,
+};
+
+/// How the agent behaves.
+#[derive(Debug, Clone, Default)]
+pub struct AgentConfig {
+    /// The agent owns this machine (it runs inside a guest): `SetClock` and
+    /// `Shutdown` act on the system. When false they are refused / only end
+    /// the session, so the agent can be tested on a host.
+    pub guest: bool,
+    /// A cgroup v2 directory under which each exec gets its own cgroup, so
+    /// a timeout kills even daemonised descendants (`cgroup.kill`). `None`
+    /// uses the process group only.
+    pub cgroup_root: Option<PathBuf>,
+    /// The agent binary, used as a helper to enter a cgroup before exec.
+    /// Needed with `cgroup_root`.
+    pub helper: Option<PathBuf>,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The peer closed the stream.
+    Closed,
+    /// The peer asked for shutdown.
+    Shutdown,
+}
+
+/// Errors that end a session abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Reading or writing frames failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+type Chunk = (Vec<u8>, bool);
+type Out = mpsc::Sender<Vec<u8>>;
+
+struct ExecCtl {
+    pid: u32,
+    stdin: Option<mpsc::Sender<Chunk>>,
+    cancel: Arc<Notify>,
+    cgroup: Option<PathBuf>,
+}
+
+enum Route {
+    Upload(mpsc::Sender<Chunk>),
+    Exec(ExecCtl),
+}
+
+type Routes = Arc<Mutex<HashMap<u64, Route>>>;
+
+static CGROUP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+async fn send(out: &Out, id: u64, msg: Response, body: &[u8]) {
+    match encode_frame(id, &msg, body) {
+        Ok(bytes) => {
+            let _ = out.send(bytes).await;
+        }
+        Err(e) => {
+            if let Ok(bytes) = encode_frame(id, &Response::error(ErrorKind::Io, e.to_string()), b"")
+            {
+                let _ = out.send(bytes).await;
+            }
+        }
+    }
+}
+
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<u64, Route>> {
+    routes.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves one session on `reader`/`writer` until the peer closes it or asks
+/// for shutdown. Processes still running when it ends are killed.
+pub async fn serve<R, W>(
+    reader: R,
+    mut writer: W,
+    cfg: Arc<AgentConfig>,
+) -> Result<SessionEnd, AgentError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    // Ports hand out a few KiB per read: batch them.
+    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, reader);
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer_task = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
+    let mut tasks = JoinSet::new();
+    let mut greeted = false;
+
+    let end = loop {
+        let frame: Frame<Request> = match read_frame(&mut reader).await {
+            Ok(f) => f,
+            Err(FrameError::Closed) => break Ok(SessionEnd::Closed),
+            Err(FrameError::BadHeader(e)) => {
+                // A well-framed but unknown request: answer, keep going. The
+                // id is unknown here, so report on id 0.
+                send(
+                    &out,
+                    0,
+                    Response::error(ErrorKind::Invalid, format!("bad request: {e}")),
+                    b"",
+                )
+                .await;
+                continue;
+            }
+            Err(e) => break Err(AgentError::from(e)),
+        };
+        let Frame { id, msg, body } = frame;
+        match msg {
+            Request::Hello { protocol } => {
+                if protocol != PROTOCOL_VERSION {
+                    let m = format!("agent speaks protocol {PROTOCOL_VERSION}, host {protocol}");
+                    send(&out, id, Response::error(ErrorKind::Version, m), b"").await;
+                } else {
+                    greeted = true;
+                    let kernel_release = nix::sys::utsname::uname()
+                        .map(|u| u.release().to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let hello = Response::Hello {
+                        protocol: PROTOCOL_VERSION,
+                        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                        kernel_release,
+                        init: cfg.guest,
+                    };
+                    send(&out, id, hello, b"").await;
+                }
+            }
+            Request::Ping => send(&out, id, Response::Ok, b"").await,
+            _ if !greeted => {
+                send(
+                    &out,
+                    id,
+                    Response::error(ErrorKind::Invalid, "hello first"),
+                    b"",
+                )
+                .await;
+            }
+            Request::Data { eof } => {
+                let tx = match lock(&routes).get(&id) {
+                    Some(Route::Upload(tx)) => Some(tx.clone()),
+                    _ => None,
+                };
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send((body, eof)).await;
+                        if eof {
+                            lock(&routes).remove(&id);
+                        }
+                    }
+                    None => {
+                        send(
+                            &out,
+                            id,
+                            Response::error(ErrorKind::UnknownId, "no upload with this id"),
+                            b"",
+                        )
+                        .await
+                    }
+                }
+            }
+            Request::Stdin { exec, eof } => {
+                let tx = match lock(&routes).get_mut(&exec) {
+                    Some(Route::Exec(ctl)) => {
+                        let tx = ctl.stdin.clone();
+                        if eof {
+                            ctl.stdin = None;
+                        }
+                        tx
+                    }
+                    _ => None,
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send((body, eof)).await;
+                }
+            }
+            Request::Signal { exec, signal } => {
+                let pid = match lock(&routes).get(&exec) {
+                    Some(Route::Exec(ctl)) => Some(ctl.pid),
+                    _ => None,
+                };
+                let resp = match (pid, Signal::try_from(signal)) {
+                    (None, _) => {
+                        Response::error(ErrorKind::UnknownId, "no running exec with this id")
+                    }
+                    (_, Err(_)) => {
+                        Response::error(ErrorKind::Invalid, format!("bad signal {signal}"))
+                    }
+                    (Some(pid), Ok(sig)) => match killpg(Pid::from_raw(pid as i32), sig) {
+                        Ok(()) => Response::Ok,
+                        Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                    },
+                };
+                send(&out, id, resp, b"").await;
+            }
+            Request::Cancel { exec } => {
+                let found = match lock(&routes).get(&exec) {
+                    Some(Route::Exec(ctl)) => {
+                        ctl.cancel.notify_one();
+                        true
+                    }
+                    _ => false,
+                };
+                let resp = if found {
+                    Response::Ok
+                } else {
+                    Response::error(ErrorKind::UnknownId, "no running exec with this id")
+                };
+                send(&out, id, resp, b"").await;
+            }
+            Request::Exec(spec) => match start_exec(id, spec, &cfg, &routes) {
+                Ok(run) => {
+                    let (out, routes) = (out.clone(), routes.clone());
+                    tasks.spawn(supervise(id, run, out, routes));
+                }
+                Err(resp) => send(&out, id, resp, b"").await,
+            },
+            Request::WriteFile { path, mode } => {
+                let (tx, rx) = mpsc::channel(16);
+                lock(&routes).insert(id, Route::Upload(tx));
+                let out = out.clone();
+                tasks.spawn(async move {
+                    let resp = match write_file(&path, mode, rx).await {
+                        Ok(()) => Response::Ok,
+                        Err(e) => io_response(&path, &e),
+                    };
+                    send(&out, id, resp, b"").await;
+                });
+            }
+            Request::TarIn { dest } => {
+                let (tx, rx) = mpsc::channel(16);
+                lock(&routes).insert(id, Route::Upload(tx));
+                let out = out.clone();
+                tasks.spawn(async move {
+                    let d = dest.clone();
+                    let res = tokio::task::spawn_blocking(move || tar_in(&d, rx)).await;
+                    let resp = match res {
+                        Ok(Ok(())) => Response::Ok,
+                        Ok(Err(e)) => io_response(&dest, &e),
+                        Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                    };
+                    send(&out, id, resp, b"").await;
+                });
+            }
+            Request::ReadFile { path } => {
+                let out = out.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = read_file(id, &path, &out).await {
+                        send(&out, id, io_response(&path, &e), b"").await;
+                    }
+                });
+            }
+            Request::TarOut { path } => {
+                let out = out.clone();
+                tasks.spawn(async move {
+                    let (p, o) = (path.clone(), out.clone());
+                    let res = tokio::task::spawn_blocking(move || tar_out(id, &p, o)).await;
+                    match res {
+                        Ok(Ok(())) => send(&out, id, Response::Data { eof: true }, b"").await,
+                        Ok(Err(e)) => send(&out, id, io_response(&path, &e), b"").await,
+                        Err(e) => {
+                            send(&out, id, Response::error(ErrorKind::Io, e.to_string()), b"").await
+                        }
+                    }
+                });
+            }
+            Request::Stat { path } => {
+                let resp = match tokio::fs::symlink_metadata(&path).await {
+                    Ok(m) => {
+                        let ft = m.file_type();
+                        let kind = if ft.is_file() {
+                            FileKind::File
+                        } else if ft.is_dir() {
+                            FileKind::Dir
+                        } else if ft.is_symlink() {
+                            FileKind::Symlink
+                        } else {
+                            FileKind::Other
+                        };
+                        Response::Stat {
+                            kind: Some(kind),
+                            size: m.len(),
+                            mode: m.mode() & 0o7777,
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Response::Stat {
+                        kind: None,
+                        size: 0,
+                        mode: 0,
+                    },
+                    Err(e) => io_response(&path, &e),
+                };
+                send(&out, id, resp, b"").await;
+            }
+            Request::Remove { path } => {
+                let resp = match remove(&path).await {
+                    Ok(()) => Response::Ok,
+                    Err(e) => io_response(&path, &e),
+                };
+                send(&out, id, resp, b"").await;
+            }
+            Request::SetClock { secs, nanos } => {
+                let resp = if !cfg.guest {
+                    Response::error(
+                        ErrorKind::Invalid,
+                        "refusing to set the clock outside a guest",
+                    )
+                } else {
+                    let ts = nix::sys::time::TimeSpec::new(secs, i64::from(nanos));
+                    match nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
+                        Ok(()) => Response::Ok,
+                        Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                    }
+                };
+                send(&out, id, resp, b"").await;
+            }
+            Request::AddEntropy => {
+                // Writing to /dev/urandom mixes the bytes into the pool (it
+                // does not credit entropy, which needs an ioctl).
+                let resp = match tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/urandom")
+                    .await
+                {
+                    Ok(mut f) => match f.write_all(&body).await {
+                        Ok(()) => Response::Ok,
+                        Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                    },
+                    Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                };
+                send(&out, id, resp, b"").await;
+            }
+            Request::Shutdown => {
+                send(&out, id, Response::Ok, b"").await;
+                break Ok(SessionEnd::Shutdown);
+            }
+        }
+    };
+
+    // Kill what is still running, then stop every task of this session.
+    for route in lock(&routes).values() {
+        if let Route::Exec(ctl) = route {
+            kill_tree(ctl.pid, ctl.cgroup.as_deref());
+        }
+    }
+    tasks.shutdown().await;
+    drop(out);
+    // Let queued replies (e.g. the shutdown Ok) reach the peer.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
+    end
+}
+
+fn io_response(path: &str, e: &std::io::Error) -> Response {
+    let kind = if e.kind() == std::io::ErrorKind::NotFound {
+        ErrorKind::NotFound
+    } else {
+        ErrorKind::Io
+    };
+    Response::error(kind, format!("{path}: {e}"))
+}
+
+struct Running {
+    child: tokio::process::Child,
+    pid: u32,
+    cancel: Arc<Notify>,
+    stdin_rx: Option<mpsc::Receiver<Chunk>>,
+    timeout: Option<Duration>,
+    drain_grace: Duration,
+    cgroup: Option<PathBuf>,
+}
+
+/// Finds `prog` the way `execvp` would, with the PATH of the job's env.
+fn resolve_program(prog: &str, spec: &ExecSpec) -> Option<PathBuf> {
+    if prog.contains('/') {
+        let p = Path::new(prog);
+        let p = match (&spec.cwd, p.is_absolute()) {
+            (Some(cwd), false) => Path::new(cwd).join(p),
+            _ => p.to_path_buf(),
+        };
+        return p.is_file().then_some(p);
+    }
+    let path = spec
+        .env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+fn start_exec(
+    id: u64,
+    spec: ExecSpec,
+    cfg: &AgentConfig,
+    routes: &Routes,
+) -> Result<Running, Response> {
+    let Some(prog) = spec.argv.first() else {
+        return Err(Response::error(ErrorKind::Invalid, "empty argv"));
+    };
+    if let Some(cwd) = &spec.cwd {
+        if !Path::new(cwd).is_dir() {
+            return Err(Response::error(
+                ErrorKind::Spawn,
+                format!("working directory {cwd} does not exist"),
+            ));
+        }
+    }
+    let Some(resolved) = resolve_program(prog, &spec) else {
+        return Err(Response::error(
+            ErrorKind::Spawn,
+            format!("{prog}: command not found"),
+        ));
+    };
+    let cgroup = match (&cfg.cgroup_root, &cfg.helper) {
+        (Some(root), Some(_)) => {
+            let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
+            let dir = root.join(format!("fb-exec-{}-{id}-{seq}", std::process::id()));
+            std::fs::create_dir(&dir).ok().map(|()| dir)
+        }
+        _ => None,
+    };
+    let mut cmd = match (&cgroup, &cfg.helper) {
+        (Some(cg), Some(helper)) => {
+            let mut c = Command::new(helper);
+            c.arg("--exec-in-cgroup")
+                .arg(cg)
+                .arg("--")
+                .arg(&resolved)
+                .args(&spec.argv[1..]);
+            c
+        }
+        _ => {
+            let mut c = Command::new(&resolved);
+            c.args(&spec.argv[1..]);
+            c
+        }
+    };
+    cmd.env_clear()
+        .envs(&spec.env)
+        .process_group(0)
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Response::error(ErrorKind::Spawn, format!("cannot start {prog}: {e}")))?;
+    let pid = child.id().unwrap_or(0);
+    let cancel = Arc::new(Notify::new());
+    let (stdin_tx, stdin_rx) = if spec.stdin {
+        let (tx, rx) = mpsc::channel(16);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    lock(routes).insert(
+        id,
+        Route::Exec(ExecCtl {
+            pid,
+            stdin: stdin_tx,
+            cancel: cancel.clone(),
+            cgroup: cgroup.clone(),
+        }),
+    );
+    Ok(Running {
+        child,
+        pid,
+        cancel,
+        stdin_rx,
+        timeout: spec.timeout_ms.map(Duration::from_millis),
+        drain_grace: Duration::from_millis(spec.drain_grace_ms),
+        cgroup,
+    })
+}
+
+fn kill_tree(pid: u32, cgroup: Option<&Path>) {
+    if let Some(cg) = cgroup {
+        let _ = std::fs::write(cg.join("cgroup.kill"), b"1");
+    }
+    if pid > 1 {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(mut r: R, stream: OutStream, id: u64, out: Out) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Coalesce what is already in the pipe (programs often write 4-8 KiB
+        // at a time) without waiting: fewer, larger frames.
+        let mut eof = false;
+        while n < buf.len() {
+            match tokio::time::timeout(Duration::ZERO, r.read(&mut buf[n..])).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    eof = true;
+                    break;
+                }
+                Ok(Ok(m)) => n += m,
+                Err(_) => break,
+            }
+        }
+        send(&out, id, Response::Output { stream }, &buf[..n]).await;
+        if eof {
+            break;
+        }
+    }
+}
+
+async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
+    send(&out, id, Response::Started { pid: run.pid }, b"").await;
+    let mut pumps = JoinSet::new();
+    if let Some(o) = run.child.stdout.take() {
+        pumps.spawn(pump(o, OutStream::Stdout, id, out.clone()));
+    }
+    if let Some(e) = run.child.stderr.take() {
+        pumps.spawn(pump(e, OutStream::Stderr, id, out.clone()));
+    }
+    let stdin_task = match (run.child.stdin.take(), run.stdin_rx.take()) {
+        (Some(mut w), Some(mut rx)) => Some(tokio::spawn(async move {
+            while let Some((data, eof)) = rx.recv().await {
+                if w.write_all(&data).await.is_err() || eof {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        })),
+        _ => None,
+    };
+
+    let timeout = async {
+        match run.timeout {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let killed = tokio::select! {
+        res = run.child.wait() => match res {
+            Ok(st) => Ok(st),
+            Err(e) => Err(e),
+        },
+        _ = timeout => { kill_tree(run.pid, run.cgroup.as_deref()); Err(std::io::Error::other("timeout")) }
+        _ = run.cancel.notified() => { kill_tree(run.pid, run.cgroup.as_deref()); Err(std::io::Error::other("cancel")) }
+    };
+    let status = match killed {
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(code), _) => ExitStatus::Exited { code },
+            (None, Some(signal)) => ExitStatus::Signaled { signal },
+            (None, None) => ExitStatus::Exited { code: -1 },
+        },
+        Err(e) => {
+            let _ = run.child.wait().await;
+            if e.to_string() == "timeout" {
+                ExitStatus::TimedOut
+            } else {
+                ExitStatus::Cancelled
+            }
+        }
+    };
+    let grace = if matches!(status, ExitStatus::TimedOut | ExitStatus::Cancelled) {
+        Duration::from_millis(200)
+    } else {
+        run.drain_grace
+    };
+    let drained =
+        tokio::time::timeout(grace, async { while pumps.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        pumps.shutdown().await;
+    }
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    lock(&routes).remove(&id);
+    if let Some(cg) = &run.cgroup {
+        // Fails while background processes live on in it; they are killed
+        // with the VM.
+        let _ = std::fs::remove_dir(cg);
+    }
+    send(&out, id, Response::Exited { status }, b"").await;
+}
+
+async fn write_file(
+    path: &str,
+    mode: Option<u32>,
+    mut rx: mpsc::Receiver<Chunk>,
+) -> std::io::Result<()> {
+    let mut result: std::io::Result<tokio::fs::File> = async {
+        if let Some(parent) = Path::new(path).parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::File::create(path).await
+    }
+    .await;
+    // Keep consuming until eof even after an error, so the upload ends cleanly.
+    while let Some((data, eof)) = rx.recv().await {
+        if let Ok(f) = &mut result {
+            if let Err(e) = f.write_all(&data).await {
+                result = Err(e);
+            }
+        }
+        if eof {
+            break;
+        }
+    }
+    let mut f = result?;
+    f.flush().await?;
+    drop(f);
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.unwrap_or(0o644))).await
+}
+
+async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
+    let mut f = tokio::fs::File::open(path).await?;
+    if f.metadata().await?.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    let mut buf = vec![0u8; CHUNK_LEN];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            send(out, id, Response::Data { eof: true }, b"").await;
+            return Ok(());
+        }
+        send(out, id, Response::Data { eof: false }, &buf[..n]).await;
+    }
+}
+
+async fn remove(path: &str) -> std::io::Result<()> {
+    let res = match tokio::fs::symlink_metadata(path).await {
+        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(path).await,
+        Ok(_) => tokio::fs::remove_file(path).await,
+        Err(e) => Err(e),
+    };
+    match res {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// A blocking reader over upload chunks.
+struct ChunkReader {
+    rx: mpsc::Receiver<Chunk>,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some((data, eof)) => {
+                    self.buf = data;
+                    self.pos = 0;
+                    self.eof = eof;
+                }
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "upload cut short",
+                    ))
+                }
+            }
+        }
+        let n = dst.len().min(self.buf.len() - self.pos);
+        dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn tar_in(dest: &str, rx: mpsc::Receiver<Chunk>) -> std::io::Result<()> {
+    let mut reader = ChunkReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+        eof: false,
+    };
+    let res = std::fs::create_dir_all(dest).and_then(|()| {
+        let mut ar = tar::Archive::new(&mut reader);
+        ar.set_preserve_permissions(true);
+        ar.set_preserve_mtime(true);
+        ar.set_overwrite(true);
+        ar.unpack(dest)
+    });
+    // Drain what is left (tar padding, or everything after an error).
+    let mut sink = [0u8; 8192];
+    while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+    res
+}
+
+/// A blocking writer that sends `Data` frames.
+struct ChunkWriter {
+    id: u64,
+    out: Out,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = encode_frame(self.id, &Response::Data { eof: false }, &self.buf)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.buf.clear();
+        self.out
+            .blocking_send(bytes)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "session closed"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK_LEN - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK_LEN {
+            self.send_buf()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buf()
+    }
+}
+
+fn tar_out(id: u64, path: &str, out: Out) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    let mut b = tar::Builder::new(ChunkWriter {
+        id,
+        out,
+        buf: Vec::new(),
+    });
+    b.follow_symlinks(false);
+    b.append_dir_all(".", path)?;
+    let mut w = b.into_inner()?;
+    w.flush()
+}
+
+/// Entry point of the `--exec-in-cgroup DIR -- argv...` helper: move this
+/// process into `cgroup`, then replace it with `argv`. Returns only on error.
+pub fn exec_in_cgroup(cgroup: &Path, argv: &[String]) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    if let Err(e) = std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()) {
+        eprintln!(
+            "firebreak-agent: cannot enter cgroup {}: {e}",
+            cgroup.display()
+        );
+    }
+    let Some(prog) = argv.first() else {
+        return std::io::Error::other("empty argv");
+    };
+    std::process::Command::new(prog).args(&argv[1..]).exec()
+}
+
+/// Sends one request frame (used by tests that speak the raw protocol).
+pub async fn send_raw<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    id: u64,
+    req: &Request,
+    body: &[u8],
+) -> Result<(), FrameError> {
+    write_frame(w, id, req, body).await
+}

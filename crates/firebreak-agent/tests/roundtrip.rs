@@ -1,0 +1,463 @@
+//! The agent and the host client talking over in-process byte streams.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firebreak_agent::protocol::{ErrorKind, Request};
+use firebreak_agent::server::send_raw;
+use firebreak_agent::{
+    serve, AgentClient, AgentConfig, ClientError, ExecEvent, ExecSpec, ExitStatus, FileKind,
+    OutStream, SessionEnd,
+};
+use tokio::net::UnixStream;
+
+type Served = tokio::task::JoinHandle<Result<SessionEnd, firebreak_agent::server::AgentError>>;
+
+async fn pair() -> (AgentClient, Served) {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (ar, aw) = a.into_split();
+    let server = tokio::spawn(serve(ar, aw, Arc::new(AgentConfig::default())));
+    let (br, bw) = b.into_split();
+    let client = AgentClient::new(br, bw);
+    client.hello().await.expect("hello");
+    (client, server)
+}
+
+fn sh(script: &str) -> ExecSpec {
+    ExecSpec::new(["sh", "-c", script]).env("PATH", "/usr/bin:/bin")
+}
+
+#[tokio::test]
+async fn hello_reports_versions() {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (ar, aw) = a.into_split();
+    tokio::spawn(serve(ar, aw, Arc::new(AgentConfig::default())));
+    let (br, bw) = b.into_split();
+    let c = AgentClient::new(br, bw);
+    // Before hello everything but ping is refused.
+    let err = c.read_file("/etc/hostname").await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            ClientError::Agent {
+                kind: ErrorKind::Invalid,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let info = c.hello().await.expect("hello");
+    assert_eq!(info.protocol, firebreak_agent::PROTOCOL_VERSION);
+    assert!(!info.kernel_release.is_empty());
+    assert!(!info.init);
+    c.ping().await.expect("ping");
+}
+
+#[tokio::test]
+async fn exec_streams_output_in_order_with_exit_code() {
+    let (c, _s) = pair().await;
+    let mut h = c
+        .exec(sh("echo one; echo two >&2; sleep 0.1; echo three; exit 3"))
+        .await
+        .expect("exec");
+    assert!(h.pid() > 0);
+    let mut events = Vec::new();
+    loop {
+        match h.next().await.expect("event") {
+            ExecEvent::Output(s, b) => events.push((s, String::from_utf8_lossy(&b).into_owned())),
+            ExecEvent::Exited(st) => {
+                assert_eq!(st, ExitStatus::Exited { code: 3 });
+                break;
+            }
+        }
+    }
+    let out: String = events
+        .iter()
+        .filter(|(s, _)| *s == OutStream::Stdout)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    let err: String = events
+        .iter()
+        .filter(|(s, _)| *s == OutStream::Stderr)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(out, "one\nthree\n");
+    assert_eq!(err, "two\n");
+    // "three" came after the sleep, so it is the last output event.
+    assert_eq!(events.last().map(|(_, t)| t.as_str()), Some("three\n"));
+}
+
+#[tokio::test]
+async fn exec_gets_exactly_the_given_environment_and_cwd() {
+    let (c, _s) = pair().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = sh("env | sort; pwd").env("FOO", "bar baz");
+    spec.cwd = Some(dir.path().to_string_lossy().into_owned());
+    let (out, _, st) = c
+        .exec(spec)
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect");
+    assert!(st == ExitStatus::Exited { code: 0 });
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("FOO=bar baz\n"), "{text}");
+    assert!(
+        text.contains(&format!("{}\n", dir.path().display())),
+        "{text}"
+    );
+    assert!(!text.contains("HOME="), "inherited env leaked: {text}");
+}
+
+#[tokio::test]
+async fn missing_program_and_cwd_are_spawn_errors() {
+    let (c, _s) = pair().await;
+    let err = c
+        .exec(ExecSpec::new(["no-such-program-xyz"]))
+        .await
+        .err()
+        .expect("error");
+    assert!(
+        matches!(
+            err,
+            ClientError::Agent {
+                kind: ErrorKind::Spawn,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut spec = sh("true");
+    spec.cwd = Some("/no/such/dir".into());
+    let err = c.exec(spec).await.err().expect("error");
+    assert!(
+        matches!(
+            err,
+            ClientError::Agent {
+                kind: ErrorKind::Spawn,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = c
+        .exec(ExecSpec::new(Vec::<String>::new()))
+        .await
+        .err()
+        .expect("error");
+    assert!(
+        matches!(
+            err,
+            ClientError::Agent {
+                kind: ErrorKind::Invalid,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+fn is_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waiting for its (re)parent is dead too.
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .map(|r| r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_tree() {
+    let (c, _s) = pair().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("bg.pid");
+    let mut spec = sh(&format!(
+        "sleep 30 & echo $! > {}; echo started; sleep 30",
+        pidfile.display()
+    ));
+    spec.timeout_ms = Some(500);
+    let t0 = Instant::now();
+    let (out, _, st) = c
+        .exec(spec)
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(st, ExitStatus::TimedOut);
+    assert_eq!(String::from_utf8_lossy(&out), "started\n");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let bg: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut gone = false;
+    for _ in 0..50 {
+        if is_gone(bg) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "background child {bg} survived the timeout");
+}
+
+#[tokio::test]
+async fn cancel_and_signal_running_processes() {
+    let (c, _s) = pair().await;
+    let h = c.exec(sh("sleep 30")).await.expect("exec");
+    c.cancel(h.id()).await.expect("cancel");
+    let (_, _, st) = h.collect().await.expect("collect");
+    assert_eq!(st, ExitStatus::Cancelled);
+
+    let h = c
+        .exec(ExecSpec::new(["sleep", "30"]).env("PATH", "/usr/bin:/bin"))
+        .await
+        .expect("exec");
+    c.signal(h.id(), 15).await.expect("signal");
+    let (_, _, st) = h.collect().await.expect("collect");
+    assert_eq!(st, ExitStatus::Signaled { signal: 15 });
+    let err = c.cancel(9999).await.expect_err("unknown");
+    assert!(matches!(
+        err,
+        ClientError::Agent {
+            kind: ErrorKind::UnknownId,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn stdin_is_forwarded() {
+    let (c, _s) = pair().await;
+    let mut spec = ExecSpec::new(["cat"]).env("PATH", "/usr/bin:/bin");
+    spec.stdin = true;
+    let h = c.exec(spec).await.expect("exec");
+    let big: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    h.write_stdin(&big, true).await.expect("stdin");
+    let (out, _, st) = h.collect().await.expect("collect");
+    assert_eq!(st, ExitStatus::Exited { code: 0 });
+    assert_eq!(out, big);
+}
+
+#[tokio::test]
+async fn files_write_read_stat_remove() {
+    let (c, _s) = pair().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("a/b/c.sh");
+    let ps = p.to_string_lossy().into_owned();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    c.write_file(&ps, &data, Some(0o750)).await.expect("write");
+    assert_eq!(std::fs::read(&p).expect("read back"), data);
+    assert_eq!(
+        std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+        0o750
+    );
+    assert_eq!(c.read_file(&ps).await.expect("read"), Some(data.clone()));
+    c.write_file(&ps, b"", None).await.expect("truncate");
+    assert_eq!(c.read_file(&ps).await.expect("read"), Some(Vec::new()));
+    let st = c.stat(&ps).await.expect("stat").expect("exists");
+    assert_eq!((st.kind, st.size, st.mode), (FileKind::File, 0, 0o644));
+    assert_eq!(c.read_file("/no/such/file").await.expect("read"), None);
+    assert_eq!(c.stat("/no/such/file").await.expect("stat"), None);
+    let top = dir.path().join("a").to_string_lossy().into_owned();
+    assert_eq!(
+        c.stat(&top).await.expect("stat").map(|s| s.kind),
+        Some(FileKind::Dir)
+    );
+    c.remove(&top).await.expect("remove");
+    c.remove(&top).await.expect("remove missing is fine");
+    assert!(!dir.path().join("a").exists());
+    // Writing under a regular file fails with an error, not a hang.
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"x").expect("write");
+    let err = c
+        .write_file(&format!("{}/sub", f.display()), b"y", None)
+        .await
+        .expect_err("not a dir");
+    assert!(matches!(err, ClientError::Agent { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn tar_in_and_out_keep_modes_and_symlinks() {
+    let (c, _s) = pair().await;
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(src.path().join("sub/deep")).expect("mkdir");
+    std::fs::write(src.path().join("run.sh"), b"#!/bin/sh\necho hi\n").expect("write");
+    std::fs::set_permissions(
+        src.path().join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(src.path().join("sub/deep/big.bin"), &big).expect("write");
+    std::os::unix::fs::symlink("sub/deep/big.bin", src.path().join("link")).expect("symlink");
+
+    let guest = tempfile::tempdir().expect("tempdir");
+    let gdest = guest.path().join("ws");
+    let gs = gdest.to_string_lossy().into_owned();
+    c.tar_in(src.path(), &gs).await.expect("tar in");
+    assert_eq!(
+        std::fs::read(gdest.join("sub/deep/big.bin")).expect("big"),
+        big
+    );
+    assert_eq!(
+        std::fs::metadata(gdest.join("run.sh"))
+            .expect("m")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_link(gdest.join("link"))
+            .expect("link")
+            .to_string_lossy(),
+        "sub/deep/big.bin"
+    );
+
+    // The guest changes something; copy the tree back out.
+    let (_, _, st) = c
+        .exec(sh(&format!("cd {gs} && ./run.sh > out.txt")))
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(st, ExitStatus::Exited { code: 0 });
+    let back = tempfile::tempdir().expect("tempdir");
+    c.tar_out(&gs, back.path()).await.expect("tar out");
+    assert_eq!(
+        std::fs::read(back.path().join("out.txt")).expect("out"),
+        b"hi\n"
+    );
+    assert_eq!(
+        std::fs::read(back.path().join("sub/deep/big.bin")).expect("big"),
+        big
+    );
+    assert!(std::fs::symlink_metadata(back.path().join("link"))
+        .expect("link")
+        .file_type()
+        .is_symlink());
+
+    // copy_out of a single file and of a directory.
+    let one = back.path().join("single/out-copy.txt");
+    c.copy_out(&format!("{gs}/out.txt"), &one)
+        .await
+        .expect("copy file");
+    assert_eq!(std::fs::read(&one).expect("copy"), b"hi\n");
+    let err = c
+        .tar_out("/no/such/dir", back.path())
+        .await
+        .expect_err("missing");
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn set_clock_is_refused_outside_a_guest_but_entropy_works() {
+    let (c, _s) = pair().await;
+    let err = c
+        .set_clock(std::time::SystemTime::now())
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        err,
+        ClientError::Agent {
+            kind: ErrorKind::Invalid,
+            ..
+        }
+    ));
+    c.add_entropy(&[1, 2, 3, 4]).await.expect("entropy");
+}
+
+#[tokio::test]
+async fn session_ends_on_disconnect_and_shutdown_and_survives_garbage_headers() {
+    let (c, s) = pair().await;
+    drop(c);
+    assert_eq!(s.await.expect("join").expect("serve"), SessionEnd::Closed);
+
+    let (c, s) = pair().await;
+    c.shutdown().await.expect("shutdown");
+    assert_eq!(s.await.expect("join").expect("serve"), SessionEnd::Shutdown);
+
+    // A well-framed but unknown request is answered; the session goes on.
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (ar, aw) = a.into_split();
+    let server = tokio::spawn(serve(ar, aw, Arc::new(AgentConfig::default())));
+    let (mut br, mut bw) = b.into_split();
+    let bad = br#"{"id":5,"op":"frobnicate"}"#;
+    let mut frame = b"FB\x01\x00".to_vec();
+    frame.extend_from_slice(&(bad.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&0u32.to_be_bytes());
+    frame.extend_from_slice(bad);
+    tokio::io::AsyncWriteExt::write_all(&mut bw, &frame)
+        .await
+        .expect("write");
+    let reply: firebreak_agent::protocol::Frame<firebreak_agent::protocol::Response> =
+        firebreak_agent::protocol::read_frame(&mut br)
+            .await
+            .expect("reply");
+    assert!(matches!(
+        reply.msg,
+        firebreak_agent::protocol::Response::Error {
+            kind: ErrorKind::Invalid,
+            ..
+        }
+    ));
+    send_raw(&mut bw, 6, &Request::Ping, b"")
+        .await
+        .expect("ping");
+    let reply: firebreak_agent::protocol::Frame<firebreak_agent::protocol::Response> =
+        firebreak_agent::protocol::read_frame(&mut br)
+            .await
+            .expect("reply");
+    assert_eq!(reply.id, 6);
+    // Bad magic ends the session with an error.
+    tokio::io::AsyncWriteExt::write_all(&mut bw, b"XXXXXXXXXXXX")
+        .await
+        .expect("write");
+    assert!(server.await.expect("join").is_err());
+}
+
+#[tokio::test]
+async fn the_binary_serves_over_stdio() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_firebreak-agent"))
+        .arg("--stdio")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn agent");
+    let (Some(w), Some(r)) = (child.stdin.take(), child.stdout.take()) else {
+        panic!("no pipes");
+    };
+    let c = AgentClient::new(r, w);
+    c.hello().await.expect("hello");
+    let (out, _, st) = c
+        .exec(sh("echo via-pipe"))
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect");
+    assert_eq!(
+        (out.as_slice(), st),
+        (&b"via-pipe\n"[..], ExitStatus::Exited { code: 0 })
+    );
+    c.shutdown().await.expect("shutdown");
+    let st = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert!(st.success());
+}

@@ -1,0 +1,329 @@
+//! `firebreak doctor`: which microVM sandboxes work on this host, and why not.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::image::ImageStore;
+use crate::qemu::{kvm_is_pvm, probe_kvm_uncached};
+use crate::tools::{self, Tool};
+
+/// One fact about the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it is fine.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// Whether a sandbox backend works here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendStatus {
+    /// `qemu`, `qemu (KVM)`, `firecracker`, `image build`.
+    pub name: String,
+    /// It works.
+    pub works: bool,
+    /// Why not, or how it is limited.
+    pub notes: Vec<String>,
+}
+
+/// Everything [`doctor`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DoctorReport {
+    /// Individual checks.
+    pub checks: Vec<Check>,
+    /// Per-backend verdicts.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Options for [`doctor`].
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// Image cache to inspect.
+    pub store: ImageStore,
+    /// Boot a kernel under KVM to see whether it really works (takes up to
+    /// `kvm_probe_timeout` when it does not).
+    pub probe_kvm: bool,
+    /// How long the KVM probe waits for the guest kernel.
+    pub kvm_probe_timeout: Duration,
+}
+
+impl Default for DoctorOptions {
+    fn default() -> Self {
+        DoctorOptions {
+            store: ImageStore::open_default(),
+            probe_kvm: true,
+            kvm_probe_timeout: Duration::from_secs(8),
+        }
+    }
+}
+
+fn tool_check(t: &Tool) -> Check {
+    match tools::find(t.name) {
+        Some(p) => Check {
+            name: t.name.into(),
+            ok: true,
+            detail: p.display().to_string(),
+        },
+        None => Check {
+            name: t.name.into(),
+            ok: false,
+            detail: format!("missing: apt-get install {}", t.package),
+        },
+    }
+}
+
+fn cpu_has_virt() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| {
+            c.lines().any(|l| {
+                l.starts_with("flags") && l.split_whitespace().any(|f| f == "vmx" || f == "svm")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A kernel to probe KVM with: the newest image's, else the host's.
+fn probe_kernel(store: &ImageStore) -> Option<PathBuf> {
+    if let Ok(img) = store.latest() {
+        return Some(img.kernel());
+    }
+    let mut k: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+    k.sort();
+    k.pop()
+}
+
+/// Inspects the host. Takes up to `kvm_probe_timeout` (a probe boot) when
+/// KVM is present but broken.
+pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
+    let mut checks = Vec::new();
+    let qemu_ok = tools::QEMU_TOOLS
+        .iter()
+        .all(|t| tools::find(t.name).is_some());
+    for t in tools::QEMU_TOOLS.iter().chain(tools::IMAGE_TOOLS) {
+        checks.push(tool_check(t));
+    }
+    if let Some(bb) = tools::find(tools::BUSYBOX.name) {
+        if crate::image::is_static_elf(&bb) != Some(true) {
+            checks.push(Check {
+                name: "busybox static".into(),
+                ok: false,
+                detail: "busybox is dynamically linked: apt-get install busybox-static".into(),
+            });
+        }
+    }
+    let root = nix::unistd::Uid::effective().is_root();
+    checks.push(Check {
+        name: "root".into(),
+        ok: root,
+        detail: if root {
+            "running as root".into()
+        } else {
+            "image builds need root (debootstrap)".into()
+        },
+    });
+
+    // KVM.
+    let kvm_dev = Path::new("/dev/kvm");
+    let kvm_open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(kvm_dev);
+    let pvm = kvm_is_pvm();
+    let virt = cpu_has_virt();
+    checks.push(Check {
+        name: "/dev/kvm".into(),
+        ok: kvm_open.is_ok(),
+        detail: match &kvm_open {
+            Ok(_) => "present and writable".into(),
+            Err(e) => e.to_string(),
+        },
+    });
+    checks.push(Check {
+        name: "CPU virtualisation (vmx/svm)".into(),
+        ok: virt,
+        detail: if virt {
+            "exposed".into()
+        } else {
+            "not exposed to this host".into()
+        },
+    });
+    if pvm {
+        checks.push(Check {
+            name: "KVM flavour".into(),
+            ok: false,
+            detail:
+                "kvm_pvm is loaded: KVM is PVM-only, ordinary guest kernels do not run under it"
+                    .into(),
+        });
+    }
+    let kvm_works = if kvm_open.is_err() || !qemu_ok {
+        None
+    } else if !opts.probe_kvm {
+        checks.push(Check {
+            name: "KVM probe boot".into(),
+            ok: true,
+            detail: "skipped".into(),
+        });
+        None
+    } else {
+        match probe_kernel(&opts.store) {
+            Some(k) => {
+                let p = probe_kvm_uncached(k.clone(), opts.kvm_probe_timeout).await;
+                checks.push(Check {
+                    name: "KVM probe boot".into(),
+                    ok: p.usable,
+                    detail: format!("{} (kernel {})", p.detail, k.display()),
+                });
+                Some(p.usable)
+            }
+            None => {
+                checks.push(Check {
+                    name: "KVM probe boot".into(),
+                    ok: false,
+                    detail: "no kernel to probe with (build an image first)".into(),
+                });
+                None
+            }
+        }
+    };
+    let vhost_vsock = Path::new("/dev/vhost-vsock").exists();
+    checks.push(Check {
+        name: "/dev/vhost-vsock".into(),
+        ok: true,
+        detail: if vhost_vsock {
+            "present (unused: QEMU talks to the agent over virtio-serial)".into()
+        } else {
+            "absent: fine, QEMU talks to the agent over virtio-serial".into()
+        },
+    });
+
+    // Images.
+    let images = opts.store.list().unwrap_or_default();
+    checks.push(Check {
+        name: "guest image".into(),
+        ok: !images.is_empty(),
+        detail: match images.first() {
+            Some(i) => format!(
+                "{} images; newest {} (kernel {})",
+                images.len(),
+                i.manifest.hash,
+                i.manifest.kernel_release
+            ),
+            None => format!(
+                "none in {}: run `firebreak image build`",
+                opts.store.images_dir().display()
+            ),
+        },
+    });
+
+    // Verdicts.
+    let mut backends = Vec::new();
+    let image_tools_ok = tools::IMAGE_TOOLS
+        .iter()
+        .all(|t| tools::find(t.name).is_some());
+    let mut notes = Vec::new();
+    if !image_tools_ok {
+        notes.push("missing tools (see checks)".into());
+    }
+    if !root {
+        notes.push("needs root".into());
+    }
+    backends.push(BackendStatus {
+        name: "image build".into(),
+        works: image_tools_ok && root,
+        notes,
+    });
+
+    let mut qnotes = Vec::new();
+    if !qemu_ok {
+        qnotes.push("QEMU is not installed: apt-get install qemu-system-x86 qemu-utils".into());
+    }
+    if images.is_empty() {
+        qnotes.push("no guest image yet: run `firebreak image build`".into());
+    }
+    match kvm_works {
+        Some(true) => qnotes.push("guests run under KVM".into()),
+        _ if pvm => {
+            qnotes.push("KVM is PVM-only: guests will run under TCG (boots take seconds)".into())
+        }
+        Some(false) => qnotes.push(
+            "KVM does not run guests here: guests will run under TCG (boots take seconds)".into(),
+        ),
+        None if kvm_open.is_err() => {
+            qnotes.push("no usable /dev/kvm: guests will run under TCG (boots take seconds)".into())
+        }
+        None => qnotes
+            .push("KVM not probed: guests use KVM only if the first boot's probe succeeds".into()),
+    }
+    backends.push(BackendStatus {
+        name: "qemu".into(),
+        works: qemu_ok && !images.is_empty(),
+        notes: qnotes,
+    });
+
+    let mut fnotes = Vec::new();
+    let fc = tools::find("firecracker");
+    if fc.is_none() {
+        fnotes.push("firecracker binary not installed".into());
+    }
+    if kvm_works != Some(true) {
+        fnotes.push(if pvm {
+            "needs hardware KVM; this host's KVM is PVM-only".into()
+        } else {
+            "needs a working KVM".into()
+        });
+    }
+    fnotes.push(
+        "backend not implemented yet (images already carry vmlinux; agent transport is ready)"
+            .into(),
+    );
+    backends.push(BackendStatus {
+        name: "firecracker".into(),
+        works: false,
+        notes: fnotes,
+    });
+
+    DoctorReport { checks, backends }
+}
+
+impl fmt::Display for DoctorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Sandboxes:")?;
+        for b in &self.backends {
+            writeln!(
+                f,
+                "  {:<12} {}",
+                b.name,
+                if b.works { "works" } else { "unavailable" }
+            )?;
+            for n in &b.notes {
+                writeln!(f, "  {:<12}   - {n}", "")?;
+            }
+        }
+        writeln!(f, "Checks:")?;
+        for c in &self.checks {
+            writeln!(
+                f,
+                "  [{}] {}: {}",
+                if c.ok { "ok" } else { "!!" },
+                c.name,
+                c.detail
+            )?;
+        }
+        Ok(())
+    }
+}
