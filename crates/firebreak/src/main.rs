@@ -49,7 +49,12 @@ enum Command {
     ///
     /// Exit status: 0 when every job succeeded, 1 when any job failed, 2 on usage or
     /// workflow errors (reported as by `firebreak check`).
-    Run(cmd::run::RunArgs),
+    Run(Box<cmd::run::RunArgs>),
+    /// Build, list and prune guest images for the microVM sandboxes.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCommand),
+    /// Show which sandboxes work on this host, and why not.
+    Doctor(cmd::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,7 +62,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { paths, format } => cmd::check::run(&paths, format),
         Command::Plan(args) => cmd::plan::run(&args),
-        Command::Run(args) => cmd::run::run(args),
+        Command::Run(args) => cmd::run::run(*args),
+        Command::Image(c) => cmd::image::run(&c),
+        Command::Doctor(args) => cmd::doctor::run(&args),
     };
     match result {
         Ok(code) => code,

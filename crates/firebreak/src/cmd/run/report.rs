@@ -7,10 +7,19 @@
 //! * JSON lines (`--json`): every event as one JSON object on stdout (`{"event": …}`), then a
 //!   final `run_finished` record with the per-job results.
 //!
+//! On a terminal the human reporter also keeps a live status line at the bottom (jobs done,
+//! failed, and which jobs are running which step), redrawn in place; it is never shown when
+//! stdout is piped or with `--json`.
+//!
 //! Both also keep logs in the run directory: `<job>.log` per job (plain text, masked as
 //! everything the executor emits) and `events.jsonl` with the whole stream.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufWriter, LineWriter, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +64,42 @@ pub struct Reporter {
     annotations: usize,
     /// Workflow path → name, from `workflow_started`.
     workflows: HashMap<String, String>,
+    /// The live status line (terminal only).
+    progress: Option<Progress>,
+}
+
+/// What the status line shows: finished and failed job counts, running jobs with their step.
+struct Progress {
+    bar: ProgressBar,
+    running: IndexMap<String, String>,
+    done: usize,
+    failed: usize,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress { bar, running: IndexMap::new(), done: 0, failed: 0 }
+    }
+
+    fn redraw(&self) {
+        let running: Vec<String> = self
+            .running
+            .iter()
+            .map(|(job, step)| if step.is_empty() { job.clone() } else { format!("{job}: {step}") })
+            .collect();
+        let failed = if self.failed > 0 { format!(", {} failed", self.failed) } else { String::new() };
+        self.bar.set_message(format!(
+            "{} job(s) done{failed} · running {}",
+            self.done,
+            if running.is_empty() { "-".to_string() } else { running.join(" | ") }
+        ));
+    }
 }
 
 impl Reporter {
@@ -62,7 +107,9 @@ impl Reporter {
         let events = File::create(run_dir.join("events.jsonl"))
             .ok()
             .map(BufWriter::new);
+        let progress = (!json && std::io::stdout().is_terminal()).then(Progress::new);
         Reporter {
+            progress,
             json,
             run_dir,
             colours: HashMap::new(),
@@ -121,8 +168,33 @@ impl Reporter {
     fn out(&mut self, job: &str, text: &str) {
         if !self.json {
             let p = self.prefix(job);
-            println!("{p} {text}");
+            match &self.progress {
+                Some(pr) => pr.bar.println(format!("{p} {text}")),
+                None => println!("{p} {text}"),
+            }
         }
+    }
+
+    /// Keeps the status line in step with the event stream.
+    fn track(&mut self, ev: &Event, label: &str) {
+        let Some(pr) = self.progress.as_mut() else { return };
+        match ev {
+            Event::JobStarted { .. } => {
+                pr.running.insert(label.to_string(), String::new());
+            }
+            Event::StepStarted { depth: 0, name, .. } => {
+                pr.running.insert(label.to_string(), name.clone());
+            }
+            Event::JobFinished { result, .. } => {
+                pr.running.shift_remove(label);
+                pr.done += 1;
+                if *result == Conclusion::Failure {
+                    pr.failed += 1;
+                }
+            }
+            _ => return,
+        }
+        pr.redraw();
     }
 
     /// How a job is shown: its name, prefixed by its workflow's when several run.
@@ -154,6 +226,7 @@ impl Reporter {
             _ => String::new(),
         };
         let job_name = label.as_str();
+        self.track(ev, job_name);
         match ev {
             Event::WorkflowStarted {
                 path,
@@ -163,12 +236,16 @@ impl Reporter {
             } => {
                 self.workflows.insert(path.clone(), name.clone());
                 if !self.json {
-                    println!(
+                    let line = format!(
                         "{} {} {}",
                         style::bold("▶ workflow"),
                         style::bold(name),
                         style::dim(&format!("({path}, event {event_name}, {sandbox} sandbox)"))
                     );
+                    match &self.progress {
+                        Some(pr) => pr.bar.println(line),
+                        None => println!("{line}"),
+                    }
                 }
             }
             Event::JobStarted { .. } => {
@@ -295,6 +372,9 @@ impl Reporter {
 
     /// The final table (human) or `run_finished` record (JSON).
     pub fn summary(&self, outcomes: &[(String, WorkflowOutcome)], run_dir: &Path) {
+        if let Some(pr) = &self.progress {
+            pr.bar.finish_and_clear();
+        }
         if self.json {
             let wfs: Vec<serde_json::Value> = outcomes
                 .iter()
@@ -344,17 +424,14 @@ impl Reporter {
                     println!("  {mark} {n}{pad}  {word}  {}", style::dim(&dur));
                 }
             }
+            let legs = o.jobs.iter().map(|j| j.legs.len()).sum::<usize>();
             let failed = o
                 .jobs
                 .iter()
-                .filter(|j| j.result == Conclusion::Failure)
+                .flat_map(|j| j.legs.iter())
+                .filter(|(_, r, _, _)| *r == Conclusion::Failure)
                 .count();
-            let line = format!(
-                "{} job(s), {} failed: {}",
-                o.jobs.len(),
-                failed,
-                o.result.as_str()
-            );
+            let line = format!("{legs} job run(s), {failed} failed: {}", o.result.as_str());
             println!(
                 "  {}",
                 if o.result == Conclusion::Success {
