@@ -26,3 +26,17 @@ pub fn shared_dir() -> PathBuf {
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
+
+/// The minimum pass count recorded for `suite` in `baseline.txt` (lines `suite = N`).
+///
+/// Raise a number when a suite improves; never lower it.
+pub fn baseline(suite: &str) -> Result<usize, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("baseline.txt");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == suite)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .ok_or_else(|| format!("{} has no line `{suite} = N`", path.display()))
+}

@@ -4,20 +4,10 @@
 //! The corpus is read from `../shared` (or `$FIREBREAK_SHARED`); a missing corpus fails the
 //! test rather than skipping it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use firebreak_conformance::act::{run_with, ActOptions};
-use firebreak_conformance::shared_dir;
-
-fn baseline(suite: &str) -> usize {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firebreak-conformance/baseline.txt");
-    let text = std::fs::read_to_string(&path).expect("baseline.txt is readable");
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == suite)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("baseline.txt has no line `{suite} = N`"))
-}
+use firebreak_conformance::{baseline, shared_dir};
 
 fn check(sandbox: &str) {
     let dir = shared_dir().join("conformance/act");
@@ -27,7 +17,7 @@ fn check(sandbox: &str) {
         verbose: false,
     };
     let tally = run_with(&dir, &opts).unwrap_or_else(|e| panic!("act suite could not run: {e:#}"));
-    let min = baseline("act");
+    let min = baseline("act").unwrap_or_else(|e| panic!("{e}"));
     println!("act --sandbox {sandbox}: {} passed, {} failed (baseline {min})", tally.passed, tally.failed);
     assert!(tally.passed >= min, "act --sandbox {sandbox}: {} passed, below the baseline of {min}", tally.passed);
 }
