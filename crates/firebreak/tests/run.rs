@@ -716,6 +716,186 @@ jobs:
     assert!(o.has("| hash true"), "{o:?}");
 }
 
+/// Every file below `dir` (skipping `.firebreak`) with its content.
+fn tree(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name() == ".firebreak" {
+                continue;
+            }
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("prefix").display().to_string();
+                out.push((rel, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+/// The staged trees cached in `.firebreak/stage/`, by name.
+fn stages(r: &Repo) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(r.path().join(".firebreak/stage"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+const MUTATING_JOBS: &str = r#"on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: |
+          set -e
+          echo changed >> data.txt
+          rm keep.txt
+          echo new > created.txt
+          echo junk > .git/HEAD
+          mkdir -p sub && echo s > sub/s.txt
+          cat data.txt
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: |
+          set -e
+          test ! -e created.txt && test -f keep.txt && grep -q refs/heads .git/HEAD
+          echo "b sees $(cat data.txt)"
+"#;
+
+#[test]
+fn checked_out_workspaces_are_private_and_leave_repo_and_stage_untouched() {
+    let r = repo(&[
+        (WF, MUTATING_JOBS),
+        ("data.txt", "original\n"),
+        ("keep.txt", "keep\n"),
+    ]);
+    for sandbox in ["host", "namespace"] {
+        let before = tree(r.path());
+        let o = r.run(&["push", "--sandbox", sandbox]);
+        if sandbox == "namespace" && o.code == 2 {
+            eprintln!("skipping namespace: {o:?}");
+            continue;
+        }
+        assert_eq!(o.code, 0, "{sandbox}: {o:?}");
+        assert!(o.has("| original\n") || o.has("| original"), "{o:?}");
+        assert!(o.has("| changed"), "{o:?}");
+        assert!(o.has("| b sees original"), "{o:?}");
+        if running_as_root() && std::env::var_os("FIREBREAK_NO_OVERLAY").is_none() {
+            assert!(o.has("Mounted (copy-on-write)"), "{o:?}");
+        }
+        assert_eq!(tree(r.path()), before, "{sandbox}: the repository changed");
+        let st = stages(&r);
+        assert_eq!(st.len(), 1, "{st:?}");
+        let staged = tree(&r.path().join(".firebreak/stage").join(&st[0]));
+        assert_eq!(staged, before, "{sandbox}: the staged tree differs");
+        // No overlay of this repository's stage is left mounted (other tests' may be live).
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let lower = r.path().join(".firebreak/stage").display().to_string();
+        assert!(!mounts.contains(&lower), "{mounts}");
+    }
+}
+
+#[test]
+fn stage_cache_is_reused_until_the_working_tree_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let wf = "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"sees $(cat data.txt)\"\n";
+    let r = repo(&[(WF, wf), ("data.txt", "one\n")]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| sees one"), "{o:?}");
+    let first = stages(&r);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let dir = r.path().join(".firebreak/stage").join(&first[0]);
+    let ino = std::fs::metadata(dir.join("data.txt"))
+        .expect("staged")
+        .ino();
+
+    // Unchanged: the same staged tree, not rebuilt.
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(stages(&r), first);
+    assert_eq!(
+        std::fs::metadata(dir.join("data.txt"))
+            .expect("staged")
+            .ino(),
+        ino
+    );
+    assert!(r
+        .path()
+        .join(".firebreak/tmp")
+        .read_dir()
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true));
+
+    // A changed file (new inode, as editors write) and an untracked file: a new stage.
+    std::fs::remove_file(r.path().join("data.txt")).expect("rm");
+    std::fs::write(r.path().join("data.txt"), "two\n").expect("w");
+    std::fs::write(r.path().join("extra.txt"), "x").expect("w");
+    let o = r.host(&[]);
+    assert!(o.has("| sees two"), "{o:?}");
+    let second = stages(&r);
+    assert_eq!(second.len(), 2, "{second:?}");
+    // The file changed in place (same inode, new size and mtime).
+    std::fs::write(r.path().join("data.txt"), "three!\n").expect("w");
+    let o = r.host(&[]);
+    assert!(o.has("| sees three!"), "{o:?}");
+    // At most two staged trees are kept.
+    let third = stages(&r);
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert!(!third.contains(&first[0]), "{third:?}");
+}
+
+#[test]
+fn no_overlay_env_falls_back_to_copying() {
+    let r = repo(&[
+        (WF, MUTATING_JOBS),
+        ("data.txt", "original\n"),
+        ("keep.txt", "keep\n"),
+    ]);
+    let before = tree(r.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", "push", "--sandbox", "host", "--offline", "-C"])
+        .arg(r.path())
+        .env("NO_COLOR", "1")
+        .env("FIREBREAK_NO_OVERLAY", "1")
+        .output()
+        .expect("run firebreak");
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("no overlay (FIREBREAK_NO_OVERLAY is set)"), "{o:?}");
+    assert!(o.has("Copied"), "{o:?}");
+    assert!(o.has("| b sees original"), "{o:?}");
+    assert_eq!(tree(r.path()), before);
+}
+
 #[test]
 fn workflow_errors_exit_2_with_positions() {
     let r = repo(&[(

@@ -49,7 +49,7 @@ use super::WorkflowShared;
 use crate::context::{github_context, runner_context, runner_env, RunFacts, RunnerFacts};
 use crate::file_commands::{JobSummary, PathPrepends};
 use crate::mask::Masker;
-use crate::sandbox::{JobLayout, JobSpec, Sandbox, Stream};
+use crate::sandbox::{JobLayout, JobSpec, MountOutcome, Sandbox, Stream};
 use crate::step::{run_script_step, ScriptStep, StepLog, StepOutcome};
 
 /// What the scheduler hands a leg.
@@ -1547,20 +1547,46 @@ impl LegRunner {
                 return Exec::fail();
             }
         };
-        if let Err(e) = self.sb.copy_in(&source, &dest).await {
-            self.say(
-                LineKind::Error,
-                &format!(
-                    "checkout: cannot copy the repository into {}: {e}",
-                    dest.display()
-                ),
-            );
-            return Exec::fail();
+        // Copy-on-write where the sandbox can (an overlay: O(1) in files), else a copy.
+        let mounted = match self.sb.mount_in(&source, &dest).await {
+            Ok(MountOutcome::Mounted) => true,
+            Ok(MountOutcome::Unsupported) => false,
+            Ok(MountOutcome::Failed(why)) => {
+                self.say(
+                    LineKind::Info,
+                    &format!("checkout: no overlay ({why}); copying the repository instead"),
+                );
+                false
+            }
+            Err(e) => {
+                self.say(
+                    LineKind::Info,
+                    &format!("checkout: no overlay ({e}); copying the repository instead"),
+                );
+                false
+            }
+        };
+        if !mounted {
+            if let Err(e) = self.sb.copy_in(&source, &dest).await {
+                self.say(
+                    LineKind::Error,
+                    &format!(
+                        "checkout: cannot copy the repository into {}: {e}",
+                        dest.display()
+                    ),
+                );
+                return Exec::fail();
+            }
         }
         self.say(
             LineKind::Info,
             &format!(
-                "Copied {} {} into the workspace{} (firebreak's built-in actions/checkout)",
+                "{} {} {} into the workspace{} (firebreak's built-in actions/checkout)",
+                if mounted {
+                    "Mounted (copy-on-write)"
+                } else {
+                    "Copied"
+                },
                 cfg.repository,
                 if cfg.sha.is_empty() {
                     "(working tree, no commit)".to_string()

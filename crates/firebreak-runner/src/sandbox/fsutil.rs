@@ -146,6 +146,140 @@ pub(crate) fn copy_tree_fast(src: &Path, dst: &Path) -> Result<(), SandboxError>
     copy_tree(src, dst)
 }
 
+/// True when `FIREBREAK_NO_OVERLAY` asks for copies instead of overlay mounts.
+pub(crate) fn overlay_disabled() -> bool {
+    std::env::var_os(super::NO_OVERLAY_ENV)
+        .is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// A path the `mount -o lowerdir=…` option syntax can carry unescaped.
+fn option_safe(p: &Path) -> bool {
+    let s = p.as_os_str().as_encoded_bytes();
+    p.is_absolute()
+        && !s
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\' | b'"' | b'\'') || b.is_ascii_whitespace())
+}
+
+fn run_quiet(cmd: &mut std::process::Command) -> Result<(), String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        Err(format!("{} ({})", msg.trim(), out.status))
+    }
+}
+
+/// Mounts overlayfs at `dest` with `lower` read-only below the writable `upper` (`work` is
+/// overlayfs's scratch folder, on the same file system as `upper`). Copy-up never writes
+/// to a lower inode, so `lower` stays untouched whatever is written at `dest`.
+pub(crate) fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    dest: &Path,
+) -> Result<(), String> {
+    for p in [lower, upper, work, dest] {
+        if !option_safe(p) {
+            return Err(format!(
+                "{} cannot be passed to mount (',', ':', quotes or spaces)",
+                p.display()
+            ));
+        }
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let mount = |opts: &str| {
+        run_quiet(
+            std::process::Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", opts, "--"])
+                .arg(dest),
+        )
+    };
+    // `redirect_dir=on` lets the job rename folders that come from the lower layer (else
+    // rename(2) fails with EXDEV, and `git mv dir` with it); kernels without it get the
+    // plain mount.
+    mount(&format!("{opts},redirect_dir=on"))
+        .or_else(|_| mount(&opts))
+        .map_err(|e| format!("mount -t overlay: {e}"))
+}
+
+/// Unmounts `dest`; when busy, detaches it lazily (`umount -l`).
+pub(crate) fn unmount(dest: &Path) -> Result<(), String> {
+    if run_quiet(std::process::Command::new("umount").arg("--").arg(dest)).is_ok() {
+        return Ok(());
+    }
+    run_quiet(
+        std::process::Command::new("umount")
+            .args(["-l", "--"])
+            .arg(dest),
+    )
+}
+
+/// Mount points at or below `dir` in this process's mount namespace, deepest first.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    // Later mounts (and deeper ones) first.
+    found.reverse();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = u32::from(b[i + 1] - b'0') * 64
+                + u32::from(b[i + 2] - b'0') * 8
+                + u32::from(b[i + 3] - b'0');
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts everything mounted at or below `dir` (lazily when busy). Returns the mount
+/// points that could not be unmounted.
+pub(crate) fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    for m in mounts_under(dir) {
+        if let Err(e) = unmount(&m) {
+            tracing::warn!(mount = %m.display(), "cannot unmount: {e}");
+            left.push(m);
+        }
+    }
+    left
+}
+
 /// Copies `src` (file, symlink or directory tree) to `dst`, keeping modes and
 /// copying symlinks as symlinks.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {

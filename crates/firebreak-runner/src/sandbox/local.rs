@@ -3,16 +3,16 @@
 //! supervision. Only how a process is launched differs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::process::{self, Supervise};
 use super::{
-    confine, fsutil, BoxFuture, ExecRequest, ExitStatus, JobLayout, OutputEvent, Sandbox,
-    SandboxError,
+    confine, fsutil, BoxFuture, ExecRequest, ExitStatus, JobLayout, MountOutcome, OutputEvent,
+    Sandbox, SandboxError,
 };
 
 /// Environment variable carrying the per-job tracking id; [`Sandbox::destroy`]
@@ -33,6 +33,44 @@ pub(crate) struct LocalSandbox<L: Launcher> {
     notes: Vec<String>,
     destroyed: AtomicBool,
     launcher: Arc<L>,
+    /// Overlay mount points made by `mount_in`, in mount order.
+    mounts: Arc<Mutex<Vec<PathBuf>>>,
+    overlay_seq: AtomicUsize,
+}
+
+/// Where a job's overlay layers live: `<root>/.overlay/<n>/{upper,work}` (in the job's own
+/// tree, so they go with it; tiny unless the job writes a lot).
+fn overlay_dir(root: &Path, n: usize) -> PathBuf {
+    root.join(".overlay").join(n.to_string())
+}
+
+/// Unmounts `mounts` (last first), then anything else still mounted below `root`. True
+/// when nothing is left mounted there.
+fn unmount_job(root: &Path, mounts: &Mutex<Vec<PathBuf>>) -> bool {
+    let list: Vec<PathBuf> = match mounts.lock() {
+        Ok(mut m) => std::mem::take(&mut *m),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    if list.is_empty() {
+        return true;
+    }
+    for m in list.iter().rev() {
+        if let Err(e) = fsutil::unmount(m) {
+            tracing::warn!(mount = %m.display(), "cannot unmount the checkout overlay: {e}");
+        }
+    }
+    // Mount points are recorded (and listed by the kernel) resolved.
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    fsutil::unmount_all_under(&root).is_empty()
+}
+
+impl<L: Launcher> Drop for LocalSandbox<L> {
+    fn drop(&mut self) {
+        // destroy() was skipped (a panic, an early return): never leave a mount behind.
+        if !self.destroyed.load(Ordering::SeqCst) {
+            unmount_job(&self.layout.root, &self.mounts);
+        }
+    }
 }
 
 impl<L: Launcher> LocalSandbox<L> {
@@ -46,6 +84,11 @@ impl<L: Launcher> LocalSandbox<L> {
     ) -> Result<Self, SandboxError> {
         let l = layout.clone();
         blocking(move || {
+            // Never delete through a mount a crashed earlier run may have left there.
+            if l.root.exists() {
+                let root = std::fs::canonicalize(&l.root).unwrap_or_else(|_| l.root.clone());
+                fsutil::unmount_all_under(&root);
+            }
             fsutil::remove_any(&l.root)?;
             for d in l.dirs() {
                 std::fs::create_dir_all(d)
@@ -71,6 +114,8 @@ impl<L: Launcher> LocalSandbox<L> {
             notes,
             destroyed: AtomicBool::new(false),
             launcher: Arc::new(launcher),
+            mounts: Arc::new(Mutex::new(Vec::new())),
+            overlay_seq: AtomicUsize::new(0),
         })
     }
 
@@ -126,6 +171,64 @@ impl<L: Launcher> Sandbox for LocalSandbox<L> {
             blocking(move || {
                 fsutil::check_inside(&root, &dest.join("x"), true)?;
                 fsutil::copy_tree_fast(&src, &dest)
+            })
+            .await
+        })
+    }
+
+    fn mount_in<'a>(
+        &'a self,
+        host_src: &'a Path,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<MountOutcome, SandboxError>> {
+        Box::pin(async move {
+            let dest = self.guest(dest)?;
+            if fsutil::overlay_disabled() {
+                return Ok(MountOutcome::Failed(format!(
+                    "{} is set",
+                    super::NO_OVERLAY_ENV
+                )));
+            }
+            let root = self.layout.root.clone();
+            let src = host_src.to_path_buf();
+            let layers = overlay_dir(&root, self.overlay_seq.fetch_add(1, Ordering::SeqCst));
+            let mounts = self.mounts.clone();
+            blocking(move || {
+                fsutil::check_inside(&root, &dest.join("x"), true)?;
+                let md = std::fs::symlink_metadata(&dest)
+                    .map_err(|e| SandboxError::io("inspect", &dest, e))?;
+                let empty = md.is_dir()
+                    && std::fs::read_dir(&dest)
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(false);
+                if !empty {
+                    return Ok(MountOutcome::Failed(format!(
+                        "{} is not an empty folder",
+                        dest.display()
+                    )));
+                }
+                let src_c = std::fs::canonicalize(&src)
+                    .map_err(|e| SandboxError::io("resolve", &src, e))?;
+                let dest_c = std::fs::canonicalize(&dest)
+                    .map_err(|e| SandboxError::io("resolve", &dest, e))?;
+                let (upper, work) = (layers.join("upper"), layers.join("work"));
+                for d in [&upper, &work] {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| SandboxError::io("create directory", d, e))?;
+                }
+                match fsutil::mount_overlay(&src_c, &upper, &work, &dest_c) {
+                    Ok(()) => {
+                        match mounts.lock() {
+                            Ok(mut m) => m.push(dest_c),
+                            Err(p) => p.into_inner().push(dest_c),
+                        }
+                        Ok(MountOutcome::Mounted)
+                    }
+                    Err(e) => {
+                        let _ = fsutil::remove_any(&layers);
+                        Ok(MountOutcome::Failed(e))
+                    }
+                }
             })
             .await
         })
@@ -246,6 +349,7 @@ impl<L: Launcher> Sandbox for LocalSandbox<L> {
             let id = self.tracking_id.clone();
             let root = self.layout.root.clone();
             let launcher = self.launcher.clone();
+            let mounts = self.mounts.clone();
             blocking(move || {
                 // Twice: a process may fork between listing and killing.
                 for _ in 0..2 {
@@ -256,6 +360,12 @@ impl<L: Launcher> Sandbox for LocalSandbox<L> {
                     }
                 }
                 launcher.cleanup();
+                if !unmount_job(&root, &mounts) {
+                    // Deleting through a live overlay would only add whiteouts to its upper
+                    // layer (its lower is never touched), but it is pointless: leave it.
+                    tracing::warn!(root = %root.display(), "a mount is left below the job tree; not removing it");
+                    return Ok(());
+                }
                 fsutil::remove_any(&root)
             })
             .await

@@ -377,6 +377,25 @@ pub trait Sandbox: Send + Sync {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SandboxError>>;
 
+    /// Makes the host directory `host_src` appear at the guest directory `dest` as the job's
+    /// own writable copy *without copying it*, where the backend can (the local backends
+    /// mount an overlay: `host_src` is the read-only lower layer, writes go to an upper
+    /// layer inside the job's tree and never reach `host_src`). `dest` must not exist or be
+    /// an empty directory. [`MountOutcome::Mounted`] means done; anything else means the
+    /// caller copies with [`copy_in`](Sandbox::copy_in). The mount is undone by
+    /// [`destroy`](Sandbox::destroy). The default: not supported.
+    ///
+    /// Setting `FIREBREAK_NO_OVERLAY=1` in the runner's environment turns this off for the
+    /// local backends (every checkout copies).
+    fn mount_in<'a>(
+        &'a self,
+        host_src: &'a Path,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<MountOutcome, SandboxError>> {
+        let _ = (host_src, dest);
+        Box::pin(async { Ok(MountOutcome::Unsupported) })
+    }
+
     /// Copies the guest file or directory `src` to `host_dest` on the host.
     fn copy_out<'a>(
         &'a self,
@@ -414,6 +433,21 @@ pub trait Sandbox: Send + Sync {
     fn destroy(&self) -> BoxFuture<'_, Result<(), SandboxError>>;
 }
 
+/// What [`Sandbox::mount_in`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOutcome {
+    /// The directory is mounted (copy-on-write) at the destination.
+    Mounted,
+    /// The backend has no such capability; copy instead.
+    Unsupported,
+    /// The backend tried and could not (not root, no overlayfs, unsuitable file systems,
+    /// destination not empty, turned off, …): copy instead. The reason, for a one-line note.
+    Failed(String),
+}
+
+/// Environment variable that turns the overlay checkout of the local backends off.
+pub const NO_OVERLAY_ENV: &str = "FIREBREAK_NO_OVERLAY";
+
 /// Creates sandboxes of one backend.
 pub trait SandboxProvider: Send + Sync {
     /// The backend's name.
@@ -424,6 +458,13 @@ pub trait SandboxProvider: Send + Sync {
 
     /// Creates a sandbox for one job: its directory tree exists and is empty.
     fn create(&self, spec: JobSpec) -> BoxFuture<'_, Result<Box<dyn Sandbox>, SandboxError>>;
+}
+
+/// Unmounts whatever is still mounted at or below `dir` (lazily when busy): a safety net
+/// for callers about to delete a folder of job trees. Returns what could not be unmounted.
+pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    fsutil::unmount_all_under(&dir)
 }
 
 /// Checks a job id / workspace name and returns its directory-safe form.
