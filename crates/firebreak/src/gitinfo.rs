@@ -10,108 +10,143 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-/// What `git` says about a repository; every field is best effort.
+/// What `git` says about a repository; every field is best effort (empty when unknown).
 #[derive(Debug, Clone, Default)]
-pub struct RepoFacts {
-    pub sha: Option<String>,
-    pub branch: Option<String>,
-    /// `owner/name` from the `origin` remote, else `local/<folder name>`.
-    pub repository: String,
-    pub author_name: Option<String>,
-    pub author_email: Option<String>,
-    pub message: Option<String>,
+pub struct GitState {
+    pub sha: String,
+    /// `refs/heads/<branch>`, else `refs/tags/<tag>` when HEAD is exactly a tag.
+    pub git_ref: String,
+    pub branch: String,
+    /// HEAD's parent (`0000…` for a root commit).
+    pub before: String,
+    /// `owner/name` from the `origin` remote.
+    pub repository: Option<String>,
+    /// The webhook's `head_commit` object (null without commits).
+    pub head_commit: Value,
+    pub pusher: Value,
     /// Files changed by the HEAD commit (for `paths` filters); `None` when unknown.
     pub changed_files: Option<Vec<String>>,
 }
 
 fn git(repo: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git").arg("-C").arg(repo).args(args).output().ok()?;
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
-    let s = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
-    (!s.is_empty()).then_some(s)
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// `owner/name` from a remote URL such as `git@github.com:o/n.git` or `https://host/o/n`.
-fn repository_from_url(url: &str) -> Option<String> {
-    let trimmed = url.trim_end_matches('/').trim_end_matches(".git");
-    let tail = trimmed.rsplit_once(':').map_or(trimmed, |(_, t)| t);
-    let mut parts = tail.rsplit('/');
-    let name = parts.next()?;
-    let owner = parts.next()?;
-    (!owner.is_empty() && !name.is_empty()).then(|| format!("{owner}/{name}"))
+pub fn repository_from_url(url: &str) -> Option<String> {
+    let u = url.trim().trim_end_matches('/').trim_end_matches(".git");
+    let path = if let Some(rest) = u.split_once("://").map(|x| x.1) {
+        rest.split_once('/')?.1
+    } else {
+        u.split_once(':')?.1
+    };
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        [.., owner, name] => Some(format!("{owner}/{name}")),
+        _ => None,
+    }
 }
 
-impl RepoFacts {
-    /// Reads what it can; a folder that is not a git repository gives defaults.
-    pub fn read(repo: &Path) -> RepoFacts {
-        let folder = std::fs::canonicalize(repo)
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "repo".to_string());
-        let repository = git(repo, &["remote", "get-url", "origin"])
-            .and_then(|u| repository_from_url(&u))
-            .unwrap_or_else(|| format!("local/{folder}"));
-        let changed_files = git(repo, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"])
-            .map(|s| s.lines().map(str::to_string).collect());
-        RepoFacts {
-            sha: git(repo, &["rev-parse", "HEAD"]),
-            branch: git(repo, &["symbolic-ref", "--short", "-q", "HEAD"]),
-            repository,
-            author_name: git(repo, &["log", "-1", "--format=%an"]),
-            author_email: git(repo, &["log", "-1", "--format=%ae"]),
-            message: git(repo, &["log", "-1", "--format=%B"]),
-            changed_files,
-        }
+/// Reads what it can; a folder that is not a git repository gives empty fields.
+pub fn git_state(repo: &Path) -> GitState {
+    let sha = git(repo, &["rev-parse", "HEAD"]).unwrap_or_default();
+    let symbolic = git(repo, &["symbolic-ref", "-q", "HEAD"]);
+    let branch = symbolic
+        .as_deref()
+        .and_then(|r| r.strip_prefix("refs/heads/"))
+        .unwrap_or("")
+        .to_string();
+    let git_ref = symbolic
+        .or_else(|| {
+            git(repo, &["describe", "--tags", "--exact-match", "HEAD"]).map(|t| format!("refs/tags/{t}"))
+        })
+        .unwrap_or_default();
+    let before = git(repo, &["rev-parse", "HEAD~1"]).unwrap_or_else(|| "0".repeat(40));
+    let repository = git(repo, &["remote", "get-url", "origin"]).and_then(|u| repository_from_url(&u));
+    let fmt = git(repo, &["log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%aI%x00%B"]).unwrap_or_default();
+    let f: Vec<&str> = fmt.splitn(6, '\0').collect();
+    let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+    let head_commit = if sha.is_empty() {
+        Value::Null
+    } else {
+        json!({
+            "id": sha, "tree_id": git(repo, &["rev-parse", "HEAD^{tree}"]).unwrap_or_default(),
+            "message": g(5).trim_end(), "timestamp": g(4),
+            "author": {"name": g(0), "email": g(1), "username": g(0)},
+            "committer": {"name": g(2), "email": g(3), "username": g(2)},
+        })
+    };
+    let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
+    let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
+    let changed_files = git(repo, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"])
+        .map(|s| s.lines().map(str::to_string).collect());
+    GitState {
+        sha,
+        git_ref,
+        branch,
+        before,
+        repository,
+        head_commit,
+        pusher: json!({"name": uname, "email": uemail}),
+        changed_files,
     }
+}
 
-    fn git_ref(&self) -> String {
-        format!("refs/heads/{}", self.branch.as_deref().unwrap_or("main"))
-    }
+/// `local/<folder name>`: the repository name when there is no `origin` remote.
+pub fn local_repository(repo: &Path) -> String {
+    let folder = std::fs::canonicalize(repo)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "repo".to_string());
+    format!("local/{folder}")
+}
 
-    /// A payload shaped like GitHub's webhook for `event` at this repository's HEAD.
-    pub fn synthesize_payload(&self, event: &str) -> Value {
-        let sha = self.sha.clone().unwrap_or_else(|| "0".repeat(40));
-        let branch = self.branch.clone().unwrap_or_else(|| "main".to_string());
-        let (owner, name) = self.repository.split_once('/').unwrap_or(("local", &self.repository));
-        let repository = json!({
-            "name": name,
-            "full_name": self.repository,
-            "owner": { "login": owner, "name": owner },
-            "default_branch": branch,
-        });
-        let author = json!({
-            "name": self.author_name.clone().unwrap_or_default(),
-            "email": self.author_email.clone().unwrap_or_default(),
-        });
-        match event {
-            "push" => json!({
-                "ref": self.git_ref(),
-                "before": "0".repeat(40),
-                "after": sha,
-                "repository": repository,
-                "pusher": author,
-                "sender": { "login": owner },
-                "head_commit": {
-                    "id": sha,
-                    "message": self.message.clone().unwrap_or_default(),
-                    "author": author,
-                },
-            }),
-            "pull_request" | "pull_request_target" => json!({
-                "action": "opened",
+/// The actor when nothing names one: git's `user.name`, else `$USER`, else `firebreak`.
+pub fn default_actor(repo: &Path) -> String {
+    git(repo, &["config", "user.name"])
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "firebreak".to_string())
+}
+
+/// A payload shaped like GitHub's webhook for `event` at the repository's HEAD.
+pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &str) -> Value {
+    let (owner, name) = repository.split_once('/').unwrap_or((repository, repository));
+    let branch = if gs.branch.is_empty() { "main" } else { gs.branch.as_str() };
+    let repo_obj = json!({
+        "name": name, "full_name": repository, "owner": {"login": owner, "name": owner},
+        "default_branch": branch,
+        "html_url": format!("https://github.com/{repository}"),
+    });
+    match event {
+        "push" => json!({
+            "ref": gs.git_ref, "before": gs.before, "after": gs.sha,
+            "created": false, "deleted": false, "forced": false,
+            "head_commit": gs.head_commit,
+            "commits": if gs.head_commit.is_null() { json!([]) } else { json!([gs.head_commit.clone()]) },
+            "pusher": gs.pusher, "repository": repo_obj, "sender": {"login": actor},
+        }),
+        "pull_request" | "pull_request_target" => json!({
+            "action": "opened", "number": 1,
+            "pull_request": {
                 "number": 1,
-                "repository": repository,
-                "sender": { "login": owner },
-                "pull_request": {
-                    "number": 1,
-                    "head": { "ref": branch, "sha": sha },
-                    "base": { "ref": branch, "sha": sha },
-                },
-            }),
-            _ => json!({ "repository": repository, "sender": { "login": owner } }),
-        }
+                "head": {"ref": gs.branch, "sha": gs.sha},
+                "base": {"ref": gs.branch, "sha": gs.before},
+                "merge_commit_sha": gs.sha,
+            },
+            "repository": repo_obj, "sender": {"login": actor},
+        }),
+        _ => json!({"repository": repo_obj, "sender": {"login": actor}}),
     }
 }
 
@@ -128,15 +163,18 @@ mod tests {
 
     #[test]
     fn push_payload_carries_ref_and_sha() {
-        let facts = RepoFacts {
-            sha: Some("abc".into()),
-            branch: Some("dev".into()),
-            repository: "o/n".into(),
-            ..RepoFacts::default()
+        let gs = GitState {
+            sha: "abc".into(),
+            git_ref: "refs/heads/dev".into(),
+            branch: "dev".into(),
+            ..GitState::default()
         };
-        let p = facts.synthesize_payload("push");
+        let p = synthesize_payload(&gs, "push", "o/n", "me");
         assert_eq!(p["ref"], "refs/heads/dev");
         assert_eq!(p["after"], "abc");
         assert_eq!(p["repository"]["full_name"], "o/n");
+        assert_eq!(p["sender"]["login"], "me");
+        let pr = synthesize_payload(&gs, "pull_request", "o/n", "me");
+        assert_eq!(pr["pull_request"]["head"]["sha"], "abc");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use firebreak_workflow::plan::{Event, MatrixPlan, Plan};
 
 use crate::discover::read_workflows;
-use crate::gitinfo::RepoFacts;
+use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::{style, Format};
 
 #[derive(clap::Args)]
@@ -68,16 +68,20 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
 
-    let facts = RepoFacts::read(&repo_root(&path));
+    let root = repo_root(&path);
+    let gs = git_state(&root);
     let payload = match &args.event_file {
         Some(f) => {
             let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
             serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", f.display()))?
         }
-        None => facts.synthesize_payload(&args.event),
+        None => {
+            let repository = gs.repository.clone().unwrap_or_else(|| local_repository(&root));
+            synthesize_payload(&gs, &args.event, &repository, &default_actor(&root))
+        }
     };
     let changed_files =
-        if args.changed_files.is_empty() { facts.changed_files.clone() } else { Some(args.changed_files.clone()) };
+        if args.changed_files.is_empty() { gs.changed_files.clone() } else { Some(args.changed_files.clone()) };
     let event = Event { name: args.event.clone(), payload, changed_files };
     let plan = firebreak_workflow::plan::plan(&parsed, &event);
 

@@ -49,6 +49,7 @@ use firebreak_workflow::plan::{self, MatrixPlan};
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
+use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::discover::read_workflows;
 use crate::style;
 use report::Reporter;
@@ -181,102 +182,6 @@ fn read_secret_file(p: &Path) -> Result<IndexMap<String, String>> {
         out.insert(k, v);
     }
     Ok(out)
-}
-
-fn git(repo: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// `owner/name` from a GitHub-style remote URL.
-fn repo_from_url(url: &str) -> Option<String> {
-    let u = url.trim().trim_end_matches('/').trim_end_matches(".git");
-    let path = if let Some(rest) = u.split_once("://").map(|x| x.1) {
-        rest.split_once('/')?.1.to_string()
-    } else if let Some((_, p)) = u.split_once(':') {
-        p.to_string()
-    } else {
-        return None;
-    };
-    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if parts.len() >= 2 {
-        Some(format!(
-            "{}/{}",
-            parts[parts.len() - 2],
-            parts[parts.len() - 1]
-        ))
-    } else {
-        None
-    }
-}
-
-struct GitState {
-    sha: String,
-    git_ref: String,
-    branch: String,
-    before: String,
-    repository: Option<String>,
-    head_commit: serde_json::Value,
-    pusher: serde_json::Value,
-}
-
-fn git_state(repo: &Path) -> GitState {
-    let sha = git(repo, &["rev-parse", "HEAD"]).unwrap_or_default();
-    let symbolic = git(repo, &["symbolic-ref", "-q", "HEAD"]);
-    let branch = symbolic
-        .as_deref()
-        .and_then(|r| r.strip_prefix("refs/heads/"))
-        .unwrap_or("")
-        .to_string();
-    let git_ref = symbolic
-        .or_else(|| {
-            git(repo, &["describe", "--tags", "--exact-match", "HEAD"])
-                .map(|t| format!("refs/tags/{t}"))
-        })
-        .unwrap_or_default();
-    let before = git(repo, &["rev-parse", "HEAD~1"]).unwrap_or_else(|| "0".repeat(40));
-    let repository = git(repo, &["remote", "get-url", "origin"]).and_then(|u| repo_from_url(&u));
-    let fmt = git(
-        repo,
-        &[
-            "log",
-            "-1",
-            "--format=%an%x00%ae%x00%cn%x00%ce%x00%aI%x00%B",
-        ],
-    )
-    .unwrap_or_default();
-    let f: Vec<&str> = fmt.splitn(6, '\0').collect();
-    let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
-    let head_commit = if sha.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::json!({
-            "id": sha, "tree_id": git(repo, &["rev-parse", "HEAD^{tree}"]).unwrap_or_default(),
-            "message": g(5).trim_end(), "timestamp": g(4),
-            "author": {"name": g(0), "email": g(1), "username": g(0)},
-            "committer": {"name": g(2), "email": g(3), "username": g(2)},
-        })
-    };
-    let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
-    let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
-    GitState {
-        sha,
-        git_ref,
-        branch,
-        before,
-        repository,
-        head_commit,
-        pusher: serde_json::json!({"name": uname, "email": uemail}),
-    }
 }
 
 /// The working tree's file list (tracked + untracked-not-ignored), NUL-separated, as git
@@ -726,11 +631,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let repository = match args.repository.clone().or(gs.repository.clone()) {
         Some(r) => r,
         None => {
-            let folder = repo
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "repo".to_string());
-            let fallback = format!("local/{folder}");
+            let fallback = local_repository(&repo);
             if !args.json && !args.list && !args.dry_run {
                 eprintln!(
                     "{}: no remote 'origin': github.repository is {fallback} (set it with --repository owner/name)",
@@ -741,10 +642,6 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         }
     };
     let default_actor = default_actor(&repo);
-    let (owner, name) = repository
-        .split_once('/')
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .unwrap_or((repository.clone(), repository.clone()));
     let mut payload = match &args.event_file {
         Some(p) => {
             let text = match std::fs::read_to_string(p) {
@@ -757,25 +654,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             }
         }
         None => {
-            let repo_obj = serde_json::json!({
-                "name": name, "full_name": repository, "owner": {"login": owner, "name": owner},
-                "default_branch": if gs.branch.is_empty() { "main".to_string() } else { gs.branch.clone() },
-                "html_url": format!("https://github.com/{repository}"),
-            });
             let actor = args.actor.clone().unwrap_or_else(|| default_actor.clone());
-            match args.event.as_str() {
-                "push" => serde_json::json!({
-                    "ref": gs.git_ref, "before": gs.before, "after": gs.sha, "created": false, "deleted": false, "forced": false,
-                    "head_commit": gs.head_commit, "commits": if gs.head_commit.is_null() { serde_json::json!([]) } else { serde_json::json!([gs.head_commit.clone()]) },
-                    "pusher": gs.pusher, "repository": repo_obj, "sender": {"login": actor},
-                }),
-                "pull_request" | "pull_request_target" => serde_json::json!({
-                    "action": "opened", "number": 1,
-                    "pull_request": {"number": 1, "head": {"ref": gs.branch, "sha": gs.sha}, "base": {"ref": gs.branch, "sha": gs.before}, "merge_commit_sha": gs.sha},
-                    "repository": repo_obj, "sender": {"login": actor},
-                }),
-                _ => serde_json::json!({"repository": repo_obj, "sender": {"login": actor}}),
-            }
+            synthesize_payload(&gs, &args.event, &repository, &actor)
         }
     };
     // inputs
@@ -1297,19 +1177,4 @@ fn list(p: &plan::Plan, dry: bool) -> Result<ExitCode> {
     }
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
-}
-
-/// The actor when neither `--actor` nor the payload names one: git's `user.name`, else `$USER`.
-fn default_actor(repo: &Path) -> String {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["config", "user.name"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "firebreak".to_string())
 }
