@@ -11,12 +11,15 @@
 //!   stream: a virtio-serial port under QEMU, vsock under Firecracker, a
 //!   socket pair in tests.
 //! * [`client`] — the host side ([`client::AgentClient`]).
+//! * [`vsock`] — the agent's vsock listener (Firecracker).
 //!
 //! The `firebreak-agent` binary is the guest's init: mounted as
 //! `/sbin/firebreak-agent` in the rootfs, started by the initramfs with
 //! `switch_root`, it mounts the API filesystems, reaps orphans, and serves the
 //! virtio-serial port `org.firebreak.agent` (reopening it whenever the host
-//! end goes away, e.g. around a snapshot). Build it static:
+//! end goes away, e.g. around a snapshot) — or, when the kernel command line
+//! has `firebreak.vsock=<port>` (Firecracker), vsock port `<port>`
+//! ([`vsock`]). Build it static:
 //!
 //! ```text
 //! RUSTFLAGS="-C target-feature=+crt-static" \
@@ -29,6 +32,7 @@ pub mod client;
 pub mod port;
 pub mod protocol;
 pub mod server;
+pub mod vsock;
 
 pub use client::{AgentClient, AgentInfo, ClientError, ExecEvent, ExecHandle, Stat};
 pub use protocol::{ExecSpec, ExitStatus, FileKind, OutStream, PROTOCOL_VERSION};

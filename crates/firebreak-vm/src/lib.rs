@@ -28,24 +28,47 @@
 //! firebreak image prune   ImageStore::open_default().prune(keep)     -> PruneReport
 //! firebreak doctor        doctor(&DoctorOptions::default()).await    -> DoctorReport (Display + Serialize)
 //! --sandbox qemu          QemuProvider::new(ImageStore::open_default(), None, VmConfig::default())
+//!                         (VmConfig::start defaults to Start::Snapshot: first job takes the
+//!                          snapshot, later jobs restore clones; Start::Cold boots every time)
+//! runner daemon           QemuProvider::new(..).with_pool(PoolConfig { size: 2, memory_budget_mib: None })
+//!                         then provider.prewarm(&JobSpec::new("warm", "warm")).await before
+//!                         taking jobs, provider.shutdown().await at exit
+//! bench/sandbox           cargo run --release -p firebreak-vm --example sandbox_bench
 //! ```
 //!
 //! The agent must be a static binary:
 //! `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p firebreak-agent --target x86_64-unknown-linux-gnu`.
 //!
-//! ## Snapshots (not done yet; what is in place)
-//! Each VM has a QMP socket ([`QemuVm::qmp_socket`]) for `migrate` /
-//! `-incoming`; the agent reopens its port when the host end goes away
-//! ([`QemuVm::reconnect`]); the protocol has *set clock* and *add entropy*.
+//! ## Snapshots and the warm pool
+//! * [`snapshot`] — a "booted, agent ready, idle" snapshot per image and VM
+//!   shape, cached next to the image; [`QemuVm::restore`] starts a clone on
+//!   a fresh overlay, sets its clock, adds entropy.
+//! * [`pool`] — [`WarmPool`] of restored, ready VMs refilled in the
+//!   background; [`MemoryBudget`] that no VM start may exceed.
+//! * [`qmp`] — the small QMP client used to take snapshots.
+//!
+//! Under TCG a guest `exec` through the agent costs ~70–130 ms (about half
+//! of it the agent's re-exec into the per-command cgroup), and the first
+//! ones after a restore cost ~2.5× that (TCG translates the guest's code
+//! anew in every QEMU process): pooled VMs run a warm-up
+//! ([`snapshot::warm_up`]) before they are handed out. `bench/sandbox`
+//! measures it all; `examples/restore_probe.rs` breaks a restore down
+//! (`FIREBREAK_TRACE_RESTORE=1` prints restore and `create` phases).
 
 pub mod doctor;
+pub mod firecracker;
 pub mod image;
+pub mod pool;
 pub mod qemu;
+pub mod qmp;
 pub mod sandbox;
+pub mod snapshot;
 pub mod tools;
 pub mod transport;
 
 pub use doctor::{doctor, DoctorOptions, DoctorReport};
 pub use image::{BuildEvent, Image, ImageError, ImageSpec, ImageStore};
-pub use qemu::{Accel, Machine, QemuVm, VmConfig, VmError};
-pub use sandbox::{QemuProvider, VmSandbox};
+pub use pool::{MemoryBudget, PoolConfig, WarmPool};
+pub use qemu::{Accel, Machine, QemuVm, Start, VmConfig, VmError};
+pub use sandbox::{QemuProvider, VmOrigin, VmSandbox};
+pub use snapshot::Snapshot;

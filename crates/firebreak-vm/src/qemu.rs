@@ -84,6 +84,23 @@ pub struct VmConfig {
     /// `-cpu` model; `None`: `host` under KVM, `max` under TCG (`qemu64`
     /// boots ~10% faster under TCG but lacks x86-64-v2 instructions).
     pub cpu_model: Option<String>,
+    /// How [`QemuProvider`](crate::QemuProvider) starts a job's VM.
+    /// [`QemuVm::boot`] always boots cold; [`QemuVm::restore`] always
+    /// restores.
+    pub start: Start,
+}
+
+/// How a job's VM is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Boot the kernel every time (seconds under TCG).
+    Cold,
+    /// Restore a clone of a cached "booted, agent ready, idle" snapshot
+    /// (built on first use; see [`crate::snapshot`]), from the warm pool when
+    /// one is ready; fall back to a cold boot when that fails.
+    #[default]
+    Snapshot,
 }
 
 impl Default for VmConfig {
@@ -100,6 +117,7 @@ impl Default for VmConfig {
             run_parent: None,
             extra_cmdline: Vec::new(),
             cpu_model: None,
+            start: Start::default(),
         }
     }
 }
@@ -151,6 +169,35 @@ pub enum VmError {
     /// Talking to the agent failed.
     #[error("agent: {0}")]
     Agent(#[from] ClientError),
+    /// A QMP command failed.
+    #[error("QMP {command}: {message}")]
+    Qmp {
+        /// The command.
+        command: String,
+        /// What QEMU said (or why there was no answer).
+        message: String,
+    },
+    /// Taking a snapshot failed.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// Restoring a snapshot failed.
+    #[error("restore failed: {reason}\n--- guest console (tail) ---\n{console}")]
+    RestoreFailed {
+        /// Why.
+        reason: String,
+        /// End of the guest console.
+        console: String,
+    },
+    /// Starting this VM would exceed the memory budget.
+    #[error("memory budget exhausted: {needed_mib} MiB needed, {used_mib} of {limit_mib} MiB in use")]
+    OverBudget {
+        /// What the VM needs.
+        needed_mib: u64,
+        /// In use by VMs now.
+        used_mib: u64,
+        /// The budget.
+        limit_mib: u64,
+    },
 }
 
 fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> VmError {
@@ -176,6 +223,8 @@ pub struct BootStats {
     pub last_attempt: Duration,
     /// Whether KVM was used.
     pub kvm: bool,
+    /// Restored from a snapshot (not booted).
+    pub restored: bool,
 }
 
 /// A running VM with a connected agent. Dropping it kills QEMU and removes
@@ -187,6 +236,7 @@ pub struct QemuVm {
     info: AgentInfo,
     stats: BootStats,
     watchdog: Option<JoinHandle<()>>,
+    lease: Option<crate::pool::Lease>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -211,12 +261,63 @@ static KVM_PROBE: tokio::sync::OnceCell<KvmProbe> = tokio::sync::OnceCell::const
 /// Decides whether KVM really runs a guest here: boots `kernel` under KVM
 /// with no root disk and waits for the kernel's banner on the serial console
 /// (a working KVM prints it well under a second). The answer is cached for
-/// the process.
+/// the process, and on disk (`<cache>/kvm-probe.json`) for this host boot,
+/// QEMU binary and kernel file, so a one-job `firebreak run` does not pay
+/// the probe (~0.1 s here, up to 8 s on a host where KVM hangs) each time.
 pub async fn probe_kvm(kernel: &Path) -> KvmProbe {
     KVM_PROBE
-        .get_or_init(|| probe_kvm_uncached(kernel.to_path_buf(), Duration::from_secs(8)))
+        .get_or_init(|| async {
+            let file = crate::image::default_cache_dir().join("kvm-probe.json");
+            let key = kvm_probe_key(kernel);
+            if let Some(p) = read_probe_cache(&file, &key) {
+                return p;
+            }
+            let p = probe_kvm_uncached(kernel.to_path_buf(), Duration::from_secs(8)).await;
+            write_probe_cache(&file, &key, &p);
+            p
+        })
         .await
         .clone()
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProbeCache {
+    key: String,
+    probe: KvmProbe,
+}
+
+/// What the probe's answer depends on: this boot of the host (modules, KVM
+/// flavour), the QEMU binary, the guest kernel file.
+fn kvm_probe_key(kernel: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ident = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => format!("{}:{}:{}", p.display(), m.len(), m.mtime()),
+        Err(_) => format!("{}:missing", p.display()),
+    };
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let qemu = tools::find(tools::QEMU.name)
+        .map(|p| ident(&p))
+        .unwrap_or_default();
+    format!("{}|{qemu}|{}", boot.trim(), ident(kernel))
+}
+
+fn read_probe_cache(file: &Path, key: &str) -> Option<KvmProbe> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let c: ProbeCache = serde_json::from_str(&text).ok()?;
+    (c.key == key).then_some(c.probe)
+}
+
+fn write_probe_cache(file: &Path, key: &str, probe: &KvmProbe) {
+    let c = ProbeCache {
+        key: key.to_string(),
+        probe: probe.clone(),
+    };
+    if let Ok(text) = serde_json::to_string_pretty(&c) {
+        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
 }
 
 /// [`probe_kvm`] without the cache.
@@ -322,10 +423,20 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Creates the copy-on-write overlay `overlay` over the raw `base`.
 pub async fn create_overlay(base: &Path, overlay: &Path) -> Result<(), VmError> {
+    create_overlay_on(base, "raw", overlay).await
+}
+
+/// Creates the copy-on-write overlay `overlay` over `base` of format
+/// `base_format` (`raw`, `qcow2`).
+pub async fn create_overlay_on(
+    base: &Path,
+    base_format: &str,
+    overlay: &Path,
+) -> Result<(), VmError> {
     let qemu_img = need(&tools::QEMU_IMG)?;
     let base = std::fs::canonicalize(base).map_err(io_err("resolve", base))?;
     let out = Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .args(["create", "-q", "-f", "qcow2", "-F", base_format, "-b"])
         .arg(&base)
         .arg(overlay)
         .output()
@@ -340,7 +451,22 @@ pub async fn create_overlay(base: &Path, overlay: &Path) -> Result<(), VmError> 
     Ok(())
 }
 
-fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) -> Vec<OsString> {
+pub(crate) fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) -> Vec<OsString> {
+    let drive = format!(
+        "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
+        dir.join("overlay.qcow2").to_string_lossy()
+    );
+    qemu_args_with_drive(image, cfg, kvm, dir, &drive)
+}
+
+/// [`qemu_args`] with `drive` as the root `-drive` (id `root`).
+fn qemu_args_with_drive(
+    image: &Image,
+    cfg: &VmConfig,
+    kvm: bool,
+    dir: &Path,
+    drive: &str,
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
     let (blk, ser, rng, net) = match cfg.machine {
@@ -422,10 +548,7 @@ fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) -> Vec<OsStri
     push("-serial");
     push("chardev:con");
     push("-drive");
-    push(&format!(
-        "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
-        p("overlay.qcow2")
-    ));
+    push(drive);
     push("-device");
     push(&format!("{blk},drive=root"));
     push("-device");
@@ -473,35 +596,97 @@ fn remove_stale_run_dirs(parent: &Path) {
     }
 }
 
+/// Decides KVM vs TCG for `cfg` (probing KVM once per process).
+pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError> {
+    match cfg.accel {
+        Accel::Tcg => Ok(false),
+        Accel::Kvm => {
+            let p = probe_kvm(&image.kernel()).await;
+            if !p.usable {
+                return Err(VmError::KvmUnusable(p.detail));
+            }
+            Ok(true)
+        }
+        Accel::Auto => Ok(probe_kvm(&image.kernel()).await.usable),
+    }
+}
+
+fn new_run_dir(cfg: &VmConfig) -> Result<PathBuf, VmError> {
+    let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
+    remove_stale_run_dirs(&parent);
+    let run_dir = parent.join(format!(
+        "fbvm-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
+    Ok(run_dir)
+}
+
+fn spawn_qemu(qemu: &Path, args: Vec<OsString>, run_dir: &Path) -> Result<Child, VmError> {
+    spawn_qemu_in(qemu, args, run_dir, &[])
+}
+
+fn spawn_qemu_in(
+    qemu: &Path,
+    args: Vec<OsString>,
+    run_dir: &Path,
+    env: &[(&str, &Path)],
+) -> Result<Child, VmError> {
+    let qemu_log =
+        std::fs::File::create(run_dir.join("qemu.log")).map_err(io_err("create", run_dir))?;
+    // `setpriv --pdeathsig KILL` (util-linux) makes the kernel kill QEMU if
+    // we die without running destructors (SIGKILL, Ctrl-C), so no VM
+    // outlives its runner. setpriv execs QEMU: the child's pid is QEMU's.
+    let mut cmd = match tools::find("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(qemu);
+            c
+        }
+        None => Command::new(qemu),
+    };
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(qemu_log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io_err("start", qemu))
+}
+
+fn watchdog(limit: Duration, pid: u32) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(limit).await;
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    })
+}
+
+/// Quotes `s` for `sh` (QMP `exec:` migration URIs).
+pub(crate) fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 impl QemuVm {
     /// Boots `image` and completes the agent handshake.
     pub async fn boot(image: &Image, cfg: &VmConfig) -> Result<QemuVm, VmError> {
         let qemu = need(&tools::QEMU)?;
         need(&tools::QEMU_IMG)?;
-        let kvm = match cfg.accel {
-            Accel::Tcg => false,
-            Accel::Kvm => {
-                let p = probe_kvm(&image.kernel()).await;
-                if !p.usable {
-                    return Err(VmError::KvmUnusable(p.detail));
-                }
-                true
-            }
-            Accel::Auto => probe_kvm(&image.kernel()).await.usable,
-        };
+        let kvm = resolve_kvm(image, cfg).await?;
         let timeout = cfg.boot_timeout.unwrap_or(if kvm {
             Duration::from_secs(15)
         } else {
             Duration::from_secs(30)
         });
-        let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-        remove_stale_run_dirs(&parent);
-        let run_dir = parent.join(format!(
-            "fbvm-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
+        let run_dir = new_run_dir(cfg)?;
         let t0 = Instant::now();
         let mut last = (String::new(), String::new());
         let attempts = cfg.boot_attempts.max(1);
@@ -510,28 +695,8 @@ impl QemuVm {
                 let _ = std::fs::remove_file(run_dir.join(f));
             }
             create_overlay(&image.rootfs(), &run_dir.join("overlay.qcow2")).await?;
-            let qemu_log = std::fs::File::create(run_dir.join("qemu.log"))
-                .map_err(io_err("create", &run_dir))?;
             let ta = Instant::now();
-            // `setpriv --pdeathsig KILL` (util-linux) makes the kernel kill
-            // QEMU if we die without running destructors (SIGKILL, Ctrl-C),
-            // so no VM outlives its runner.
-            let mut cmd = match tools::find("setpriv") {
-                Some(setpriv) => {
-                    let mut c = Command::new(setpriv);
-                    c.args(["--pdeathsig", "KILL", "--"]).arg(&qemu);
-                    c
-                }
-                None => Command::new(&qemu),
-            };
-            let mut child = cmd
-                .args(qemu_args(image, cfg, kvm, &run_dir))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(qemu_log))
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(io_err("start", &qemu))?;
+            let mut child = spawn_qemu(&qemu, qemu_args(image, cfg, kvm, &run_dir), &run_dir)?;
             let transport = VirtioSerialSocket {
                 path: run_dir.join("agent.sock"),
             };
@@ -548,25 +713,21 @@ impl QemuVm {
                         total: t0.elapsed(),
                         last_attempt: ta.elapsed(),
                         kvm,
+                        restored: false,
                     };
-                    let watchdog = match (cfg.job_timeout, child.id()) {
-                        (Some(limit), Some(pid)) => Some(tokio::spawn(async move {
-                            tokio::time::sleep(limit).await;
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid as i32),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        })),
-                        _ => None,
-                    };
-                    return Ok(QemuVm {
+                    let mut vm = QemuVm {
                         child: Some(child),
                         run_dir,
                         client: Arc::new(client),
                         info,
                         stats,
-                        watchdog,
-                    });
+                        watchdog: None,
+                        lease: None,
+                    };
+                    if let Some(limit) = cfg.job_timeout {
+                        vm.arm_job_timeout(limit);
+                    }
+                    return Ok(vm);
                 }
                 Err(reason) => {
                     let _ = child.start_kill();
@@ -583,6 +744,150 @@ impl QemuVm {
             reason: last.0,
             console: last.1,
         })
+    }
+
+    /// Starts a clone of `snap` (see [`crate::snapshot`]): a fresh
+    /// copy-on-write overlay over the snapshot's disk (QEMU's temporary
+    /// `snapshot=on` overlay, in the run directory), QEMU with `-incoming`
+    /// from the snapshot's state file, the agent connected before the state
+    /// loads; then the guest clock is set to now and fresh entropy is mixed
+    /// in. `cfg` must be the configuration the snapshot was taken with
+    /// (sockets and disk paths may differ; [`crate::snapshot::find`] checks).
+    pub async fn restore(
+        image: &Image,
+        cfg: &VmConfig,
+        snap: &crate::snapshot::Snapshot,
+    ) -> Result<QemuVm, VmError> {
+        let qemu = need(&tools::QEMU)?;
+        need(&tools::QEMU_IMG)?;
+        let kvm = snap.meta.kvm;
+        let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
+        let run_dir = new_run_dir(cfg)?;
+        let t0 = Instant::now();
+        let res = Self::restore_in(image, cfg, snap, &qemu, kvm, timeout, &run_dir, t0).await;
+        if res.is_err() {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        res
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_in(
+        image: &Image,
+        cfg: &VmConfig,
+        snap: &crate::snapshot::Snapshot,
+        qemu: &Path,
+        kvm: bool,
+        timeout: Duration,
+        run_dir: &Path,
+        t0: Instant,
+    ) -> Result<QemuVm, VmError> {
+        // The clone's copy-on-write layer over the snapshot's disk: QEMU's
+        // own temporary overlay (`snapshot=on`), created in-process (no
+        // `qemu-img` run) in the run directory (TMPDIR), so it goes with it.
+        let drive = format!(
+            "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,snapshot=on",
+            snap.disk().to_string_lossy()
+        );
+        let mut args = qemu_args_with_drive(image, cfg, kvm, run_dir, &drive);
+        args.push("-incoming".into());
+        args.push(format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy())).into());
+        let ta = Instant::now();
+        let mut child = spawn_qemu_in(qemu, args, run_dir, &[("TMPDIR", run_dir)])?;
+        let transport = VirtioSerialSocket {
+            path: run_dir.join("agent.sock"),
+        };
+        // connect_agent connects as soon as the socket exists (before the
+        // state has loaded: the guest's port then sees a host end from its
+        // first instruction) and waits for the hello.
+        let outcome = tokio::select! {
+            r = connect_agent(&transport, timeout) => r.map_err(|e| e.to_string()),
+            st = child.wait() => Err(format!("QEMU exited ({}): {}",
+                st.map(|s| s.to_string()).unwrap_or_default(),
+                tail(&std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default(), 10))),
+        };
+        let t_hello = ta.elapsed();
+        let (client, info) = match outcome {
+            Ok(ok) => ok,
+            Err(reason) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(VmError::RestoreFailed {
+                    reason,
+                    console: tail(
+                        &std::fs::read_to_string(run_dir.join("console.log")).unwrap_or_default(),
+                        25,
+                    ),
+                });
+            }
+        };
+        let mut vm = QemuVm {
+            child: Some(child),
+            run_dir: run_dir.to_path_buf(),
+            client: Arc::new(client),
+            info,
+            stats: BootStats {
+                attempts: 1,
+                total: Duration::ZERO,
+                last_attempt: ta.elapsed(),
+                kvm,
+                restored: true,
+            },
+            watchdog: None,
+            lease: None,
+        };
+        // The guest's clock stopped at snapshot time and every clone starts
+        // with the same entropy pool.
+        vm.refresh_clock_and_entropy().await?;
+        vm.stats.total = t0.elapsed();
+        if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
+            eprintln!(
+                "restore: spawn at {:?}, hello at +{t_hello:?}, ready at {:?}",
+                ta.duration_since(t0),
+                vm.stats.total
+            );
+        }
+        if let Some(limit) = cfg.job_timeout {
+            vm.arm_job_timeout(limit);
+        }
+        Ok(vm)
+    }
+
+    /// Sets the guest clock to the host's and mixes 64 fresh random bytes
+    /// into the guest's entropy pool (needed after every restore).
+    pub async fn refresh_clock_and_entropy(&self) -> Result<(), VmError> {
+        let mut seed = [0u8; 64];
+        let read = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
+        read.map_err(io_err("read", "/dev/urandom"))?;
+        let (clock, entropy) = tokio::join!(
+            self.client.set_clock(std::time::SystemTime::now()),
+            self.client.add_entropy(&seed)
+        );
+        clock?;
+        entropy?;
+        Ok(())
+    }
+
+    /// Kills QEMU `limit` from now (the job's timeout), replacing any
+    /// earlier deadline.
+    pub fn arm_job_timeout(&mut self, limit: Duration) {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+            self.watchdog = Some(watchdog(limit, pid));
+        }
+    }
+
+    /// Ties a memory-budget lease to this VM (released when it is dropped).
+    pub(crate) fn set_lease(&mut self, lease: crate::pool::Lease) {
+        self.lease = Some(lease);
+    }
+
+    /// QEMU's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// Drops the agent connection and opens a new one (the agent reopens its
@@ -724,4 +1029,27 @@ pub async fn bench_cold_boot(image: &Image, cfg: &VmConfig) -> Result<ColdBoot, 
         attempts: stats.attempts,
         kvm: stats.kvm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_probe_cache_round_trips_and_checks_its_key() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let file = d.path().join("kvm-probe.json");
+        let kernel = d.path().join("bzImage");
+        std::fs::write(&kernel, "k").expect("write");
+        let key = kvm_probe_key(&kernel);
+        assert!(read_probe_cache(&file, &key).is_none());
+        let p = KvmProbe {
+            usable: false,
+            detail: "no".into(),
+        };
+        write_probe_cache(&file, &key, &p);
+        assert_eq!(read_probe_cache(&file, &key), Some(p));
+        std::fs::write(&kernel, "another kernel").expect("write");
+        assert!(read_probe_cache(&file, &kvm_probe_key(&kernel)).is_none());
+    }
 }

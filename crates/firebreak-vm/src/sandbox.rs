@@ -1,10 +1,26 @@
 //! The QEMU backend behind the runner's `Sandbox` seam.
 //!
-//! [`QemuProvider::create`] boots one VM per job from a cached image; the job
-//! tree lives in the guest at [`GUEST_ROOT`] (so `GITHUB_WORKSPACE` is
-//! `/home/runner/work/<repo>/<repo>` as on GitHub's hosted runners). Every
+//! [`QemuProvider::create`] gives each job its own VM from a cached image;
+//! the job tree lives in the guest at [`GUEST_ROOT`] (so `GITHUB_WORKSPACE`
+//! is `/home/runner/work/<repo>/<repo>` as on GitHub's hosted runners). Every
 //! operation goes through the guest agent; `destroy` powers the VM off (or
-//! kills it) and with it everything the job started.
+//! kills it) and with it everything the job started. A VM serves exactly
+//! one job.
+//!
+//! Where the VM comes from ([`VmConfig::start`], default
+//! [`Start::Snapshot`]): a ready VM from the warm pool if one is ready
+//! ([`QemuProvider::with_pool`]), else a clone restored from the snapshot
+//! for this image and VM shape (taken on first use, see
+//! [`crate::snapshot`]), else a cold boot. Every VM counts against the
+//! provider's [`MemoryBudget`].
+//!
+//! Limits inside the guest: the VM's memory (`-m`), of which the job's
+//! processes together get all but [`snapshot::AGENT_RESERVE_MIB`] (the job
+//! cgroup's `memory.max`: its OOM killer kills the job's biggest process,
+//! never the agent); a pids limit for all the job's processes together
+//! (`max_pids`, default [`default_pids_max`]) on the same cgroup, which
+//! holds the agent's per-command cgroups ([`snapshot::JOB_CGROUP`]); and the
+//! job timeout ([`VmConfig::job_timeout`]) kills the whole VM.
 
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +35,22 @@ use firebreak_runner::sandbox::{
 use tokio::sync::{mpsc, Mutex};
 
 use crate::image::{Image, ImageStore};
-use crate::qemu::{probe_kvm, QemuVm, VmConfig};
+use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
+use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
+use crate::snapshot::{self, Snapshot};
 use crate::tools;
 
 /// Root of the job tree inside the guest.
 pub const GUEST_ROOT: &str = "/home/runner";
+
+/// How long `create` waits for memory budget held by running jobs.
+const BUDGET_WAIT: Duration = Duration::from_secs(120);
+
+/// The guest pids limit per command when the job sets none: 4 per MiB of
+/// guest memory, at least 256 (2048 MiB → 8192).
+pub fn default_pids_max(memory_mib: u64) -> u32 {
+    u32::try_from(memory_mib.saturating_mul(4).max(256)).unwrap_or(u32::MAX)
+}
 
 /// Creates QEMU sandboxes.
 #[derive(Debug, Clone)]
@@ -31,18 +58,168 @@ pub struct QemuProvider {
     store: ImageStore,
     image: Option<String>,
     config: VmConfig,
+    budget: Arc<MemoryBudget>,
+    pool: Option<WarmPool>,
+}
+
+/// How a job's VM was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmOrigin {
+    /// Taken ready from the warm pool.
+    Pool,
+    /// Restored from the snapshot.
+    Restored,
+    /// Booted.
+    Cold,
 }
 
 impl QemuProvider {
     /// Uses the newest image in `store` (or the one whose hash starts with
     /// `image`) and `config` as the base VM settings; per-job network and
-    /// limits come from the [`JobSpec`].
+    /// limits come from the [`JobSpec`]. No warm pool; memory budget
+    /// [`MemoryBudget::host_default_mib`].
     pub fn new(store: ImageStore, image: Option<String>, config: VmConfig) -> Self {
         QemuProvider {
             store,
             image,
             config,
+            budget: MemoryBudget::new(MemoryBudget::host_default_mib()),
+            pool: None,
         }
+    }
+
+    /// Keeps `pool.size` restored VMs ready per VM shape used (see
+    /// [`WarmPool`]); sets the memory budget when `pool.memory_budget_mib`
+    /// is given. Call [`prewarm`](Self::prewarm) to fill before the first
+    /// job.
+    pub fn with_pool(mut self, pool: PoolConfig) -> Self {
+        if let Some(mib) = pool.memory_budget_mib {
+            self.budget = MemoryBudget::new(mib);
+        }
+        self.pool = (pool.size > 0).then(|| WarmPool::new(pool.size, self.budget.clone()));
+        self
+    }
+
+    /// The memory budget shared by all VMs of this provider.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    /// The warm pool, if any.
+    pub fn pool(&self) -> Option<&WarmPool> {
+        self.pool.as_ref()
+    }
+
+    /// The VM configuration a job with `spec` gets.
+    pub fn config_for(&self, spec: &JobSpec) -> VmConfig {
+        let mut cfg = self.config.clone();
+        cfg.network = spec.network;
+        if let Some(bytes) = spec.limits.memory_bytes {
+            cfg.memory_mib = (bytes >> 20).max(128);
+        }
+        if let Some(m) = spec.limits.cpu_millis {
+            cfg.vcpus = m.div_ceil(1000).max(1);
+        }
+        cfg
+    }
+
+    /// Makes sure the snapshot for jobs like `spec` exists (taking it if
+    /// needed: a cold boot plus a few seconds) and, with a pool, starts
+    /// filling the pool for them. Returns the snapshot.
+    pub async fn prewarm(&self, spec: &JobSpec) -> Result<Snapshot, SandboxError> {
+        let image = self.image().map_err(unavailable)?;
+        let cfg = self.config_for(spec);
+        let (snap, _) = snapshot::ensure(&image, &cfg)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        if let Some(p) = &self.pool {
+            p.keep_warm(&image, &cfg, &snap);
+        }
+        Ok(snap)
+    }
+
+    /// Stops the pool (kills its ready VMs).
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.pool {
+            p.shutdown().await;
+        }
+    }
+
+    /// Charges one VM of `cfg` to the budget, evicting pooled VMs and then
+    /// waiting for running jobs when it does not fit.
+    async fn lease_for(&self, cfg: &VmConfig) -> Result<crate::pool::Lease, SandboxError> {
+        let cost = vm_cost_mib(cfg);
+        loop {
+            match self.budget.try_acquire(cost) {
+                Ok(l) => return Ok(l),
+                Err(e) => {
+                    let evicted = self.pool.as_ref().is_some_and(WarmPool::evict_one);
+                    if !evicted {
+                        if cost > self.budget.limit_mib() {
+                            return Err(unavailable(e.to_string()));
+                        }
+                        return self
+                            .budget
+                            .acquire(cost, BUDGET_WAIT)
+                            .await
+                            .map_err(|e| unavailable(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A VM for one job, and how it was obtained (notes for the job log).
+    async fn start_vm(
+        &self,
+        image: &Image,
+        cfg: &VmConfig,
+        notes: &mut Vec<String>,
+    ) -> Result<(QemuVm, VmOrigin), SandboxError> {
+        if cfg.start == Start::Snapshot {
+            match snapshot::ensure(image, cfg).await {
+                Ok((snap, built)) => {
+                    if built {
+                        notes.push(format!(
+                            "took the VM snapshot {} ({:.1}s, {} MB)",
+                            snap.meta.key,
+                            snap.meta.build_seconds,
+                            snap.meta.state_bytes / 1_000_000
+                        ));
+                    }
+                    if let Some(pool) = &self.pool {
+                        if let Some(mut vm) = pool.take(&snap).await {
+                            if let Some(t) = cfg.job_timeout {
+                                vm.arm_job_timeout(t);
+                            }
+                            return Ok((vm, VmOrigin::Pool));
+                        }
+                    }
+                    let lease = self.lease_for(cfg).await?;
+                    let res = QemuVm::restore(image, cfg, &snap).await;
+                    if let Some(pool) = &self.pool {
+                        pool.keep_warm(image, cfg, &snap);
+                    }
+                    match res {
+                        Ok(mut vm) => {
+                            vm.set_lease(lease);
+                            return Ok((vm, VmOrigin::Restored));
+                        }
+                        Err(e) => notes.push(format!("snapshot restore failed, booting: {e}")),
+                    }
+                }
+                Err(e) => notes.push(format!("no VM snapshot ({e}); booting")),
+            }
+        }
+        let lease = self.lease_for(cfg).await?;
+        let mut vm = QemuVm::boot(image, cfg)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        vm.set_lease(lease);
+        snapshot::prepare_guest(&vm.client())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok((vm, VmOrigin::Cold))
     }
 
     fn image(&self) -> Result<Image, String> {
@@ -115,41 +292,48 @@ impl SandboxProvider for QemuProvider {
             let ws = sanitize(&spec.workspace_name)?;
             sanitize(&spec.job_id)?;
             let image = self.image().map_err(unavailable)?;
-            let mut cfg = self.config.clone();
-            cfg.network = spec.network;
+            let cfg = self.config_for(&spec);
             let mut notes = Vec::new();
-            if let Some(bytes) = spec.limits.memory_bytes {
-                cfg.memory_mib = (bytes >> 20).max(128);
-            }
-            if let Some(m) = spec.limits.cpu_millis {
-                cfg.vcpus = m.div_ceil(1000).max(1);
-            }
-            if spec.limits.max_pids.is_some() {
-                notes.push("max_pids is not enforced in the qemu sandbox yet".to_string());
-            }
-            let vm = QemuVm::boot(&image, &cfg)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
+            let t0 = std::time::Instant::now();
+            let (vm, origin) = self.start_vm(&image, &cfg, &mut notes).await?;
             let stats = vm.boot_stats();
+            let how = match origin {
+                VmOrigin::Pool => "taken from the warm pool".to_string(),
+                VmOrigin::Restored => "restored from its snapshot".to_string(),
+                VmOrigin::Cold => format!("booted ({} attempt(s))", stats.attempts),
+            };
             notes.push(format!(
-                "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}) booted in {:.1}s ({} attempt(s))",
+                "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}) {how} in {:.2}s",
                 if stats.kvm { "KVM" } else { "TCG" },
                 cfg.vcpus,
                 cfg.memory_mib,
                 vm.agent_info().kernel_release,
-                stats.total.as_secs_f64(),
-                stats.attempts
+                t0.elapsed().as_secs_f64(),
             ));
+            let pids_max = spec
+                .limits
+                .max_pids
+                .unwrap_or_else(|| default_pids_max(cfg.memory_mib));
             let layout = JobLayout::new(GUEST_ROOT, &ws);
             let client = vm.client();
-            let sb = VmSandbox {
+            let mut sb = VmSandbox {
                 layout,
                 notes,
                 client,
                 vm: Mutex::new(Some(vm)),
                 destroyed: AtomicBool::new(false),
+                origin,
             };
-            sb.make_layout().await?;
+            let t_vm = t0.elapsed();
+            let (layout, limit) =
+                tokio::join!(sb.make_layout_with(true), sb.set_pids_max(pids_max));
+            if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
+                eprintln!("create: vm {t_vm:?}, layout+limit {:?}", t0.elapsed() - t_vm);
+            }
+            layout?;
+            if let Err(e) = limit {
+                sb.notes.push(format!("max_pids not applied: {e}"));
+            }
             Ok(Box::new(sb) as Box<dyn Sandbox>)
         })
     }
@@ -184,6 +368,7 @@ pub struct VmSandbox {
     client: Arc<AgentClient>,
     vm: Mutex<Option<QemuVm>>,
     destroyed: AtomicBool,
+    origin: VmOrigin,
 }
 
 fn agent_err(op: &'static str, path: &Path, e: ClientError) -> SandboxError {
@@ -219,31 +404,61 @@ impl VmSandbox {
             client: vm.client(),
             vm: Mutex::new(Some(vm)),
             destroyed: AtomicBool::new(false),
+            origin: VmOrigin::Cold,
         };
         sb.make_layout().await?;
         Ok(sb)
     }
 
-    async fn make_layout(&self) -> Result<(), SandboxError> {
-        let mut argv = vec!["/bin/mkdir".to_string(), "-p".to_string()];
-        argv.extend(self.layout.dirs().iter().map(|d| guest_str(d)));
-        argv.push(guest_str(&self.layout.home));
-        let (_, err, st) = self
-            .client
-            .exec(ExecSpec::new(argv))
-            .await
-            .map_err(|e| agent_err("create", &self.layout.root, e))?
-            .collect()
-            .await
-            .map_err(|e| agent_err("create", &self.layout.root, e))?;
-        if st != (firebreak_agent::ExitStatus::Exited { code: 0 }) {
-            return Err(SandboxError::Io {
-                op: "create",
-                path: self.layout.root.clone(),
-                source: std::io::Error::other(String::from_utf8_lossy(&err).into_owned()),
-            });
+    /// How this sandbox's VM was obtained.
+    pub fn origin(&self) -> VmOrigin {
+        self.origin
+    }
+
+    /// Creates the job tree without starting a process (under TCG every
+    /// guest `exec` costs ~100 ms): each leaf directory appears as the
+    /// parent of a marker file written through the agent, then the marker
+    /// is removed. With `prepared`, only the workspace is made: the rest
+    /// was made by [`snapshot::prepare_guest`].
+    async fn make_layout_with(&self, prepared: bool) -> Result<(), SandboxError> {
+        let mk = |dir: &Path| {
+            let marker = guest_str(&dir.join(".firebreak-mkdir"));
+            let dir = dir.to_path_buf();
+            let client = self.client.clone();
+            async move {
+                client
+                    .write_file(&marker, b"", None)
+                    .await
+                    .map_err(|e| agent_err("create", &dir, e))?;
+                client
+                    .remove(&marker)
+                    .await
+                    .map_err(|e| agent_err("create", &dir, e))
+            }
+        };
+        if prepared {
+            return mk(&self.layout.workspace).await;
         }
-        Ok(())
+        let (a, b, c, d) = tokio::join!(
+            mk(&self.layout.workspace),
+            mk(&self.layout.file_commands),
+            mk(&self.layout.tool_cache),
+            mk(&self.layout.home)
+        );
+        a.and(b).and(c).and(d)
+    }
+
+    async fn make_layout(&self) -> Result<(), SandboxError> {
+        self.make_layout_with(false).await
+    }
+
+    /// Limits the job's processes and threads together to `n` (the job
+    /// cgroup's `pids.max`, see [`snapshot::JOB_CGROUP`]).
+    async fn set_pids_max(&self, n: u32) -> Result<(), SandboxError> {
+        self.client
+            .write_file(snapshot::JOB_PIDS_MAX, format!("{n}\n").as_bytes(), None)
+            .await
+            .map_err(|e| agent_err("limit pids in", Path::new(snapshot::JOB_PIDS_MAX), e))
     }
 
     fn live(&self) -> Result<(), SandboxError> {

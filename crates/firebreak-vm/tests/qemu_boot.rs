@@ -1,5 +1,5 @@
-//! Boots real VMs. Skipped (with a message saying why) when QEMU or a guest
-//! image is missing. Image choice: the image built from the current static
+//! Boots real VMs. Opt-in with `FIREBREAK_VM_TESTS=1`; skipped (with a message saying why)
+//! otherwise or when QEMU or a guest image is missing. Image choice: the image built from the current static
 //! agent (`target/x86_64-unknown-linux-gnu/release/firebreak-agent` or
 //! `$FIREBREAK_AGENT`) if cached, else the newest cached image; with
 //! `FIREBREAK_TEST_BUILD_IMAGE=1` a missing image is built first (minutes).
@@ -26,6 +26,9 @@ fn agent_binary() -> PathBuf {
 
 /// The image to test with, or why the test is skipped.
 fn test_image() -> Result<Image, String> {
+    if std::env::var_os("FIREBREAK_VM_TESTS").is_none_or(|v| v != "1") {
+        return Err("VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)".into());
+    }
     for t in tools::QEMU_TOOLS {
         if tools::find(t.name).is_none() {
             return Err(format!(

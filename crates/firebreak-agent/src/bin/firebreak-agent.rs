@@ -3,8 +3,11 @@
 //! Modes:
 //! * PID 1 (started by the initramfs): set up the guest, start the serving
 //!   agent as a child, reap orphans, restart the agent if it dies.
-//! * `--serve [--device PATH]`: serve the virtio-serial port (found by its
-//!   name `org.firebreak.agent`) or PATH, reopening it after each session.
+//! * `--serve [--device PATH | --vsock PORT]`: serve the virtio-serial port
+//!   (found by its name `org.firebreak.agent`) or PATH, reopening it after
+//!   each session; or vsock PORT (any CID), one session per connection.
+//!   Without either option, `firebreak.vsock=PORT` on the kernel command
+//!   line (Firecracker) selects vsock.
 //! * `--stdio`: serve one session on stdin/stdout (tests, debugging).
 //! * `--exec-in-cgroup DIR -- ARGV...`: internal helper; enter a cgroup and exec.
 //! * `--version`.
@@ -43,16 +46,25 @@ fn main() {
             127
         }
         Some("--stdio") => run_stdio(),
-        Some("--serve") => {
-            let device = match (args.get(1).map(String::as_str), args.get(2)) {
-                (Some("--device"), Some(p)) => Some(PathBuf::from(p)),
-                _ => None,
-            };
-            run_serve(device)
-        }
+        Some("--serve") => match (args.get(1).map(String::as_str), args.get(2)) {
+            (Some("--device"), Some(p)) => run_serve(Some(PathBuf::from(p)), None),
+            (Some("--vsock"), Some(p)) => match p.parse::<u32>() {
+                Ok(port) => run_serve(None, Some(port)),
+                Err(_) => {
+                    log(&format!("--vsock wants a port number, not {p:?}"));
+                    2
+                }
+            },
+            _ => run_serve(
+                None,
+                std::fs::read_to_string("/proc/cmdline")
+                    .ok()
+                    .and_then(|c| firebreak_agent::vsock::port_from_cmdline(&c)),
+            ),
+        },
         None if std::process::id() == 1 => run_init(),
         _ => {
-            log("usage: firebreak-agent [--serve [--device PATH] | --stdio | --version]");
+            log("usage: firebreak-agent [--serve [--device PATH | --vsock PORT] | --stdio | --version]");
             2
         }
     };
@@ -97,7 +109,7 @@ fn find_port() -> Option<PathBuf> {
     None
 }
 
-fn run_serve(device: Option<PathBuf>) -> i32 {
+fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
     let Some(rt) = runtime() else { return 1 };
     let guest = std::os::unix::process::parent_id() == 1;
     let cgroup_root = Path::new("/sys/fs/cgroup/cgroup.procs")
@@ -111,6 +123,9 @@ fn run_serve(device: Option<PathBuf>) -> i32 {
             .filter(|_| cgroup_root.is_some()),
         cgroup_root,
     });
+    if let Some(port) = vsock_port {
+        return run_vsock(&rt, port, cfg);
+    }
     let mut waited = Duration::ZERO;
     let mut announced = false;
     loop {
@@ -173,6 +188,39 @@ fn run_serve(device: Option<PathBuf>) -> i32 {
             Err(e) => {
                 log(&format!("session ended: {e}"));
                 std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Serves vsock `port` until a session asks for shutdown; retries the bind
+/// while the vsock driver is not there yet.
+fn run_vsock(rt: &tokio::runtime::Runtime, port: u32, cfg: Arc<AgentConfig>) -> i32 {
+    let mut waited = Duration::ZERO;
+    loop {
+        let res = rt.block_on(firebreak_agent::vsock::serve_vsock(
+            port,
+            cfg.clone(),
+            |end| {
+                if let Err(e) = end {
+                    log(&format!("vsock session ended: {e}"));
+                }
+            },
+        ));
+        match res {
+            Ok(_) => {
+                if cfg.guest {
+                    nix::unistd::sync();
+                    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+                }
+                return 0;
+            }
+            Err(e) => {
+                if waited == Duration::ZERO || waited == Duration::from_secs(10) {
+                    log(&format!("cannot listen on vsock port {port}: {e}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                waited += Duration::from_millis(50);
             }
         }
     }

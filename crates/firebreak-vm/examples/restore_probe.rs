@@ -1,0 +1,114 @@
+//! Developer probe: where the time of a snapshot restore goes
+//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb]`;
+//! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown).
+//!
+//! Prints, per restored VM, the time to first output / exit of repeated
+//! `exec`s. `--cold` adds a cold-booted VM for comparison; `--nocg` repeats
+//! the `exec`s with the agent's per-command cgroups turned off (a read-only
+//! tmpfs over `/sys/fs/cgroup`: the agent then spawns without its re-exec
+//! helper); `--membomb` runs a memory bomb and prints the guest console.
+
+use std::time::Instant;
+
+use firebreak_vm::image::ImageStore;
+use firebreak_vm::{snapshot, QemuVm, VmConfig};
+
+/// Milliseconds to the first output byte and to the exit of `argv`.
+async fn exec(vm: &QemuVm, argv: &[&str]) -> (f64, f64) {
+    let t = Instant::now();
+    let spec = firebreak_agent::ExecSpec::new(argv.iter().copied()).env("PATH", "/usr/bin:/bin");
+    let mut h = match vm.client().exec(spec).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("exec: {e}");
+            return (0.0, 0.0);
+        }
+    };
+    let mut first = None;
+    while let Ok(firebreak_agent::ExecEvent::Output(..)) = h.next().await {
+        first.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (first.unwrap_or(f64::NAN), t.elapsed().as_secs_f64() * 1e3)
+}
+
+async fn report(what: &str, vm: &QemuVm) {
+    let mut v = Vec::new();
+    for _ in 0..4 {
+        let (f, e) = exec(vm, &["/bin/echo", "hi"]).await;
+        v.push(format!("{f:.0}/{e:.0}"));
+    }
+    for _ in 0..2 {
+        let (f, e) = exec(vm, &["/bin/sh", "-c", "echo hi"]).await;
+        v.push(format!("sh {f:.0}/{e:.0}"));
+    }
+    let t = Instant::now();
+    let _ = vm.client().ping().await;
+    eprintln!("{what}: ping {:.1} ms; first/exit ms: {}", t.elapsed().as_secs_f64() * 1e3, v.join(" "));
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let Ok(img) = ImageStore::open_default().latest() else {
+        eprintln!("no image");
+        return;
+    };
+    let cfg = VmConfig {
+        memory_mib: 256,
+        vcpus: 1,
+        ..VmConfig::default()
+    };
+    let t = Instant::now();
+    let kvm = firebreak_vm::qemu::probe_kvm(&img.kernel()).await;
+    eprintln!("KVM probe: {kvm:?} in {:?}", t.elapsed());
+    let Ok((snap, _)) = snapshot::ensure(&img, &cfg).await else {
+        eprintln!("no snapshot");
+        return;
+    };
+    for _ in 0..2 {
+        let t = Instant::now();
+        let vm = match QemuVm::restore(&img, &cfg, &snap).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("{e}");
+                return;
+            }
+        };
+        let r = t.elapsed().as_secs_f64() * 1e3;
+        report(&format!("restored in {r:.0} ms"), &vm).await;
+        if std::env::args().any(|a| a == "--nocg") {
+            let _ = exec(&vm, &["/bin/mount", "-t", "tmpfs", "-o", "ro", "none", "/sys/fs/cgroup"]).await;
+            report("  without per-command cgroups", &vm).await;
+        }
+    }
+    if std::env::args().any(|a| a == "--membomb") {
+        if let Ok(mut vm) = QemuVm::restore(&img, &cfg, &snap).await {
+            let spec = firebreak_agent::ExecSpec::new([
+                "/bin/sh",
+                "-c",
+                "cat /proc/$PPID/oom_score_adj; cat /proc/self/cgroup; free -m; head -c 2000M /dev/zero | tail > /dev/null; echo status $?",
+            ])
+            .env("PATH", "/usr/bin:/bin");
+            let r = match vm.client().exec(spec).await {
+                Ok(h) => h.collect().await.map(|(o, e, st)| {
+                    format!("{}{} {st:?}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e))
+                }),
+                Err(e) => Err(e),
+            };
+            eprintln!("membomb: {r:?}; running: {}", vm.is_running());
+            let c = vm.console();
+            let lines: Vec<&str> = c.lines().collect();
+            eprintln!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+            eprintln!("{}", std::fs::read_to_string(vm.run_dir().join("qemu.log")).unwrap_or_default());
+        }
+        return;
+    }
+    if std::env::args().any(|a| a == "--cold") {
+        match QemuVm::boot(&img, &cfg).await {
+            Ok(vm) => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                report("cold-booted", &vm).await;
+            }
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
+//!
+//! ```text
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N]
+//! ```
+//!
+//! For each kind it calls `SandboxProvider::create` (the clock starts
+//! there: "job accepted"), runs `echo hi` and stops the clock at the first
+//! output line; then destroys the sandbox. Kinds: `host` and `namespace`
+//! (references), QEMU `cold` (boot every time), `restore` (clone of the
+//! cached snapshot; the snapshot is taken before timing starts), `pool`
+//! (warm pool of 1; each run waits until the pool has refilled, so this
+//! measures a take). VMs: 256 MiB, 1 vCPU.
+//!
+//! Then capacity: a warm pool as large as the default memory budget allows
+//! (half the host's RAM, 320 MiB charged per 256 MiB VM), how many VMs it
+//! holds, their host RSS and their CPU use while idle.
+
+use std::time::{Duration, Instant};
+
+use firebreak_runner::sandbox::{
+    ExecRequest, HostProvider, JobSpec, NamespaceConfig, NamespaceProvider, OutputEvent,
+    SandboxProvider,
+};
+use firebreak_vm::image::ImageStore;
+use firebreak_vm::pool::{vm_cost_mib, MemoryBudget};
+use firebreak_vm::{PoolConfig, QemuProvider, Start, VmConfig};
+
+/// Median, p90, min (ms) and successful runs.
+type Summary = (f64, f64, f64, usize);
+/// Name, summary, target.
+type Row = (String, Option<Summary>, &'static str);
+
+struct Opts {
+    runs: usize,
+    cold: bool,
+    capacity: bool,
+    capacity_max: Option<usize>,
+}
+
+fn parse() -> Opts {
+    let mut o = Opts {
+        runs: 10,
+        cold: true,
+        capacity: true,
+        capacity_max: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--no-cold" => o.cold = false,
+            "--no-capacity" => o.capacity = false,
+            "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    o
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One run: create → first output line of `echo hi` → destroy.
+async fn once(p: &dyn SandboxProvider, id: &str) -> Result<(Duration, Vec<String>), String> {
+    let t0 = Instant::now();
+    let sb = p
+        .create(JobSpec::new(id, "bench"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<OutputEvent>(16);
+    let req = ExecRequest::new(["echo", "hi"]).env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    let exec = sb.exec(req, tx);
+    tokio::pin!(exec);
+    let mut first = None;
+    let mut done = false;
+    while first.is_none() {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(_) => first = Some(t0.elapsed()),
+                None => break,
+            },
+            r = &mut exec, if !done => { done = true; r.map_err(|e| e.to_string())?; }
+        }
+    }
+    if !done {
+        let _ = exec.await;
+    }
+    let notes = sb.notes();
+    let _ = sb.destroy().await;
+    first
+        .map(|f| (f, notes))
+        .ok_or_else(|| "no output".to_string())
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).copied().unwrap_or(f64::NAN)
+    };
+    (pick(0.5), pick(0.9), v.first().copied().unwrap_or(f64::NAN))
+}
+
+type Hook<'a> = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>> + 'a;
+
+async fn series<'a>(
+    name: &str,
+    p: &dyn SandboxProvider,
+    runs: usize,
+    before_each: Option<&'a Hook<'a>>,
+) -> Option<(f64, f64, f64, usize)> {
+    let mut v = Vec::new();
+    for i in 0..runs {
+        if let Some(f) = before_each {
+            f().await;
+        }
+        match once(p, &format!("{name}-{i}")).await {
+            Ok((d, notes)) => {
+                eprintln!(
+                    "  {name} #{i}: {:.1} ms  {}",
+                    ms(d),
+                    notes.last().cloned().unwrap_or_default()
+                );
+                v.push(ms(d));
+            }
+            Err(e) => eprintln!("  {name} #{i}: FAILED: {e}"),
+        }
+    }
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len();
+    let (med, p90, min) = stats(&mut v);
+    Some((med, p90, min, n))
+}
+
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn run() -> i32 {
+    let o = parse();
+    let store = ImageStore::open_default();
+    let image = match store.latest() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("SKIPPED: no guest image ({e}); only host/namespace measured");
+            return bench_local(&o).await;
+        }
+    };
+    let cfg = VmConfig {
+        memory_mib: 256,
+        vcpus: 1,
+        ..VmConfig::default()
+    };
+    eprintln!("image {} ; VMs 256 MiB, 1 vCPU", image.manifest.hash);
+    let hash = Some(image.manifest.hash.clone());
+    let mut rows: Vec<Row> = Vec::new();
+    let tmp = std::env::temp_dir().join(format!("fb-bench-{}", std::process::id()));
+    let host = HostProvider::new(tmp.join("host"));
+    rows.push(("host".into(), series("host", &host, o.runs, None).await, "—"));
+    let ns = NamespaceProvider::new(NamespaceConfig::new(tmp.join("ns")));
+    let probe = ns.probe().await;
+    if probe.available {
+        rows.push(("namespace".into(), series("namespace", &ns, o.runs, None).await, "—"));
+    } else {
+        eprintln!("namespace unavailable: {:?}", probe.notes);
+    }
+    if o.cold {
+        let cold = QemuProvider::new(
+            store.clone(),
+            hash.clone(),
+            VmConfig {
+                start: Start::Cold,
+                ..cfg.clone()
+            },
+        );
+        rows.push(("qemu cold boot".into(), series("cold", &cold, o.runs, None).await, "≤ 2500"));
+    }
+    let restore = QemuProvider::new(store.clone(), hash.clone(), cfg.clone());
+    let t = Instant::now();
+    match restore.prewarm(&JobSpec::new("warm", "bench")).await {
+        Ok(s) => eprintln!(
+            "snapshot {} ready in {:.1}s ({} MB state)",
+            s.meta.key,
+            t.elapsed().as_secs_f64(),
+            s.meta.state_bytes / 1_000_000
+        ),
+        Err(e) => eprintln!("snapshot: {e}"),
+    }
+    rows.push((
+        "qemu snapshot restore".into(),
+        series("restore", &restore, o.runs, None).await,
+        "≤ 250",
+    ));
+    let pooled = QemuProvider::new(store.clone(), hash.clone(), cfg.clone()).with_pool(PoolConfig {
+        size: 1,
+        memory_budget_mib: None,
+    });
+    let spec = JobSpec::new("warm", "bench");
+    let snap = pooled.prewarm(&spec).await.ok();
+    let wait_ready = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+        Box::pin(async {
+            let (Some(pool), Some(snap)) = (pooled.pool(), snap.as_ref()) else {
+                return;
+            };
+            let t = Instant::now();
+            while pool.ready(snap) < 1 && t.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Let the refill's restore finish settling (CPU).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+    };
+    rows.push((
+        "qemu warm pool".into(),
+        series("pool", &pooled, o.runs, Some(&wait_ready)).await,
+        "≤ 50",
+    ));
+    pooled.shutdown().await;
+
+    println!("\n## job accepted → first byte of `echo hi` ({} runs each)\n", o.runs);
+    println!("| sandbox | median ms | p90 ms | min ms | ok runs | target ms |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, r, target) in &rows {
+        match r {
+            Some((med, p90, min, n)) => {
+                println!("| {name} | {med:.1} | {p90:.1} | {min:.1} | {n} | {target} |")
+            }
+            None => println!("| {name} | failed | | | 0 | {target} |"),
+        }
+    }
+
+    if o.capacity {
+        capacity(&store, hash, &cfg, o.capacity_max).await;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    0
+}
+
+async fn capacity(
+    store: &ImageStore,
+    hash: Option<String>,
+    cfg: &VmConfig,
+    max: Option<usize>,
+) {
+    let budget = MemoryBudget::host_default_mib();
+    let fit = (budget / vm_cost_mib(cfg)) as usize;
+    let size = max.map_or(fit, |m| m.min(fit));
+    eprintln!("capacity: budget {budget} MiB → {fit} VMs of 256 MiB; filling a pool of {size}");
+    let p = QemuProvider::new(store.clone(), hash, cfg.clone()).with_pool(PoolConfig {
+        size,
+        memory_budget_mib: Some(budget),
+    });
+    let spec = JobSpec::new("cap", "bench");
+    let Ok(snap) = p.prewarm(&spec).await else {
+        eprintln!("capacity: no snapshot");
+        return;
+    };
+    let Some(pool) = p.pool().cloned() else {
+        return;
+    };
+    let t = Instant::now();
+    let mut last = (0, Instant::now());
+    while pool.ready(&snap) < size && t.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = pool.ready(&snap);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    let fill = t.elapsed();
+    // Idle: let the last restores settle, then measure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids = pool.ready_pids();
+    let ticks0: u64 = pids.iter().filter_map(|p| proc_cpu_ticks(*p)).sum();
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let ticks1: u64 = pids.iter().filter_map(|p| proc_cpu_ticks(*p)).sum();
+    let rss: Vec<u64> = pids.iter().filter_map(|p| proc_rss_kib(*p)).collect();
+    let n = pids.len().max(1) as f64;
+    // Clock ticks are 1/100 s on Linux.
+    let cpu_pct_total = (ticks1.saturating_sub(ticks0)) as f64 / 100.0 / window.as_secs_f64() * 100.0;
+    let rss_mib_avg = rss.iter().sum::<u64>() as f64 / 1024.0 / rss.len().max(1) as f64;
+    let rss_mib_max = rss.iter().max().copied().unwrap_or(0) as f64 / 1024.0;
+    println!("\n## capacity (256 MiB, 1 vCPU VMs; idle in the warm pool)\n");
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| memory budget (half of host RAM) | {budget} MiB |");
+    println!("| charged per VM (guest + QEMU overhead) | {} MiB |", vm_cost_mib(cfg));
+    println!("| VMs the budget admits | {fit} |");
+    println!("| VMs started (pool filled) | {} in {:.1} s |", pids.len(), fill.as_secs_f64());
+    println!("| budget in use | {} MiB |", p.budget().used_mib());
+    println!("| host RSS per idle VM, mean / max | {rss_mib_avg:.0} / {rss_mib_max:.0} MiB |");
+    println!(
+        "| host CPU, all idle VMs together / per VM | {cpu_pct_total:.1}% / {:.2}% of a core |",
+        cpu_pct_total / n
+    );
+    p.shutdown().await;
+}
+
+async fn bench_local(o: &Opts) -> i32 {
+    let tmp = std::env::temp_dir().join(format!("fb-bench-{}", std::process::id()));
+    let host = HostProvider::new(tmp.join("host"));
+    let r = series("host", &host, o.runs, None).await;
+    println!("host: {r:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    0
+}
+
+fn main() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(run());
+    std::process::exit(code);
+}

@@ -1,0 +1,101 @@
+//! The Firecracker backend: one Firecracker microVM per job.
+//!
+//! * [`api`] — a typed client of Firecracker's REST API on its Unix socket
+//!   ([`FirecrackerApi`]): machine config, boot source, drives, vsock,
+//!   network interfaces, entropy, actions, pause/resume, snapshot
+//!   create/load, instance info. Refusals become [`ApiError::Fault`] with
+//!   Firecracker's `fault_message`.
+//! * [`vm`] — [`FirecrackerVm`]: spawn, configure ([`BootPlan`]), start,
+//!   connect the agent over vsock, snapshot, restore, tear down.
+//! * [`provider`] — [`FirecrackerProvider`], the runner's `SandboxProvider`
+//!   for `--sandbox firecracker`, and its [`FirecrackerSandbox`].
+//!
+//! Nothing here downloads or builds Firecracker. The binary is
+//! [`FirecrackerConfig::binary`], else `$FIREBREAK_FIRECRACKER_BIN`, else
+//! `firecracker` on `PATH` ([`find_firecracker`]). It needs hardware KVM
+//! (a PVM-only KVM does not run its guests).
+//!
+//! ## A boot
+//!
+//! 1. A run directory `<tmp>/fcvm-<pid>-<n>/` (or the jail root, below).
+//! 2. `rootfs.ext4` there is a copy-on-write copy of the image's
+//!    `rootfs.ext4` (`cp --reflink=auto --sparse=always`: a reflink on
+//!    btrfs/XFS, a sparse copy elsewhere); the image is never written.
+//! 3. `firecracker --api-sock <dir>/api.sock --id fb-<pid>-<n>` (under
+//!    `setpriv --pdeathsig KILL` when available, so no VM outlives the
+//!    runner); the guest serial console (its stdout) goes to `console.log`,
+//!    its own log (stderr) to `firecracker.log`.
+//! 4. Once `GET /` answers: `PUT /machine-config` (vCPUs, memory),
+//!    `/boot-source` (`vmlinux`, `initramfs.cpio.gz`, [`boot_args`]),
+//!    `/drives/rootfs` (the copy, root device → `/dev/vda`), `/vsock`
+//!    (CID 3, `uds_path` = `<dir>/v.sock`), `/network-interfaces/eth0` (only
+//!    with a [`TapNetwork`]), `/entropy` (virtio-rng), then `PUT /actions`
+//!    `InstanceStart`.
+//! 5. The command line carries `firebreak.vsock=1024`: the initramfs loads
+//!    the vsock modules and the agent listens on vsock port 1024. The host
+//!    connects through `v.sock` (`CONNECT 1024\n` → `OK …`,
+//!    [`FirecrackerVsock`](crate::transport::FirecrackerVsock)) and completes
+//!    the agent hello.
+//! 6. Teardown: agent shutdown, `SendCtrlAltDel`, then kill; the run
+//!    directory goes with it.
+//!
+//! ## Snapshots (warm starts)
+//!
+//! [`FirecrackerVm::snapshot`] syncs the guest, pauses it (`PATCH /vm`),
+//! writes a full snapshot (`PUT /snapshot/create`: `vmstate`, `memory`),
+//! copies the paused disk next to them, writes `snapshot.json`, and resumes
+//! if asked. [`FirecrackerVm::restore`] starts a fresh Firecracker, gives it
+//! its own copy-on-write copy of the snapshot's disk, `PUT /snapshot/load`
+//! with a file memory backend, `resume_vm: false` and a `vsock_override`
+//! for its own `v.sock`, points the root drive at its copy
+//! (`PATCH /drives/rootfs`), resumes, reconnects the agent (the vsock device
+//! resets connections on restore) and — before any job code runs — sets the
+//! guest clock and mixes fresh host entropy into the guest's pool, following
+//! Firecracker's guidance that clones must not share RNG state (the
+//! virtio-rng device keeps feeding entropy afterwards). Without the jailer,
+//! the drive path recorded in the snapshot is reopened during the load; when
+//! it is gone, a symlink to the snapshot's disk stands in (the VM is paused
+//! until the drive is re-pointed). `vsock_override` needs a recent
+//! Firecracker; under the jailer every recorded path is jail-relative
+//! (`/rootfs.ext4`, `/v.sock`) and no override is needed.
+//!
+//! ## The jailer (opt-in: [`JailerConfig`])
+//!
+//! For production hosts Firecracker should run through its `jailer`
+//! (started as root; it drops privileges before exec'ing Firecracker):
+//!
+//! * **uid/gid**: a dedicated unprivileged user and group per host (e.g.
+//!   `firebreak-vm`), not shared with anything else; the jailer chowns the
+//!   jail root, `/dev/kvm` and `/dev/net/tun` inside the jail to them, and
+//!   we chown the staged disk copy (kernel, initramfs and snapshot files are
+//!   hard-linked in, read-only to that user).
+//! * **chroot base**: `/srv/jailer` (the default); a VM's jail root is
+//!   `/srv/jailer/firecracker/<id>/root`, which is also its run directory
+//!   here, removed (with its parent) at teardown. Put it on the same file
+//!   system as the image cache so hard links and reflinks work.
+//! * **cgroups**: v2 (`--cgroup-version 2`) under `--parent-cgroup
+//!   firebreak`, one cgroup per VM named by its id, with `cpu.max` (vCPUs ×
+//!   period) and `memory.max` (guest memory plus ~64 MiB VMM overhead) from
+//!   the job's limits, and `pids.max` to cap the VMM's threads.
+//! * **netns**: without network, a fresh empty network namespace per VM
+//!   (`--netns /var/run/netns/fb-<id>`); with network, a namespace holding
+//!   only that VM's TAP device and its NAT, created by the host setup.
+//! * Not `--daemonize` or `--new-pid-ns`: the jailer then exec's into
+//!   Firecracker in place, so the child we hold *is* Firecracker and killing
+//!   it tears the VM down.
+//!
+//! ## Guest side
+//! The image is the same as QEMU's (`vmlinux` instead of `bzImage`). The
+//! agent serves vsock when the command line has `firebreak.vsock=<port>`
+//! (`firebreak_agent::vsock`).
+
+pub mod api;
+pub mod provider;
+pub mod vm;
+
+pub use api::{ApiError, FirecrackerApi};
+pub use provider::{FirecrackerProvider, FirecrackerSandbox};
+pub use vm::{
+    boot_args, find_firecracker, BootFiles, BootPlan, FirecrackerConfig, FirecrackerError,
+    FirecrackerVm, JailerConfig, Snapshot, SnapshotMeta, TapNetwork, FIRECRACKER_BIN_ENV,
+};

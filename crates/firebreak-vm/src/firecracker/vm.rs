@@ -1,0 +1,1110 @@
+//! One Firecracker microVM: spawn, configure, start, connect, snapshot,
+//! restore, tear down. See the [module docs](super) for the layout and the
+//! jailer settings.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firebreak_agent::{AgentClient, AgentInfo, ClientError};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::api::{
+    ApiError, BootSource, Drive, EntropyDevice, FirecrackerApi, IoEngine, MachineConfig,
+    MemoryBackend, MemoryBackendType, NetworkInterface, PartialDrive, SnapshotCreateParams,
+    SnapshotLoadParams, SnapshotType, Vsock, VsockOverride,
+};
+use crate::image::Image;
+use crate::tools;
+use crate::transport::{connect_agent, FirecrackerVsock, TransportError};
+
+/// Environment variable naming the Firecracker binary (tests and
+/// [`find_firecracker`] use it before `PATH`).
+pub const FIRECRACKER_BIN_ENV: &str = "FIREBREAK_FIRECRACKER_BIN";
+
+/// Id of the root drive.
+pub const ROOT_DRIVE_ID: &str = "rootfs";
+
+/// The first guest context id (0–2 are reserved).
+pub const DEFAULT_GUEST_CID: u32 = 3;
+
+/// `$FIREBREAK_FIRECRACKER_BIN` when set and non-empty, else `firecracker` on
+/// `PATH` (or an sbin directory).
+pub fn find_firecracker() -> Option<PathBuf> {
+    match std::env::var_os(FIRECRACKER_BIN_ENV) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => tools::find("firecracker"),
+    }
+}
+
+/// Errors of the Firecracker backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FirecrackerError {
+    /// No Firecracker binary.
+    #[error("firecracker binary not found: set {FIRECRACKER_BIN_ENV} or put it on PATH")]
+    NotFound,
+    /// A host file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A helper command failed.
+    #[error("{command} failed: {output}")]
+    Command {
+        /// Command line.
+        command: String,
+        /// Its stderr.
+        output: String,
+    },
+    /// The API refused a request or could not be reached.
+    #[error("firecracker API: {0}")]
+    Api(#[from] ApiError),
+    /// The VM did not come up; what Firecracker and the guest said.
+    #[error("firecracker VM {id} failed: {reason}\n--- firecracker log (tail) ---\n{log}\n--- guest console (tail) ---\n{console}")]
+    Boot {
+        /// The VM id.
+        id: String,
+        /// What failed.
+        reason: String,
+        /// End of Firecracker's stderr.
+        log: String,
+        /// End of the guest console.
+        console: String,
+    },
+    /// Talking to the agent failed.
+    #[error("agent: {0}")]
+    Agent(#[from] ClientError),
+    /// A snapshot directory is unusable.
+    #[error("snapshot {dir}: {reason}")]
+    Snapshot {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> FirecrackerError {
+    let path = path.into();
+    move |source| FirecrackerError::Io { op, path, source }
+}
+
+/// Running Firecracker through its jailer (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailerConfig {
+    /// The `jailer` binary (same version as Firecracker).
+    pub binary: PathBuf,
+    /// Unprivileged uid Firecracker runs as.
+    pub uid: u32,
+    /// Unprivileged gid.
+    pub gid: u32,
+    /// Where jails are built (`<base>/firecracker/<id>/root`).
+    pub chroot_base: PathBuf,
+    /// cgroup version (2 on current hosts).
+    pub cgroup_version: u8,
+    /// Parent cgroup of the per-VM cgroups (relative to the hierarchy).
+    pub parent_cgroup: Option<String>,
+    /// `file=value` cgroup settings (`cpu.max=200000 100000`, `memory.max=…`).
+    pub cgroups: Vec<String>,
+    /// Network namespace to join (`/var/run/netns/<name>`).
+    pub netns: Option<PathBuf>,
+}
+
+impl JailerConfig {
+    /// The jail layout for `binary` with `uid:gid`: chroot base
+    /// `/srv/jailer`, cgroup v2 under `firebreak`, no netns.
+    pub fn new(binary: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
+        JailerConfig {
+            binary: binary.into(),
+            uid,
+            gid,
+            chroot_base: PathBuf::from("/srv/jailer"),
+            cgroup_version: 2,
+            parent_cgroup: Some("firebreak".into()),
+            cgroups: Vec::new(),
+            netns: None,
+        }
+    }
+
+    /// The jail's root for VM `id` of Firecracker binary `firecracker`.
+    pub fn chroot_dir(&self, firecracker: &Path, id: &str) -> PathBuf {
+        let exec_name = firecracker
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "firecracker".into());
+        self.chroot_base.join(exec_name).join(id).join("root")
+    }
+
+    /// The jailer command line (program excluded) that starts `firecracker`
+    /// as VM `id` with its API socket at `/api.sock` inside the jail.
+    pub fn argv(&self, firecracker: &Path, id: &str) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--id".into(),
+            id.into(),
+            "--exec-file".into(),
+            firecracker.into(),
+            "--uid".into(),
+            self.uid.to_string().into(),
+            "--gid".into(),
+            self.gid.to_string().into(),
+            "--chroot-base-dir".into(),
+            self.chroot_base.clone().into(),
+            "--cgroup-version".into(),
+            self.cgroup_version.to_string().into(),
+        ];
+        if let Some(p) = &self.parent_cgroup {
+            a.push("--parent-cgroup".into());
+            a.push(p.into());
+        }
+        for c in &self.cgroups {
+            a.push("--cgroup".into());
+            a.push(c.into());
+        }
+        if let Some(n) = &self.netns {
+            a.push("--netns".into());
+            a.push(n.clone().into());
+        }
+        a.push("--".into());
+        a.push("--api-sock".into());
+        a.push("/api.sock".into());
+        a
+    }
+}
+
+/// A TAP device for the guest's `eth0` (opt-in; the host sets up the TAP
+/// device, addressing and NAT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNetwork {
+    /// Host TAP device name.
+    pub host_dev_name: String,
+    /// Guest MAC (`06:00:AC:10:00:02`); `None`: Firecracker picks one.
+    pub guest_mac: Option<String>,
+}
+
+/// How to run one Firecracker VM.
+#[derive(Debug, Clone)]
+pub struct FirecrackerConfig {
+    /// The Firecracker binary; `None`: [`find_firecracker`].
+    pub binary: Option<PathBuf>,
+    /// Run through the jailer.
+    pub jailer: Option<JailerConfig>,
+    /// vCPUs (1..=32).
+    pub vcpus: u32,
+    /// Guest memory, MiB.
+    pub memory_mib: u64,
+    /// Opt-in network.
+    pub network: Option<TapNetwork>,
+    /// From spawn to the agent's hello before the boot counts as failed.
+    pub boot_timeout: Duration,
+    /// Kill the VM this long after it booted (the job's timeout).
+    pub job_timeout: Option<Duration>,
+    /// Where run directories go (without the jailer); `None`: temp dir.
+    pub run_parent: Option<PathBuf>,
+    /// Extra kernel command-line words.
+    pub extra_cmdline: Vec<String>,
+    /// Guest vsock context id.
+    pub guest_cid: u32,
+    /// vsock port the agent listens on.
+    pub agent_port: u32,
+    /// Attach a virtio-rng device (fresh host entropy, also after restore).
+    pub entropy_device: bool,
+    /// Track dirty pages (for diff snapshots).
+    pub track_dirty_pages: bool,
+    /// Per-request API timeout.
+    pub api_timeout: Duration,
+}
+
+impl Default for FirecrackerConfig {
+    fn default() -> Self {
+        FirecrackerConfig {
+            binary: None,
+            jailer: None,
+            vcpus: 2,
+            memory_mib: 2048,
+            network: None,
+            boot_timeout: Duration::from_secs(10),
+            job_timeout: None,
+            run_parent: None,
+            extra_cmdline: Vec::new(),
+            guest_cid: DEFAULT_GUEST_CID,
+            agent_port: firebreak_agent::protocol::VSOCK_PORT,
+            entropy_device: true,
+            track_dirty_pages: false,
+            api_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The guest files a VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    /// Uncompressed ELF kernel.
+    pub vmlinux: PathBuf,
+    /// Initramfs (mounts `/dev/vda`, starts the agent).
+    pub initramfs: PathBuf,
+    /// Root filesystem; never written (each VM gets a copy-on-write copy).
+    pub rootfs: PathBuf,
+}
+
+impl From<&Image> for BootFiles {
+    fn from(i: &Image) -> Self {
+        BootFiles {
+            vmlinux: i.vmlinux(),
+            initramfs: i.initramfs(),
+            rootfs: i.rootfs(),
+        }
+    }
+}
+
+/// The kernel command line for `cfg`.
+pub fn boot_args(cfg: &FirecrackerConfig) -> String {
+    let mut words: Vec<String> = [
+        "console=ttyS0",
+        "reboot=k",
+        "panic=-1",
+        "pci=off",
+        "quiet",
+        "rw",
+        "mitigations=off",
+        "cryptomgr.notests",
+        "audit=0",
+        "i8042.noaux",
+        "i8042.nomux",
+        "i8042.dumbkbd",
+        "8250.nr_uarts=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    words.push(format!(
+        "{}={}",
+        firebreak_agent::vsock::CMDLINE_FLAG,
+        cfg.agent_port
+    ));
+    if cfg.network.is_some() {
+        words.push("firebreak.net=tap".into());
+    }
+    words.extend(cfg.extra_cmdline.iter().cloned());
+    words.join(" ")
+}
+
+/// Every request that configures a VM before `InstanceStart`, with paths as
+/// Firecracker sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootPlan {
+    /// `PUT /machine-config`.
+    pub machine: MachineConfig,
+    /// `PUT /boot-source`.
+    pub boot_source: BootSource,
+    /// `PUT /drives/{id}`, in order (the root drive first).
+    pub drives: Vec<Drive>,
+    /// `PUT /vsock`.
+    pub vsock: Vsock,
+    /// `PUT /network-interfaces/{id}`.
+    pub network: Vec<NetworkInterface>,
+    /// `PUT /entropy`.
+    pub entropy: Option<EntropyDevice>,
+}
+
+impl BootPlan {
+    /// The plan for `cfg` with the VMM-side paths of kernel, initramfs, root
+    /// drive and vsock socket.
+    pub fn new(
+        cfg: &FirecrackerConfig,
+        kernel: PathBuf,
+        initramfs: PathBuf,
+        rootfs: PathBuf,
+        vsock_uds: PathBuf,
+    ) -> Self {
+        BootPlan {
+            machine: MachineConfig {
+                vcpu_count: cfg.vcpus.clamp(1, 32),
+                mem_size_mib: cfg.memory_mib.max(128),
+                smt: None,
+                track_dirty_pages: cfg.track_dirty_pages.then_some(true),
+                huge_pages: None,
+            },
+            boot_source: BootSource {
+                kernel_image_path: kernel,
+                initrd_path: Some(initramfs),
+                boot_args: Some(boot_args(cfg)),
+            },
+            drives: vec![Drive {
+                drive_id: ROOT_DRIVE_ID.into(),
+                path_on_host: rootfs,
+                is_root_device: true,
+                is_read_only: false,
+                cache_type: None,
+                io_engine: Some(IoEngine::Sync),
+                partuuid: None,
+            }],
+            vsock: Vsock {
+                guest_cid: cfg.guest_cid.max(DEFAULT_GUEST_CID),
+                uds_path: vsock_uds,
+            },
+            network: cfg
+                .network
+                .iter()
+                .map(|n| NetworkInterface {
+                    iface_id: "eth0".into(),
+                    host_dev_name: n.host_dev_name.clone(),
+                    guest_mac: n.guest_mac.clone(),
+                })
+                .collect(),
+            entropy: cfg.entropy_device.then(EntropyDevice::default),
+        }
+    }
+
+    /// Sends the plan — machine config, boot source, drives, vsock, network
+    /// interfaces, entropy — then `InstanceStart`.
+    pub async fn apply(&self, api: &FirecrackerApi) -> Result<(), ApiError> {
+        api.put_machine_config(&self.machine).await?;
+        api.put_boot_source(&self.boot_source).await?;
+        for d in &self.drives {
+            api.put_drive(d).await?;
+        }
+        api.put_vsock(&self.vsock).await?;
+        for n in &self.network {
+            api.put_network_interface(n).await?;
+        }
+        if let Some(e) = &self.entropy {
+            api.put_entropy(e).await?;
+        }
+        api.start().await
+    }
+}
+
+/// Makes `dst` a copy-on-write copy of `src`: a reflink where the file
+/// system can, else a sparse copy (holes stay holes).
+pub async fn cow_copy(src: &Path, dst: &Path) -> Result<(), FirecrackerError> {
+    let out = Command::new("cp")
+        .args(["--reflink=auto", "--sparse=always", "--"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .await
+        .map_err(io_err("run cp for", dst))?;
+    if !out.status.success() {
+        return Err(FirecrackerError::Command {
+            command: format!("cp --reflink=auto {} {}", src.display(), dst.display()),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Where a VM's files are, on the host and as Firecracker sees them.
+#[derive(Debug, Clone)]
+struct RunLayout {
+    /// Host directory holding sockets, disk copy and logs (the jail root
+    /// under the jailer).
+    dir: PathBuf,
+    /// What to delete at teardown.
+    remove: PathBuf,
+    /// Under the jailer Firecracker sees `dir` as `/`.
+    jailed: bool,
+}
+
+impl RunLayout {
+    fn host(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    fn vmm(&self, name: &str) -> PathBuf {
+        if self.jailed {
+            Path::new("/").join(name)
+        } else {
+            self.dir.join(name)
+        }
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Removes `fcvm-<pid>-<n>` run directories of processes that are gone.
+fn remove_stale_run_dirs(parent: &Path) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("fcvm-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Timings of a boot or restore.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirecrackerBootStats {
+    /// Spawn → agent hello answered.
+    pub total: Duration,
+    /// Spawn → API socket answering.
+    pub api_ready: Duration,
+    /// Whether the VM was restored from a snapshot.
+    pub restored: bool,
+}
+
+/// What [`FirecrackerVm::snapshot`] writes next to the state and memory
+/// files (`snapshot.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The drive path recorded in the VM state (as Firecracker saw it).
+    pub recorded_drive_path: PathBuf,
+    /// Whether the VM ran under the jailer (paths are jail-relative).
+    pub jailed: bool,
+    /// Guest vsock CID.
+    pub guest_cid: u32,
+    /// Agent vsock port.
+    pub agent_port: u32,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// Seconds since the epoch at creation.
+    pub created_unix: u64,
+}
+
+/// A snapshot on disk: `vmstate`, `memory`, `rootfs.ext4` (the disk as it
+/// was while paused) and `snapshot.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: SnapshotMeta,
+}
+
+impl Snapshot {
+    /// File names inside a snapshot directory.
+    pub const VMSTATE: &'static str = "vmstate";
+    /// Guest memory.
+    pub const MEMORY: &'static str = "memory";
+    /// Disk.
+    pub const DISK: &'static str = "rootfs.ext4";
+    /// Metadata.
+    pub const META: &'static str = "snapshot.json";
+
+    /// Opens a snapshot directory written by [`FirecrackerVm::snapshot`].
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Snapshot, FirecrackerError> {
+        let dir = dir.into();
+        let bad = |reason: String| FirecrackerError::Snapshot {
+            dir: dir.clone(),
+            reason,
+        };
+        for f in [Self::VMSTATE, Self::MEMORY, Self::DISK] {
+            if !dir.join(f).is_file() {
+                return Err(bad(format!("{f} missing")));
+            }
+        }
+        let text = std::fs::read(dir.join(Self::META)).map_err(|e| bad(e.to_string()))?;
+        let meta = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        Ok(Snapshot { dir, meta })
+    }
+}
+
+/// A running Firecracker VM with a connected agent. Dropping it kills
+/// Firecracker and removes its run directory.
+pub struct FirecrackerVm {
+    id: String,
+    child: Option<Child>,
+    layout: RunLayout,
+    api: FirecrackerApi,
+    transport: FirecrackerVsock,
+    client: Arc<AgentClient>,
+    info: AgentInfo,
+    stats: FirecrackerBootStats,
+    watchdog: Option<JoinHandle<()>>,
+    cfg: FirecrackerConfig,
+}
+
+impl std::fmt::Debug for FirecrackerVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirecrackerVm")
+            .field("id", &self.id)
+            .field("run_dir", &self.layout.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A spawned Firecracker whose API answers, not yet configured.
+struct Spawned {
+    id: String,
+    child: Child,
+    layout: RunLayout,
+    api: FirecrackerApi,
+    t0: Instant,
+    api_ready: Duration,
+}
+
+impl Spawned {
+    fn fail(&mut self, reason: String) -> FirecrackerError {
+        let _ = self.child.start_kill();
+        let log = std::fs::read_to_string(self.layout.host("firecracker.log")).unwrap_or_default();
+        let console = std::fs::read_to_string(self.layout.host("console.log")).unwrap_or_default();
+        FirecrackerError::Boot {
+            id: self.id.clone(),
+            reason,
+            log: tail(&log, 15),
+            console: tail(&console, 25),
+        }
+    }
+
+    /// Runs `fut` unless Firecracker exits first.
+    async fn guard<T, E: std::fmt::Display>(
+        &mut self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, FirecrackerError> {
+        let r = tokio::select! {
+            r = fut => r.map_err(|e| format!("{what}: {e}")),
+            st = self.child.wait() => Err(format!("firecracker exited during {what} ({})",
+                st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
+        };
+        match r {
+            Ok(v) => Ok(v),
+            Err(reason) => {
+                let err = self.fail(reason);
+                let _ = self.child.wait().await;
+                let _ = std::fs::remove_dir_all(&self.layout.remove);
+                Err(err)
+            }
+        }
+    }
+}
+
+async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
+    let binary = cfg
+        .binary
+        .clone()
+        .or_else(find_firecracker)
+        .ok_or(FirecrackerError::NotFound)?;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let id = format!("fb-{}-{seq}", std::process::id());
+    let layout = match &cfg.jailer {
+        Some(j) => {
+            let dir = j.chroot_dir(&binary, &id);
+            let remove = dir.parent().map(Path::to_path_buf).unwrap_or(dir.clone());
+            RunLayout {
+                dir,
+                remove,
+                jailed: true,
+            }
+        }
+        None => {
+            let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
+            remove_stale_run_dirs(&parent);
+            let dir = parent.join(format!("fcvm-{}-{seq}", std::process::id()));
+            RunLayout {
+                remove: dir.clone(),
+                dir,
+                jailed: false,
+            }
+        }
+    };
+    std::fs::create_dir_all(&layout.dir).map_err(io_err("create", &layout.dir))?;
+    let console =
+        std::fs::File::create(layout.host("console.log")).map_err(io_err("create", &layout.dir))?;
+    let log = std::fs::File::create(layout.host("firecracker.log"))
+        .map_err(io_err("create", &layout.dir))?;
+    let (program, args): (PathBuf, Vec<OsString>) = match &cfg.jailer {
+        Some(j) => (j.binary.clone(), j.argv(&binary, &id)),
+        None => (
+            binary.clone(),
+            vec![
+                "--api-sock".into(),
+                layout.vmm("api.sock").into(),
+                "--id".into(),
+                id.clone().into(),
+            ],
+        ),
+    };
+    // `setpriv --pdeathsig KILL` (util-linux): the kernel kills Firecracker
+    // if this process dies without running destructors.
+    let mut cmd = match tools::find("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(&program);
+            c
+        }
+        None => Command::new(&program),
+    };
+    let t0 = Instant::now();
+    let child = cmd
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(console))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&layout.remove);
+            io_err("start", &program)(e)
+        })?;
+    let api = FirecrackerApi::new(layout.host("api.sock")).with_timeout(cfg.api_timeout);
+    let mut s = Spawned {
+        id,
+        child,
+        layout,
+        api: api.clone(),
+        t0,
+        api_ready: Duration::ZERO,
+    };
+    let limit = cfg.boot_timeout;
+    s.guard("waiting for the API socket", api.wait_ready(limit))
+        .await?;
+    s.api_ready = s.t0.elapsed();
+    Ok(s)
+}
+
+/// Stages a file into the jail (hard link, else copy) and hands it to the
+/// jail's uid; without a jail, returns the path unchanged.
+fn stage(
+    layout: &RunLayout,
+    jailer: Option<&JailerConfig>,
+    src: &Path,
+    name: &str,
+) -> Result<PathBuf, FirecrackerError> {
+    let Some(j) = jailer else {
+        return Ok(src.to_path_buf());
+    };
+    let dst = layout.host(name);
+    if std::fs::hard_link(src, &dst).is_err() {
+        std::fs::copy(src, &dst).map_err(io_err("copy into jail", &dst))?;
+    }
+    std::os::unix::fs::chown(&dst, Some(j.uid), Some(j.gid)).map_err(io_err("chown", &dst))?;
+    Ok(layout.vmm(name))
+}
+
+fn host_entropy() -> Vec<u8> {
+    let mut seed = vec![0u8; 64];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut seed);
+    }
+    seed
+}
+
+impl FirecrackerVm {
+    /// Boots `files` under Firecracker and completes the agent handshake.
+    pub async fn boot(
+        files: &BootFiles,
+        cfg: &FirecrackerConfig,
+    ) -> Result<FirecrackerVm, FirecrackerError> {
+        let mut s = spawn(cfg).await?;
+        let jailer = cfg.jailer.as_ref();
+        let layout = s.layout.clone();
+        let prepared = async {
+            let disk = layout.host(Snapshot::DISK);
+            cow_copy(&files.rootfs, &disk).await?;
+            if let Some(j) = jailer {
+                std::os::unix::fs::chown(&disk, Some(j.uid), Some(j.gid))
+                    .map_err(io_err("chown", &disk))?;
+            }
+            let kernel = stage(&layout, jailer, &files.vmlinux, "vmlinux")?;
+            let initrd = stage(&layout, jailer, &files.initramfs, "initramfs.cpio.gz")?;
+            Ok::<_, FirecrackerError>(BootPlan::new(
+                cfg,
+                kernel,
+                initrd,
+                layout.vmm(Snapshot::DISK),
+                layout.vmm("v.sock"),
+            ))
+        };
+        let plan = s.guard("preparing files", prepared).await?;
+        let api = s.api.clone();
+        s.guard("configuring the VM", plan.apply(&api)).await?;
+        Self::connect(s, cfg, false).await
+    }
+
+    async fn connect(
+        mut s: Spawned,
+        cfg: &FirecrackerConfig,
+        restored: bool,
+    ) -> Result<FirecrackerVm, FirecrackerError> {
+        let transport = FirecrackerVsock {
+            uds_path: s.layout.host("v.sock"),
+            port: cfg.agent_port,
+        };
+        let left = cfg.boot_timeout.saturating_sub(s.t0.elapsed());
+        let (client, info) = s
+            .guard(
+                "connecting to the agent",
+                connect_agent(&transport, left.max(Duration::from_secs(1))),
+            )
+            .await?;
+        let stats = FirecrackerBootStats {
+            total: s.t0.elapsed(),
+            api_ready: s.api_ready,
+            restored,
+        };
+        let watchdog = match (cfg.job_timeout, s.child.id()) {
+            (Some(limit), Some(pid)) => Some(tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            })),
+            _ => None,
+        };
+        Ok(FirecrackerVm {
+            id: s.id,
+            child: Some(s.child),
+            layout: s.layout,
+            api: s.api,
+            transport,
+            client: Arc::new(client),
+            info,
+            stats,
+            watchdog,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Pauses the VM, writes a full snapshot (state, memory, a copy of the
+    /// disk) to `dir` (created), and resumes the VM if `resume`.
+    pub async fn snapshot(
+        &mut self,
+        dir: &Path,
+        resume: bool,
+    ) -> Result<Snapshot, FirecrackerError> {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        // Flush the guest's page cache so the disk copy matches memory.
+        if let Ok(h) = self
+            .client
+            .exec(firebreak_agent::ExecSpec::new(["/bin/sync"]))
+            .await
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h.collect()).await;
+        }
+        self.api.pause().await?;
+        let result = async {
+            for f in [Snapshot::VMSTATE, Snapshot::MEMORY] {
+                let _ = std::fs::remove_file(self.layout.host(f));
+            }
+            self.api
+                .create_snapshot(&SnapshotCreateParams {
+                    snapshot_path: self.layout.vmm(Snapshot::VMSTATE),
+                    mem_file_path: self.layout.vmm(Snapshot::MEMORY),
+                    snapshot_type: Some(SnapshotType::Full),
+                })
+                .await?;
+            for f in [Snapshot::VMSTATE, Snapshot::MEMORY] {
+                let (from, to) = (self.layout.host(f), dir.join(f));
+                if std::fs::rename(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).map_err(io_err("copy", &to))?;
+                    let _ = std::fs::remove_file(&from);
+                }
+            }
+            cow_copy(&self.layout.host(Snapshot::DISK), &dir.join(Snapshot::DISK)).await?;
+            let meta = SnapshotMeta {
+                recorded_drive_path: self.layout.vmm(Snapshot::DISK),
+                jailed: self.layout.jailed,
+                guest_cid: self.cfg.guest_cid.max(DEFAULT_GUEST_CID),
+                agent_port: self.cfg.agent_port,
+                vcpus: self.cfg.vcpus,
+                memory_mib: self.cfg.memory_mib,
+                created_unix: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            let json =
+                serde_json::to_vec_pretty(&meta).map_err(|e| FirecrackerError::Snapshot {
+                    dir: dir.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            std::fs::write(dir.join(Snapshot::META), json)
+                .map_err(io_err("write", dir.join(Snapshot::META)))?;
+            Ok::<_, FirecrackerError>(Snapshot {
+                dir: dir.to_path_buf(),
+                meta,
+            })
+        }
+        .await;
+        if resume {
+            self.api.resume().await?;
+        }
+        result
+    }
+
+    /// Starts a new VM from `snapshot` (a warm start): its own copy of the
+    /// snapshot's disk, a fresh vsock socket, then — before anything in the
+    /// guest runs on — a fresh clock and fresh entropy through the agent.
+    /// `cfg` supplies the binary, jailer, timeouts and run directory; the
+    /// machine shape comes from the snapshot.
+    pub async fn restore(
+        snapshot: &Snapshot,
+        cfg: &FirecrackerConfig,
+    ) -> Result<FirecrackerVm, FirecrackerError> {
+        let mut cfg = cfg.clone();
+        cfg.guest_cid = snapshot.meta.guest_cid;
+        cfg.agent_port = snapshot.meta.agent_port;
+        cfg.vcpus = snapshot.meta.vcpus;
+        cfg.memory_mib = snapshot.meta.memory_mib;
+        if snapshot.meta.jailed != cfg.jailer.is_some() {
+            return Err(FirecrackerError::Snapshot {
+                dir: snapshot.dir.clone(),
+                reason: "a snapshot taken with(out) the jailer must be restored the same way"
+                    .into(),
+            });
+        }
+        let mut s = spawn(&cfg).await?;
+        let jailer = cfg.jailer.clone();
+        let layout = s.layout.clone();
+        let prepared = async {
+            let disk = layout.host(Snapshot::DISK);
+            cow_copy(&snapshot.dir.join(Snapshot::DISK), &disk).await?;
+            if let Some(j) = &jailer {
+                std::os::unix::fs::chown(&disk, Some(j.uid), Some(j.gid))
+                    .map_err(io_err("chown", &disk))?;
+            } else if !snapshot.meta.recorded_drive_path.exists() {
+                // Firecracker reopens the drive at its recorded path during
+                // the load; the VM stays paused until the drive is pointed at
+                // this VM's copy, so the snapshot's own copy stands in.
+                if let Some(parent) = snapshot.meta.recorded_drive_path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                }
+                let _ = std::os::unix::fs::symlink(
+                    snapshot.dir.join(Snapshot::DISK),
+                    &snapshot.meta.recorded_drive_path,
+                );
+            }
+            let state = stage(
+                &layout,
+                jailer.as_ref(),
+                &snapshot.dir.join(Snapshot::VMSTATE),
+                Snapshot::VMSTATE,
+            )?;
+            let mem = stage(
+                &layout,
+                jailer.as_ref(),
+                &snapshot.dir.join(Snapshot::MEMORY),
+                Snapshot::MEMORY,
+            )?;
+            Ok::<_, FirecrackerError>(SnapshotLoadParams {
+                snapshot_path: state,
+                mem_backend: MemoryBackend {
+                    backend_type: MemoryBackendType::File,
+                    backend_path: mem,
+                },
+                track_dirty_pages: cfg.track_dirty_pages.then_some(true),
+                resume_vm: Some(false),
+                // Under the jailer the recorded `/v.sock` is this jail's.
+                vsock_override: (!layout.jailed).then(|| VsockOverride {
+                    uds_path: layout.vmm("v.sock"),
+                }),
+                network_overrides: Vec::new(),
+                clock_realtime: None,
+            })
+        };
+        let load = s.guard("preparing the restore", prepared).await?;
+        let api = s.api.clone();
+        let fixup = async {
+            api.load_snapshot(&load).await?;
+            if !layout.jailed {
+                api.patch_drive(&PartialDrive {
+                    drive_id: ROOT_DRIVE_ID.into(),
+                    path_on_host: Some(layout.vmm(Snapshot::DISK)),
+                })
+                .await?;
+            }
+            api.resume().await
+        };
+        s.guard("loading the snapshot", fixup).await?;
+        let vm = Self::connect(s, &cfg, true).await?;
+        // Clones share the snapshot's clock and RNG state: set the clock and
+        // mix fresh host entropy in before any job code runs.
+        vm.client.set_clock(SystemTime::now()).await?;
+        vm.client.add_entropy(&host_entropy()).await?;
+        Ok(vm)
+    }
+
+    /// The VM id (`--id`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The API client.
+    pub fn api(&self) -> &FirecrackerApi {
+        &self.api
+    }
+
+    /// The agent client (shared).
+    pub fn client(&self) -> Arc<AgentClient> {
+        self.client.clone()
+    }
+
+    /// What the agent said at the handshake.
+    pub fn agent_info(&self) -> &AgentInfo {
+        &self.info
+    }
+
+    /// How the boot went.
+    pub fn boot_stats(&self) -> FirecrackerBootStats {
+        self.stats
+    }
+
+    /// The run directory on the host (the jail root under the jailer).
+    pub fn run_dir(&self) -> &Path {
+        &self.layout.dir
+    }
+
+    /// The guest console so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.layout.host("console.log")).unwrap_or_default()
+    }
+
+    /// Drops the agent connection and opens a new one over vsock.
+    pub async fn reconnect(&mut self, timeout: Duration) -> Result<(), FirecrackerError> {
+        self.client.close();
+        let (client, info) =
+            connect_agent(&self.transport, timeout)
+                .await
+                .map_err(|e: TransportError| FirecrackerError::Boot {
+                    id: self.id.clone(),
+                    reason: format!("reconnect: {e}"),
+                    log: String::new(),
+                    console: tail(&self.console(), 25),
+                })?;
+        self.client = Arc::new(client);
+        self.info = info;
+        Ok(())
+    }
+
+    /// True while Firecracker runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Asks the guest to power off (agent, then Ctrl+Alt+Del), waits up to
+    /// `grace`, then kills Firecracker and removes the run directory.
+    /// Idempotent.
+    pub async fn shutdown(&mut self, grace: Duration) {
+        if self.is_running() {
+            let _ = tokio::time::timeout(grace, self.client.shutdown()).await;
+            let _ = tokio::time::timeout(grace, self.api.send_ctrl_alt_del()).await;
+            if let Some(c) = &mut self.child {
+                let _ = tokio::time::timeout(grace, c.wait()).await;
+            }
+        }
+        self.kill().await;
+    }
+
+    /// Kills Firecracker and removes the run directory. Idempotent.
+    pub async fn kill(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        self.client.close();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.layout.remove);
+    }
+}
+
+impl Drop for FirecrackerVm {
+    fn drop(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.layout.remove);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_args_select_vsock_and_keep_extras_last() {
+        let cfg = FirecrackerConfig {
+            extra_cmdline: vec!["loglevel=7".into()],
+            ..Default::default()
+        };
+        let a = boot_args(&cfg);
+        assert!(a.starts_with("console=ttyS0 reboot=k"), "{a}");
+        assert!(a.contains(" firebreak.vsock=1024 "), "{a}");
+        assert!(a.ends_with(" loglevel=7"), "{a}");
+        assert!(!a.contains("firebreak.net"), "{a}");
+    }
+
+    #[test]
+    fn jailer_argv_and_chroot() {
+        let mut j = JailerConfig::new("/usr/bin/jailer", 123, 100);
+        j.cgroups.push("cpu.max=200000 100000".into());
+        j.netns = Some("/var/run/netns/fb".into());
+        let fc = Path::new("/usr/bin/firecracker");
+        assert_eq!(
+            j.chroot_dir(fc, "fb-1-0"),
+            Path::new("/srv/jailer/firecracker/fb-1-0/root")
+        );
+        let argv: Vec<String> = j
+            .argv(fc, "fb-1-0")
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                "--id",
+                "fb-1-0",
+                "--exec-file",
+                "/usr/bin/firecracker",
+                "--uid",
+                "123",
+                "--gid",
+                "100",
+                "--chroot-base-dir",
+                "/srv/jailer",
+                "--cgroup-version",
+                "2",
+                "--parent-cgroup",
+                "firebreak",
+                "--cgroup",
+                "cpu.max=200000 100000",
+                "--netns",
+                "/var/run/netns/fb",
+                "--",
+                "--api-sock",
+                "/api.sock"
+            ]
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! Snapshot restore, the warm pool, the memory budget and in-guest limits,
+//! on real VMs, opt-in with `FIREBREAK_VM_TESTS=1`. Each test prints `SKIPPED: …` and passes when QEMU or a
+//! guest image is missing (image choice as in `qemu_boot.rs`). VM tests run
+//! one at a time. All use 256 MiB, 1 vCPU VMs, which share one snapshot
+//! (taken by whichever test runs first: a cold boot plus a few seconds).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use firebreak_runner::sandbox::{
+    ExecRequest, ExitStatus, JobSpec, OutputEvent, Sandbox, SandboxProvider,
+};
+use firebreak_vm::image::{Image, ImageSpec, ImageStore};
+use firebreak_vm::{snapshot, tools, PoolConfig, QemuProvider, QemuVm, VmConfig};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FIREBREAK_AGENT") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/x86_64-unknown-linux-gnu/release/firebreak-agent")
+}
+
+fn test_image() -> Result<Image, String> {
+    if std::env::var_os("FIREBREAK_VM_TESTS").is_none_or(|v| v != "1") {
+        return Err("VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)".into());
+    }
+    for t in tools::QEMU_TOOLS {
+        if tools::find(t.name).is_none() {
+            return Err(format!(
+                "{} missing (apt-get install {})",
+                t.name, t.package
+            ));
+        }
+    }
+    let store = ImageStore::open_default();
+    let agent = agent_binary();
+    if agent.is_file() {
+        if let Ok(hash) = store.hash_of(&ImageSpec::new(&agent)) {
+            if let Ok(Some(img)) = store.get(&hash) {
+                return Ok(img);
+            }
+        }
+    }
+    store.latest().map_err(|e| e.to_string())
+}
+
+macro_rules! image_or_skip {
+    () => {
+        match test_image() {
+            Ok(img) => img,
+            Err(why) => {
+                eprintln!("SKIPPED: no VM test possible here: {why}");
+                return;
+            }
+        }
+    };
+}
+
+fn small() -> VmConfig {
+    VmConfig {
+        memory_mib: 256,
+        vcpus: 1,
+        ..VmConfig::default()
+    }
+}
+
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+
+fn sh(script: &str) -> ExecRequest {
+    ExecRequest::new(["/bin/sh", "-c", script]).env("PATH", PATH)
+}
+
+async fn guest_sh(vm: &QemuVm, script: &str) -> (String, String, firebreak_agent::ExitStatus) {
+    let (out, err, st) = vm
+        .client()
+        .exec(firebreak_agent::ExecSpec::new(["/bin/sh", "-c", script]).env("PATH", PATH))
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect");
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        st,
+    )
+}
+
+/// Runs `req`, returns its status and stdout+stderr lines.
+async fn run(sb: &dyn Sandbox, req: ExecRequest) -> (ExitStatus, Vec<String>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<OutputEvent>(1024);
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            v.push(ev.line);
+        }
+        v
+    });
+    let st = sb.exec(req, tx).await.expect("exec");
+    (st, collect.await.unwrap_or_default())
+}
+
+fn provider(img: &Image, cfg: VmConfig) -> QemuProvider {
+    QemuProvider::new(
+        ImageStore::open_default(),
+        Some(img.manifest.hash.clone()),
+        cfg,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_clones_have_their_own_working_disk_a_fresh_clock_and_entropy() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let cfg = small();
+    let t0 = Instant::now();
+    let (snap, built) = snapshot::ensure(&img, &cfg).await.expect("snapshot");
+    eprintln!(
+        "snapshot {} (built now: {built}, {:?}): {:?}",
+        snap.dir.display(),
+        t0.elapsed(),
+        snap.meta
+    );
+    assert!(snap.meta.pids_controller, "pids controller not enabled");
+    // Cached: a second ensure finds it.
+    let (again, built2) = snapshot::ensure(&img, &cfg).await.expect("snapshot");
+    assert!(!built2);
+    assert_eq!(again.dir, snap.dir);
+
+    let mut vms = Vec::new();
+    let mut randoms = Vec::new();
+    for name in ["a", "b"] {
+        let t = Instant::now();
+        let vm = QemuVm::restore(&img, &cfg, &snap).await.expect("restore");
+        let took = t.elapsed();
+        eprintln!("restore {name}: {took:?} ({:?})", vm.boot_stats());
+        assert!(vm.boot_stats().restored);
+        // Nothing of the other clone's writes is visible.
+        let script = format!(
+            "test ! -e /root/probe-a || {{ echo leaked; exit 1; }}; \
+             echo data-{name} > /root/probe-{name} && \
+             dd if=/dev/urandom of=/root/big bs=1M count=16 2>/dev/null && \
+             s1=$(md5sum < /root/big) && sync && echo 3 > /proc/sys/vm/drop_caches && \
+             s2=$(md5sum < /root/big) && test \"$s1\" = \"$s2\" && \
+             md5sum /usr/bin/* > /dev/null && cat /root/probe-{name} && date +%s && \
+             head -c 16 /dev/urandom | od -An -tx1"
+        );
+        let (out, err, st) = guest_sh(&vm, &script).await;
+        assert_eq!(
+            st,
+            firebreak_agent::ExitStatus::Exited { code: 0 },
+            "{out}{err}"
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.first().copied(), Some(format!("data-{name}").as_str()));
+        let guest_now: i64 = lines.get(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        let host_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        assert!(
+            (guest_now - host_now).abs() <= 5,
+            "guest clock {guest_now} vs host {host_now}"
+        );
+        randoms.push(lines.get(2).map(|s| s.to_string()).unwrap_or_default());
+        vms.push(vm);
+    }
+    assert_ne!(randoms[0], randoms[1], "clones share their entropy");
+    for mut vm in vms {
+        vm.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_takes_from_the_pool_and_the_pool_keeps_to_its_budget() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    // Budget for two 256 MiB VMs (320 MiB each with QEMU's overhead).
+    let p = provider(&img, small()).with_pool(PoolConfig {
+        size: 4,
+        memory_budget_mib: Some(700),
+    });
+    let spec = JobSpec::new("pool-1", "hello");
+    let snap = p.prewarm(&spec).await.expect("prewarm");
+    let pool = p.pool().expect("pool").clone();
+    let t = Instant::now();
+    while pool.ready(&snap) < 2 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("pool filled to {} in {:?}", pool.ready(&snap), t.elapsed());
+    assert_eq!(pool.ready(&snap), 2, "budget allows exactly two");
+    assert!(p.budget().used_mib() <= 700);
+
+    let t = Instant::now();
+    let sb = p.create(spec.clone()).await.expect("create");
+    let (st, lines) = run(sb.as_ref(), sh("echo hi")).await;
+    eprintln!("pool job: first command done {:?}; notes {:?}", t.elapsed(), sb.notes());
+    assert_eq!((st, lines), (ExitStatus::Exited(0), vec!["hi".to_string()]));
+    assert!(
+        sb.notes().iter().any(|n| n.contains("warm pool")),
+        "{:?}",
+        sb.notes()
+    );
+    // The workspace is usable and private to this VM.
+    let ws = sb.layout().workspace.clone();
+    sb.write_file(&ws.join("x.txt"), b"1".to_vec(), None)
+        .await
+        .expect("write");
+    assert_eq!(
+        sb.read_file(&ws.join("x.txt")).await.expect("read"),
+        Some(b"1".to_vec())
+    );
+    sb.destroy().await.expect("destroy");
+    // Destroyed VMs return their memory: the pool refills to two.
+    let t = Instant::now();
+    while pool.ready(&snap) < 2 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pool.ready(&snap), 2);
+    p.shutdown().await;
+    assert_eq!(pool.ready_total(), 0);
+    let t = Instant::now();
+    while p.budget().used_mib() > 0 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.budget().used_mib(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_fails_the_job_only() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let p = provider(&img, small());
+    let sb = p.create(JobSpec::new("membomb", "hello")).await.expect("create");
+    eprintln!("notes: {:?}", sb.notes());
+    let t = Instant::now();
+    // `tail` keeps the whole newline-free input in memory.
+    let (st, lines) = run(
+        sb.as_ref(),
+        sh("head -c 2000M /dev/zero | tail > /dev/null; echo status $?")
+            .timeout(Duration::from_secs(120)),
+    )
+    .await;
+    eprintln!("memory bomb: {st:?} {lines:?} after {:?}", t.elapsed());
+    assert_eq!(st, ExitStatus::Exited(0));
+    assert_eq!(lines.last().map(String::as_str), Some("status 137"), "{lines:?}");
+    // The guest's OOM killer did it, and the agent is still there.
+    let (st, lines) = run(sb.as_ref(), sh("dmesg | grep -c 'Killed process'; echo alive")).await;
+    assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("alive"));
+    sb.destroy().await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_fails_the_job_only() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let p = provider(&img, small());
+    let mut spec = JobSpec::new("forkbomb", "hello");
+    spec.limits.max_pids = Some(64);
+    let sb = p.create(spec).await.expect("create");
+    let t = Instant::now();
+    let bomb = run(
+        sb.as_ref(),
+        sh("f() { f & f; }; f").timeout(Duration::from_secs(15)),
+    );
+    // One process, no fork: the job's pids are all taken by the bomb.
+    let probe = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        run(
+            sb.as_ref(),
+            ExecRequest::new([
+                "/bin/cat",
+                "/sys/fs/cgroup/pids.max",
+                "/sys/fs/cgroup/pids.current",
+                "/sys/fs/cgroup/pids.events",
+            ]),
+        )
+        .await
+    };
+    let ((st, _), (pst, plines)) = tokio::join!(bomb, probe);
+    eprintln!("fork bomb: {st:?} after {:?}; cgroups: {plines:?}", t.elapsed());
+    assert!(!st.success(), "{st:?}");
+    assert_eq!(pst, ExitStatus::Exited(0));
+    // The job cgroup: limit 64, at most 64 (+1: the probe migrated in),
+    // and forks were refused.
+    assert_eq!(plines.first().map(String::as_str), Some("64"), "{plines:?}");
+    let current: u64 = plines.get(1).and_then(|l| l.parse().ok()).unwrap_or(u64::MAX);
+    assert!(current <= 65, "{plines:?}");
+    let refused: u64 = plines
+        .get(2)
+        .and_then(|l| l.strip_prefix("max "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 0, "{plines:?}");
+    let (st, lines) = run(sb.as_ref(), sh("echo alive")).await;
+    assert_eq!((st, lines), (ExitStatus::Exited(0), vec!["alive".to_string()]));
+    assert!(t.elapsed() < Duration::from_secs(60));
+    sb.destroy().await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_timeout_kills_a_pooled_vm_counted_from_take() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let cfg = VmConfig {
+        job_timeout: Some(Duration::from_secs(4)),
+        ..small()
+    };
+    let p = provider(&img, cfg).with_pool(PoolConfig {
+        size: 1,
+        memory_budget_mib: None,
+    });
+    let spec = JobSpec::new("timeout", "hello");
+    let snap = p.prewarm(&spec).await.expect("prewarm");
+    let pool = p.pool().expect("pool").clone();
+    let t = Instant::now();
+    while pool.ready(&snap) < 1 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Pooled longer than the job timeout: must not count.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t = Instant::now();
+    let sb = p.create(spec).await.expect("create");
+    assert!(
+        sb.notes().iter().any(|n| n.contains("warm pool")),
+        "{:?}",
+        sb.notes()
+    );
+    let (tx, _rx) = tokio::sync::mpsc::channel::<OutputEvent>(16);
+    let res = sb.exec(sh("sleep 600"), tx).await;
+    let took = t.elapsed();
+    eprintln!("job timeout: {res:?} after {took:?}");
+    assert!(res.is_err(), "the VM should be gone: {res:?}");
+    assert!(took >= Duration::from_millis(3500), "{took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    sb.destroy().await.expect("destroy");
+    p.shutdown().await;
+}
