@@ -62,6 +62,9 @@ pub enum SandboxKind {
     Host,
     /// Linux namespaces via bubblewrap (read-only system, private /tmp, own PID namespace).
     Namespace,
+    /// A QEMU microVM per job, with its own kernel (needs `firebreak image build` first;
+    /// KVM where it works, TCG otherwise; restored from a snapshot after the first job).
+    Qemu,
 }
 
 #[derive(clap::Args)]
@@ -111,7 +114,7 @@ pub struct RunArgs {
     /// Run at most N jobs (matrix legs) at once (default: number of CPUs).
     #[arg(long = "jobs", value_name = "N")]
     jobs: Option<usize>,
-    /// Map a runs-on label to a backend, LABEL=host|namespace (act's `-self-hosted` means host).
+    /// Map a runs-on label to a backend, LABEL=host|namespace|qemu (act's `-self-hosted` means host).
     #[arg(short = 'P', long = "platform", value_name = "LABEL=ENV")]
     platform: Vec<String>,
     /// Folder of remote actions, laid out as DIR/owner/repo/ref/.
@@ -486,7 +489,25 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if probe.available {
         providers.insert("namespace".into(), Arc::new(ns));
     }
+    let wants_qemu = args.sandbox == Some(SandboxKind::Qemu)
+        || args.platform.iter().any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == "qemu"));
+    if wants_qemu {
+        let qemu = firebreak_vm::QemuProvider::new(
+            firebreak_vm::ImageStore::open_default(),
+            None,
+            firebreak_vm::VmConfig::default(),
+        );
+        let qprobe = qemu.probe().await;
+        if !qprobe.available {
+            return usage(format!(
+                "the qemu sandbox is unavailable here: {} (see `firebreak doctor`; build an image with `firebreak image build`)",
+                qprobe.notes.join("; ")
+            ));
+        }
+        providers.insert("qemu".into(), Arc::new(qemu));
+    }
     let default_backend = match args.sandbox {
+        Some(SandboxKind::Qemu) => "qemu".to_string(),
         Some(SandboxKind::Host) => "host".to_string(),
         Some(SandboxKind::Namespace) => {
             if !probe.available {
@@ -510,11 +531,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let mut label_map = IndexMap::new();
     for p in &args.platform {
         let Some((label, env)) = split_kv(p, '=') else {
-            return usage(format!("-P {p}: expected LABEL=host|namespace"));
+            return usage(format!("-P {p}: expected LABEL=host|namespace|qemu"));
         };
         let backend = match env.trim() {
             "host" | "-self-hosted" | "self-hosted" => "host",
             "namespace" => "namespace",
+            "qemu" => "qemu",
             other => {
                 eprintln!("{}: -P {label}={other}: images are not supported; the job runs in the {default_backend} sandbox", report::yellow("warning"));
                 default_backend.as_str()
