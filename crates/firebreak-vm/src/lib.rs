@@ -55,6 +55,7 @@
 //! measures it all; `examples/restore_probe.rs` breaks a restore down
 //! (`FIREBREAK_TRACE_RESTORE=1` prints restore and `create` phases).
 
+mod agent_ops;
 pub mod doctor;
 pub mod firecracker;
 pub mod image;

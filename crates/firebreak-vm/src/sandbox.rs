@@ -22,18 +22,19 @@
 //! holds the agent's per-command cgroups ([`snapshot::JOB_CGROUP`]); and the
 //! job timeout ([`VmConfig::job_timeout`]) kills the whole VM.
 
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use firebreak_agent::{AgentClient, ClientError, ExecEvent, ExecSpec, OutStream};
+use firebreak_agent::AgentClient;
 use firebreak_runner::sandbox::{
     BoxFuture, ExecRequest, ExitStatus, JobLayout, JobSpec, OutputEvent, Probe, Sandbox,
-    SandboxError, SandboxProvider, Stream, MAX_LINE_BYTES,
+    SandboxError, SandboxProvider,
 };
 use tokio::sync::{mpsc, Mutex};
 
+use crate::agent_ops::{self, agent_err, guest_str, sanitize};
 use crate::image::{Image, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
 use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
@@ -339,27 +340,6 @@ impl SandboxProvider for QemuProvider {
     }
 }
 
-fn sanitize(s: &str) -> Result<String, SandboxError> {
-    if s.is_empty() {
-        return Err(SandboxError::InvalidSpec("empty name".into()));
-    }
-    let c: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if c == "." || c == ".." {
-        return Err(SandboxError::InvalidSpec(format!(
-            "{s:?} is not a usable name"
-        )));
-    }
-    Ok(c)
-}
 
 /// One job's VM.
 pub struct VmSandbox {
@@ -371,28 +351,8 @@ pub struct VmSandbox {
     origin: VmOrigin,
 }
 
-fn agent_err(op: &'static str, path: &Path, e: ClientError) -> SandboxError {
-    SandboxError::Io {
-        op,
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    }
-}
 
-/// Checks that a guest path is absolute, has no `..` and lies under `root`.
-fn confine(root: &Path, p: &Path) -> Result<String, SandboxError> {
-    if !p.is_absolute()
-        || p.components().any(|c| matches!(c, Component::ParentDir))
-        || !p.starts_with(root)
-    {
-        return Err(SandboxError::PathOutsideSandbox(p.to_path_buf()));
-    }
-    Ok(guest_str(p))
-}
 
-fn guest_str(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
 
 impl VmSandbox {
     /// Wraps an already booted VM (tests, custom boots).
@@ -469,50 +429,12 @@ impl VmSandbox {
         }
     }
 
-    fn confine(&self, p: &Path) -> Result<String, SandboxError> {
-        confine(&self.layout.root, p)
-    }
-
     /// The VM, for callers that need more than the trait (console, stats).
     pub fn vm(&self) -> &Mutex<Option<QemuVm>> {
         &self.vm
     }
 }
 
-/// Splits a byte stream into lines the way the runner's local backends do.
-#[derive(Default)]
-struct LineSplitter {
-    buf: Vec<u8>,
-}
-
-impl LineSplitter {
-    fn push(&mut self, data: &[u8], mut emit: impl FnMut(String)) {
-        self.buf.extend_from_slice(data);
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
-            line.pop();
-            emit(finish_line(line));
-        }
-        while self.buf.len() > MAX_LINE_BYTES {
-            let rest = self.buf.split_off(MAX_LINE_BYTES);
-            let line = std::mem::replace(&mut self.buf, rest);
-            emit(String::from_utf8_lossy(&line).into_owned());
-        }
-    }
-
-    fn finish(&mut self, mut emit: impl FnMut(String)) {
-        if !self.buf.is_empty() {
-            emit(finish_line(std::mem::take(&mut self.buf)));
-        }
-    }
-}
-
-fn finish_line(mut line: Vec<u8>) -> String {
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    String::from_utf8_lossy(&line).into_owned()
-}
 
 impl Sandbox for VmSandbox {
     fn backend(&self) -> &'static str {
@@ -534,18 +456,7 @@ impl Sandbox for VmSandbox {
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            let d = self.confine(dest)?;
-            if !host_src.is_dir() {
-                return Err(SandboxError::Io {
-                    op: "copy",
-                    path: host_src.to_path_buf(),
-                    source: std::io::Error::other("not a directory"),
-                });
-            }
-            self.client
-                .tar_in(host_src, &d)
-                .await
-                .map_err(|e| agent_err("copy into", dest, e))
+            agent_ops::copy_in(&self.client, &self.layout, host_src, dest).await
         })
     }
 
@@ -556,11 +467,7 @@ impl Sandbox for VmSandbox {
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            let s = self.confine(src)?;
-            self.client
-                .copy_out(&s, host_dest)
-                .await
-                .map_err(|e| agent_err("copy out of", src, e))
+            agent_ops::copy_out(&self.client, &self.layout, src, host_dest).await
         })
     }
 
@@ -570,11 +477,7 @@ impl Sandbox for VmSandbox {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            let p = self.confine(path)?;
-            self.client
-                .read_file(&p)
-                .await
-                .map_err(|e| agent_err("read", path, e))
+            agent_ops::read_file(&self.client, &self.layout, path).await
         })
     }
 
@@ -586,22 +489,14 @@ impl Sandbox for VmSandbox {
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            let p = self.confine(path)?;
-            self.client
-                .write_file(&p, &contents, mode)
-                .await
-                .map_err(|e| agent_err("write", path, e))
+            agent_ops::write_file(&self.client, &self.layout, path, contents, mode).await
         })
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            let p = self.confine(path)?;
-            self.client
-                .remove(&p)
-                .await
-                .map_err(|e| agent_err("remove", path, e))
+            agent_ops::remove(&self.client, &self.layout, path).await
         })
     }
 
@@ -612,90 +507,7 @@ impl Sandbox for VmSandbox {
     ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            let Some(program) = req.argv.first().cloned() else {
-                return Err(SandboxError::InvalidRequest("argv is empty".into()));
-            };
-            let cwd = match &req.cwd {
-                Some(c) if !c.is_absolute() => {
-                    return Err(SandboxError::InvalidRequest(format!(
-                        "cwd {} is not absolute",
-                        c.display()
-                    )))
-                }
-                Some(c) => c.clone(),
-                None => self.layout.workspace.clone(),
-            };
-            let spec = ExecSpec {
-                argv: req.argv.clone(),
-                env: req.env.clone(),
-                cwd: Some(guest_str(&cwd)),
-                timeout_ms: req
-                    .timeout
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                stdin: req.stdin.is_some(),
-                drain_grace_ms: u64::try_from(req.drain_grace.as_millis()).unwrap_or(u64::MAX),
-            };
-            let mut h = self.client.exec(spec).await.map_err(|e| match e {
-                ClientError::Agent { message, .. } => SandboxError::Spawn {
-                    program: program.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, message),
-                },
-                other => agent_err("exec", &cwd, other),
-            })?;
-            if let Some(data) = &req.stdin {
-                h.write_stdin(data, true)
-                    .await
-                    .map_err(|e| agent_err("stdin", &cwd, e))?;
-            }
-            let mut splitters = [
-                (Stream::Stdout, LineSplitter::default()),
-                (Stream::Stderr, LineSplitter::default()),
-            ];
-            let cancel = req.cancel.clone();
-            let mut cancel_sent = false;
-            loop {
-                let ev = tokio::select! {
-                    ev = h.next() => ev,
-                    _ = async { match &cancel { Some(t) => t.cancelled().await, None => std::future::pending().await } }, if !cancel_sent => {
-                        cancel_sent = true;
-                        let _ = self.client.cancel(h.id()).await;
-                        continue;
-                    }
-                };
-                let ev = ev.map_err(|e| agent_err("exec", &cwd, e))?;
-                let mut lines = Vec::new();
-                match &ev {
-                    ExecEvent::Output(s, data) => {
-                        let i = usize::from(*s == OutStream::Stderr);
-                        let (stream, sp) = &mut splitters[i];
-                        sp.push(data, |l| lines.push((*stream, l)));
-                    }
-                    ExecEvent::Exited(_) => {
-                        for (stream, sp) in &mut splitters {
-                            sp.finish(|l| lines.push((*stream, l)));
-                        }
-                    }
-                }
-                for (stream, line) in lines {
-                    // A closed channel means nobody listens: discard, keep running.
-                    let _ = output.send(OutputEvent { stream, line }).await;
-                }
-                match ev {
-                    ExecEvent::Output(..) => {}
-                    ExecEvent::Exited(st) => {
-                        return Ok(match st {
-                            firebreak_agent::ExitStatus::Exited { code } => {
-                                ExitStatus::Exited(code)
-                            }
-                            firebreak_agent::ExitStatus::Signaled { signal } => {
-                                ExitStatus::Signaled(signal)
-                            }
-                            firebreak_agent::ExitStatus::TimedOut => ExitStatus::TimedOut,
-                            firebreak_agent::ExitStatus::Cancelled => ExitStatus::Cancelled,
-                        });
-                    }
-                }
-            }
+            agent_ops::exec(&self.client, &self.layout, req, output).await
         })
     }
 
@@ -710,32 +522,3 @@ impl Sandbox for VmSandbox {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn line_splitter_matches_the_local_contract() {
-        let mut s = LineSplitter::default();
-        let mut got = Vec::new();
-        s.push(b"a\r\nb", |l| got.push(l));
-        s.push(b"c\n\xffd", |l| got.push(l));
-        s.finish(|l| got.push(l));
-        assert_eq!(got, ["a", "bc", "\u{fffd}d"]);
-        let mut got = Vec::new();
-        let long = vec![b'x'; MAX_LINE_BYTES + 10];
-        s.push(&long, |l| got.push(l.len()));
-        s.finish(|l| got.push(l.len()));
-        assert_eq!(got, [MAX_LINE_BYTES, 10]);
-    }
-
-    #[test]
-    fn guest_paths_are_confined_to_the_job_root() {
-        let root = Path::new(GUEST_ROOT);
-        assert!(confine(root, Path::new("/home/runner/work/x")).is_ok());
-        assert!(confine(root, Path::new("/home/runner/../etc")).is_err());
-        assert!(confine(root, Path::new("/etc/passwd")).is_err());
-        assert!(confine(root, Path::new("/home/runnerx")).is_err());
-        assert!(confine(root, Path::new("home/runner/x")).is_err());
-    }
-}
