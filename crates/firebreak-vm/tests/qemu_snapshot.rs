@@ -4,60 +4,17 @@
 //! one at a time. All use 256 MiB, 1 vCPU VMs, which share one snapshot
 //! (taken by whichever test runs first: a cold boot plus a few seconds).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use firebreak_runner::sandbox::{
     ExecRequest, ExitStatus, JobSpec, OutputEvent, Sandbox, SandboxProvider,
 };
-use firebreak_vm::image::{Image, ImageSpec, ImageStore};
-use firebreak_vm::{snapshot, tools, PoolConfig, QemuProvider, QemuVm, VmConfig};
+use firebreak_vm::image::{Image, ImageStore};
+use firebreak_vm::{snapshot, PoolConfig, QemuProvider, QemuVm, VmConfig};
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+mod common;
+use common::SERIAL;
 
-fn agent_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("FIREBREAK_AGENT") {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/x86_64-unknown-linux-gnu/release/firebreak-agent")
-}
-
-fn test_image() -> Result<Image, String> {
-    if std::env::var_os("FIREBREAK_VM_TESTS").is_none_or(|v| v != "1") {
-        return Err("VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)".into());
-    }
-    for t in tools::QEMU_TOOLS {
-        if tools::find(t.name).is_none() {
-            return Err(format!(
-                "{} missing (apt-get install {})",
-                t.name, t.package
-            ));
-        }
-    }
-    let store = ImageStore::open_default();
-    let agent = agent_binary();
-    if agent.is_file() {
-        if let Ok(hash) = store.hash_of(&ImageSpec::new(&agent)) {
-            if let Ok(Some(img)) = store.get(&hash) {
-                return Ok(img);
-            }
-        }
-    }
-    store.latest().map_err(|e| e.to_string())
-}
-
-macro_rules! image_or_skip {
-    () => {
-        match test_image() {
-            Ok(img) => img,
-            Err(why) => {
-                eprintln!("SKIPPED: no VM test possible here: {why}");
-                return;
-            }
-        }
-    };
-}
 
 fn small() -> VmConfig {
     VmConfig {

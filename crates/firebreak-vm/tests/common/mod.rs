@@ -1,0 +1,72 @@
+//! What every VM test binary shares: finding (or building) the guest image to boot, the
+//! opt-in switch, and one lock so that boots run one at a time.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use firebreak_vm::image::{Image, ImageSpec, ImageStore};
+use firebreak_vm::tools;
+
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FIREBREAK_AGENT") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/x86_64-unknown-linux-gnu/release/firebreak-agent")
+}
+
+/// The image to test with, or why the test is skipped.
+pub fn test_image() -> Result<Image, String> {
+    if std::env::var_os("FIREBREAK_VM_TESTS").is_none_or(|v| v != "1") {
+        return Err("VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)".into());
+    }
+    for t in tools::QEMU_TOOLS {
+        if tools::find(t.name).is_none() {
+            return Err(format!(
+                "{} missing (apt-get install {})",
+                t.name, t.package
+            ));
+        }
+    }
+    let store = ImageStore::open_default();
+    let agent = agent_binary();
+    let spec = ImageSpec::new(&agent);
+    if agent.is_file() {
+        if let Ok(hash) = store.hash_of(&spec) {
+            if let Ok(Some(img)) = store.get(&hash) {
+                return Ok(img);
+            }
+        }
+        if std::env::var_os("FIREBREAK_TEST_BUILD_IMAGE").is_some_and(|v| v == "1") {
+            eprintln!(
+                "building the guest image for {} (FIREBREAK_TEST_BUILD_IMAGE=1)…",
+                agent.display()
+            );
+            return store
+                .build(&spec, &mut |ev| eprintln!("  {ev:?}"))
+                .map_err(|e| e.to_string());
+        }
+    }
+    store.latest().map_err(|e| {
+        format!(
+            "{e} (or set FIREBREAK_TEST_BUILD_IMAGE=1 with a static agent at {})",
+            agent.display()
+        )
+    })
+}
+
+#[macro_export]
+macro_rules! image_or_skip {
+    () => {
+        match $crate::common::test_image() {
+            Ok(img) => img,
+            Err(why) => {
+                eprintln!("SKIPPED: no VM test possible here: {why}");
+                return;
+            }
+        }
+    };
+}
