@@ -254,22 +254,29 @@ pub fn parse_v2(line: &str, extra: Option<&str>) -> Option<ParsedCommand> {
     if !is_registered(name, extra) {
         return None;
     }
+    Some(ParsedCommand {
+        command: name.to_ascii_lowercase(),
+        properties: parse_properties(props.map(str::trim), ',', PROPERTY_ESCAPES),
+        data: unescape(&rest[end + 2..], DATA_ESCAPES),
+    })
+}
+
+/// `k=v` pairs separated by `sep`: keys lower-cased, values unescaped, pairs with an empty key
+/// or value dropped (as the runner does).
+fn parse_properties(
+    props: Option<&str>,
+    sep: char,
+    escapes: &[(&str, &str)],
+) -> IndexMap<String, String> {
     let mut properties = IndexMap::new();
-    if let Some(props) = props {
-        for p in props.trim().split(',').filter(|p| !p.is_empty()) {
-            let mut kv = p.splitn(2, '=');
-            if let (Some(k), Some(v)) = (kv.next(), kv.next()) {
-                if !k.is_empty() && !v.is_empty() {
-                    properties.insert(k.to_ascii_lowercase(), unescape(v, PROPERTY_ESCAPES));
-                }
+    for p in props.into_iter().flat_map(|s| s.split(sep)).filter(|p| !p.is_empty()) {
+        if let Some((k, v)) = p.split_once('=') {
+            if !k.is_empty() && !v.is_empty() {
+                properties.insert(k.to_ascii_lowercase(), unescape(v, escapes));
             }
         }
     }
-    Some(ParsedCommand {
-        command: name.to_ascii_lowercase(),
-        properties,
-        data: unescape(&rest[end + 2..], DATA_ESCAPES),
-    })
+    properties
 }
 
 /// Parses the legacy `##[cmd k=v;k2=v2]data` form, found anywhere in the line.
@@ -285,20 +292,9 @@ pub fn parse_legacy(line: &str, extra: Option<&str>) -> Option<ParsedCommand> {
     if !is_registered(name, extra) {
         return None;
     }
-    let mut properties = IndexMap::new();
-    if let Some(props) = props {
-        for p in props.split(';').filter(|p| !p.is_empty()) {
-            let mut kv = p.splitn(2, '=');
-            if let (Some(k), Some(v)) = (kv.next(), kv.next()) {
-                if !k.is_empty() && !v.is_empty() {
-                    properties.insert(k.to_ascii_lowercase(), unescape(v, LEGACY_ESCAPES));
-                }
-            }
-        }
-    }
     Some(ParsedCommand {
         command: name.to_ascii_lowercase(),
-        properties,
+        properties: parse_properties(props, ';', LEGACY_ESCAPES),
         data: unescape(&after[rb + 1..], LEGACY_ESCAPES),
     })
 }
