@@ -94,6 +94,18 @@ struct ActionInfo {
     git_ref: String,
 }
 
+/// Adds `github.action_path`, `action_repository` and `action_ref` for steps running inside
+/// an action.
+fn insert_action_fields(o: &mut serde_json::Map<String, serde_json::Value>, a: &ActionInfo) {
+    for (key, value) in [
+        ("action_path", &a.path),
+        ("action_repository", &a.repository),
+        ("action_ref", &a.git_ref),
+    ] {
+        o.insert(key.into(), serde_json::Value::String(value.clone()));
+    }
+}
+
 /// Steps context, inputs and env overlay of the job or of a composite action.
 struct Scope {
     steps: IndexMap<String, Value>,
@@ -394,18 +406,7 @@ impl LegRunner {
         let mut c = Contexts::new();
         let mut gh = self.github.clone();
         if let (Some(a), Some(o)) = (&scope.action, gh.as_object_mut()) {
-            o.insert(
-                "action_path".into(),
-                serde_json::Value::String(a.path.clone()),
-            );
-            o.insert(
-                "action_repository".into(),
-                serde_json::Value::String(a.repository.clone()),
-            );
-            o.insert(
-                "action_ref".into(),
-                serde_json::Value::String(a.git_ref.clone()),
-            );
+            insert_action_fields(o, a);
         }
         c.set("github", Value::from_json(&gh));
         c.set("env", string_map_value(env));
@@ -666,18 +667,7 @@ impl LegRunner {
                 serde_json::Value::String(step_id.to_string()),
             );
             if let Some(a) = &scope.action {
-                o.insert(
-                    "action_path".into(),
-                    serde_json::Value::String(a.path.clone()),
-                );
-                o.insert(
-                    "action_repository".into(),
-                    serde_json::Value::String(a.repository.clone()),
-                );
-                o.insert(
-                    "action_ref".into(),
-                    serde_json::Value::String(a.git_ref.clone()),
-                );
+                insert_action_fields(o, a);
             }
         }
         e.extend(crate::context::github_env(&gh));
