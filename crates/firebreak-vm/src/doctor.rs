@@ -288,7 +288,7 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
         });
     }
     fnotes.push(
-        "backend: firebreak_vm::firecracker (FirecrackerProvider; binary from $FIREBREAK_FIRECRACKER_BIN or PATH; not boot-tested by doctor)"
+        "used by `firebreak run --sandbox firecracker`; binary from $FIREBREAK_FIRECRACKER_BIN or PATH; not boot-tested by doctor"
             .into(),
     );
     backends.push(BackendStatus {

@@ -65,6 +65,9 @@ pub enum SandboxKind {
     /// A QEMU microVM per job, with its own kernel (needs `firebreak image build` first;
     /// KVM where it works, TCG otherwise; restored from a snapshot after the first job).
     Qemu,
+    /// A Firecracker microVM per job (needs hardware KVM, a guest image and the firecracker
+    /// binary on PATH or in $FIREBREAK_FIRECRACKER_BIN).
+    Firecracker,
 }
 
 #[derive(clap::Args)]
@@ -114,7 +117,7 @@ pub struct RunArgs {
     /// Run at most N jobs (matrix legs) at once (default: number of CPUs).
     #[arg(long = "jobs", value_name = "N")]
     jobs: Option<usize>,
-    /// Map a runs-on label to a backend, LABEL=host|namespace|qemu (act's `-self-hosted` means host).
+    /// Map a runs-on label to a backend, LABEL=host|namespace|qemu|firecracker (act's `-self-hosted` means host).
     #[arg(short = 'P', long = "platform", value_name = "LABEL=ENV")]
     platform: Vec<String>,
     /// Folder of remote actions, laid out as DIR/owner/repo/ref/.
@@ -489,25 +492,34 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if probe.available {
         providers.insert("namespace".into(), Arc::new(ns));
     }
-    let wants_qemu = args.sandbox == Some(SandboxKind::Qemu)
-        || args.platform.iter().any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == "qemu"));
-    if wants_qemu {
-        let qemu = firebreak_vm::QemuProvider::new(
-            firebreak_vm::ImageStore::open_default(),
-            None,
-            firebreak_vm::VmConfig::default(),
-        );
-        let qprobe = qemu.probe().await;
-        if !qprobe.available {
+    // MicroVM providers are made only when a run asks for them (by --sandbox or -P).
+    for (kind, name) in [(SandboxKind::Qemu, "qemu"), (SandboxKind::Firecracker, "firecracker")] {
+        let wanted = args.sandbox == Some(kind)
+            || args.platform.iter().any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == name));
+        if !wanted {
+            continue;
+        }
+        let store = firebreak_vm::ImageStore::open_default();
+        let vm: Arc<dyn SandboxProvider> = match kind {
+            SandboxKind::Firecracker => Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
+                store,
+                None,
+                firebreak_vm::firecracker::FirecrackerConfig::default(),
+            )),
+            _ => Arc::new(firebreak_vm::QemuProvider::new(store, None, firebreak_vm::VmConfig::default())),
+        };
+        let vprobe = vm.probe().await;
+        if !vprobe.available {
             return usage(format!(
-                "the qemu sandbox is unavailable here: {} (see `firebreak doctor`; build an image with `firebreak image build`)",
-                qprobe.notes.join("; ")
+                "the {name} sandbox is unavailable here: {} (see `firebreak doctor`; build an image with `firebreak image build`)",
+                vprobe.notes.join("; ")
             ));
         }
-        providers.insert("qemu".into(), Arc::new(qemu));
+        providers.insert(name.into(), vm);
     }
     let default_backend = match args.sandbox {
         Some(SandboxKind::Qemu) => "qemu".to_string(),
+        Some(SandboxKind::Firecracker) => "firecracker".to_string(),
         Some(SandboxKind::Host) => "host".to_string(),
         Some(SandboxKind::Namespace) => {
             if !probe.available {
@@ -531,12 +543,13 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let mut label_map = IndexMap::new();
     for p in &args.platform {
         let Some((label, env)) = split_kv(p, '=') else {
-            return usage(format!("-P {p}: expected LABEL=host|namespace|qemu"));
+            return usage(format!("-P {p}: expected LABEL=host|namespace|qemu|firecracker"));
         };
         let backend = match env.trim() {
             "host" | "-self-hosted" | "self-hosted" => "host",
             "namespace" => "namespace",
             "qemu" => "qemu",
+            "firecracker" => "firecracker",
             other => {
                 eprintln!("{}: -P {label}={other}: images are not supported; the job runs in the {default_backend} sandbox", report::yellow("warning"));
                 default_backend.as_str()
