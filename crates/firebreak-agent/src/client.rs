@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,6 +118,9 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Repl
 pub struct AgentClient {
     out: mpsc::Sender<Vec<u8>>,
     waiters: Waiters,
+    /// Set once the connection is gone (closed by us or by the peer); no
+    /// call may wait on it after that.
+    closed: Arc<AtomicBool>,
     next_id: AtomicU64,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -217,8 +220,16 @@ impl AgentClient {
             let _ = writer.shutdown().await;
         });
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicBool::new(false));
         let w = waiters.clone();
+        let gone = Disconnect {
+            waiters: waiters.clone(),
+            closed: closed.clone(),
+        };
         let reader = tokio::spawn(async move {
+            // Wakes every waiter with "disconnected" however this task ends,
+            // aborted included.
+            let _gone = gone;
             loop {
                 let frame: Result<Frame<Response>, _> = read_frame(&mut reader).await;
                 let Ok(Frame { id, msg, body }) = frame else {
@@ -234,12 +245,11 @@ impl AgentClient {
                     let _ = tx.send((msg, body)).await;
                 }
             }
-            // Wake every waiter with "disconnected".
-            lock(&w).clear();
         });
         AgentClient {
             out,
             waiters,
+            closed,
             next_id: AtomicU64::new(1),
             reader,
             writer,
@@ -255,6 +265,12 @@ impl AgentClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(depth);
         lock(&self.waiters).insert(id, tx);
+        // Checked after registering: a disconnect either saw the waiter (and
+        // dropped it) or happened before, and then the flag is already set.
+        if self.closed.load(Ordering::SeqCst) {
+            lock(&self.waiters).remove(&id);
+            return Err(ClientError::Disconnected);
+        }
         let bytes = encode_frame(id, req, body)?;
         if self.out.send(bytes).await.is_err() || self.reader.is_finished() {
             lock(&self.waiters).remove(&id);
@@ -467,6 +483,17 @@ impl AgentClient {
         .await
     }
 
+    /// Creates `paths` (and parents) in one round trip; existing ones are fine.
+    pub async fn make_dirs(&self, paths: &[&str]) -> Result<(), ClientError> {
+        self.call_ok(
+            &Request::MakeDirs {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            },
+            b"",
+        )
+        .await
+    }
+
     /// Packs the host directory `host_dir` (modes and symlinks kept) and
     /// unpacks it into the guest directory `guest_dest`.
     pub async fn tar_in(&self, host_dir: &Path, guest_dest: &str) -> Result<(), ClientError> {
@@ -624,6 +651,7 @@ impl AgentClient {
     /// agent ends its session, kills what it was running, and waits for the
     /// next connection.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         self.writer.abort();
         self.reader.abort();
         lock(&self.waiters).clear();
@@ -631,7 +659,22 @@ impl AgentClient {
 
     /// True while the connection is up.
     pub fn is_connected(&self) -> bool {
-        !self.reader.is_finished() && !self.writer.is_finished()
+        !self.closed.load(Ordering::SeqCst)
+            && !self.reader.is_finished()
+            && !self.writer.is_finished()
+    }
+}
+
+/// Marks a connection gone and fails its pending calls when dropped.
+struct Disconnect {
+    waiters: Waiters,
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+        lock(&self.waiters).clear();
     }
 }
 

@@ -28,6 +28,7 @@
 //!
 //! What it does not own: booting VMs, images and transports (`firebreak-vm`).
 
+pub mod cgroup;
 pub mod client;
 pub mod port;
 pub mod protocol;

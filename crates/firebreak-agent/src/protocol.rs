@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of the request/response vocabulary; bumped on incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Version byte of the frame layout.
 pub const FRAME_VERSION: u8 = 1;
 /// Frame magic.
@@ -206,6 +206,13 @@ pub enum Request {
     Remove {
         /// Guest path.
         path: String,
+    },
+    /// Create directories (and their parents); existing ones are fine.
+    /// Answered by `Ok`, or the first error. One round trip for a job's
+    /// whole directory layout.
+    MakeDirs {
+        /// Guest paths.
+        paths: Vec<String>,
     },
     /// Unpack a tar stream (sent as `Data`) into directory `dest`.
     TarIn {

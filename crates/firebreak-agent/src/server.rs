@@ -37,9 +37,6 @@ pub struct AgentConfig {
     /// a timeout kills even daemonised descendants (`cgroup.kill`). `None`
     /// uses the process group only.
     pub cgroup_root: Option<PathBuf>,
-    /// The agent binary, used as a helper to enter a cgroup before exec.
-    /// Needed with `cgroup_root`.
-    pub helper: Option<PathBuf>,
 }
 
 /// Why a session ended.
@@ -332,6 +329,16 @@ where
                 };
                 send(&out, id, resp, b"").await;
             }
+            Request::MakeDirs { paths } => {
+                let mut resp = Response::Ok;
+                for path in &paths {
+                    if let Err(e) = tokio::fs::create_dir_all(path).await {
+                        resp = io_response(path, &e);
+                        break;
+                    }
+                }
+                send(&out, id, resp, b"").await;
+            }
             Request::SetClock { secs, nanos } => {
                 let resp = if !cfg.guest {
                     Response::error(
@@ -450,30 +457,17 @@ fn start_exec(
             format!("{prog}: command not found"),
         ));
     };
-    let cgroup = match (&cfg.cgroup_root, &cfg.helper) {
-        (Some(root), Some(_)) => {
-            let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
-            let dir = root.join(format!("fb-exec-{}-{id}-{seq}", std::process::id()));
-            std::fs::create_dir(&dir).ok().map(|()| dir)
-        }
-        _ => None,
-    };
-    let mut cmd = match (&cgroup, &cfg.helper) {
-        (Some(cg), Some(helper)) => {
-            let mut c = Command::new(helper);
-            c.arg("--exec-in-cgroup")
-                .arg(cg)
-                .arg("--")
-                .arg(&resolved)
-                .args(&spec.argv[1..]);
-            c
-        }
-        _ => {
-            let mut c = Command::new(&resolved);
-            c.args(&spec.argv[1..]);
-            c
-        }
-    };
+    let cgroup = cfg.cgroup_root.as_ref().and_then(|root| {
+        let seq = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = root.join(format!("fb-exec-{}-{id}-{seq}", std::process::id()));
+        std::fs::create_dir(&dir).ok().map(|()| dir)
+    });
+    let mut cmd = Command::new(&resolved);
+    cmd.args(&spec.argv[1..]);
+    if let Some(cg) = &cgroup {
+        crate::cgroup::enter_before_exec(&mut cmd, cg)
+            .map_err(|e| Response::error(ErrorKind::Spawn, format!("cgroup {}: {e}", cg.display())))?;
+    }
     cmd.env_clear()
         .envs(&spec.env)
         .process_group(0)
@@ -789,22 +783,6 @@ fn tar_out(id: u64, path: &str, out: Out) -> std::io::Result<()> {
     b.append_dir_all(".", path)?;
     let mut w = b.into_inner()?;
     w.flush()
-}
-
-/// Entry point of the `--exec-in-cgroup DIR -- argv...` helper: move this
-/// process into `cgroup`, then replace it with `argv`. Returns only on error.
-pub fn exec_in_cgroup(cgroup: &Path, argv: &[String]) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    if let Err(e) = std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()) {
-        eprintln!(
-            "firebreak-agent: cannot enter cgroup {}: {e}",
-            cgroup.display()
-        );
-    }
-    let Some(prog) = argv.first() else {
-        return std::io::Error::other("empty argv");
-    };
-    std::process::Command::new(prog).args(&argv[1..]).exec()
 }
 
 /// Sends one request frame (used by tests that speak the raw protocol).

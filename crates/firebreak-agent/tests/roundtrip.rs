@@ -15,13 +15,27 @@ use tokio::net::UnixStream;
 type Served = tokio::task::JoinHandle<Result<SessionEnd, firebreak_agent::server::AgentError>>;
 
 async fn pair() -> (AgentClient, Served) {
+    pair_with(AgentConfig::default()).await
+}
+
+async fn pair_with(cfg: AgentConfig) -> (AgentClient, Served) {
     let (a, b) = UnixStream::pair().expect("socketpair");
     let (ar, aw) = a.into_split();
-    let server = tokio::spawn(serve(ar, aw, Arc::new(AgentConfig::default())));
+    let server = tokio::spawn(serve(ar, aw, Arc::new(cfg)));
     let (br, bw) = b.into_split();
     let client = AgentClient::new(br, bw);
     client.hello().await.expect("hello");
     (client, server)
+}
+
+/// Runs `spec` to the end: (stdout, stderr, status).
+async fn run(c: &AgentClient, spec: ExecSpec) -> (Vec<u8>, Vec<u8>, ExitStatus) {
+    c.exec(spec)
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect")
 }
 
 fn sh(script: &str) -> ExecSpec {
@@ -171,6 +185,22 @@ fn is_gone(pid: i32) -> bool {
     }
 }
 
+/// The pid written in `pidfile`, and whether that process is gone within 2 s.
+async fn pid_in_file_dies(pidfile: &std::path::Path) -> (i32, bool) {
+    let pid: i32 = std::fs::read_to_string(pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    for _ in 0..100 {
+        if is_gone(pid) {
+            return (pid, true);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (pid, false)
+}
+
 #[tokio::test]
 async fn timeout_kills_the_whole_process_tree() {
     let (c, _s) = pair().await;
@@ -196,19 +226,7 @@ async fn timeout_kills_the_whole_process_tree() {
         "took {:?}",
         t0.elapsed()
     );
-    let bg: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pidfile")
-        .trim()
-        .parse()
-        .expect("pid");
-    let mut gone = false;
-    for _ in 0..50 {
-        if is_gone(bg) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (bg, gone) = pid_in_file_dies(&pidfile).await;
     assert!(gone, "background child {bg} survived the timeout");
 }
 
@@ -460,4 +478,93 @@ async fn the_binary_serves_over_stdio() {
         .expect("exits")
         .expect("wait");
     assert!(st.success());
+}
+
+/// A writable cgroup v2 directory for the test, or why not.
+fn test_cgroup_root() -> Result<std::path::PathBuf, String> {
+    for base in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let base = std::path::Path::new(base);
+        // cgroup v2 (a v1 controller hierarchy has no cgroup.controllers).
+        if !base.join("cgroup.controllers").exists() {
+            continue;
+        }
+        let dir = base.join(format!("fb-agent-test-{}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+        if !dir.join("cgroup.kill").exists() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err("this kernel's cgroup v2 has no cgroup.kill".into());
+        }
+        return Ok(dir);
+    }
+    Err("no cgroup v2 hierarchy with cgroup.kill".into())
+}
+
+#[tokio::test]
+async fn each_exec_is_born_in_its_own_cgroup_and_a_timeout_kills_escaped_daemons() {
+    let root = match test_cgroup_root() {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let (c, _s) = pair_with(AgentConfig {
+        cgroup_root: Some(root.clone()),
+        ..AgentConfig::default()
+    })
+    .await;
+
+    // The command itself (not only its later children) is in a fresh cgroup.
+    let (out, _, st) = run(&c, sh("cat /proc/self/cgroup")).await;
+    assert_eq!(st, ExitStatus::Exited { code: 0 });
+    let text = String::from_utf8_lossy(&out);
+    let unified = text.lines().find(|l| l.starts_with("0::")).unwrap_or_default();
+    let leaf = root.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    assert!(
+        unified.contains(&format!("{leaf}/fb-exec-")),
+        "not in a per-exec cgroup: {text}"
+    );
+
+    // A daemon that left the process group (setsid) still dies with the job.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("daemon.pid");
+    let mut spec = sh(&format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 30' & sleep 30",
+        pidfile.display()
+    ));
+    spec.timeout_ms = Some(700);
+    let (_, _, st) = run(&c, spec).await;
+    assert_eq!(st, ExitStatus::TimedOut);
+    let (daemon, gone) = pid_in_file_dies(&pidfile).await;
+    assert!(gone, "setsid daemon {daemon} survived the timeout");
+    drop(c);
+    // Per-exec cgroups are removed once empty; then the test's own.
+    for _ in 0..100 {
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("fb-exec-") {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        if std::fs::remove_dir(&root).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_after_close_fail_instead_of_waiting_forever() {
+    for _ in 0..200 {
+        let (c, _s) = pair().await;
+        c.close();
+        let r = tokio::time::timeout(Duration::from_secs(5), c.ping()).await;
+        assert!(
+            matches!(r, Ok(Err(ClientError::Disconnected))),
+            "ping after close: {r:?}"
+        );
+    }
 }

@@ -9,7 +9,6 @@
 //!   Without either option, `firebreak.vsock=PORT` on the kernel command
 //!   line (Firecracker) selects vsock.
 //! * `--stdio`: serve one session on stdin/stdout (tests, debugging).
-//! * `--exec-in-cgroup DIR -- ARGV...`: internal helper; enter a cgroup and exec.
 //! * `--version`.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firebreak_agent::protocol::VIRTIO_PORT_NAME;
-use firebreak_agent::server::{exec_in_cgroup, serve, AgentConfig, SessionEnd};
+use firebreak_agent::server::{serve, AgentConfig, SessionEnd};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -35,15 +34,6 @@ fn main() {
                 firebreak_agent::PROTOCOL_VERSION
             );
             0
-        }
-        Some("--exec-in-cgroup") => {
-            let (Some(dir), Some("--")) = (args.get(1), args.get(2).map(String::as_str)) else {
-                log("usage: --exec-in-cgroup DIR -- ARGV...");
-                std::process::exit(2);
-            };
-            let err = exec_in_cgroup(Path::new(dir), &args[3..]);
-            log(&format!("cannot exec {:?}: {err}", args.get(3)));
-            127
         }
         Some("--stdio") => run_stdio(),
         Some("--serve") => match (args.get(1).map(String::as_str), args.get(2)) {
@@ -118,9 +108,6 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
         .filter(|_| guest);
     let cfg = Arc::new(AgentConfig {
         guest,
-        helper: std::env::current_exe()
-            .ok()
-            .filter(|_| cgroup_root.is_some()),
         cgroup_root,
     });
     if let Some(port) = vsock_port {
