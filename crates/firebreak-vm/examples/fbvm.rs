@@ -100,6 +100,15 @@ fn main() {
                 if std::env::var("FBVM_MACHINE").as_deref() == Ok("microvm") {
                     cfg.machine = firebreak_vm::Machine::Microvm;
                 }
+                if let Ok(cpu) = std::env::var("FBVM_CPU") {
+                    cfg.cpu_model = Some(cpu);
+                }
+                if let Some(n) = std::env::var("FBVM_VCPUS").ok().and_then(|v| v.parse().ok()) {
+                    cfg.vcpus = n;
+                }
+                if let Some(n) = std::env::var("FBVM_MEMORY_MIB").ok().and_then(|v| v.parse().ok()) {
+                    cfg.memory_mib = n;
+                }
                 if let Ok(extra) = std::env::var("FBVM_CMDLINE") {
                     cfg.extra_cmdline = extra.split_whitespace().map(str::to_string).collect();
                 }

@@ -339,9 +339,10 @@ async fn prepare(client: &AgentClient, for_snapshot: bool) -> Result<GuestPrep, 
 /// already translated when the job comes: a restored VM's first `exec`
 /// otherwise costs ~2.5× a later one.
 pub async fn warm_up(client: &AgentClient) -> Result<(), VmError> {
-    let marker = format!("{}/temp/.firebreak-warm", crate::sandbox::GUEST_ROOT);
-    client.write_file(&marker, b"", None).await?;
-    client.remove(&marker).await?;
+    let dir = format!("{}/temp/.firebreak-warm", crate::sandbox::GUEST_ROOT);
+    client.make_dirs(&[dir.as_str()]).await?;
+    client.remove(&dir).await?;
+    client.write_file(JOB_PIDS_MAX, b"max\n", None).await?;
     client.set_clock(SystemTime::now()).await?;
     for argv in [
         &["/bin/echo", "warm"][..],
