@@ -244,6 +244,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         let odd: Vec<&String> = labels
             .iter()
             .filter(|l| !LINUX_LABELS.contains(&l.to_ascii_lowercase().as_str()))
+            .filter(|l| super::sizes::limits_from_labels(std::slice::from_ref(l)).is_empty())
             .collect();
         if !odd.is_empty() {
             warnings.push(format!(
@@ -268,6 +269,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         .to_string();
     let mut jspec = JobSpec::new(spec.sandbox_id.clone(), workspace_name);
     jspec.network = cfg.network;
+    jspec.limits = super::sizes::limits_from_labels(&labels);
     let sb = provider
         .create(jspec)
         .await

@@ -30,6 +30,7 @@ pub mod events;
 pub mod expr;
 pub mod job;
 pub mod reusable;
+pub mod sizes;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

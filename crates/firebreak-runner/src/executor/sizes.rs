@@ -1,0 +1,77 @@
+//! Machine sizes asked for in `runs-on` labels, the way larger hosted runners are named: a label
+//! (or a dash-separated part of one) such as `4cpu`, `4-cores`, `2vcpu`, `512mb` or `16gb`.
+//! Backends that size a machine per job (the microVMs) apply them; the others ignore them.
+//!
+//! `runs-on: [ubuntu-latest, 1cpu, 512mb]` and `runs-on: linux-4-cores-16gb` both work.
+
+use crate::sandbox::ResourceLimits;
+
+/// The limits the labels ask for; later labels win. Labels without a size part are ignored.
+pub fn limits_from_labels(labels: &[String]) -> ResourceLimits {
+    let mut limits = ResourceLimits::default();
+    for label in labels {
+        let lower = label.to_ascii_lowercase();
+        let parts: Vec<&str> = lower.split(['-', '_']).collect();
+        for (i, part) in parts.iter().enumerate() {
+            // "4-cores": the number is its own part.
+            let next = parts.get(i + 1).copied().unwrap_or("");
+            if let (Ok(n), true) = (part.parse::<u32>(), is_cpu_unit(next)) {
+                limits.cpu_millis = cpus(n).or(limits.cpu_millis);
+                continue;
+            }
+            let digits = part.len() - part.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits == 0 {
+                continue;
+            }
+            let (num, unit) = part.split_at(digits);
+            let Ok(n) = num.parse::<u64>() else { continue };
+            if is_cpu_unit(unit) {
+                limits.cpu_millis = u32::try_from(n).ok().and_then(cpus).or(limits.cpu_millis);
+            } else if let Some(mib) = memory_mib(n, unit) {
+                limits.memory_bytes = Some(mib << 20);
+            }
+        }
+    }
+    limits
+}
+
+fn is_cpu_unit(s: &str) -> bool {
+    matches!(s, "cpu" | "cpus" | "vcpu" | "vcpus" | "core" | "cores")
+}
+
+fn cpus(n: u32) -> Option<u32> {
+    (1..=256).contains(&n).then(|| n * 1000)
+}
+
+fn memory_mib(n: u64, unit: &str) -> Option<u64> {
+    let mib = match unit {
+        "mb" | "mib" | "m" => n,
+        "gb" | "gib" | "g" => n.checked_mul(1024)?,
+        _ => return None,
+    };
+    (64..=1 << 20).contains(&mib).then_some(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(labels: &[&str]) -> (Option<u32>, Option<u64>) {
+        let owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        let r = limits_from_labels(&owned);
+        (r.cpu_millis, r.memory_bytes.map(|b| b >> 20))
+    }
+
+    #[test]
+    fn sizes_in_labels() {
+        assert_eq!(l(&["ubuntu-latest"]), (None, None));
+        assert_eq!(l(&["ubuntu-latest", "1cpu", "512mb"]), (Some(1000), Some(512)));
+        assert_eq!(l(&["linux-4-cores-16gb"]), (Some(4000), Some(16384)));
+        assert_eq!(l(&["2vCPU", "4GiB"]), (Some(2000), Some(4096)));
+        assert_eq!(l(&["ubuntu-22.04", "8-core"]), (Some(8000), None));
+        // Not sizes: versions, too small or absurd values, bare numbers.
+        assert_eq!(l(&["ubuntu-22.04", "node-20", "1m", "0cpu", "9999cpu"]), (None, None));
+        // Later labels win.
+        assert_eq!(l(&["1cpu", "2cpu", "1gb", "512mb"]), (Some(2000), Some(512)));
+    }
+}
