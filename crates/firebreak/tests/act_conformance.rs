@@ -31,3 +31,14 @@ fn act_host_cases_pass_on_the_host_sandbox() {
 fn act_host_cases_pass_in_the_namespace_sandbox() {
     check("namespace");
 }
+
+/// The same cases, each job in its own QEMU microVM (TCG where KVM is not usable). Runs when
+/// VM tests are on (`FIREBREAK_VM_TESTS=1`, as `scripts/test` sets after building the image).
+#[test]
+fn act_host_cases_pass_in_qemu_microvms() {
+    if std::env::var_os("FIREBREAK_VM_TESTS").is_none_or(|v| v != "1") {
+        eprintln!("SKIPPED: VM tests are opt-in: set FIREBREAK_VM_TESTS=1");
+        return;
+    }
+    check("qemu");
+}

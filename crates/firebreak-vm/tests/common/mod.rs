@@ -1,5 +1,8 @@
 //! What every VM test binary shares: finding (or building) the guest image to boot, the
 //! opt-in switch, and one lock so that boots run one at a time.
+//!
+//! Without `FIREBREAK_VM_TESTS=1` the VM tests print SKIPPED and pass. With it (as
+//! `scripts/test` sets after building the image) a missing tool or image fails them.
 
 #![allow(dead_code)]
 
@@ -18,9 +21,14 @@ pub fn agent_binary() -> PathBuf {
         .join("../../target/x86_64-unknown-linux-gnu/release/firebreak-agent")
 }
 
+/// True when VM tests were asked for (`FIREBREAK_VM_TESTS=1`): they must not skip.
+pub fn required() -> bool {
+    std::env::var_os("FIREBREAK_VM_TESTS").is_some_and(|v| v == "1")
+}
+
 /// The image to test with, or why the test is skipped.
 pub fn test_image() -> Result<Image, String> {
-    if std::env::var_os("FIREBREAK_VM_TESTS").is_none_or(|v| v != "1") {
+    if !required() {
         return Err("VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)".into());
     }
     for t in tools::QEMU_TOOLS {
@@ -64,6 +72,9 @@ macro_rules! image_or_skip {
         match $crate::common::test_image() {
             Ok(img) => img,
             Err(why) => {
+                if $crate::common::required() {
+                    panic!("FIREBREAK_VM_TESTS=1 but no VM can be booted: {why}");
+                }
                 eprintln!("SKIPPED: no VM test possible here: {why}");
                 return;
             }
