@@ -47,8 +47,8 @@
 //!   background; [`MemoryBudget`] that no VM start may exceed.
 //! * [`qmp`] — the small QMP client used to take snapshots.
 //!
-//! Under TCG a guest `exec` through the agent costs ~70–130 ms (about half
-//! of it the agent's re-exec into the per-command cgroup), and the first
+//! Under TCG a guest `exec` through the agent costs ~60–100 ms (a `fork`
+//! alone is ~18 ms, an `exec` of a dynamic binary ~40 ms), and the first
 //! ones after a restore cost ~2.5× that (TCG translates the guest's code
 //! anew in every QEMU process): pooled VMs run a warm-up
 //! ([`snapshot::warm_up`]) before they are handed out. `bench/sandbox`
