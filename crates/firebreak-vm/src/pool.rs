@@ -174,6 +174,8 @@ struct Inner {
     budget: Arc<MemoryBudget>,
     slots: StdMutex<HashMap<String, Slot>>,
     closed: std::sync::atomic::AtomicBool,
+    /// Refill tasks, awaited by `shutdown` so no VM being restored outlives it.
+    fills: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Ready-to-use restored VMs, per snapshot. Cheap to clone (shared).
@@ -203,6 +205,7 @@ impl WarmPool {
                 budget,
                 slots: StdMutex::new(HashMap::new()),
                 closed: std::sync::atomic::AtomicBool::new(false),
+                fills: StdMutex::new(Vec::new()),
             }),
         }
     }
@@ -260,7 +263,10 @@ impl WarmPool {
         }
         let pool = self.clone();
         let key = snapshot.meta.key.clone();
-        tokio::spawn(async move { pool.fill(key).await });
+        let task = tokio::spawn(async move { pool.fill(key).await });
+        let mut fills = lock(&self.inner.fills);
+        fills.retain(|t| !t.is_finished());
+        fills.push(task);
     }
 
     /// Takes a ready VM of `snapshot` (its clock set again; the job timeout
@@ -318,6 +324,12 @@ impl WarmPool {
         for mut vm in vms {
             vm.kill().await;
         }
+        // A refill in the middle of a restore finishes it, sees `closed` and
+        // kills that VM.
+        let fills: Vec<_> = lock(&self.inner.fills).drain(..).collect();
+        for t in fills {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
     }
 
     async fn fill(&self, key: String) {
@@ -356,6 +368,15 @@ impl WarmPool {
                 },
                 Err(e) => Err(e),
             };
+            if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(mut vm) = res {
+                    vm.kill().await;
+                }
+                if let Some(slot) = lock(&self.inner.slots).get_mut(&key) {
+                    slot.filling = false;
+                }
+                return;
+            }
             let mut slots = lock(&self.inner.slots);
             let Some(slot) = slots.get_mut(&key) else {
                 return;
@@ -364,10 +385,6 @@ impl WarmPool {
                 Ok(mut vm) => {
                     vm.set_lease(lease);
                     slot.failures = 0;
-                    if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                        slot.filling = false;
-                        return;
-                    }
                     slot.ready.push_back(vm);
                 }
                 Err(_) => slot.failures += 1,

@@ -79,30 +79,18 @@ jobs:
       - run: echo "after the bomb, $(uname -r)"
 "#;
 
-#[test]
-fn a_workflow_in_microvms_proves_isolation() {
-    if !vm_ready() {
-        return;
-    }
+/// A git repository in a temp dir with `files`; returns (temp dir, repo path).
+fn repo(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("fb-vm-iso-")
         .tempdir()
         .expect("tempdir");
     let repo = dir.path().join("repo");
-    std::fs::create_dir_all(repo.join(".github/workflows")).expect("mkdir");
-    // A file only the host has, beside (not inside) the repository.
-    let secret = dir.path().join("host-only-secret");
-    std::fs::write(&secret, "host secret").expect("secret");
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .expect("host boot id")
-        .trim()
-        .to_string();
-    let wf = WORKFLOW
-        .replace("@HOST_BOOT_ID@", &boot_id)
-        .replace("@HOST_SECRET@", &secret.to_string_lossy())
-        .replace("@HOST_REPO@", &repo.to_string_lossy());
-    std::fs::write(repo.join(".github/workflows/iso.yml"), wf).expect("workflow");
-    std::fs::write(repo.join("README.txt"), "checked out\n").expect("readme");
+    for (p, text) in files {
+        let path = repo.join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+    }
     for args in [
         &["init", "-q", "-b", "main"][..],
         &["add", "-A"],
@@ -115,13 +103,48 @@ fn a_workflow_in_microvms_proves_isolation() {
             .expect("git");
         assert!(st.success(), "git {args:?}");
     }
+    (dir, repo)
+}
 
-    let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+/// What `firebreak run --sandbox qemu --json` did.
+struct Run {
+    pid: u32,
+    code: Option<i32>,
+    events: Vec<serde_json::Value>,
+    /// `[job] line` for every output line.
+    log: Vec<String>,
+    ctx: String,
+}
+
+impl Run {
+    fn result(&self, id: &str) -> String {
+        self.events
+            .iter()
+            .find(|e| e["event"] == "run_finished")
+            .and_then(|f| f["workflows"][0]["jobs"].as_array())
+            .and_then(|jobs| jobs.iter().find(|j| j["id"] == id))
+            .and_then(|j| j["result"].as_str())
+            .unwrap_or("missing")
+            .to_string()
+    }
+
+    fn has(&self, s: &str) -> bool {
+        self.log.iter().any(|l| l.contains(s))
+    }
+}
+
+fn run_qemu(repo: &std::path::Path, extra: &[&str]) -> Run {
+    let child = Command::new(env!("CARGO_BIN_EXE_firebreak"))
         .args(["run", "--sandbox", "qemu", "--json", "--offline", "-C"])
-        .arg(&repo)
+        .arg(repo)
+        .args(extra)
         .env("NO_COLOR", "1")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run firebreak");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let events: Vec<serde_json::Value> = stdout
@@ -131,29 +154,84 @@ fn a_workflow_in_microvms_proves_isolation() {
     let log: Vec<String> = events
         .iter()
         .filter(|e| e["event"] == "output")
-        .map(|e| format!("[{}] {}", e["job"]["id"].as_str().unwrap_or("?"), e["line"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "[{}] {}",
+                e["job"]["id"].as_str().unwrap_or("?"),
+                e["line"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     let ctx = format!("exit {:?}\n{}\n--- stderr\n{stderr}", out.status.code(), log.join("\n"));
     eprintln!("{ctx}");
-    let finished = events
-        .iter()
-        .find(|e| e["event"] == "run_finished")
-        .unwrap_or_else(|| panic!("no run_finished event\n{ctx}"));
-    let result = |id: &str| -> String {
-        finished["workflows"][0]["jobs"]
-            .as_array()
-            .and_then(|jobs| jobs.iter().find(|j| j["id"] == id))
-            .and_then(|j| j["result"].as_str())
-            .unwrap_or("missing")
-            .to_string()
-    };
-    for id in ["kernel", "files", "network", "survivor"] {
-        assert_eq!(result(id), "success", "job {id}\n{ctx}");
+    Run {
+        pid,
+        code: out.status.code(),
+        events,
+        log,
+        ctx,
     }
-    assert_eq!(result("bomb"), "failure", "the memory bomb's job\n{ctx}");
-    assert_eq!(out.status.code(), Some(1), "a failed job fails the run\n{ctx}");
-    // Every job ran in a VM with its own kernel, sized by its labels.
-    let has = |s: &str| log.iter().any(|l| l.contains(s));
-    assert!(has("host files invisible") && has("network unreachable"), "{ctx}");
-    assert!(has("after the bomb, "), "{ctx}");
+}
+
+#[test]
+fn a_workflow_in_microvms_proves_isolation() {
+    if !vm_ready() {
+        return;
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("host boot id")
+        .trim()
+        .to_string();
+    let (dir, repo) = repo(&[("README.txt", "checked out\n")]);
+    // A file only the host has, beside (not inside) the repository.
+    let secret = dir.path().join("host-only-secret");
+    std::fs::write(&secret, "host secret").expect("secret");
+    let wf = WORKFLOW
+        .replace("@HOST_BOOT_ID@", &boot_id)
+        .replace("@HOST_SECRET@", &secret.to_string_lossy())
+        .replace("@HOST_REPO@", &repo.to_string_lossy());
+    std::fs::create_dir_all(repo.join(".github/workflows")).expect("mkdir");
+    std::fs::write(repo.join(".github/workflows/iso.yml"), wf).expect("workflow");
+
+    let r = run_qemu(&repo, &[]);
+    let ctx = &r.ctx;
+    for id in ["kernel", "files", "network", "survivor"] {
+        assert_eq!(r.result(id), "success", "job {id}\n{ctx}");
+    }
+    assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
+    assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
+    assert!(r.has("host files invisible") && r.has("network unreachable"), "{ctx}");
+    assert!(r.has("after the bomb, "), "{ctx}");
+}
+
+#[test]
+fn later_jobs_take_a_vm_from_the_warm_pool_and_no_vm_outlives_the_run() {
+    if !vm_ready() {
+        return;
+    }
+    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: sleep 3; echo first\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: echo second\n";
+    let (_dir, repo) = repo(&[(".github/workflows/pool.yml", wf)]);
+    let r = run_qemu(&repo, &["--warm-pool", "1", "--vm-memory-budget", "2048"]);
+    let ctx = &r.ctx;
+    assert_eq!(r.code, Some(0), "{ctx}");
+    assert!(r.has("[second] qemu VM") && r.has("taken from the warm pool"), "{ctx}");
+    // The pool's spare VM was stopped with the run.
+    let marker = format!("fbvm-{}-", r.pid);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(left.is_empty(), "VMs outlived the run: {left:?}");
+    let dirs: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&marker))
+        .collect();
+    assert!(dirs.is_empty(), "VM run directories left behind: {dirs:?}");
 }

@@ -130,6 +130,15 @@ pub struct RunArgs {
     /// namespace with only loopback (host sandboxes always share the host's network).
     #[arg(long)]
     network: bool,
+    /// Keep N restored microVMs ready per VM size while the run lasts, refilled in the
+    /// background, so that jobs after the first start in a VM that is already up (qemu
+    /// sandbox; default 0: each job's VM is restored from the snapshot when it starts).
+    #[arg(long = "warm-pool", value_name = "N", default_value_t = 0)]
+    warm_pool: usize,
+    /// Guest memory (MiB) all microVMs of this run may use at once, pooled ones included;
+    /// a job waits for room (default: half of the host's memory).
+    #[arg(long = "vm-memory-budget", value_name = "MIB")]
+    vm_memory_budget: Option<u64>,
     /// Where logs go (default: REPO/.firebreak/runs/<n>/).
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -492,7 +501,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if probe.available {
         providers.insert("namespace".into(), Arc::new(ns));
     }
-    // MicroVM providers are made only when a run asks for them (by --sandbox or -P).
+    // MicroVM providers are made only when a run asks for them (by --sandbox or -P). The
+    // QEMU one is kept to stop its warm pool's VMs when the run ends.
+    let mut qemu_pool: Option<Arc<firebreak_vm::QemuProvider>> = None;
     for (kind, name) in [(SandboxKind::Qemu, "qemu"), (SandboxKind::Firecracker, "firecracker")] {
         let wanted = args.sandbox == Some(kind)
             || args.platform.iter().any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == name));
@@ -506,7 +517,17 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 None,
                 firebreak_vm::firecracker::FirecrackerConfig::default(),
             )),
-            _ => Arc::new(firebreak_vm::QemuProvider::new(store, None, firebreak_vm::VmConfig::default())),
+            _ => {
+                let q = Arc::new(
+                    firebreak_vm::QemuProvider::new(store, None, firebreak_vm::VmConfig::default())
+                        .with_pool(firebreak_vm::PoolConfig {
+                            size: args.warm_pool,
+                            memory_budget_mib: args.vm_memory_budget,
+                        }),
+                );
+                qemu_pool = Some(q.clone());
+                q
+            }
         };
         let vprobe = vm.probe().await;
         if !vprobe.available {
@@ -709,6 +730,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let outcomes: Vec<(String, WorkflowOutcome)> =
         outcomes.into_iter().map(|(_, n, o)| (n, o)).collect();
     drop(tx);
+    if let Some(q) = &qemu_pool {
+        q.shutdown().await;
+    }
     let reporter = rep_task.await.context("the reporter stopped")?;
     reporter.summary(&outcomes, &run_dir);
     drop(cleanup);
