@@ -28,7 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::image::Image;
 use crate::tools;
-use crate::transport::{connect_agent, VirtioSerialSocket};
+use crate::qmp::Qmp;
+use crate::transport::{connect_agent, connect_stream, handshake, VirtioSerialSocket};
 
 /// Which accelerator to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -88,6 +89,22 @@ pub struct VmConfig {
     /// [`QemuVm::boot`] always boots cold; [`QemuVm::restore`] always
     /// restores.
     pub start: Start,
+    /// Keep guest RAM in this file, mapped shared, so that it holds the
+    /// guest's memory when QEMU stops (how [`crate::snapshot`] takes a
+    /// snapshot); `None`: anonymous memory.
+    pub ram_file: Option<PathBuf>,
+}
+
+/// Where a VM's RAM lives when it is not anonymous memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RamBacking<'a> {
+    /// Anonymous memory.
+    Anonymous,
+    /// This file, mapped shared: guest writes land in it.
+    Shared(&'a Path),
+    /// A private copy-on-write mapping of this file: the guest starts from
+    /// its contents, its writes stay in this process.
+    Private(&'a Path),
 }
 
 /// How a job's VM is started.
@@ -118,6 +135,7 @@ impl Default for VmConfig {
             extra_cmdline: Vec::new(),
             cpu_model: None,
             start: Start::default(),
+            ram_file: None,
         }
     }
 }
@@ -456,16 +474,22 @@ pub(crate) fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) ->
         "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
         dir.join("overlay.qcow2").to_string_lossy()
     );
-    qemu_args_with_drive(image, cfg, kvm, dir, &drive)
+    let ram = match &cfg.ram_file {
+        Some(f) => RamBacking::Shared(f),
+        None => RamBacking::Anonymous,
+    };
+    qemu_args_with_drive(image, cfg, kvm, dir, &drive, ram)
 }
 
-/// [`qemu_args`] with `drive` as the root `-drive` (id `root`).
+/// [`qemu_args`] with `drive` as the root `-drive` (id `root`) and guest RAM
+/// in `ram`.
 fn qemu_args_with_drive(
     image: &Image,
     cfg: &VmConfig,
     kvm: bool,
     dir: &Path,
     drive: &str,
+    ram: RamBacking<'_>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
@@ -487,11 +511,25 @@ fn qemu_args_with_drive(
         Machine::Q35 => "q35".to_string(),
         Machine::Microvm => "microvm,isa-serial=on,rtc=on".to_string(),
     };
+    let ram_object = match ram {
+        RamBacking::Anonymous => None,
+        RamBacking::Shared(f) => Some((f, "on")),
+        RamBacking::Private(f) => Some((f, "off")),
+    };
     push("-machine");
     push(&format!(
-        "{machine},accel={}",
-        if kvm { "kvm" } else { "tcg" }
+        "{machine},accel={}{}",
+        if kvm { "kvm" } else { "tcg" },
+        if ram_object.is_some() { ",memory-backend=fbram" } else { "" }
     ));
+    if let Some((file, share)) = ram_object {
+        push("-object");
+        push(&format!(
+            "memory-backend-file,id=fbram,size={}M,mem-path={},share={share}",
+            cfg.memory_mib.max(128),
+            file.to_string_lossy().replace(',', ",,")
+        ));
+    }
     push("-cpu");
     push(
         cfg.cpu_model
@@ -789,19 +827,64 @@ impl QemuVm {
             "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,snapshot=on",
             snap.disk().to_string_lossy()
         );
-        let mut args = qemu_args_with_drive(image, cfg, kvm, run_dir, &drive);
+        // Guest RAM: a private copy-on-write mapping of the snapshot's RAM
+        // file (pages come from the host's page cache as the guest touches
+        // them, shared by all clones); the migration stream then holds only
+        // device state. Older snapshots carry RAM in the stream.
+        let ram_file = snap.ram_file();
+        let ram = match &ram_file {
+            Some(f) => RamBacking::Private(f),
+            None => RamBacking::Anonymous,
+        };
+        let mut args = qemu_args_with_drive(image, cfg, kvm, run_dir, &drive, ram);
+        let state_uri = format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy()));
         args.push("-incoming".into());
-        args.push(format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy())).into());
+        if ram_file.is_some() {
+            // The x-ignore-shared capability must be set before the stream
+            // is read, which only QMP can do on QEMU 7.2.
+            args.push("defer".into());
+        } else {
+            args.push(state_uri.clone().into());
+        }
         let ta = Instant::now();
         let mut child = spawn_qemu_in(qemu, args, run_dir, &[("TMPDIR", run_dir)])?;
         let transport = VirtioSerialSocket {
             path: run_dir.join("agent.sock"),
         };
-        // connect_agent connects as soon as the socket exists (before the
-        // state has loaded: the guest's port then sees a host end from its
-        // first instruction) and waits for the hello.
+        let qmp_sock = run_dir.join("qmp.sock");
+        let deferred = ram_file.is_some();
+        // The agent socket is connected before the state loads (the guest's
+        // port then sees a host end from its first instruction), then the
+        // state is loaded, then the hello is answered.
+        let start = async {
+            let (r, w) = connect_stream(&transport, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            if deferred {
+                let mut qmp = Qmp::connect(&qmp_sock, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                qmp.execute(
+                    "migrate-set-capabilities",
+                    Some(serde_json::json!({ "capabilities": [
+                        { "capability": "x-ignore-shared", "state": true }
+                    ] })),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                qmp.execute(
+                    "migrate-incoming",
+                    Some(serde_json::json!({ "uri": state_uri })),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            handshake(&transport, r, w, timeout.saturating_sub(ta.elapsed()))
+                .await
+                .map_err(|e| e.to_string())
+        };
         let outcome = tokio::select! {
-            r = connect_agent(&transport, timeout) => r.map_err(|e| e.to_string()),
+            r = start => r,
             st = child.wait() => Err(format!("QEMU exited ({}): {}",
                 st.map(|s| s.to_string()).unwrap_or_default(),
                 tail(&std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default(), 10))),

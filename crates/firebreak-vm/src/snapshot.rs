@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! <image dir>/snapshots/<vcpus>c-<MiB>m-<net|nonet>-<key>/
-//!     state.bin    QEMU migration stream of the running, idle guest
+//!     ram.img      the guest's RAM (a file as large as the guest's memory, sparse)
+//!     state.bin    QEMU migration stream of the device state (~0.5 MB)
 //!     disk.qcow2   the guest's root overlay at that instant (read-only)
 //!     meta.json    SnapshotMeta
 //! ```
@@ -16,22 +17,32 @@
 //! a rebuilt image or an upgraded QEMU gives a new key, and
 //! [`prune_stale`] removes snapshots of files that changed.
 //!
-//! **How it is taken** ([`build`]): cold-boot a VM, [`prepare_guest`] (job
-//! cgroup with pids and memory limits around the agent's per-command
-//! cgroups, `sync`), close the agent connection (the agent then polls its port for a
-//! new host end), live-migrate to `exec:cat > state.bin` over QMP (without
-//! `stop`, so clones start running), `quit`, keep the root overlay as
-//! `disk.qcow2`.
+//! **How it is taken** ([`build`]): cold-boot a VM whose RAM is a shared
+//! mapping of `ram.img`, [`prepare_guest`] (job cgroup with pids and memory
+//! limits around the agent's per-command cgroups, `sync`), close the agent
+//! connection (the agent then polls its port for a new host end),
+//! live-migrate to `exec:cat > state.bin` over QMP with the `x-ignore-shared`
+//! capability (RAM stays in the file; only device state is streamed;
+//! without `stop`, so clones start running), `quit`, keep the root overlay
+//! as `disk.qcow2`.
+//!
+//! **Why RAM is a file**: a clone maps `ram.img` privately (copy-on-write)
+//! instead of reading a ~80 MB stream into fresh memory: pages come from
+//! the host's page cache when the guest touches them, shared by every
+//! clone, and only the pages a clone writes cost it memory (Firecracker
+//! restores snapshots the same way).
 //!
 //! **Why the disk is kept**: the guest's page cache and ext4 state in
-//! `state.bin` describe the disk as it was at the snapshot (mounting alone
-//! writes the superblock and journal). Each clone therefore gets a fresh
+//! the snapshot describe the disk as it was (mounting alone writes the
+//! superblock and journal). Each clone therefore gets a fresh
 //! qcow2 overlay whose backing file is `disk.qcow2` (which itself is backed
 //! by the image's raw `rootfs.ext4`), so every clone sees exactly the disk
 //! its memory expects and writes only to its own overlay.
 //!
-//! **Restoring** is [`QemuVm::restore`]: agent socket connected before the
-//! state loads, then clock set and entropy added. The VM then serves one
+//! **Restoring** is [`QemuVm::restore`]: QEMU started with `-incoming
+//! defer`, the agent socket connected before the state loads, the
+//! capability set and the stream loaded over QMP, then clock set and
+//! entropy added. The VM then serves one
 //! job and is destroyed.
 
 use std::collections::HashMap;
@@ -51,7 +62,7 @@ use crate::qmp::Qmp;
 use crate::tools;
 
 /// Bumped when the snapshot layout or guest preparation changes.
-pub const SNAPSHOT_FORMAT: u32 = 5;
+pub const SNAPSHOT_FORMAT: u32 = 6;
 
 /// What `meta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +93,9 @@ pub struct SnapshotMeta {
     pub state_bytes: u64,
     /// Cold boot + preparation + migration, seconds.
     pub build_seconds: f64,
+    /// Guest RAM is in `ram.img` (the stream holds device state only).
+    #[serde(default)]
+    pub ram_file: bool,
 }
 
 /// A usable snapshot on disk.
@@ -102,6 +116,11 @@ impl Snapshot {
     /// overlay).
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
+    }
+    /// The guest's RAM at snapshot time, when it is kept in a file (clones
+    /// map it copy-on-write).
+    pub fn ram_file(&self) -> Option<PathBuf> {
+        self.meta.ram_file.then(|| self.dir.join("ram.img"))
     }
 }
 
@@ -178,7 +197,8 @@ fn load(dir: &Path, name: &str) -> Option<Snapshot> {
     let ok = snap.meta.format == SNAPSHOT_FORMAT
         && snap.meta.key == name
         && snap.state().is_file()
-        && snap.disk().is_file();
+        && snap.disk().is_file()
+        && snap.ram_file().is_none_or(|f| f.is_file());
     ok.then_some(snap)
 }
 
@@ -283,18 +303,6 @@ pub const AGENT_RESERVE_MIB: u64 = 40;
 /// guest-wide OOM panic). Also creates the job-independent part of the job
 /// tree and flushes the disk.
 pub async fn prepare_guest(client: &AgentClient) -> Result<GuestPrep, VmError> {
-    prepare(client, false).await
-}
-
-/// [`prepare_guest`], then zeroes most free memory (a short-lived buffer the
-/// kernel hands out zeroed): free pages that still hold boot-time data would
-/// otherwise all go into the snapshot, zero pages cost nothing (97 → 78 MB
-/// for 256 MiB here, and clones' RSS shrinks with it).
-pub async fn prepare_for_snapshot(client: &AgentClient) -> Result<GuestPrep, VmError> {
-    prepare(client, true).await
-}
-
-async fn prepare(client: &AgentClient, for_snapshot: bool) -> Result<GuestPrep, VmError> {
     let script = format!(
         "{{ echo +pids +memory > /sys/fs/cgroup/cgroup.subtree_control; \
             mkdir -p /sys/fs/cgroup/{JOB_CGROUP} && \
@@ -303,15 +311,9 @@ async fn prepare(client: &AgentClient, for_snapshot: bool) -> Result<GuestPrep, 
             mount --bind /sys/fs/cgroup/{JOB_CGROUP} /sys/fs/cgroup; }} 2>/dev/null; \
          mkdir -p {root}/temp/_runner_file_commands {root}/tool_cache {root}/home; \
          sync; test -f {JOB_PIDS_MAX} && echo pids-ok; \
-         echo memory.max $(cat /sys/fs/cgroup/memory.max 2>/dev/null){zero}",
+         echo memory.max $(cat /sys/fs/cgroup/memory.max 2>/dev/null)",
         root = crate::sandbox::GUEST_ROOT,
         reserve = AGENT_RESERVE_MIB,
-        zero = if for_snapshot {
-            "; free=$(sed -n 's/^MemFree: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo); \
-             dd if=/dev/zero of=/dev/null bs=$((free * 8 / 10))K count=1 2>/dev/null; true"
-        } else {
-            ""
-        },
     );
     let (out, err, st) = client
         .exec(ExecSpec::new(["/bin/sh", "-c", script.as_str()]).env("PATH", PATH))
@@ -416,6 +418,10 @@ async fn build_in(
     } else {
         crate::qemu::Accel::Tcg
     };
+    // Guest RAM in a shared file mapping: when QEMU stops, the file is the
+    // guest's memory, and clones map it copy-on-write instead of reading it
+    // from the migration stream.
+    bcfg.ram_file = Some(tmp.join("ram.img"));
     let mut vm = QemuVm::boot(image, &bcfg).await?;
     let res = snapshot_vm(&mut vm, tmp).await;
     vm.kill().await;
@@ -437,6 +443,7 @@ async fn build_in(
             .unwrap_or(0),
         state_bytes,
         build_seconds: t0.elapsed().as_secs_f64(),
+        ram_file: true,
     };
     let text = serde_json::to_string_pretty(&meta)
         .map_err(|e| VmError::Snapshot(format!("meta.json: {e}")))?;
@@ -452,7 +459,7 @@ async fn build_in(
 /// Prepares the guest, migrates it to `dir/state.bin`, stops QEMU and moves
 /// its overlay to `dir/disk.qcow2`.
 async fn snapshot_vm(vm: &mut QemuVm, dir: &Path) -> Result<(GuestPrep, u64), VmError> {
-    let prep = prepare_for_snapshot(&vm.client()).await?;
+    let prep = prepare_guest(&vm.client()).await?;
     // Leave the agent polling its port for a host end: clones connect first.
     vm.client().close();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -464,6 +471,14 @@ async fn snapshot_vm(vm: &mut QemuVm, dir: &Path) -> Result<(GuestPrep, u64), Vm
             Some(json!({ "max-bandwidth": 1u64 << 40 })),
         )
         .await;
+    // RAM stays in the shared RAM file: only device state is streamed.
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(json!({ "capabilities": [
+            { "capability": "x-ignore-shared", "state": true }
+        ] })),
+    )
+    .await?;
     let state = dir.join("state.bin");
     let uri: OsString = format!("exec:cat > {}", sh_quote(&state.to_string_lossy())).into();
     qmp.execute(
@@ -592,6 +607,7 @@ mod tests {
             created_unix: 0,
             state_bytes: 1,
             build_seconds: 0.0,
+            ram_file: true,
         };
         std::fs::write(
             dir.join("meta.json"),
@@ -601,6 +617,8 @@ mod tests {
         assert!(find(&img, &cfg, false).is_none(), "no state/disk yet");
         std::fs::write(dir.join("state.bin"), "s").expect("write");
         std::fs::write(dir.join("disk.qcow2"), "d").expect("write");
+        assert!(find(&img, &cfg, false).is_none(), "no RAM file yet");
+        std::fs::write(dir.join("ram.img"), "r").expect("write");
         assert_eq!(find(&img, &cfg, false).map(|s| s.meta), Some(meta));
         let junk = snapshots_dir(&img).join(".tmp-x-999999999-0");
         std::fs::create_dir_all(&junk).expect("mkdir");

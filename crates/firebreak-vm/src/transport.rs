@@ -156,10 +156,20 @@ pub async fn connect_agent(
     timeout: Duration,
 ) -> Result<(AgentClient, AgentInfo), TransportError> {
     let start = Instant::now();
-    let what = t.describe();
-    let (r, w) = loop {
+    let (r, w) = connect_stream(t, timeout).await?;
+    handshake(t, r, w, timeout.saturating_sub(start.elapsed())).await
+}
+
+/// Connects `t`'s byte stream, retrying every 20 ms until `timeout` (the
+/// socket appears once the VMM is up). No protocol is spoken yet.
+pub async fn connect_stream(
+    t: &dyn AgentTransport,
+    timeout: Duration,
+) -> Result<(BoxRead, BoxWrite), TransportError> {
+    let start = Instant::now();
+    loop {
         match t.connect().await {
-            Ok(rw) => break rw,
+            Ok(rw) => return Ok(rw),
             Err(e) => {
                 if start.elapsed() >= timeout {
                     return Err(e);
@@ -167,15 +177,25 @@ pub async fn connect_agent(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    };
+    }
+}
+
+/// Starts a client on a connected stream and waits up to `timeout` for the
+/// agent's answer to `hello`.
+pub async fn handshake(
+    t: &dyn AgentTransport,
+    r: BoxRead,
+    w: BoxWrite,
+    timeout: Duration,
+) -> Result<(AgentClient, AgentInfo), TransportError> {
+    let what = t.describe();
     let client = AgentClient::new(r, w);
-    let left = timeout.saturating_sub(start.elapsed());
-    match tokio::time::timeout(left, client.hello()).await {
+    match tokio::time::timeout(timeout, client.hello()).await {
         Ok(Ok(info)) => Ok((client, info)),
         Ok(Err(source)) => Err(TransportError::Agent { what, source }),
         Err(_) => Err(TransportError::Timeout {
             what,
-            waited: start.elapsed(),
+            waited: timeout,
         }),
     }
 }
