@@ -295,6 +295,7 @@ impl WarmPool {
             )
             .await;
             if matches!(fresh, Ok(Ok(()))) {
+                vm.raise_priority().await;
                 return Some(vm);
             }
             vm.kill().await;
@@ -394,9 +395,15 @@ impl WarmPool {
 }
 
 /// Pool VMs wait with no job deadline (it is armed when taken).
+/// How spare VMs are started: no job timeout yet, and (when we may raise
+/// it again on take) at a low CPU priority, so a refill restoring in the
+/// background never slows the jobs that are running.
 fn pool_cfg(cfg: &VmConfig) -> VmConfig {
     let mut c = cfg.clone();
     c.job_timeout = None;
+    if nix::unistd::geteuid().is_root() {
+        c.nice = Some(10);
+    }
     c
 }
 

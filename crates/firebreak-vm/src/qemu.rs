@@ -93,6 +93,11 @@ pub struct VmConfig {
     /// guest's memory when QEMU stops (how [`crate::snapshot`] takes a
     /// snapshot); `None`: anonymous memory.
     pub ram_file: Option<PathBuf>,
+    /// Start QEMU at this CPU niceness (`nice -n`); `None`: the caller's.
+    /// The warm pool restores its spare VMs at 10 so that a refill never
+    /// slows a running job, and brings a VM back to normal when a job takes
+    /// it ([`QemuVm::raise_priority`]).
+    pub nice: Option<i32>,
 }
 
 /// Where a VM's RAM lives when it is not anonymous memory.
@@ -136,6 +141,7 @@ impl Default for VmConfig {
             cpu_model: None,
             start: Start::default(),
             ram_file: None,
+            nice: None,
         }
     }
 }
@@ -255,6 +261,8 @@ pub struct QemuVm {
     stats: BootStats,
     watchdog: Option<JoinHandle<()>>,
     lease: Option<crate::pool::Lease>,
+    /// Started with a niceness (see [`VmConfig::nice`]).
+    niced: bool,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -661,8 +669,13 @@ fn new_run_dir(cfg: &VmConfig) -> Result<PathBuf, VmError> {
     Ok(run_dir)
 }
 
-fn spawn_qemu(qemu: &Path, args: Vec<OsString>, run_dir: &Path) -> Result<Child, VmError> {
-    spawn_qemu_in(qemu, args, run_dir, &[])
+fn spawn_qemu(
+    qemu: &Path,
+    args: Vec<OsString>,
+    run_dir: &Path,
+    nice: Option<i32>,
+) -> Result<Child, VmError> {
+    spawn_qemu_in(qemu, args, run_dir, &[], nice)
 }
 
 fn spawn_qemu_in(
@@ -670,20 +683,25 @@ fn spawn_qemu_in(
     args: Vec<OsString>,
     run_dir: &Path,
     env: &[(&str, &Path)],
+    nice: Option<i32>,
 ) -> Result<Child, VmError> {
     let qemu_log =
         std::fs::File::create(run_dir.join("qemu.log")).map_err(io_err("create", run_dir))?;
     // `setpriv --pdeathsig KILL` (util-linux) makes the kernel kill QEMU if
     // we die without running destructors (SIGKILL, Ctrl-C), so no VM
     // outlives its runner. setpriv execs QEMU: the child's pid is QEMU's.
-    let mut cmd = match tools::find("setpriv") {
-        Some(setpriv) => {
-            let mut c = Command::new(setpriv);
-            c.args(["--pdeathsig", "KILL", "--"]).arg(qemu);
-            c
-        }
-        None => Command::new(qemu),
-    };
+    // `nice -n N` (coreutils) execs the rest at that niceness, inherited by
+    // every QEMU thread.
+    let mut argv: Vec<OsString> = Vec::new();
+    if let (Some(n), Some(nice_bin)) = (nice, tools::find("nice")) {
+        argv.extend([nice_bin.into(), "-n".into(), n.to_string().into()]);
+    }
+    if let Some(setpriv) = tools::find("setpriv") {
+        argv.extend([setpriv.into(), "--pdeathsig".into(), "KILL".into(), "--".into()]);
+    }
+    argv.push(qemu.into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -734,7 +752,12 @@ impl QemuVm {
             }
             create_overlay(&image.rootfs(), &run_dir.join("overlay.qcow2")).await?;
             let ta = Instant::now();
-            let mut child = spawn_qemu(&qemu, qemu_args(image, cfg, kvm, &run_dir), &run_dir)?;
+            let mut child = spawn_qemu(
+                &qemu,
+                qemu_args(image, cfg, kvm, &run_dir),
+                &run_dir,
+                cfg.nice,
+            )?;
             let transport = VirtioSerialSocket {
                 path: run_dir.join("agent.sock"),
             };
@@ -761,6 +784,7 @@ impl QemuVm {
                         stats,
                         watchdog: None,
                         lease: None,
+                        niced: cfg.nice.is_some(),
                     };
                     if let Some(limit) = cfg.job_timeout {
                         vm.arm_job_timeout(limit);
@@ -847,7 +871,7 @@ impl QemuVm {
             args.push(state_uri.clone().into());
         }
         let ta = Instant::now();
-        let mut child = spawn_qemu_in(qemu, args, run_dir, &[("TMPDIR", run_dir)])?;
+        let mut child = spawn_qemu_in(qemu, args, run_dir, &[("TMPDIR", run_dir)], cfg.nice)?;
         let transport = VirtioSerialSocket {
             path: run_dir.join("agent.sock"),
         };
@@ -918,6 +942,7 @@ impl QemuVm {
             },
             watchdog: None,
             lease: None,
+            niced: cfg.nice.is_some(),
         };
         // The guest's clock stopped at snapshot time and every clone starts
         // with the same entropy pool.
@@ -950,6 +975,34 @@ impl QemuVm {
         clock?;
         entropy?;
         Ok(())
+    }
+
+    /// Brings a VM started with [`VmConfig::nice`] back to normal CPU
+    /// priority (every QEMU thread; needs the privilege to lower niceness,
+    /// which the warm pool only uses when it has it).
+    pub async fn raise_priority(&mut self) {
+        if !self.niced {
+            return;
+        }
+        let Some(pid) = self.pid() else { return };
+        let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let Some(renice) = tools::find("renice") else { return };
+        let ok = Command::new(renice)
+            .args(["-n", "0", "-p"])
+            .args(&tids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if ok {
+            self.niced = false;
+        }
     }
 
     /// Kills QEMU `limit` from now (the job's timeout), replacing any

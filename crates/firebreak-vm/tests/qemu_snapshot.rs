@@ -131,6 +131,46 @@ async fn restored_clones_have_their_own_working_disk_a_fresh_clock_and_entropy()
     }
 }
 
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The niceness of each QEMU this test process started (all its threads
+/// must agree; a mix is reported as -100).
+fn qemu_niceness() -> Vec<i32> {
+    let marker = format!("fbvm-{}-", std::process::id());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(&marker) {
+            continue;
+        }
+        let nices: Vec<i32> = std::fs::read_dir(e.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+            .filter_map(|st| {
+                let rest = &st[st.rfind(')')? + 2..];
+                rest.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect();
+        match nices.first() {
+            Some(&n) if nices.iter().all(|&x| x == n) => out.push(n),
+            Some(_) => out.push(-100),
+            None => {}
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_takes_from_the_pool_and_the_pool_keeps_to_its_budget() {
     let img = image_or_skip!();
@@ -171,6 +211,12 @@ async fn provider_takes_from_the_pool_and_the_pool_keeps_to_its_budget() {
         sb.read_file(&ws.join("x.txt")).await.expect("read"),
         Some(b"1".to_vec())
     );
+    // Spare VMs run at low CPU priority; the one a job took is back to normal.
+    if nix_is_root() {
+        let mut nices = qemu_niceness();
+        nices.sort();
+        assert_eq!(nices, vec![0, 10], "niceness of our QEMUs (job's, spare)");
+    }
     sb.destroy().await.expect("destroy");
     // Destroyed VMs return their memory: the pool refills to two.
     let t = Instant::now();
