@@ -78,6 +78,8 @@ pub(crate) type FastState = std::hash::BuildHasherDefault<FastHasher>;
 #[derive(Default)]
 pub(crate) struct IdBuilder {
     name: String,
+    /// Scratch buffer for lower-cased candidates.
+    lower: String,
     /// Lower-cased ids already taken (GitHub compares ids case-insensitively).
     distinct: std::collections::HashSet<String, FastState>,
 }
@@ -110,12 +112,14 @@ impl IdBuilder {
 
     /// The next unique id from the appended segments; GitHub gives up after 999 attempts.
     fn build(&mut self) -> Result<String, String> {
-        let original = if self.name.is_empty() { "job".to_string() } else { std::mem::take(&mut self.name) };
-        let count = original.chars().count();
-        // Candidates are built in reused buffers; only the winner is allocated.
+        if self.name.is_empty() {
+            self.name.push_str("job");
+        }
+        let original = self.name.as_str();
+        let count = if original.is_ascii() { original.len() } else { original.chars().count() };
+        // Candidates are checked in a reused buffer; only the winner is allocated.
         let mut suffix_buf = [0u8; 8];
-        let mut candidate = String::with_capacity(original.len() + suffix_buf.len());
-        let mut lower = String::with_capacity(original.len() + suffix_buf.len());
+        let mut result = Err("Unable to create a unique name".to_string());
         for attempt in 1..1000usize {
             // `_{attempt}` (empty for the first attempt)
             let suffix = if attempt == 1 { "" } else { decimal_suffix(attempt, &mut suffix_buf) };
@@ -125,21 +129,25 @@ impl IdBuilder {
             } else {
                 original.char_indices().nth(keep).map_or(original.len(), |(i, _)| i)
             };
-            candidate.clear();
-            candidate.push_str(&original[..end]);
-            candidate.push_str(suffix);
-            lower.clear();
-            lower.push_str(&candidate);
-            lower.make_ascii_lowercase();
-            if !self.distinct.contains(lower.as_str()) {
-                self.distinct.insert(lower);
-                return Ok(candidate);
+            self.lower.clear();
+            self.lower.push_str(&original[..end]);
+            self.lower.push_str(suffix);
+            self.lower.make_ascii_lowercase();
+            if !self.distinct.contains(self.lower.as_str()) {
+                self.distinct.insert(self.lower.clone());
+                let mut candidate = String::with_capacity(end + suffix.len());
+                candidate.push_str(&original[..end]);
+                candidate.push_str(suffix);
+                result = Ok(candidate);
+                break;
             }
         }
-        Err("Unable to create a unique name".to_string())
+        self.name.clear();
+        result
     }
 
-    pub(crate) fn try_add_known_id(&mut self, value: &str) -> Result<(), String> {
+    /// GitHub's checks of an explicit id, without recording it.
+    pub(crate) fn check_known_id(value: &str) -> Result<(), String> {
         if !valid_id(value) || value.chars().count() >= ID_MAX {
             return Err(format!(
                 "The identifier '{value}' is invalid. IDs may only contain alphanumeric characters, '_', and '-'. IDs must start with a letter or '_' and and must be less than {ID_MAX} characters."
@@ -148,6 +156,11 @@ impl IdBuilder {
         if value.starts_with("__") {
             return Err(format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
         }
+        Ok(())
+    }
+
+    pub(crate) fn try_add_known_id(&mut self, value: &str) -> Result<(), String> {
+        Self::check_known_id(value)?;
         if !self.distinct.insert(value.to_ascii_lowercase()) {
             return Err(format!("The identifier '{value}' may not be used more than once within the same scope."));
         }
@@ -457,7 +470,7 @@ impl Converter<'_> {
     }
 
     fn job(&mut self, id: &str, pos: Pos, t: Token) -> (Job, Vec<Token>) {
-        if let Err(e) = IdBuilder::default().try_add_known_id(id) {
+        if let Err(e) = IdBuilder::check_known_id(id) {
             self.error(pos, e);
         }
         let mut job = Job {
@@ -615,8 +628,9 @@ impl Converter<'_> {
             return Vec::new();
         };
         let mut ids = IdBuilder::default();
+        ids.distinct.reserve(items.len());
         let mut known: Vec<String> = Vec::new();
-        let mut out: Vec<Step> = Vec::new();
+        let mut out: Vec<Step> = Vec::with_capacity(items.len());
         for item in items {
             if let Some(step) = self.step(item, &mut ids, &mut known) {
                 out.push(step);
@@ -627,15 +641,18 @@ impl Converter<'_> {
                 continue;
             }
             let base = match &step.kind {
-                StepKind::Uses { uses, .. } => action_step_id(uses),
-                StepKind::Wait { .. } => "wait".to_string(),
-                StepKind::WaitAll => "wait-all".to_string(),
-                StepKind::Cancel { .. } => "cancel".to_string(),
-                StepKind::Parallel { .. } => "parallel".to_string(),
-                StepKind::Run { .. } => String::new(),
+                StepKind::Uses { uses, .. } => action_step_id_parts(uses),
+                StepKind::Wait { .. } => ["wait", "", ""],
+                StepKind::WaitAll => ["wait-all", "", ""],
+                StepKind::Cancel { .. } => ["cancel", "", ""],
+                StepKind::Parallel { .. } => ["parallel", "", ""],
+                StepKind::Run { .. } => ["", "", ""],
             };
-            let base = if base.is_empty() { "run".to_string() } else { base };
-            ids.append_parts(&["__", &base]);
+            if base.iter().all(|p| p.is_empty()) {
+                ids.append_parts(&["__", "run"]);
+            } else {
+                ids.append_parts(&["__", base[0], base[1], base[2]]);
+            }
             match ids.build() {
                 Ok(id) => step.id = id,
                 Err(e) => {
@@ -893,26 +910,28 @@ fn type_name(t: &Token) -> &'static str {
 
 /// GitHub's default id for an action step: `owner/repo` for `owner/repo@ref`, the image for
 /// `docker://image`, `self` for local actions, empty otherwise.
+#[cfg(test)]
 fn action_step_id(uses: &str) -> String {
+    action_step_id_parts(uses).concat()
+}
+
+/// GitHub's default id base for a `uses:` step, in parts to concatenate (`owner`, `/`, `repo`).
+fn action_step_id_parts(uses: &str) -> [&str; 3] {
     if let Some(image) = uses.strip_prefix("docker://") {
-        return image.to_string();
+        return [image, "", ""];
     }
     if uses.starts_with("./") || uses.starts_with(".\\") || uses.starts_with("$/") {
-        return "self".to_string();
+        return ["self", "", ""];
     }
     let mut segments = uses.split('@');
     let (Some(path), Some(at), None) = (segments.next(), segments.next(), segments.next()) else {
-        return String::new();
+        return ["", "", ""];
     };
     let mut path = path.split(['/', '\\']).filter(|s| !s.is_empty());
     if let (Some(owner), Some(repo), false) = (path.next(), path.next(), at.is_empty()) {
-        let mut id = String::with_capacity(owner.len() + 1 + repo.len());
-        id.push_str(owner);
-        id.push('/');
-        id.push_str(repo);
-        return id;
+        return [owner, "/", repo];
     }
-    String::new()
+    ["", "", ""]
 }
 
 /// A step's `uses:` must be `docker://…`, a local path (`./…`), or `{org}/{repo}[/path]@ref`.

@@ -69,7 +69,22 @@ struct Tok {
 }
 
 fn is_boundary(c: char) -> bool {
-    matches!(c, '(' | '[' | ')' | ']' | ',' | '.' | '!' | '>' | '<' | '=' | '&' | '|') || c.is_whitespace()
+    /// ASCII boundaries: the punctuation below and ASCII whitespace (what `char::is_whitespace`
+    /// says for ASCII: space, `\t`, `\n`, `\x0B`, `\x0C`, `\r`).
+    static ASCII: [bool; 128] = {
+        let mut t = [false; 128];
+        let chars = b"([)],.!><=&| \t\n\x0B\x0C\r";
+        let mut i = 0;
+        while i < chars.len() {
+            t[chars[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    match ASCII.get(c as usize) {
+        Some(&b) => b,
+        None => c.is_whitespace(),
+    }
 }
 
 fn legal_identifier(s: &[char]) -> bool {
@@ -256,6 +271,8 @@ struct P<'a> {
     input: &'a str,
     allowed: &'a Allowed,
     status_call: bool,
+    /// The greatest `depth` reached.
+    max_depth: usize,
 }
 
 #[derive(PartialEq)]
@@ -313,6 +330,7 @@ impl P<'_> {
     }
     fn incr(&mut self) -> Result<(), String> {
         self.depth += 1;
+        self.max_depth = self.max_depth.max(self.depth);
         if self.depth > MAX_DEPTH {
             return Err(format!("Exceeded max expression depth {MAX_DEPTH}"));
         }
@@ -489,6 +507,10 @@ impl P<'_> {
 pub(crate) struct Checked {
     /// The expression calls `success()`, `failure()`, `cancelled()` or `always()`.
     pub status_function: bool,
+    /// How deep the parse went (the limit is [`MAX_DEPTH`]).
+    pub depth: usize,
+    /// Length in characters.
+    pub chars: usize,
 }
 
 /// Checks an expression's syntax and the contexts/functions it uses. The error is GitHub's
@@ -504,15 +526,24 @@ pub(crate) fn check_in(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> 
     chars.clear();
     chars.extend(expr.chars());
     lex(expr, chars, toks)?;
-    let mut p = P { toks, chars, i: 0, depth: 0, input: expr, allowed, status_call: false };
+    let mut p = P { toks, chars, i: 0, depth: 0, input: expr, allowed, status_call: false, max_depth: 0 };
     if p.at_end() {
-        return Ok(Checked::default());
+        return Ok(Checked { chars: p.chars.len(), ..Checked::default() });
     }
     p.expression()?;
     if !p.at_end() {
         return Err(p.unexpected());
     }
-    Ok(Checked { status_function: p.status_call })
+    Ok(Checked { status_function: p.status_call, depth: p.max_depth, chars: p.chars.len() })
+}
+
+/// Whether `success() && (<expr>)` passes [`check_in`] given that `<expr>` passed it with
+/// `checked`: the wrapper nests `<expr>` two levels deeper, adds 15 characters and calls
+/// `success()`; everything else parses the same way.
+pub(crate) fn wrapped_in_success_passes(checked: &Checked, allowed: &Allowed) -> bool {
+    checked.depth + 2 <= MAX_DEPTH
+        && checked.chars + 15 <= MAX_LENGTH
+        && allowed.functions.iter().any(|(n, min, _)| n == "success" && *min == 0)
 }
 
 #[cfg(test)]
@@ -521,6 +552,38 @@ mod tests {
 
     fn allowed(ctx: &[&str]) -> Allowed {
         Allowed::from_context(ctx)
+    }
+
+    #[test]
+    fn success_wrapper_shortcut_agrees() {
+        let a = allowed(&["github", "matrix", "success(0,0)"]);
+        let deep = |n: usize| format!("{}github.x{}", "(".repeat(n), ")".repeat(n));
+        let long = format!("'{}' == github.x", "a".repeat(MAX_LENGTH - 20));
+        let cases = ["github.x == 'a'", "matrix.a && github.b", ".5 < 1", "!github.x", &deep(45), &deep(48), &long];
+        for e in cases {
+            let Ok(c) = check(e, &a) else { continue };
+            let full = check(&format!("success() && ({e})"), &a).is_ok();
+            assert!(!wrapped_in_success_passes(&c, &a) || full, "{e}");
+            if e.len() < 200 && c.depth < 45 {
+                assert!(wrapped_in_success_passes(&c, &a), "{e}");
+            }
+        }
+        let deep_ok = (0..60).map(deep).rfind(|e| check(e, &a).is_ok()).unwrap_or_default();
+        let c = check(&deep_ok, &a).expect("a value");
+        assert!(!wrapped_in_success_passes(&c, &a));
+        assert!(check(&format!("success() && ({deep_ok})"), &a).is_err());
+        let no_success = allowed(&["github"]);
+        let c = check("github.x", &no_success).expect("a value");
+        assert!(!wrapped_in_success_passes(&c, &no_success));
+    }
+
+    #[test]
+    fn boundaries_match_the_definition() {
+        for c in (0..0x3100u32).filter_map(char::from_u32) {
+            let expected =
+                matches!(c, '(' | '[' | ')' | ']' | ',' | '.' | '!' | '>' | '<' | '=' | '&' | '|') || c.is_whitespace();
+            assert_eq!(is_boundary(c), expected, "{c:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! This crate owns everything between a workflow file's text and an executable plan:
 //!
-//! * `yaml` — YAML 1.2 (core schema) parsing with positions, anchors/aliases and tags;
+//! * `yaml` — YAML 1.2 (core schema) parsing with positions, anchors/aliases and tags (a
+//!   hand-written scanner for workflow-shaped YAML, `saphyr-parser` for everything else);
 //! * `schema` + `reader` — validation against the workflow language with GitHub's messages,
 //!   including where `${{ }}` expressions are allowed and which contexts they may use;
 //! * `convert` + [`model`] — the typed [`Workflow`] (events, jobs, steps, default step ids,
@@ -167,7 +168,8 @@ pub(crate) fn read_root(
     reader_opts: &reader::ReaderOptions,
     diags: &mut diag::Diags,
 ) -> Option<Token> {
-    if src.chars().count() > opts.max_file_size {
+    // A source no longer in bytes than the limit is no longer in characters either.
+    if src.len() > opts.max_file_size && src.chars().count() > opts.max_file_size {
         diags.error(
             file,
             None,
@@ -185,6 +187,16 @@ pub(crate) fn read_root(
             None
         }
         Ok(Some(root)) => Some(reader::read(file, root, "workflow-root-strict", reader_opts.clone(), diags)),
+    }
+}
+
+/// Hooks for this crate's own tests and fuzzers; not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    /// Whether the fast YAML scanner handled `src` (`Ok(true)`) or gave up (`Ok(false)`);
+    /// `Err` with both trees when its result differs from the full YAML parser's.
+    pub fn yaml_fast_path(src: &str) -> Result<bool, String> {
+        crate::yaml::check_fast_path(src, crate::yaml::DEFAULT_MAX_DEPTH)
     }
 }
 

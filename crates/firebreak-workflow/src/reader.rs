@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::diag::{Diags, Pos};
 use crate::exprs::{self, Allowed};
-use crate::schema::{schema, Node, ScalarDef, Schema};
+use crate::schema::{name_tag, schema, Node, ScalarDef, Schema};
 use crate::token::{ExprToken, Token, TokenKind};
 use crate::yaml::{YKind, YNode};
 
@@ -86,8 +86,17 @@ impl DefInfo {
     }
 }
 
+/// A piece of a template: literal text or an expression (byte range of the template).
+pub(crate) struct Seg {
+    expr: bool,
+    start: usize,
+    end: usize,
+}
+
 pub(crate) struct Reader<'a> {
     scratch: exprs::Scratch,
+    /// Buffer for the segments of a template.
+    segments: Vec<Seg>,
     sc: &'static Schema,
     file: &'a str,
     diags: &'a mut Diags,
@@ -97,7 +106,7 @@ pub(crate) struct Reader<'a> {
 /// Reads `root` as definition `type_name`, appending errors to `diags`.
 pub(crate) fn read(file: &str, root: YNode, type_name: &str, opts: ReaderOptions, diags: &mut Diags) -> Token {
     let sc = schema();
-    let mut r = Reader { scratch: exprs::Scratch::default(), sc, file, diags, opts };
+    let mut r = Reader { scratch: exprs::Scratch::default(), segments: Vec::new(), sc, file, diags, opts };
     let def = DefInfo::root(sc, type_name);
     r.read_value(root, def)
 }
@@ -131,9 +140,26 @@ fn upper_eq(a: &str, b: &str) -> bool {
 struct Seen {
     /// The first keys, without allocating.
     inline: [Option<SeenKey>; SEEN_INLINE],
+    /// A cheap summary of each inline key (see [`key_tag`]).
+    tags: [u64; SEEN_INLINE],
     len: usize,
     more: Vec<SeenKey>,
     upper: Option<HashSet<String>>,
+}
+
+/// Length and first byte (ASCII-lower-cased) of an ASCII name, or `u64::MAX` for other names.
+/// ASCII names equal after upper-casing have equal tags.
+fn key_tag(name: &str) -> u64 {
+    if !name.is_ascii() {
+        return u64::MAX;
+    }
+    let first = name.as_bytes().first().map_or(0, u8::to_ascii_lowercase);
+    ((name.len() as u64) << 8) | u64::from(first)
+}
+
+/// Whether names with these tags may be equal after upper-casing.
+fn tags_may_match(a: u64, b: u64) -> bool {
+    a == b || a == u64::MAX || b == u64::MAX
 }
 
 enum SeenKey {
@@ -161,10 +187,19 @@ impl Seen {
 
     /// An equal name (after upper-casing) was seen.
     fn contains(&self, name: &str, out: &Pairs) -> bool {
-        match &self.upper {
-            Some(set) => set.contains(&name.to_uppercase()),
-            None => self.keys().any(|k| upper_eq(Self::name(k, out), name)),
+        if let Some(set) = &self.upper {
+            return set.contains(&name.to_uppercase());
         }
+        let tag = key_tag(name);
+        let inline = self.len.min(SEEN_INLINE);
+        for (k, &t) in self.inline[..inline].iter().zip(&self.tags[..inline]) {
+            if let Some(k) = k {
+                if tags_may_match(t, tag) && upper_eq(Self::name(k, out), name) {
+                    return true;
+                }
+            }
+        }
+        self.more.iter().any(|k| upper_eq(Self::name(k, out), name))
     }
 
     /// Records a name that [`Seen::contains`] does not have.
@@ -174,6 +209,7 @@ impl Seen {
             return;
         }
         if self.len < SEEN_INLINE {
+            self.tags[self.len] = key_tag(Self::name(&key, out));
             self.inline[self.len] = Some(key);
         } else {
             self.more.push(key);
@@ -214,7 +250,7 @@ enum Key<'a> {
 
 /// Takes a node out of its parent, leaving a null behind.
 fn take(node: &mut YNode) -> YNode {
-    std::mem::replace(node, YNode { pos: node.pos, end_line: 0, kind: YKind::Null })
+    std::mem::replace(node, YNode { pos: node.pos, kind: YKind::Null })
 }
 
 impl Reader<'_> {
@@ -309,23 +345,13 @@ impl Reader<'_> {
                 continue;
             }
             let record = !name.is_empty();
-            // well-known property (filters the candidate definitions)
-            let mut found: Option<usize> = None;
-            let mut missing_in_some = false;
-            for d in candidates(alive) {
-                match d.props.iter().find(|p| p.name == name) {
-                    Some(p) => found = Some(p.ty),
-                    None => missing_in_some = true,
-                }
-            }
+            // well-known property (filters the candidate definitions): its type in the last
+            // candidate still alive that has it
+            let entry = def.node.prop(&name, name_tag(&name));
+            let having = entry.map_or(0, |e| e.mask & alive);
+            let found = entry.filter(|_| having != 0).map(|e| e.tys[63 - having.leading_zeros() as usize]);
             if let Some(ty) = found {
-                if missing_in_some {
-                    for (i, &d) in def_ids.iter().enumerate() {
-                        if !sc.node_at(d).props.iter().any(|p| p.name == name) {
-                            alive &= !(1u64 << i);
-                        }
-                    }
-                }
+                alive &= entry.map_or(0, |e| e.mask);
                 if !self.opts.allow_background_steps && BACKGROUND_PROPS.contains(&&*name) {
                     self.error(key_pos, format!("Unexpected value '{name}'"));
                     if record {
@@ -494,18 +520,30 @@ impl Reader<'_> {
     /// Splits a string scalar into literal and `${{ }}` segments (GitHub's `parseScalar`).
     /// `None` when the string holds no `${{` (it is a literal as it is).
     fn parse_template(&mut self, pos: Pos, raw: &str, def: DefInfo) -> Option<Token> {
+        let first = find(raw.as_bytes(), 0)?;
+        // The segment list is a buffer reused from one template to the next.
+        let mut segments = std::mem::take(&mut self.segments);
+        segments.clear();
+        let tok = self.split_template(pos, raw, def, first, &mut segments);
+        self.segments = segments;
+        Some(tok)
+    }
+
+    /// [`Self::parse_template`] of a string with a `${{` at `start_expr`.
+    fn split_template(
+        &mut self,
+        pos: Pos,
+        raw: &str,
+        def: DefInfo,
+        mut start_expr: usize,
+        segments: &mut Vec<Seg>,
+    ) -> Token {
         // All markers (`${{`, `}}`, `'`) are ASCII, so scanning bytes finds exactly the
         // positions scanning characters would, and every index below is a char boundary.
         let bytes = raw.as_bytes();
-        let mut start_expr = find(bytes, 0)?;
         let literal = || Token::new(pos, TokenKind::String(raw.to_string()));
         let allowed = &def.ctx.allowed;
         let mut encountered_error = false;
-        enum Seg<'r> {
-            Lit(&'r str),
-            Expr(&'r str),
-        }
-        let mut segments: Vec<Seg<'_>> = Vec::new();
         let mut i = 0usize;
         let n = bytes.len();
         let mut next_expr: Option<usize> = Some(start_expr);
@@ -530,7 +568,7 @@ impl Reader<'_> {
                         pos,
                         "The expression is not closed. An unescaped ${{ sequence was found, but the closing }} sequence was not found.",
                     );
-                    return Some(literal());
+                    return literal();
                 };
                 let inner_len = (end + 1).saturating_sub(start_expr + 5);
                 let raw_expr = &raw[start_expr + 3..start_expr + 3 + inner_len];
@@ -545,64 +583,70 @@ impl Reader<'_> {
                                 pos,
                                 "The directive 'insert' is not allowed in this context. Directives are not supported for expressions that are embedded within a string. Directives are only supported when the entire value is an expression.",
                             );
-                            return Some(literal());
+                            return literal();
                         }
-                        return Some(Token::new(pos, TokenKind::Insert));
+                        return Token::new(pos, TokenKind::Insert);
                     }
-                    Ok(ParsedExpr::Basic(e)) => segments.push(Seg::Expr(e)),
+                    Ok(ParsedExpr::Basic(e)) => {
+                        // `e` is `raw_expr` trimmed
+                        let at = start_expr + 3 + (raw_expr.len() - raw_expr.trim_start().len());
+                        segments.push(Seg { expr: true, start: at, end: at + e.len() });
+                    }
                 }
                 next_expr = find(bytes, i);
             } else if let Some(s) = next_expr.filter(|s| i < *s) {
-                segments.push(Seg::Lit(&raw[i..s]));
+                segments.push(Seg { expr: false, start: i, end: s });
                 i = s;
             } else {
-                segments.push(Seg::Lit(&raw[i..]));
+                segments.push(Seg { expr: false, start: i, end: n });
                 break;
             }
         }
         if encountered_error {
-            return Some(literal());
+            return literal();
         }
-        if let [Seg::Expr(e)] = segments.as_slice() {
-            if let Some(s) = expression_string(e) {
-                return Some(Token::new(pos, TokenKind::String(s)));
+        if let [seg] = segments.as_slice() {
+            if seg.expr {
+                let e = &raw[seg.start..seg.end];
+                if let Some(s) = expression_string(e) {
+                    return Token::new(pos, TokenKind::String(s));
+                }
+                return Token::new(pos, TokenKind::Expr(ExprToken { expr: e.to_string(), source: None }));
             }
-            return Some(Token::new(pos, TokenKind::Expr(ExprToken { expr: e.to_string(), source: None })));
         }
-        let mut expr = String::with_capacity(raw.len() + 16);
-        let mut args = String::new();
+        // `format('literal {0}…', expr0, …)`: at most the raw text, the call around it and a
+        // second copy of the expressions (escaped quotes and braces may need more).
+        let mut expr = String::with_capacity(2 * raw.len() + 16);
         expr.push_str("format('");
         let mut idx = 0usize;
-        for seg in &segments {
-            match seg {
-                Seg::Lit(t) => {
-                    // Escape `'`, `{` and `}` by doubling them (all ASCII: byte offsets are
-                    // char boundaries).
-                    let mut rest: &str = t;
-                    while let Some(p) = rest.bytes().position(|b| matches!(b, b'\'' | b'{' | b'}')) {
-                        expr.push_str(&rest[..=p]);
-                        expr.push_str(&rest[p..=p]);
-                        rest = &rest[p + 1..];
-                    }
-                    expr.push_str(rest);
-                }
-                Seg::Expr(e) => {
-                    use std::fmt::Write;
-                    let _ = write!(expr, "{{{idx}}}");
-                    idx += 1;
-                    args.push_str(", ");
-                    args.push_str(e);
-                }
+        for seg in segments.iter() {
+            if seg.expr {
+                use std::fmt::Write;
+                let _ = write!(expr, "{{{idx}}}");
+                idx += 1;
+                continue;
             }
+            // Escape `'`, `{` and `}` by doubling them (all ASCII: byte offsets are char
+            // boundaries).
+            let mut rest = &raw[seg.start..seg.end];
+            while let Some(p) = rest.bytes().position(|b| matches!(b, b'\'' | b'{' | b'}')) {
+                expr.push_str(&rest[..=p]);
+                expr.push_str(&rest[p..=p]);
+                rest = &rest[p + 1..];
+            }
+            expr.push_str(rest);
         }
         expr.push('\'');
-        expr.push_str(&args);
+        for seg in segments.iter().filter(|s| s.expr) {
+            expr.push_str(", ");
+            expr.push_str(&raw[seg.start..seg.end]);
+        }
         expr.push(')');
         if expr.len() > exprs::MAX_LENGTH && expr.chars().count() > exprs::MAX_LENGTH {
             self.error(pos, format!("Exceeded max expression length {}", exprs::MAX_LENGTH));
-            return Some(literal());
+            return literal();
         }
-        Some(Token::new(pos, TokenKind::Expr(ExprToken { expr, source: Some(raw.to_string()) })))
+        Token::new(pos, TokenKind::Expr(ExprToken { expr, source: Some(raw.to_string()) }))
     }
 
     fn parse_expression<'e>(&mut self, value: &'e str, allowed: &Allowed) -> Result<ParsedExpr<'e>, String> {
@@ -693,9 +737,11 @@ pub(crate) fn if_condition(condition: &str, allowed: &Allowed, scratch: &mut exp
     // would repeat the first one (same text, same allowed lists), so its result is reused.
     match exprs::check_in(condition, allowed, scratch) {
         Ok(c) if c.status_function => Ok(condition.to_string()),
-        Ok(_) => {
+        Ok(c) => {
             let final_condition = format!("success() && ({condition})");
-            exprs::check_in(&final_condition, allowed, scratch)?;
+            if !exprs::wrapped_in_success_passes(&c, allowed) {
+                exprs::check_in(&final_condition, allowed, scratch)?;
+            }
             Ok(final_condition)
         }
         Err(e) => Err(e),

@@ -623,6 +623,36 @@ pub(crate) struct Node {
     pub props: Vec<NodeProp>,
     /// Loose key/value types of a mapping definition.
     pub loose: Option<(usize, usize)>,
+    /// Every property of the mapping definitions in `maps`, once per name (filled in after
+    /// all nodes exist).
+    pub prop_index: Vec<PropEntry>,
+}
+
+/// A property name of a node's mapping definitions: which of them (bit `i` for `maps[i]`)
+/// have it, with which type.
+pub(crate) struct PropEntry {
+    tag: u64,
+    pub name: &'static str,
+    /// Bit `i`: `maps[i]` has the property.
+    pub mask: u64,
+    /// The property's type in `maps[i]` (unused where the bit is clear).
+    pub tys: Vec<usize>,
+}
+
+/// The length and first bytes of a name packed into a word: different tags, different names.
+pub(crate) fn name_tag(name: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = name.len().min(7);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    b[7] = name.len().min(255) as u8;
+    u64::from_le_bytes(b)
+}
+
+impl Node {
+    /// The entry of `prop_index` for `name` (`tag` is [`name_tag`]`(name)`).
+    pub(crate) fn prop(&self, name: &str, tag: u64) -> Option<&PropEntry> {
+        self.prop_index.iter().find(|e| e.tag == tag && e.name == name)
+    }
 }
 
 pub(crate) struct NodeProp {
@@ -702,7 +732,34 @@ fn build() -> Schema {
                 .map(|p| NodeProp { name: p.name, ty: id(&sc, p.ty), required: p.required })
                 .collect(),
             loose: loose_of(def).map(|(k, v)| (id(&sc, k), id(&sc, v))),
+            prop_index: Vec::new(),
         });
+    }
+    for n in 0..nodes.len() {
+        let mut index: Vec<PropEntry> = Vec::new();
+        let maps = nodes[n].maps.clone();
+        for (i, &m) in maps.iter().enumerate() {
+            for p in &nodes[m].props {
+                let at = match index.iter().position(|e| e.name == p.name) {
+                    Some(at) => at,
+                    None => {
+                        index.push(PropEntry {
+                            tag: name_tag(p.name),
+                            name: p.name,
+                            mask: 0,
+                            tys: vec![0; maps.len()],
+                        });
+                        index.len() - 1
+                    }
+                };
+                let e = &mut index[at];
+                if i < 64 {
+                    e.mask |= 1 << i;
+                }
+                e.tys[i] = p.ty;
+            }
+        }
+        nodes[n].prop_index = index;
     }
     sc.any = id(&sc, "any");
     sc.nodes = nodes;

@@ -1,9 +1,12 @@
 //! YAML 1.2 front end: turns source text into a tree of [`YNode`]s with positions.
 //!
-//! Built on `saphyr-parser`'s event stream. Plain scalars are resolved with the YAML 1.2 core
-//! schema as GitHub's parser does (`on` stays a string, `0755` is decimal 755, `12_345` is a
-//! string, `yes`/`no` are strings). Anchors and aliases are resolved by copying the anchored
-//! node. Core-schema tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq`, `!!map`)
+//! Workflow-shaped files go through [`fast`], a hand-written scanner for the subset of YAML
+//! workflows use; it gives up on anything else, which then takes the complete path below.
+//!
+//! The complete path is built on `saphyr-parser`'s event stream. Plain scalars are resolved
+//! with the YAML 1.2 core schema as GitHub's parser does (`on` stays a string, `0755` is
+//! decimal 755, `12_345` is a string, `yes`/`no` are strings). Anchors and aliases are
+//! resolved by copying the anchored node. Core-schema tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq`, `!!map`)
 //! are honoured; other `tag:yaml.org,2002:` tags are rejected like GitHub does.
 
 use std::collections::HashMap;
@@ -11,6 +14,8 @@ use std::collections::HashMap;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
 use crate::diag::Pos;
+
+mod fast;
 
 /// GitHub's default maximum nesting depth of collections (the root collection is depth 1).
 pub const DEFAULT_MAX_DEPTH: usize = 50;
@@ -55,8 +60,6 @@ impl Style {
 #[derive(Clone, Debug, PartialEq)]
 pub struct YNode {
     pub pos: Pos,
-    /// Line on which the node ends (used to tell single-line from multi-line scalars).
-    pub end_line: u32,
     pub kind: YKind,
 }
 
@@ -123,11 +126,64 @@ pub fn load(src: &str) -> Result<Option<YNode>, YamlError> {
 }
 
 /// [`load`] with a maximum collection nesting depth.
+///
+/// Workflow-shaped YAML goes through the [`fast`] scanner; anything it does not handle (and
+/// every error) through the complete `saphyr-parser` path, [`load_full`].
 pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode>, YamlError> {
+    if let Some(root) = fast::load(src, max_depth) {
+        return Ok(Some(root));
+    }
+    load_full(src, max_depth)
+}
+
+/// The complete YAML path (`saphyr-parser` events), whatever the input.
+pub fn load_full(src: &str, max_depth: usize) -> Result<Option<YNode>, YamlError> {
     let chars = if src.is_ascii() { Chars::Ascii(src.as_bytes()) } else { Chars::Wide(src.chars().collect()) };
     let mut loader =
         Loader { max_depth, chars, anchors: HashMap::new(), nodes: 0, seq_items: Vec::new(), map_items: Vec::new() };
     loader.run(src)
+}
+
+/// Differential check of the [`fast`] scanner against [`load_full`] on `src`: `Ok(true)` when
+/// the scanner handled it and built exactly the full parser's tree, `Ok(false)` when it gave
+/// up, `Err` (both trees) when they differ or the full parser rejects what the scanner took.
+pub fn check_fast_path(src: &str, max_depth: usize) -> Result<bool, String> {
+    let Some(fast) = fast::load(src, max_depth) else { return Ok(false) };
+    match load_full(src, max_depth) {
+        Ok(Some(full)) => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            flatten(&fast, "", &mut a);
+            flatten(&full, "", &mut b);
+            match a.iter().zip(&b).find(|(x, y)| x != y) {
+                None if a.len() == b.len() => Ok(true),
+                None => Err(format!("fast scanner: {} nodes, full parser: {}", a.len(), b.len())),
+                Some((x, y)) => Err(format!("fast scanner: {x}\nfull parser: {y}")),
+            }
+        }
+        full => Err(format!("fast scanner: a tree\nfull parser: {full:?}")),
+    }
+}
+
+/// One line per node: its path, position and (for scalars) kind.
+fn flatten(n: &YNode, path: &str, out: &mut Vec<String>) {
+    let at = format!("{path} @{}:{}", n.pos.line, n.pos.col);
+    match &n.kind {
+        YKind::Seq(items) => {
+            out.push(format!("{at} seq"));
+            for (i, item) in items.iter().enumerate() {
+                flatten(item, &format!("{path}/{i}"), out);
+            }
+        }
+        YKind::Map(pairs) => {
+            out.push(format!("{at} map"));
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                flatten(k, &format!("{path}/k{i}"), out);
+                flatten(v, &format!("{path}/v{i}"), out);
+            }
+        }
+        // Debug output shows NaN equal to NaN, which `==` would not.
+        kind => out.push(format!("{at} {kind:?}")),
+    }
 }
 
 fn marker_pos(m: saphyr_parser::Marker) -> Pos {
@@ -180,7 +236,7 @@ impl Loader<'_> {
                     if stack.len() >= self.max_depth {
                         return Err(YamlError::at(None, "Maximum object depth exceeded"));
                     }
-                    let node = YNode { pos: self.node_pos(span), end_line: 0, kind: YKind::Null };
+                    let node = YNode { pos: self.node_pos(span), kind: YKind::Null };
                     stack.push(Frame::Seq { node, anchor, start: self.seq_items.len() });
                 }
                 Event::MappingStart(anchor, tag) => {
@@ -189,20 +245,17 @@ impl Loader<'_> {
                     if stack.len() >= self.max_depth {
                         return Err(YamlError::at(None, "Maximum object depth exceeded"));
                     }
-                    let node = YNode { pos: self.node_pos(span), end_line: 0, kind: YKind::Null };
+                    let node = YNode { pos: self.node_pos(span), kind: YKind::Null };
                     stack.push(Frame::Map { node, anchor, start: self.map_items.len(), key: None });
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
-                    let end_line = span.end.line() as u32;
                     let (node, anchor) = match stack.pop() {
                         Some(Frame::Seq { mut node, anchor, start }) => {
                             node.kind = YKind::Seq(self.seq_items.drain(start..).collect());
-                            node.end_line = end_line;
                             (node, anchor)
                         }
                         Some(Frame::Map { mut node, anchor, start, .. }) => {
                             node.kind = YKind::Map(self.map_items.drain(start..).collect());
-                            node.end_line = end_line;
                             (node, anchor)
                         }
                         None => return Err(YamlError::at(Some(marker_pos(span.start)), "Unbalanced collection end")),
@@ -302,13 +355,11 @@ impl Loader<'_> {
     ) -> Result<YNode, YamlError> {
         let mut pos = self.node_pos(span);
         let tag_pos = marker_pos(span.start);
-        let mut end_line = span.end.line() as u32;
         if matches!(style, Style::Literal | Style::Folded) {
             // GitHub positions block scalars at their `|` / `>` header.
             if let Some(p) = self.block_header_pos(span) {
                 pos = p;
             }
-            end_line = end_line.max(pos.line + 1);
         } else if style == Style::Plain && value.is_empty() {
             // An empty value is positioned just after the `:` that precedes it.
             if self.char_at(span.start.index()) == Some(':') {
@@ -359,7 +410,7 @@ impl Loader<'_> {
                 }
             }
         };
-        Ok(YNode { pos, end_line, kind })
+        Ok(YNode { pos, kind })
     }
 
     /// Finds the `|` or `>` header of a block scalar whose content starts at `span`.
@@ -534,9 +585,28 @@ pub fn resolve_plain_owned(s: String) -> YKind {
     if !s.is_empty() && !s.starts_with(special_start) {
         return YKind::Str { value: s, style: Style::Plain };
     }
+    // Words starting with a letter are null or bool only when short (`false`, `NULL`…).
+    if s.len() > 5 && s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return YKind::Str { value: s, style: Style::Plain };
+    }
     match resolve_special(&s) {
         Some(kind) => kind,
         None => YKind::Str { value: s, style: Style::Plain },
+    }
+}
+
+/// [`resolve_plain_owned`] copying the text only when it is a string.
+pub fn resolve_plain_cow(s: std::borrow::Cow<'_, str>) -> YKind {
+    let special_start =
+        |c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~' | 'n' | 'N' | 't' | 'T' | 'f' | 'F');
+    if !s.is_empty() && !s.starts_with(special_start)
+        || s.len() > 5 && s.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return YKind::Str { value: s.into_owned(), style: Style::Plain };
+    }
+    match resolve_special(&s) {
+        Some(kind) => kind,
+        None => YKind::Str { value: s.into_owned(), style: Style::Plain },
     }
 }
 

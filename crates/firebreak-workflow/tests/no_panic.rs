@@ -14,6 +14,11 @@ const SEEDS: &[&str] = &[
 ];
 
 fn check(src: &str) {
+    // The fast YAML scanner (inside `parse_workflow`) either gives up or agrees with the full
+    // YAML parser.
+    if let Err(e) = firebreak_workflow::testing::yaml_fast_path(src) {
+        panic!("{src:?}\n{e}");
+    }
     let _ = parse_workflow("w.yml", src);
     let opts = ParseOptions {
         allow_background_steps: true,
