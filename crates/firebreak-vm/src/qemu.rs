@@ -582,8 +582,11 @@ fn qemu_args_with_drive(
         cmdline.push_str(w);
     }
     let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // The ELF vmlinux boots through its PVH entry point: no real-mode
+    // setup and no decompression, ~0.3 s less under TCG than the bzImage.
+    let vmlinux = image.vmlinux();
     push("-kernel");
-    a.push(image.kernel().into());
+    a.push(if vmlinux.is_file() { vmlinux } else { image.kernel() }.into());
     a.push("-initrd".into());
     a.push(image.initramfs().into());
     let mut push = |s: &str| a.push(s.into());
