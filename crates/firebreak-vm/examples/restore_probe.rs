@@ -1,6 +1,7 @@
 //! Developer probe: where the time of a snapshot restore goes
 //! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb]`;
-//! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown).
+//! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown; `FBVM_CMDLINE` adds kernel
+//! command line words).
 //!
 //! Prints, per restored VM, the time to first output / exit of repeated
 //! `exec`s. `--cold` adds a cold-booted VM for comparison; `--nocg` repeats
@@ -55,6 +56,10 @@ async fn main() {
     let cfg = VmConfig {
         memory_mib: 256,
         vcpus: 1,
+        // Kernel command line experiments, e.g. FBVM_CMDLINE=init_on_alloc=0.
+        extra_cmdline: std::env::var("FBVM_CMDLINE")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
         ..VmConfig::default()
     };
     let t = Instant::now();

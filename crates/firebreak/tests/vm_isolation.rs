@@ -1,7 +1,7 @@
 //! `firebreak run --sandbox qemu` end to end, in real VMs (software-emulated under TCG where KVM
 //! is not usable): a workflow whose jobs prove the isolation a user is promised. Each job runs
-//! in its own guest kernel, sees none of the host's files, has no network unless asked for,
-//! and a memory bomb fails only the job that set it off.
+//! in its own guest kernel, sees none of the host's files, has no network unless it asks with
+//! the `network` runs-on label, and a memory bomb fails only the job that set it off.
 //!
 //! Needs QEMU and a guest image (`firebreak image build`). Without `FIREBREAK_VM_TESTS=1` the
 //! test prints SKIPPED and passes; with it (as `scripts/test` sets) a missing image fails it.
@@ -62,6 +62,14 @@ jobs:
           if timeout 10 bash -c 'exec 3<>/dev/tcp/1.1.1.1/80'; then echo "1.1.1.1 reachable"; exit 1; fi
           if curl -sS --max-time 10 -o /dev/null http://deb.debian.org/; then echo "deb.debian.org reachable"; exit 1; fi
           echo "network unreachable"
+  online:
+    runs-on: [ubuntu-latest, 1cpu, 512mb, network]
+    steps:
+      - run: |
+          ip -o -4 addr show
+          ip -o -4 addr show | grep -q ' 10.0.2.15/24 '
+          ip route | grep -q '^default via 10.0.2.2'
+          echo "network opted in"
   bomb:
     runs-on: [ubuntu-latest, 1cpu, 512mb]
     steps:
@@ -195,12 +203,13 @@ fn a_workflow_in_microvms_proves_isolation() {
 
     let r = run_qemu(&repo, &[]);
     let ctx = &r.ctx;
-    for id in ["kernel", "files", "network", "survivor"] {
+    for id in ["kernel", "files", "network", "online", "survivor"] {
         assert_eq!(r.result(id), "success", "job {id}\n{ctx}");
     }
     assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
     assert!(r.has("host files invisible") && r.has("network unreachable"), "{ctx}");
+    assert!(r.has("network opted in"), "{ctx}");
     assert!(r.has("after the bomb, "), "{ctx}");
 }
 

@@ -84,7 +84,11 @@ const LINUX_LABELS: &[&str] = &[
     "linux",
     "x64",
     "arm64",
+    NETWORK_LABEL,
 ];
+
+/// The `runs-on` label by which a job asks for network access (as `--network` gives every job).
+pub const NETWORK_LABEL: &str = "network";
 
 #[derive(Clone)]
 struct ActionInfo {
@@ -268,7 +272,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         .unwrap_or("repo")
         .to_string();
     let mut jspec = JobSpec::new(spec.sandbox_id.clone(), workspace_name);
-    jspec.network = cfg.network;
+    jspec.network = cfg.network || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL));
     jspec.limits = super::sizes::limits_from_labels(&labels);
     let sb = provider
         .create(jspec)
