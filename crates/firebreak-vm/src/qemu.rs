@@ -201,6 +201,12 @@ pub enum VmError {
         /// What QEMU said (or why there was no answer).
         message: String,
     },
+    /// The image's agent speaks another protocol version than this build.
+    #[error("{detail}: the guest image was built for another firebreak version; rebuild it with `firebreak image build`")]
+    AgentVersion {
+        /// What the agent said.
+        detail: String,
+    },
     /// Taking a snapshot failed.
     #[error("snapshot: {0}")]
     Snapshot(String),
@@ -765,7 +771,19 @@ impl QemuVm {
                 path: run_dir.join("agent.sock"),
             };
             let outcome = tokio::select! {
-                r = connect_agent(&transport, timeout) => r.map_err(|e| e.to_string()),
+                r = connect_agent(&transport, timeout) => match r {
+                    // Another boot would meet the same agent: stop here.
+                    Err(crate::transport::TransportError::Agent {
+                        source: ClientError::Agent { kind: firebreak_agent::protocol::ErrorKind::Version, message },
+                        ..
+                    }) => {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        let _ = std::fs::remove_dir_all(&run_dir);
+                        return Err(VmError::AgentVersion { detail: message });
+                    }
+                    r => r.map_err(|e| e.to_string()),
+                },
                 st = child.wait() => Err(format!("QEMU exited ({}): {}",
                     st.map(|s| s.to_string()).unwrap_or_default(),
                     tail(&std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default(), 10))),
