@@ -90,7 +90,7 @@ jobs:
         payload: serde_json::json!({"ref": "refs/heads/main"}),
         changed_files: None,
     };
-    let p = plan::plan(&[("ci.yml", wf)], &ev);
+    let p = plan::plan(&[("ci.yml", Arc::new(wf))], &ev);
     let (tx, mut rx) = EventSender::channel();
     let outcome = run_workflow(
         &p.workflows[0],

@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use firebreak_workflow::plan::{plan, Event};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const WORKFLOW: &str = include_str!("realistic.yml");
 
@@ -34,7 +35,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let parsed = firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW));
             let wf = parsed.workflow.expect("valid fixture");
-            plan(&[(".github/workflows/ci.yml", wf)], &ev)
+            plan(&[(".github/workflows/ci.yml", Arc::new(wf))], &ev)
         })
     });
 }

@@ -12,6 +12,7 @@
 
 use firebreak_workflow::plan::{plan, Event};
 use std::hint::black_box;
+use std::sync::Arc;
 
 const WORKFLOW: &str = include_str!("../benches/realistic.yml");
 
@@ -35,7 +36,7 @@ fn main() {
                 eprintln!("fixture is invalid: {:?}", parsed.diagnostics);
                 std::process::exit(1);
             };
-            black_box(plan(&[(".github/workflows/ci.yml", wf)], &ev));
+            black_box(plan(&[(".github/workflows/ci.yml", Arc::new(wf))], &ev));
         } else {
             black_box(parsed);
         }

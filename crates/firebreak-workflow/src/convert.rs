@@ -3,6 +3,8 @@
 //! job), `if` conditions, container images, runner groups, cron syntax, workflow inputs, and
 //! the inputs/secrets of called reusable workflows.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 
 use crate::diag::{Diags, Pos};
@@ -380,13 +382,13 @@ impl Converter<'_> {
         out
     }
 
-    fn jobs(&mut self, t: Token) -> Vec<Job> {
+    fn jobs(&mut self, t: Token) -> Vec<Arc<Job>> {
         let jobs_pos = t.pos;
         let TokenKind::Map(pairs) = t.kind else {
             self.error(jobs_pos, "Invalid format for jobs");
             return Vec::new();
         };
-        let mut jobs: Vec<Job> = Vec::new();
+        let mut jobs: Vec<Arc<Job>> = Vec::new();
         let mut need_tokens: Vec<Vec<Token>> = Vec::new();
         for (k, v) in pairs {
             let Some(id) = k.as_str() else { continue };
@@ -395,7 +397,7 @@ impl Converter<'_> {
                 self.error(jobs_pos, e);
                 continue;
             }
-            jobs.push(job);
+            jobs.push(Arc::new(job));
             need_tokens.push(needs);
         }
         self.validate_needs(jobs_pos, &jobs, &need_tokens);
@@ -405,7 +407,7 @@ impl Converter<'_> {
     /// GitHub's needs check: a start job must exist; then every job whose needs can't all be
     /// satisfied reports each remaining need as a cycle (known job) or unknown job. Same
     /// result and order as GitHub's quadratic loop, computed with Kahn's algorithm.
-    fn validate_needs(&mut self, jobs_pos: Pos, jobs: &[Job], needs: &[Vec<Token>]) {
+    fn validate_needs(&mut self, jobs_pos: Pos, jobs: &[Arc<Job>], needs: &[Vec<Token>]) {
         use std::collections::{HashMap, HashSet, VecDeque};
         let mut queue: VecDeque<usize> = needs.iter().enumerate().filter(|(_, n)| n.is_empty()).map(|(i, _)| i).collect();
         if queue.is_empty() {

@@ -3,6 +3,8 @@
 //! Values that may hold `${{ }}` expressions are kept as [`Token`]s (evaluable later by the
 //! executor); values GitHub requires to be literal are plain Rust types.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -31,12 +33,14 @@ pub struct Workflow {
     /// `concurrency:` as written (string or mapping token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Token>,
-    pub jobs: Vec<Job>,
+    /// Jobs in declaration order, shared (not copied) by [`crate::plan::JobPlan::job`] and the
+    /// executor.
+    pub jobs: Vec<Arc<Job>>,
 }
 
 impl Workflow {
     pub fn job(&self, id: &str) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.id == id)
+        self.jobs.iter().find(|j| j.id == id).map(|j| &**j)
     }
 
     /// True when `on:` lists `event`.
@@ -244,9 +248,10 @@ pub struct ReusableJob {
     pub secrets: Option<Token>,
     #[serde(rename = "secrets-inherit")]
     pub inherit_secrets: bool,
-    /// The called workflow, when its source was supplied to the parser.
+    /// The called workflow, when its source was supplied to the parser (shared by the plan of
+    /// this job).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub called: Option<Box<Workflow>>,
+    pub called: Option<Arc<Workflow>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

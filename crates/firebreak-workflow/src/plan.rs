@@ -10,6 +10,8 @@
 //! marked deferred when they contain `${{ }}` expressions (the executor evaluates them once the
 //! contexts they read, such as `needs`, exist).
 
+use std::sync::Arc;
+
 use firebreak_expr::Value;
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -61,8 +63,9 @@ pub struct WorkflowPlan {
     /// Problems found while planning (dependency errors, bad literal matrices).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
-    /// The workflow itself (env, defaults, permissions, concurrency, …).
-    pub workflow: Workflow,
+    /// The workflow itself (env, defaults, permissions, concurrency, …), shared with the
+    /// caller's copy rather than cloned.
+    pub workflow: Arc<Workflow>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -87,8 +90,9 @@ pub struct JobPlan {
     /// workflow's own plan (its jobs run as part of this job).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub called: Option<Box<WorkflowPlan>>,
-    /// The job as parsed (steps, runs-on, env, container, services, outputs, …).
-    pub job: Job,
+    /// The job as parsed (steps, runs-on, env, container, services, outputs, …), shared with
+    /// [`WorkflowPlan::workflow`]'s `jobs` rather than cloned.
+    pub job: Arc<Job>,
 }
 
 /// How the job fans out.
@@ -115,7 +119,10 @@ pub struct MatrixLeg {
 }
 
 /// Plans `event` against `workflows` (`(path, workflow)` pairs, already parsed).
-pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Workflow)], event: &Event) -> Plan {
+///
+/// The plan shares the workflows and their jobs ([`WorkflowPlan::workflow`],
+/// [`JobPlan::job`]) instead of copying them; wrap a parsed workflow with `Arc::new` once.
+pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: &Event) -> Plan {
     let mut out = Plan { event: event.name.clone(), workflows: Vec::new(), filtered_out: Vec::new() };
     for (path, wf) in workflows {
         let path = path.as_ref().display().to_string();
@@ -212,7 +219,7 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
     Ok(())
 }
 
-fn plan_workflow(path: &str, wf: &Workflow) -> WorkflowPlan {
+fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
     let input: Vec<(String, Vec<String>)> = wf.jobs.iter().map(|j| (j.id.clone(), j.needs.clone())).collect();
     let g = graph::analyze(&input);
     let mut errors: Vec<String> = g.errors.iter().map(ToString::to_string).collect();
@@ -237,11 +244,11 @@ fn plan_workflow(path: &str, wf: &Workflow) -> WorkflowPlan {
         jobs,
         layers,
         errors,
-        workflow: wf.clone(),
+        workflow: Arc::clone(wf),
     }
 }
 
-fn plan_job(job: &Job, layer: usize) -> JobPlan {
+fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
     let strategy = job.strategy.as_ref();
     let fail_fast = strategy.and_then(|s| s.fail_fast.as_ref()).and_then(Token::as_bool).unwrap_or(true);
     let max_parallel = strategy
@@ -271,7 +278,7 @@ fn plan_job(job: &Job, layer: usize) -> JobPlan {
             JobKind::Reusable(rj) => rj.called.as_ref().map(|w| Box::new(plan_workflow(&rj.uses, w))),
             JobKind::Steps(_) => None,
         },
-        job: job.clone(),
+        job: Arc::clone(job),
     }
 }
 
@@ -337,9 +344,9 @@ mod tests {
     use super::*;
     use crate::parse_workflow;
 
-    fn wf(src: &str) -> Workflow {
+    fn wf(src: &str) -> Arc<Workflow> {
         match parse_workflow("w.yml", src).into_result() {
-            Ok(w) => w,
+            Ok(w) => Arc::new(w),
             Err(e) => panic!("{e}"),
         }
     }
@@ -397,5 +404,21 @@ mod tests {
         assert_eq!(wp.jobs[1].if_condition, "success()");
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["workflows"][0]["jobs"][0]["matrix"]["kind"], "legs");
+    }
+
+    #[test]
+    fn plan_shares_the_workflow_and_its_jobs() {
+        let w = wf("on: push\njobs:\n  b:\n    needs: a\n    runs-on: x\n  a:\n    runs-on: y\n");
+        let p = plan(&[("w.yml", Arc::clone(&w))], &push("refs/heads/main", None));
+        let wp = &p.workflows[0];
+        assert!(Arc::ptr_eq(&wp.workflow, &w));
+        // topological order: `a` (declared second) first
+        assert!(Arc::ptr_eq(&wp.jobs[0].job, &w.jobs[1]));
+        assert!(Arc::ptr_eq(&wp.jobs[1].job, &w.jobs[0]));
+        // shared values serialize as the values themselves
+        let json = serde_json::to_value(&p).unwrap_or_default();
+        assert_eq!(json["workflows"][0]["jobs"][0]["job"]["id"], "a");
+        assert_eq!(json["workflows"][0]["workflow"]["jobs"][0]["id"], "b");
+        assert_eq!(json["workflows"][0]["workflow"], serde_json::to_value(&*w).unwrap_or_default());
     }
 }

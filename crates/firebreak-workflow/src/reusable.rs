@@ -3,6 +3,8 @@
 //! limit, and that a called workflow or job never requests more `permissions` than the
 //! calling job may grant.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 
 use crate::convert::Converter;
@@ -123,6 +125,8 @@ impl<'a> Loader<'a> {
     pub(crate) fn load(&mut self, file: &str, wf: &mut Workflow, inherited: &PermSet, depth: usize) {
         let wf_perms = wf.permissions.clone();
         for job in &mut wf.jobs {
+            // Only this loader holds the job yet: no copy is made.
+            let job = Arc::make_mut(job);
             self.jobs += 1;
             let job_pos = job.pos;
             let allowed = match (&job.permissions, &wf_perms) {
@@ -167,7 +171,7 @@ impl<'a> Loader<'a> {
             self.check_permissions(file, job_pos, &rj.uses, &called_wf, &allowed);
             let called_ref = rj.uses.clone();
             self.load(&called_ref, &mut called_wf, &allowed, depth + 1);
-            rj.called = Some(Box::new(called_wf));
+            rj.called = Some(Arc::new(called_wf));
         }
     }
 

@@ -122,7 +122,7 @@ pub struct RunConfig {
     pub job_prefix: String,
     /// Called reusable workflows by their `uses:` value, for jobs the parser did not attach
     /// them to (when some call of the workflow could not be loaded).
-    pub reusable: Arc<IndexMap<String, Workflow>>,
+    pub reusable: Arc<IndexMap<String, Arc<Workflow>>>,
 }
 
 impl RunConfig {
@@ -244,7 +244,7 @@ pub async fn run_workflow(
     }
     let shared = Arc::new(WorkflowShared {
         cfg: cfg.clone(),
-        workflow: Arc::new(plan.workflow.clone()),
+        workflow: Arc::clone(&plan.workflow),
         workflow_name: plan.name.clone(),
         workflow_path: workflow_path.to_string(),
         events: events.clone(),
@@ -442,7 +442,7 @@ pub async fn run_workflow(
                 .filter(|n| n.is_finite() && *n >= 1.0)
                 .map(|n| n as usize)
                 .unwrap_or(total);
-            let job = Arc::new(jp.job.clone());
+            let job = Arc::clone(&jp.job);
             let ff_token = cfg.cancel.child_token();
             let per_job = Arc::new(Semaphore::new(max_parallel.max(1)));
             let mut specs = Vec::new();

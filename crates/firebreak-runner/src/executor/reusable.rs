@@ -71,7 +71,7 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
             return fail(&sh, &spec, "not a reusable-workflow job".into(), t0);
         };
         let cfg = &sh.cfg;
-        let called = r.called.as_deref().or_else(|| {
+        let called = r.called.as_ref().or_else(|| {
             cfg.reusable
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(&r.uses))
@@ -186,7 +186,7 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
             payload: cfg.event.clone(),
             changed_files: None,
         };
-        let p = plan::plan(&[(path.clone(), called.clone())], &ev);
+        let p = plan::plan(&[(path.clone(), Arc::clone(called))], &ev);
         let Some(wp) = p.workflows.into_iter().next() else {
             return fail(
                 &sh,

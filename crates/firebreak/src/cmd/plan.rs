@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use firebreak_workflow::plan::{Event, MatrixPlan, Plan};
@@ -59,7 +60,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
             eprintln!("{d}");
         }
         match p.workflow {
-            Some(w) if p.diagnostics.is_empty() => parsed.push((f.display.clone(), w)),
+            Some(w) if p.diagnostics.is_empty() => parsed.push((f.display.clone(), Arc::new(w))),
             _ => invalid = true,
         }
     }

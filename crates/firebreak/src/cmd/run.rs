@@ -258,7 +258,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         Err(e) => return usage(format!("{e:#}")),
     };
     let mut parsed = Vec::new();
-    let mut reusable: IndexMap<String, firebreak_workflow::Workflow> = IndexMap::new();
+    let mut reusable: IndexMap<String, Arc<firebreak_workflow::Workflow>> = IndexMap::new();
     let mut bad = false;
     let cwd = std::env::current_dir()
         .ok()
@@ -282,7 +282,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             reusable_sources(&repo, w, &mut sources, &mut complete, 0);
             for (uses, src) in &sources {
                 if let Some(called) = firebreak_workflow::parse_workflow(uses, src).workflow {
-                    reusable.insert(uses.clone(), called);
+                    reusable.insert(uses.clone(), Arc::new(called));
                 }
             }
             if !sources.is_empty() && complete {
@@ -306,7 +306,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         .map(|r| r.display().to_string())
                 })
                 .unwrap_or_else(|| f.display.clone());
-            parsed.push((rel, w));
+            parsed.push((rel, Arc::new(w)));
         }
     }
     if bad {
