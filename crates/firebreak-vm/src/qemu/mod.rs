@@ -13,6 +13,12 @@
 //! calibration under TCG in many boots: 4 of 9 here, none of ~30 `q35`
 //! boots); every boot has a timeout and is retried on a fresh overlay.
 
+mod args;
+mod kvm;
+
+pub(crate) use args::{qemu_args, qemu_args_with_drive, RamBacking};
+pub use kvm::{kvm_is_pvm, probe_kvm, probe_kvm_uncached, KvmProbe};
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -22,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use firebreak_agent::{AgentClient, AgentInfo, ClientError};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -100,17 +105,6 @@ pub struct VmConfig {
     pub nice: Option<i32>,
 }
 
-/// Where a VM's RAM lives when it is not anonymous memory.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RamBacking<'a> {
-    /// Anonymous memory.
-    Anonymous,
-    /// This file, mapped shared: guest writes land in it.
-    Shared(&'a Path),
-    /// A private copy-on-write mapping of this file: the guest starts from
-    /// its contents, its writes stay in this process.
-    Private(&'a Path),
-}
 
 /// How a job's VM is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -273,181 +267,6 @@ pub struct QemuVm {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Result of [`probe_kvm`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvmProbe {
-    /// A guest kernel ran under KVM.
-    pub usable: bool,
-    /// Why not, or what was seen.
-    pub detail: String,
-}
-
-/// Whether this host's KVM module is PVM (a paravirtual KVM that only runs
-/// PVM-enabled guest kernels).
-pub fn kvm_is_pvm() -> bool {
-    Path::new("/sys/module/kvm_pvm").exists()
-}
-
-static KVM_PROBE: tokio::sync::OnceCell<KvmProbe> = tokio::sync::OnceCell::const_new();
-
-/// Decides whether KVM really runs a guest here: boots `kernel` under KVM
-/// with no root disk and waits for the kernel's banner on the serial console
-/// (a working KVM prints it well under a second). The answer is cached for
-/// the process, and on disk (`<cache>/kvm-probe.json`) for this host boot,
-/// QEMU binary and kernel file, so a one-job `firebreak run` does not pay
-/// the probe (~0.1 s here, up to 8 s on a host where KVM hangs) each time.
-pub async fn probe_kvm(kernel: &Path) -> KvmProbe {
-    KVM_PROBE
-        .get_or_init(|| async {
-            let file = crate::image::default_cache_dir().join("kvm-probe.json");
-            let key = kvm_probe_key(kernel);
-            if let Some(p) = read_probe_cache(&file, &key) {
-                return p;
-            }
-            let p = probe_kvm_uncached(kernel.to_path_buf(), Duration::from_secs(8)).await;
-            write_probe_cache(&file, &key, &p);
-            p
-        })
-        .await
-        .clone()
-}
-
-#[derive(Serialize, Deserialize)]
-struct ProbeCache {
-    key: String,
-    probe: KvmProbe,
-}
-
-/// What the probe's answer depends on: this boot of the host (modules, KVM
-/// flavour), the QEMU binary, the guest kernel file.
-fn kvm_probe_key(kernel: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let ident = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) => format!("{}:{}:{}", p.display(), m.len(), m.mtime()),
-        Err(_) => format!("{}:missing", p.display()),
-    };
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let qemu = tools::find(tools::QEMU.name)
-        .map(|p| ident(&p))
-        .unwrap_or_default();
-    format!("{}|{qemu}|{}", boot.trim(), ident(kernel))
-}
-
-fn read_probe_cache(file: &Path, key: &str) -> Option<KvmProbe> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let c: ProbeCache = serde_json::from_str(&text).ok()?;
-    (c.key == key).then_some(c.probe)
-}
-
-fn write_probe_cache(file: &Path, key: &str, probe: &KvmProbe) {
-    let c = ProbeCache {
-        key: key.to_string(),
-        probe: probe.clone(),
-    };
-    if let Ok(text) = serde_json::to_string_pretty(&c) {
-        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, file).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-    }
-}
-
-/// [`probe_kvm`] without the cache.
-pub async fn probe_kvm_uncached(kernel: PathBuf, timeout: Duration) -> KvmProbe {
-    let no = |detail: String| KvmProbe {
-        usable: false,
-        detail,
-    };
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        return no(format!("/dev/kvm: {e}"));
-    }
-    let Some(qemu) = tools::find(tools::QEMU.name) else {
-        return no("qemu-system-x86_64 not installed".into());
-    };
-    let mut cmd = Command::new(qemu);
-    cmd.args([
-        "-accel",
-        "kvm",
-        "-M",
-        "q35",
-        "-cpu",
-        "host",
-        "-m",
-        "128",
-        "-nodefaults",
-        "-no-user-config",
-    ])
-    .args([
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-kernel",
-    ])
-    .arg(&kernel)
-    .args(["-append", "console=ttyS0 panic=-1"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return no(format!("cannot start qemu: {e}")),
-    };
-    let Some(mut out) = child.stdout.take() else {
-        return no("no stdout".into());
-    };
-    let mut seen = Vec::new();
-    let watch = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match out.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => {
-                    seen.extend_from_slice(&buf[..n]);
-                    if seen.windows(13).any(|w| w == b"Linux version") {
-                        return true;
-                    }
-                }
-            }
-        }
-    };
-    let res = tokio::time::timeout(timeout, watch).await;
-    let _ = child.start_kill();
-    let stderr = match child.stderr.take() {
-        Some(mut e) => {
-            let mut s = String::new();
-            let _ = tokio::time::timeout(Duration::from_secs(1), e.read_to_string(&mut s)).await;
-            s
-        }
-        None => String::new(),
-    };
-    let _ = child.wait().await;
-    let pvm = if kvm_is_pvm() {
-        " (KVM is PVM-only: kvm_pvm is loaded)"
-    } else {
-        ""
-    };
-    match res {
-        Ok(true) => KvmProbe {
-            usable: true,
-            detail: "a guest kernel booted under KVM".into(),
-        },
-        Ok(false) => no(format!(
-            "QEMU with KVM exited before the guest kernel ran{pvm}: {}",
-            stderr.trim()
-        )),
-        Err(_) => no(format!(
-            "no guest kernel output under KVM within {timeout:?}{pvm}"
-        )),
-    }
-}
-
 fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
@@ -481,154 +300,6 @@ pub async fn create_overlay_on(
         });
     }
     Ok(())
-}
-
-pub(crate) fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) -> Vec<OsString> {
-    let drive = format!(
-        "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
-        dir.join("overlay.qcow2").to_string_lossy()
-    );
-    let ram = match &cfg.ram_file {
-        Some(f) => RamBacking::Shared(f),
-        None => RamBacking::Anonymous,
-    };
-    qemu_args_with_drive(image, cfg, kvm, dir, &drive, ram)
-}
-
-/// [`qemu_args`] with `drive` as the root `-drive` (id `root`) and guest RAM
-/// in `ram`.
-fn qemu_args_with_drive(
-    image: &Image,
-    cfg: &VmConfig,
-    kvm: bool,
-    dir: &Path,
-    drive: &str,
-    ram: RamBacking<'_>,
-) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| a.push(s.into());
-    let (blk, ser, rng, net) = match cfg.machine {
-        Machine::Q35 => (
-            "virtio-blk-pci",
-            "virtio-serial-pci",
-            "virtio-rng-pci",
-            "virtio-net-pci",
-        ),
-        Machine::Microvm => (
-            "virtio-blk-device",
-            "virtio-serial-device",
-            "virtio-rng-device",
-            "virtio-net-device",
-        ),
-    };
-    let machine = match cfg.machine {
-        Machine::Q35 => "q35".to_string(),
-        Machine::Microvm => "microvm,isa-serial=on,rtc=on".to_string(),
-    };
-    let ram_object = match ram {
-        RamBacking::Anonymous => None,
-        RamBacking::Shared(f) => Some((f, "on")),
-        RamBacking::Private(f) => Some((f, "off")),
-    };
-    push("-machine");
-    push(&format!(
-        "{machine},accel={}{}",
-        if kvm { "kvm" } else { "tcg" },
-        if ram_object.is_some() { ",memory-backend=fbram" } else { "" }
-    ));
-    if let Some((file, share)) = ram_object {
-        push("-object");
-        push(&format!(
-            "memory-backend-file,id=fbram,size={}M,mem-path={},share={share}",
-            cfg.memory_mib.max(128),
-            file.to_string_lossy().replace(',', ",,")
-        ));
-    }
-    push("-cpu");
-    push(
-        cfg.cpu_model
-            .as_deref()
-            .unwrap_or(if kvm { "host" } else { "max" }),
-    );
-    push("-smp");
-    push(&cfg.vcpus.max(1).to_string());
-    push("-m");
-    push(&format!("{}M", cfg.memory_mib.max(128)));
-    for s in [
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-    ] {
-        push(s);
-    }
-    // Quiet console, no self-tests or legacy devices: every instruction
-    // counts under TCG. The guest is single-tenant and disposable, so
-    // speculative-execution mitigations buy nothing.
-    let mut cmdline = vec![
-        "console=ttyS0",
-        "quiet",
-        "panic=-1",
-        "rw",
-        "mitigations=off",
-        "cryptomgr.notests",
-        "audit=0",
-        "i8042.noaux",
-        "i8042.nokbd",
-        "i8042.nopnp",
-        "8250.nr_uarts=1",
-    ];
-    if cfg.network {
-        cmdline.push("firebreak.net=user");
-    }
-    let mut cmdline = cmdline.join(" ");
-    for w in &cfg.extra_cmdline {
-        cmdline.push(' ');
-        cmdline.push_str(w);
-    }
-    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    // The ELF vmlinux boots through its PVH entry point: no real-mode
-    // setup and no decompression, ~0.3 s less under TCG than the bzImage.
-    let vmlinux = image.vmlinux();
-    push("-kernel");
-    a.push(if vmlinux.is_file() { vmlinux } else { image.kernel() }.into());
-    a.push("-initrd".into());
-    a.push(image.initramfs().into());
-    let mut push = |s: &str| a.push(s.into());
-    push("-append");
-    push(&cmdline);
-    push("-chardev");
-    push(&format!("file,id=con,path={}", p("console.log")));
-    push("-serial");
-    push("chardev:con");
-    push("-drive");
-    push(drive);
-    push("-device");
-    push(&format!("{blk},drive=root"));
-    push("-device");
-    push(&format!("{ser},id=vser"));
-    push("-chardev");
-    push(&format!(
-        "socket,id=agent,path={},server=on,wait=off",
-        p("agent.sock")
-    ));
-    push("-device");
-    push(&format!(
-        "virtserialport,bus=vser.0,chardev=agent,name={}",
-        firebreak_agent::protocol::VIRTIO_PORT_NAME
-    ));
-    push("-device");
-    push(rng);
-    if cfg.network {
-        push("-netdev");
-        push("user,id=net0");
-        push("-device");
-        push(&format!("{net},netdev=net0"));
-    }
-    push("-qmp");
-    push(&format!("unix:{},server=on,wait=off", p("qmp.sock")));
-    a
 }
 
 /// Removes `fbvm-<pid>-<n>` run directories left by processes that died
@@ -1186,27 +857,4 @@ pub async fn bench_cold_boot(image: &Image, cfg: &VmConfig) -> Result<ColdBoot, 
         attempts: stats.attempts,
         kvm: stats.kvm,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kvm_probe_cache_round_trips_and_checks_its_key() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let file = d.path().join("kvm-probe.json");
-        let kernel = d.path().join("bzImage");
-        std::fs::write(&kernel, "k").expect("write");
-        let key = kvm_probe_key(&kernel);
-        assert!(read_probe_cache(&file, &key).is_none());
-        let p = KvmProbe {
-            usable: false,
-            detail: "no".into(),
-        };
-        write_probe_cache(&file, &key, &p);
-        assert_eq!(read_probe_cache(&file, &key), Some(p));
-        std::fs::write(&kernel, "another kernel").expect("write");
-        assert!(read_probe_cache(&file, &kvm_probe_key(&kernel)).is_none());
-    }
 }
