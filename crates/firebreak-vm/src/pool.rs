@@ -288,14 +288,17 @@ impl WarmPool {
                 continue;
             }
             // Proves the agent answers, and the clock kept ticking while
-            // pooled, but set it anyway (cheap).
-            let fresh = tokio::time::timeout(
-                Duration::from_secs(2),
-                vm.client().set_clock(std::time::SystemTime::now()),
-            )
-            .await;
+            // pooled, but set it anyway (cheap); meanwhile the VM gets its
+            // normal CPU priority back.
+            let client = vm.client();
+            let (fresh, ()) = tokio::join!(
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.set_clock(std::time::SystemTime::now()),
+                ),
+                vm.raise_priority()
+            );
             if matches!(fresh, Ok(Ok(()))) {
-                vm.raise_priority().await;
                 return Some(vm);
             }
             vm.kill().await;

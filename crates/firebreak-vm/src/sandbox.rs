@@ -197,7 +197,9 @@ impl QemuProvider {
                         }
                     }
                     let lease = self.lease_for(cfg).await?;
-                    let res = QemuVm::restore(image, cfg, &snap).await;
+                    // Clock and entropy are refreshed by `create`, together
+                    // with the job's first requests.
+                    let res = QemuVm::restore_unrefreshed(image, cfg, &snap).await;
                     if let Some(pool) = &self.pool {
                         pool.keep_warm(image, cfg, &snap);
                     }
@@ -326,11 +328,25 @@ impl SandboxProvider for QemuProvider {
                 origin,
             };
             let t_vm = t0.elapsed();
-            let (layout, limit) =
-                tokio::join!(sb.make_layout_with(true), sb.set_pids_max(pids_max));
+            // A freshly restored guest still has the snapshot's clock and
+            // entropy: refresh them in the same round trip as the layout (no
+            // job command runs before `create` returns).
+            let refresh = async {
+                if origin == VmOrigin::Restored {
+                    crate::qemu::refresh_guest(&sb.client).await
+                } else {
+                    Ok(())
+                }
+            };
+            let (layout, limit, refreshed) =
+                tokio::join!(sb.make_layout_with(true), sb.set_pids_max(pids_max), refresh);
             if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
-                eprintln!("create: vm {t_vm:?}, layout+limit {:?}", t0.elapsed() - t_vm);
+                eprintln!(
+                    "create: vm {t_vm:?}, layout+limit+refresh {:?}",
+                    t0.elapsed() - t_vm
+                );
             }
+            refreshed.map_err(|e| unavailable(e.to_string()))?;
             layout?;
             if let Err(e) = limit {
                 sb.notes.push(format!("max_pids not applied: {e}"));

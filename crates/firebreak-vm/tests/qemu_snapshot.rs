@@ -344,3 +344,37 @@ async fn the_job_timeout_kills_a_pooled_vm_counted_from_take() {
     sb.destroy().await.expect("destroy");
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_entropy() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let p = provider(&img, small());
+    let spec = JobSpec::new("clock", "hello");
+    p.prewarm(&spec).await.expect("snapshot");
+    // Without a refresh the guest clock would lag by at least this much.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut randoms = Vec::new();
+    for i in 0..2 {
+        let sb = p
+            .create(JobSpec::new(format!("clock-{i}"), "hello"))
+            .await
+            .expect("create");
+        assert!(
+            sb.notes().iter().any(|n| n.contains("restored from its snapshot")),
+            "{:?}",
+            sb.notes()
+        );
+        let (st, lines) = run(sb.as_ref(), sh("date +%s; head -c 16 /dev/urandom | od -An -tx1")).await;
+        assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
+        let guest: i64 = lines.first().and_then(|l| l.trim().parse().ok()).expect("date");
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        assert!((guest - host).abs() <= 2, "guest clock {guest} vs host {host}");
+        randoms.push(lines.get(1).cloned().unwrap_or_default());
+        sb.destroy().await.expect("destroy");
+    }
+    assert_ne!(randoms[0], randoms[1], "clones must not share entropy");
+}

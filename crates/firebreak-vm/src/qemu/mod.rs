@@ -394,6 +394,22 @@ fn spawn_qemu_in(
         .map_err(io_err("start", qemu))
 }
 
+/// Sets the guest clock to the host's and mixes 64 fresh random bytes into
+/// the guest's entropy pool (needed after every restore).
+pub(crate) async fn refresh_guest(client: &AgentClient) -> Result<(), VmError> {
+    let mut seed = [0u8; 64];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
+    read.map_err(io_err("read", "/dev/urandom"))?;
+    let (clock, entropy) = tokio::join!(
+        client.set_clock(std::time::SystemTime::now()),
+        client.add_entropy(&seed)
+    );
+    clock?;
+    entropy?;
+    Ok(())
+}
+
 fn watchdog(limit: Duration, pid: u32) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(limit).await;
@@ -508,6 +524,20 @@ impl QemuVm {
     /// in. `cfg` must be the configuration the snapshot was taken with
     /// (sockets and disk paths may differ; [`crate::snapshot::find`] checks).
     pub async fn restore(
+        image: &Image,
+        cfg: &VmConfig,
+        snap: &crate::snapshot::Snapshot,
+    ) -> Result<QemuVm, VmError> {
+        let vm = Self::restore_unrefreshed(image, cfg, snap).await?;
+        vm.refresh_clock_and_entropy().await?;
+        Ok(vm)
+    }
+
+    /// [`restore`](Self::restore) without setting the clock and adding
+    /// entropy: the caller must call [`refresh_guest`] before the guest runs
+    /// anything that depends on them (the sandbox does it together with the
+    /// job's first requests, saving a round trip).
+    pub(crate) async fn restore_unrefreshed(
         image: &Image,
         cfg: &VmConfig,
         snap: &crate::snapshot::Snapshot,
@@ -637,14 +667,12 @@ impl QemuVm {
             niced: cfg.nice.is_some(),
         };
         // The guest's clock stopped at snapshot time and every clone starts
-        // with the same entropy pool.
-        vm.refresh_clock_and_entropy().await?;
+        // with the same entropy pool: the caller refreshes both.
         vm.stats.total = t0.elapsed();
         if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
             eprintln!(
-                "restore: spawn at {:?}, hello at +{t_hello:?}, ready at {:?}",
+                "restore: spawn at {:?}, hello at +{t_hello:?}",
                 ta.duration_since(t0),
-                vm.stats.total
             );
         }
         if let Some(limit) = cfg.job_timeout {
@@ -656,17 +684,7 @@ impl QemuVm {
     /// Sets the guest clock to the host's and mixes 64 fresh random bytes
     /// into the guest's entropy pool (needed after every restore).
     pub async fn refresh_clock_and_entropy(&self) -> Result<(), VmError> {
-        let mut seed = [0u8; 64];
-        let read = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
-        read.map_err(io_err("read", "/dev/urandom"))?;
-        let (clock, entropy) = tokio::join!(
-            self.client.set_clock(std::time::SystemTime::now()),
-            self.client.add_entropy(&seed)
-        );
-        clock?;
-        entropy?;
-        Ok(())
+        refresh_guest(&self.client).await
     }
 
     /// Brings a VM started with [`VmConfig::nice`] back to normal CPU
