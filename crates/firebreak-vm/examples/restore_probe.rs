@@ -1,5 +1,5 @@
 //! Developer probe: where the time of a snapshot restore goes
-//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb]`;
+//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS]`;
 //! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown; `FBVM_CMDLINE` adds kernel
 //! command line words).
 //!
@@ -47,15 +47,65 @@ async fn report(what: &str, vm: &QemuVm) {
     eprintln!("{what}: ping {:.1} ms; first/exit ms: {}", t.elapsed().as_secs_f64() * 1e3, v.join(" "));
 }
 
+/// `--pool SECS`: a warm pool of one, idle for SECS, then a job's sandbox
+/// from it running `echo hi` three times (first byte, ms each).
+async fn pool_probe(img: &firebreak_vm::Image, cfg: &VmConfig, idle: u64) {
+    use firebreak_runner::sandbox::{ExecRequest, JobSpec, SandboxProvider};
+    let p = firebreak_vm::QemuProvider::new(
+        ImageStore::open_default(),
+        Some(img.manifest.hash.clone()),
+        cfg.clone(),
+    )
+    .with_pool(firebreak_vm::PoolConfig {
+        size: 1,
+        memory_budget_mib: None,
+    });
+    let spec = JobSpec::new("probe", "probe");
+    let Ok(snap) = p.prewarm(&spec).await else {
+        eprintln!("no snapshot");
+        return;
+    };
+    let Some(pool) = p.pool() else { return };
+    while pool.ready(&snap) < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(idle)).await;
+    let t = Instant::now();
+    let Ok(sb) = p.create(spec).await else {
+        eprintln!("create failed");
+        return;
+    };
+    let mut v = vec![format!("create {:.0}", t.elapsed().as_secs_f64() * 1e3)];
+    for _ in 0..3 {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let t = Instant::now();
+        let req = ExecRequest::new(["echo", "hi"]).env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        let run = sb.exec(req, tx);
+        tokio::pin!(run);
+        let mut first = None;
+        loop {
+            tokio::select! {
+                ev = rx.recv(), if first.is_none() => if ev.is_some() { first = Some(t.elapsed()) },
+                _ = &mut run => break,
+            }
+        }
+        v.push(format!("{:.0}", first.unwrap_or_default().as_secs_f64() * 1e3));
+    }
+    eprintln!("pool, idle {idle} s: {}", v.join(" / "));
+    let _ = sb.destroy().await;
+    p.shutdown().await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Ok(img) = ImageStore::open_default().latest() else {
         eprintln!("no image");
         return;
     };
+    let env_num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let cfg = VmConfig {
-        memory_mib: 256,
-        vcpus: 1,
+        memory_mib: env_num("FBVM_MEMORY_MIB", 256),
+        vcpus: u32::try_from(env_num("FBVM_VCPUS", 1)).unwrap_or(1),
         // Kernel command line experiments, e.g. FBVM_CMDLINE=init_on_alloc=0.
         extra_cmdline: std::env::var("FBVM_CMDLINE")
             .map(|v| v.split_whitespace().map(str::to_string).collect())
@@ -69,6 +119,10 @@ async fn main() {
         eprintln!("no snapshot");
         return;
     };
+    if let Some(idle) = std::env::args().skip_while(|a| a != "--pool").nth(1) {
+        pool_probe(&img, &cfg, idle.parse().unwrap_or(15)).await;
+        return;
+    }
     for _ in 0..2 {
         let t = Instant::now();
         let vm = match QemuVm::restore(&img, &cfg, &snap).await {

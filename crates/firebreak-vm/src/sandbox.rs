@@ -208,7 +208,12 @@ impl QemuProvider {
                             vm.set_lease(lease);
                             return Ok((vm, VmOrigin::Restored));
                         }
-                        Err(e) => notes.push(format!("snapshot restore failed, booting: {e}")),
+                        Err(e) => {
+                            snapshot::discard(&snap);
+                            notes.push(format!(
+                                "snapshot restore failed (the snapshot is discarded and taken again next time), booting: {e}"
+                            ));
+                        }
                     }
                 }
                 Err(e) => notes.push(format!("no VM snapshot ({e}); booting")),

@@ -202,6 +202,13 @@ fn load(dir: &Path, name: &str) -> Option<Snapshot> {
     ok.then_some(snap)
 }
 
+/// Removes a snapshot whose clones failed to start, so that the next
+/// [`ensure`] takes a new one instead of every job waiting for a restore
+/// that will not answer. Clones already running keep their open files.
+pub fn discard(snap: &Snapshot) {
+    let _ = std::fs::remove_dir_all(&snap.dir);
+}
+
 /// The cached snapshot for `cfg`, if there is a valid one.
 pub fn find(image: &Image, cfg: &VmConfig, kvm: bool) -> Option<Snapshot> {
     let name = snapshot_name(image, cfg, kvm);
@@ -362,8 +369,47 @@ pub async fn warm_up(client: &AgentClient) -> Result<(), VmError> {
 
 static BUILD_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Takes the snapshot for `cfg` (see the module docs). Prefer [`ensure`].
+/// Snapshot builds tried before giving up (see [`build`]).
+const BUILD_ATTEMPTS: u32 = 3;
+
+/// Takes the snapshot for `cfg` (see the module docs) and proves it: a
+/// clone must restore and answer before the snapshot is installed. A
+/// snapshot caught at an unlucky instant (seen once in a few dozen builds
+/// with 2 vCPUs: clones never answered) is thrown away and taken again.
+/// Prefer [`ensure`].
 pub async fn build(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot, VmError> {
+    let mut last = None;
+    for _ in 0..BUILD_ATTEMPTS {
+        match build_once(image, cfg, kvm).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| VmError::Snapshot("no build attempt".into())))
+}
+
+/// Restores a clone of the snapshot in `dir` and checks that its agent
+/// answers.
+async fn verify(image: &Image, cfg: &VmConfig, dir: &Path, meta: &SnapshotMeta) -> Result<(), VmError> {
+    let snap = Snapshot {
+        dir: dir.to_path_buf(),
+        meta: meta.clone(),
+    };
+    let mut vcfg = cfg.clone();
+    vcfg.job_timeout = None;
+    vcfg.boot_timeout = Some(Duration::from_secs(10));
+    let mut vm = QemuVm::restore(image, &vcfg, &snap)
+        .await
+        .map_err(|e| VmError::Snapshot(format!("a clone of the new snapshot did not start: {e}")))?;
+    let ping = tokio::time::timeout(Duration::from_secs(5), vm.client().ping()).await;
+    vm.kill().await;
+    match ping {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(VmError::Snapshot("a clone of the new snapshot did not answer".into())),
+    }
+}
+
+async fn build_once(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot, VmError> {
     let t0 = Instant::now();
     let name = snapshot_name(image, cfg, kvm);
     let parent = snapshots_dir(image);
@@ -377,7 +423,10 @@ pub async fn build(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot,
         move |source| VmError::Io { op, path, source }
     };
     std::fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-    let res = build_in(image, cfg, kvm, &name, &tmp, t0).await;
+    let res = match build_in(image, cfg, kvm, &name, &tmp, t0).await {
+        Ok(meta) => verify(image, cfg, &tmp, &meta).await.map(|()| meta),
+        Err(e) => Err(e),
+    };
     let meta = match res {
         Ok(m) => m,
         Err(e) => {

@@ -64,6 +64,11 @@ fn main() {
 fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // File operations run on blocking threads, which tokio ends after
+        // 10 s idle by default; a VM waiting in the warm pool would then
+        // create them again for its job's first requests (a thread start
+        // costs milliseconds under TCG). Keep them.
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
         .enable_all()
         .build()
     {
