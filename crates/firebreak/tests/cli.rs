@@ -1,0 +1,146 @@
+//! `firebreak check` and `firebreak plan` as a user or a script sees them: exit codes, the
+//! `path:line:col: message` lines, and the shape of their `--format json` output.
+
+use std::path::Path;
+use std::process::Command;
+
+const CI: &str = r#"name: CI
+on:
+  push:
+    branches: [main]
+  pull_request:
+    paths: ['src/**']
+jobs:
+  build:
+    strategy:
+      matrix:
+        os: [a, b]
+        v: [1, 2]
+        exclude:
+          - os: b
+            v: 2
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ matrix.os }}
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo test
+"#;
+
+const BAD: &str = "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n        bogus: 1\n";
+
+fn firebreak(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run firebreak");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(d.path().join(".github/workflows")).expect("mkdir");
+    std::fs::write(d.path().join(".github/workflows/ci.yml"), CI).expect("write");
+    std::fs::write(d.path().join("bad.yml"), BAD).expect("write");
+    std::fs::write(d.path().join("push.json"), r#"{"ref":"refs/heads/main"}"#).expect("write");
+    std::fs::write(d.path().join("pr.json"), r#"{"pull_request":{"base":{"ref":"main"}}}"#)
+        .expect("write");
+    d
+}
+
+#[test]
+fn check_exits_by_validity_and_names_file_line_and_column() {
+    let d = repo();
+    let (code, out, _) = firebreak(d.path(), &["check", ".github/workflows/ci.yml"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = firebreak(d.path(), &["check", ".github/workflows/ci.yml", "bad.yml"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.lines().any(|l| l == "bad.yml:7:9: Unexpected value 'bogus'"), "{out}");
+    let (code, _, _) = firebreak(d.path(), &["check", "missing.yml"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn check_json_lists_every_file_with_its_errors() {
+    let d = repo();
+    let (code, out, _) = firebreak(d.path(), &["check", "bad.yml", "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["files"][0]["path"], "bad.yml");
+    assert_eq!(
+        v["files"][0]["errors"][0],
+        serde_json::json!({"line": 7, "col": 9, "message": "Unexpected value 'bogus'"})
+    );
+}
+
+#[test]
+fn plan_orders_jobs_by_stage_with_their_matrix_legs() {
+    let d = repo();
+    let (code, out, err) = firebreak(d.path(), &["plan", ".", "--event-file", "push.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for leg in ["build (a, 1)", "build (a, 2)", "build (b, 1)"] {
+        assert!(out.contains(leg), "{out}");
+    }
+    assert!(!out.contains("build (b, 2)"), "excluded leg shown: {out}");
+    let test_line = out.lines().find(|l| l.contains(" test ")).unwrap_or_default();
+    assert!(test_line.trim_start().starts_with('2'), "test runs in stage 2: {out}");
+
+    let (code, out, _) = firebreak(
+        d.path(),
+        &["plan", ".", "--event-file", "push.json", "--format", "json"],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["event"], "push");
+    let jobs = &v["workflows"][0]["jobs"];
+    assert_eq!(jobs[0]["id"], "build");
+    assert_eq!(jobs[0]["layer"], 0);
+    let legs: Vec<&serde_json::Value> = jobs[0]["matrix"]["legs"]
+        .as_array()
+        .map(|a| a.iter().map(|l| &l["matrix"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        legs,
+        vec![
+            &serde_json::json!({"os": "a", "v": 1}),
+            &serde_json::json!({"os": "a", "v": 2}),
+            &serde_json::json!({"os": "b", "v": 1}),
+        ]
+    );
+    assert_eq!(jobs[1]["id"], "test");
+    assert_eq!(jobs[1]["layer"], 1);
+    assert_eq!(jobs[1]["needs"], serde_json::json!(["build"]));
+    assert_eq!(v["workflows"][0]["layers"], serde_json::json!([["build"], ["test"]]));
+}
+
+#[test]
+fn plan_says_which_workflows_an_event_filters_out_and_why() {
+    let d = repo();
+    let pr = |changed: &str| {
+        let (code, out, err) = firebreak(
+            d.path(),
+            &[
+                "plan", ".", "--event", "pull_request", "--event-file", "pr.json",
+                "--changed-file", changed, "--format", "json",
+            ],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    // `paths: ['src/**']`: a change outside src/ runs nothing, and says why.
+    let v = pr("README.md");
+    assert_eq!(v["workflows"], serde_json::json!([]));
+    assert_eq!(v["filtered_out"][0]["path"], ".github/workflows/ci.yml");
+    assert!(v["filtered_out"][0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let v = pr("src/deep/main.rs");
+    assert_eq!(v["workflows"][0]["path"], ".github/workflows/ci.yml");
+}
