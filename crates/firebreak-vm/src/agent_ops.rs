@@ -1,14 +1,186 @@
-//! The half of a VM sandbox that only talks to the guest agent: file operations confined to
-//! the job's tree and `exec` with output split into lines, shared by every VM backend (QEMU's
-//! [`crate::sandbox::VmSandbox`] and Firecracker's sandbox) so they cannot drift apart.
+//! The sandbox of every VM backend, over the guest agent: [`AgentSandbox`] holds the VM and
+//! its agent connection, confines file operations to the job's tree and splits `exec` output
+//! into lines. QEMU's [`crate::sandbox::VmSandbox`] and Firecracker's
+//! [`crate::firecracker::FirecrackerSandbox`] are this type over their VM handle
+//! ([`GuestVm`]), so the two cannot drift apart.
 
 use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use firebreak_agent::{AgentClient, ClientError, ExecEvent, ExecSpec, OutStream};
 use firebreak_runner::sandbox::{
-    ExecRequest, ExitStatus, JobLayout, OutputEvent, SandboxError, Stream, MAX_LINE_BYTES,
+    BoxFuture, ExecRequest, ExitStatus, JobLayout, OutputEvent, Sandbox, SandboxError, Stream,
+    MAX_LINE_BYTES,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
+
+/// What an [`AgentSandbox`] needs of the VM behind it.
+pub trait GuestVm: Send + 'static {
+    /// The backend's name ([`Sandbox::backend`]).
+    const BACKEND: &'static str;
+    /// Asks the guest to power off, waits up to `grace`, then kills the VM.
+    fn shutdown(&mut self, grace: Duration) -> BoxFuture<'_, ()>;
+}
+
+/// How a job's VM was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmOrigin {
+    /// Taken ready from the warm pool.
+    Pool,
+    /// Restored from the snapshot.
+    Restored,
+    /// Booted.
+    Cold,
+}
+
+/// One job's VM, reached through its agent.
+pub struct AgentSandbox<V: GuestVm> {
+    pub(crate) layout: JobLayout,
+    pub(crate) notes: Vec<String>,
+    pub(crate) client: Arc<AgentClient>,
+    vm: Mutex<Option<V>>,
+    destroyed: AtomicBool,
+    origin: VmOrigin,
+}
+
+impl<V: GuestVm> AgentSandbox<V> {
+    /// `client` is `vm`'s agent connection.
+    pub(crate) fn new(
+        client: Arc<AgentClient>,
+        vm: V,
+        layout: JobLayout,
+        notes: Vec<String>,
+        origin: VmOrigin,
+    ) -> Self {
+        AgentSandbox {
+            layout,
+            notes,
+            client,
+            vm: Mutex::new(Some(vm)),
+            destroyed: AtomicBool::new(false),
+            origin,
+        }
+    }
+
+    /// How this sandbox's VM was obtained.
+    pub fn origin(&self) -> VmOrigin {
+        self.origin
+    }
+
+    /// The VM, for callers that need more than the trait (console, stats,
+    /// snapshots).
+    pub fn vm(&self) -> &Mutex<Option<V>> {
+        &self.vm
+    }
+
+    /// Creates `dirs` in the guest in one agent round trip, without
+    /// starting a process (under TCG every guest `exec` costs tens of
+    /// milliseconds).
+    pub(crate) async fn make_dirs(&self, dirs: &[&Path]) -> Result<(), SandboxError> {
+        let dirs: Vec<String> = dirs.iter().map(|d| guest_str(d)).collect();
+        let refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        self.client
+            .make_dirs(&refs)
+            .await
+            .map_err(|e| agent_err("create", &self.layout.root, e))
+    }
+
+    fn live(&self) -> Result<(), SandboxError> {
+        if self.destroyed.load(Ordering::SeqCst) {
+            Err(SandboxError::Destroyed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<V: GuestVm> Sandbox for AgentSandbox<V> {
+    fn backend(&self) -> &'static str {
+        V::BACKEND
+    }
+
+    fn layout(&self) -> &JobLayout {
+        &self.layout
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+
+    fn copy_in<'a>(
+        &'a self,
+        host_src: &'a Path,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            copy_in(&self.client, &self.layout, host_src, dest).await
+        })
+    }
+
+    fn copy_out<'a>(
+        &'a self,
+        src: &'a Path,
+        host_dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            copy_out(&self.client, &self.layout, src, host_dest).await
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            read_file(&self.client, &self.layout, path).await
+        })
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        path: &'a Path,
+        contents: Vec<u8>,
+        mode: Option<u32>,
+    ) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            write_file(&self.client, &self.layout, path, contents, mode).await
+        })
+    }
+
+    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            remove(&self.client, &self.layout, path).await
+        })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        req: ExecRequest,
+        output: mpsc::Sender<OutputEvent>,
+    ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
+        Box::pin(async move {
+            self.live()?;
+            exec(&self.client, &self.layout, req, output).await
+        })
+    }
+
+    fn destroy(&self) -> BoxFuture<'_, Result<(), SandboxError>> {
+        Box::pin(async move {
+            self.destroyed.store(true, Ordering::SeqCst);
+            if let Some(mut vm) = self.vm.lock().await.take() {
+                vm.shutdown(Duration::from_secs(3)).await;
+            }
+            Ok(())
+        })
+    }
+}
 
 pub(crate) fn agent_err(op: &'static str, path: &Path, e: ClientError) -> SandboxError {
     SandboxError::Io {
@@ -56,7 +228,7 @@ pub(crate) fn sanitize(s: &str) -> Result<String, SandboxError> {
     Ok(c)
 }
 
-pub(crate) async fn copy_in(
+async fn copy_in(
     client: &AgentClient,
     layout: &JobLayout,
     host_src: &Path,
@@ -76,7 +248,7 @@ pub(crate) async fn copy_in(
         .map_err(|e| agent_err("copy into", dest, e))
 }
 
-pub(crate) async fn copy_out(
+async fn copy_out(
     client: &AgentClient,
     layout: &JobLayout,
     src: &Path,
@@ -89,7 +261,7 @@ pub(crate) async fn copy_out(
         .map_err(|e| agent_err("copy out of", src, e))
 }
 
-pub(crate) async fn read_file(
+async fn read_file(
     client: &AgentClient,
     layout: &JobLayout,
     path: &Path,
@@ -101,7 +273,7 @@ pub(crate) async fn read_file(
         .map_err(|e| agent_err("read", path, e))
 }
 
-pub(crate) async fn write_file(
+async fn write_file(
     client: &AgentClient,
     layout: &JobLayout,
     path: &Path,
@@ -115,7 +287,7 @@ pub(crate) async fn write_file(
         .map_err(|e| agent_err("write", path, e))
 }
 
-pub(crate) async fn remove(
+async fn remove(
     client: &AgentClient,
     layout: &JobLayout,
     path: &Path,
@@ -127,7 +299,7 @@ pub(crate) async fn remove(
         .map_err(|e| agent_err("remove", path, e))
 }
 
-pub(crate) async fn exec(
+async fn exec(
     client: &AgentClient,
     layout: &JobLayout,
     req: ExecRequest,

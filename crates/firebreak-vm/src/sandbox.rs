@@ -23,18 +23,15 @@
 //! job timeout ([`VmConfig::job_timeout`]) kills the whole VM.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use firebreak_agent::AgentClient;
 use firebreak_runner::sandbox::{
-    BoxFuture, ExecRequest, ExitStatus, JobLayout, JobSpec, OutputEvent, Probe, Sandbox,
-    SandboxError, SandboxProvider,
+    BoxFuture, JobLayout, JobSpec, Probe, Sandbox, SandboxError, SandboxProvider,
 };
-use tokio::sync::{mpsc, Mutex};
 
-use crate::agent_ops::{self, agent_err, guest_str, sanitize};
+use crate::agent_ops::{agent_err, sanitize, AgentSandbox, GuestVm};
+pub use crate::agent_ops::VmOrigin;
 use crate::image::{Image, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
 use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
@@ -63,16 +60,6 @@ pub struct QemuProvider {
     pool: Option<WarmPool>,
 }
 
-/// How a job's VM was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmOrigin {
-    /// Taken ready from the warm pool.
-    Pool,
-    /// Restored from the snapshot.
-    Restored,
-    /// Booted.
-    Cold,
-}
 
 impl QemuProvider {
     /// Uses the newest image in `store` (or the one whose hash starts with
@@ -323,15 +310,7 @@ impl SandboxProvider for QemuProvider {
                 .max_pids
                 .unwrap_or_else(|| default_pids_max(cfg.memory_mib));
             let layout = JobLayout::new(GUEST_ROOT, &ws);
-            let client = vm.client();
-            let mut sb = VmSandbox {
-                layout,
-                notes,
-                client,
-                vm: Mutex::new(Some(vm)),
-                destroyed: AtomicBool::new(false),
-                origin,
-            };
+            let mut sb = VmSandbox::new(vm.client(), vm, layout, notes, origin);
             let t_vm = t0.elapsed();
             // A freshly restored guest still has the snapshot's clock and
             // entropy: refresh them in the same round trip as the layout (no
@@ -362,59 +341,37 @@ impl SandboxProvider for QemuProvider {
 }
 
 
-/// One job's VM.
-pub struct VmSandbox {
-    layout: JobLayout,
-    notes: Vec<String>,
-    client: Arc<AgentClient>,
-    vm: Mutex<Option<QemuVm>>,
-    destroyed: AtomicBool,
-    origin: VmOrigin,
+/// One job's QEMU VM: the agent-backed sandbox over a [`QemuVm`].
+pub type VmSandbox = AgentSandbox<QemuVm>;
+
+impl GuestVm for QemuVm {
+    const BACKEND: &'static str = "qemu";
+
+    fn shutdown(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(QemuVm::shutdown(self, grace))
+    }
 }
 
-
-
-
-impl VmSandbox {
+impl AgentSandbox<QemuVm> {
     /// Wraps an already booted VM (tests, custom boots).
     pub async fn from_vm(vm: QemuVm, workspace_name: &str) -> Result<Self, SandboxError> {
         let layout = JobLayout::new(GUEST_ROOT, &sanitize(workspace_name)?);
-        let sb = VmSandbox {
-            layout,
-            notes: Vec::new(),
-            client: vm.client(),
-            vm: Mutex::new(Some(vm)),
-            destroyed: AtomicBool::new(false),
-            origin: VmOrigin::Cold,
-        };
+        let sb = Self::new(vm.client(), vm, layout, Vec::new(), VmOrigin::Cold);
         sb.make_layout().await?;
         Ok(sb)
     }
 
-    /// How this sandbox's VM was obtained.
-    pub fn origin(&self) -> VmOrigin {
-        self.origin
-    }
-
-    /// Creates the job tree in one agent round trip, without starting a
-    /// process (under TCG every guest `exec` costs tens of milliseconds).
+    /// Creates the job tree in one agent round trip ([`AgentSandbox::make_dirs`]).
     /// With `prepared`, only the workspace is made: the rest was made by
     /// [`snapshot::prepare_guest`].
     async fn make_layout_with(&self, prepared: bool) -> Result<(), SandboxError> {
         let l = &self.layout;
-        let dirs: Vec<String> = if prepared {
-            vec![guest_str(&l.workspace)]
+        if prepared {
+            self.make_dirs(&[&l.workspace]).await
         } else {
-            [&l.workspace, &l.file_commands, &l.tool_cache, &l.home]
-                .into_iter()
-                .map(|d| guest_str(d))
-                .collect()
-        };
-        let refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
-        self.client
-            .make_dirs(&refs)
-            .await
-            .map_err(|e| agent_err("create", &l.root, e))
+            self.make_dirs(&[&l.workspace, &l.file_commands, &l.tool_cache, &l.home])
+                .await
+        }
     }
 
     async fn make_layout(&self) -> Result<(), SandboxError> {
@@ -430,104 +387,6 @@ impl VmSandbox {
             .map_err(|e| agent_err("limit pids in", Path::new(snapshot::JOB_PIDS_MAX), e))
     }
 
-    fn live(&self) -> Result<(), SandboxError> {
-        if self.destroyed.load(Ordering::SeqCst) {
-            Err(SandboxError::Destroyed)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The VM, for callers that need more than the trait (console, stats).
-    pub fn vm(&self) -> &Mutex<Option<QemuVm>> {
-        &self.vm
-    }
 }
 
-
-impl Sandbox for VmSandbox {
-    fn backend(&self) -> &'static str {
-        "qemu"
-    }
-
-    fn layout(&self) -> &JobLayout {
-        &self.layout
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.notes.clone()
-    }
-
-    fn copy_in<'a>(
-        &'a self,
-        host_src: &'a Path,
-        dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::copy_in(&self.client, &self.layout, host_src, dest).await
-        })
-    }
-
-    fn copy_out<'a>(
-        &'a self,
-        src: &'a Path,
-        host_dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::copy_out(&self.client, &self.layout, src, host_dest).await
-        })
-    }
-
-    fn read_file<'a>(
-        &'a self,
-        path: &'a Path,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::read_file(&self.client, &self.layout, path).await
-        })
-    }
-
-    fn write_file<'a>(
-        &'a self,
-        path: &'a Path,
-        contents: Vec<u8>,
-        mode: Option<u32>,
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::write_file(&self.client, &self.layout, path, contents, mode).await
-        })
-    }
-
-    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::remove(&self.client, &self.layout, path).await
-        })
-    }
-
-    fn exec<'a>(
-        &'a self,
-        req: ExecRequest,
-        output: mpsc::Sender<OutputEvent>,
-    ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::exec(&self.client, &self.layout, req, output).await
-        })
-    }
-
-    fn destroy(&self) -> BoxFuture<'_, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.destroyed.store(true, Ordering::SeqCst);
-            if let Some(mut vm) = self.vm.lock().await.take() {
-                vm.shutdown(Duration::from_secs(3)).await;
-            }
-            Ok(())
-        })
-    }
-}
 

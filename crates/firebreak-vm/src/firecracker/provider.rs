@@ -9,19 +9,14 @@
 //! `sandbox.rs`, so this type carries its own copy of that logic for now.)
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use firebreak_agent::{AgentClient, ExecSpec};
 use firebreak_runner::sandbox::{
-    BoxFuture, ExecRequest, ExitStatus, JobLayout, JobSpec, OutputEvent, Probe, Sandbox,
-    SandboxError, SandboxProvider,
+    BoxFuture, JobLayout, JobSpec, Probe, Sandbox, SandboxError, SandboxProvider,
 };
-use tokio::sync::{mpsc, Mutex};
 
 use super::vm::{find_firecracker, BootFiles, FirecrackerConfig, FirecrackerVm, Snapshot};
-use crate::agent_ops::{self, agent_err, guest_str, sanitize};
+use crate::agent_ops::{sanitize, AgentSandbox, GuestVm, VmOrigin};
 use crate::image::{Image, ImageStore};
 
 /// Root of the job tree inside the guest (as in the QEMU backend).
@@ -183,7 +178,7 @@ impl SandboxProvider for FirecrackerProvider {
                 if stats.restored { "restored" } else { "booted" },
                 stats.total.as_secs_f64() * 1e3
             ));
-            let sb = FirecrackerSandbox::new(vm, Path::new(GUEST_ROOT), &ws, notes);
+            let sb = FirecrackerSandbox::for_job(vm, Path::new(GUEST_ROOT), &ws, notes);
             sb.make_layout().await?;
             Ok(Box::new(sb) as Box<dyn Sandbox>)
         })
@@ -191,27 +186,25 @@ impl SandboxProvider for FirecrackerProvider {
 }
 
 
-/// One job's Firecracker VM.
-pub struct FirecrackerSandbox {
-    layout: JobLayout,
-    notes: Vec<String>,
-    client: Arc<AgentClient>,
-    vm: Mutex<Option<FirecrackerVm>>,
-    destroyed: AtomicBool,
+/// One job's Firecracker VM: the agent-backed sandbox over a [`FirecrackerVm`].
+pub type FirecrackerSandbox = AgentSandbox<FirecrackerVm>;
+
+impl GuestVm for FirecrackerVm {
+    const BACKEND: &'static str = BACKEND;
+
+    fn shutdown(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(FirecrackerVm::shutdown(self, grace))
+    }
 }
 
-
-
-
-impl FirecrackerSandbox {
-    fn new(vm: FirecrackerVm, root: &Path, ws: &str, notes: Vec<String>) -> Self {
-        FirecrackerSandbox {
-            layout: JobLayout::new(root, ws),
-            notes,
-            client: vm.client(),
-            vm: Mutex::new(Some(vm)),
-            destroyed: AtomicBool::new(false),
-        }
+impl AgentSandbox<FirecrackerVm> {
+    fn for_job(vm: FirecrackerVm, root: &Path, ws: &str, notes: Vec<String>) -> Self {
+        let origin = if vm.boot_stats().restored {
+            VmOrigin::Restored
+        } else {
+            VmOrigin::Cold
+        };
+        Self::new(vm.client(), vm, JobLayout::new(root, ws), notes, origin)
     }
 
     /// Wraps an already running VM with its job tree under `root` in the
@@ -221,132 +214,17 @@ impl FirecrackerSandbox {
         root: &Path,
         workspace_name: &str,
     ) -> Result<Self, SandboxError> {
-        let sb = Self::new(vm, root, &sanitize(workspace_name)?, Vec::new());
+        let sb = Self::for_job(vm, root, &sanitize(workspace_name)?, Vec::new());
         sb.make_layout().await?;
         Ok(sb)
     }
 
     async fn make_layout(&self) -> Result<(), SandboxError> {
-        let mut argv = vec!["/bin/mkdir".to_string(), "-p".to_string()];
-        argv.extend(self.layout.dirs().iter().map(|d| guest_str(d)));
-        argv.push(guest_str(&self.layout.home));
-        let (_, err, st) = self
-            .client
-            .exec(ExecSpec::new(argv))
-            .await
-            .map_err(|e| agent_err("create", &self.layout.root, e))?
-            .collect()
-            .await
-            .map_err(|e| agent_err("create", &self.layout.root, e))?;
-        if st != (firebreak_agent::ExitStatus::Exited { code: 0 }) {
-            return Err(SandboxError::Io {
-                op: "create",
-                path: self.layout.root.clone(),
-                source: std::io::Error::other(String::from_utf8_lossy(&err).into_owned()),
-            });
-        }
-        Ok(())
-    }
-
-    fn live(&self) -> Result<(), SandboxError> {
-        if self.destroyed.load(Ordering::SeqCst) {
-            Err(SandboxError::Destroyed)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The VM (console, snapshots, stats).
-    pub fn vm(&self) -> &Mutex<Option<FirecrackerVm>> {
-        &self.vm
+        let l = &self.layout;
+        let mut dirs: Vec<&Path> = l.dirs().to_vec();
+        dirs.push(&l.home);
+        self.make_dirs(&dirs).await
     }
 }
 
-
-
-impl Sandbox for FirecrackerSandbox {
-    fn backend(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn layout(&self) -> &JobLayout {
-        &self.layout
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.notes.clone()
-    }
-
-    fn copy_in<'a>(
-        &'a self,
-        host_src: &'a Path,
-        dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::copy_in(&self.client, &self.layout, host_src, dest).await
-        })
-    }
-
-    fn copy_out<'a>(
-        &'a self,
-        src: &'a Path,
-        host_dest: &'a Path,
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::copy_out(&self.client, &self.layout, src, host_dest).await
-        })
-    }
-
-    fn read_file<'a>(
-        &'a self,
-        path: &'a Path,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::read_file(&self.client, &self.layout, path).await
-        })
-    }
-
-    fn write_file<'a>(
-        &'a self,
-        path: &'a Path,
-        contents: Vec<u8>,
-        mode: Option<u32>,
-    ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::write_file(&self.client, &self.layout, path, contents, mode).await
-        })
-    }
-
-    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::remove(&self.client, &self.layout, path).await
-        })
-    }
-
-    fn exec<'a>(
-        &'a self,
-        req: ExecRequest,
-        output: mpsc::Sender<OutputEvent>,
-    ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
-        Box::pin(async move {
-            self.live()?;
-            agent_ops::exec(&self.client, &self.layout, req, output).await
-        })
-    }
-
-    fn destroy(&self) -> BoxFuture<'_, Result<(), SandboxError>> {
-        Box::pin(async move {
-            self.destroyed.store(true, Ordering::SeqCst);
-            if let Some(mut vm) = self.vm.lock().await.take() {
-                vm.shutdown(Duration::from_secs(3)).await;
-            }
-            Ok(())
-        })
-    }
-}
 
