@@ -161,6 +161,21 @@ pub fn eval_string(t: &Token, ctx: &dyn Context) -> Result<String, TokenEvalErro
     })
 }
 
+/// Evaluates an optional boolean setting (`continue-on-error`): true only
+/// when present and truthy; an expression that fails counts as false.
+pub fn eval_flag(t: Option<&Token>, ctx: &dyn Context) -> bool {
+    t.is_some_and(|t| eval_token(t, ctx).is_ok_and(|v| v.is_truthy()))
+}
+
+/// Evaluates an optional number of minutes (`timeout-minutes`,
+/// `cancel-timeout-minutes`): `None` when absent, not a number, or not
+/// positive (the caller's default applies).
+pub fn eval_minutes(t: Option<&Token>, ctx: &dyn Context) -> Option<f64> {
+    t.and_then(|t| eval_token(t, ctx).ok())
+        .map(|v| v.to_number())
+        .filter(|n| n.is_finite() && *n > 0.0)
+}
+
 /// Evaluates a mapping token (`env:`, `with:`, `outputs:`) to string values.
 pub fn eval_string_map(
     t: Option<&Token>,

@@ -44,7 +44,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::actions::{ensure_cached, sh_quote, ActionRef};
 use super::events::{Conclusion, Event, JobKey, LineKind};
-use super::expr::{eval_string, eval_string_map, eval_token, string_map_value, Contexts, Status};
+use super::expr::{
+    eval_flag, eval_minutes, eval_string, eval_string_map, eval_token, string_map_value, Contexts,
+    Status,
+};
 use super::WorkflowShared;
 use crate::context::{github_context, runner_context, runner_env, RunFacts, RunnerFacts};
 use crate::file_commands::{JobSummary, PathPrepends};
@@ -493,25 +496,10 @@ impl LegRunner {
         }
         self.defaults = d;
         let ctx = self.contexts(&top, &self.global_env);
-        let continue_on_error = sj
-            .continue_on_error
-            .as_ref()
-            .map(|t| eval_token(t, &ctx).map(|v| v.is_truthy()).unwrap_or(false))
-            .unwrap_or(false);
-        let timeout_min = sj
-            .timeout_minutes
-            .as_ref()
-            .and_then(|t| eval_token(t, &ctx).ok())
-            .map(|v| v.to_number())
-            .filter(|n| n.is_finite() && *n > 0.0)
-            .unwrap_or(360.0);
-        self.cancel_timeout_min = sj
-            .cancel_timeout_minutes
-            .as_ref()
-            .and_then(|t| eval_token(t, &ctx).ok())
-            .map(|v| v.to_number())
-            .filter(|n| n.is_finite() && *n > 0.0)
-            .unwrap_or(5.0);
+        let continue_on_error = eval_flag(sj.continue_on_error.as_ref(), &ctx);
+        let timeout_min = eval_minutes(sj.timeout_minutes.as_ref(), &ctx).unwrap_or(360.0);
+        self.cancel_timeout_min =
+            eval_minutes(sj.cancel_timeout_minutes.as_ref(), &ctx).unwrap_or(5.0);
         let timer = {
             let tok = self.job_token.clone();
             let flag = self.timed_out.clone();
@@ -875,17 +863,8 @@ impl LegRunner {
                 Some(Ok(n)) if !n.trim().is_empty() => n,
                 _ => default_name,
             };
-            let coe = step
-                .continue_on_error
-                .as_ref()
-                .map(|t| eval_token(t, &ctx).map(|v| v.is_truthy()).unwrap_or(false))
-                .unwrap_or(false);
-            let timeout = step
-                .timeout_minutes
-                .as_ref()
-                .and_then(|t| eval_token(t, &ctx).ok())
-                .map(|v| v.to_number())
-                .filter(|n| n.is_finite() && *n > 0.0)
+            let coe = eval_flag(step.continue_on_error.as_ref(), &ctx);
+            let timeout = eval_minutes(step.timeout_minutes.as_ref(), &ctx)
                 .map(|m| Duration::from_secs_f64(m * 60.0));
             self.step_started(index, depth, &name);
             let exec = if let Some(e) = setup_err {

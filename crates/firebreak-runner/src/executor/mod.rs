@@ -316,28 +316,17 @@ pub async fn run_workflow(
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| jp.id.clone());
+            let key = job_key(&cfg, workflow_path, &jp.id, &display);
             let run_it = match run_it {
                 Ok(b) => b,
                 Err(e) => {
-                    let key = JobKey {
-                        workflow: workflow_path.to_string(),
-                        id: jp.id.clone(),
-                        name: format!("{}{}", cfg.job_prefix, display.clone()),
-                    };
                     events.send(Event::Output {
                         job: key.clone(),
                         step: None,
                         kind: events::LineKind::Error,
                         line: format!("The job condition could not be evaluated: {e}"),
                     });
-                    finish_now(
-                        &events,
-                        key,
-                        Conclusion::Failure,
-                        &mut done,
-                        &mut outcomes,
-                        &id,
-                    );
+                    finish_now(&events, key, Conclusion::Failure, &mut done, &mut outcomes, &id);
                     continue;
                 }
             };
@@ -349,11 +338,7 @@ pub async fn run_workflow(
                 };
                 finish_now(
                     &events,
-                    JobKey {
-                        workflow: workflow_path.to_string(),
-                        id: jp.id.clone(),
-                        name: format!("{}{}", cfg.job_prefix, display),
-                    },
+                    key,
                     r,
                     &mut done,
                     &mut outcomes,
@@ -366,25 +351,13 @@ pub async fn run_workflow(
             let legs = match expand(jp, &base_ctx, &display) {
                 Ok(l) => l,
                 Err(e) => {
-                    let key = JobKey {
-                        workflow: workflow_path.to_string(),
-                        id: jp.id.clone(),
-                        name: format!("{}{}", cfg.job_prefix, display.clone()),
-                    };
                     events.send(Event::Output {
                         job: key.clone(),
                         step: None,
                         kind: events::LineKind::Error,
                         line: e,
                     });
-                    finish_now(
-                        &events,
-                        key,
-                        Conclusion::Failure,
-                        &mut done,
-                        &mut outcomes,
-                        &id,
-                    );
+                    finish_now(&events, key, Conclusion::Failure, &mut done, &mut outcomes, &id);
                     continue;
                 }
             };
@@ -403,11 +376,7 @@ pub async fn run_workflow(
             {
                 finish_now(
                     &events,
-                    JobKey {
-                        workflow: workflow_path.to_string(),
-                        id: jp.id.clone(),
-                        name: format!("{}{}", cfg.job_prefix, display),
-                    },
+                    key,
                     Conclusion::Skipped,
                     &mut done,
                     &mut outcomes,
@@ -469,11 +438,7 @@ pub async fn run_workflow(
                 let seq = SANDBOX_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 specs.push(LegSpec {
                     job: job.clone(),
-                    key: JobKey {
-                        workflow: workflow_path.to_string(),
-                        id: jp.id.clone(),
-                        name: format!("{}{name}", cfg.job_prefix),
-                    },
+                    key: job_key(&cfg, workflow_path, &jp.id, &name),
                     matrix: if m.is_empty() && !has_matrix {
                         Value::Null
                     } else {
@@ -603,11 +568,7 @@ pub async fn run_workflow(
                     let id = lc(&jp.id);
                     finish_now(
                         &events,
-                        JobKey {
-                            workflow: workflow_path.to_string(),
-                            id: jp.id.clone(),
-                            name: format!("{}{}", cfg.job_prefix, jp.id.clone()),
-                        },
+                        job_key(&cfg, workflow_path, &jp.id, &jp.id),
                         Conclusion::Skipped,
                         &mut done,
                         &mut outcomes,
@@ -636,6 +597,15 @@ pub async fn run_workflow(
         duration_ms: started.elapsed().as_millis() as u64,
     });
     Ok(WorkflowOutcome { result, jobs })
+}
+
+/// The key of job `id` of `workflow_path`, shown as `name` (after the run's job prefix).
+fn job_key(cfg: &RunConfig, workflow_path: &str, id: &str, name: &str) -> JobKey {
+    JobKey {
+        workflow: workflow_path.to_string(),
+        id: id.to_string(),
+        name: format!("{}{name}", cfg.job_prefix),
+    }
 }
 
 fn finish_now(
