@@ -981,11 +981,12 @@ jobs:
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    // wait until the first step runs, then interrupt
+    // wait until the first step runs (its output line, not "job j started"), then interrupt
     let logs = r.path().join(".firebreak/runs/1/j.log");
     while !std::fs::read_to_string(&logs)
         .unwrap_or_default()
-        .contains("started")
+        .lines()
+        .any(|l| l.trim_end().ends_with("started") && !l.starts_with("job "))
     {
         assert!(
             t0.elapsed() < Duration::from_secs(20),

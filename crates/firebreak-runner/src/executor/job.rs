@@ -325,6 +325,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         bash_probe: IndexMap::new(),
         current: None,
         grace: None,
+        step_cancel: None,
         cancel_timeout_min: 5.0,
         status: Status::Success,
     };
@@ -389,6 +390,10 @@ pub(crate) struct LegRunner {
     current: Option<usize>,
     /// Kills steps that run after the job was cancelled (see `step_token`).
     grace: Option<CancellationToken>,
+    /// What kills the step being started, chosen when its condition was
+    /// evaluated (see `step_token`): a normal step whose condition passed
+    /// just before a Ctrl-C is stopped by it, not run as an `always()` step.
+    step_cancel: Option<CancellationToken>,
     /// `cancel-timeout-minutes`.
     cancel_timeout_min: f64,
     /// The job's status (top-level steps).
@@ -853,6 +858,7 @@ impl LegRunner {
                 );
                 return;
             }
+            self.step_cancel = Some(self.step_token());
             let mut setup_err = None;
             match eval_string_map(step.env.as_ref(), &ctx) {
                 Ok(m) => env.extend(m),
@@ -908,6 +914,8 @@ impl LegRunner {
                     }
                 }
             };
+            // Not left for an exec this step did not make (post steps choose their own).
+            self.step_cancel = None;
             let outcome = if exec.failed {
                 if self.cancelled()
                     && !self.timed_out.load(Ordering::SeqCst)
@@ -1015,7 +1023,7 @@ impl LegRunner {
         } else {
             None
         };
-        let cancel = Some(self.step_token());
+        let cancel = Some(self.step_cancel.take().unwrap_or_else(|| self.step_token()));
         let s = ScriptStep {
             script,
             shell,
@@ -1364,7 +1372,7 @@ impl LegRunner {
                 env.insert(format!("STATE_{k}"), v.clone());
             }
         }
-        let cancel = Some(self.step_token());
+        let cancel = Some(self.step_cancel.take().unwrap_or_else(|| self.step_token()));
         let s = ScriptStep {
             script,
             shell: Some("sh".into()),
