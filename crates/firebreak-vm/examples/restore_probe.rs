@@ -1,5 +1,6 @@
 //! Developer probe: where the time of a snapshot restore goes
-//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS]`;
+//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS] [--stress N]`;
+//! `FBVM_NET=1` gives `--stress` jobs the network;
 //! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown; `FBVM_CMDLINE` adds kernel
 //! command line words).
 //!
@@ -96,6 +97,58 @@ async fn pool_probe(img: &firebreak_vm::Image, cfg: &VmConfig, idle: u64) {
     p.shutdown().await;
 }
 
+/// `--stress N`: N sandboxes created one after another through
+/// `QemuProvider::create` (restored from the snapshot, no pool), each running
+/// `echo hi`; prints how many got stuck (90 s) and where.
+async fn stress_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32, network: bool) {
+    use firebreak_runner::sandbox::{ExecRequest, JobSpec, SandboxProvider};
+    use std::time::Duration;
+    let p = firebreak_vm::QemuProvider::new(
+        ImageStore::open_default(),
+        Some(img.manifest.hash.clone()),
+        cfg.clone(),
+    );
+    let (mut ok, mut stuck) = (0, 0);
+    for i in 0..n {
+        let mut spec = JobSpec::new(format!("stress{i}"), "stress");
+        spec.network = network;
+        let t = Instant::now();
+        let sb = match tokio::time::timeout(Duration::from_secs(90), p.create(spec)).await {
+            Ok(Ok(sb)) => sb,
+            Ok(Err(e)) => {
+                eprintln!("{i}: create failed: {e}");
+                stuck += 1;
+                continue;
+            }
+            Err(_) => {
+                eprintln!("{i}: create stuck");
+                stuck += 1;
+                continue;
+            }
+        };
+        let created = t.elapsed();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let req = ExecRequest::new(["echo", "hi"]).env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        match tokio::time::timeout(Duration::from_secs(30), sb.exec(req, tx)).await {
+            Ok(Ok(_)) => ok += 1,
+            Ok(Err(e)) => {
+                eprintln!("{i}: exec failed: {e}");
+                stuck += 1;
+            }
+            Err(_) => {
+                eprintln!("{i}: exec stuck");
+                stuck += 1;
+            }
+        }
+        drain.abort();
+        let notes = sb.notes().join("; ");
+        eprintln!("{i}: create {:.0} ms, total {:.0} ms ({notes})", created.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
+        let _ = sb.destroy().await;
+    }
+    eprintln!("stress: {ok} ok, {stuck} stuck or failed");
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Ok(img) = ImageStore::open_default().latest() else {
@@ -115,6 +168,11 @@ async fn main() {
     let t = Instant::now();
     let kvm = firebreak_vm::qemu::probe_kvm(&img.kernel()).await;
     eprintln!("KVM probe: {kvm:?} in {:?}", t.elapsed());
+    if let Some(n) = std::env::args().skip_while(|a| a != "--stress").nth(1) {
+        let net = std::env::var_os("FBVM_NET").is_some();
+        stress_probe(&img, &cfg, n.parse().unwrap_or(20), net).await;
+        return;
+    }
     let Ok((snap, _)) = snapshot::ensure(&img, &cfg).await else {
         eprintln!("no snapshot");
         return;

@@ -46,6 +46,13 @@ pub struct AgentSandbox<V: GuestVm> {
 }
 
 impl<V: GuestVm> AgentSandbox<V> {
+    /// Takes the VM out without a graceful shutdown (for a VM whose agent
+    /// stopped answering); the sandbox counts as destroyed afterwards.
+    pub(crate) async fn take_vm(&self) -> Option<V> {
+        self.destroyed.store(true, Ordering::SeqCst);
+        self.vm.lock().await.take()
+    }
+
     /// `client` is `vm`'s agent connection.
     pub(crate) fn new(
         client: Arc<AgentClient>,

@@ -58,6 +58,8 @@ pub struct QemuProvider {
     config: VmConfig,
     budget: Arc<MemoryBudget>,
     pool: Option<WarmPool>,
+    /// Fault injection for tests (see [`Self::pause_restored_vms`]).
+    pause_restored: bool,
 }
 
 
@@ -73,7 +75,18 @@ impl QemuProvider {
             config,
             budget: MemoryBudget::new(MemoryBudget::host_default_mib()),
             pool: None,
+            pause_restored: false,
         }
+    }
+
+    /// Fault injection, for tests: every VM restored from a snapshot is
+    /// paused (QMP `stop`) right after its agent's hello, like a clone whose
+    /// agent stops answering. `create` must then still give the job a
+    /// working (cold-booted) VM.
+    #[doc(hidden)]
+    pub fn pause_restored_vms(mut self) -> Self {
+        self.pause_restored = true;
+        self
     }
 
     /// Keeps `pool.size` restored VMs ready per VM shape used (see
@@ -239,6 +252,31 @@ fn unavailable(reason: impl Into<String>) -> SandboxError {
     }
 }
 
+/// Kills a sandbox's VM without asking its agent (which stopped answering).
+async fn kill_vm(sb: &VmSandbox) {
+    if let Some(mut vm) = sb.take_vm().await {
+        vm.kill().await;
+    }
+}
+
+/// The job-log note saying how the VM was obtained.
+fn describe_start(vm: &QemuVm, cfg: &VmConfig, origin: VmOrigin, took: Duration) -> String {
+    let stats = vm.boot_stats();
+    let how = match origin {
+        VmOrigin::Pool => "taken from the warm pool".to_string(),
+        VmOrigin::Restored => "restored from its snapshot".to_string(),
+        VmOrigin::Cold => format!("booted ({} attempt(s))", stats.attempts),
+    };
+    format!(
+        "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}) {how} in {:.2}s",
+        if stats.kvm { "KVM" } else { "TCG" },
+        cfg.vcpus,
+        cfg.memory_mib,
+        vm.agent_info().kernel_release,
+        took.as_secs_f64(),
+    )
+}
+
 impl SandboxProvider for QemuProvider {
     fn name(&self) -> &'static str {
         "qemu"
@@ -287,55 +325,73 @@ impl SandboxProvider for QemuProvider {
             let ws = sanitize(&spec.workspace_name)?;
             sanitize(&spec.job_id)?;
             let image = self.image().map_err(unavailable)?;
-            let cfg = self.config_for(&spec);
-            let mut notes = Vec::new();
-            let t0 = std::time::Instant::now();
-            let (vm, origin) = self.start_vm(&image, &cfg, &mut notes).await?;
-            let stats = vm.boot_stats();
-            let how = match origin {
-                VmOrigin::Pool => "taken from the warm pool".to_string(),
-                VmOrigin::Restored => "restored from its snapshot".to_string(),
-                VmOrigin::Cold => format!("booted ({} attempt(s))", stats.attempts),
-            };
-            notes.push(format!(
-                "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}) {how} in {:.2}s",
-                if stats.kvm { "KVM" } else { "TCG" },
-                cfg.vcpus,
-                cfg.memory_mib,
-                vm.agent_info().kernel_release,
-                t0.elapsed().as_secs_f64(),
-            ));
+            let mut cfg = self.config_for(&spec);
             let pids_max = spec
                 .limits
                 .max_pids
                 .unwrap_or_else(|| default_pids_max(cfg.memory_mib));
-            let layout = JobLayout::new(GUEST_ROOT, &ws);
-            let mut sb = VmSandbox::new(vm.client(), vm, layout, notes, origin);
-            let t_vm = t0.elapsed();
-            // A freshly restored guest still has the snapshot's clock and
-            // entropy: refresh them in the same round trip as the layout (no
-            // job command runs before `create` returns).
-            let refresh = async {
-                if origin == VmOrigin::Restored {
-                    crate::qemu::refresh_guest(&sb.client).await
-                } else {
-                    Ok(())
+            let mut notes = Vec::new();
+            let mut failed_clones = 0;
+            loop {
+                let t0 = std::time::Instant::now();
+                let (vm, origin) = self.start_vm(&image, &cfg, &mut notes).await?;
+                let snap = vm.snapshot_dir().map(Path::to_path_buf);
+                if self.pause_restored && origin != VmOrigin::Cold {
+                    if let Ok(mut qmp) = crate::qmp::Qmp::connect(&vm.qmp_socket(), Duration::from_secs(5)).await {
+                        let _ = qmp.execute("stop", None).await;
+                    }
                 }
-            };
-            let (layout, limit, refreshed) =
-                tokio::join!(sb.make_layout_with(true), sb.set_pids_max(pids_max), refresh);
-            if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
-                eprintln!(
-                    "create: vm {t_vm:?}, layout+limit+refresh {:?}",
-                    t0.elapsed() - t_vm
-                );
+                let how = describe_start(&vm, &cfg, origin, t0.elapsed());
+                notes.push(how);
+                let layout = JobLayout::new(GUEST_ROOT, &ws);
+                let mut sb = VmSandbox::new(vm.client(), vm, layout, notes, origin);
+                match tokio::time::timeout(cfg.first_requests_timeout, sb.ready_for_job(pids_max, origin))
+                    .await
+                {
+                    Ok(Ok(())) => return Ok(Box::new(sb) as Box<dyn Sandbox>),
+                    Ok(Err(e)) if origin == VmOrigin::Cold => {
+                        kill_vm(&sb).await;
+                        return Err(e);
+                    }
+                    Err(_) if origin == VmOrigin::Cold => {
+                        kill_vm(&sb).await;
+                        return Err(unavailable(format!(
+                            "the booted VM's agent did not answer its first requests within {:.0}s",
+                            cfg.first_requests_timeout.as_secs_f64()
+                        )));
+                    }
+                    outcome => {
+                        // A restored clone (or pooled VM) whose agent answered
+                        // its hello but not the job's first requests: never
+                        // hang the job on it. Seen in about 1 clone of 50 on
+                        // a loaded host, other clones of the same snapshot
+                        // being fine: try one more clone; if that one fails
+                        // too, the snapshot is suspect: discard it (taken
+                        // again next time) and boot this job's VM cold.
+                        let why = match outcome {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!(
+                                "no answer to its first requests within {:.0}s",
+                                cfg.first_requests_timeout.as_secs_f64()
+                            ),
+                        };
+                        kill_vm(&sb).await;
+                        notes = std::mem::take(&mut sb.notes);
+                        failed_clones += 1;
+                        if failed_clones < 2 {
+                            notes.push(format!("that VM was unusable ({why}); trying another"));
+                        } else {
+                            if let Some(dir) = snap {
+                                snapshot::discard_dir(&dir);
+                            }
+                            notes.push(format!(
+                                "that VM was unusable too ({why}; its snapshot is discarded and taken again next time), booting one"
+                            ));
+                            cfg.start = Start::Cold;
+                        }
+                    }
+                }
             }
-            refreshed.map_err(|e| unavailable(e.to_string()))?;
-            layout?;
-            if let Err(e) = limit {
-                sb.notes.push(format!("max_pids not applied: {e}"));
-            }
-            Ok(Box::new(sb) as Box<dyn Sandbox>)
         })
     }
 }
@@ -372,6 +428,32 @@ impl AgentSandbox<QemuVm> {
             self.make_dirs(&[&l.workspace, &l.file_commands, &l.tool_cache, &l.home])
                 .await
         }
+    }
+
+    /// The job's first requests, in one round trip: its workspace, its
+    /// pids limit and, for a freshly restored guest (which still has the
+    /// snapshot's clock and entropy), a clock and entropy refresh. No job
+    /// command runs before this returns.
+    async fn ready_for_job(&mut self, pids_max: u32, origin: VmOrigin) -> Result<(), SandboxError> {
+        let t0 = std::time::Instant::now();
+        let refresh = async {
+            if origin == VmOrigin::Restored {
+                crate::qemu::refresh_guest(&self.client).await
+            } else {
+                Ok(())
+            }
+        };
+        let (layout, limit, refreshed) =
+            tokio::join!(self.make_layout_with(true), self.set_pids_max(pids_max), refresh);
+        if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
+            eprintln!("create: layout+limit+refresh {:?}", t0.elapsed());
+        }
+        refreshed.map_err(|e| unavailable(e.to_string()))?;
+        layout?;
+        if let Err(e) = limit {
+            self.notes.push(format!("max_pids not applied: {e}"));
+        }
+        Ok(())
     }
 
     async fn make_layout(&self) -> Result<(), SandboxError> {

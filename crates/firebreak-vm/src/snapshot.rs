@@ -19,9 +19,9 @@
 //!
 //! **How it is taken** ([`build`]): cold-boot a VM whose RAM is a shared
 //! mapping of `ram.img`, [`prepare_guest`] (job cgroup with pids and memory
-//! limits around the agent's per-command cgroups, `sync`), close the agent
-//! connection (the agent then polls its port for a new host end),
-//! live-migrate to `exec:cat > state.bin` over QMP with the `x-ignore-shared`
+//! limits around the agent's per-command cgroups, `sync`), then, with the
+//! agent still connected and idle (so a clone's agent is simply waiting for
+//! its next request), live-migrate to `exec:cat > state.bin` over QMP with the `x-ignore-shared`
 //! capability (RAM stays in the file; only device state is streamed;
 //! without `stop`, so clones start running), `quit`, keep the root overlay
 //! as `disk.qcow2`.
@@ -62,7 +62,7 @@ use crate::qmp::Qmp;
 use crate::tools;
 
 /// Bumped when the snapshot layout or guest preparation changes.
-pub const SNAPSHOT_FORMAT: u32 = 6;
+pub const SNAPSHOT_FORMAT: u32 = 7;
 
 /// What `meta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +206,13 @@ fn load(dir: &Path, name: &str) -> Option<Snapshot> {
 /// [`ensure`] takes a new one instead of every job waiting for a restore
 /// that will not answer. Clones already running keep their open files.
 pub fn discard(snap: &Snapshot) {
-    let _ = std::fs::remove_dir_all(&snap.dir);
+    discard_dir(&snap.dir);
+}
+
+/// [`discard`] by directory (a VM knows only where it was restored from).
+/// Clones still running from it keep their open and mapped files.
+pub fn discard_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The cached snapshot for `cfg`, if there is a valid one.
@@ -389,7 +395,7 @@ pub async fn build(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot,
 }
 
 /// Restores a clone of the snapshot in `dir` and checks that its agent
-/// answers.
+/// serves a job's first kinds of request (directories, a file, a command).
 async fn verify(image: &Image, cfg: &VmConfig, dir: &Path, meta: &SnapshotMeta) -> Result<(), VmError> {
     let snap = Snapshot {
         dir: dir.to_path_buf(),
@@ -401,11 +407,32 @@ async fn verify(image: &Image, cfg: &VmConfig, dir: &Path, meta: &SnapshotMeta) 
     let mut vm = QemuVm::restore(image, &vcfg, &snap)
         .await
         .map_err(|e| VmError::Snapshot(format!("a clone of the new snapshot did not start: {e}")))?;
-    let ping = tokio::time::timeout(Duration::from_secs(5), vm.client().ping()).await;
+    // What a job does first: make directories, write a file, run a command.
+    let client = vm.client();
+    let check = async {
+        client.make_dirs(&["/tmp/firebreak-verify"]).await?;
+        client.write_file("/tmp/firebreak-verify/f", b"ok\n", None).await?;
+        client
+            .exec(ExecSpec::new(["/bin/cat", "/tmp/firebreak-verify/f"]))
+            .await?
+            .collect()
+            .await
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), check).await;
     vm.kill().await;
-    match ping {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(VmError::Snapshot("a clone of the new snapshot did not answer".into())),
+    match outcome {
+        Ok(Ok((out, _, firebreak_agent::ExitStatus::Exited { code: 0 }))) if out == b"ok\n" => Ok(()),
+        Ok(Ok((out, err, st))) => Err(VmError::Snapshot(format!(
+            "a clone of the new snapshot misbehaved: cat gave {st:?}, {:?} {:?}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        ))),
+        Ok(Err(e)) => Err(VmError::Snapshot(format!(
+            "a clone of the new snapshot failed a request: {e}"
+        ))),
+        Err(_) => Err(VmError::Snapshot(
+            "a clone of the new snapshot did not answer within 10 s".into(),
+        )),
     }
 }
 
@@ -509,9 +536,11 @@ async fn build_in(
 /// its overlay to `dir/disk.qcow2`.
 async fn snapshot_vm(vm: &mut QemuVm, dir: &Path) -> Result<(GuestPrep, u64), VmError> {
     let prep = prepare_guest(&vm.client()).await?;
-    // Leave the agent polling its port for a host end: clones connect first.
-    vm.client().close();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The agent stays connected and idle, waiting for its next request: a
+    // clone's host end is connected before its state loads, so the guest
+    // never sees the port close and reopen (a snapshot caught while the
+    // agent was reopening its port gave clones that sometimes stopped
+    // answering after their hello).
     let mut qmp = Qmp::connect(&vm.qmp_socket(), Duration::from_secs(5)).await?;
     // Unthrottled: the stream goes to a local file.
     let _ = qmp

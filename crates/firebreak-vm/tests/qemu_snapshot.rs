@@ -378,3 +378,32 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_en
     }
     assert_ne!(randoms[0], randoms[1], "clones must not share entropy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_vm_that_stops_answering_is_replaced_by_a_cold_boot() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    // A shape of its own: this test discards the snapshot it restores from.
+    let cfg = VmConfig {
+        memory_mib: 320,
+        first_requests_timeout: Duration::from_secs(3),
+        ..small()
+    };
+    let p = provider(&img, cfg.clone()).pause_restored_vms();
+    let snap = p.prewarm(&JobSpec::new("stall", "hello")).await.expect("snapshot");
+    let t = Instant::now();
+    let sb = p.create(JobSpec::new("stall", "hello")).await.expect("create");
+    let took = t.elapsed();
+    let notes = sb.notes().join("\n");
+    assert!(notes.contains("restored from its snapshot"), "{notes}");
+    // Two clones are tried, then the snapshot is dropped and a VM booted.
+    assert!(notes.contains("unusable (no answer to its first requests within 3s); trying another"), "{notes}");
+    assert!(notes.contains("unusable too (no answer"), "{notes}");
+    assert!(notes.contains("booted (1 attempt(s))"), "{notes}");
+    let (st, lines) = run(sb.as_ref(), sh("echo still-works")).await;
+    assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
+    assert_eq!(lines, ["still-works"]);
+    sb.destroy().await.expect("destroy");
+    assert!(!snap.dir.exists(), "the suspect snapshot must be discarded");
+    eprintln!("stalled clone replaced by a cold boot in {took:?}");
+}

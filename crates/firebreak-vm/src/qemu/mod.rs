@@ -103,6 +103,11 @@ pub struct VmConfig {
     /// slows a running job, and brings a VM back to normal when a job takes
     /// it ([`QemuVm::raise_priority`]).
     pub nice: Option<i32>,
+    /// How long a restored or pooled VM's agent may take to answer a job's
+    /// first requests (job tree, pids limit, clock and entropy) before the
+    /// VM is replaced (see [`QemuProvider`](crate::QemuProvider)). They
+    /// take well under a second even under TCG on a busy host.
+    pub first_requests_timeout: Duration,
 }
 
 
@@ -136,6 +141,7 @@ impl Default for VmConfig {
             start: Start::default(),
             ram_file: None,
             nice: None,
+            first_requests_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -263,6 +269,8 @@ pub struct QemuVm {
     lease: Option<crate::pool::Lease>,
     /// Started with a niceness (see [`VmConfig::nice`]).
     niced: bool,
+    /// The snapshot directory a restored VM was cloned from.
+    snapshot: Option<PathBuf>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -394,6 +402,35 @@ fn spawn_qemu_in(
         .map_err(io_err("start", qemu))
 }
 
+/// Waits until QEMU's socket chardev `id` has a client (`query-chardev`
+/// then names the peer instead of saying `disconnected:`).
+async fn wait_chardev_connected(qmp: &mut Qmp, id: &str, timeout: Duration) -> Result<(), VmError> {
+    let start = Instant::now();
+    loop {
+        let list = qmp.execute("query-chardev", None).await?;
+        let filename = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["label"] == id)
+            .and_then(|c| c["filename"].as_str())
+            .unwrap_or("disconnected:")
+            .to_string();
+        if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
+            eprintln!("chardev {id}: {filename} at {:?}", start.elapsed());
+        }
+        if !filename.starts_with("disconnected") {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(VmError::Snapshot(format!(
+                "QEMU did not accept the agent connection within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Sets the guest clock to the host's and mixes 64 fresh random bytes into
 /// the guest's entropy pool (needed after every restore).
 pub(crate) async fn refresh_guest(client: &AgentClient) -> Result<(), VmError> {
@@ -493,6 +530,7 @@ impl QemuVm {
                         watchdog: None,
                         lease: None,
                         niced: cfg.nice.is_some(),
+                        snapshot: None,
                     };
                     if let Some(limit) = cfg.job_timeout {
                         vm.arm_job_timeout(limit);
@@ -618,6 +656,14 @@ impl QemuVm {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+                // QEMU accepts our connection in its main loop, which also
+                // runs between chunks of the incoming stream: an accept in
+                // the middle of loading would queue a "host connected"
+                // message on a half-loaded virtio-serial device. Load only
+                // once QEMU shows the agent socket connected.
+                wait_chardev_connected(&mut qmp, "agent", timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 qmp.execute(
                     "migrate-incoming",
                     Some(serde_json::json!({ "uri": state_uri })),
@@ -665,6 +711,7 @@ impl QemuVm {
             watchdog: None,
             lease: None,
             niced: cfg.nice.is_some(),
+            snapshot: Some(snap.dir.clone()),
         };
         // The guest's clock stopped at snapshot time and every clone starts
         // with the same entropy pool: the caller refreshes both.
@@ -775,6 +822,12 @@ impl QemuVm {
     /// How the boot went.
     pub fn boot_stats(&self) -> BootStats {
         self.stats
+    }
+
+    /// The snapshot directory this VM was restored from (`None` when it was
+    /// booted).
+    pub fn snapshot_dir(&self) -> Option<&Path> {
+        self.snapshot.as_deref()
     }
 
     /// The VM's run directory (console.log, qemu.log, sockets, overlay).
