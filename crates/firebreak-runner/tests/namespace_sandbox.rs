@@ -232,6 +232,7 @@ async fn pid_limit_applies_or_is_reported() -> TestResult {
         max_pids: Some(12),
         memory_bytes: Some(512 << 20),
         cpu_millis: Some(1000),
+        disk_bytes: None,
     };
     let Some(sb) = sandbox(t.path(), spec).await? else {
         return Ok(());

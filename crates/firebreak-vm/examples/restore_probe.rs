@@ -181,6 +181,20 @@ async fn main() {
         pool_probe(&img, &cfg, idle.parse().unwrap_or(15)).await;
         return;
     }
+    if let Some(gb) = std::env::args().skip_while(|a| a != "--grow").nth(1) {
+        let gb: u64 = gb.parse().unwrap_or(10);
+        let Ok(vm) = QemuVm::restore(&img, &cfg, &snap).await else { return };
+        let t = Instant::now();
+        let mut q = firebreak_vm::qmp::Qmp::connect(&vm.qmp_socket(), std::time::Duration::from_secs(5)).await.expect("qmp");
+        let r = q.execute("block_resize", Some(serde_json::json!({"device": "root", "size": gb << 30}))).await;
+        eprintln!("block_resize: {r:?} in {:?}", t.elapsed());
+        let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", "cat /sys/block/vda/size; resize2fs /dev/vda 2>&1; df -h /; dmesg | tail -5"]).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let r = vm.client().exec(spec).await.expect("exec").collect().await;
+        if let Ok((o, e, st)) = r {
+            eprintln!("{}{} {st:?} total {:?}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e), t.elapsed());
+        }
+        return;
+    }
     for _ in 0..2 {
         let t = Instant::now();
         let vm = match QemuVm::restore(&img, &cfg, &snap).await {
@@ -222,6 +236,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--cold") {
         match QemuVm::boot(&img, &cfg).await {
             Ok(vm) => {
+                eprintln!("cold boot: {:?}", vm.boot_stats());
+                if std::env::var_os("FBVM_CONSOLE").is_some() {
+                    eprintln!("{}", vm.console());
+                }
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 report("cold-booted", &vm).await;
             }

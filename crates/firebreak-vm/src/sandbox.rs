@@ -348,7 +348,15 @@ impl SandboxProvider for QemuProvider {
                 match tokio::time::timeout(cfg.first_requests_timeout, sb.ready_for_job(pids_max, origin))
                     .await
                 {
-                    Ok(Ok(())) => return Ok(Box::new(sb) as Box<dyn Sandbox>),
+                    Ok(Ok(())) => {
+                        if let Some(bytes) = spec.limits.disk_bytes {
+                            if let Err(e) = sb.grow_root_fs(bytes).await {
+                                kill_vm(&sb).await;
+                                return Err(e);
+                            }
+                        }
+                        return Ok(Box::new(sb) as Box<dyn Sandbox>);
+                    }
                     Ok(Err(e)) if origin == VmOrigin::Cold => {
                         kill_vm(&sb).await;
                         return Err(e);
@@ -453,6 +461,75 @@ impl AgentSandbox<QemuVm> {
         if let Err(e) = limit {
             self.notes.push(format!("max_pids not applied: {e}"));
         }
+        Ok(())
+    }
+
+    /// Gives the job a root filesystem of `bytes` (a `runs-on` disk label):
+    /// grows the VM's root drive (QMP `block_resize`; the clone's overlay
+    /// only stores what the guest writes) and then the mounted ext4 online
+    /// (`resize2fs`). The image's filesystem cannot shrink: a smaller size
+    /// is noted as not applied.
+    async fn grow_root_fs(&mut self, bytes: u64) -> Result<(), SandboxError> {
+        let t0 = std::time::Instant::now();
+        let sectors_path = Path::new("/sys/block/vda/size");
+        let sectors = self
+            .client
+            .read_file("/sys/block/vda/size")
+            .await
+            .map_err(|e| agent_err("read", sectors_path, e))?
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
+            .ok_or_else(|| unavailable("cannot read the size of the guest's root disk"))?;
+        let current = sectors * 512;
+        let want = bytes.div_ceil(1 << 20) << 20;
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        if want <= current {
+            if want < current {
+                self.notes.push(format!(
+                    "disk size {:.1} GiB not applied: the image's root filesystem is {:.1} GiB and cannot shrink",
+                    gib(want),
+                    gib(current)
+                ));
+            }
+            return Ok(());
+        }
+        let qmp_socket = match self.vm().lock().await.as_ref() {
+            Some(vm) => vm.qmp_socket(),
+            None => return Err(SandboxError::Destroyed),
+        };
+        let mut qmp = crate::qmp::Qmp::connect(&qmp_socket, Duration::from_secs(5))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        qmp.execute(
+            "block_resize",
+            Some(serde_json::json!({ "device": "root", "size": want })),
+        )
+        .await
+        .map_err(|e| unavailable(format!("cannot grow the root disk: {e}")))?;
+        // The guest learns the new capacity from a config interrupt: wait
+        // for it, then grow the mounted filesystem.
+        let script = format!(
+            "i=0; while [ \"$(cat /sys/block/vda/size)\" != {} ]; do i=$((i+1)); [ $i -gt 500 ] && {{ echo 'the guest did not see the larger disk' >&2; exit 1; }}; sleep 0.01; done; exec resize2fs /dev/vda",
+            want / 512
+        );
+        let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", &script])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let run = async { self.client.exec(spec).await?.collect().await };
+        let (_, err, status) = run
+            .await
+            .map_err(|e| unavailable(format!("resize2fs: {e}")))?;
+        if !matches!(status, firebreak_agent::ExitStatus::Exited { code: 0 }) {
+            return Err(unavailable(format!(
+                "cannot grow the root filesystem to {:.1} GiB ({status:?}): {}",
+                gib(want),
+                String::from_utf8_lossy(&err).trim()
+            )));
+        }
+        self.notes.push(format!(
+            "root filesystem grown from {:.1} to {:.1} GiB in {:.2}s",
+            gib(current),
+            gib(want),
+            t0.elapsed().as_secs_f64()
+        ));
         Ok(())
     }
 

@@ -1,8 +1,9 @@
 //! Machine sizes asked for in `runs-on` labels, the way larger hosted runners are named: a label
-//! (or a dash-separated part of one) such as `4cpu`, `4-cores`, `2vcpu`, `512mb` or `16gb`.
-//! Backends that size a machine per job (the microVMs) apply them; the others ignore them.
+//! (or a dash-separated part of one) such as `4cpu`, `4-cores`, `2vcpu`, `512mb` or `16gb`
+//! (memory), and `20gb-disk`, `disk-20gb` or `150gb-ssd` (the root filesystem). Backends that
+//! size a machine per job (the microVMs) apply them; the others ignore them.
 //!
-//! `runs-on: [ubuntu-latest, 1cpu, 512mb]` and `runs-on: linux-4-cores-16gb` both work.
+//! `runs-on: [ubuntu-latest, 1cpu, 512mb]` and `runs-on: linux-4-cores-16gb-150gb-ssd` both work.
 
 use crate::sandbox::ResourceLimits;
 
@@ -25,8 +26,13 @@ pub fn limits_from_labels(labels: &[String]) -> ResourceLimits {
             }
             let (num, unit) = part.split_at(digits);
             let Ok(n) = num.parse::<u64>() else { continue };
+            let prev = if i > 0 { parts[i - 1] } else { "" };
             if is_cpu_unit(unit) {
                 limits.cpu_millis = u32::try_from(n).ok().and_then(cpus).or(limits.cpu_millis);
+            } else if is_disk_word(next) || is_disk_word(prev) {
+                if let Some(mib) = disk_mib(n, unit) {
+                    limits.disk_bytes = Some(mib << 20);
+                }
             } else if let Some(mib) = memory_mib(n, unit) {
                 limits.memory_bytes = Some(mib << 20);
             }
@@ -37,6 +43,19 @@ pub fn limits_from_labels(labels: &[String]) -> ResourceLimits {
 
 fn is_cpu_unit(s: &str) -> bool {
     matches!(s, "cpu" | "cpus" | "vcpu" | "vcpus" | "core" | "cores")
+}
+
+fn is_disk_word(s: &str) -> bool {
+    matches!(s, "disk" | "ssd" | "storage")
+}
+
+fn disk_mib(n: u64, unit: &str) -> Option<u64> {
+    let mib = match unit {
+        "gb" | "gib" | "g" => n.checked_mul(1024)?,
+        "tb" | "tib" | "t" => n.checked_mul(1024 * 1024)?,
+        _ => return None,
+    };
+    (1024..=64 << 20).contains(&mib).then_some(mib)
 }
 
 fn cpus(n: u32) -> Option<u32> {
@@ -73,5 +92,23 @@ mod tests {
         assert_eq!(l(&["ubuntu-22.04", "node-20", "1m", "0cpu", "9999cpu"]), (None, None));
         // Later labels win.
         assert_eq!(l(&["1cpu", "2cpu", "1gb", "512mb"]), (Some(2000), Some(512)));
+    }
+
+    fn disk(labels: &[&str]) -> (Option<u64>, Option<u64>) {
+        let owned: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        let r = limits_from_labels(&owned);
+        (r.memory_bytes.map(|b| b >> 20), r.disk_bytes.map(|b| b >> 30))
+    }
+
+    #[test]
+    fn disk_sizes_in_labels() {
+        assert_eq!(disk(&["ubuntu-latest", "20gb-disk"]), (None, Some(20)));
+        assert_eq!(disk(&["disk-20gb"]), (None, Some(20)));
+        assert_eq!(disk(&["linux-4-cores-16gb-150gb-ssd"]), (Some(16384), Some(150)));
+        assert_eq!(disk(&["1tb-storage"]), (None, Some(1024)));
+        // A disk label is a size label, not an unknown one.
+        assert!(!limits_from_labels(&["20gb-disk".to_string()]).is_empty());
+        // Megabytes are no disk size; below 1 GiB is refused.
+        assert_eq!(disk(&["512mb-disk", "0gb-ssd"]), (None, None));
     }
 }

@@ -98,12 +98,20 @@ pub struct ResourceLimits {
     pub cpu_millis: Option<u32>,
     /// Maximum number of tasks (processes and threads).
     pub max_pids: Option<u32>,
+    /// Size of the job's root filesystem in bytes (microVMs only: the
+    /// image's filesystem is grown to it; other sandboxes share the host's).
+    pub disk_bytes: Option<u64>,
 }
 
 impl ResourceLimits {
     /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
-        self.memory_bytes.is_none() && self.cpu_millis.is_none() && self.max_pids.is_none()
+        !self.has_process_limits() && self.disk_bytes.is_none()
+    }
+
+    /// True when a memory, CPU or task limit is set (what a cgroup enforces).
+    pub fn has_process_limits(&self) -> bool {
+        self.memory_bytes.is_some() || self.cpu_millis.is_some() || self.max_pids.is_some()
     }
 }
 

@@ -240,7 +240,7 @@ fn setup_limits(
     job: &str,
     limits: &ResourceLimits,
 ) -> Result<LimitMode, String> {
-    if limits.is_empty() {
+    if !limits.has_process_limits() {
         return Ok(LimitMode::None);
     }
     if !config.cgroups {
@@ -447,6 +447,12 @@ impl SandboxProvider for NamespaceProvider {
                     LimitMode::None
                 }
             };
+            if spec.limits.disk_bytes.is_some() {
+                notes.push(
+                    "disk size not applied: the namespace sandbox shares the host's file systems"
+                        .to_string(),
+                );
+            }
             if spec.network {
                 notes.push("network access allowed".into());
             }
@@ -519,6 +525,7 @@ mod tests {
             memory_bytes: Some(1000),
             cpu_millis: Some(1500),
             max_pids: Some(64),
+            disk_bytes: None,
         };
         if Path::new("/run/systemd/system").is_dir() {
             return Ok(()); // systemd path taken instead

@@ -145,6 +145,9 @@ impl SandboxProvider for FirecrackerProvider {
             if spec.limits.max_pids.is_some() {
                 notes.push("max_pids is not enforced in the firecracker sandbox yet".to_string());
             }
+            if spec.limits.disk_bytes.is_some() {
+                notes.push("disk size is not applied in the firecracker sandbox yet".to_string());
+            }
             if spec.network && cfg.network.is_none() {
                 notes.push(
                     "network requested but no TAP device is configured: the guest has none"
