@@ -101,6 +101,18 @@ impl Value {
         }
     }
 
+    /// [`Value::to_json`], moving strings and keys instead of copying them.
+    pub fn into_json(self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(b),
+            Value::Number(n) => number_to_json(n),
+            Value::String(s) => serde_json::Value::String(s),
+            Value::Array(a) => serde_json::Value::Array(a.into_iter().map(Value::into_json).collect()),
+            Value::Object(o) => serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, v.into_json())).collect()),
+        }
+    }
+
     /// Object property lookup, case-insensitive like GitHub (an exact match wins, then the
     /// first key equal ignoring case). `None` for non-objects and missing keys.
     pub fn get(&self, key: &str) -> Option<&Value> {

@@ -89,7 +89,7 @@ fn invalid(file: &str, message: impl Into<String>) -> ActionError {
 
 fn scalar_string(n: &YNode) -> Option<String> {
     match &n.kind {
-        YKind::Str { value, .. } => Some(value.clone()),
+        YKind::Str { value, .. } => Some(value.to_string()),
         YKind::Bool(b) => Some(b.to_string()),
         YKind::Number(x) => Some(crate::token::format_number(*x)),
         YKind::Null => None,
@@ -101,7 +101,7 @@ fn key(n: &YNode) -> String {
     scalar_string(n).unwrap_or_default()
 }
 
-fn get<'a>(n: &'a YNode, k: &str) -> Option<&'a YNode> {
+fn get<'a, 's>(n: &'a YNode<'s>, k: &str) -> Option<&'a YNode<'s>> {
     match &n.kind {
         YKind::Map(pairs) => pairs.iter().find(|(kk, _)| key(kk) == k).map(|(_, v)| v),
         _ => None,
@@ -126,7 +126,7 @@ fn to_json(n: &YNode) -> serde_json::Value {
         YKind::Null => J::Null,
         YKind::Bool(b) => J::Bool(*b),
         YKind::Number(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
-        YKind::Str { value, .. } => J::String(value.clone()),
+        YKind::Str { value, .. } => J::String(value.to_string()),
         YKind::Seq(items) => J::Array(items.iter().map(to_json).collect()),
         YKind::Map(pairs) => {
             let mut m = serde_json::Map::new();

@@ -94,8 +94,7 @@ impl IdBuilder {
 
     /// [`IdBuilder::append_segment`] of the concatenation of `parts`.
     fn append_parts(&mut self, parts: &[&str]) {
-        let mut chars = parts.iter().flat_map(|p| p.chars());
-        let Some(first) = chars.clone().next() else { return };
+        let Some(first) = parts.iter().find_map(|p| p.chars().next()) else { return };
         if self.name.is_empty() {
             if first.is_ascii_digit() || first == '-' {
                 self.name.push('_');
@@ -103,11 +102,13 @@ impl IdBuilder {
         } else {
             self.name.push('_');
         }
-        for c in chars.by_ref() {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                self.name.push(c);
+        let keep = |c: char| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' };
+        for part in parts {
+            if part.is_ascii() {
+                // one character per byte
+                self.name.extend(part.bytes().map(|b| keep(char::from(b))));
             } else {
-                self.name.push('_');
+                self.name.extend(part.chars().map(keep));
             }
         }
     }
@@ -197,8 +198,25 @@ fn valid_id(value: &str) -> bool {
 
 fn str_list(t: &Token) -> Vec<String> {
     match &t.kind {
-        TokenKind::String(s) => vec![s.clone()],
+        TokenKind::String(s) => vec![s.to_string()],
         TokenKind::Seq(items) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The string of a string token, moved out of it.
+fn into_string(t: Token) -> Option<String> {
+    match t.kind {
+        TokenKind::String(s) => Some(s.into_owned()),
+        _ => None,
+    }
+}
+
+/// [`str_list`], moving the strings out of the token.
+fn into_str_list(t: Token) -> Vec<String> {
+    match t.kind {
+        TokenKind::String(s) => vec![s.into_owned()],
+        TokenKind::Seq(items) => items.into_iter().filter_map(into_string).collect(),
         _ => Vec::new(),
     }
 }
@@ -227,11 +245,11 @@ impl Converter<'_> {
         let TokenKind::Map(pairs) = root.kind else { return wf };
         for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
-                "name" => wf.name = opt_string(&v),
+                "name" => wf.name = into_string(v),
                 "run-name" => wf.run_name = Some(v),
-                "description" => wf.description = opt_string(&v),
-                "on" => wf.on = self.on(&v),
-                "permissions" => wf.permissions = permissions(&v),
+                "description" => wf.description = into_string(v),
+                "on" => wf.on = self.on(v),
+                "permissions" => wf.permissions = permissions(v),
                 "env" => wf.env = Some(v),
                 "defaults" => wf.defaults = v.get("run").map(run_defaults),
                 "concurrency" => wf.concurrency = Some(v),
@@ -242,51 +260,50 @@ impl Converter<'_> {
         wf
     }
 
-    fn on(&mut self, t: &Token) -> IndexMap<String, EventConfig> {
+    fn on(&mut self, t: Token) -> IndexMap<String, EventConfig> {
         let mut out = IndexMap::new();
-        match &t.kind {
+        match t.kind {
             TokenKind::String(s) => {
-                out.insert(s.clone(), EventConfig::default());
+                out.insert(s.into_owned(), EventConfig::default());
             }
             TokenKind::Seq(items) => {
-                for i in items {
-                    if let Some(s) = i.as_str() {
-                        out.insert(s.to_string(), EventConfig::default());
-                    }
+                for s in items.into_iter().filter_map(into_string) {
+                    out.insert(s, EventConfig::default());
                 }
             }
             TokenKind::Map(pairs) => {
+                out.reserve(pairs.len());
                 for (k, v) in pairs {
-                    let name = k.as_str().unwrap_or("").to_string();
+                    let name = into_string(k).unwrap_or_default();
                     let mut cfg = EventConfig::default();
                     if matches!(v.kind, TokenKind::Null) {
                         out.insert(name, cfg);
                         continue;
                     }
                     if name == "schedule" {
-                        cfg.schedule = self.schedule(v);
+                        cfg.schedule = self.schedule(&v);
                         out.insert(name, cfg);
                         continue;
                     }
-                    let Some(props) = v.as_map() else {
+                    let TokenKind::Map(props) = v.kind else {
                         out.insert(name, cfg);
                         continue;
                     };
                     for (pk, pv) in props {
                         match pk.as_str().unwrap_or("") {
-                            "types" => cfg.types = Some(str_list(pv)),
-                            "branches" => cfg.branches = Some(str_list(pv)),
-                            "branches-ignore" => cfg.branches_ignore = Some(str_list(pv)),
-                            "tags" => cfg.tags = Some(str_list(pv)),
-                            "tags-ignore" => cfg.tags_ignore = Some(str_list(pv)),
-                            "paths" => cfg.paths = Some(str_list(pv)),
-                            "paths-ignore" => cfg.paths_ignore = Some(str_list(pv)),
-                            "workflows" => cfg.workflows = Some(str_list(pv)),
-                            "names" => cfg.names = Some(str_list(pv)),
-                            "versions" => cfg.versions = Some(str_list(pv)),
-                            "inputs" => cfg.inputs = self.inputs(pv, name == "workflow_call"),
-                            "outputs" => cfg.outputs = outputs(pv),
-                            "secrets" => cfg.secrets = secrets(pv),
+                            "types" => cfg.types = Some(into_str_list(pv)),
+                            "branches" => cfg.branches = Some(into_str_list(pv)),
+                            "branches-ignore" => cfg.branches_ignore = Some(into_str_list(pv)),
+                            "tags" => cfg.tags = Some(into_str_list(pv)),
+                            "tags-ignore" => cfg.tags_ignore = Some(into_str_list(pv)),
+                            "paths" => cfg.paths = Some(into_str_list(pv)),
+                            "paths-ignore" => cfg.paths_ignore = Some(into_str_list(pv)),
+                            "workflows" => cfg.workflows = Some(into_str_list(pv)),
+                            "names" => cfg.names = Some(into_str_list(pv)),
+                            "versions" => cfg.versions = Some(into_str_list(pv)),
+                            "inputs" => cfg.inputs = self.inputs(&pv, name == "workflow_call"),
+                            "outputs" => cfg.outputs = outputs(&pv),
+                            "secrets" => cfg.secrets = secrets(&pv),
                             _ => {}
                         }
                     }
@@ -457,10 +474,10 @@ impl Converter<'_> {
     }
 
     fn if_cond(&mut self, t: &Token, ctx: &'static [&'static str]) -> Option<String> {
-        let condition = match &t.kind {
-            TokenKind::Expr(e) => e.expr.clone(),
-            TokenKind::String(s) => s.trim().to_string(),
-            other => crate::token::Token::new(t.pos, other.clone()).literal_display(),
+        let condition: std::borrow::Cow<'_, str> = match &t.kind {
+            TokenKind::Expr(e) => e.expr.as_str().into(),
+            TokenKind::String(s) => s.trim().into(),
+            _ => t.literal_display().into(),
         };
         match if_condition(&condition, crate::reader::allowed_for(ctx), &mut self.scratch) {
             Ok(c) => Some(c),
@@ -478,7 +495,7 @@ impl Converter<'_> {
         let mut job = Job {
             id: id.to_string(),
             pos,
-            name: Token::new(pos, TokenKind::String(id.to_string())),
+            name: Token::new(pos, TokenKind::String(id.to_string().into())),
             needs: Vec::new(),
             if_condition: "success()".to_string(),
             strategy: None,
@@ -537,8 +554,8 @@ impl Converter<'_> {
                     job.strategy = Some(strategy(v));
                 }
                 "uses" => {
-                    uses = opt_string(&v);
                     uses_pos = v.pos;
+                    uses = into_string(v);
                 }
                 "with" => with = Some(v),
                 "secrets" => {
@@ -548,7 +565,7 @@ impl Converter<'_> {
                         secrets = Some(v);
                     }
                 }
-                "permissions" => job.permissions = permissions(&v),
+                "permissions" => job.permissions = permissions(v),
                 "timeout-minutes" => steps_job.timeout_minutes = Some(v),
                 "cancel-timeout-minutes" => steps_job.cancel_timeout_minutes = Some(v),
                 "continue-on-error" => steps_job.continue_on_error = Some(v),
@@ -689,28 +706,30 @@ impl Converter<'_> {
         for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
                 "id" => {
-                    let value = v.as_str().unwrap_or("").to_string();
+                    let pos = v.pos;
+                    let value = into_string(v).unwrap_or_default();
                     if !value.is_empty() {
                         match ids.try_add_known_id(&value) {
-                            Err(e) => self.error(v.pos, e),
+                            Err(e) => self.error(pos, e),
                             Ok(()) => known.push(value.clone()),
                         }
                     }
-                    id = Some((value, v.pos));
+                    id = Some((value, pos));
                 }
                 "name" => name = Some(v),
                 "run" => run = Some(v),
                 "uses" => {
-                    uses = opt_string(&v);
+                    let pos = v.pos;
+                    uses = into_string(v);
                     if let Some(u) = &uses {
                         if !valid_step_uses(u) {
-                            self.error(v.pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"));
+                            self.error(pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"));
                         }
                     }
                 }
                 "with" => with = Some(v),
                 "env" => env = Some(v),
-                "shell" => shell = opt_string(&v),
+                "shell" => shell = into_string(v),
                 "working-directory" => wd = Some(v),
                 "timeout-minutes" => timeout = Some(v),
                 "background" => background = v.as_bool().unwrap_or(false),
@@ -732,7 +751,7 @@ impl Converter<'_> {
                 }
                 "cancel" => {
                     self.target_step(&v, known, id.as_ref().map(|i| i.0.as_str()));
-                    cancel = opt_string(&v);
+                    cancel = into_string(v);
                 }
                 "parallel" => parallel = Some(v),
                 "if" => if_condition = self.if_cond(&v, STEP_IF_CTX),
@@ -975,15 +994,12 @@ fn secrets(t: &Token) -> IndexMap<String, SecretDef> {
     out
 }
 
-fn permissions(t: &Token) -> Option<Permissions> {
-    match &t.kind {
+fn permissions(t: Token) -> Option<Permissions> {
+    match t.kind {
         TokenKind::String(s) if s == "read-all" => Some(Permissions::ReadAll),
         TokenKind::String(s) if s == "write-all" => Some(Permissions::WriteAll),
         TokenKind::Map(pairs) => Some(Permissions::Scopes(
-            pairs
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                .collect(),
+            pairs.into_iter().filter_map(|(k, v)| Some((into_string(k)?, into_string(v)?))).collect(),
         )),
         _ => None,
     }

@@ -522,6 +522,14 @@ pub(crate) fn check(expr: &str, allowed: &Allowed) -> Result<Checked, String> {
 
 /// [`check`] with reusable buffers.
 pub(crate) fn check_in(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> Result<Checked, String> {
+    if let Some(checked) = check_path(expr, allowed) {
+        return Ok(checked);
+    }
+    check_full(expr, allowed, scratch)
+}
+
+/// [`check_in`] without the shortcut for property paths: lexes and parses `expr`.
+fn check_full(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> Result<Checked, String> {
     let Scratch { chars, toks } = scratch;
     chars.clear();
     chars.extend(expr.chars());
@@ -535,6 +543,50 @@ pub(crate) fn check_in(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> 
         return Err(p.unexpected());
     }
     Ok(Checked { status_function: p.status_call, depth: p.max_depth, chars: p.chars.len() })
+}
+
+/// The result [`check_in`] gives for the most common expression shape, a property path of an
+/// allowed context (`matrix.os`, `needs.build.outputs.version`), without lexing and parsing
+/// it; `None` for anything else (other shapes, errors, limits), which takes the full check.
+///
+/// The shape: ASCII identifiers (`[A-Za-z_][A-Za-z0-9_-]*`) separated by single dots, with no
+/// spaces, where the first is an allowed named value (compared ASCII-case-insensitively, like
+/// the parser) and not a keyword the lexer reads as a literal. The full check parses exactly
+/// that as a named value followed by one property access per dot, each one level deeper.
+fn check_path(expr: &str, allowed: &Allowed) -> Option<Checked> {
+    let b = expr.as_bytes();
+    let ident_start = |c: u8| c.is_ascii_alphabetic() || c == b'_';
+    let ident_rest = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+    // the first identifier
+    if !ident_start(*b.first()?) {
+        return None;
+    }
+    let first_end = b.iter().position(|&c| !ident_rest(c)).unwrap_or(b.len());
+    let first = &expr[..first_end];
+    if matches!(first, "true" | "false" | "null" | "NaN" | "Infinity") {
+        return None;
+    }
+    if !allowed.named.iter().any(|n| n.eq_ignore_ascii_case(first)) {
+        return None;
+    }
+    // `.ident` segments
+    let mut dots = 0usize;
+    let mut i = first_end;
+    while i < b.len() {
+        if b[i] != b'.' || !ident_start(*b.get(i + 1)?) {
+            return None;
+        }
+        i += 2;
+        while i < b.len() && ident_rest(b[i]) {
+            i += 1;
+        }
+        dots += 1;
+    }
+    let depth = 1 + dots;
+    if depth > MAX_DEPTH || b.len() > MAX_LENGTH {
+        return None;
+    }
+    Some(Checked { status_function: false, depth, chars: b.len() })
 }
 
 /// Whether `success() && (<expr>)` passes [`check_in`] given that `<expr>` passed it with
@@ -575,6 +627,35 @@ mod tests {
         let no_success = allowed(&["github"]);
         let c = check("github.x", &no_success).expect("a value");
         assert!(!wrapped_in_success_passes(&c, &no_success));
+    }
+
+    #[test]
+    fn property_path_shortcut_agrees_with_the_parser() {
+        let a = allowed(&["github", "matrix", "needs", "Steps", "success(0,0)"]);
+        let deep = |n: usize| format!("github{}", ".a".repeat(n));
+        let cases = [
+            "github", "GitHub.sha", "matrix.os", "needs.lint.outputs.version", "steps.a-b.c_d", "github.event.true",
+            "github.x.null", "_x", "env.x", "true", "null", "NaN", "Infinity", "github.", "github..a", "github.0",
+            "github.a-", "github .a", "github.a b", "github.*", "github['a']", "github.a*", "github-x.y", "-github",
+            "github.aé", "github\tx", &deep(48), &deep(49), &deep(50), &deep(60),
+        ];
+        for e in cases {
+            let full = check_full(e, &a, &mut Scratch::default());
+            match check_path(e, &a) {
+                Some(c) => assert_eq!(Ok(c), full, "{e}"),
+                None => {
+                    // Declined: only for what is not a plain property path of an allowed
+                    // context, or past the depth limit.
+                    let path = e.split('.').all(|s| {
+                        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    });
+                    let known = a.named.iter().any(|n| e.split('.').next().is_some_and(|f| f.eq_ignore_ascii_case(n)));
+                    let keyword = matches!(e, "true" | "false" | "null" | "NaN" | "Infinity");
+                    assert!(!path || !known || keyword || e.split('.').count() >= 50, "{e}");
+                }
+            }
+        }
     }
 
     #[test]

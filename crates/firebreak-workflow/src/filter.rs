@@ -169,6 +169,36 @@ fn compile_list(patterns: &[String]) -> Vec<Option<Pattern>> {
 /// taken as a branch name. Any other `refs/…` ref is neither a branch nor a tag: it passes only
 /// when no branch or tag filter is defined (its paths are still checked).
 pub fn push_matches(filter: &RefFilter, git_ref: &str, changed_files: Option<&[String]>) -> bool {
+    push_matches_in(Filters::of(filter), git_ref, changed_files)
+}
+
+/// The lists of a [`RefFilter`], borrowed (from a `RefFilter` or straight from a parsed
+/// workflow's event configuration, without copying them).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Filters<'a> {
+    pub branches: Option<&'a [String]>,
+    pub branches_ignore: Option<&'a [String]>,
+    pub tags: Option<&'a [String]>,
+    pub tags_ignore: Option<&'a [String]>,
+    pub paths: Option<&'a [String]>,
+    pub paths_ignore: Option<&'a [String]>,
+}
+
+impl<'a> Filters<'a> {
+    fn of(f: &'a RefFilter) -> Self {
+        Filters {
+            branches: f.branches.as_deref(),
+            branches_ignore: f.branches_ignore.as_deref(),
+            tags: f.tags.as_deref(),
+            tags_ignore: f.tags_ignore.as_deref(),
+            paths: f.paths.as_deref(),
+            paths_ignore: f.paths_ignore.as_deref(),
+        }
+    }
+}
+
+/// [`push_matches`] over borrowed lists.
+pub(crate) fn push_matches_in(filter: Filters<'_>, git_ref: &str, changed_files: Option<&[String]>) -> bool {
     let has_branch_filter = filter.branches.is_some() || filter.branches_ignore.is_some();
     let has_tag_filter = filter.tags.is_some() || filter.tags_ignore.is_some();
     if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
@@ -176,7 +206,7 @@ pub fn push_matches(filter: &RefFilter, git_ref: &str, changed_files: Option<&[S
             return false;
         }
         // Path filters are not evaluated for tag pushes.
-        return name_passes(filter.tags.as_deref(), filter.tags_ignore.as_deref(), tag);
+        return name_passes(filter.tags, filter.tags_ignore, tag);
     }
     let branch = match git_ref.strip_prefix("refs/heads/") {
         Some(b) => Some(b),
@@ -188,11 +218,7 @@ pub fn push_matches(filter: &RefFilter, git_ref: &str, changed_files: Option<&[S
             if has_tag_filter && !has_branch_filter {
                 return false;
             }
-            if !name_passes(
-                filter.branches.as_deref(),
-                filter.branches_ignore.as_deref(),
-                branch,
-            ) {
+            if !name_passes(filter.branches, filter.branches_ignore, branch) {
                 return false;
             }
         }
@@ -213,14 +239,15 @@ pub fn pull_request_matches(
     base_branch: &str,
     changed_files: Option<&[String]>,
 ) -> bool {
+    pull_request_matches_in(Filters::of(filter), base_branch, changed_files)
+}
+
+/// [`pull_request_matches`] over borrowed lists.
+pub(crate) fn pull_request_matches_in(filter: Filters<'_>, base_branch: &str, changed_files: Option<&[String]>) -> bool {
     let branch = base_branch
         .strip_prefix("refs/heads/")
         .unwrap_or(base_branch);
-    name_passes(
-        filter.branches.as_deref(),
-        filter.branches_ignore.as_deref(),
-        branch,
-    ) && paths_pass(filter, changed_files)
+    name_passes(filter.branches, filter.branches_ignore, branch) && paths_pass(filter, changed_files)
 }
 
 fn name_passes(include: Option<&[String]>, ignore: Option<&[String]>, name: &str) -> bool {
@@ -237,18 +264,18 @@ fn name_passes(include: Option<&[String]>, ignore: Option<&[String]>, name: &str
     true
 }
 
-fn paths_pass(filter: &RefFilter, changed_files: Option<&[String]>) -> bool {
+fn paths_pass(filter: Filters<'_>, changed_files: Option<&[String]>) -> bool {
     let Some(files) = changed_files else {
         return true;
     };
     let files = &files[..files.len().min(MAX_DIFF_FILES)];
-    if let Some(paths) = &filter.paths {
+    if let Some(paths) = filter.paths {
         let compiled = compile_list(paths);
         if !files.iter().any(|f| compiled_list_includes(&compiled, f)) {
             return false;
         }
     }
-    if let Some(ignore) = &filter.paths_ignore {
+    if let Some(ignore) = filter.paths_ignore {
         let compiled = compile_list(ignore);
         if files.iter().all(|f| compiled_list_includes(&compiled, f)) {
             return false;

@@ -100,19 +100,24 @@ impl GraphError {
     }
 }
 
-fn find_job(jobs: &[(String, Vec<String>)], id: &str) -> Option<usize> {
+fn find_job<J: AsRef<str>, L>(jobs: &[(J, L)], id: &str) -> Option<usize> {
     jobs.iter()
-        .position(|(name, _)| name.eq_ignore_ascii_case(id))
+        .position(|(name, _)| name.as_ref().eq_ignore_ascii_case(id))
 }
 
 /// Analyses `jobs`: `(id, needs)` in declaration order.
 pub fn analyze(jobs: &[(String, Vec<String>)]) -> Graph {
+    analyze_in(jobs)
+}
+
+/// [`analyze`] over borrowed ids and needs (`&[(&str, &[String])]`), for the planner.
+pub(crate) fn analyze_in<J: AsRef<str>, N: AsRef<str>, L: AsRef<[N]>>(jobs: &[(J, L)]) -> Graph {
     let needs: Vec<Vec<usize>> = jobs
         .iter()
         .map(|(_, job_needs)| {
             let mut resolved: Vec<usize> = Vec::new();
-            for n in job_needs {
-                if let Some(i) = find_job(jobs, n) {
+            for n in job_needs.as_ref() {
+                if let Some(i) = find_job(jobs, n.as_ref()) {
                     if !resolved.contains(&i) {
                         resolved.push(i);
                     }
@@ -133,7 +138,7 @@ pub fn analyze(jobs: &[(String, Vec<String>)]) -> Graph {
     // GitHub's simulation: remaining needs per job, by position in its list.
     let mut remaining: Vec<Vec<(usize, &str)>> = jobs
         .iter()
-        .map(|(_, n)| n.iter().map(String::as_str).enumerate().collect())
+        .map(|(_, n)| n.as_ref().iter().map(AsRef::as_ref).enumerate().collect())
         .collect();
     let mut ready: VecDeque<usize> = (0..jobs.len())
         .filter(|&j| remaining[j].is_empty())
@@ -143,7 +148,7 @@ pub fn analyze(jobs: &[(String, Vec<String>)]) -> Graph {
             job: 0,
             need: None,
             kind: GraphErrorKind::NoStartNode,
-            job_id: jobs[0].0.clone(),
+            job_id: jobs[0].0.as_ref().to_owned(),
             need_id: None,
         });
         return graph;
@@ -153,7 +158,7 @@ pub fn analyze(jobs: &[(String, Vec<String>)]) -> Graph {
         became_ready[j] = true;
     }
     while let Some(current) = ready.pop_front() {
-        let name = jobs[current].0.as_str();
+        let name = jobs[current].0.as_ref();
         for (j, rem) in remaining.iter_mut().enumerate() {
             if became_ready[j] || rem.is_empty() {
                 continue;
@@ -179,7 +184,7 @@ pub fn analyze(jobs: &[(String, Vec<String>)]) -> Graph {
                 job: j,
                 need: Some(pos),
                 kind,
-                job_id: jobs[j].0.clone(),
+                job_id: jobs[j].0.as_ref().to_owned(),
                 need_id: Some(need.to_owned()),
             });
         }

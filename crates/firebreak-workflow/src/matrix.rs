@@ -426,35 +426,43 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 }
 
 fn build_name<'a>(job_name: &str, values: impl Iterator<Item = &'a Value>) -> String {
-    let mut segments = Vec::new();
+    // `job_name (a, b, …)`, written straight into one string.
+    let mut name = String::with_capacity(job_name.len() + 32);
+    name.push_str(job_name);
+    let mut any = false;
     for v in values {
-        collect_segments(v, &mut segments);
+        push_segments(v, &mut name, &mut any);
     }
-    let name = if segments.is_empty() {
-        job_name.to_owned()
-    } else {
-        format!("{job_name} ({})", segments.join(", "))
-    };
+    if any {
+        name.push(')');
+    }
     truncate_utf16(name, 100)
 }
 
-fn collect_segments(v: &Value, out: &mut Vec<String>) {
+/// Appends the non-empty display segments of `v` (` (` before the first, `, ` between).
+fn push_segments(v: &Value, out: &mut String, any: &mut bool) {
+    let mut push = |s: &str, out: &mut String| {
+        out.push_str(if *any { ", " } else { " (" });
+        *any = true;
+        out.push_str(s);
+    };
     match v {
         Value::Null => {}
-        Value::Bool(_) | Value::Number(_) => out.push(v.to_coerced_string()),
+        Value::Bool(_) | Value::Number(_) => push(&v.to_coerced_string(), out),
         Value::String(s) => {
             if !s.is_empty() {
-                out.push(s.clone());
+                push(s, out);
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| collect_segments(x, out)),
-        Value::Object(m) => m.values().for_each(|x| collect_segments(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| push_segments(x, out, any)),
+        Value::Object(m) => m.values().for_each(|x| push_segments(x, out, any)),
     }
 }
 
 /// Cuts `s` to at most `max` UTF-16 units, ending in `...` when cut (as GitHub's C#).
 fn truncate_utf16(s: String, max: usize) -> String {
-    if s.encode_utf16().count() <= max {
+    // A string of at most `max` bytes has at most `max` UTF-16 units.
+    if s.len() <= max || s.encode_utf16().count() <= max {
         return s;
     }
     let keep = max.saturating_sub(3);

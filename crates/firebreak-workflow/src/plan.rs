@@ -16,7 +16,7 @@ use firebreak_expr::Value;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::filter::{self, RefFilter};
+use crate::filter::{self, Filters};
 use crate::graph;
 use crate::matrix;
 use crate::model::{EventConfig, Job, JobKind, Workflow};
@@ -137,14 +137,15 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
     out
 }
 
-fn ref_filter(c: &EventConfig) -> RefFilter {
-    RefFilter {
-        branches: c.branches.clone(),
-        branches_ignore: c.branches_ignore.clone(),
-        tags: c.tags.clone(),
-        tags_ignore: c.tags_ignore.clone(),
-        paths: c.paths.clone(),
-        paths_ignore: c.paths_ignore.clone(),
+/// The ref and path filters of an event configuration, borrowed.
+fn ref_filter(c: &EventConfig) -> Filters<'_> {
+    Filters {
+        branches: c.branches.as_deref(),
+        branches_ignore: c.branches_ignore.as_deref(),
+        tags: c.tags.as_deref(),
+        tags_ignore: c.tags_ignore.as_deref(),
+        paths: c.paths.as_deref(),
+        paths_ignore: c.paths_ignore.as_deref(),
     }
 }
 
@@ -178,19 +179,19 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
     match name {
         "push" => {
             let git_ref = payload_str(&event.payload, "/ref").unwrap_or("");
-            if !filter::push_matches(&ref_filter(config), git_ref, files) {
+            if !filter::push_matches_in(ref_filter(config), git_ref, files) {
                 return Err(format!("ref '{git_ref}' or changed paths do not pass the push filters"));
             }
         }
         "pull_request" | "pull_request_target" => {
             let base = payload_str(&event.payload, "/pull_request/base/ref").unwrap_or("");
-            if !filter::pull_request_matches(&ref_filter(config), base, files) {
+            if !filter::pull_request_matches_in(ref_filter(config), base, files) {
                 return Err(format!("base branch '{base}' or changed paths do not pass the {name} filters"));
             }
         }
         "merge_group" => {
             let base = payload_str(&event.payload, "/merge_group/base_ref").unwrap_or("");
-            if !filter::pull_request_matches(&ref_filter(config), base, None) {
+            if !filter::pull_request_matches_in(ref_filter(config), base, None) {
                 return Err(format!("base ref '{base}' does not pass the merge_group filters"));
             }
         }
@@ -202,8 +203,8 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
                 }
             }
             let branch = payload_str(&event.payload, "/workflow_run/head_branch").unwrap_or("");
-            let f = RefFilter { paths: None, paths_ignore: None, tags: None, tags_ignore: None, ..ref_filter(config) };
-            if !filter::pull_request_matches(&f, branch, None) {
+            let f = Filters { paths: None, paths_ignore: None, tags: None, tags_ignore: None, ..ref_filter(config) };
+            if !filter::pull_request_matches_in(f, branch, None) {
                 return Err(format!("branch '{branch}' does not pass the workflow_run filters"));
             }
         }
@@ -220,8 +221,8 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
 }
 
 fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
-    let input: Vec<(String, Vec<String>)> = wf.jobs.iter().map(|j| (j.id.clone(), j.needs.clone())).collect();
-    let g = graph::analyze(&input);
+    let input: Vec<(&str, &[String])> = wf.jobs.iter().map(|j| (j.id.as_str(), j.needs.as_slice())).collect();
+    let g = graph::analyze_in(&input);
     let mut errors: Vec<String> = g.errors.iter().map(ToString::to_string).collect();
     let mut jobs = Vec::new();
     let mut layers = Vec::new();
@@ -321,10 +322,8 @@ fn expand_literal(m: &Token, job: &Job) -> MatrixPlan {
                     .into_iter()
                     .map(|l| MatrixLeg {
                         name: l.name(job_name),
-                        // `Value::Object(map).to_json()`, without copying the map first.
-                        matrix: serde_json::Value::Object(
-                            l.matrix.into_iter().map(|(k, v)| (k, v.to_json())).collect(),
-                        ),
+                        // `Value::Object(map).to_json()`, moving the leg's keys and values.
+                        matrix: Value::Object(l.matrix).into_json(),
                     })
                     .collect(),
             }

@@ -116,7 +116,7 @@ fn key_string(node: &YNode) -> String {
         YKind::Null => String::new(),
         YKind::Bool(b) => b.to_string(),
         YKind::Number(n) => crate::token::format_number(*n),
-        YKind::Str { value, .. } => value.clone(),
+        YKind::Str { value, .. } => value.to_string(),
         YKind::Seq(_) | YKind::Map(_) => String::new(),
     }
 }
@@ -144,6 +144,9 @@ struct Seen {
     tags: [u64; SEEN_INLINE],
     len: usize,
     more: Vec<SeenKey>,
+    /// Names that are not in the output (rejected keys), referred to by [`SeenKey::Own`]: the
+    /// keys themselves are plain indexes, so a `Seen` has nothing to drop in the usual case.
+    own: Vec<String>,
     upper: Option<HashSet<String>>,
 }
 
@@ -162,10 +165,12 @@ fn tags_may_match(a: u64, b: u64) -> bool {
     a == b || a == u64::MAX || b == u64::MAX
 }
 
+#[derive(Clone, Copy)]
 enum SeenKey {
     /// The key of `out[i]`.
     Out(usize),
-    Own(String),
+    /// `Seen::own[i]`.
+    Own(usize),
 }
 
 const SEEN_INLINE: usize = 12;
@@ -178,11 +183,17 @@ impl Seen {
         self.inline[..self.len.min(SEEN_INLINE)].iter().flatten().chain(self.more.iter())
     }
 
-    fn name<'o>(key: &'o SeenKey, out: &'o Pairs) -> &'o str {
+    fn name<'o>(&'o self, key: SeenKey, out: &'o Pairs) -> &'o str {
         match key {
-            SeenKey::Out(i) => out.get(*i).and_then(|(k, _)| k.as_str()).unwrap_or(""),
-            SeenKey::Own(s) => s,
+            SeenKey::Out(i) => out.get(i).and_then(|(k, _)| k.as_str()).unwrap_or(""),
+            SeenKey::Own(i) => self.own.get(i).map_or("", String::as_str),
         }
+    }
+
+    /// Records a name that is not in the output.
+    fn add_own(&mut self, name: String, out: &Pairs) {
+        self.own.push(name);
+        self.add(SeenKey::Own(self.own.len() - 1), out);
     }
 
     /// An equal name (after upper-casing) was seen.
@@ -193,45 +204,53 @@ impl Seen {
         let tag = key_tag(name);
         let inline = self.len.min(SEEN_INLINE);
         for (k, &t) in self.inline[..inline].iter().zip(&self.tags[..inline]) {
-            if let Some(k) = k {
-                if tags_may_match(t, tag) && upper_eq(Self::name(k, out), name) {
+            if let Some(k) = *k {
+                if tags_may_match(t, tag) && upper_eq(self.name(k, out), name) {
                     return true;
                 }
             }
         }
-        self.more.iter().any(|k| upper_eq(Self::name(k, out), name))
+        self.more.iter().any(|&k| upper_eq(self.name(k, out), name))
     }
 
     /// Records a name that [`Seen::contains`] does not have.
     fn add(&mut self, key: SeenKey, out: &Pairs) {
-        if let Some(set) = &mut self.upper {
-            set.insert(Self::name(&key, out).to_uppercase());
+        if self.upper.is_some() {
+            let upper = self.name(key, out).to_uppercase();
+            if let Some(set) = &mut self.upper {
+                set.insert(upper);
+            }
             return;
         }
         if self.len < SEEN_INLINE {
-            self.tags[self.len] = key_tag(Self::name(&key, out));
+            self.tags[self.len] = key_tag(self.name(key, out));
             self.inline[self.len] = Some(key);
         } else {
             self.more.push(key);
         }
         self.len += 1;
         if self.len > SEEN_LIST_MAX {
-            let set = self.keys().map(|k| Self::name(k, out).to_uppercase()).collect();
+            let set = self.keys().map(|&k| self.name(k, out).to_uppercase()).collect();
             self.upper = Some(set);
         }
     }
 }
 
-/// The name of a literal key as an owned string: moved out of the YAML node when it is the
-/// node's own text.
-fn key_name(k: &mut YNode, owned: Option<String>) -> String {
+/// The name of a literal key as an owned string: taken from the YAML node when it is the
+/// node's own text (no copy when the node owns it).
+fn key_name(k: &mut YNode<'_>, owned: Option<String>) -> Cow<'static, str> {
     match owned {
-        Some(s) => s,
+        Some(s) => Cow::Owned(s),
         None => match &mut k.kind {
-            YKind::Str { value, .. } => std::mem::take(value),
-            _ => String::new(),
+            YKind::Str { value, .. } => Cow::Owned(std::mem::take(value).into_owned()),
+            _ => Cow::Borrowed(""),
         },
     }
+}
+
+/// A YAML string as a token's string (copied when the YAML node borrows it from the source).
+fn owned_text(value: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(value.into_owned())
 }
 
 /// The name when it is not borrowed from the key node (ending the borrow).
@@ -249,7 +268,7 @@ enum Key<'a> {
 }
 
 /// Takes a node out of its parent, leaving a null behind.
-fn take(node: &mut YNode) -> YNode {
+fn take<'s>(node: &mut YNode<'s>) -> YNode<'s> {
     std::mem::replace(node, YNode { pos: node.pos, kind: YKind::Null })
 }
 
@@ -299,7 +318,7 @@ impl Reader<'_> {
             YKind::Null => TokenKind::Null,
             YKind::Bool(b) => TokenKind::Bool(b),
             YKind::Number(n) => TokenKind::Number(n),
-            YKind::Str { value, .. } => TokenKind::String(value),
+            YKind::Str { value, .. } => TokenKind::String(owned_text(value)),
             YKind::Seq(_) | YKind::Map(_) => TokenKind::Null,
         };
         Token::new(pos, kind)
@@ -355,11 +374,12 @@ impl Reader<'_> {
                 if !self.opts.allow_background_steps && BACKGROUND_PROPS.contains(&&*name) {
                     self.error(key_pos, format!("Unexpected value '{name}'"));
                     if record {
-                        seen.add(SeenKey::Own(name.into_owned()), &out);
+                        seen.add_own(name.into_owned(), &out);
                     }
                     continue;
                 }
-                let key = Token::new(key_pos, TokenKind::String(key_name(k, owned_name(name))));
+                // The schema's own name (equal to the key): no copy of the text.
+                let key = Token::new(key_pos, TokenKind::String(Cow::Borrowed(entry.map_or("", |e| e.name))));
                 let value_def = def.child(sc, ty);
                 let value = self.read_value(v, value_def);
                 out.push((key, value));
@@ -381,7 +401,7 @@ impl Reader<'_> {
             }
             self.error(key_pos, format!("Unexpected value '{name}'"));
             if record {
-                seen.add(SeenKey::Own(name.into_owned()), &out);
+                seen.add_own(name.into_owned(), &out);
             }
         }
         let alive_count = alive.count_ones();
@@ -467,7 +487,7 @@ impl Reader<'_> {
             YKind::Str { value, .. } => match self.parse_template(k.pos, value, def) {
                 None => Key::Name(Cow::Borrowed(value)),
                 Some(tok) => match tok.kind {
-                    TokenKind::String(s) => Key::Name(Cow::Owned(s)),
+                    TokenKind::String(s) => Key::Name(Cow::Owned(s.into_owned())),
                     _ => Key::Expr(tok),
                 },
             },
@@ -485,7 +505,7 @@ impl Reader<'_> {
                     return tok;
                 }
                 if !matches!(tok.kind, TokenKind::String(_)) {
-                    let as_string = Token::new(tok.pos, TokenKind::String(tok.literal_display()));
+                    let as_string = Token::new(tok.pos, TokenKind::String(tok.literal_display().into()));
                     if scalars.iter().any(|s| is_match(s, &as_string)) {
                         return as_string;
                     }
@@ -509,9 +529,16 @@ impl Reader<'_> {
     /// A scalar as a token: strings are split into literal and `${{ }}` segments.
     fn parse_scalar(&mut self, pos: Pos, kind: YKind, def: DefInfo) -> Token {
         match kind {
-            YKind::Str { value, .. } => match self.parse_template(pos, &value, def) {
-                Some(tok) => tok,
-                None => Token::new(pos, TokenKind::String(value)),
+            YKind::Str { value, .. } => match find(value.as_bytes(), 0) {
+                None => Token::new(pos, TokenKind::String(owned_text(value))),
+                Some(first) => {
+                    let shape = self.template_shape(pos, &value, def, first);
+                    // The token reuses the scalar's buffer when it has one.
+                    match value {
+                        Cow::Owned(s) => shape.build(pos, Src::Owned(s)),
+                        Cow::Borrowed(s) => shape.build(pos, Src::Borrowed(s)),
+                    }
+                }
             },
             kind => Self::literal(pos, kind),
         }
@@ -521,12 +548,17 @@ impl Reader<'_> {
     /// `None` when the string holds no `${{` (it is a literal as it is).
     fn parse_template(&mut self, pos: Pos, raw: &str, def: DefInfo) -> Option<Token> {
         let first = find(raw.as_bytes(), 0)?;
+        Some(self.template_shape(pos, raw, def, first).build(pos, Src::Borrowed(raw)))
+    }
+
+    /// What [`Self::parse_template`] makes of `raw`, which has a `${{` at `first`.
+    fn template_shape(&mut self, pos: Pos, raw: &str, def: DefInfo, first: usize) -> Shape {
         // The segment list is a buffer reused from one template to the next.
         let mut segments = std::mem::take(&mut self.segments);
         segments.clear();
-        let tok = self.split_template(pos, raw, def, first, &mut segments);
+        let shape = self.split_template(pos, raw, def, first, &mut segments);
         self.segments = segments;
-        Some(tok)
+        shape
     }
 
     /// [`Self::parse_template`] of a string with a `${{` at `start_expr`.
@@ -537,11 +569,11 @@ impl Reader<'_> {
         def: DefInfo,
         mut start_expr: usize,
         segments: &mut Vec<Seg>,
-    ) -> Token {
+    ) -> Shape {
         // All markers (`${{`, `}}`, `'`) are ASCII, so scanning bytes finds exactly the
         // positions scanning characters would, and every index below is a char boundary.
         let bytes = raw.as_bytes();
-        let literal = || Token::new(pos, TokenKind::String(raw.to_string()));
+        let literal = || Shape::Literal;
         let allowed = &def.ctx.allowed;
         let mut encountered_error = false;
         let mut i = 0usize;
@@ -585,7 +617,7 @@ impl Reader<'_> {
                             );
                             return literal();
                         }
-                        return Token::new(pos, TokenKind::Insert);
+                        return Shape::Insert;
                     }
                     Ok(ParsedExpr::Basic(e)) => {
                         // `e` is `raw_expr` trimmed
@@ -609,9 +641,9 @@ impl Reader<'_> {
             if seg.expr {
                 let e = &raw[seg.start..seg.end];
                 if let Some(s) = expression_string(e) {
-                    return Token::new(pos, TokenKind::String(s));
+                    return Shape::Str(s);
                 }
-                return Token::new(pos, TokenKind::Expr(ExprToken { expr: e.to_string(), source: None }));
+                return Shape::Single { start: seg.start, end: seg.end };
             }
         }
         // `format('literal {0}…', expr0, …)`: at most the raw text, the call around it and a
@@ -621,8 +653,10 @@ impl Reader<'_> {
         let mut idx = 0usize;
         for seg in segments.iter() {
             if seg.expr {
-                use std::fmt::Write;
-                let _ = write!(expr, "{{{idx}}}");
+                // `{idx}`, without the formatting machinery
+                expr.push('{');
+                push_decimal(&mut expr, idx);
+                expr.push('}');
                 idx += 1;
                 continue;
             }
@@ -646,7 +680,7 @@ impl Reader<'_> {
             self.error(pos, format!("Exceeded max expression length {}", exprs::MAX_LENGTH));
             return literal();
         }
-        Token::new(pos, TokenKind::Expr(ExprToken { expr, source: Some(raw.to_string()) }))
+        Shape::Format(expr)
     }
 
     fn parse_expression<'e>(&mut self, value: &'e str, allowed: &Allowed) -> Result<ParsedExpr<'e>, String> {
@@ -662,9 +696,80 @@ impl Reader<'_> {
     }
 }
 
+/// The text a template token is built from: the scalar's own string (moved into the token) or
+/// borrowed text (copied).
+enum Src<'a> {
+    Owned(String),
+    Borrowed(&'a str),
+}
+
+impl Src<'_> {
+    fn into_string(self) -> String {
+        match self {
+            Src::Owned(s) => s,
+            Src::Borrowed(s) => s.to_string(),
+        }
+    }
+}
+
+/// What a string with `${{` turns out to be.
+enum Shape {
+    /// A literal after all (an error was reported): the text as it is.
+    Literal,
+    /// The `${{ insert }}` directive.
+    Insert,
+    /// `${{ 'a string literal' }}`: its value.
+    Str(String),
+    /// One expression and nothing else: the expression is `text[start..end]`.
+    Single { start: usize, end: usize },
+    /// Literals and expressions mixed: this `format(…)` expression, the text as its source.
+    Format(String),
+}
+
+impl Shape {
+    fn build(self, pos: Pos, src: Src<'_>) -> Token {
+        let kind = match self {
+            Shape::Literal => TokenKind::String(src.into_string().into()),
+            Shape::Insert => TokenKind::Insert,
+            Shape::Str(s) => TokenKind::String(s.into()),
+            Shape::Single { start, end } => {
+                let expr = match src {
+                    Src::Owned(mut s) => {
+                        s.truncate(end);
+                        s.drain(..start);
+                        s
+                    }
+                    Src::Borrowed(s) => s[start..end].to_string(),
+                };
+                TokenKind::Expr(Box::new(ExprToken { expr, source: None }))
+            }
+            Shape::Format(expr) => TokenKind::Expr(Box::new(ExprToken { expr, source: Some(src.into_string()) })),
+        };
+        Token::new(pos, kind)
+    }
+}
+
 enum ParsedExpr<'e> {
     Basic(&'e str),
     Insert,
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 fn find(bytes: &[u8], from: usize) -> Option<usize> {
@@ -738,7 +843,10 @@ pub(crate) fn if_condition(condition: &str, allowed: &Allowed, scratch: &mut exp
     match exprs::check_in(condition, allowed, scratch) {
         Ok(c) if c.status_function => Ok(condition.to_string()),
         Ok(c) => {
-            let final_condition = format!("success() && ({condition})");
+            let mut final_condition = String::with_capacity(condition.len() + 15);
+            final_condition.push_str("success() && (");
+            final_condition.push_str(condition);
+            final_condition.push(')');
             if !exprs::wrapped_in_success_passes(&c, allowed) {
                 exprs::check_in(&final_condition, allowed, scratch)?;
             }

@@ -1,6 +1,8 @@
 //! Template tokens: workflow values that may hold expressions, kept as a small tree so the
 //! executor can evaluate them later without re-reading YAML.
 
+use std::borrow::Cow;
+
 use serde::{Serialize, Serializer};
 
 use firebreak_expr::{Context, Value};
@@ -33,10 +35,12 @@ pub enum TokenKind {
     Null,
     Bool(bool),
     Number(f64),
-    String(String),
+    /// A string. Names the schema knows (mapping keys such as `runs-on` or `steps`) borrow the
+    /// schema's static text instead of allocating a copy per file.
+    String(Cow<'static, str>),
     /// A `${{ }}` value. `expr` is the expression GitHub evaluates: the single expression of
     /// `${{ x }}`, or `format('literal {0} …', x, …)` when literals and expressions mix.
-    Expr(ExprToken),
+    Expr(Box<ExprToken>),
     /// The `${{ insert }}` directive (only meaningful as a mapping key).
     Insert,
     Seq(Vec<Token>),
@@ -149,7 +153,7 @@ impl Token {
             TokenKind::Null => String::new(),
             TokenKind::Bool(b) => b.to_string(),
             TokenKind::Number(n) => format_number(*n),
-            TokenKind::String(s) => s.clone(),
+            TokenKind::String(s) => s.to_string(),
             TokenKind::Expr(e) => format!("${{{{ {} }}}}", e.expr),
             TokenKind::Insert => "${{ insert }}".to_string(),
             TokenKind::Seq(_) => "Array".to_string(),
@@ -164,7 +168,7 @@ impl Token {
             TokenKind::Null => Value::Null,
             TokenKind::Bool(b) => Value::Bool(*b),
             TokenKind::Number(n) => Value::Number(*n),
-            TokenKind::String(s) => Value::String(s.clone()),
+            TokenKind::String(s) => Value::String(s.to_string()),
             TokenKind::Expr(e) => {
                 let expr = firebreak_expr::parse(&e.expr).map_err(|err| TokenEvalError::Parse(err.to_string()))?;
                 firebreak_expr::evaluate(&expr, ctx)?
@@ -206,7 +210,7 @@ impl Token {
         if self.contains_expression() {
             return None;
         }
-        self.evaluate(&firebreak_expr::EmptyContext).ok()
+        Some(literal(self))
     }
 
     /// Converts a literal (no expressions) to a JSON value.
@@ -216,7 +220,7 @@ impl Token {
             TokenKind::Null => J::Null,
             TokenKind::Bool(b) => J::Bool(*b),
             TokenKind::Number(n) => number_json(*n),
-            TokenKind::String(s) => J::String(s.clone()),
+            TokenKind::String(s) => J::String(s.to_string()),
             TokenKind::Expr(e) => J::String(format!("${{{{ {} }}}}", e.expr)),
             TokenKind::Insert => J::String("${{ insert }}".to_string()),
             TokenKind::Seq(items) => J::Array(items.iter().map(Token::to_json).collect()),
@@ -227,6 +231,29 @@ impl Token {
                 }
                 J::Object(m)
             }
+        }
+    }
+}
+
+/// [`Token::evaluate`] of a token without expressions (checked by the caller), without the
+/// evaluation machinery: no context, no `Result`, string keys copied once.
+fn literal(t: &Token) -> Value {
+    match &t.kind {
+        TokenKind::Null | TokenKind::Expr(_) | TokenKind::Insert => Value::Null,
+        TokenKind::Bool(b) => Value::Bool(*b),
+        TokenKind::Number(n) => Value::Number(*n),
+        TokenKind::String(s) => Value::String(s.to_string()),
+        TokenKind::Seq(items) => Value::Array(items.iter().map(literal).collect()),
+        TokenKind::Map(pairs) => {
+            let mut out = indexmap::IndexMap::with_capacity(pairs.len());
+            for (k, v) in pairs {
+                let key = match &k.kind {
+                    TokenKind::String(s) => s.to_string(),
+                    _ => literal(k).to_coerced_string(),
+                };
+                out.insert(key, literal(v));
+            }
+            Value::Object(out)
         }
     }
 }
@@ -287,6 +314,21 @@ mod tests {
     }
 
     #[test]
+    fn literal_value_is_the_evaluated_value() {
+        let t = |kind| Token::new(Pos::new(1, 1), kind);
+        let s = |x: &'static str| t(TokenKind::String(x.into()));
+        let tree = t(TokenKind::Map(vec![
+            (s("os"), t(TokenKind::Seq(vec![s("a"), t(TokenKind::Number(1.5)), t(TokenKind::Null)]))),
+            (t(TokenKind::Number(2.0)), t(TokenKind::Bool(true))),
+            (t(TokenKind::Bool(false)), s("x")),
+            (t(TokenKind::Null), t(TokenKind::Number(1e21))),
+            (s("os"), s("duplicate key: the last value, the first position")),
+            (s("include"), t(TokenKind::Seq(vec![t(TokenKind::Map(vec![(s("k"), s("v"))]))]))),
+        ]));
+        assert_eq!(tree.literal_value(), tree.evaluate(&firebreak_expr::EmptyContext).ok());
+    }
+
+    #[test]
     fn evaluate_tokens() {
         use indexmap::IndexMap;
         let mut ctx: IndexMap<String, Value> = IndexMap::new();
@@ -298,12 +340,12 @@ mod tests {
                     Token::new(Pos::new(1, 1), TokenKind::String("a".into())),
                     Token::new(
                         Pos::new(1, 1),
-                        TokenKind::Expr(ExprToken { expr: "format('x{0}', github.sha)".into(), source: None }),
+                        TokenKind::Expr(Box::new(ExprToken { expr: "format('x{0}', github.sha)".into(), source: None })),
                     ),
                 ),
                 (
                     Token::new(Pos::new(1, 1), TokenKind::Insert),
-                    Token::new(Pos::new(1, 1), TokenKind::Expr(ExprToken { expr: "fromJSON('{\"b\":1}')".into(), source: None })),
+                    Token::new(Pos::new(1, 1), TokenKind::Expr(Box::new(ExprToken { expr: "fromJSON('{\"b\":1}')".into(), source: None }))),
                 ),
             ]),
         );

@@ -9,6 +9,7 @@
 //! resolved by copying the anchored node. Core-schema tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq`, `!!map`)
 //! are honoured; other `tag:yaml.org,2002:` tags are rejected like GitHub does.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
@@ -58,19 +59,22 @@ impl Style {
 
 /// A YAML node with the position of its first character.
 #[derive(Clone, Debug, PartialEq)]
-pub struct YNode {
+pub struct YNode<'s> {
     pub pos: Pos,
-    pub kind: YKind,
+    pub kind: YKind<'s>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum YKind {
+pub enum YKind<'s> {
     Null,
     Bool(bool),
     Number(f64),
-    Str { value: String, style: Style },
-    Seq(Vec<YNode>),
-    Map(Vec<(YNode, YNode)>),
+    /// A string: borrowed from the source when it is the source's text as it is (most plain
+    /// and quoted scalars), owned when it had to be built (escapes, folding, block scalars,
+    /// the full parser's strings).
+    Str { value: Cow<'s, str>, style: Style },
+    Seq(Vec<YNode<'s>>),
+    Map(Vec<(YNode<'s>, YNode<'s>)>),
 }
 
 /// A YAML-level error (syntax, tags, limits).
@@ -90,8 +94,8 @@ impl YamlError {
 /// An open collection. Its items so far are the tail of the loader's shared item stack
 /// from `start` on (one exactly-sized allocation per collection instead of regrowing).
 enum Frame {
-    Seq { node: YNode, anchor: usize, start: usize },
-    Map { node: YNode, anchor: usize, start: usize, key: Option<YNode> },
+    Seq { node: YNode<'static>, anchor: usize, start: usize },
+    Map { node: YNode<'static>, anchor: usize, start: usize, key: Option<YNode<'static>> },
 }
 
 /// The source, indexed by character (saphyr's markers count characters). An ASCII source
@@ -113,15 +117,15 @@ impl Chars<'_> {
 struct Loader<'s> {
     max_depth: usize,
     chars: Chars<'s>,
-    anchors: HashMap<usize, YNode>,
+    anchors: HashMap<usize, YNode<'static>>,
     nodes: usize,
-    seq_items: Vec<YNode>,
-    map_items: Vec<(YNode, YNode)>,
+    seq_items: Vec<YNode<'static>>,
+    map_items: Vec<(YNode<'static>, YNode<'static>)>,
 }
 
 /// Parses the first YAML document of `src`. Returns `Ok(None)` for an empty document.
 #[cfg(test)]
-pub fn load(src: &str) -> Result<Option<YNode>, YamlError> {
+pub fn load(src: &str) -> Result<Option<YNode<'_>>, YamlError> {
     load_with_depth(src, DEFAULT_MAX_DEPTH)
 }
 
@@ -129,7 +133,7 @@ pub fn load(src: &str) -> Result<Option<YNode>, YamlError> {
 ///
 /// Workflow-shaped YAML goes through the [`fast`] scanner; anything it does not handle (and
 /// every error) through the complete `saphyr-parser` path, [`load_full`].
-pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode>, YamlError> {
+pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode<'_>>, YamlError> {
     if let Some(root) = fast::load(src, max_depth) {
         return Ok(Some(root));
     }
@@ -137,7 +141,7 @@ pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode>, Yam
 }
 
 /// The complete YAML path (`saphyr-parser` events), whatever the input.
-pub fn load_full(src: &str, max_depth: usize) -> Result<Option<YNode>, YamlError> {
+pub fn load_full(src: &str, max_depth: usize) -> Result<Option<YNode<'static>>, YamlError> {
     let chars = if src.is_ascii() { Chars::Ascii(src.as_bytes()) } else { Chars::Wide(src.chars().collect()) };
     let mut loader =
         Loader { max_depth, chars, anchors: HashMap::new(), nodes: 0, seq_items: Vec::new(), map_items: Vec::new() };
@@ -165,7 +169,7 @@ pub fn check_fast_path(src: &str, max_depth: usize) -> Result<bool, String> {
 }
 
 /// One line per node: its path, position and (for scalars) kind.
-fn flatten(n: &YNode, path: &str, out: &mut Vec<String>) {
+fn flatten(n: &YNode<'_>, path: &str, out: &mut Vec<String>) {
     let at = format!("{path} @{}:{}", n.pos.line, n.pos.col);
     match &n.kind {
         YKind::Seq(items) => {
@@ -191,10 +195,10 @@ fn marker_pos(m: saphyr_parser::Marker) -> Pos {
 }
 
 impl Loader<'_> {
-    fn run(&mut self, src: &str) -> Result<Option<YNode>, YamlError> {
+    fn run(&mut self, src: &str) -> Result<Option<YNode<'static>>, YamlError> {
         let mut parser = Parser::new_from_str(src);
         let mut stack: Vec<Frame> = Vec::new();
-        let mut root: Option<YNode> = None;
+        let mut root: Option<YNode<'static>> = None;
         let mut docs = 0usize;
         while let Some(ev) = parser.next_event() {
             let (ev, span) = ev.map_err(|e| {
@@ -278,7 +282,7 @@ impl Loader<'_> {
         Ok(())
     }
 
-    fn push_value(&mut self, stack: &mut [Frame], root: &mut Option<YNode>, node: YNode) {
+    fn push_value(&mut self, stack: &mut [Frame], root: &mut Option<YNode<'static>>, node: YNode<'static>) {
         match stack.last_mut() {
             None => {
                 if root.is_none() {
@@ -352,7 +356,7 @@ impl Loader<'_> {
         style: Style,
         tag: Option<&Tag>,
         span: Span,
-    ) -> Result<YNode, YamlError> {
+    ) -> Result<YNode<'static>, YamlError> {
         let mut pos = self.node_pos(span);
         let tag_pos = marker_pos(span.start);
         if matches!(style, Style::Literal | Style::Folded) {
@@ -382,7 +386,7 @@ impl Loader<'_> {
                     ));
                 }
                 match name {
-                    "str" => YKind::Str { value: value.to_string(), style },
+                    "str" => YKind::Str { value: Cow::Owned(value.to_string()), style },
                     "null" => match value {
                         "" | "~" | "null" | "Null" | "NULL" => YKind::Null,
                         _ => return Err(invalid_tagged(value, name, tag_pos)),
@@ -406,7 +410,7 @@ impl Loader<'_> {
                 if style == Style::Plain && tag.is_none() {
                     resolve_plain_owned(value.into_owned())
                 } else {
-                    YKind::Str { value: value.into_owned(), style }
+                    YKind::Str { value: Cow::Owned(value.into_owned()), style }
                 }
             }
         };
@@ -497,7 +501,7 @@ fn core_tag_name(tag: &Tag) -> Option<&str> {
     None
 }
 
-fn count_nodes(n: &YNode) -> usize {
+fn count_nodes(n: &YNode<'_>) -> usize {
     match &n.kind {
         YKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
         YKind::Map(items) => 1 + items.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>(),
@@ -573,20 +577,24 @@ fn parse_float(s: &str) -> Option<f64> {
 
 /// Resolves an untagged plain scalar with the YAML 1.2 core schema.
 #[cfg(test)]
-pub fn resolve_plain(s: &str) -> YKind {
+pub fn resolve_plain(s: &str) -> YKind<'static> {
     resolve_plain_owned(s.to_string())
 }
 
 /// [`resolve_plain`] taking the scalar's text by value (kept as the string when it is one).
-pub fn resolve_plain_owned(s: String) -> YKind {
-    // Every null, bool and number of the core schema is empty or starts with one of these.
+pub fn resolve_plain_owned(s: String) -> YKind<'static> {
+    resolve_plain_cow(Cow::Owned(s))
+}
+
+/// [`resolve_plain`] keeping the text as it is (borrowed or owned) when it is a string.
+pub fn resolve_plain_cow(s: Cow<'_, str>) -> YKind<'_> {
+    // Every null, bool and number of the core schema is empty or starts with one of these;
+    // words starting with a letter are null or bool only when short (`false`, `NULL`…).
     let special_start =
         |c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~' | 'n' | 'N' | 't' | 'T' | 'f' | 'F');
-    if !s.is_empty() && !s.starts_with(special_start) {
-        return YKind::Str { value: s, style: Style::Plain };
-    }
-    // Words starting with a letter are null or bool only when short (`false`, `NULL`…).
-    if s.len() > 5 && s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+    if !s.is_empty() && !s.starts_with(special_start)
+        || s.len() > 5 && s.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
         return YKind::Str { value: s, style: Style::Plain };
     }
     match resolve_special(&s) {
@@ -595,23 +603,8 @@ pub fn resolve_plain_owned(s: String) -> YKind {
     }
 }
 
-/// [`resolve_plain_owned`] copying the text only when it is a string.
-pub fn resolve_plain_cow(s: std::borrow::Cow<'_, str>) -> YKind {
-    let special_start =
-        |c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~' | 'n' | 'N' | 't' | 'T' | 'f' | 'F');
-    if !s.is_empty() && !s.starts_with(special_start)
-        || s.len() > 5 && s.starts_with(|c: char| c.is_ascii_alphabetic())
-    {
-        return YKind::Str { value: s.into_owned(), style: Style::Plain };
-    }
-    match resolve_special(&s) {
-        Some(kind) => kind,
-        None => YKind::Str { value: s.into_owned(), style: Style::Plain },
-    }
-}
-
 /// The null, bool or number a plain scalar stands for, if any.
-fn resolve_special(s: &str) -> Option<YKind> {
+fn resolve_special(s: &str) -> Option<YKind<'static>> {
     match s {
         "" | "~" | "null" | "Null" | "NULL" => return Some(YKind::Null),
         _ => {}
@@ -632,7 +625,7 @@ fn resolve_special(s: &str) -> Option<YKind> {
 mod tests {
     use super::*;
 
-    fn kind(s: &str) -> YKind {
+    fn kind(s: &str) -> YKind<'static> {
         resolve_plain(s)
     }
 

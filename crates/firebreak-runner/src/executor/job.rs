@@ -1607,7 +1607,7 @@ pub fn default_step_name(step: &Step) -> String {
     match &step.kind {
         StepKind::Run { run, .. } => {
             let text = match &run.kind {
-                firebreak_workflow::TokenKind::String(s) => s.clone(),
+                firebreak_workflow::TokenKind::String(s) => s.to_string(),
                 firebreak_workflow::TokenKind::Expr(e) => e
                     .source
                     .clone()
