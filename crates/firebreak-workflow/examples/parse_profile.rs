@@ -14,6 +14,10 @@ use firebreak_workflow::plan::{plan, Event};
 use std::hint::black_box;
 use std::sync::Arc;
 
+/// The `firebreak` binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WORKFLOW: &str = include_str!("../benches/realistic.yml");
 
 fn main() {

@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of the system allocator: parsing and planning a workflow make hundreds of
+/// small allocations, which glibc's malloc served at about a fifth of the parser's instructions
+/// (docs/benchmarks.md, "Parse, validate and plan a workflow").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run GitHub Actions workflows locally and in hardware-isolated microVMs.
 #[derive(Parser)]
 #[command(name = "firebreak", version, about, long_about = None)]
