@@ -637,7 +637,8 @@ impl AgentClient {
         .await
     }
 
-    /// Mixes `seed` into the guest entropy pool.
+    /// Mixes `seed` into the guest entropy pool and, in a guest, reseeds the kernel CRNG from
+    /// it at once (see [`crate::entropy`]).
     pub async fn add_entropy(&self, seed: &[u8]) -> Result<(), ClientError> {
         self.call_ok(&Request::AddEntropy, seed).await
     }

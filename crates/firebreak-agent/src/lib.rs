@@ -30,6 +30,7 @@
 
 pub mod cgroup;
 pub mod client;
+pub mod entropy;
 pub mod port;
 pub mod protocol;
 pub mod server;

@@ -231,7 +231,8 @@ pub enum Request {
         /// Nanoseconds.
         nanos: u32,
     },
-    /// Mix the body's bytes into the guest's entropy pool.
+    /// Mix the body's bytes into the guest's entropy pool and, in a guest, reseed the
+    /// kernel CRNG from it at once.
     AddEntropy,
     /// Upload chunk (body) for a `WriteFile`/`TarIn` with the same id.
     Data {

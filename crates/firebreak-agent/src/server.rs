@@ -355,17 +355,13 @@ where
                 send(&out, id, resp, b"").await;
             }
             Request::AddEntropy => {
-                // Writing to /dev/urandom mixes the bytes into the pool (it
-                // does not credit entropy, which needs an ioctl).
-                let resp = match tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .open("/dev/urandom")
-                    .await
-                {
-                    Ok(mut f) => match f.write_all(&body).await {
-                        Ok(()) => Response::Ok,
-                        Err(e) => Response::error(ErrorKind::Io, e.to_string()),
-                    },
+                // In a guest the CRNG is also reseeded at once (see
+                // `entropy`); elsewhere the bytes are only mixed in.
+                let reseed = cfg.guest;
+                let res = tokio::task::spawn_blocking(move || crate::entropy::add(&body, reseed)).await;
+                let resp = match res {
+                    Ok(Ok(())) => Response::Ok,
+                    Ok(Err(e)) => Response::error(ErrorKind::Io, e.to_string()),
                     Err(e) => Response::error(ErrorKind::Io, e.to_string()),
                 };
                 send(&out, id, resp, b"").await;
