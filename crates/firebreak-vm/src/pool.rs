@@ -256,6 +256,13 @@ impl WarmPool {
                     filling: false,
                     failures: 0,
                 });
+            if slot.snapshot.meta != snapshot.meta {
+                // The snapshot was taken again (the old one was discarded):
+                // serve clones of the new one, and refill again.
+                slot.snapshot = snapshot.clone();
+                slot.ready.clear();
+                slot.failures = 0;
+            }
             if slot.filling {
                 return;
             }
@@ -302,6 +309,19 @@ impl WarmPool {
                 return Some(vm);
             }
             vm.kill().await;
+        }
+    }
+
+    /// Drops the ready VMs cloned from `snapshot` (discarded as bad) and
+    /// stops refilling from it until [`keep_warm`](Self::keep_warm) names
+    /// the snapshot that replaces it.
+    pub fn forget(&self, snapshot: &Snapshot) {
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get_mut(&snapshot.meta.key) {
+            if slot.snapshot.meta == snapshot.meta {
+                slot.ready.clear();
+                slot.failures = MAX_FAILURES;
+            }
         }
     }
 

@@ -252,6 +252,11 @@ fn unavailable(reason: impl Into<String>) -> SandboxError {
     }
 }
 
+/// Bytes as GiB, for notes.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
+}
+
 /// Kills a sandbox's VM without asking its agent (which stopped answering).
 async fn kill_vm(sb: &VmSandbox) {
     if let Some(mut vm) = sb.take_vm().await {
@@ -332,10 +337,31 @@ impl SandboxProvider for QemuProvider {
                 .unwrap_or_else(|| default_pids_max(cfg.memory_mib));
             let mut notes = Vec::new();
             let mut failed_clones = 0;
+            // Growing the root filesystem is part of getting the VM ready.
+            let disk = spec.limits.disk_bytes.map(|b| {
+                if b > cfg.max_disk_bytes {
+                    notes.push(format!(
+                        "disk size {:.0} GiB capped to this host's maximum of {:.0} GiB",
+                        gib(b),
+                        gib(cfg.max_disk_bytes)
+                    ));
+                }
+                b.min(cfg.max_disk_bytes)
+            });
+            // resize2fs's time grows with the size (under TCG, ~1.5 s to 20 GiB).
+            let grow_allowance = Duration::from_secs(disk.map_or(0, |b| 10 + (b >> 30)));
             loop {
                 let t0 = std::time::Instant::now();
-                let (vm, origin) = self.start_vm(&image, &cfg, &mut notes).await?;
-                let snap = vm.snapshot_dir().map(Path::to_path_buf);
+                let started = self.start_vm(&image, &cfg, &mut notes).await;
+                let (vm, origin) = match started {
+                    Ok(v) => v,
+                    // Keep what happened to the clones tried before in the error.
+                    Err(e) if failed_clones > 0 => {
+                        return Err(unavailable(format!("{e} (before: {})", notes.join("; "))))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let snap = vm.snapshot().cloned();
                 if self.pause_restored && origin != VmOrigin::Cold {
                     if let Ok(mut qmp) = crate::qmp::Qmp::connect(&vm.qmp_socket(), Duration::from_secs(5)).await {
                         let _ = qmp.execute("stop", None).await;
@@ -345,52 +371,59 @@ impl SandboxProvider for QemuProvider {
                 notes.push(how);
                 let layout = JobLayout::new(GUEST_ROOT, &ws);
                 let mut sb = VmSandbox::new(vm.client(), vm, layout, notes, origin);
-                match tokio::time::timeout(cfg.first_requests_timeout, sb.ready_for_job(pids_max, origin))
-                    .await
-                {
-                    Ok(Ok(())) => {
-                        if let Some(bytes) = spec.limits.disk_bytes {
-                            if let Err(e) = sb.grow_root_fs(bytes).await {
-                                kill_vm(&sb).await;
-                                return Err(e);
-                            }
-                        }
-                        return Ok(Box::new(sb) as Box<dyn Sandbox>);
+                // A cold-booted VM is the last resort: give it longer.
+                let limit = if origin == VmOrigin::Cold {
+                    cfg.first_requests_timeout * 4
+                } else {
+                    cfg.first_requests_timeout
+                } + grow_allowance;
+                let prepare = async {
+                    sb.ready_for_job(pids_max, origin).await?;
+                    if let Some(bytes) = disk {
+                        sb.grow_root_fs(bytes).await?;
                     }
-                    Ok(Err(e)) if origin == VmOrigin::Cold => {
+                    Ok::<(), SandboxError>(())
+                };
+                match tokio::time::timeout(limit, prepare).await {
+                    Ok(Ok(())) => return Ok(Box::new(sb) as Box<dyn Sandbox>),
+                    // A request the guest answered with an error is no sign
+                    // of a bad clone: the job fails with it.
+                    Ok(Err(e)) => {
                         kill_vm(&sb).await;
                         return Err(e);
                     }
                     Err(_) if origin == VmOrigin::Cold => {
                         kill_vm(&sb).await;
                         return Err(unavailable(format!(
-                            "the booted VM's agent did not answer its first requests within {:.0}s",
-                            cfg.first_requests_timeout.as_secs_f64()
+                            "the booted VM's agent did not answer its first requests within {:.0}s (before: {})",
+                            limit.as_secs_f64(),
+                            sb.notes.join("; ")
                         )));
                     }
-                    outcome => {
+                    Err(_) => {
                         // A restored clone (or pooled VM) whose agent answered
                         // its hello but not the job's first requests: never
-                        // hang the job on it. Seen in about 1 clone of 50 on
-                        // a loaded host, other clones of the same snapshot
-                        // being fine: try one more clone; if that one fails
-                        // too, the snapshot is suspect: discard it (taken
-                        // again next time) and boot this job's VM cold.
-                        let why = match outcome {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => format!(
-                                "no answer to its first requests within {:.0}s",
-                                cfg.first_requests_timeout.as_secs_f64()
-                            ),
-                        };
+                        // hang the job on it. Seen with snapshots taken while
+                        // the agent was reconnecting (SNAPSHOT_FORMAT < 7),
+                        // other clones of the same snapshot being fine: try
+                        // one more clone; if that one fails too, the snapshot
+                        // is suspect: discard it (taken again next time) and
+                        // boot this job's VM cold.
+                        let why = format!(
+                            "no answer to its first requests within {:.0}s",
+                            limit.as_secs_f64()
+                        );
                         kill_vm(&sb).await;
                         notes = std::mem::take(&mut sb.notes);
                         failed_clones += 1;
                         if failed_clones < 2 {
                             notes.push(format!("that VM was unusable ({why}); trying another"));
                         } else {
-                            if let Some(dir) = snap {
-                                snapshot::discard_dir(&dir);
+                            if let Some(snap) = &snap {
+                                snapshot::discard(snap);
+                                if let Some(pool) = &self.pool {
+                                    pool.forget(snap);
+                                }
                             }
                             notes.push(format!(
                                 "that VM was unusable too ({why}; its snapshot is discarded and taken again next time), booting one"
@@ -481,7 +514,6 @@ impl AgentSandbox<QemuVm> {
             .ok_or_else(|| unavailable("cannot read the size of the guest's root disk"))?;
         let current = sectors * 512;
         let want = bytes.div_ceil(1 << 20) << 20;
-        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
         if want <= current {
             if want < current {
                 self.notes.push(format!(

@@ -205,14 +205,15 @@ fn load(dir: &Path, name: &str) -> Option<Snapshot> {
 /// Removes a snapshot whose clones failed to start, so that the next
 /// [`ensure`] takes a new one instead of every job waiting for a restore
 /// that will not answer. Clones already running keep their open files.
+/// Only this very snapshot: if another job has taken a new one under the
+/// same name since, that one stays.
 pub fn discard(snap: &Snapshot) {
-    discard_dir(&snap.dir);
-}
-
-/// [`discard`] by directory (a VM knows only where it was restored from).
-/// Clones still running from it keep their open and mapped files.
-pub fn discard_dir(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
+    let on_disk = std::fs::read_to_string(snap.dir.join("meta.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SnapshotMeta>(&t).ok());
+    if on_disk.as_ref() == Some(&snap.meta) {
+        let _ = std::fs::remove_dir_all(&snap.dir);
+    }
 }
 
 /// The cached snapshot for `cfg`, if there is a valid one.

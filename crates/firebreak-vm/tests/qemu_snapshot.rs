@@ -409,20 +409,28 @@ async fn a_restored_vm_that_stops_answering_is_replaced_by_a_cold_boot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disk_size_grows_the_jobs_root_filesystem() {
+async fn a_disk_size_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
     let img = image_or_skip!();
     let _g = SERIAL.lock().await;
-    let p = provider(&img, small());
+    // This host allows at most 7 GiB; the job asks for 8.
+    let p = provider(
+        &img,
+        VmConfig {
+            max_disk_bytes: 7 << 30,
+            ..small()
+        },
+    );
     let mut spec = JobSpec::new("disk", "hello");
     spec.limits.disk_bytes = Some(8 << 30);
     let sb = p.create(spec).await.expect("create");
     let notes = sb.notes().join("\n");
+    assert!(notes.contains("disk size 8 GiB capped to this host's maximum of 7 GiB"), "{notes}");
     assert!(notes.contains("root filesystem grown from"), "{notes}");
     let (st, lines) = run(sb.as_ref(), sh("df -B1 --output=size / | tail -1; head -c 100000000 /dev/zero > /big && echo wrote")).await;
     assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
     let size: u64 = lines.first().and_then(|l| l.trim().parse().ok()).expect("df size");
     // ext4 keeps some blocks for its own metadata.
-    assert!(size > 7 << 30 && size <= 8 << 30, "root filesystem is {size} bytes");
+    assert!(size > 6 << 30 && size <= 7 << 30, "root filesystem is {size} bytes");
     assert_eq!(lines.get(1).map(String::as_str), Some("wrote"));
     sb.destroy().await.expect("destroy");
 

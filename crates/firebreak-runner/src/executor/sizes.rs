@@ -1,7 +1,9 @@
 //! Machine sizes asked for in `runs-on` labels, the way larger hosted runners are named: a label
 //! (or a dash-separated part of one) such as `4cpu`, `4-cores`, `2vcpu`, `512mb` or `16gb`
-//! (memory), and `20gb-disk`, `disk-20gb` or `150gb-ssd` (the root filesystem). Backends that
-//! size a machine per job (the microVMs) apply them; the others ignore them.
+//! (memory), and `20gb-disk`, `disk-20gb` or `150gb-ssd` (the root filesystem). The QEMU
+//! microVMs apply all of them; Firecracker applies vCPUs and memory and notes the disk size as
+//! not applied; the namespace sandbox makes memory and CPUs cgroup limits where it can; the host
+//! sandbox applies none. Each sandbox says in the job log what it did not apply.
 //!
 //! `runs-on: [ubuntu-latest, 1cpu, 512mb]` and `runs-on: linux-4-cores-16gb-150gb-ssd` both work.
 
@@ -13,6 +15,9 @@ pub fn limits_from_labels(labels: &[String]) -> ResourceLimits {
     for label in labels {
         let lower = label.to_ascii_lowercase();
         let parts: Vec<&str> = lower.split(['-', '_']).collect();
+        // A disk word ("ssd") belongs to the size before it ("150gb-ssd") if
+        // there is one, else to the size after it ("disk-20gb").
+        let mut disk_word_taken = None;
         for (i, part) in parts.iter().enumerate() {
             // "4-cores": the number is its own part.
             let next = parts.get(i + 1).copied().unwrap_or("");
@@ -26,10 +31,15 @@ pub fn limits_from_labels(labels: &[String]) -> ResourceLimits {
             }
             let (num, unit) = part.split_at(digits);
             let Ok(n) = num.parse::<u64>() else { continue };
-            let prev = if i > 0 { parts[i - 1] } else { "" };
+            let prev_is_free_disk_word = i > 0
+                && is_disk_word(parts[i - 1])
+                && disk_word_taken != Some(i - 1);
             if is_cpu_unit(unit) {
                 limits.cpu_millis = u32::try_from(n).ok().and_then(cpus).or(limits.cpu_millis);
-            } else if is_disk_word(next) || is_disk_word(prev) {
+            } else if is_disk_word(next) || prev_is_free_disk_word {
+                if is_disk_word(next) {
+                    disk_word_taken = Some(i + 1);
+                }
                 if let Some(mib) = disk_mib(n, unit) {
                     limits.disk_bytes = Some(mib << 20);
                 }
@@ -106,6 +116,9 @@ mod tests {
         assert_eq!(disk(&["disk-20gb"]), (None, Some(20)));
         assert_eq!(disk(&["linux-4-cores-16gb-150gb-ssd"]), (Some(16384), Some(150)));
         assert_eq!(disk(&["1tb-storage"]), (None, Some(1024)));
+        // "ssd" goes with the size before it, so the size after it is memory.
+        assert_eq!(disk(&["linux-150gb-ssd-16gb"]), (Some(16384), Some(150)));
+        assert_eq!(disk(&["linux-16gb-150gb-ssd"]), (Some(16384), Some(150)));
         // A disk label is a size label, not an unknown one.
         assert!(!limits_from_labels(&["20gb-disk".to_string()]).is_empty());
         // Megabytes are no disk size; below 1 GiB is refused.

@@ -108,6 +108,11 @@ pub struct VmConfig {
     /// VM is replaced (see [`QemuProvider`](crate::QemuProvider)). They
     /// take well under a second even under TCG on a busy host.
     pub first_requests_timeout: Duration,
+    /// The largest root filesystem a job may ask for with a disk label
+    /// (larger requests are capped, with a note): clones write to an
+    /// overlay in the run directory, so this bounds the host disk a job can
+    /// fill.
+    pub max_disk_bytes: u64,
 }
 
 
@@ -142,6 +147,7 @@ impl Default for VmConfig {
             ram_file: None,
             nice: None,
             first_requests_timeout: Duration::from_secs(15),
+            max_disk_bytes: 64 << 30,
         }
     }
 }
@@ -269,8 +275,8 @@ pub struct QemuVm {
     lease: Option<crate::pool::Lease>,
     /// Started with a niceness (see [`VmConfig::nice`]).
     niced: bool,
-    /// The snapshot directory a restored VM was cloned from.
-    snapshot: Option<PathBuf>,
+    /// The snapshot a restored VM was cloned from.
+    snapshot: Option<crate::snapshot::Snapshot>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -711,7 +717,7 @@ impl QemuVm {
             watchdog: None,
             lease: None,
             niced: cfg.nice.is_some(),
-            snapshot: Some(snap.dir.clone()),
+            snapshot: Some(snap.clone()),
         };
         // The guest's clock stopped at snapshot time and every clone starts
         // with the same entropy pool: the caller refreshes both.
@@ -824,10 +830,9 @@ impl QemuVm {
         self.stats
     }
 
-    /// The snapshot directory this VM was restored from (`None` when it was
-    /// booted).
-    pub fn snapshot_dir(&self) -> Option<&Path> {
-        self.snapshot.as_deref()
+    /// The snapshot this VM was restored from (`None` when it was booted).
+    pub fn snapshot(&self) -> Option<&crate::snapshot::Snapshot> {
+        self.snapshot.as_ref()
     }
 
     /// The VM's run directory (console.log, qemu.log, sockets, overlay).
