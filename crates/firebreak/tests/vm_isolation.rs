@@ -1,7 +1,8 @@
 //! `firebreak run --sandbox qemu` end to end, in real VMs (software-emulated under TCG where KVM
 //! is not usable): a workflow whose jobs prove the isolation a user is promised. Each job runs
 //! in its own guest kernel, sees none of the host's files, has no network unless it asks with
-//! the `network` runs-on label, and a memory bomb fails only the job that set it off.
+//! the `network` runs-on label, gets a larger root filesystem with a disk label, and a memory
+//! bomb fails only the job that set it off.
 //!
 //! Needs QEMU and a guest image (`firebreak image build`). Without `FIREBREAK_VM_TESTS=1` the
 //! test prints SKIPPED and passes; with it (as `scripts/test` sets) a missing image fails it.
@@ -70,6 +71,13 @@ jobs:
           ip -o -4 addr show | grep -q ' 10.0.2.15/24 '
           ip route | grep -q '^default via 10.0.2.2'
           echo "network opted in"
+  roomy:
+    runs-on: [ubuntu-latest, 1cpu, 512mb, 8gb-disk]
+    steps:
+      - run: |
+          size=$(df -B1 --output=size / | tail -1)
+          test "$size" -gt $((7 << 30))
+          echo "root filesystem of $size bytes"
   bomb:
     runs-on: [ubuntu-latest, 1cpu, 512mb]
     steps:
@@ -203,7 +211,7 @@ fn a_workflow_in_microvms_proves_isolation() {
 
     let r = run_qemu(&repo, &[]);
     let ctx = &r.ctx;
-    for id in ["kernel", "files", "network", "online", "survivor"] {
+    for id in ["kernel", "files", "network", "online", "roomy", "survivor"] {
         assert_eq!(r.result(id), "success", "job {id}\n{ctx}");
     }
     assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
@@ -211,6 +219,7 @@ fn a_workflow_in_microvms_proves_isolation() {
     assert!(r.has("host files invisible") && r.has("network unreachable"), "{ctx}");
     assert!(r.has("network opted in"), "{ctx}");
     assert!(r.has("after the bomb, "), "{ctx}");
+    assert!(r.has("[roomy] root filesystem grown from"), "the job log says so\n{ctx}");
 }
 
 #[test]
