@@ -1,5 +1,5 @@
 //! Developer probe: where the time of a snapshot restore goes
-//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS] [--stress N]`;
+//! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS] [--stress N] [--grow GIB]`;
 //! `FBVM_NET=1` gives `--stress` jobs the network;
 //! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown; `FBVM_CMDLINE` adds kernel
 //! command line words).
@@ -149,6 +149,37 @@ async fn stress_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32, network
     eprintln!("stress: {ok} ok, {stuck} stuck or failed");
 }
 
+/// `--grow GIB`: a job's sandbox asking for a GIB root filesystem (a
+/// `runs-on` disk label); prints the sandbox's notes (how long growing took)
+/// and `df` in the guest.
+async fn grow_probe(img: &firebreak_vm::Image, cfg: &VmConfig, gib: u64) {
+    use firebreak_runner::sandbox::{ExecRequest, JobSpec, SandboxProvider};
+    let p = firebreak_vm::QemuProvider::new(
+        ImageStore::open_default(),
+        Some(img.manifest.hash.clone()),
+        cfg.clone(),
+    );
+    let mut spec = JobSpec::new("grow", "grow");
+    spec.limits.disk_bytes = Some(gib << 30);
+    let sb = match p.create(spec).await {
+        Ok(sb) => sb,
+        Err(e) => {
+            eprintln!("create: {e}");
+            return;
+        }
+    };
+    eprintln!("{}", sb.notes().join("\n"));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<firebreak_runner::sandbox::OutputEvent>(16);
+    let print = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            eprintln!("{}", ev.line);
+        }
+    });
+    let _ = sb.exec(ExecRequest::new(["df", "-h", "/"]).env("PATH", "/usr/bin:/bin"), tx).await;
+    let _ = print.await;
+    let _ = sb.destroy().await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Ok(img) = ImageStore::open_default().latest() else {
@@ -182,17 +213,7 @@ async fn main() {
         return;
     }
     if let Some(gb) = std::env::args().skip_while(|a| a != "--grow").nth(1) {
-        let gb: u64 = gb.parse().unwrap_or(10);
-        let Ok(vm) = QemuVm::restore(&img, &cfg, &snap).await else { return };
-        let t = Instant::now();
-        let mut q = firebreak_vm::qmp::Qmp::connect(&vm.qmp_socket(), std::time::Duration::from_secs(5)).await.expect("qmp");
-        let r = q.execute("block_resize", Some(serde_json::json!({"device": "root", "size": gb << 30}))).await;
-        eprintln!("block_resize: {r:?} in {:?}", t.elapsed());
-        let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", "cat /sys/block/vda/size; resize2fs /dev/vda 2>&1; df -h /; dmesg | tail -5"]).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        let r = vm.client().exec(spec).await.expect("exec").collect().await;
-        if let Ok((o, e, st)) = r {
-            eprintln!("{}{} {st:?} total {:?}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e), t.elapsed());
-        }
+        grow_probe(&img, &cfg, gb.parse().unwrap_or(10)).await;
         return;
     }
     for _ in 0..2 {

@@ -187,9 +187,14 @@ pub fn snapshot_name(image: &Image, cfg: &VmConfig, kvm: bool) -> String {
     )
 }
 
-fn load(dir: &Path, name: &str) -> Option<Snapshot> {
+/// The `meta.json` of the snapshot directory `dir`, if it reads and parses.
+fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
     let text = std::fs::read_to_string(dir.join("meta.json")).ok()?;
-    let meta: SnapshotMeta = serde_json::from_str(&text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn load(dir: &Path, name: &str) -> Option<Snapshot> {
+    let meta = read_meta(dir)?;
     let snap = Snapshot {
         dir: dir.to_path_buf(),
         meta,
@@ -208,10 +213,7 @@ fn load(dir: &Path, name: &str) -> Option<Snapshot> {
 /// Only this very snapshot: if another job has taken a new one under the
 /// same name since, that one stays.
 pub fn discard(snap: &Snapshot) {
-    let on_disk = std::fs::read_to_string(snap.dir.join("meta.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<SnapshotMeta>(&t).ok());
-    if on_disk.as_ref() == Some(&snap.meta) {
+    if read_meta(&snap.dir).as_ref() == Some(&snap.meta) {
         let _ = std::fs::remove_dir_all(&snap.dir);
     }
 }
@@ -236,10 +238,7 @@ pub fn prune_stale(image: &Image) -> Vec<PathBuf> {
             let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
             !pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
         } else {
-            match std::fs::read_to_string(e.path().join("meta.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<SnapshotMeta>(&t).ok())
-            {
+            match read_meta(&e.path()) {
                 Some(m) => m.image_identity != ident || m.format != SNAPSHOT_FORMAT,
                 None => true,
             }
