@@ -381,8 +381,21 @@ where
     }
     tasks.shutdown().await;
     drop(out);
-    // Let queued replies (e.g. the shutdown Ok) reach the peer.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
+    let mut writer_task = writer_task;
+    // Let queued replies (e.g. the shutdown Ok) reach the peer, unless the
+    // peer is gone: a virtio port blocks writes while no host end is
+    // connected, and a writer left behind would keep the port open (so it
+    // cannot be reopened), hand this session's replies to the next host,
+    // and, when it finally closed the port, discard the requests the next
+    // host had already sent.
+    let wait = match end {
+        Ok(SessionEnd::Closed) => Duration::ZERO,
+        _ => Duration::from_secs(2),
+    };
+    if tokio::time::timeout(wait, &mut writer_task).await.is_err() {
+        writer_task.abort();
+        let _ = writer_task.await;
+    }
     end
 }
 
