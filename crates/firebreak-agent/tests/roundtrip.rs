@@ -522,8 +522,14 @@ async fn each_exec_is_born_in_its_own_cgroup_and_a_timeout_kills_escaped_daemons
     let (out, _, st) = run(&c, sh("cat /proc/self/cgroup")).await;
     assert_eq!(st, ExitStatus::Exited { code: 0 });
     let text = String::from_utf8_lossy(&out);
-    let unified = text.lines().find(|l| l.starts_with("0::")).unwrap_or_default();
-    let leaf = root.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let unified = text
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .unwrap_or_default();
+    let leaf = root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     assert!(
         unified.contains(&format!("{leaf}/fb-exec-")),
         "not in a per-exec cgroup: {text}"

@@ -45,7 +45,11 @@ async fn report(what: &str, vm: &QemuVm) {
     }
     let t = Instant::now();
     let _ = vm.client().ping().await;
-    eprintln!("{what}: ping {:.1} ms; first/exit ms: {}", t.elapsed().as_secs_f64() * 1e3, v.join(" "));
+    eprintln!(
+        "{what}: ping {:.1} ms; first/exit ms: {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        v.join(" ")
+    );
 }
 
 /// `--pool SECS`: a warm pool of one, idle for SECS, then a job's sandbox
@@ -90,7 +94,10 @@ async fn pool_probe(img: &firebreak_vm::Image, cfg: &VmConfig, idle: u64) {
                 _ = &mut run => break,
             }
         }
-        v.push(format!("{:.0}", first.unwrap_or_default().as_secs_f64() * 1e3));
+        v.push(format!(
+            "{:.0}",
+            first.unwrap_or_default().as_secs_f64() * 1e3
+        ));
     }
     eprintln!("pool, idle {idle} s: {}", v.join(" / "));
     let _ = sb.destroy().await;
@@ -143,7 +150,11 @@ async fn stress_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32, network
         }
         drain.abort();
         let notes = sb.notes().join("; ");
-        eprintln!("{i}: create {:.0} ms, total {:.0} ms ({notes})", created.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "{i}: create {:.0} ms, total {:.0} ms ({notes})",
+            created.as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
         let _ = sb.destroy().await;
     }
     eprintln!("stress: {ok} ok, {stuck} stuck or failed");
@@ -175,7 +186,12 @@ async fn grow_probe(img: &firebreak_vm::Image, cfg: &VmConfig, gib: u64) {
             eprintln!("{}", ev.line);
         }
     });
-    let _ = sb.exec(ExecRequest::new(["df", "-h", "/"]).env("PATH", "/usr/bin:/bin"), tx).await;
+    let _ = sb
+        .exec(
+            ExecRequest::new(["df", "-h", "/"]).env("PATH", "/usr/bin:/bin"),
+            tx,
+        )
+        .await;
     let _ = print.await;
     let _ = sb.destroy().await;
 }
@@ -186,7 +202,12 @@ async fn main() {
         eprintln!("no image");
         return;
     };
-    let env_num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env_num = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let cfg = VmConfig {
         memory_mib: env_num("FBVM_MEMORY_MIB", 256),
         vcpus: u32::try_from(env_num("FBVM_VCPUS", 1)).unwrap_or(1),
@@ -228,7 +249,19 @@ async fn main() {
         let r = t.elapsed().as_secs_f64() * 1e3;
         report(&format!("restored in {r:.0} ms"), &vm).await;
         if std::env::args().any(|a| a == "--nocg") {
-            let _ = exec(&vm, &["/bin/mount", "-t", "tmpfs", "-o", "ro", "none", "/sys/fs/cgroup"]).await;
+            let _ = exec(
+                &vm,
+                &[
+                    "/bin/mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    "ro",
+                    "none",
+                    "/sys/fs/cgroup",
+                ],
+            )
+            .await;
             report("  without per-command cgroups", &vm).await;
         }
     }
@@ -242,7 +275,11 @@ async fn main() {
             .env("PATH", "/usr/bin:/bin");
             let r = match vm.client().exec(spec).await {
                 Ok(h) => h.collect().await.map(|(o, e, st)| {
-                    format!("{}{} {st:?}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e))
+                    format!(
+                        "{}{} {st:?}",
+                        String::from_utf8_lossy(&o),
+                        String::from_utf8_lossy(&e)
+                    )
                 }),
                 Err(e) => Err(e),
             };
@@ -250,7 +287,10 @@ async fn main() {
             let c = vm.console();
             let lines: Vec<&str> = c.lines().collect();
             eprintln!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
-            eprintln!("{}", std::fs::read_to_string(vm.run_dir().join("qemu.log")).unwrap_or_default());
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(vm.run_dir().join("qemu.log")).unwrap_or_default()
+            );
         }
         return;
     }

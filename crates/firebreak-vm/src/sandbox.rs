@@ -30,8 +30,8 @@ use firebreak_runner::sandbox::{
     BoxFuture, JobLayout, JobSpec, Probe, Sandbox, SandboxError, SandboxProvider,
 };
 
-use crate::agent_ops::{agent_err, sanitize, AgentSandbox, GuestVm};
 pub use crate::agent_ops::VmOrigin;
+use crate::agent_ops::{agent_err, sanitize, AgentSandbox, GuestVm};
 use crate::image::{Image, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
 use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
@@ -61,7 +61,6 @@ pub struct QemuProvider {
     /// Fault injection for tests (see [`Self::pause_restored_vms`]).
     pause_restored: bool,
 }
-
 
 impl QemuProvider {
     /// Uses the newest image in `store` (or the one whose hash starts with
@@ -363,7 +362,9 @@ impl SandboxProvider for QemuProvider {
                 };
                 let snap = vm.snapshot().cloned();
                 if self.pause_restored && origin != VmOrigin::Cold {
-                    if let Ok(mut qmp) = crate::qmp::Qmp::connect(&vm.qmp_socket(), Duration::from_secs(5)).await {
+                    if let Ok(mut qmp) =
+                        crate::qmp::Qmp::connect(&vm.qmp_socket(), Duration::from_secs(5)).await
+                    {
                         let _ = qmp.execute("stop", None).await;
                     }
                 }
@@ -437,7 +438,6 @@ impl SandboxProvider for QemuProvider {
     }
 }
 
-
 /// One job's QEMU VM: the agent-backed sandbox over a [`QemuVm`].
 pub type VmSandbox = AgentSandbox<QemuVm>;
 
@@ -484,8 +484,11 @@ impl AgentSandbox<QemuVm> {
                 Ok(())
             }
         };
-        let (layout, limit, refreshed) =
-            tokio::join!(self.make_layout_with(true), self.set_pids_max(pids_max), refresh);
+        let (layout, limit, refreshed) = tokio::join!(
+            self.make_layout_with(true),
+            self.set_pids_max(pids_max),
+            refresh
+        );
         if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
             eprintln!("create: layout+limit+refresh {:?}", t0.elapsed());
         }
@@ -577,7 +580,4 @@ impl AgentSandbox<QemuVm> {
             .await
             .map_err(|e| agent_err("limit pids in", Path::new(snapshot::JOB_PIDS_MAX), e))
     }
-
 }
-
-

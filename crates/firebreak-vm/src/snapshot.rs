@@ -396,7 +396,12 @@ pub async fn build(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot,
 
 /// Restores a clone of the snapshot in `dir` and checks that its agent
 /// serves a job's first kinds of request (directories, a file, a command).
-async fn verify(image: &Image, cfg: &VmConfig, dir: &Path, meta: &SnapshotMeta) -> Result<(), VmError> {
+async fn verify(
+    image: &Image,
+    cfg: &VmConfig,
+    dir: &Path,
+    meta: &SnapshotMeta,
+) -> Result<(), VmError> {
     let snap = Snapshot {
         dir: dir.to_path_buf(),
         meta: meta.clone(),
@@ -404,14 +409,16 @@ async fn verify(image: &Image, cfg: &VmConfig, dir: &Path, meta: &SnapshotMeta) 
     let mut vcfg = cfg.clone();
     vcfg.job_timeout = None;
     vcfg.boot_timeout = Some(Duration::from_secs(10));
-    let mut vm = QemuVm::restore(image, &vcfg, &snap)
-        .await
-        .map_err(|e| VmError::Snapshot(format!("a clone of the new snapshot did not start: {e}")))?;
+    let mut vm = QemuVm::restore(image, &vcfg, &snap).await.map_err(|e| {
+        VmError::Snapshot(format!("a clone of the new snapshot did not start: {e}"))
+    })?;
     // What a job does first: make directories, write a file, run a command.
     let client = vm.client();
     let check = async {
         client.make_dirs(&["/tmp/firebreak-verify"]).await?;
-        client.write_file("/tmp/firebreak-verify/f", b"ok\n", None).await?;
+        client
+            .write_file("/tmp/firebreak-verify/f", b"ok\n", None)
+            .await?;
         client
             .exec(ExecSpec::new(["/bin/cat", "/tmp/firebreak-verify/f"]))
             .await?
@@ -421,7 +428,9 @@ async fn verify(image: &Image, cfg: &VmConfig, dir: &Path, meta: &SnapshotMeta) 
     let outcome = tokio::time::timeout(Duration::from_secs(10), check).await;
     vm.kill().await;
     match outcome {
-        Ok(Ok((out, _, firebreak_agent::ExitStatus::Exited { code: 0 }))) if out == b"ok\n" => Ok(()),
+        Ok(Ok((out, _, firebreak_agent::ExitStatus::Exited { code: 0 }))) if out == b"ok\n" => {
+            Ok(())
+        }
         Ok(Ok((out, err, st))) => Err(VmError::Snapshot(format!(
             "a clone of the new snapshot misbehaved: cat gave {st:?}, {:?} {:?}",
             String::from_utf8_lossy(&out),
@@ -559,11 +568,8 @@ async fn snapshot_vm(vm: &mut QemuVm, dir: &Path) -> Result<(GuestPrep, u64), Vm
     .await?;
     let state = dir.join("state.bin");
     let uri: OsString = format!("exec:cat > {}", sh_quote(&state.to_string_lossy())).into();
-    qmp.execute(
-        "migrate",
-        Some(json!({ "uri": uri.to_string_lossy() })),
-    )
-    .await?;
+    qmp.execute("migrate", Some(json!({ "uri": uri.to_string_lossy() })))
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let st = qmp.execute("query-migrate", None).await?;
@@ -576,13 +582,17 @@ async fn snapshot_vm(vm: &mut QemuVm, dir: &Path) -> Result<(GuestPrep, u64), Vm
         }
         if Instant::now() > deadline {
             let _ = qmp.execute("migrate_cancel", None).await;
-            return Err(VmError::Snapshot("migration did not finish in 120 s".into()));
+            return Err(VmError::Snapshot(
+                "migration did not finish in 120 s".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = qmp.execute("quit", None).await;
     if !vm.wait_exit(Duration::from_secs(10)).await {
-        return Err(VmError::Snapshot("QEMU did not quit after migration".into()));
+        return Err(VmError::Snapshot(
+            "QEMU did not quit after migration".into(),
+        ));
     }
     let disk = dir.join("disk.qcow2");
     let overlay = vm.run_dir().join("overlay.qcow2");
@@ -617,7 +627,12 @@ mod tests {
     use crate::image::Manifest;
 
     fn fake_image(dir: &Path) -> Image {
-        for f in ["bzImage", "initramfs.cpio.gz", "rootfs.ext4", "manifest.json"] {
+        for f in [
+            "bzImage",
+            "initramfs.cpio.gz",
+            "rootfs.ext4",
+            "manifest.json",
+        ] {
             std::fs::write(dir.join(f), f).expect("write");
         }
         Image {

@@ -15,7 +15,6 @@ use firebreak_vm::{snapshot, PoolConfig, QemuProvider, QemuVm, VmConfig};
 mod common;
 use common::SERIAL;
 
-
 fn small() -> VmConfig {
     VmConfig {
         memory_mib: 256,
@@ -112,8 +111,14 @@ async fn restored_clones_have_their_own_working_disk_a_fresh_clock_and_entropy()
             "{out}{err}"
         );
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.first().copied(), Some(format!("data-{name}").as_str()));
-        let guest_now: i64 = lines.get(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        assert_eq!(
+            lines.first().copied(),
+            Some(format!("data-{name}").as_str())
+        );
+        let guest_now: i64 = lines
+            .get(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
         let host_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -195,7 +200,11 @@ async fn provider_takes_from_the_pool_and_the_pool_keeps_to_its_budget() {
     let t = Instant::now();
     let sb = p.create(spec.clone()).await.expect("create");
     let (st, lines) = run(sb.as_ref(), sh("echo hi")).await;
-    eprintln!("pool job: first command done {:?}; notes {:?}", t.elapsed(), sb.notes());
+    eprintln!(
+        "pool job: first command done {:?}; notes {:?}",
+        t.elapsed(),
+        sb.notes()
+    );
     assert_eq!((st, lines), (ExitStatus::Exited(0), vec!["hi".to_string()]));
     assert!(
         sb.notes().iter().any(|n| n.contains("warm pool")),
@@ -238,7 +247,10 @@ async fn a_memory_bomb_fails_the_job_only() {
     let img = image_or_skip!();
     let _g = SERIAL.lock().await;
     let p = provider(&img, small());
-    let sb = p.create(JobSpec::new("membomb", "hello")).await.expect("create");
+    let sb = p
+        .create(JobSpec::new("membomb", "hello"))
+        .await
+        .expect("create");
     eprintln!("notes: {:?}", sb.notes());
     let t = Instant::now();
     // `tail` keeps the whole newline-free input in memory.
@@ -250,9 +262,17 @@ async fn a_memory_bomb_fails_the_job_only() {
     .await;
     eprintln!("memory bomb: {st:?} {lines:?} after {:?}", t.elapsed());
     assert_eq!(st, ExitStatus::Exited(0));
-    assert_eq!(lines.last().map(String::as_str), Some("status 137"), "{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("status 137"),
+        "{lines:?}"
+    );
     // The guest's OOM killer did it, and the agent is still there.
-    let (st, lines) = run(sb.as_ref(), sh("dmesg | grep -c 'Killed process'; echo alive")).await;
+    let (st, lines) = run(
+        sb.as_ref(),
+        sh("dmesg | grep -c 'Killed process'; echo alive"),
+    )
+    .await;
     assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("alive"));
     sb.destroy().await.expect("destroy");
@@ -286,13 +306,19 @@ async fn a_fork_bomb_fails_the_job_only() {
         .await
     };
     let ((st, _), (pst, plines)) = tokio::join!(bomb, probe);
-    eprintln!("fork bomb: {st:?} after {:?}; cgroups: {plines:?}", t.elapsed());
+    eprintln!(
+        "fork bomb: {st:?} after {:?}; cgroups: {plines:?}",
+        t.elapsed()
+    );
     assert!(!st.success(), "{st:?}");
     assert_eq!(pst, ExitStatus::Exited(0));
     // The job cgroup: limit 64, at most 64 (+1: the probe migrated in),
     // and forks were refused.
     assert_eq!(plines.first().map(String::as_str), Some("64"), "{plines:?}");
-    let current: u64 = plines.get(1).and_then(|l| l.parse().ok()).unwrap_or(u64::MAX);
+    let current: u64 = plines
+        .get(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(u64::MAX);
     assert!(current <= 65, "{plines:?}");
     let refused: u64 = plines
         .get(2)
@@ -301,7 +327,10 @@ async fn a_fork_bomb_fails_the_job_only() {
         .unwrap_or(0);
     assert!(refused > 0, "{plines:?}");
     let (st, lines) = run(sb.as_ref(), sh("echo alive")).await;
-    assert_eq!((st, lines), (ExitStatus::Exited(0), vec!["alive".to_string()]));
+    assert_eq!(
+        (st, lines),
+        (ExitStatus::Exited(0), vec!["alive".to_string()])
+    );
     assert!(t.elapsed() < Duration::from_secs(60));
     sb.destroy().await.expect("destroy");
 }
@@ -361,18 +390,30 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_en
             .await
             .expect("create");
         assert!(
-            sb.notes().iter().any(|n| n.contains("restored from its snapshot")),
+            sb.notes()
+                .iter()
+                .any(|n| n.contains("restored from its snapshot")),
             "{:?}",
             sb.notes()
         );
-        let (st, lines) = run(sb.as_ref(), sh("date +%s; head -c 16 /dev/urandom | od -An -tx1")).await;
+        let (st, lines) = run(
+            sb.as_ref(),
+            sh("date +%s; head -c 16 /dev/urandom | od -An -tx1"),
+        )
+        .await;
         assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
-        let guest: i64 = lines.first().and_then(|l| l.trim().parse().ok()).expect("date");
+        let guest: i64 = lines
+            .first()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("date");
         let host = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        assert!((guest - host).abs() <= 2, "guest clock {guest} vs host {host}");
+        assert!(
+            (guest - host).abs() <= 2,
+            "guest clock {guest} vs host {host}"
+        );
         randoms.push(lines.get(1).cloned().unwrap_or_default());
         sb.destroy().await.expect("destroy");
     }
@@ -390,14 +431,23 @@ async fn a_restored_vm_that_stops_answering_is_replaced_by_a_cold_boot() {
         ..small()
     };
     let p = provider(&img, cfg.clone()).pause_restored_vms();
-    let snap = p.prewarm(&JobSpec::new("stall", "hello")).await.expect("snapshot");
+    let snap = p
+        .prewarm(&JobSpec::new("stall", "hello"))
+        .await
+        .expect("snapshot");
     let t = Instant::now();
-    let sb = p.create(JobSpec::new("stall", "hello")).await.expect("create");
+    let sb = p
+        .create(JobSpec::new("stall", "hello"))
+        .await
+        .expect("create");
     let took = t.elapsed();
     let notes = sb.notes().join("\n");
     assert!(notes.contains("restored from its snapshot"), "{notes}");
     // Two clones are tried, then the snapshot is dropped and a VM booted.
-    assert!(notes.contains("unusable (no answer to its first requests within 3s); trying another"), "{notes}");
+    assert!(
+        notes.contains("unusable (no answer to its first requests within 3s); trying another"),
+        "{notes}"
+    );
     assert!(notes.contains("unusable too (no answer"), "{notes}");
     assert!(notes.contains("booted (1 attempt(s))"), "{notes}");
     let (st, lines) = run(sb.as_ref(), sh("echo still-works")).await;
@@ -424,13 +474,26 @@ async fn a_disk_size_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
     spec.limits.disk_bytes = Some(8 << 30);
     let sb = p.create(spec).await.expect("create");
     let notes = sb.notes().join("\n");
-    assert!(notes.contains("disk size 8 GiB capped to this host's maximum of 7 GiB"), "{notes}");
+    assert!(
+        notes.contains("disk size 8 GiB capped to this host's maximum of 7 GiB"),
+        "{notes}"
+    );
     assert!(notes.contains("root filesystem grown from"), "{notes}");
-    let (st, lines) = run(sb.as_ref(), sh("df -B1 --output=size / | tail -1; head -c 100000000 /dev/zero > /big && echo wrote")).await;
+    let (st, lines) = run(
+        sb.as_ref(),
+        sh("df -B1 --output=size / | tail -1; head -c 100000000 /dev/zero > /big && echo wrote"),
+    )
+    .await;
     assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
-    let size: u64 = lines.first().and_then(|l| l.trim().parse().ok()).expect("df size");
+    let size: u64 = lines
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df size");
     // ext4 keeps some blocks for its own metadata.
-    assert!(size > 6 << 30 && size <= 7 << 30, "root filesystem is {size} bytes");
+    assert!(
+        size > 6 << 30 && size <= 7 << 30,
+        "root filesystem is {size} bytes"
+    );
     assert_eq!(lines.get(1).map(String::as_str), Some("wrote"));
     sb.destroy().await.expect("destroy");
 

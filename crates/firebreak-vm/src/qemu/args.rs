@@ -71,7 +71,11 @@ pub(crate) fn qemu_args_with_drive(
     push(&format!(
         "{machine},accel={}{}",
         if kvm { "kvm" } else { "tcg" },
-        if ram_object.is_some() { ",memory-backend=fbram" } else { "" }
+        if ram_object.is_some() {
+            ",memory-backend=fbram"
+        } else {
+            ""
+        }
     ));
     if let Some((file, share)) = ram_object {
         push("-object");
@@ -129,7 +133,14 @@ pub(crate) fn qemu_args_with_drive(
     // setup and no decompression, ~0.3 s less under TCG than the bzImage.
     let vmlinux = image.vmlinux();
     push("-kernel");
-    a.push(if vmlinux.is_file() { vmlinux } else { image.kernel() }.into());
+    a.push(
+        if vmlinux.is_file() {
+            vmlinux
+        } else {
+            image.kernel()
+        }
+        .into(),
+    );
     a.push("-initrd".into());
     a.push(image.initramfs().into());
     let mut push = |s: &str| a.push(s.into());

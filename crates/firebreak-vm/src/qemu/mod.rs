@@ -32,8 +32,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::image::Image;
-use crate::tools;
 use crate::qmp::Qmp;
+use crate::tools;
 use crate::transport::{connect_agent, connect_stream, handshake, VirtioSerialSocket};
 
 /// Which accelerator to use.
@@ -114,7 +114,6 @@ pub struct VmConfig {
     /// fill.
     pub max_disk_bytes: u64,
 }
-
 
 /// How a job's VM is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -225,7 +224,9 @@ pub enum VmError {
         console: String,
     },
     /// Starting this VM would exceed the memory budget.
-    #[error("memory budget exhausted: {needed_mib} MiB needed, {used_mib} of {limit_mib} MiB in use")]
+    #[error(
+        "memory budget exhausted: {needed_mib} MiB needed, {used_mib} of {limit_mib} MiB in use"
+    )]
     OverBudget {
         /// What the VM needs.
         needed_mib: u64,
@@ -391,7 +392,12 @@ fn spawn_qemu_in(
         argv.extend([nice_bin.into(), "-n".into(), n.to_string().into()]);
     }
     if let Some(setpriv) = tools::find("setpriv") {
-        argv.extend([setpriv.into(), "--pdeathsig".into(), "KILL".into(), "--".into()]);
+        argv.extend([
+            setpriv.into(),
+            "--pdeathsig".into(),
+            "KILL".into(),
+            "--".into(),
+        ]);
     }
     argv.push(qemu.into());
     let mut cmd = Command::new(&argv[0]);
@@ -754,7 +760,9 @@ impl QemuVm {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        let Some(renice) = tools::find("renice") else { return };
+        let Some(renice) = tools::find("renice") else {
+            return;
+        };
         let ok = Command::new(renice)
             .args(["-n", "0", "-p"])
             .args(&tids)
