@@ -262,8 +262,19 @@ impl AgentClient {
         body: &[u8],
         depth: usize,
     ) -> Result<(u64, mpsc::Receiver<Reply>), ClientError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(depth);
+        let id = self.start_to(req, body, tx).await?;
+        Ok((id, rx))
+    }
+
+    /// Sends `req` with its replies going to `tx`; returns its id.
+    async fn start_to(
+        &self,
+        req: &Request,
+        body: &[u8],
+        tx: mpsc::Sender<Reply>,
+    ) -> Result<u64, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.waiters).insert(id, tx);
         // Checked after registering: a disconnect either saw the waiter (and
         // dropped it) or happened before, and then the flag is already set.
@@ -276,7 +287,7 @@ impl AgentClient {
             lock(&self.waiters).remove(&id);
             return Err(ClientError::Disconnected);
         }
-        Ok((id, rx))
+        Ok(id)
     }
 
     async fn send_data(&self, id: u64, data: &[u8], eof: bool) -> Result<(), ClientError> {
@@ -301,15 +312,46 @@ impl AgentClient {
 
     /// Version handshake.
     pub async fn hello(&self) -> Result<AgentInfo, ClientError> {
-        match self
-            .call(
-                &Request::Hello {
-                    protocol: PROTOCOL_VERSION,
+        let hello = Request::Hello {
+            protocol: PROTOCOL_VERSION,
+        };
+        Self::agent_info(self.call(&hello, b"").await?)
+    }
+
+    /// [`hello`](Self::hello), sent again every `every` until one is
+    /// answered. Over a virtio-serial port a request can be lost: when the
+    /// host reconnects just as the agent saw the previous host leave, the
+    /// hello lands in the port the agent is closing, and the guest's driver
+    /// discards unread data on close. The agent answers every hello, so the
+    /// first answer wins; the others are dropped when they come.
+    pub async fn hello_resending(&self, every: Duration) -> Result<AgentInfo, ClientError> {
+        let hello = Request::Hello {
+            protocol: PROTOCOL_VERSION,
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        // Only the waiters hold the sender: a disconnect drops them all and
+        // ends `recv` with `None`.
+        let weak = tx.downgrade();
+        let mut ids = vec![self.start_to(&hello, b"", tx).await?];
+        let reply = loop {
+            match tokio::time::timeout(every, rx.recv()).await {
+                Ok(reply) => break reply,
+                Err(_) => match weak.upgrade() {
+                    Some(tx) => ids.push(self.start_to(&hello, b"", tx).await?),
+                    None => break None,
                 },
-                b"",
-            )
-            .await?
-        {
+            }
+        };
+        let mut waiters = lock(&self.waiters);
+        for id in ids {
+            waiters.remove(&id);
+        }
+        drop(waiters);
+        Self::agent_info(reply.ok_or(ClientError::Disconnected)?)
+    }
+
+    fn agent_info(reply: Reply) -> Result<AgentInfo, ClientError> {
+        match reply {
             (
                 Response::Hello {
                     protocol,

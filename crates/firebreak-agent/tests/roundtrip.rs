@@ -42,6 +42,67 @@ fn sh(script: &str) -> ExecSpec {
     ExecSpec::new(["sh", "-c", script]).env("PATH", "/usr/bin:/bin")
 }
 
+/// The first hello is lost on the way (as over a virtio port the agent is
+/// closing); the resent one is answered, and a late answer to the first
+/// does no harm.
+#[tokio::test]
+async fn a_lost_hello_is_sent_again() {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (mut ar, aw) = a.into_split();
+    let agent = tokio::spawn(async move {
+        // Swallow the first frame, then serve normally.
+        let _: firebreak_agent::protocol::Frame<Request> =
+            firebreak_agent::protocol::read_frame(&mut ar)
+                .await
+                .expect("first hello");
+        serve(ar, aw, Arc::new(AgentConfig::default())).await
+    });
+    let (br, bw) = b.into_split();
+    let c = AgentClient::new(br, bw);
+    let t = Instant::now();
+    let info = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.hello_resending(Duration::from_millis(200)),
+    )
+    .await
+    .expect("the resent hello is answered")
+    .expect("hello");
+    assert_eq!(info.protocol, firebreak_agent::PROTOCOL_VERSION);
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "answered before any resend"
+    );
+    // The session works after the handshake.
+    let (out, _, st) = run(&c, sh("echo ok")).await;
+    assert_eq!(
+        (out.as_slice(), st),
+        (&b"ok\n"[..], ExitStatus::Exited { code: 0 })
+    );
+    drop(c);
+    let _ = agent.await;
+}
+
+/// A peer that goes away ends the resending wait with "disconnected".
+#[tokio::test]
+async fn resent_hellos_stop_when_the_peer_is_gone() {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (br, bw) = b.into_split();
+    let c = AgentClient::new(br, bw);
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(a);
+    });
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.hello_resending(Duration::from_millis(100)),
+    )
+    .await
+    .expect("returns once the peer is gone")
+    .expect_err("no agent");
+    assert!(matches!(err, ClientError::Disconnected), "{err:?}");
+    closer.await.expect("closer");
+}
+
 #[tokio::test]
 async fn hello_reports_versions() {
     let (a, b) = UnixStream::pair().expect("socketpair");

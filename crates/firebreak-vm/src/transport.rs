@@ -180,8 +180,13 @@ pub async fn connect_stream(
     }
 }
 
+/// How long a hello goes unanswered before it is sent again (see
+/// [`AgentClient::hello_resending`]). A restored guest answers in ~0.15 s,
+/// a cold-booted one as soon as its agent runs.
+pub const HELLO_RESEND: Duration = Duration::from_secs(1);
+
 /// Starts a client on a connected stream and waits up to `timeout` for the
-/// agent's answer to `hello`.
+/// agent's answer to `hello` (resent every [`HELLO_RESEND`]).
 pub async fn handshake(
     t: &dyn AgentTransport,
     r: BoxRead,
@@ -190,7 +195,7 @@ pub async fn handshake(
 ) -> Result<(AgentClient, AgentInfo), TransportError> {
     let what = t.describe();
     let client = AgentClient::new(r, w);
-    match tokio::time::timeout(timeout, client.hello()).await {
+    match tokio::time::timeout(timeout, client.hello_resending(HELLO_RESEND)).await {
         Ok(Ok(info)) => Ok((client, info)),
         Ok(Err(source)) => Err(TransportError::Agent { what, source }),
         Err(_) => Err(TransportError::Timeout {
