@@ -196,6 +196,45 @@ async fn grow_probe(img: &firebreak_vm::Image, cfg: &VmConfig, gib: u64) {
     let _ = sb.destroy().await;
 }
 
+/// `--boot N`: N cold boots one after another; per boot the time to agent
+/// ready and the guest kernel's clock at a few milestones of its console.
+async fn boot_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32) {
+    let mut cfg = cfg.clone();
+    if std::env::var_os("FBVM_QUIET").is_none() {
+        cfg.extra_cmdline.push("loglevel=7".into());
+    }
+    cfg.boot_attempts = 1;
+    cfg.boot_timeout = Some(std::time::Duration::from_secs(30));
+    for i in 0..n {
+        let t = Instant::now();
+        match QemuVm::boot(img, &cfg).await {
+            Ok(vm) => {
+                let total = t.elapsed().as_secs_f64();
+                let c = vm.console();
+                let at = |pat: &str| {
+                    c.lines()
+                        .find(|l| l.contains(pat))
+                        .and_then(|l| l.get(1..13))
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|| "-".into())
+                };
+                eprintln!(
+                    "boot {i}: {total:.2} s; kernel clock: alternatives done {}, PCI/ACPI done {}, /init {}, ext4 {}, last {}",
+                    at("Freeing SMP alternatives"),
+                    at("PCI: CLS"),
+                    at("Run /init"),
+                    at("EXT4-fs"),
+                    c.lines().rfind(|l| l.starts_with('[')).and_then(|l| l.get(1..13)).unwrap_or("-").trim()
+                );
+                if std::env::var_os("FBVM_CONSOLE").is_some() {
+                    eprintln!("{c}");
+                }
+            }
+            Err(e) => eprintln!("boot {i}: {e} after {:.2} s", t.elapsed().as_secs_f64()),
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Ok(img) = ImageStore::open_default().latest() else {
@@ -215,6 +254,12 @@ async fn main() {
         extra_cmdline: std::env::var("FBVM_CMDLINE")
             .map(|v| v.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
+        cpu_model: std::env::var("FBVM_CPU").ok(),
+        machine: if std::env::var("FBVM_MACHINE").as_deref() == Ok("microvm") {
+            firebreak_vm::Machine::Microvm
+        } else {
+            firebreak_vm::Machine::Q35
+        },
         ..VmConfig::default()
     };
     let t = Instant::now();
@@ -223,6 +268,10 @@ async fn main() {
     if let Some(n) = std::env::args().skip_while(|a| a != "--stress").nth(1) {
         let net = std::env::var_os("FBVM_NET").is_some();
         stress_probe(&img, &cfg, n.parse().unwrap_or(20), net).await;
+        return;
+    }
+    if let Some(n) = std::env::args().skip_while(|a| a != "--boot").nth(1) {
+        boot_probe(&img, &cfg, n.parse().unwrap_or(5)).await;
         return;
     }
     let Ok((snap, _)) = snapshot::ensure(&img, &cfg).await else {

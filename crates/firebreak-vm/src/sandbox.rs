@@ -15,7 +15,8 @@
 //! provider's [`MemoryBudget`].
 //!
 //! Limits inside the guest: the VM's memory (`-m`), of which the job's
-//! processes together get all but [`snapshot::AGENT_RESERVE_MIB`] (the job
+//! processes together get what the guest has available once booted, less
+//! [`snapshot::AGENT_RESERVE_MIB`] (the job
 //! cgroup's `memory.max`: its OOM killer kills the job's biggest process,
 //! never the agent); a pids limit for all the job's processes together
 //! (`max_pids`, default [`default_pids_max`]) on the same cgroup, which

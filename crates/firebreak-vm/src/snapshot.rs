@@ -62,7 +62,7 @@ use crate::qmp::Qmp;
 use crate::tools;
 
 /// Bumped when the snapshot layout or guest preparation changes.
-pub const SNAPSHOT_FORMAT: u32 = 7;
+pub const SNAPSHOT_FORMAT: u32 = 8;
 
 /// What `meta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +161,32 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An argument as it enters the snapshot key: the TSC rate measured for a
+/// cold boot's kernel command line (see `qemu::args`) varies a little from
+/// process to process and matters only to a booting kernel, not to a guest
+/// restored from its state, so its value is left out.
+fn key_bytes(arg: &std::ffi::OsStr) -> Vec<u8> {
+    let bytes = arg.as_encoded_bytes();
+    let word = format!("{}=", crate::qemu::TSC_KHZ_WORD);
+    let Some(s) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|s| s.contains(&word))
+    else {
+        return bytes.to_vec();
+    };
+    s.split(' ')
+        .map(|w| {
+            if w.starts_with(&word) {
+                crate::qemu::TSC_KHZ_WORD
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .into_bytes()
+}
+
 /// The directory name of the snapshot for `cfg` on `image` (accelerator
 /// already resolved to `kvm`).
 pub fn snapshot_name(image: &Image, cfg: &VmConfig, kvm: bool) -> String {
@@ -168,7 +194,7 @@ pub fn snapshot_name(image: &Image, cfg: &VmConfig, kvm: bool) -> String {
     let mut h = Sha256::new();
     h.update(format!("format={SNAPSHOT_FORMAT}\0kvm={kvm}\0").as_bytes());
     for a in &args {
-        h.update(a.as_encoded_bytes());
+        h.update(key_bytes(a));
         h.update(b"\0");
     }
     let qemu = tools::find(tools::QEMU.name)
@@ -304,23 +330,30 @@ pub const JOB_CGROUP: &str = "firebreak-job";
 /// Where the job's pids limit is written (inside the guest).
 pub const JOB_PIDS_MAX: &str = "/sys/fs/cgroup/pids.max";
 
-/// Guest memory (MiB) kept outside the job cgroup's `memory.max` for the
-/// kernel and the agent.
-pub const AGENT_RESERVE_MIB: u64 = 40;
+/// Guest memory (MiB) kept outside the job cgroup's `memory.max` on top of
+/// what the kernel and the agent already use when the guest is prepared:
+/// room for the kernel's own allocations under memory pressure, so that the
+/// job cgroup's OOM killer acts before the guest-wide one.
+pub const AGENT_RESERVE_MIB: u64 = 24;
 
 /// Readies a freshly booted guest for jobs: creates the job cgroup with
 /// the `pids` and `memory` controllers and mounts it over `/sys/fs/cgroup`
-/// (see [`JOB_CGROUP`]); its `memory.max` is the guest's memory less
-/// [`AGENT_RESERVE_MIB`], so a memory bomb meets the cgroup's OOM killer,
-/// which only chooses among the job's processes (never the agent, never a
-/// guest-wide OOM panic). Also creates the job-independent part of the job
+/// (see [`JOB_CGROUP`]); its `memory.max` is the guest's available memory
+/// (`MemAvailable`: what the kernel, the agent and the devices leave, page
+/// cache counted as free) less [`AGENT_RESERVE_MIB`], so a memory bomb meets
+/// the cgroup's OOM killer, which only chooses among the job's processes
+/// (never the agent, never a guest-wide OOM). A fixed share of `MemTotal`
+/// is not enough: what the kernel keeps differs by machine type (11 MiB
+/// more under `microvm` than `q35` at 256 MiB), and a cgroup limit above
+/// what is really free lets the guest thrash its page cache for a minute
+/// before the global OOM killer acts. Also creates the job-independent part of the job
 /// tree and flushes the disk.
 pub async fn prepare_guest(client: &AgentClient) -> Result<GuestPrep, VmError> {
     let script = format!(
         "{{ echo +pids +memory > /sys/fs/cgroup/cgroup.subtree_control; \
             mkdir -p /sys/fs/cgroup/{JOB_CGROUP} && \
-            total=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo) && \
-            echo $(( (total - {reserve} * 1024) * 1024 )) > /sys/fs/cgroup/{JOB_CGROUP}/memory.max; \
+            avail=$(sed -n 's/^MemAvailable: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo) && \
+            echo $(( (avail - {reserve} * 1024) * 1024 )) > /sys/fs/cgroup/{JOB_CGROUP}/memory.max; \
             mount --bind /sys/fs/cgroup/{JOB_CGROUP} /sys/fs/cgroup; }} 2>/dev/null; \
          mkdir -p {root}/temp/_runner_file_commands {root}/tool_cache {root}/home; \
          sync; test -f {JOB_PIDS_MAX} && echo pids-ok; \

@@ -262,18 +262,25 @@ async fn a_memory_bomb_fails_the_job_only() {
     .await;
     eprintln!("memory bomb: {st:?} {lines:?} after {:?}", t.elapsed());
     assert_eq!(st, ExitStatus::Exited(0));
-    assert_eq!(
-        lines.last().map(String::as_str),
-        Some("status 137"),
-        "{lines:?}"
-    );
+    // stdout's `status` and the shell's `Killed` on stderr come through two
+    // pipes, in either order.
+    assert!(lines.iter().any(|l| l == "status 137"), "{lines:?}");
     // The guest's OOM killer did it, and the agent is still there.
+    // The job cgroup's, not the guest-wide one (which comes only after the
+    // guest has thrashed its page cache for a long while).
     let (st, lines) = run(
         sb.as_ref(),
-        sh("dmesg | grep -c 'Killed process'; echo alive"),
+        sh("dmesg | grep -c 'Memory cgroup out of memory: Killed process'; echo alive"),
     )
     .await;
     assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
+    assert!(
+        lines
+            .first()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 1),
+        "no cgroup OOM kill in the guest's kernel log: {lines:?}"
+    );
     assert_eq!(lines.last().map(String::as_str), Some("alive"));
     sb.destroy().await.expect("destroy");
 }
