@@ -536,6 +536,25 @@ impl AgentClient {
         .await
     }
 
+    /// Sets up the guest's job cgroup `name` (see [`crate::jobcgroup`]);
+    /// returns whether it has the pids controller and its `memory.max`.
+    pub async fn prepare_job_cgroup(
+        &self,
+        name: &str,
+        reserve_mib: u64,
+    ) -> Result<crate::jobcgroup::Prepared, ClientError> {
+        let req = Request::PrepareJobCgroup {
+            name: name.to_string(),
+            reserve_mib,
+        };
+        match self.call(&req, b"").await? {
+            (Response::Prepared { pids, memory_max }, _) => {
+                Ok(crate::jobcgroup::Prepared { pids, memory_max })
+            }
+            (other, _) => Err(ClientError::from_response(other)),
+        }
+    }
+
     /// Packs the host directory `host_dir` (modes and symlinks kept) and
     /// unpacks it into the guest directory `guest_dest`.
     pub async fn tar_in(&self, host_dir: &Path, guest_dest: &str) -> Result<(), ClientError> {

@@ -6,7 +6,8 @@
 //! * [`protocol`] — versioned, length-prefixed frames (JSON header + raw
 //!   body) and the request/response vocabulary: hello, exec with streamed
 //!   stdout/stderr and exit status, signal/cancel, read/write/stat/remove
-//!   files, tar streams in and out, set clock, add entropy, shutdown.
+//!   files, tar streams in and out, set clock, add entropy, prepare the
+//!   job cgroup ([`jobcgroup`]), shutdown.
 //! * [`server`] — the agent side ([`server::serve`]), identical over any byte
 //!   stream: a virtio-serial port under QEMU, vsock under Firecracker, a
 //!   socket pair in tests.
@@ -31,6 +32,8 @@
 pub mod cgroup;
 pub mod client;
 pub mod entropy;
+pub mod jobcgroup;
+pub mod netif;
 pub mod port;
 pub mod protocol;
 pub mod server;

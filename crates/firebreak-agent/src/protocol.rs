@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of the request/response vocabulary; bumped on incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Version byte of the frame layout.
 pub const FRAME_VERSION: u8 = 1;
 /// Frame magic.
@@ -234,6 +234,16 @@ pub enum Request {
     /// Mix the body's bytes into the guest's entropy pool and, in a guest, reseed the
     /// kernel CRNG from it at once.
     AddEntropy,
+    /// In a guest: create the job cgroup `name` with the pids and memory
+    /// controllers, its `memory.max` the guest's available memory less
+    /// `reserve_mib`, mounted over `/sys/fs/cgroup`; then flush the disks
+    /// (see [`crate::jobcgroup`]). Answered by `Prepared`.
+    PrepareJobCgroup {
+        /// Directory name of the job cgroup.
+        name: String,
+        /// MiB of available memory kept outside the job's limit.
+        reserve_mib: u64,
+    },
     /// Upload chunk (body) for a `WriteFile`/`TarIn` with the same id.
     Data {
         /// Last chunk.
@@ -286,6 +296,13 @@ pub enum Response {
         size: u64,
         /// Permission bits.
         mode: u32,
+    },
+    /// Reply to `PrepareJobCgroup` (terminal).
+    Prepared {
+        /// The job cgroup has the pids controller.
+        pids: bool,
+        /// Its `memory.max` in bytes, if set.
+        memory_max: Option<u64>,
     },
     /// Success without data (terminal).
     Ok,

@@ -366,6 +366,34 @@ where
                 };
                 send(&out, id, resp, b"").await;
             }
+            Request::PrepareJobCgroup { name, reserve_mib } => {
+                let resp = if !cfg.guest {
+                    Response::error(
+                        ErrorKind::Invalid,
+                        "refusing to set up a job cgroup outside a guest",
+                    )
+                } else if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                    Response::error(ErrorKind::Invalid, format!("bad cgroup name {name:?}"))
+                } else {
+                    let res = tokio::task::spawn_blocking(move || {
+                        crate::jobcgroup::prepare(
+                            Path::new("/sys/fs/cgroup"),
+                            Path::new("/proc/meminfo"),
+                            &name,
+                            reserve_mib,
+                        )
+                    })
+                    .await;
+                    match res {
+                        Ok(p) => Response::Prepared {
+                            pids: p.pids,
+                            memory_max: p.memory_max,
+                        },
+                        Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                    }
+                };
+                send(&out, id, resp, b"").await;
+            }
             Request::Shutdown => {
                 send(&out, id, Response::Ok, b"").await;
                 break Ok(SessionEnd::Shutdown);

@@ -229,6 +229,11 @@ async fn boot_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32) {
                 if std::env::var_os("FBVM_CONSOLE").is_some() {
                     eprintln!("{c}");
                 }
+                let t = Instant::now();
+                let prep = snapshot::prepare_guest(&vm.client()).await;
+                let p = t.elapsed().as_secs_f64() * 1e3;
+                let (f, e) = exec(&vm, &["/bin/echo", "hi"]).await;
+                eprintln!("  then prepare_guest {p:.0} ms ({:?}), first echo {f:.0}/{e:.0} ms", prep.map(|p| p.job_memory_max));
             }
             Err(e) => eprintln!("boot {i}: {e} after {:.2} s", t.elapsed().as_secs_f64()),
         }
@@ -237,7 +242,12 @@ async fn boot_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Ok(img) = ImageStore::open_default().latest() else {
+    let store = ImageStore::open_default();
+    let img = match std::env::var("FBVM_IMAGE") {
+        Ok(h) => store.get(&h).ok().flatten().ok_or(()),
+        Err(_) => store.latest().map_err(|_| ()),
+    };
+    let Ok(img) = img else {
         eprintln!("no image");
         return;
     };
@@ -297,6 +307,15 @@ async fn main() {
         };
         let r = t.elapsed().as_secs_f64() * 1e3;
         report(&format!("restored in {r:.0} ms"), &vm).await;
+        if let Ok(script) = std::env::var("FBVM_GUEST_SH") {
+            let spec = firebreak_agent::ExecSpec::new(["/bin/bash", "-c", script.as_str()])
+                .env("PATH", "/usr/sbin:/usr/bin:/bin");
+            if let Ok(h) = vm.client().exec(spec).await {
+                if let Ok((o, e, st)) = h.collect().await {
+                    eprintln!("{}{}{st:?}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e));
+                }
+            }
+        }
         if std::env::args().any(|a| a == "--nocg") {
             let _ = exec(
                 &vm,

@@ -62,7 +62,7 @@ use crate::qmp::Qmp;
 use crate::tools;
 
 /// Bumped when the snapshot layout or guest preparation changes.
-pub const SNAPSHOT_FORMAT: u32 = 8;
+pub const SNAPSHOT_FORMAT: u32 = 9;
 
 /// What `meta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -349,36 +349,24 @@ pub const AGENT_RESERVE_MIB: u64 = 24;
 /// before the global OOM killer acts. Also creates the job-independent part of the job
 /// tree and flushes the disk.
 pub async fn prepare_guest(client: &AgentClient) -> Result<GuestPrep, VmError> {
-    let script = format!(
-        "{{ echo +pids +memory > /sys/fs/cgroup/cgroup.subtree_control; \
-            mkdir -p /sys/fs/cgroup/{JOB_CGROUP} && \
-            avail=$(sed -n 's/^MemAvailable: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo) && \
-            echo $(( (avail - {reserve} * 1024) * 1024 )) > /sys/fs/cgroup/{JOB_CGROUP}/memory.max; \
-            mount --bind /sys/fs/cgroup/{JOB_CGROUP} /sys/fs/cgroup; }} 2>/dev/null; \
-         mkdir -p {root}/temp/_runner_file_commands {root}/tool_cache {root}/home; \
-         sync; test -f {JOB_PIDS_MAX} && echo pids-ok; \
-         echo memory.max $(cat /sys/fs/cgroup/memory.max 2>/dev/null)",
-        root = crate::sandbox::GUEST_ROOT,
-        reserve = AGENT_RESERVE_MIB,
-    );
-    let (out, err, st) = client
-        .exec(ExecSpec::new(["/bin/sh", "-c", script.as_str()]).env("PATH", PATH))
-        .await?
-        .collect()
+    let root = crate::sandbox::GUEST_ROOT;
+    let dirs = [
+        format!("{root}/temp/_runner_file_commands"),
+        format!("{root}/tool_cache"),
+        format!("{root}/home"),
+    ];
+    client
+        .make_dirs(&dirs.iter().map(String::as_str).collect::<Vec<_>>())
         .await?;
-    if st != (firebreak_agent::ExitStatus::Exited { code: 0 }) {
-        return Err(VmError::Snapshot(format!(
-            "guest preparation failed ({st:?}): {}",
-            String::from_utf8_lossy(&err)
-        )));
-    }
-    let out = String::from_utf8_lossy(&out);
+    // Natively in the agent (it also flushes the disk): the shell script
+    // this replaced started eight processes, 0.65-0.77 s after a cold boot
+    // under TCG.
+    let p = client
+        .prepare_job_cgroup(JOB_CGROUP, AGENT_RESERVE_MIB)
+        .await?;
     Ok(GuestPrep {
-        pids_controller: out.lines().any(|w| w == "pids-ok"),
-        job_memory_max: out
-            .lines()
-            .find_map(|l| l.strip_prefix("memory.max "))
-            .and_then(|v| v.trim().parse().ok()),
+        pids_controller: p.pids,
+        job_memory_max: p.memory_max,
     })
 }
 
