@@ -1,7 +1,7 @@
 //! `firebreak-agent`: the guest side of firebreak's microVM sandboxes.
 //!
 //! Modes:
-//! * PID 1 (started by the initramfs): set up the guest, start the serving
+//! * PID 1 (started by the initramfs): set up the guest, fork the serving
 //!   agent as a child, reap orphans, restart the agent if it dies.
 //! * `--serve [--device PATH | --vsock PORT]`: serve the virtio-serial port
 //!   (found by its name `org.firebreak.agent`) or PATH, reopening it after
@@ -45,12 +45,7 @@ fn main() {
                     2
                 }
             },
-            _ => run_serve(
-                None,
-                std::fs::read_to_string("/proc/cmdline")
-                    .ok()
-                    .and_then(|c| firebreak_agent::vsock::port_from_cmdline(&c)),
-            ),
+            _ => serve_default(),
         },
         None if std::process::id() == 1 => run_init(),
         _ => {
@@ -59,6 +54,35 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `--serve` without options: vsock if the kernel command line names a
+/// port, else the virtio-serial port.
+fn serve_default() -> i32 {
+    run_serve(
+        None,
+        std::fs::read_to_string("/proc/cmdline")
+            .ok()
+            .and_then(|c| firebreak_agent::vsock::port_from_cmdline(&c)),
+    )
+}
+
+/// Starts the serving agent as a child of PID 1: a `fork` of this process
+/// that goes on as `--serve` would (no second `exec` of the binary, which
+/// costs tens of milliseconds early in a TCG boot).
+#[allow(unsafe_code)]
+fn fork_agent() -> Option<u32> {
+    // SAFETY: PID 1 never starts a thread (no runtime, no thread spawns; its
+    // `Command`s are waited for inline), so the child of this `fork` is a
+    // whole copy and may do anything, including start a runtime.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => std::process::exit(serve_default()),
+        Ok(nix::unistd::ForkResult::Parent { child }) => u32::try_from(child.as_raw()).ok(),
+        Err(e) => {
+            log(&format!("cannot start agent: {e}"));
+            None
+        }
+    }
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
@@ -292,18 +316,15 @@ fn setup_guest() {
     let _ = std::os::unix::fs::symlink("/proc/self/fd/1", "/dev/stdout");
     let _ = std::os::unix::fs::symlink("/proc/self/fd/2", "/dev/stderr");
     let _ = nix::unistd::sethostname("firebreak");
-    if Path::new("/sbin/ip").exists()
-        || Path::new("/usr/sbin/ip").exists()
-        || Path::new("/bin/ip").exists()
-    {
-        run_quiet(&["ip", "link", "set", "lo", "up"]);
-        if cmdline_flag("firebreak.net").as_deref() == Some("user") {
-            // QEMU user networking: fixed addresses.
-            run_quiet(&["ip", "link", "set", "eth0", "up"]);
-            run_quiet(&["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"]);
-            run_quiet(&["ip", "route", "add", "default", "via", "10.0.2.2"]);
-            let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
-        }
+    if let Err(e) = firebreak_agent::netif::set_up("lo") {
+        log(&format!("cannot bring lo up: {e}"));
+    }
+    // QEMU user networking: fixed addresses (a network job's boot only).
+    if cmdline_flag("firebreak.net").as_deref() == Some("user") {
+        run_quiet(&["ip", "link", "set", "eth0", "up"]);
+        run_quiet(&["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"]);
+        run_quiet(&["ip", "route", "add", "default", "via", "10.0.2.2"]);
+        let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
     }
 }
 
@@ -311,16 +332,7 @@ fn run_init() -> i32 {
     use nix::sys::wait::{waitpid, WaitStatus};
     std::env::set_var("PATH", DEFAULT_PATH);
     setup_guest();
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/sbin/firebreak-agent"));
-    let spawn = || -> Option<u32> {
-        match std::process::Command::new(&exe).arg("--serve").spawn() {
-            Ok(c) => Some(c.id()),
-            Err(e) => {
-                log(&format!("cannot start agent: {e}"));
-                None
-            }
-        }
-    };
+    let spawn = fork_agent;
     let mut agent = spawn();
     loop {
         match waitpid(None, None) {
