@@ -1213,3 +1213,61 @@ fn reusable_workflow_with_matrix_and_an_unavailable_remote_one() {
         "{o:?}"
     );
 }
+
+/// A workflow opts every job into network access with `FIREBREAK_NETWORK: true` in its
+/// top-level `env`, a job with its own `env`; the rest stay on loopback only.
+#[test]
+fn a_workflow_or_job_env_opts_into_the_network() {
+    // Interfaces other than loopback, from the job's own view of the network.
+    let probe = r#"echo "netdevs=$(awk 'NR > 2 && $1 != "lo:" { n++ } END { print n + 0 }' /proc/net/dev)""#;
+    let whole = format!(
+        "on: push\nenv:\n  FIREBREAK_NETWORK: true\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          {probe}\n"
+    );
+    let per_job = format!(
+        "on: push\njobs:\n  asks:\n    runs-on: ubuntu-latest\n    env:\n      FIREBREAK_NETWORK: 'yes'\n    steps:\n      - run: |\n          {probe}\n  plain:\n    runs-on: ubuntu-latest\n    needs: asks\n    env:\n      FIREBREAK_NETWORK: false\n    steps:\n      - run: |\n          {probe}\n"
+    );
+    let r = repo(&[
+        (".github/workflows/whole.yml", whole.as_str()),
+        (".github/workflows/per-job.yml", per_job.as_str()),
+    ]);
+    let wf = |name: &str| {
+        r.path()
+            .join(".github/workflows")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let o = r.run(&["push", "--sandbox", "namespace", "-W", &wf("whole.yml")]);
+    if o.code == 2 && o.stderr.contains("namespace") {
+        eprintln!("SKIPPED: the namespace sandbox is unavailable here: {o:?}");
+        return;
+    }
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| netdevs="), "{o:?}");
+    assert!(
+        !o.has("| netdevs=0"),
+        "the workflow asked for the network: {o:?}"
+    );
+    let o = r.run(&["push", "--sandbox", "namespace", "-W", &wf("per-job.yml")]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let lines: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter(|l| l.contains("| netdevs="))
+        .collect();
+    let asks = lines
+        .iter()
+        .find(|l| l.contains("asks"))
+        .copied()
+        .unwrap_or_default();
+    let plain = lines
+        .iter()
+        .find(|l| l.contains("plain"))
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        asks.contains("| netdevs=") && !asks.contains("netdevs=0"),
+        "{o:?}"
+    );
+    assert!(plain.contains("| netdevs=0"), "{o:?}");
+}

@@ -93,6 +93,24 @@ const LINUX_LABELS: &[&str] = &[
 /// The `runs-on` label by which a job asks for network access (as `--network` gives every job).
 pub const NETWORK_LABEL: &str = "network";
 
+/// The `env` variable by which a whole workflow (in its top-level `env`) or a job asks for
+/// network access: `FIREBREAK_NETWORK: true`. GitHub passes it on as an ordinary variable, so
+/// the workflow stays valid there.
+pub const NETWORK_ENV: &str = "FIREBREAK_NETWORK";
+
+/// True when `env` (a workflow's or job's `env:` mapping) sets [`NETWORK_ENV`] to `true`, `1`
+/// or `yes`. An `env` that does not evaluate is reported where the job's environment is built,
+/// and asks for nothing here.
+fn env_asks_for_network(
+    env: Option<&firebreak_workflow::Token>,
+    ctx: &dyn firebreak_expr::Context,
+) -> bool {
+    eval_string_map(env, ctx)
+        .ok()
+        .and_then(|m| m.get(NETWORK_ENV).cloned())
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
 #[derive(Clone)]
 struct ActionInfo {
     /// Guest path of the action folder.
@@ -275,7 +293,10 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         .unwrap_or("repo")
         .to_string();
     let mut jspec = JobSpec::new(spec.sandbox_id.clone(), workspace_name);
-    jspec.network = cfg.network || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL));
+    jspec.network = cfg.network
+        || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL))
+        || env_asks_for_network(sh.workflow.env.as_ref(), &ctx)
+        || env_asks_for_network(steps_job.env.as_ref(), &ctx);
     jspec.limits = super::sizes::limits_from_labels(&labels);
     let sb = provider
         .create(jspec)

@@ -127,7 +127,9 @@ pub struct RunArgs {
     #[arg(long)]
     offline: bool,
     /// Give jobs network access. Without it, namespace sandboxes get their own network
-    /// namespace with only loopback (host sandboxes always share the host's network).
+    /// namespace with only loopback and microVMs no network device (host sandboxes always
+    /// share the host's network); a workflow opts in with `FIREBREAK_NETWORK: true` in its
+    /// `env`, a job with the same in its own `env` or with the `network` runs-on label.
     #[arg(long)]
     network: bool,
     /// Keep N restored microVMs ready per VM size while the run lasts, refilled in the
