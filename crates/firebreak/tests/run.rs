@@ -1271,3 +1271,21 @@ fn a_workflow_or_job_env_opts_into_the_network() {
     );
     assert!(plain.contains("| netdevs=0"), "{o:?}");
 }
+
+/// A size label out of range is named in the job log as ignored, not taken for an unknown
+/// machine label.
+#[test]
+fn sizes_out_of_range_are_named_in_the_job_log() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: [ubuntu-latest, 0cpu, 2048gb]\n    steps:\n      - run: echo hi\n",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.has("runs-on '0cpu': 0 CPUs (1 to 256 allowed): out of range, ignored"),
+        "{o:?}"
+    );
+    assert!(o.has("runs-on '2048gb': 2048gb of memory"), "{o:?}");
+    assert!(!o.has("default Linux environment"), "{o:?}");
+}

@@ -269,7 +269,11 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         let odd: Vec<&String> = labels
             .iter()
             .filter(|l| !LINUX_LABELS.contains(&l.to_ascii_lowercase().as_str()))
-            .filter(|l| super::sizes::limits_from_labels(std::slice::from_ref(l)).is_empty())
+            .filter(|l| {
+                let one = std::slice::from_ref(*l);
+                super::sizes::limits_from_labels(one).is_empty()
+                    && super::sizes::refused_sizes(one).is_empty()
+            })
             .collect();
         if !odd.is_empty() {
             warnings.push(format!(
@@ -278,6 +282,9 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
                 backend
             ));
         }
+    }
+    for refused in super::sizes::refused_sizes(&labels) {
+        warnings.push(format!("runs-on {refused}: out of range, ignored"));
     }
     if steps_job.environment.is_some() {
         warnings.push("`environment:` is not applied locally (no protection rules, no environment secrets or variables); pass them with -s / --var".to_string());
