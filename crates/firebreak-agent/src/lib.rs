@@ -13,6 +13,10 @@
 //!   socket pair in tests.
 //! * [`client`] — the host side ([`client::AgentClient`]).
 //! * [`vsock`] — the agent's vsock listener (Firecracker).
+//! * [`jobcgroup`], [`thrash`], [`netif`], [`entropy`] — guest setup done
+//!   with the agent's own system calls: the job cgroup, the guard that ends
+//!   a job thrashing under its memory limit, the loopback interface, the
+//!   kernel's random generator.
 //!
 //! The `firebreak-agent` binary is the guest's init: mounted as
 //! `/sbin/firebreak-agent` in the rootfs, started by the initramfs with
@@ -37,6 +41,7 @@ pub mod netif;
 pub mod port;
 pub mod protocol;
 pub mod server;
+pub mod thrash;
 pub mod vsock;
 
 pub use client::{AgentClient, AgentInfo, ClientError, ExecEvent, ExecHandle, Stat};

@@ -384,6 +384,8 @@ where
                         )
                     })
                     .await;
+                    // The guard watches the job cgroup, now mounted as the root.
+                    crate::thrash::start(PathBuf::from("/sys/fs/cgroup"));
                     match res {
                         Ok(p) => Response::Prepared {
                             pids: p.pids,

@@ -18,7 +18,8 @@
 //! processes together get what the guest has available once booted, less
 //! [`snapshot::AGENT_RESERVE_MIB`] (the job
 //! cgroup's `memory.max`: its OOM killer kills the job's biggest process,
-//! never the agent); a pids limit for all the job's processes together
+//! never the agent, and so does the agent's guard when the job stays stalled
+//! on memory, see `firebreak_agent::thrash`); a pids limit for all the job's processes together
 //! (`max_pids`, default [`default_pids_max`]) on the same cgroup, which
 //! holds the agent's per-command cgroups ([`snapshot::JOB_CGROUP`]); and the
 //! job timeout ([`VmConfig::job_timeout`]) kills the whole VM.
