@@ -50,8 +50,7 @@ pub fn set_up(name: &str) -> std::io::Result<()> {
     // address works before any interface is up.
     let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
     sys::read_flags(sock.as_raw_fd(), &mut ifr)?;
-    let flags = read_union_flags(&ifr) | libc::IFF_UP as libc::c_short;
-    write_union_flags(&mut ifr, flags);
+    ifr.ifr_ifru.ifru_flags = read_union_flags(&ifr) | libc::IFF_UP as libc::c_short;
     sys::write_flags(sock.as_raw_fd(), &ifr)?;
     Ok(())
 }
@@ -61,10 +60,6 @@ fn read_union_flags(ifr: &libc::ifreq) -> libc::c_short {
     // SAFETY: after SIOCGIFFLAGS the union holds `ifru_flags`; every bit
     // pattern is a valid `c_short`.
     unsafe { ifr.ifr_ifru.ifru_flags }
-}
-
-fn write_union_flags(ifr: &mut libc::ifreq, flags: libc::c_short) {
-    ifr.ifr_ifru.ifru_flags = flags;
 }
 
 #[cfg(test)]

@@ -375,22 +375,30 @@ where
                 } else if name.is_empty() || name.contains('/') || name.starts_with('.') {
                     Response::error(ErrorKind::Invalid, format!("bad cgroup name {name:?}"))
                 } else {
+                    let root = Path::new("/sys/fs/cgroup");
                     let res = tokio::task::spawn_blocking(move || {
                         crate::jobcgroup::prepare(
-                            Path::new("/sys/fs/cgroup"),
+                            root,
                             Path::new("/proc/meminfo"),
                             &name,
                             reserve_mib,
                         )
                     })
                     .await;
-                    // The guard watches the job cgroup, now mounted as the root.
-                    crate::thrash::start(PathBuf::from("/sys/fs/cgroup"));
                     match res {
-                        Ok(p) => Response::Prepared {
-                            pids: p.pids,
-                            memory_max: p.memory_max,
-                        },
+                        Ok(p) => {
+                            // A memory limit read back through the root means
+                            // the job cgroup is mounted there (the real root
+                            // cgroup has none): only then may the guard watch
+                            // it, since it kills among the processes below.
+                            if p.memory_max.is_some() {
+                                crate::thrash::start(root.to_path_buf());
+                            }
+                            Response::Prepared {
+                                pids: p.pids,
+                                memory_max: p.memory_max,
+                            }
+                        }
                         Err(e) => Response::error(ErrorKind::Io, e.to_string()),
                     }
                 };

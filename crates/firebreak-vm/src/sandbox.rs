@@ -509,12 +509,12 @@ impl AgentSandbox<QemuVm> {
     /// is noted as not applied.
     async fn grow_root_fs(&mut self, bytes: u64) -> Result<(), SandboxError> {
         let t0 = std::time::Instant::now();
-        let sectors_path = Path::new("/sys/block/vda/size");
+        const SECTORS: &str = "/sys/block/vda/size";
         let sectors = self
             .client
-            .read_file("/sys/block/vda/size")
+            .read_file(SECTORS)
             .await
-            .map_err(|e| agent_err("read", sectors_path, e))?
+            .map_err(|e| agent_err("read", Path::new(SECTORS), e))?
             .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
             .ok_or_else(|| unavailable("cannot read the size of the guest's root disk"))?;
         let current = sectors * 512;
@@ -545,7 +545,7 @@ impl AgentSandbox<QemuVm> {
         // The guest learns the new capacity from a config interrupt: wait
         // for it, then grow the mounted filesystem.
         let script = format!(
-            "i=0; while [ \"$(cat /sys/block/vda/size)\" != {} ]; do i=$((i+1)); [ $i -gt 500 ] && {{ echo 'the guest did not see the larger disk' >&2; exit 1; }}; sleep 0.01; done; exec resize2fs /dev/vda",
+            "i=0; while [ \"$(cat {SECTORS})\" != {} ]; do i=$((i+1)); [ $i -gt 500 ] && {{ echo 'the guest did not see the larger disk' >&2; exit 1; }}; sleep 0.01; done; exec resize2fs /dev/vda",
             want / 512
         );
         let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", &script])

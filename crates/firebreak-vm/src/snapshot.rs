@@ -161,40 +161,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An argument as it enters the snapshot key: the TSC rate measured for a
-/// cold boot's kernel command line (see `qemu::args`) varies a little from
-/// process to process and matters only to a booting kernel, not to a guest
-/// restored from its state, so its value is left out.
-fn key_bytes(arg: &std::ffi::OsStr) -> Vec<u8> {
-    let bytes = arg.as_encoded_bytes();
-    let word = format!("{}=", crate::qemu::TSC_KHZ_WORD);
-    let Some(s) = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|s| s.contains(&word))
-    else {
-        return bytes.to_vec();
-    };
-    s.split(' ')
-        .map(|w| {
-            if w.starts_with(&word) {
-                crate::qemu::TSC_KHZ_WORD
-            } else {
-                w
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-        .into_bytes()
-}
-
 /// The directory name of the snapshot for `cfg` on `image` (accelerator
 /// already resolved to `kvm`).
 pub fn snapshot_name(image: &Image, cfg: &VmConfig, kvm: bool) -> String {
-    let args = qemu_args(image, cfg, kvm, Path::new("/run/firebreak-snapshot"));
+    let args = qemu_args(image, cfg, kvm, Path::new("/run/firebreak-snapshot"), false);
     let mut h = Sha256::new();
     h.update(format!("format={SNAPSHOT_FORMAT}\0kvm={kvm}\0").as_bytes());
     for a in &args {
-        h.update(key_bytes(a));
+        h.update(a.as_encoded_bytes());
         h.update(b"\0");
     }
     let qemu = tools::find(tools::QEMU.name)

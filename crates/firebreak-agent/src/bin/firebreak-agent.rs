@@ -332,8 +332,7 @@ fn run_init() -> i32 {
     use nix::sys::wait::{waitpid, WaitStatus};
     std::env::set_var("PATH", DEFAULT_PATH);
     setup_guest();
-    let spawn = fork_agent;
-    let mut agent = spawn();
+    let mut agent = fork_agent();
     loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, code)) if Some(pid.as_raw() as u32) == agent => {
@@ -344,18 +343,18 @@ fn run_init() -> i32 {
                 }
                 log(&format!("agent exited with {code}; restarting"));
                 std::thread::sleep(Duration::from_millis(200));
-                agent = spawn();
+                agent = fork_agent();
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) if Some(pid.as_raw() as u32) == agent => {
                 log(&format!("agent killed by {sig}; restarting"));
                 std::thread::sleep(Duration::from_millis(200));
-                agent = spawn();
+                agent = fork_agent();
             }
             Ok(_) => {}
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(200));
                 if agent.is_none() {
-                    agent = spawn();
+                    agent = fork_agent();
                 }
             }
         }

@@ -20,14 +20,11 @@ pub(crate) enum RamBacking<'a> {
     Private(&'a Path),
 }
 
-/// The kernel parameter that gives a guest its TSC rate.
-pub(crate) const TSC_KHZ_WORD: &str = "tsc_early_khz";
-
 /// The host's TSC rate in kHz, measured once per process against the
 /// monotonic clock over 20 ms (about 100 ppm; the guest's clock is set by
 /// the agent at every job start, so a small rate error only drifts within a
 /// job). `None` off x86-64.
-pub(crate) fn host_tsc_khz() -> Option<u64> {
+fn host_tsc_khz() -> Option<u64> {
     static KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     *KHZ.get_or_init(measure_tsc_khz)
 }
@@ -54,7 +51,17 @@ fn measure_tsc_khz() -> Option<u64> {
     None
 }
 
-pub(crate) fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) -> Vec<OsString> {
+/// QEMU's arguments for a VM of `cfg` on `image` with its files in `dir`.
+/// With `cold_boot` the kernel command line also gets what only a booting
+/// kernel reads (the TSC rate below); without it the arguments describe the
+/// VM's shape: what a snapshot is keyed by and a restore must repeat.
+pub(crate) fn qemu_args(
+    image: &Image,
+    cfg: &VmConfig,
+    kvm: bool,
+    dir: &Path,
+    cold_boot: bool,
+) -> Vec<OsString> {
     let drive = format!(
         "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
         dir.join("overlay.qcow2").to_string_lossy()
@@ -63,7 +70,7 @@ pub(crate) fn qemu_args(image: &Image, cfg: &VmConfig, kvm: bool, dir: &Path) ->
         Some(f) => RamBacking::Shared(f),
         None => RamBacking::Anonymous,
     };
-    qemu_args_with_drive(image, cfg, kvm, dir, &drive, ram)
+    qemu_args_with_drive(image, cfg, kvm, dir, &drive, ram, cold_boot)
 }
 
 /// [`qemu_args`] with `drive` as the root `-drive` (id `root`) and guest RAM
@@ -75,6 +82,7 @@ pub(crate) fn qemu_args_with_drive(
     dir: &Path,
     drive: &str,
     ram: RamBacking<'_>,
+    cold_boot: bool,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(s.into());
@@ -158,13 +166,16 @@ pub(crate) fn qemu_args_with_drive(
         cmdline.push("firebreak.net=user");
     }
     let mut cmdline = cmdline.join(" ");
-    if cfg.machine == Machine::Microvm && !kvm {
+    if cold_boot && cfg.machine == Machine::Microvm && !kvm {
         // A TCG guest's TSC runs at the host's rate, and microvm has no
         // HPET or PM timer to calibrate it against: the PIT calibration
         // fails under emulation and the boot then hangs in most attempts.
-        // Telling the kernel the rate skips the calibration.
+        // Telling the kernel the rate skips the calibration. A restored
+        // guest has long been calibrated, so neither a restore nor a
+        // snapshot's key measures it (the value varies a little from
+        // process to process).
         if let Some(khz) = host_tsc_khz() {
-            cmdline.push_str(&format!(" {TSC_KHZ_WORD}={khz}"));
+            cmdline.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
     for w in &cfg.extra_cmdline {

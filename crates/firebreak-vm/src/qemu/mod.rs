@@ -20,7 +20,7 @@
 mod args;
 mod kvm;
 
-pub(crate) use args::{qemu_args, qemu_args_with_drive, RamBacking, TSC_KHZ_WORD};
+pub(crate) use args::{qemu_args, qemu_args_with_drive, RamBacking};
 pub use kvm::{kvm_is_pvm, probe_kvm, probe_kvm_uncached, KvmProbe};
 
 use std::ffi::OsString;
@@ -503,7 +503,7 @@ impl QemuVm {
             let ta = Instant::now();
             let mut child = spawn_qemu(
                 &qemu,
-                qemu_args(image, cfg, kvm, &run_dir),
+                qemu_args(image, cfg, kvm, &run_dir, true),
                 &run_dir,
                 cfg.nice,
             )?;
@@ -636,7 +636,7 @@ impl QemuVm {
             Some(f) => RamBacking::Private(f),
             None => RamBacking::Anonymous,
         };
-        let mut args = qemu_args_with_drive(image, cfg, kvm, run_dir, &drive, ram);
+        let mut args = qemu_args_with_drive(image, cfg, kvm, run_dir, &drive, ram, false);
         let state_uri = format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy()));
         args.push("-incoming".into());
         if ram_file.is_some() {
