@@ -17,6 +17,19 @@ use firebreak_vm::{QemuProvider, QemuVm, VmConfig};
 mod common;
 use common::SERIAL;
 
+/// Runs `spec` in the VM to completion: stdout, stderr, exit status.
+async fn exec_collect(
+    client: &firebreak_agent::AgentClient,
+    spec: firebreak_agent::ExecSpec,
+) -> (Vec<u8>, Vec<u8>, firebreak_agent::ExitStatus) {
+    client
+        .exec(spec)
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect")
+}
 
 fn sh(script: &str) -> ExecRequest {
     ExecRequest::new(["/bin/sh", "-c", script])
@@ -36,13 +49,11 @@ async fn vm_boots_runs_the_guest_kernel_and_has_no_network() {
     let info = vm.agent_info().clone();
     assert!(info.init, "agent should run as the guest's init child");
     let client = vm.client();
-    let (out, _, st) = client
-        .exec(firebreak_agent::ExecSpec::new(["uname", "-r"]).env("PATH", "/usr/bin:/bin"))
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect");
+    let (out, _, st) = exec_collect(
+        &client,
+        firebreak_agent::ExecSpec::new(["uname", "-r"]).env("PATH", "/usr/bin:/bin"),
+    )
+    .await;
     assert_eq!(st, firebreak_agent::ExitStatus::Exited { code: 0 });
     let guest = String::from_utf8_lossy(&out).trim().to_string();
     let host = nix::sys::utsname::uname()
@@ -54,30 +65,20 @@ async fn vm_boots_runs_the_guest_kernel_and_has_no_network() {
     assert_eq!(guest, info.kernel_release);
     assert_ne!(guest, host, "the command ran on the host?");
     // No network by default: only the loopback interface.
-    let (out, _, _) = client
-        .exec(firebreak_agent::ExecSpec::new(["cat", "/proc/net/dev"]).env("PATH", "/usr/bin:/bin"))
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect");
+    let (out, _, _) = exec_collect(
+        &client,
+        firebreak_agent::ExecSpec::new(["cat", "/proc/net/dev"]).env("PATH", "/usr/bin:/bin"),
+    )
+    .await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("lo:") && !text.contains("eth0"), "{text}");
     // Tools the image promises.
-    let (out, err, st) = client
-        .exec(
-            firebreak_agent::ExecSpec::new([
+    let (out, err, st) = exec_collect(&client, firebreak_agent::ExecSpec::new([
                 "/bin/bash",
                 "-c",
                 "git --version && python3 --version && node --version && jq --version && zstd --version >/dev/null && curl --version | head -1",
             ])
-            .env("PATH", "/usr/bin:/bin"),
-        )
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect");
+            .env("PATH", "/usr/bin:/bin"),).await;
     assert_eq!(
         st,
         firebreak_agent::ExitStatus::Exited { code: 0 },
@@ -85,30 +86,42 @@ async fn vm_boots_runs_the_guest_kernel_and_has_no_network() {
         String::from_utf8_lossy(&err)
     );
     eprintln!("{}", String::from_utf8_lossy(&out));
-    // Each exec runs in its own cgroup (so a timeout can kill daemons too).
-    let (out, _, _) = client
-        .exec(
-            firebreak_agent::ExecSpec::new(["cat", "/proc/self/cgroup"])
+    // Under TCG the guest runs without address randomisation and without the
+    // fast-string CPU features, both slow under emulation (see `qemu/args.rs`).
+    if !stats.kvm {
+        let (out, _, _) = client
+            .exec(
+                firebreak_agent::ExecSpec::new([
+                    "/bin/sh",
+                    "-c",
+                    "cat /proc/sys/kernel/randomize_va_space; grep -cw erms /proc/cpuinfo",
+                ])
                 .env("PATH", "/usr/bin:/bin"),
-        )
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect");
+            )
+            .await
+            .expect("exec")
+            .collect()
+            .await
+            .expect("collect");
+        assert_eq!(String::from_utf8_lossy(&out), "0\n0\n");
+    }
+    // Each exec runs in its own cgroup (so a timeout can kill daemons too).
+    let (out, _, _) = exec_collect(
+        &client,
+        firebreak_agent::ExecSpec::new(["cat", "/proc/self/cgroup"]).env("PATH", "/usr/bin:/bin"),
+    )
+    .await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("/fb-exec-"), "{text}");
     // After a snapshot restore the host sets the clock and adds entropy.
     let when = std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
     client.set_clock(when).await.expect("set clock");
     client.add_entropy(&[7u8; 64]).await.expect("entropy");
-    let (out, _, _) = client
-        .exec(firebreak_agent::ExecSpec::new(["date", "+%s"]).env("PATH", "/usr/bin:/bin"))
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect");
+    let (out, _, _) = exec_collect(
+        &client,
+        firebreak_agent::ExecSpec::new(["date", "+%s"]).env("PATH", "/usr/bin:/bin"),
+    )
+    .await;
     let secs: u64 = String::from_utf8_lossy(&out).trim().parse().expect("date");
     assert!(
         (2_000_000_000..2_000_000_060).contains(&secs),

@@ -91,8 +91,9 @@ pub struct VmConfig {
     pub run_parent: Option<PathBuf>,
     /// Extra kernel command line words.
     pub extra_cmdline: Vec<String>,
-    /// `-cpu` model; `None`: `host` under KVM, `max` under TCG (`qemu64`
-    /// boots ~10% faster under TCG but lacks x86-64-v2 instructions).
+    /// `-cpu` model; `None`: `host` under KVM, `max,-erms,-fsrm` under TCG
+    /// (`qemu64` boots ~10% faster under TCG but lacks x86-64-v2
+    /// instructions; the fast-string features are slow under TCG).
     pub cpu_model: Option<String>,
     /// How [`QemuProvider`](crate::QemuProvider) starts a job's VM.
     /// [`QemuVm::boot`] always boots cold; [`QemuVm::restore`] always
