@@ -2,7 +2,8 @@
 //! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS] [--stress N] [--grow GIB]`;
 //! `FBVM_NET=1` gives `--stress` jobs the network;
 //! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown; `FBVM_CMDLINE` adds kernel
-//! command line words).
+//! command line words; `FBVM_FIRST_SH` runs a script as a restored guest's first command;
+//! with `--boot N`, `FBVM_CLOCK_RATE=1` checks the guest clock against the host's).
 //!
 //! Prints, per restored VM, the time to first output / exit of repeated
 //! `exec`s. `--cold` adds a cold-booted VM for comparison; `--nocg` repeats
@@ -35,6 +36,30 @@ async fn exec(vm: &QemuVm, argv: &[&str]) -> (f64, f64) {
 
 async fn report(what: &str, vm: &QemuVm) {
     let mut v = Vec::new();
+    // `FBVM_FIRST_SH`: a script run as the restored guest's very first
+    // command (its output, e.g. in-guest timestamps, is printed).
+    if let Ok(script) = std::env::var("FBVM_FIRST_SH") {
+        let mono = || {
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
+                .unwrap_or(0.0)
+        };
+        eprintln!("first script starts at monotonic {:.6}", mono());
+        let t = Instant::now();
+        let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", script.as_str()])
+            .env("PATH", "/usr/bin:/bin");
+        if let Ok(h) = vm.client().exec(spec).await {
+            if let Ok((o, e, _)) = h.collect().await {
+                eprintln!("first script ends at monotonic {:.6}", mono());
+                eprintln!(
+                    "first script, {:.0} ms:\n{}{}",
+                    t.elapsed().as_secs_f64() * 1e3,
+                    String::from_utf8_lossy(&o),
+                    String::from_utf8_lossy(&e)
+                );
+            }
+        }
+    }
     for _ in 0..4 {
         let (f, e) = exec(vm, &["/bin/echo", "hi"]).await;
         v.push(format!("{f:.0}/{e:.0}"));
@@ -210,6 +235,42 @@ async fn boot_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32) {
         match QemuVm::boot(img, &cfg).await {
             Ok(vm) => {
                 let total = t.elapsed().as_secs_f64();
+                let t_up = t.elapsed().as_secs_f64();
+                let up = vm.client().read_file("/proc/uptime").await.ok().flatten();
+                let up: f64 = up
+                    .and_then(|u| {
+                        String::from_utf8_lossy(&u)
+                            .split_whitespace()
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(f64::NAN);
+                eprintln!("  guest uptime {up:.3} s at {t_up:.3} s after the boot began: the guest kernel started {:.3} s after", t_up - up);
+                if std::env::var_os("FBVM_CLOCK_RATE").is_some() {
+                    let read_up = || async {
+                        let u = vm
+                            .client()
+                            .read_file("/proc/uptime")
+                            .await
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                        String::from_utf8_lossy(&u)
+                            .split_whitespace()
+                            .next()
+                            .and_then(|v| v.parse::<f64>().ok())
+                            .unwrap_or(f64::NAN)
+                    };
+                    let (h0, g0) = (Instant::now(), read_up().await);
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                    let g1 = read_up().await;
+                    eprintln!(
+                        "  guest clock ran {:.3} s in {:.3} s of host time",
+                        g1 - g0,
+                        h0.elapsed().as_secs_f64()
+                    );
+                }
                 let c = vm.console();
                 let at = |pat: &str| {
                     c.lines()
@@ -233,7 +294,10 @@ async fn boot_probe(img: &firebreak_vm::Image, cfg: &VmConfig, n: u32) {
                 let prep = snapshot::prepare_guest(&vm.client()).await;
                 let p = t.elapsed().as_secs_f64() * 1e3;
                 let (f, e) = exec(&vm, &["/bin/echo", "hi"]).await;
-                eprintln!("  then prepare_guest {p:.0} ms ({:?}), first echo {f:.0}/{e:.0} ms", prep.map(|p| p.job_memory_max));
+                eprintln!(
+                    "  then prepare_guest {p:.0} ms ({:?}), first echo {f:.0}/{e:.0} ms",
+                    prep.map(|p| p.job_memory_max)
+                );
             }
             Err(e) => eprintln!("boot {i}: {e} after {:.2} s", t.elapsed().as_secs_f64()),
         }
@@ -312,7 +376,11 @@ async fn main() {
                 .env("PATH", "/usr/sbin:/usr/bin:/bin");
             if let Ok(h) = vm.client().exec(spec).await {
                 if let Ok((o, e, st)) = h.collect().await {
-                    eprintln!("{}{}{st:?}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e));
+                    eprintln!(
+                        "{}{}{st:?}",
+                        String::from_utf8_lossy(&o),
+                        String::from_utf8_lossy(&e)
+                    );
                 }
             }
         }

@@ -24,6 +24,14 @@ fn log(msg: &str) {
     eprintln!("firebreak-agent: {msg}");
 }
 
+/// Seconds since the guest kernel started (its log's clock), for the
+/// milestones of a boot in the console log.
+fn since_boot() -> String {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| format!("{}.{:06} s after boot", t.tv_sec(), t.tv_nsec() / 1000))
+        .unwrap_or_default()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
@@ -135,10 +143,7 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
         .exists()
         .then(|| PathBuf::from("/sys/fs/cgroup"))
         .filter(|_| guest);
-    let cfg = Arc::new(AgentConfig {
-        guest,
-        cgroup_root,
-    });
+    let cfg = Arc::new(AgentConfig { guest, cgroup_root });
     if let Some(port) = vsock_port {
         return run_vsock(&rt, port, cfg);
     }
@@ -161,7 +166,7 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
         let end = match rt.block_on(async { firebreak_agent::port::open(&dev) }) {
             Ok((r, w)) => {
                 if !announced {
-                    log(&format!("serving on {}", dev.display()));
+                    log(&format!("serving on {} ({})", dev.display(), since_boot()));
                     announced = true;
                 }
                 rt.block_on(serve(r, w, cfg.clone()))
@@ -331,7 +336,9 @@ fn setup_guest() {
 fn run_init() -> i32 {
     use nix::sys::wait::{waitpid, WaitStatus};
     std::env::set_var("PATH", DEFAULT_PATH);
+    log(&format!("init started ({})", since_boot()));
     setup_guest();
+    log(&format!("guest set up ({})", since_boot()));
     let mut agent = fork_agent();
     loop {
         match waitpid(None, None) {
