@@ -255,6 +255,11 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     if images.is_empty() {
         qnotes.push("no guest image yet: run `firebreak image build`".into());
     }
+    // Whether guests are known to run under TCG here.
+    let tcg = match kvm_works {
+        Some(works) => !works,
+        None => pvm || kvm_open.is_err(),
+    };
     match kvm_works {
         Some(true) => qnotes.push("guests run under KVM".into()),
         _ if pvm => {
@@ -268,6 +273,13 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
         }
         None => qnotes
             .push("KVM not probed: guests use KVM only if the first boot's probe succeeds".into()),
+    }
+    if tcg {
+        // What a job sees differently under emulation (see `qemu/args.rs`).
+        qnotes.push(
+            "under TCG guests run without address-space randomisation (new processes would otherwise be translated anew)"
+                .into(),
+        );
     }
     backends.push(BackendStatus {
         name: "qemu".into(),
