@@ -6,7 +6,7 @@
 
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use firebreak_agent::{AgentClient, ClientError, ExecEvent, ExecSpec, OutStream};
@@ -40,9 +40,18 @@ pub struct AgentSandbox<V: GuestVm> {
     pub(crate) layout: JobLayout,
     pub(crate) notes: Vec<String>,
     pub(crate) client: Arc<AgentClient>,
-    vm: Mutex<Option<V>>,
-    destroyed: AtomicBool,
+    vm: Arc<Mutex<Option<V>>>,
+    destroyed: Arc<AtomicBool>,
     origin: VmOrigin,
+    /// Why the VM was killed as hung (see [`AgentSandbox::watch_liveness`]).
+    hung: Arc<OnceLock<String>>,
+    liveness: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<V: GuestVm> Drop for AgentSandbox<V> {
+    fn drop(&mut self) {
+        self.stop_watching();
+    }
 }
 
 impl<V: GuestVm> AgentSandbox<V> {
@@ -65,9 +74,67 @@ impl<V: GuestVm> AgentSandbox<V> {
             layout,
             notes,
             client,
-            vm: Mutex::new(Some(vm)),
-            destroyed: AtomicBool::new(false),
+            vm: Arc::new(Mutex::new(Some(vm))),
+            destroyed: Arc::new(AtomicBool::new(false)),
             origin,
+            hung: Arc::new(OnceLock::new()),
+            liveness: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Watches the agent while the job runs: a ping every quarter of
+    /// `limit`; one left unanswered for `limit` means the guest hangs (a
+    /// wedged kernel, a stopped agent), and the VM is killed. Requests in
+    /// flight then fail at once, saying so, instead of waiting for the job's
+    /// timeout. A VM that died shows itself without this (its connection
+    /// closes).
+    pub(crate) fn watch_liveness(&self, limit: Duration) {
+        let client = self.client.clone();
+        let vm = self.vm.clone();
+        let destroyed = self.destroyed.clone();
+        let hung = self.hung.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(limit / 4).await;
+                if destroyed.load(Ordering::SeqCst) {
+                    return;
+                }
+                match tokio::time::timeout(limit, client.ping()).await {
+                    Ok(Ok(())) => {}
+                    // The connection is gone: requests report that themselves.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        let _ = hung.set(format!(
+                            "the VM stopped answering (its agent left a ping unanswered for {:.0}s) and was killed",
+                            limit.as_secs_f64()
+                        ));
+                        destroyed.store(true, Ordering::SeqCst);
+                        // Dropping the VM kills it; the agent connection closes.
+                        drop(vm.lock().await.take());
+                        return;
+                    }
+                }
+            }
+        });
+        if let Some(old) = lock(&self.liveness).replace(task) {
+            old.abort();
+        }
+    }
+
+    fn stop_watching(&self) {
+        if let Some(t) = lock(&self.liveness).take() {
+            t.abort();
+        }
+    }
+
+    /// `e`, or why the VM was killed when it was found hung.
+    fn explain(&self, e: SandboxError) -> SandboxError {
+        match self.hung.get() {
+            Some(reason) => SandboxError::Unavailable {
+                backend: V::BACKEND,
+                reason: reason.clone(),
+            },
+            None => e,
         }
     }
 
@@ -96,11 +163,15 @@ impl<V: GuestVm> AgentSandbox<V> {
 
     fn live(&self) -> Result<(), SandboxError> {
         if self.destroyed.load(Ordering::SeqCst) {
-            Err(SandboxError::Destroyed)
+            Err(self.explain(SandboxError::Destroyed))
         } else {
             Ok(())
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<V: GuestVm> Sandbox for AgentSandbox<V> {
@@ -123,7 +194,9 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            copy_in(&self.client, &self.layout, host_src, dest).await
+            copy_in(&self.client, &self.layout, host_src, dest)
+                .await
+                .map_err(|e| self.explain(e))
         })
     }
 
@@ -134,7 +207,9 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            copy_out(&self.client, &self.layout, src, host_dest).await
+            copy_out(&self.client, &self.layout, src, host_dest)
+                .await
+                .map_err(|e| self.explain(e))
         })
     }
 
@@ -144,7 +219,9 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            read_file(&self.client, &self.layout, path).await
+            read_file(&self.client, &self.layout, path)
+                .await
+                .map_err(|e| self.explain(e))
         })
     }
 
@@ -156,14 +233,18 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            write_file(&self.client, &self.layout, path, contents, mode).await
+            write_file(&self.client, &self.layout, path, contents, mode)
+                .await
+                .map_err(|e| self.explain(e))
         })
     }
 
     fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            remove(&self.client, &self.layout, path).await
+            remove(&self.client, &self.layout, path)
+                .await
+                .map_err(|e| self.explain(e))
         })
     }
 
@@ -174,13 +255,16 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
     ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            exec(&self.client, &self.layout, req, output).await
+            exec(&self.client, &self.layout, req, output)
+                .await
+                .map_err(|e| self.explain(e))
         })
     }
 
     fn destroy(&self) -> BoxFuture<'_, Result<(), SandboxError>> {
         Box::pin(async move {
             self.destroyed.store(true, Ordering::SeqCst);
+            self.stop_watching();
             if let Some(mut vm) = self.vm.lock().await.take() {
                 vm.shutdown(Duration::from_secs(3)).await;
             }
@@ -294,11 +378,7 @@ async fn write_file(
         .map_err(|e| agent_err("write", path, e))
 }
 
-async fn remove(
-    client: &AgentClient,
-    layout: &JobLayout,
-    path: &Path,
-) -> Result<(), SandboxError> {
+async fn remove(client: &AgentClient, layout: &JobLayout, path: &Path) -> Result<(), SandboxError> {
     let p = confine(&layout.root, path)?;
     client
         .remove(&p)

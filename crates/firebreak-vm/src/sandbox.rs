@@ -388,7 +388,12 @@ impl SandboxProvider for QemuProvider {
                     Ok::<(), SandboxError>(())
                 };
                 match tokio::time::timeout(limit, prepare).await {
-                    Ok(Ok(())) => return Ok(Box::new(sb) as Box<dyn Sandbox>),
+                    Ok(Ok(())) => {
+                        if let Some(limit) = cfg.unresponsive_after {
+                            sb.watch_liveness(limit);
+                        }
+                        return Ok(Box::new(sb) as Box<dyn Sandbox>);
+                    }
                     // A request the guest answered with an error is no sign
                     // of a bad clone: the job fails with it.
                     Ok(Err(e)) => {

@@ -390,6 +390,50 @@ async fn the_job_timeout_kills_a_pooled_vm_counted_from_take() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_whose_agent_stops_answering_mid_job_is_killed_and_says_why() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let cfg = VmConfig {
+        unresponsive_after: Some(Duration::from_secs(4)),
+        ..small()
+    };
+    let p = provider(&img, cfg);
+    let sb = p
+        .create(JobSpec::new("hung", "hello"))
+        .await
+        .expect("create");
+    // A busy but healthy job is left alone: the agent answers its pings.
+    let (tx, _rx) = tokio::sync::mpsc::channel::<OutputEvent>(64);
+    let st = sb
+        .exec(
+            sh("i=0; while [ $i -lt 8 ]; do sleep 1; i=$((i+1)); done"),
+            tx,
+        )
+        .await
+        .expect("a job that outlives the liveness limit");
+    assert_eq!(st, ExitStatus::Exited(0));
+    // The command stops the agent that started it: no more answers.
+    let t = Instant::now();
+    let (tx, _rx) = tokio::sync::mpsc::channel::<OutputEvent>(64);
+    let res = sb.exec(sh("kill -STOP $PPID; sleep 600"), tx).await;
+    let took = t.elapsed();
+    eprintln!("hung agent: {res:?} after {took:?}");
+    let err = res.expect_err("the hung VM should be killed");
+    assert!(
+        err.to_string().contains("stopped answering"),
+        "the error should say why: {err}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    // Later requests say the same.
+    let err = sb
+        .read_file(&sb.layout().workspace.join("x"))
+        .await
+        .expect_err("the VM is gone");
+    assert!(err.to_string().contains("stopped answering"), "{err}");
+    sb.destroy().await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_entropy() {
     let img = image_or_skip!();
     let _g = SERIAL.lock().await;

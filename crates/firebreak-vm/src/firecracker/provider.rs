@@ -183,11 +183,13 @@ impl SandboxProvider for FirecrackerProvider {
             ));
             let sb = FirecrackerSandbox::for_job(vm, Path::new(GUEST_ROOT), &ws, notes);
             sb.make_layout().await?;
+            if let Some(limit) = cfg.unresponsive_after {
+                sb.watch_liveness(limit);
+            }
             Ok(Box::new(sb) as Box<dyn Sandbox>)
         })
     }
 }
-
 
 /// One job's Firecracker VM: the agent-backed sandbox over a [`FirecrackerVm`].
 pub type FirecrackerSandbox = AgentSandbox<FirecrackerVm>;
@@ -229,5 +231,3 @@ impl AgentSandbox<FirecrackerVm> {
         self.make_dirs(&dirs).await
     }
 }
-
-

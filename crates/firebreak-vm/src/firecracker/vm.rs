@@ -228,6 +228,10 @@ pub struct FirecrackerConfig {
     pub track_dirty_pages: bool,
     /// Per-request API timeout.
     pub api_timeout: Duration,
+    /// As [`VmConfig::unresponsive_after`](crate::VmConfig::unresponsive_after):
+    /// how long a job's VM may leave liveness pings unanswered before it is
+    /// killed as hung.
+    pub unresponsive_after: Option<Duration>,
 }
 
 impl Default for FirecrackerConfig {
@@ -247,6 +251,7 @@ impl Default for FirecrackerConfig {
             entropy_device: true,
             track_dirty_pages: false,
             api_timeout: Duration::from_secs(10),
+            unresponsive_after: Some(Duration::from_secs(120)),
         }
     }
 }

@@ -113,6 +113,12 @@ pub struct VmConfig {
     /// VM is replaced (see [`QemuProvider`](crate::QemuProvider)). They
     /// take well under a second even under TCG on a busy host.
     pub first_requests_timeout: Duration,
+    /// How long a job's VM may leave the host's liveness pings unanswered
+    /// before it counts as hung and is killed, failing the job at once
+    /// rather than at its timeout (pinged every quarter of this; `None`:
+    /// never). Default 120 s: an agent answers within milliseconds even
+    /// under TCG on a loaded host.
+    pub unresponsive_after: Option<Duration>,
     /// The largest root filesystem a job may ask for with a disk label
     /// (larger requests are capped, with a note): clones write to an
     /// overlay in the run directory, so this bounds the host disk a job can
@@ -151,6 +157,7 @@ impl Default for VmConfig {
             ram_file: None,
             nice: None,
             first_requests_timeout: Duration::from_secs(15),
+            unresponsive_after: Some(Duration::from_secs(120)),
             max_disk_bytes: 64 << 30,
         }
     }
