@@ -23,8 +23,12 @@ pub fn enter_before_exec(cmd: &mut tokio::process::Command, cgroup: &Path) -> st
     let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte"))?;
     let enter = move || -> std::io::Result<()> {
-        let fd = open(procs.as_c_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(std::io::Error::from)?;
+        let fd = open(
+            procs.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)?;
         // SAFETY: `open` just returned this descriptor and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         nix::unistd::write(&fd, b"0").map_err(std::io::Error::from)?;

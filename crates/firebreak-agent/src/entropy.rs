@@ -26,11 +26,14 @@ mod sys {
 /// Mixes `seed` into the kernel's entropy pool and, with `reseed`, makes the CRNG reseed from it
 /// now, so that what `/dev/urandom` returns next depends on `seed`.
 pub fn add(seed: &[u8], reseed: bool) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
     f.write_all(seed)?;
     if reseed {
-        sys::reseed(f.as_raw_fd())
-            .map_err(|e| std::io::Error::other(format!("reseeding the kernel's random generator: {e}")))?;
+        sys::reseed(f.as_raw_fd()).map_err(|e| {
+            std::io::Error::other(format!("reseeding the kernel's random generator: {e}"))
+        })?;
     }
     Ok(())
 }

@@ -358,7 +358,8 @@ where
                 // In a guest the CRNG is also reseeded at once (see
                 // `entropy`); elsewhere the bytes are only mixed in.
                 let reseed = cfg.guest;
-                let res = tokio::task::spawn_blocking(move || crate::entropy::add(&body, reseed)).await;
+                let res =
+                    tokio::task::spawn_blocking(move || crate::entropy::add(&body, reseed)).await;
                 let resp = match res {
                     Ok(Ok(())) => Response::Ok,
                     Ok(Err(e)) => Response::error(ErrorKind::Io, e.to_string()),
@@ -512,8 +513,9 @@ fn start_exec(
     let mut cmd = Command::new(&resolved);
     cmd.args(&spec.argv[1..]);
     if let Some(cg) = &cgroup {
-        crate::cgroup::enter_before_exec(&mut cmd, cg)
-            .map_err(|e| Response::error(ErrorKind::Spawn, format!("cgroup {}: {e}", cg.display())))?;
+        crate::cgroup::enter_before_exec(&mut cmd, cg).map_err(|e| {
+            Response::error(ErrorKind::Spawn, format!("cgroup {}: {e}", cg.display()))
+        })?;
     }
     cmd.env_clear()
         .envs(&spec.env)

@@ -44,7 +44,8 @@ pub struct ActOptions {
 /// Parses `host-cases.tsv`.
 pub fn read_cases(dir: &Path) -> Result<Vec<Case>> {
     let path = dir.join("host-cases.tsv");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let mut cases = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         if line.trim().is_empty() {
@@ -52,14 +53,21 @@ pub fn read_cases(dir: &Path) -> Result<Vec<Case>> {
         }
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() < 4 {
-            bail!("{}:{}: expected at least 4 tab-separated columns", path.display(), n + 1);
+            bail!(
+                "{}:{}: expected at least 4 tab-separated columns",
+                path.display(),
+                n + 1
+            );
         }
         cases.push(Case {
             dir: cols[0].to_string(),
             workflow: cols[1].to_string(),
             event: cols[2].to_string(),
             expected_error: cols[3].trim().to_string(),
-            needs: cols.get(4).map(|s| s.trim().to_string()).unwrap_or_default(),
+            needs: cols
+                .get(4)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
         });
     }
     Ok(cases)
@@ -96,7 +104,13 @@ fn prepare_copy(dir: &Path, scratch: &Path) -> Result<PathBuf> {
             let p = entry.path();
             if p.join("package.json").is_file() && !p.join("node_modules").exists() {
                 let status = Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", "--silent", "--omit=dev"])
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--silent",
+                        "--omit=dev",
+                    ])
                     .current_dir(&p)
                     .status()
                     .context("running npm install (install Node.js and npm)")?;
@@ -165,7 +179,14 @@ pub fn default_binary() -> Result<PathBuf> {
 /// Runs the suite with the default binary (`firebreak-conformance act DIR [--sandbox S]`).
 pub fn run(dir: &Path, sandbox: Option<String>) -> Result<Tally> {
     let binary = default_binary()?;
-    run_with(dir, &ActOptions { binary, sandbox, verbose: false })
+    run_with(
+        dir,
+        &ActOptions {
+            binary,
+            sandbox,
+            verbose: false,
+        },
+    )
 }
 
 /// Runs every row of `DIR/host-cases.tsv`; prints one line per failing or unrunnable case.
@@ -199,7 +220,9 @@ pub fn run_with(dir: &Path, opts: &ActOptions) -> Result<Tally> {
         if let Some(s) = &opts.sandbox {
             cmd.arg("--sandbox").arg(s);
         }
-        let out = cmd.output().with_context(|| format!("running {}", opts.binary.display()))?;
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {}", opts.binary.display()))?;
         let code = out.status.code();
         let expect_fail = !case.expected_error.is_empty();
         let ok = match code {
@@ -215,8 +238,17 @@ pub fn run_with(dir: &Path, opts: &ActOptions) -> Result<Tally> {
             }
         } else {
             tally.failed += 1;
-            let want = if expect_fail { format!("a failed job ({})", case.expected_error) } else { "success".into() };
-            println!("FAIL: {} — wanted {want}, got exit {:?} after {:.2}s", case.dir, code, took.as_secs_f64());
+            let want = if expect_fail {
+                format!("a failed job ({})", case.expected_error)
+            } else {
+                "success".into()
+            };
+            println!(
+                "FAIL: {} — wanted {want}, got exit {:?} after {:.2}s",
+                case.dir,
+                code,
+                took.as_secs_f64()
+            );
             let tail = |b: &[u8]| {
                 let s = String::from_utf8_lossy(b);
                 let lines: Vec<&str> = s.lines().collect();

@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (suite, dir, sandbox) = match args.as_slice() {
         [suite, dir] => (suite.as_str(), PathBuf::from(dir), None),
-        [suite, dir, flag, s] if flag == "--sandbox" => (suite.as_str(), PathBuf::from(dir), Some(s.clone())),
+        [suite, dir, flag, s] if flag == "--sandbox" => {
+            (suite.as_str(), PathBuf::from(dir), Some(s.clone()))
+        }
         _ => return usage(),
     };
     let result = match suite {

@@ -28,7 +28,11 @@ fn split_docs(text: &str) -> Vec<String> {
 
 fn parse_case(name: &str, text: &str) -> anyhow::Result<Case> {
     let docs = split_docs(text);
-    anyhow::ensure!(docs.len() >= 3, "{name}: expected at least 3 documents, found {}", docs.len());
+    anyhow::ensure!(
+        docs.len() >= 3,
+        "{name}: expected at least 3 documents, found {}",
+        docs.len()
+    );
     let mut reusable = Vec::new();
     if name.contains("reusable") {
         let mut i = 2;
@@ -47,7 +51,15 @@ fn parse_case(name: &str, text: &str) -> anyhow::Result<Case> {
 
 /// A top-level numeric option such as `max-depth: 5` from the options document.
 fn option_number(options: &str, key: &str) -> Option<usize> {
-    options.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split('#').next()?.trim().parse().ok())
+    options.lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .strip_prefix(':')?
+            .split('#')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// `(line)` of a GitHub message `file (Line: L, Col: C): text`.
@@ -73,7 +85,10 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
         .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
         .collect();
     names.sort();
-    let mut tally = crate::Tally { passed: 0, failed: 0 };
+    let mut tally = crate::Tally {
+        passed: 0,
+        failed: 0,
+    };
     let (mut error_cases, mut error_line_ok, mut all_errors_exact) = (0usize, 0usize, 0usize);
     let (mut model_cases, mut model_ok) = (0usize, 0usize);
     for name in &names {
@@ -82,21 +97,29 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
         }
         let text = std::fs::read_to_string(reader.join(name))?;
         let case = parse_case(name, &text)?;
-        let expected: serde_json::Value =
-            serde_json::from_str(&case.expected).with_context(|| format!("{name}: expected JSON"))?;
+        let expected: serde_json::Value = serde_json::from_str(&case.expected)
+            .with_context(|| format!("{name}: expected JSON"))?;
         let expected_errors: Vec<String> = expected
             .get("errors")
             .and_then(|e| e.as_array())
-            .map(|a| a.iter().filter_map(|e| e.get("Message")?.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.get("Message")?.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let defaults = ParseOptions::default();
         let opts = ParseOptions {
             allow_background_steps: case.options.contains("allowBackgroundSteps: true"),
             reusable_workflows: Some(case.reusable.iter().cloned().collect()),
             max_depth: option_number(&case.options, "max-depth").unwrap_or(defaults.max_depth),
-            max_file_size: option_number(&case.options, "max-file-size").unwrap_or(defaults.max_file_size),
-            max_nested_reusable_depth: option_number(&case.options, "max-nested-reusable-workflows-depth")
-                .unwrap_or(defaults.max_nested_reusable_depth),
+            max_file_size: option_number(&case.options, "max-file-size")
+                .unwrap_or(defaults.max_file_size),
+            max_nested_reusable_depth: option_number(
+                &case.options,
+                "max-nested-reusable-workflows-depth",
+            )
+            .unwrap_or(defaults.max_nested_reusable_depth),
             max_job_limit: option_number(&case.options, "max-job-limit"),
             permissions_policy: if case.options.contains("permissions-policy: Write") {
                 PermissionsPolicy::Write
@@ -114,7 +137,11 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
                 continue;
             }
         };
-        let ours: Vec<String> = parsed.diagnostics.iter().map(|d| d.github_message()).collect();
+        let ours: Vec<String> = parsed
+            .diagnostics
+            .iter()
+            .map(|d| d.github_message())
+            .collect();
         let outcome: Result<(), String> = if expected_errors.is_empty() {
             if ours.is_empty() {
                 Ok(())
@@ -122,7 +149,10 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
                 Err(format!("rejected a valid workflow: {}", ours.join(" | ")))
             }
         } else if ours.is_empty() {
-            Err(format!("accepted an invalid workflow; GitHub: {}", expected_errors[0]))
+            Err(format!(
+                "accepted an invalid workflow; GitHub: {}",
+                expected_errors[0]
+            ))
         } else {
             error_cases += 1;
             let want = message_line(&expected_errors[0]);
@@ -136,10 +166,16 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
                 error_line_ok += 1;
                 Ok(())
             } else {
-                Err(format!("first error on another line; GitHub: {} ; ours: {}", expected_errors[0], ours[0]))
+                Err(format!(
+                    "first error on another line; GitHub: {} ; ours: {}",
+                    expected_errors[0], ours[0]
+                ))
             }
         };
-        if let (Some(wf), Some(jobs)) = (&parsed.workflow, expected.get("jobs").and_then(|j| j.as_array())) {
+        if let (Some(wf), Some(jobs)) = (
+            &parsed.workflow,
+            expected.get("jobs").and_then(|j| j.as_array()),
+        ) {
             model_cases += 1;
             match compare_jobs(wf, jobs) {
                 Ok(()) => model_ok += 1,
@@ -166,19 +202,32 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
 }
 
 /// Compares job ids/names/ifs and step ids/ifs with GitHub's parsed template (informational).
-fn compare_jobs(wf: &firebreak_workflow::Workflow, expected: &[serde_json::Value]) -> Result<(), String> {
+fn compare_jobs(
+    wf: &firebreak_workflow::Workflow,
+    expected: &[serde_json::Value],
+) -> Result<(), String> {
     use firebreak_workflow::TokenKind;
     if wf.jobs.len() != expected.len() {
-        return Err(format!("{} jobs, GitHub has {}", wf.jobs.len(), expected.len()));
+        return Err(format!(
+            "{} jobs, GitHub has {}",
+            wf.jobs.len(),
+            expected.len()
+        ));
     }
     for (job, want) in wf.jobs.iter().zip(expected) {
         let want_id = want.get("id").and_then(|v| v.as_str()).unwrap_or("");
         if job.id != want_id {
             return Err(format!("job id {} vs {want_id}", job.id));
         }
-        let want_if = want.pointer("/if/expr").and_then(|v| v.as_str()).unwrap_or("");
+        let want_if = want
+            .pointer("/if/expr")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         if job.if_condition != want_if {
-            return Err(format!("job {} if `{}` vs `{want_if}`", job.id, job.if_condition));
+            return Err(format!(
+                "job {} if `{}` vs `{want_if}`",
+                job.id, job.if_condition
+            ));
         }
         if let Some(name) = want.get("name").and_then(|v| v.as_str()) {
             if let TokenKind::String(ours) = &job.name.kind {
@@ -187,10 +236,19 @@ fn compare_jobs(wf: &firebreak_workflow::Workflow, expected: &[serde_json::Value
                 }
             }
         }
-        let want_steps = want.get("steps").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        let want_steps = want
+            .get("steps")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
         let steps = job.steps();
         if steps.len() != want_steps.len() {
-            return Err(format!("job {}: {} steps vs {}", job.id, steps.len(), want_steps.len()));
+            return Err(format!(
+                "job {}: {} steps vs {}",
+                job.id,
+                steps.len(),
+                want_steps.len()
+            ));
         }
         for (step, ws) in steps.iter().zip(&want_steps) {
             let wid = ws.get("id").and_then(|v| v.as_str()).unwrap_or("");
@@ -199,7 +257,10 @@ fn compare_jobs(wf: &firebreak_workflow::Workflow, expected: &[serde_json::Value
             }
             let wif = ws.pointer("/if/expr").and_then(|v| v.as_str());
             if step.if_condition.as_deref() != wif {
-                return Err(format!("step {} if {:?} vs {wif:?}", step.id, step.if_condition));
+                return Err(format!(
+                    "step {} if {:?} vs {wif:?}",
+                    step.id, step.if_condition
+                ));
             }
         }
     }

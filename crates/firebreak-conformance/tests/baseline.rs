@@ -9,7 +9,10 @@ use firebreak_conformance::{baseline, expressions, parser, shared_dir, Tally};
 fn check(suite: &str, tally: anyhow::Result<Tally>) {
     let tally = tally.unwrap_or_else(|e| panic!("{suite} suite could not run: {e:#}"));
     let min = baseline(suite).unwrap_or_else(|e| panic!("{e}"));
-    println!("{suite}: {} passed, {} failed (baseline {min})", tally.passed, tally.failed);
+    println!(
+        "{suite}: {} passed, {} failed (baseline {min})",
+        tally.passed, tally.failed
+    );
     assert!(
         tally.passed >= min,
         "{suite}: {} passed, below the recorded baseline of {min}",

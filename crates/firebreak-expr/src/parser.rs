@@ -787,7 +787,10 @@ mod tests {
             .expect("parses")
             .uses_status_function());
         assert!(parse("SUCCESS()").expect("parses").uses_status_function());
-        assert!(parse("success('build', 'lint')").is_ok(), "job conditions name jobs");
+        assert!(
+            parse("success('build', 'lint')").is_ok(),
+            "job conditions name jobs"
+        );
         assert!(parse("always(1)").is_err());
         assert!(parse("hashFiles()").is_err());
         assert!(parse("").expect("parses").is_empty());

@@ -108,8 +108,12 @@ impl Value {
             Value::Bool(b) => serde_json::Value::Bool(b),
             Value::Number(n) => number_to_json(n),
             Value::String(s) => serde_json::Value::String(s),
-            Value::Array(a) => serde_json::Value::Array(a.into_iter().map(Value::into_json).collect()),
-            Value::Object(o) => serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, v.into_json())).collect()),
+            Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(Value::into_json).collect())
+            }
+            Value::Object(o) => {
+                serde_json::Value::Object(o.into_iter().map(|(k, v)| (k, v.into_json())).collect())
+            }
         }
     }
 

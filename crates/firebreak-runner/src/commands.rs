@@ -269,7 +269,11 @@ fn parse_properties(
     escapes: &[(&str, &str)],
 ) -> IndexMap<String, String> {
     let mut properties = IndexMap::new();
-    for p in props.into_iter().flat_map(|s| s.split(sep)).filter(|p| !p.is_empty()) {
+    for p in props
+        .into_iter()
+        .flat_map(|s| s.split(sep))
+        .filter(|p| !p.is_empty())
+    {
         if let Some((k, v)) = p.split_once('=') {
             if !k.is_empty() && !v.is_empty() {
                 properties.insert(k.to_ascii_lowercase(), unescape(v, escapes));

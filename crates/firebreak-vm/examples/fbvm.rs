@@ -103,10 +103,16 @@ fn main() {
                 if let Ok(cpu) = std::env::var("FBVM_CPU") {
                     cfg.cpu_model = Some(cpu);
                 }
-                if let Some(n) = std::env::var("FBVM_VCPUS").ok().and_then(|v| v.parse().ok()) {
+                if let Some(n) = std::env::var("FBVM_VCPUS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
                     cfg.vcpus = n;
                 }
-                if let Some(n) = std::env::var("FBVM_MEMORY_MIB").ok().and_then(|v| v.parse().ok()) {
+                if let Some(n) = std::env::var("FBVM_MEMORY_MIB")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
                     cfg.memory_mib = n;
                 }
                 if let Ok(extra) = std::env::var("FBVM_CMDLINE") {

@@ -177,11 +177,19 @@ async fn run() -> i32 {
     let mut rows: Vec<Row> = Vec::new();
     let tmp = std::env::temp_dir().join(format!("fb-bench-{}", std::process::id()));
     let host = HostProvider::new(tmp.join("host"));
-    rows.push(("host".into(), series("host", &host, o.runs, None).await, "—"));
+    rows.push((
+        "host".into(),
+        series("host", &host, o.runs, None).await,
+        "—",
+    ));
     let ns = NamespaceProvider::new(NamespaceConfig::new(tmp.join("ns")));
     let probe = ns.probe().await;
     if probe.available {
-        rows.push(("namespace".into(), series("namespace", &ns, o.runs, None).await, "—"));
+        rows.push((
+            "namespace".into(),
+            series("namespace", &ns, o.runs, None).await,
+            "—",
+        ));
     } else {
         eprintln!("namespace unavailable: {:?}", probe.notes);
     }
@@ -194,7 +202,11 @@ async fn run() -> i32 {
                 ..cfg.clone()
             },
         );
-        rows.push(("qemu cold boot".into(), series("cold", &cold, o.runs, None).await, "≤ 2500"));
+        rows.push((
+            "qemu cold boot".into(),
+            series("cold", &cold, o.runs, None).await,
+            "≤ 2500",
+        ));
     }
     let restore = QemuProvider::new(store.clone(), hash.clone(), cfg.clone());
     let t = Instant::now();
@@ -212,10 +224,11 @@ async fn run() -> i32 {
         series("restore", &restore, o.runs, None).await,
         "≤ 250",
     ));
-    let pooled = QemuProvider::new(store.clone(), hash.clone(), cfg.clone()).with_pool(PoolConfig {
-        size: 1,
-        memory_budget_mib: None,
-    });
+    let pooled =
+        QemuProvider::new(store.clone(), hash.clone(), cfg.clone()).with_pool(PoolConfig {
+            size: 1,
+            memory_budget_mib: None,
+        });
     let spec = JobSpec::new("warm", "bench");
     let snap = pooled.prewarm(&spec).await.ok();
     let wait_ready = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
@@ -238,7 +251,10 @@ async fn run() -> i32 {
     ));
     pooled.shutdown().await;
 
-    println!("\n## job accepted → first byte of `echo hi` ({} runs each)\n", o.runs);
+    println!(
+        "\n## job accepted → first byte of `echo hi` ({} runs each)\n",
+        o.runs
+    );
     println!("| sandbox | median ms | p90 ms | min ms | ok runs | target ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, r, target) in &rows {
@@ -257,12 +273,7 @@ async fn run() -> i32 {
     0
 }
 
-async fn capacity(
-    store: &ImageStore,
-    hash: Option<String>,
-    cfg: &VmConfig,
-    max: Option<usize>,
-) {
+async fn capacity(store: &ImageStore, hash: Option<String>, cfg: &VmConfig, max: Option<usize>) {
     let budget = MemoryBudget::host_default_mib();
     let fit = (budget / vm_cost_mib(cfg)) as usize;
     let size = max.map_or(fit, |m| m.min(fit));
@@ -301,16 +312,24 @@ async fn capacity(
     let rss: Vec<u64> = pids.iter().filter_map(|p| proc_rss_kib(*p)).collect();
     let n = pids.len().max(1) as f64;
     // Clock ticks are 1/100 s on Linux.
-    let cpu_pct_total = (ticks1.saturating_sub(ticks0)) as f64 / 100.0 / window.as_secs_f64() * 100.0;
+    let cpu_pct_total =
+        (ticks1.saturating_sub(ticks0)) as f64 / 100.0 / window.as_secs_f64() * 100.0;
     let rss_mib_avg = rss.iter().sum::<u64>() as f64 / 1024.0 / rss.len().max(1) as f64;
     let rss_mib_max = rss.iter().max().copied().unwrap_or(0) as f64 / 1024.0;
     println!("\n## capacity (256 MiB, 1 vCPU VMs; idle in the warm pool)\n");
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| memory budget (half of host RAM) | {budget} MiB |");
-    println!("| charged per VM (guest + QEMU overhead) | {} MiB |", vm_cost_mib(cfg));
+    println!(
+        "| charged per VM (guest + QEMU overhead) | {} MiB |",
+        vm_cost_mib(cfg)
+    );
     println!("| VMs the budget admits | {fit} |");
-    println!("| VMs started (pool filled) | {} in {:.1} s |", pids.len(), fill.as_secs_f64());
+    println!(
+        "| VMs started (pool filled) | {} in {:.1} s |",
+        pids.len(),
+        fill.as_secs_f64()
+    );
     println!("| budget in use | {} MiB |", p.budget().used_mib());
     println!("| host RSS per idle VM, mean / max | {rss_mib_avg:.0} / {rss_mib_max:.0} MiB |");
     println!(

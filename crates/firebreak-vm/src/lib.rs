@@ -67,10 +67,10 @@ pub mod snapshot;
 pub mod tools;
 pub mod transport;
 
+pub use agent_ops::{AgentSandbox, GuestVm};
 pub use doctor::{doctor, DoctorOptions, DoctorReport};
 pub use image::{BuildEvent, Image, ImageError, ImageSpec, ImageStore};
 pub use pool::{MemoryBudget, PoolConfig, WarmPool};
 pub use qemu::{Accel, Machine, QemuVm, Start, VmConfig, VmError};
-pub use agent_ops::{AgentSandbox, GuestVm};
 pub use sandbox::{QemuProvider, VmOrigin, VmSandbox};
 pub use snapshot::Snapshot;

@@ -448,7 +448,10 @@ mod tests {
         let _l3 = b.try_acquire(cost).expect("3");
         assert_eq!(b.used_mib(), 960);
         let err = b.try_acquire(cost).expect_err("over budget");
-        assert!(matches!(err, VmError::OverBudget { used_mib: 960, .. }), "{err}");
+        assert!(
+            matches!(err, VmError::OverBudget { used_mib: 960, .. }),
+            "{err}"
+        );
         drop(l1);
         assert_eq!(b.used_mib(), 640);
         assert_eq!(l2.mib(), 320);

@@ -30,14 +30,21 @@ fn bench(c: &mut Criterion) {
     let ev = event();
     // Fail loudly if the fixture stops being valid: a benchmark of an error path is no benchmark.
     let parsed = firebreak_workflow::parse_workflow(".github/workflows/ci.yml", WORKFLOW);
-    assert!(parsed.diagnostics.is_empty(), "fixture is invalid: {:?}", parsed.diagnostics);
+    assert!(
+        parsed.diagnostics.is_empty(),
+        "fixture is invalid: {:?}",
+        parsed.diagnostics
+    );
 
     c.bench_function("parse", |b| {
-        b.iter(|| firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW)))
+        b.iter(|| {
+            firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW))
+        })
     });
     c.bench_function("parse_validate_plan", |b| {
         b.iter(|| {
-            let parsed = firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW));
+            let parsed =
+                firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW));
             let wf = parsed.workflow.expect("valid fixture");
             plan(&[(".github/workflows/ci.yml", Arc::new(wf))], &ev)
         })

@@ -34,7 +34,8 @@ fn main() {
         changed_files: Some(vec!["src/main.rs".into(), "Cargo.toml".into()]),
     };
     for _ in 0..n {
-        let parsed = firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW));
+        let parsed =
+            firebreak_workflow::parse_workflow(".github/workflows/ci.yml", black_box(WORKFLOW));
         if what == "plan" {
             let Some(wf) = parsed.workflow else {
                 eprintln!("fixture is invalid: {:?}", parsed.diagnostics);

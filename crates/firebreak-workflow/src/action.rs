@@ -84,7 +84,10 @@ pub enum ActionError {
 }
 
 fn invalid(file: &str, message: impl Into<String>) -> ActionError {
-    ActionError::Invalid { file: file.to_string(), message: message.into() }
+    ActionError::Invalid {
+        file: file.to_string(),
+        message: message.into(),
+    }
 }
 
 fn scalar_string(n: &YNode) -> Option<String> {
@@ -125,7 +128,9 @@ fn to_json(n: &YNode) -> serde_json::Value {
     match &n.kind {
         YKind::Null => J::Null,
         YKind::Bool(b) => J::Bool(*b),
-        YKind::Number(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+        YKind::Number(x) => serde_json::Number::from_f64(*x)
+            .map(J::Number)
+            .unwrap_or(J::Null),
         YKind::Str { value, .. } => J::String(value.to_string()),
         YKind::Seq(items) => J::Array(items.iter().map(to_json).collect()),
         YKind::Map(pairs) => {
@@ -141,13 +146,20 @@ fn to_json(n: &YNode) -> serde_json::Value {
 /// Parses an action manifest. `file` names it in messages.
 pub fn parse_action(file: &str, src: &str) -> Result<Action, ActionError> {
     let root = yaml::load_with_depth(src, yaml::DEFAULT_MAX_DEPTH)
-        .map_err(|e| ActionError::Yaml { file: file.to_string(), message: e.message })?
+        .map_err(|e| ActionError::Yaml {
+            file: file.to_string(),
+            message: e.message,
+        })?
         .ok_or_else(|| invalid(file, "the action manifest is empty"))?;
     if !matches!(root.kind, YKind::Map(_)) {
         return Err(invalid(file, "the action manifest must be a mapping"));
     }
     let mut inputs = IndexMap::new();
-    if let Some(YNode { kind: YKind::Map(pairs), .. }) = get(&root, "inputs") {
+    if let Some(YNode {
+        kind: YKind::Map(pairs),
+        ..
+    }) = get(&root, "inputs")
+    {
         for (k, v) in pairs {
             inputs.insert(
                 key(k),
@@ -161,22 +173,34 @@ pub fn parse_action(file: &str, src: &str) -> Result<Action, ActionError> {
         }
     }
     let mut outputs = IndexMap::new();
-    if let Some(YNode { kind: YKind::Map(pairs), .. }) = get(&root, "outputs") {
+    if let Some(YNode {
+        kind: YKind::Map(pairs),
+        ..
+    }) = get(&root, "outputs")
+    {
         for (k, v) in pairs {
             outputs.insert(
                 key(k),
-                ActionOutput { description: get_str(v, "description"), value: get_str(v, "value") },
+                ActionOutput {
+                    description: get_str(v, "description"),
+                    value: get_str(v, "value"),
+                },
             );
         }
     }
-    let runs = get(&root, "runs").ok_or_else(|| invalid(file, "the action manifest has no 'runs' section"))?;
+    let runs = get(&root, "runs")
+        .ok_or_else(|| invalid(file, "the action manifest has no 'runs' section"))?;
     let using = get_str(runs, "using").ok_or_else(|| invalid(file, "'runs.using' is missing"))?;
     let lower = using.to_ascii_lowercase();
     let runs = if lower == "composite" {
-        let steps = get(runs, "steps").ok_or_else(|| invalid(file, "a composite action needs 'runs.steps'"))?;
-        Runs::Composite { steps: composite_steps(file, steps)? }
+        let steps = get(runs, "steps")
+            .ok_or_else(|| invalid(file, "a composite action needs 'runs.steps'"))?;
+        Runs::Composite {
+            steps: composite_steps(file, steps)?,
+        }
     } else if lower.starts_with("node") {
-        let main = get_str(runs, "main").ok_or_else(|| invalid(file, "a JavaScript action needs 'runs.main'"))?;
+        let main = get_str(runs, "main")
+            .ok_or_else(|| invalid(file, "a JavaScript action needs 'runs.main'"))?;
         Runs::Node {
             using,
             main,
@@ -186,7 +210,9 @@ pub fn parse_action(file: &str, src: &str) -> Result<Action, ActionError> {
             post_if: get_str(runs, "post-if"),
         }
     } else if lower == "docker" {
-        Runs::Docker { image: get_str(runs, "image").unwrap_or_default() }
+        Runs::Docker {
+            image: get_str(runs, "image").unwrap_or_default(),
+        }
     } else {
         Runs::Unknown { using }
     };
@@ -210,15 +236,31 @@ fn composite_steps(file: &str, steps: &YNode) -> Result<Vec<Step>, ActionError> 
     });
     let parsed = crate::parse_workflow(file, &doc.to_string());
     if !parsed.diagnostics.is_empty() {
-        let msgs: Vec<String> = parsed.diagnostics.iter().map(|d| d.message.clone()).collect();
+        let msgs: Vec<String> = parsed
+            .diagnostics
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
         return Err(invalid(file, msgs.join("; ")));
     }
-    let wf = parsed.workflow.ok_or_else(|| invalid(file, "invalid composite steps"))?;
-    let job = wf.jobs.into_iter().next().ok_or_else(|| invalid(file, "invalid composite steps"))?;
+    let wf = parsed
+        .workflow
+        .ok_or_else(|| invalid(file, "invalid composite steps"))?;
+    let job = wf
+        .jobs
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid(file, "invalid composite steps"))?;
     let steps = job.steps().to_vec();
     for s in &steps {
         if let StepKind::Run { shell: None, .. } = &s.kind {
-            return Err(invalid(file, format!("step '{}': 'shell' is required for run steps of composite actions", s.id)));
+            return Err(invalid(
+                file,
+                format!(
+                    "step '{}': 'shell' is required for run steps of composite actions",
+                    s.id
+                ),
+            ));
         }
     }
     Ok(steps)
@@ -232,24 +274,42 @@ mod tests {
     fn composite_manifest() {
         let src = "name: x\ninputs:\n  who:\n    required: true\n    default: '${{ github.actor }}'\noutputs:\n  o:\n    value: ${{ steps.a.outputs.o }}\nruns:\n  using: composite\n  steps:\n  - id: a\n    run: echo hi\n    shell: bash\n  - uses: ./other\n    if: inputs.who == 'me'\n";
         let a = parse_action("action.yml", src).expect("valid");
-        assert_eq!(a.inputs["who"].default.as_deref(), Some("${{ github.actor }}"));
+        assert_eq!(
+            a.inputs["who"].default.as_deref(),
+            Some("${{ github.actor }}")
+        );
         assert!(a.inputs["who"].required);
-        assert_eq!(a.outputs["o"].value.as_deref(), Some("${{ steps.a.outputs.o }}"));
-        let Runs::Composite { steps } = &a.runs else { panic!("not composite") };
+        assert_eq!(
+            a.outputs["o"].value.as_deref(),
+            Some("${{ steps.a.outputs.o }}")
+        );
+        let Runs::Composite { steps } = &a.runs else {
+            panic!("not composite")
+        };
         assert_eq!(steps.len(), 2);
         assert_eq!(steps[0].id, "a");
-        assert_eq!(steps[1].if_condition.as_deref(), Some("success() && (inputs.who == 'me')"));
+        assert_eq!(
+            steps[1].if_condition.as_deref(),
+            Some("success() && (inputs.who == 'me')")
+        );
     }
 
     #[test]
     fn node_and_docker_manifests() {
         let a = parse_action("a.yml", "runs:\n  using: node20\n  main: dist/index.js\n  post: dist/post.js\n  post-if: success()\n")
             .expect("valid");
-        assert!(matches!(&a.runs, Runs::Node { main, post: Some(p), post_if: Some(pi), .. } if main == "dist/index.js" && p == "dist/post.js" && pi == "success()"));
-        let d = parse_action("a.yml", "runs:\n  using: docker\n  image: Dockerfile\n").expect("valid");
+        assert!(
+            matches!(&a.runs, Runs::Node { main, post: Some(p), post_if: Some(pi), .. } if main == "dist/index.js" && p == "dist/post.js" && pi == "success()")
+        );
+        let d =
+            parse_action("a.yml", "runs:\n  using: docker\n  image: Dockerfile\n").expect("valid");
         assert!(matches!(d.runs, Runs::Docker { .. }));
         assert!(parse_action("a.yml", "name: x\n").is_err());
-        assert!(parse_action("a.yml", "runs:\n  using: composite\n  steps:\n  - run: echo\n").is_err());
+        assert!(parse_action(
+            "a.yml",
+            "runs:\n  using: composite\n  steps:\n  - run: echo\n"
+        )
+        .is_err());
     }
 
     proptest::proptest! {

@@ -13,11 +13,31 @@ use crate::reader::if_condition;
 use crate::token::{Token, TokenKind};
 
 pub(crate) const JOB_IF_CTX: &[&str] = &[
-    "github", "inputs", "vars", "needs", "always(0,0)", "failure(0,MAX)", "cancelled(0,0)", "success(0,MAX)",
+    "github",
+    "inputs",
+    "vars",
+    "needs",
+    "always(0,0)",
+    "failure(0,MAX)",
+    "cancelled(0,0)",
+    "success(0,MAX)",
 ];
 pub(crate) const STEP_IF_CTX: &[&str] = &[
-    "github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env", "always(0,0)",
-    "failure(0,0)", "cancelled(0,0)", "success(0,0)", "hashFiles(1,255)",
+    "github",
+    "inputs",
+    "vars",
+    "needs",
+    "strategy",
+    "matrix",
+    "steps",
+    "job",
+    "runner",
+    "env",
+    "always(0,0)",
+    "failure(0,0)",
+    "cancelled(0,0)",
+    "success(0,0)",
+    "hashFiles(1,255)",
 ];
 
 pub(crate) struct Converter<'a> {
@@ -32,7 +52,12 @@ pub(crate) struct Converter<'a> {
 
 impl<'a> Converter<'a> {
     pub(crate) fn new(file: &str, diags: &'a mut Diags) -> Self {
-        Converter { file: file.to_string(), diags, job_failure: None, scratch: Default::default() }
+        Converter {
+            file: file.to_string(),
+            diags,
+            job_failure: None,
+            scratch: Default::default(),
+        }
     }
 }
 
@@ -94,7 +119,9 @@ impl IdBuilder {
 
     /// [`IdBuilder::append_segment`] of the concatenation of `parts`.
     fn append_parts(&mut self, parts: &[&str]) {
-        let Some(first) = parts.iter().find_map(|p| p.chars().next()) else { return };
+        let Some(first) = parts.iter().find_map(|p| p.chars().next()) else {
+            return;
+        };
         if self.name.is_empty() {
             if first.is_ascii_digit() || first == '-' {
                 self.name.push('_');
@@ -102,7 +129,13 @@ impl IdBuilder {
         } else {
             self.name.push('_');
         }
-        let keep = |c: char| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' };
+        let keep = |c: char| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        };
         for part in parts {
             if part.is_ascii() {
                 // one character per byte
@@ -119,18 +152,29 @@ impl IdBuilder {
             self.name.push_str("job");
         }
         let original = self.name.as_str();
-        let count = if original.is_ascii() { original.len() } else { original.chars().count() };
+        let count = if original.is_ascii() {
+            original.len()
+        } else {
+            original.chars().count()
+        };
         // Candidates are checked in a reused buffer; only the winner is allocated.
         let mut suffix_buf = [0u8; 8];
         let mut result = Err("Unable to create a unique name".to_string());
         for attempt in 1..1000usize {
             // `_{attempt}` (empty for the first attempt)
-            let suffix = if attempt == 1 { "" } else { decimal_suffix(attempt, &mut suffix_buf) };
+            let suffix = if attempt == 1 {
+                ""
+            } else {
+                decimal_suffix(attempt, &mut suffix_buf)
+            };
             let keep = count.min(ID_MAX - suffix.len());
             let end = if keep == count {
                 original.len()
             } else {
-                original.char_indices().nth(keep).map_or(original.len(), |(i, _)| i)
+                original
+                    .char_indices()
+                    .nth(keep)
+                    .map_or(original.len(), |(i, _)| i)
             };
             self.lower.clear();
             self.lower.push_str(&original[..end]);
@@ -157,7 +201,9 @@ impl IdBuilder {
             ));
         }
         if value.starts_with("__") {
-            return Err(format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
+            return Err(format!(
+                "The identifier '{value}' is invalid. IDs starting with '__' are reserved."
+            ));
         }
         Ok(())
     }
@@ -165,7 +211,9 @@ impl IdBuilder {
     pub(crate) fn try_add_known_id(&mut self, value: &str) -> Result<(), String> {
         Self::check_known_id(value)?;
         if !self.distinct.insert(value.to_ascii_lowercase()) {
-            return Err(format!("The identifier '{value}' may not be used more than once within the same scope."));
+            return Err(format!(
+                "The identifier '{value}' may not be used more than once within the same scope."
+            ));
         }
         Ok(())
     }
@@ -199,7 +247,10 @@ fn valid_id(value: &str) -> bool {
 fn str_list(t: &Token) -> Vec<String> {
     match &t.kind {
         TokenKind::String(s) => vec![s.to_string()],
-        TokenKind::Seq(items) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        TokenKind::Seq(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -242,7 +293,9 @@ impl Converter<'_> {
             concurrency: None,
             jobs: Vec::new(),
         };
-        let TokenKind::Map(pairs) = root.kind else { return wf };
+        let TokenKind::Map(pairs) = root.kind else {
+            return wf;
+        };
         for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
                 "name" => wf.name = into_string(v),
@@ -376,7 +429,11 @@ impl Converter<'_> {
                         InputType::Number => true,
                     };
                     if !ok {
-                        let expected = if def.input_type == InputType::Boolean { "Boolean" } else { "String" };
+                        let expected = if def.input_type == InputType::Boolean {
+                            "Boolean"
+                        } else {
+                            "String"
+                        };
                         self.error(
                             d.pos,
                             format!(
@@ -392,7 +449,10 @@ impl Converter<'_> {
                     self.error(v.pos, "Missing 'options' for choice input");
                 }
             } else if def.options.is_some() {
-                self.error(v.pos, "Input type is not 'choice', but 'options' is defined");
+                self.error(
+                    v.pos,
+                    "Input type is not 'choice', but 'options' is defined",
+                );
             }
             out.insert(name, def);
         }
@@ -426,9 +486,17 @@ impl Converter<'_> {
     /// result and order as GitHub's quadratic loop, computed with Kahn's algorithm.
     fn validate_needs(&mut self, jobs_pos: Pos, jobs: &[Arc<Job>], needs: &[Vec<Token>]) {
         use std::collections::{HashMap, HashSet, VecDeque};
-        let mut queue: VecDeque<usize> = needs.iter().enumerate().filter(|(_, n)| n.is_empty()).map(|(i, _)| i).collect();
+        let mut queue: VecDeque<usize> = needs
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_empty())
+            .map(|(i, _)| i)
+            .collect();
         if queue.is_empty() {
-            self.error(jobs_pos, "The workflow must contain at least one job with no dependencies.");
+            self.error(
+                jobs_pos,
+                "The workflow must contain at least one job with no dependencies.",
+            );
             return;
         }
         // need name -> jobs waiting on it (one entry per occurrence)
@@ -436,7 +504,10 @@ impl Converter<'_> {
         let mut remaining: Vec<usize> = needs.iter().map(Vec::len).collect();
         for (i, n) in needs.iter().enumerate() {
             for need in n {
-                waiting.entry(need.as_str().unwrap_or("")).or_default().push(i);
+                waiting
+                    .entry(need.as_str().unwrap_or(""))
+                    .or_default()
+                    .push(i);
             }
         }
         let mut satisfied: HashSet<&str, FastState> = HashSet::default();
@@ -479,7 +550,11 @@ impl Converter<'_> {
             TokenKind::String(s) => s.trim().into(),
             _ => t.literal_display().into(),
         };
-        match if_condition(&condition, crate::reader::allowed_for(ctx), &mut self.scratch) {
+        match if_condition(
+            &condition,
+            crate::reader::allowed_for(ctx),
+            &mut self.scratch,
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 self.error(t.pos, e);
@@ -532,7 +607,9 @@ impl Converter<'_> {
                 "needs" => {
                     need_tokens = match v.kind {
                         TokenKind::String(_) => vec![v],
-                        TokenKind::Seq(items) => items.into_iter().filter(|i| i.as_str().is_some()).collect(),
+                        TokenKind::Seq(items) => {
+                            items.into_iter().filter(|i| i.as_str().is_some()).collect()
+                        }
                         _ => Vec::new(),
                     };
                 }
@@ -573,7 +650,10 @@ impl Converter<'_> {
                 _ => {}
             }
         }
-        job.needs = need_tokens.iter().filter_map(|t| t.as_str().map(str::to_string)).collect();
+        job.needs = need_tokens
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
         job.kind = match uses {
             Some(uses) => JobKind::Reusable(Box::new(ReusableJob {
                 uses,
@@ -593,7 +673,10 @@ impl Converter<'_> {
             return;
         }
         let Some(pairs) = t.as_map() else { return };
-        let image = pairs.iter().find(|(k, _)| k.as_str() == Some("image")).and_then(|(_, v)| v.as_str());
+        let image = pairs
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("image"))
+            .and_then(|(_, v)| v.as_str());
         if image.is_none_or(str::is_empty) {
             self.error(t.pos, "Container image cannot be empty");
         }
@@ -601,14 +684,19 @@ impl Converter<'_> {
 
     /// `Matrix vector 'x' does not contain any values` for literal empty vectors.
     fn check_matrix(&mut self, strategy: &Token) {
-        let Some(matrix) = strategy.get("matrix") else { return };
+        let Some(matrix) = strategy.get("matrix") else {
+            return;
+        };
         for (k, v) in matrix.as_map().unwrap_or(&[]) {
             let name = k.literal_display();
             if k.is_expression() || name == "include" || name == "exclude" {
                 continue;
             }
             if v.as_seq().is_some_and(<[Token]>::is_empty) {
-                self.error(v.pos, format!("Matrix vector '{name}' does not contain any values"));
+                self.error(
+                    v.pos,
+                    format!("Matrix vector '{name}' does not contain any values"),
+                );
             }
         }
     }
@@ -686,7 +774,9 @@ impl Converter<'_> {
 
     fn step(&mut self, t: Token, ids: &mut IdBuilder, known: &mut Vec<String>) -> Option<Step> {
         let step_pos = t.pos;
-        let TokenKind::Map(pairs) = t.kind else { return None };
+        let TokenKind::Map(pairs) = t.kind else {
+            return None;
+        };
         let mut id: Option<(String, Pos)> = None;
         let mut name = None;
         let mut run = None;
@@ -723,7 +813,12 @@ impl Converter<'_> {
                     uses = into_string(v);
                     if let Some(u) = &uses {
                         if !valid_step_uses(u) {
-                            self.error(pos, format!("Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"));
+                            self.error(
+                                pos,
+                                format!(
+                                    "Expected format {{org}}/{{repo}}[/path]@ref. Actual '{u}'"
+                                ),
+                            );
                         }
                     }
                 }
@@ -741,7 +836,12 @@ impl Converter<'_> {
                     for target in &targets {
                         self.target_step(target, known, id.as_ref().map(|i| i.0.as_str()));
                     }
-                    wait = Some(targets.iter().filter_map(|t| t.as_str().map(str::to_string)).collect());
+                    wait = Some(
+                        targets
+                            .iter()
+                            .filter_map(|t| t.as_str().map(str::to_string))
+                            .collect(),
+                    );
                 }
                 "wait-all" => {
                     if v.as_bool() == Some(false) {
@@ -773,20 +873,33 @@ impl Converter<'_> {
             kind: StepKind::WaitAll,
         };
         if let Some(run) = run {
-            step.kind = StepKind::Run { run, shell, working_directory: wd };
+            step.kind = StepKind::Run {
+                run,
+                shell,
+                working_directory: wd,
+            };
         } else if let Some(uses) = uses {
             step.kind = StepKind::Uses { uses, with };
         } else if let Some(wait) = wait {
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Wait".into()))));
+            step.name = step
+                .name
+                .or_else(|| Some(Token::new(step_pos, TokenKind::String("Wait".into()))));
             step.kind = StepKind::Wait { wait };
         } else if wait_all {
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Wait for all".into()))));
+            step.name = step.name.or_else(|| {
+                Some(Token::new(
+                    step_pos,
+                    TokenKind::String("Wait for all".into()),
+                ))
+            });
             step.kind = StepKind::WaitAll;
         } else if let Some(cancel) = cancel {
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Cancel".into()))));
+            step.name = step
+                .name
+                .or_else(|| Some(Token::new(step_pos, TokenKind::String("Cancel".into()))));
             step.kind = StepKind::Cancel { cancel };
         } else if let Some(p) = parallel {
             let inner = self.steps(p);
@@ -795,15 +908,29 @@ impl Converter<'_> {
                     self.error(step_pos, "'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps.");
                 }
                 match s.kind {
-                    StepKind::Wait { .. } => self.error(step_pos, "'wait' is not allowed inside a parallel block."),
-                    StepKind::WaitAll => self.error(step_pos, "'wait-all' is not allowed inside a parallel block."),
-                    StepKind::Cancel { .. } => self.error(step_pos, "'cancel' is not allowed inside a parallel block."),
-                    StepKind::Parallel { .. } => self.error(step_pos, "Nested 'parallel' blocks are not allowed."),
+                    StepKind::Wait { .. } => {
+                        self.error(step_pos, "'wait' is not allowed inside a parallel block.")
+                    }
+                    StepKind::WaitAll => self.error(
+                        step_pos,
+                        "'wait-all' is not allowed inside a parallel block.",
+                    ),
+                    StepKind::Cancel { .. } => {
+                        self.error(step_pos, "'cancel' is not allowed inside a parallel block.")
+                    }
+                    StepKind::Parallel { .. } => {
+                        self.error(step_pos, "Nested 'parallel' blocks are not allowed.")
+                    }
                     _ => {}
                 }
             }
             step.if_condition = None;
-            step.name = step.name.or_else(|| Some(Token::new(step_pos, TokenKind::String("Parallel group".into()))));
+            step.name = step.name.or_else(|| {
+                Some(Token::new(
+                    step_pos,
+                    TokenKind::String("Parallel group".into()),
+                ))
+            });
             step.kind = StepKind::Parallel { parallel: inner };
         } else {
             self.error(step_pos, "Expected one of uses or run to be defined");
@@ -815,11 +942,22 @@ impl Converter<'_> {
     fn target_step(&mut self, target: &Token, known: &[String], own: Option<&str>) {
         let Some(value) = target.as_str() else { return };
         if value.starts_with("__") {
-            self.error(target.pos, format!("The identifier '{value}' is invalid. IDs starting with '__' are reserved."));
+            self.error(
+                target.pos,
+                format!(
+                    "The identifier '{value}' is invalid. IDs starting with '__' are reserved."
+                ),
+            );
         } else if own.is_some_and(|o| o.eq_ignore_ascii_case(value)) {
-            self.error(target.pos, format!("Step '{}' cannot reference itself", own.unwrap_or_default()));
+            self.error(
+                target.pos,
+                format!("Step '{}' cannot reference itself", own.unwrap_or_default()),
+            );
         } else if !known.iter().any(|k| k == value) {
-            self.error(target.pos, format!("Step references unknown step ID '{value}'"));
+            self.error(
+                target.pos,
+                format!("Step references unknown step ID '{value}'"),
+            );
         }
     }
 
@@ -827,20 +965,34 @@ impl Converter<'_> {
     pub(crate) fn check_called(&mut self, job: &ReusableJob, called_root: &Token) {
         let uses_pos = job.uses_pos;
         let Some(on) = called_root.get("on") else {
-            self.error(uses_pos, "workflow_call key is not defined in the referenced workflow.");
+            self.error(
+                uses_pos,
+                "workflow_call key is not defined in the referenced workflow.",
+            );
             return;
         };
         let call: Option<Option<&Token>> = match &on.kind {
             TokenKind::String(s) if s == "workflow_call" => Some(None),
-            TokenKind::Seq(items) if items.iter().any(|i| i.as_str() == Some("workflow_call")) => Some(None),
+            TokenKind::Seq(items) if items.iter().any(|i| i.as_str() == Some("workflow_call")) => {
+                Some(None)
+            }
             TokenKind::Map(pairs) => pairs
                 .iter()
                 .find(|(k, _)| k.as_str() == Some("workflow_call"))
-                .map(|(_, v)| if matches!(v.kind, TokenKind::Map(_)) { Some(v) } else { None }),
+                .map(|(_, v)| {
+                    if matches!(v.kind, TokenKind::Map(_)) {
+                        Some(v)
+                    } else {
+                        None
+                    }
+                }),
             _ => None,
         };
         let Some(call) = call else {
-            self.error(uses_pos, "workflow_call key is not defined in the referenced workflow.");
+            self.error(
+                uses_pos,
+                "workflow_call key is not defined in the referenced workflow.",
+            );
             return;
         };
         let input_defs = call.and_then(|c| c.get("inputs"));
@@ -853,20 +1005,30 @@ impl Converter<'_> {
                 if v.get("type").is_none() {
                     continue;
                 }
-                let set = with_pairs.is_some_and(|w| w.iter().any(|(wk, _)| wk.literal_display().eq_ignore_ascii_case(&name)));
+                let set = with_pairs.is_some_and(|w| {
+                    w.iter()
+                        .any(|(wk, _)| wk.literal_display().eq_ignore_ascii_case(&name))
+                });
                 if v.get("required").and_then(Token::as_bool) == Some(true) && !set {
-                    self.error(uses_pos, format!("Input {name} is required, but not provided while calling."));
+                    self.error(
+                        uses_pos,
+                        format!("Input {name} is required, but not provided while calling."),
+                    );
                 }
             }
         }
         if let Some(with) = with_pairs {
             for (k, v) in with {
                 let name = k.literal_display();
-                let def = input_defs
-                    .and_then(Token::as_map)
-                    .and_then(|d| d.iter().find(|(dk, _)| dk.literal_display().eq_ignore_ascii_case(&name)));
+                let def = input_defs.and_then(Token::as_map).and_then(|d| {
+                    d.iter()
+                        .find(|(dk, _)| dk.literal_display().eq_ignore_ascii_case(&name))
+                });
                 let Some((_, def)) = def else {
-                    self.error(v.pos, format!("Invalid input, {name} is not defined in the referenced workflow."));
+                    self.error(
+                        v.pos,
+                        format!("Invalid input, {name} is not defined in the referenced workflow."),
+                    );
                     continue;
                 };
                 if v.is_expression() {
@@ -894,10 +1056,15 @@ impl Converter<'_> {
                 }
                 let name = k.literal_display();
                 if v.get("required").and_then(Token::as_bool) == Some(true) {
-                    let set = secret_pairs
-                        .is_some_and(|s| s.iter().any(|(sk, _)| sk.literal_display().eq_ignore_ascii_case(&name)));
+                    let set = secret_pairs.is_some_and(|s| {
+                        s.iter()
+                            .any(|(sk, _)| sk.literal_display().eq_ignore_ascii_case(&name))
+                    });
                     if !set {
-                        self.error(uses_pos, format!("Secret {name} is required, but not provided while calling."));
+                        self.error(
+                            uses_pos,
+                            format!("Secret {name} is required, but not provided while calling."),
+                        );
                     }
                 }
             }
@@ -905,11 +1072,17 @@ impl Converter<'_> {
         if let Some(values) = secret_pairs {
             for (k, v) in values {
                 let name = k.literal_display();
-                let defined = secret_defs
-                    .and_then(Token::as_map)
-                    .is_some_and(|d| d.iter().any(|(dk, _)| dk.literal_display().eq_ignore_ascii_case(&name)));
+                let defined = secret_defs.and_then(Token::as_map).is_some_and(|d| {
+                    d.iter()
+                        .any(|(dk, _)| dk.literal_display().eq_ignore_ascii_case(&name))
+                });
                 if !defined {
-                    self.error(v.pos, format!("Invalid secret, {name} is not defined in the referenced workflow."));
+                    self.error(
+                        v.pos,
+                        format!(
+                            "Invalid secret, {name} is not defined in the referenced workflow."
+                        ),
+                    );
                 }
             }
         }
@@ -957,7 +1130,11 @@ fn action_step_id_parts(uses: &str) -> [&str; 3] {
 
 /// A step's `uses:` must be `docker://…`, a local path (`./…`), or `{org}/{repo}[/path]@ref`.
 fn valid_step_uses(uses: &str) -> bool {
-    if uses.starts_with("docker://") || uses.starts_with("./") || uses.starts_with(".\\") || uses.starts_with("$/") {
+    if uses.starts_with("docker://")
+        || uses.starts_with("./")
+        || uses.starts_with(".\\")
+        || uses.starts_with("$/")
+    {
         return true;
     }
     let mut segments = uses.split('@');
@@ -974,8 +1151,17 @@ fn valid_step_uses(uses: &str) -> bool {
 fn outputs(t: &Token) -> IndexMap<String, OutputDef> {
     let mut out = IndexMap::new();
     for (k, v) in t.as_map().unwrap_or(&[]) {
-        let value = v.get("value").cloned().unwrap_or_else(|| Token::new(v.pos, TokenKind::Null));
-        out.insert(k.literal_display(), OutputDef { description: v.get("description").and_then(opt_string), value });
+        let value = v
+            .get("value")
+            .cloned()
+            .unwrap_or_else(|| Token::new(v.pos, TokenKind::Null));
+        out.insert(
+            k.literal_display(),
+            OutputDef {
+                description: v.get("description").and_then(opt_string),
+                value,
+            },
+        );
     }
     out
 }
@@ -999,7 +1185,10 @@ fn permissions(t: Token) -> Option<Permissions> {
         TokenKind::String(s) if s == "read-all" => Some(Permissions::ReadAll),
         TokenKind::String(s) if s == "write-all" => Some(Permissions::WriteAll),
         TokenKind::Map(pairs) => Some(Permissions::Scopes(
-            pairs.into_iter().filter_map(|(k, v)| Some((into_string(k)?, into_string(v)?))).collect(),
+            pairs
+                .into_iter()
+                .filter_map(|(k, v)| Some((into_string(k)?, into_string(v)?)))
+                .collect(),
         )),
         _ => None,
     }
@@ -1041,7 +1230,10 @@ mod tests {
         b.append_segment("__run");
         assert!(b.build().is_err());
         assert_eq!(action_step_id("docker://alpine:latest"), "alpine:latest");
-        assert_eq!(action_step_id("org with space/repo with space@v2"), "org with space/repo with space");
+        assert_eq!(
+            action_step_id("org with space/repo with space@v2"),
+            "org with space/repo with space"
+        );
         assert_eq!(action_step_id("./local"), "self");
         assert_eq!(action_step_id("actions/checkout"), "");
     }
@@ -1051,8 +1243,14 @@ mod tests {
         let mut b = IdBuilder::default();
         assert!(b.try_add_known_id("a-b_c").is_ok());
         assert!(b.try_add_known_id("a-b_c").is_err());
-        assert!(b.try_add_known_id("__x").expect_err("an error").contains("reserved"));
-        assert!(b.try_add_known_id("0x").expect_err("an error").contains("invalid"));
+        assert!(b
+            .try_add_known_id("__x")
+            .expect_err("an error")
+            .contains("reserved"));
+        assert!(b
+            .try_add_known_id("0x")
+            .expect_err("an error")
+            .contains("invalid"));
         assert!(b.try_add_known_id(&"a".repeat(100)).is_err());
     }
 }

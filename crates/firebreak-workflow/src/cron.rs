@@ -21,13 +21,41 @@ const MONTHS: &[(&str, u32)] = &[
     ("nov", 11),
     ("dec", 12),
 ];
-const DAYS: &[(&str, u32)] = &[("sun", 0), ("mon", 1), ("tue", 2), ("wed", 3), ("thu", 4), ("fri", 5), ("sat", 6)];
+const DAYS: &[(&str, u32)] = &[
+    ("sun", 0),
+    ("mon", 1),
+    ("tue", 2),
+    ("wed", 3),
+    ("thu", 4),
+    ("fri", 5),
+    ("sat", 6),
+];
 
-const MINUTE: Range = Range { min: 0.0, max: 59.0, names: &[] };
-const HOUR: Range = Range { min: 0.0, max: 23.0, names: &[] };
-const DOM: Range = Range { min: 1.0, max: 31.0, names: &[] };
-const MONTH: Range = Range { min: 1.0, max: 12.0, names: MONTHS };
-const DOW: Range = Range { min: 0.0, max: 6.0, names: DAYS };
+const MINUTE: Range = Range {
+    min: 0.0,
+    max: 59.0,
+    names: &[],
+};
+const HOUR: Range = Range {
+    min: 0.0,
+    max: 23.0,
+    names: &[],
+};
+const DOM: Range = Range {
+    min: 1.0,
+    max: 31.0,
+    names: &[],
+};
+const MONTH: Range = Range {
+    min: 1.0,
+    max: 12.0,
+    names: MONTHS,
+};
+const DOW: Range = Range {
+    min: 0.0,
+    max: 6.0,
+    names: DAYS,
+};
 
 /// JavaScript's unary `+` on a string.
 fn js_num(s: &str) -> f64 {
@@ -35,7 +63,10 @@ fn js_num(s: &str) -> f64 {
     if t.is_empty() {
         return 0.0;
     }
-    if t.chars().all(|c| c.is_ascii_digit() || c == '.') && t.chars().filter(|c| *c == '.').count() <= 1 && t != "." {
+    if t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && t.chars().filter(|c| *c == '.').count() <= 1
+        && t != "."
+    {
         return t.parse().unwrap_or(f64::NAN);
     }
     f64::NAN
@@ -43,7 +74,11 @@ fn js_num(s: &str) -> f64 {
 
 fn name_value(value: &str, range: &Range) -> Option<u32> {
     let lower = value.to_lowercase();
-    range.names.iter().find(|(n, _)| *n == lower).map(|(_, v)| *v)
+    range
+        .names
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, v)| *v)
 }
 
 fn part(value: &str, range: &Range, separators: bool) -> bool {
@@ -51,7 +86,10 @@ fn part(value: &str, range: &Range, separators: bool) -> bool {
         return true;
     }
     if value.contains(',') {
-        return separators && value.split(',').all(|v| !v.is_empty() && part(v, range, true));
+        return separators
+            && value
+                .split(',')
+                .all(|v| !v.is_empty() && part(v, range, true));
     }
     if value.contains('/') {
         if !separators {
@@ -77,7 +115,9 @@ fn part(value: &str, range: &Range, separators: bool) -> bool {
             return false;
         }
         let num = |v: &str| name_value(v, range).map_or_else(|| js_num(v), f64::from);
-        return part(pieces[0], range, false) && part(pieces[1], range, false) && num(pieces[1]) >= num(pieces[0]);
+        return part(pieces[0], range, false)
+            && part(pieces[1], range, false)
+            && num(pieces[1]) >= num(pieces[0]);
     }
     let n = js_num(value);
     !n.is_nan() && n >= range.min && n <= range.max

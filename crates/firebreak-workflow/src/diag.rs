@@ -34,7 +34,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn new(file: &str, pos: Option<Pos>, message: impl Into<String>) -> Self {
         let (line, col) = pos.map_or((0, 0), |p| (p.line, p.col));
-        Diagnostic { file: file.to_string(), line, col, message: message.into() }
+        Diagnostic {
+            file: file.to_string(),
+            line,
+            col,
+            message: message.into(),
+        }
     }
 
     /// The message as GitHub prints it: `file (Line: L, Col: C): message`, cut to GitHub's
@@ -45,7 +50,10 @@ impl Diagnostic {
         } else if self.line == 0 {
             format!("{}: {}", self.file, self.message)
         } else {
-            format!("{} (Line: {}, Col: {}): {}", self.file, self.line, self.col, self.message)
+            format!(
+                "{} (Line: {}, Col: {}): {}",
+                self.file, self.line, self.col, self.message
+            )
         };
         if full.chars().count() > MAX_MESSAGE_LENGTH {
             let mut cut: String = full.chars().take(MAX_MESSAGE_LENGTH).collect();
@@ -61,7 +69,11 @@ impl fmt::Display for Diagnostic {
         if self.file.is_empty() {
             return f.write_str(&self.message);
         }
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 

@@ -20,7 +20,11 @@ impl Allowed {
                 let args = item[open + 1..].trim_end_matches(')');
                 let (min, max) = args.split_once(',').unwrap_or((args, args));
                 let min = min.parse().unwrap_or(0);
-                let max = if max == "MAX" { usize::MAX } else { max.parse().unwrap_or(usize::MAX) };
+                let max = if max == "MAX" {
+                    usize::MAX
+                } else {
+                    max.parse().unwrap_or(usize::MAX)
+                };
                 a.functions.push((name.to_ascii_lowercase(), min, max));
             } else {
                 a.named.push(item.to_ascii_lowercase());
@@ -107,7 +111,14 @@ fn js_number(s: &str) -> Option<f64> {
     if t.is_empty() {
         return Some(0.0);
     }
-    for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
+    for (prefix, radix) in [
+        ("0x", 16),
+        ("0X", 16),
+        ("0o", 8),
+        ("0O", 8),
+        ("0b", 2),
+        ("0B", 2),
+    ] {
         if let Some(rest) = t.strip_prefix(prefix) {
             if rest.is_empty() {
                 return None;
@@ -121,9 +132,16 @@ fn js_number(s: &str) -> Option<f64> {
     }
     let body = t.strip_prefix(['+', '-']).unwrap_or(t);
     if body == "Infinity" {
-        return Some(if t.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY });
+        return Some(if t.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        });
     }
-    if !body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')) {
+    if !body
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+    {
         return None;
     }
     if !body.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
@@ -134,7 +152,10 @@ fn js_number(s: &str) -> Option<f64> {
 
 fn err(kind: &str, lexeme: &[char], start: usize, input: &str) -> String {
     let lexeme: String = lexeme.iter().collect();
-    format!("{kind}: '{lexeme}'. Located at position {} within expression: {input}", start + 1)
+    format!(
+        "{kind}: '{lexeme}'. Located at position {} within expression: {input}",
+        start + 1
+    )
 }
 
 fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
@@ -211,7 +232,10 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                     || c == '-'
                     || c == '+'
                     || (c == '.'
-                        && !matches!(prev, Some(T::Ident) | Some(T::RBracket) | Some(T::RParen) | Some(T::Star)));
+                        && !matches!(
+                            prev,
+                            Some(T::Ident) | Some(T::RBracket) | Some(T::RParen) | Some(T::Star)
+                        ));
                 if c == '.' && !number {
                     simple(T::Dot, toks, i);
                     continue;
@@ -224,7 +248,11 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                     if js_number(&lexeme).is_none_or(f64::is_nan) {
                         return Err(err("Unexpected symbol", &chars[start..i], start, input));
                     }
-                    toks.push(Tok { t: T::Num, start, end: i });
+                    toks.push(Tok {
+                        t: T::Num,
+                        start,
+                        end: i,
+                    });
                 } else {
                     while i < chars.len() && !is_boundary(chars[i]) {
                         i += 1;
@@ -252,7 +280,11 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
             }
         }
     }
-    toks.push(Tok { t: T::Eof, start: chars.len(), end: chars.len() });
+    toks.push(Tok {
+        t: T::Eof,
+        start: chars.len(),
+        end: chars.len(),
+    });
     Ok(())
 }
 
@@ -346,7 +378,11 @@ impl P<'_> {
 
     fn logical(&mut self, or: bool) -> Result<Node, String> {
         let op = if or { T::Or } else { T::And };
-        let mut n = if or { self.logical(false)? } else { self.equality()? };
+        let mut n = if or {
+            self.logical(false)?
+        } else {
+            self.equality()?
+        };
         if self.check(op) {
             self.incr()?;
             while self.eat(op) {
@@ -467,12 +503,20 @@ impl P<'_> {
             _ => None,
         };
         let bounds = builtin.or_else(|| {
-            self.allowed.functions.iter().find(|(n, _, _)| *n == lower).map(|(_, a, b)| (*a, *b))
+            self.allowed
+                .functions
+                .iter()
+                .find(|(n, _, _)| *n == lower)
+                .map(|(_, a, b)| (*a, *b))
         });
         match bounds {
             None => return Err(self.error_at("Unrecognized function", ident)),
-            Some((min, _)) if args < min => return Err(self.error_at("Too few parameters supplied", ident)),
-            Some((_, max)) if args > max => return Err(self.error_at("Too many parameters supplied", ident)),
+            Some((min, _)) if args < min => {
+                return Err(self.error_at("Too few parameters supplied", ident))
+            }
+            Some((_, max)) if args > max => {
+                return Err(self.error_at("Too many parameters supplied", ident))
+            }
             _ => {}
         }
         if matches!(lower, "success" | "failure" | "cancelled" | "always") {
@@ -521,7 +565,11 @@ pub(crate) fn check(expr: &str, allowed: &Allowed) -> Result<Checked, String> {
 }
 
 /// [`check`] with reusable buffers.
-pub(crate) fn check_in(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> Result<Checked, String> {
+pub(crate) fn check_in(
+    expr: &str,
+    allowed: &Allowed,
+    scratch: &mut Scratch,
+) -> Result<Checked, String> {
     if let Some(checked) = check_path(expr, allowed) {
         return Ok(checked);
     }
@@ -534,15 +582,31 @@ fn check_full(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> Result<Ch
     chars.clear();
     chars.extend(expr.chars());
     lex(expr, chars, toks)?;
-    let mut p = P { toks, chars, i: 0, depth: 0, input: expr, allowed, status_call: false, max_depth: 0 };
+    let mut p = P {
+        toks,
+        chars,
+        i: 0,
+        depth: 0,
+        input: expr,
+        allowed,
+        status_call: false,
+        max_depth: 0,
+    };
     if p.at_end() {
-        return Ok(Checked { chars: p.chars.len(), ..Checked::default() });
+        return Ok(Checked {
+            chars: p.chars.len(),
+            ..Checked::default()
+        });
     }
     p.expression()?;
     if !p.at_end() {
         return Err(p.unexpected());
     }
-    Ok(Checked { status_function: p.status_call, depth: p.max_depth, chars: p.chars.len() })
+    Ok(Checked {
+        status_function: p.status_call,
+        depth: p.max_depth,
+        chars: p.chars.len(),
+    })
 }
 
 /// The result [`check_in`] gives for the most common expression shape, a property path of an
@@ -586,7 +650,11 @@ fn check_path(expr: &str, allowed: &Allowed) -> Option<Checked> {
     if depth > MAX_DEPTH || b.len() > MAX_LENGTH {
         return None;
     }
-    Some(Checked { status_function: false, depth, chars: b.len() })
+    Some(Checked {
+        status_function: false,
+        depth,
+        chars: b.len(),
+    })
 }
 
 /// Whether `success() && (<expr>)` passes [`check_in`] given that `<expr>` passed it with
@@ -595,7 +663,10 @@ fn check_path(expr: &str, allowed: &Allowed) -> Option<Checked> {
 pub(crate) fn wrapped_in_success_passes(checked: &Checked, allowed: &Allowed) -> bool {
     checked.depth + 2 <= MAX_DEPTH
         && checked.chars + 15 <= MAX_LENGTH
-        && allowed.functions.iter().any(|(n, min, _)| n == "success" && *min == 0)
+        && allowed
+            .functions
+            .iter()
+            .any(|(n, min, _)| n == "success" && *min == 0)
 }
 
 #[cfg(test)]
@@ -611,7 +682,15 @@ mod tests {
         let a = allowed(&["github", "matrix", "success(0,0)"]);
         let deep = |n: usize| format!("{}github.x{}", "(".repeat(n), ")".repeat(n));
         let long = format!("'{}' == github.x", "a".repeat(MAX_LENGTH - 20));
-        let cases = ["github.x == 'a'", "matrix.a && github.b", ".5 < 1", "!github.x", &deep(45), &deep(48), &long];
+        let cases = [
+            "github.x == 'a'",
+            "matrix.a && github.b",
+            ".5 < 1",
+            "!github.x",
+            &deep(45),
+            &deep(48),
+            &long,
+        ];
         for e in cases {
             let Ok(c) = check(e, &a) else { continue };
             let full = check(&format!("success() && ({e})"), &a).is_ok();
@@ -620,7 +699,10 @@ mod tests {
                 assert!(wrapped_in_success_passes(&c, &a), "{e}");
             }
         }
-        let deep_ok = (0..60).map(deep).rfind(|e| check(e, &a).is_ok()).unwrap_or_default();
+        let deep_ok = (0..60)
+            .map(deep)
+            .rfind(|e| check(e, &a).is_ok())
+            .unwrap_or_default();
         let c = check(&deep_ok, &a).expect("a value");
         assert!(!wrapped_in_success_passes(&c, &a));
         assert!(check(&format!("success() && ({deep_ok})"), &a).is_err());
@@ -634,10 +716,36 @@ mod tests {
         let a = allowed(&["github", "matrix", "needs", "Steps", "success(0,0)"]);
         let deep = |n: usize| format!("github{}", ".a".repeat(n));
         let cases = [
-            "github", "GitHub.sha", "matrix.os", "needs.lint.outputs.version", "steps.a-b.c_d", "github.event.true",
-            "github.x.null", "_x", "env.x", "true", "null", "NaN", "Infinity", "github.", "github..a", "github.0",
-            "github.a-", "github .a", "github.a b", "github.*", "github['a']", "github.a*", "github-x.y", "-github",
-            "github.aé", "github\tx", &deep(48), &deep(49), &deep(50), &deep(60),
+            "github",
+            "GitHub.sha",
+            "matrix.os",
+            "needs.lint.outputs.version",
+            "steps.a-b.c_d",
+            "github.event.true",
+            "github.x.null",
+            "_x",
+            "env.x",
+            "true",
+            "null",
+            "NaN",
+            "Infinity",
+            "github.",
+            "github..a",
+            "github.0",
+            "github.a-",
+            "github .a",
+            "github.a b",
+            "github.*",
+            "github['a']",
+            "github.a*",
+            "github-x.y",
+            "-github",
+            "github.aé",
+            "github\tx",
+            &deep(48),
+            &deep(49),
+            &deep(50),
+            &deep(60),
         ];
         for e in cases {
             let full = check_full(e, &a, &mut Scratch::default());
@@ -647,12 +755,22 @@ mod tests {
                     // Declined: only for what is not a plain property path of an allowed
                     // context, or past the depth limit.
                     let path = e.split('.').all(|s| {
-                        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                        s.chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                            && s.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
                     });
-                    let known = a.named.iter().any(|n| e.split('.').next().is_some_and(|f| f.eq_ignore_ascii_case(n)));
+                    let known = a.named.iter().any(|n| {
+                        e.split('.')
+                            .next()
+                            .is_some_and(|f| f.eq_ignore_ascii_case(n))
+                    });
                     let keyword = matches!(e, "true" | "false" | "null" | "NaN" | "Infinity");
-                    assert!(!path || !known || keyword || e.split('.').count() >= 50, "{e}");
+                    assert!(
+                        !path || !known || keyword || e.split('.').count() >= 50,
+                        "{e}"
+                    );
                 }
             }
         }
@@ -661,8 +779,10 @@ mod tests {
     #[test]
     fn boundaries_match_the_definition() {
         for c in (0..0x3100u32).filter_map(char::from_u32) {
-            let expected =
-                matches!(c, '(' | '[' | ')' | ']' | ',' | '.' | '!' | '>' | '<' | '=' | '&' | '|') || c.is_whitespace();
+            let expected = matches!(
+                c,
+                '(' | '[' | ')' | ']' | ',' | '.' | '!' | '>' | '<' | '=' | '&' | '|'
+            ) || c.is_whitespace();
             assert_eq!(is_boundary(c), expected, "{c:?}");
         }
     }
@@ -671,14 +791,31 @@ mod tests {
     fn syntax() {
         let a = allowed(&["github", "steps", "success(0,0)"]);
         assert!(check("github.event_name == 'push'", &a).is_ok());
-        assert!(check("steps.a.outputs['x'] && success()", &a).expect("a value").status_function);
-        assert!(!check("true || 'success()'", &a).expect("a value").status_function);
+        assert!(
+            check("steps.a.outputs['x'] && success()", &a)
+                .expect("a value")
+                .status_function
+        );
+        assert!(
+            !check("true || 'success()'", &a)
+                .expect("a value")
+                .status_function
+        );
         assert!(check("format('{0}', github.sha)", &a).is_ok());
         let e = check("(steps.a != 'Skipped) && success()", &a).expect_err("an error");
-        assert!(e.starts_with("Unexpected symbol: ''Skipped) && success()'. Located at position 13"), "{e}");
-        assert!(check("env.x", &a).expect_err("an error").starts_with("Unrecognized named-value: 'env'"));
-        assert!(check("success(1)", &a).expect_err("an error").starts_with("Too many parameters supplied"));
-        assert!(check("foo()", &a).expect_err("an error").starts_with("Unrecognized function"));
+        assert!(
+            e.starts_with("Unexpected symbol: ''Skipped) && success()'. Located at position 13"),
+            "{e}"
+        );
+        assert!(check("env.x", &a)
+            .expect_err("an error")
+            .starts_with("Unrecognized named-value: 'env'"));
+        assert!(check("success(1)", &a)
+            .expect_err("an error")
+            .starts_with("Too many parameters supplied"));
+        assert!(check("foo()", &a)
+            .expect_err("an error")
+            .starts_with("Unrecognized function"));
         assert!(check("1 +", &a).is_err());
         assert!(check("-1 < 2.5", &a).is_ok());
         assert!(check("github.a[*].b", &a).is_ok());

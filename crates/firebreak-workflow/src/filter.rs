@@ -198,7 +198,11 @@ impl<'a> Filters<'a> {
 }
 
 /// [`push_matches`] over borrowed lists.
-pub(crate) fn push_matches_in(filter: Filters<'_>, git_ref: &str, changed_files: Option<&[String]>) -> bool {
+pub(crate) fn push_matches_in(
+    filter: Filters<'_>,
+    git_ref: &str,
+    changed_files: Option<&[String]>,
+) -> bool {
     let has_branch_filter = filter.branches.is_some() || filter.branches_ignore.is_some();
     let has_tag_filter = filter.tags.is_some() || filter.tags_ignore.is_some();
     if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
@@ -243,11 +247,16 @@ pub fn pull_request_matches(
 }
 
 /// [`pull_request_matches`] over borrowed lists.
-pub(crate) fn pull_request_matches_in(filter: Filters<'_>, base_branch: &str, changed_files: Option<&[String]>) -> bool {
+pub(crate) fn pull_request_matches_in(
+    filter: Filters<'_>,
+    base_branch: &str,
+    changed_files: Option<&[String]>,
+) -> bool {
     let branch = base_branch
         .strip_prefix("refs/heads/")
         .unwrap_or(base_branch);
-    name_passes(filter.branches, filter.branches_ignore, branch) && paths_pass(filter, changed_files)
+    name_passes(filter.branches, filter.branches_ignore, branch)
+        && paths_pass(filter, changed_files)
 }
 
 fn name_passes(include: Option<&[String]>, ignore: Option<&[String]>, name: &str) -> bool {

@@ -15,9 +15,9 @@
 //! It is a pure library: no file system or network access. Everything is reported through
 //! [`Diagnostic`]s (all errors, in GitHub's order), never by panicking.
 
+pub mod action;
 pub mod filter;
 pub mod graph;
-pub mod action;
 pub mod matrix;
 
 mod convert;
@@ -130,12 +130,20 @@ pub fn parse_workflow(file: &str, src: &str) -> Parsed {
 /// [`parse_workflow`] with options (experimental features, called reusable workflows).
 pub fn parse_workflow_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed {
     let mut diags = diag::Diags::default();
-    let reader_opts = reader::ReaderOptions { allow_background_steps: opts.allow_background_steps };
+    let reader_opts = reader::ReaderOptions {
+        allow_background_steps: opts.allow_background_steps,
+    };
     let Some(root) = read_root(file, src, opts, &reader_opts, &mut diags) else {
-        return Parsed { workflow: None, diagnostics: diags.list };
+        return Parsed {
+            workflow: None,
+            diagnostics: diags.list,
+        };
     };
     if diags.len() > 0 {
-        return Parsed { workflow: None, diagnostics: diags.list };
+        return Parsed {
+            workflow: None,
+            diagnostics: diags.list,
+        };
     }
     let mut conv = convert::Converter::new(file, &mut diags);
     let mut workflow = conv.workflow(root);
@@ -150,14 +158,24 @@ pub fn parse_workflow_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed
     }
     if let Some(limit) = opts.max_job_limit {
         if jobs > limit {
-            diags.error("", None, format!("The workflow may not contain more than {limit} jobs"));
+            diags.error(
+                "",
+                None,
+                format!("The workflow may not contain more than {limit} jobs"),
+            );
         }
     }
 
     if diags.len() > 0 {
-        return Parsed { workflow: None, diagnostics: diags.list };
+        return Parsed {
+            workflow: None,
+            diagnostics: diags.list,
+        };
     }
-    Parsed { workflow: Some(workflow), diagnostics: Vec::new() }
+    Parsed {
+        workflow: Some(workflow),
+        diagnostics: Vec::new(),
+    }
 }
 
 /// YAML + schema validation. `None` when the YAML itself is invalid or empty.
@@ -173,7 +191,10 @@ pub(crate) fn read_root(
         diags.error(
             file,
             None,
-            format!("The maximum file size of {} characters has been exceeded", opts.max_file_size),
+            format!(
+                "The maximum file size of {} characters has been exceeded",
+                opts.max_file_size
+            ),
         );
         return None;
     }
@@ -183,10 +204,20 @@ pub(crate) fn read_root(
             None
         }
         Ok(None) => {
-            diags.error(file, None, "Expected a scalar value, a sequence, or a mapping");
+            diags.error(
+                file,
+                None,
+                "Expected a scalar value, a sequence, or a mapping",
+            );
             None
         }
-        Ok(Some(root)) => Some(reader::read(file, root, "workflow-root-strict", reader_opts.clone(), diags)),
+        Ok(Some(root)) => Some(reader::read(
+            file,
+            root,
+            "workflow-root-strict",
+            reader_opts.clone(),
+            diags,
+        )),
     }
 }
 

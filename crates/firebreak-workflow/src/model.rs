@@ -222,7 +222,10 @@ pub struct StepsJob {
     pub defaults: Option<RunDefaults>,
     #[serde(rename = "timeout-minutes", skip_serializing_if = "Option::is_none")]
     pub timeout_minutes: Option<Token>,
-    #[serde(rename = "cancel-timeout-minutes", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cancel-timeout-minutes",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cancel_timeout_minutes: Option<Token>,
     #[serde(rename = "continue-on-error", skip_serializing_if = "Option::is_none")]
     pub continue_on_error: Option<Token>,

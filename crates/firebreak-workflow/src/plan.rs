@@ -123,13 +123,22 @@ pub struct MatrixLeg {
 /// The plan shares the workflows and their jobs ([`WorkflowPlan::workflow`],
 /// [`JobPlan::job`]) instead of copying them; wrap a parsed workflow with `Arc::new` once.
 pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: &Event) -> Plan {
-    let mut out = Plan { event: event.name.clone(), workflows: Vec::new(), filtered_out: Vec::new() };
+    let mut out = Plan {
+        event: event.name.clone(),
+        workflows: Vec::new(),
+        filtered_out: Vec::new(),
+    };
     for (path, wf) in workflows {
         let path = path.as_ref().display().to_string();
         let path = path.as_str();
-        let Some(config) = wf.on.get(&event.name) else { continue };
+        let Some(config) = wf.on.get(&event.name) else {
+            continue;
+        };
         if let Err(reason) = triggers(&event.name, config, event) {
-            out.filtered_out.push(FilteredOut { path: path.to_string(), reason });
+            out.filtered_out.push(FilteredOut {
+                path: path.to_string(),
+                reason,
+            });
             continue;
         }
         out.workflows.push(plan_workflow(path, wf));
@@ -180,19 +189,25 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
         "push" => {
             let git_ref = payload_str(&event.payload, "/ref").unwrap_or("");
             if !filter::push_matches_in(ref_filter(config), git_ref, files) {
-                return Err(format!("ref '{git_ref}' or changed paths do not pass the push filters"));
+                return Err(format!(
+                    "ref '{git_ref}' or changed paths do not pass the push filters"
+                ));
             }
         }
         "pull_request" | "pull_request_target" => {
             let base = payload_str(&event.payload, "/pull_request/base/ref").unwrap_or("");
             if !filter::pull_request_matches_in(ref_filter(config), base, files) {
-                return Err(format!("base branch '{base}' or changed paths do not pass the {name} filters"));
+                return Err(format!(
+                    "base branch '{base}' or changed paths do not pass the {name} filters"
+                ));
             }
         }
         "merge_group" => {
             let base = payload_str(&event.payload, "/merge_group/base_ref").unwrap_or("");
             if !filter::pull_request_matches_in(ref_filter(config), base, None) {
-                return Err(format!("base ref '{base}' does not pass the merge_group filters"));
+                return Err(format!(
+                    "base ref '{base}' does not pass the merge_group filters"
+                ));
             }
         }
         "workflow_run" => {
@@ -203,9 +218,17 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
                 }
             }
             let branch = payload_str(&event.payload, "/workflow_run/head_branch").unwrap_or("");
-            let f = Filters { paths: None, paths_ignore: None, tags: None, tags_ignore: None, ..ref_filter(config) };
+            let f = Filters {
+                paths: None,
+                paths_ignore: None,
+                tags: None,
+                tags_ignore: None,
+                ..ref_filter(config)
+            };
             if !filter::pull_request_matches_in(f, branch, None) {
-                return Err(format!("branch '{branch}' does not pass the workflow_run filters"));
+                return Err(format!(
+                    "branch '{branch}' does not pass the workflow_run filters"
+                ));
             }
         }
         "schedule" => {
@@ -221,7 +244,11 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
 }
 
 fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
-    let input: Vec<(&str, &[String])> = wf.jobs.iter().map(|j| (j.id.as_str(), j.needs.as_slice())).collect();
+    let input: Vec<(&str, &[String])> = wf
+        .jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.needs.as_slice()))
+        .collect();
     let g = graph::analyze_in(&input);
     let mut errors: Vec<String> = g.errors.iter().map(ToString::to_string).collect();
     let mut jobs = Vec::new();
@@ -251,7 +278,10 @@ fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
 
 fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
     let strategy = job.strategy.as_ref();
-    let fail_fast = strategy.and_then(|s| s.fail_fast.as_ref()).and_then(Token::as_bool).unwrap_or(true);
+    let fail_fast = strategy
+        .and_then(|s| s.fail_fast.as_ref())
+        .and_then(Token::as_bool)
+        .unwrap_or(true);
     let max_parallel = strategy
         .and_then(|s| s.max_parallel.as_ref())
         .and_then(Token::as_number)
@@ -259,10 +289,14 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
         .map(|n| n as u64);
     let matrix = match strategy {
         None => MatrixPlan::None,
-        Some(s) if s.token.is_expression() => MatrixPlan::Deferred { contexts: contexts_of(&s.token) },
+        Some(s) if s.token.is_expression() => MatrixPlan::Deferred {
+            contexts: contexts_of(&s.token),
+        },
         Some(s) => match &s.matrix {
             None => MatrixPlan::None,
-            Some(m) if m.contains_expression() => MatrixPlan::Deferred { contexts: contexts_of(m) },
+            Some(m) if m.contains_expression() => MatrixPlan::Deferred {
+                contexts: contexts_of(m),
+            },
             Some(m) => expand_literal(m, job),
         },
     };
@@ -276,7 +310,10 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
         fail_fast,
         max_parallel,
         called: match &job.kind {
-            JobKind::Reusable(rj) => rj.called.as_ref().map(|w| Box::new(plan_workflow(&rj.uses, w))),
+            JobKind::Reusable(rj) => rj
+                .called
+                .as_ref()
+                .map(|w| Box::new(plan_workflow(&rj.uses, w))),
             JobKind::Steps(_) => None,
         },
         job: Arc::clone(job),
@@ -311,7 +348,9 @@ fn contexts_of(t: &Token) -> Vec<String> {
 
 fn expand_literal(m: &Token, job: &Job) -> MatrixPlan {
     let Some(Value::Object(map)) = m.literal_value() else {
-        return MatrixPlan::Invalid { error: "A mapping was expected for the matrix".to_string() };
+        return MatrixPlan::Invalid {
+            error: "A mapping was expected for the matrix".to_string(),
+        };
     };
     let map: IndexMap<String, Value> = map;
     match matrix::expand_legs(&map) {
@@ -365,10 +404,22 @@ mod tests {
         let c = wf("on: pull_request\njobs:\n  c:\n    runs-on: x\n");
         let wfs = vec![("a.yml", a), ("b.yml", b), ("c.yml", c)];
         let p = plan(&wfs, &push("refs/heads/main", Some(&["docs/x.md"])));
-        assert_eq!(p.workflows.iter().map(|w| w.path.as_str()).collect::<Vec<_>>(), ["a.yml"]);
+        assert_eq!(
+            p.workflows
+                .iter()
+                .map(|w| w.path.as_str())
+                .collect::<Vec<_>>(),
+            ["a.yml"]
+        );
         assert_eq!(p.filtered_out.len(), 1);
         let p = plan(&wfs, &push("refs/heads/dev", Some(&["src/lib.rs"])));
-        assert_eq!(p.workflows.iter().map(|w| w.path.as_str()).collect::<Vec<_>>(), ["b.yml"]);
+        assert_eq!(
+            p.workflows
+                .iter()
+                .map(|w| w.path.as_str())
+                .collect::<Vec<_>>(),
+            ["b.yml"]
+        );
     }
 
     #[test]
@@ -394,11 +445,24 @@ mod tests {
         ));
         let p = plan(&[("w.yml", w)], &push("refs/heads/main", None));
         let wp = &p.workflows[0];
-        assert_eq!(wp.layers, vec![vec!["build".to_string()], vec!["deploy".to_string(), "dyn".to_string()]]);
+        assert_eq!(
+            wp.layers,
+            vec![
+                vec!["build".to_string()],
+                vec!["deploy".to_string(), "dyn".to_string()]
+            ]
+        );
         let build = &wp.jobs[0];
-        let MatrixPlan::Legs { legs } = &build.matrix else { panic!("{:?}", build.matrix) };
-        assert_eq!(legs.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["build (a)", "build (b)", "build (c)"]);
-        assert!(matches!(&wp.jobs[2].matrix, MatrixPlan::Deferred { contexts } if contexts == &["needs"]));
+        let MatrixPlan::Legs { legs } = &build.matrix else {
+            panic!("{:?}", build.matrix)
+        };
+        assert_eq!(
+            legs.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["build (a)", "build (b)", "build (c)"]
+        );
+        assert!(
+            matches!(&wp.jobs[2].matrix, MatrixPlan::Deferred { contexts } if contexts == &["needs"])
+        );
         assert!(matches!(wp.jobs[1].matrix, MatrixPlan::None));
         assert_eq!(wp.jobs[1].if_condition, "success()");
         let json = serde_json::to_value(&p).unwrap_or_default();
@@ -418,6 +482,9 @@ mod tests {
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["workflows"][0]["jobs"][0]["job"]["id"], "a");
         assert_eq!(json["workflows"][0]["workflow"]["jobs"][0]["id"], "b");
-        assert_eq!(json["workflows"][0]["workflow"], serde_json::to_value(&*w).unwrap_or_default());
+        assert_eq!(
+            json["workflows"][0]["workflow"],
+            serde_json::to_value(&*w).unwrap_or_default()
+        );
     }
 }

@@ -37,7 +37,11 @@ static CTXS: Mutex<CtxTable> = Mutex::new(Vec::new());
 /// the names the parent does not have, compared case-insensitively), or the root context
 /// `add` itself when there is no parent.
 fn intern_ctx(parent: Option<&'static Ctx>, add: &'static [&'static str]) -> &'static Ctx {
-    let key = (parent.map_or(0, |p| p as *const Ctx as usize), add.as_ptr() as usize, add.len());
+    let key = (
+        parent.map_or(0, |p| p as *const Ctx as usize),
+        add.as_ptr() as usize,
+        add.len(),
+    );
     let mut table = CTXS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = table.iter().find(|e| (e.0, e.1, e.2) == key) {
         return e.3;
@@ -75,14 +79,23 @@ struct DefInfo {
 impl DefInfo {
     fn root(sc: &'static Schema, name: &str) -> Self {
         let node = sc.node(name);
-        DefInfo { node, ctx: intern_ctx(None, node.def.ctx) }
+        DefInfo {
+            node,
+            ctx: intern_ctx(None, node.def.ctx),
+        }
     }
     fn child(&self, sc: &'static Schema, id: usize) -> Self {
         let node = sc.node_at(id);
         if node.def.ctx.is_empty() {
-            return DefInfo { node, ctx: self.ctx };
+            return DefInfo {
+                node,
+                ctx: self.ctx,
+            };
         }
-        DefInfo { node, ctx: intern_ctx(Some(self.ctx), node.def.ctx) }
+        DefInfo {
+            node,
+            ctx: intern_ctx(Some(self.ctx), node.def.ctx),
+        }
     }
 }
 
@@ -104,9 +117,22 @@ pub(crate) struct Reader<'a> {
 }
 
 /// Reads `root` as definition `type_name`, appending errors to `diags`.
-pub(crate) fn read(file: &str, root: YNode, type_name: &str, opts: ReaderOptions, diags: &mut Diags) -> Token {
+pub(crate) fn read(
+    file: &str,
+    root: YNode,
+    type_name: &str,
+    opts: ReaderOptions,
+    diags: &mut Diags,
+) -> Token {
     let sc = schema();
-    let mut r = Reader { scratch: exprs::Scratch::default(), segments: Vec::new(), sc, file, diags, opts };
+    let mut r = Reader {
+        scratch: exprs::Scratch::default(),
+        segments: Vec::new(),
+        sc,
+        file,
+        diags,
+        opts,
+    };
     let def = DefInfo::root(sc, type_name);
     r.read_value(root, def)
 }
@@ -130,7 +156,9 @@ fn upper_eq(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
         return false;
     }
-    a.chars().flat_map(char::to_uppercase).eq(b.chars().flat_map(char::to_uppercase))
+    a.chars()
+        .flat_map(char::to_uppercase)
+        .eq(b.chars().flat_map(char::to_uppercase))
 }
 
 /// The keys of a mapping seen so far, compared after upper-casing (GitHub's rule). Keys that
@@ -180,7 +208,10 @@ type Pairs = [(Token, Token)];
 
 impl Seen {
     fn keys(&self) -> impl Iterator<Item = &SeenKey> {
-        self.inline[..self.len.min(SEEN_INLINE)].iter().flatten().chain(self.more.iter())
+        self.inline[..self.len.min(SEEN_INLINE)]
+            .iter()
+            .flatten()
+            .chain(self.more.iter())
     }
 
     fn name<'o>(&'o self, key: SeenKey, out: &'o Pairs) -> &'o str {
@@ -230,7 +261,10 @@ impl Seen {
         }
         self.len += 1;
         if self.len > SEEN_LIST_MAX {
-            let set = self.keys().map(|&k| self.name(k, out).to_uppercase()).collect();
+            let set = self
+                .keys()
+                .map(|&k| self.name(k, out).to_uppercase())
+                .collect();
             self.upper = Some(set);
         }
     }
@@ -269,7 +303,13 @@ enum Key<'a> {
 
 /// Takes a node out of its parent, leaving a null behind.
 fn take<'s>(node: &mut YNode<'s>) -> YNode<'s> {
-    std::mem::replace(node, YNode { pos: node.pos, kind: YKind::Null })
+    std::mem::replace(
+        node,
+        YNode {
+            pos: node.pos,
+            kind: YKind::Null,
+        },
+    )
 }
 
 impl Reader<'_> {
@@ -335,9 +375,17 @@ impl Reader<'_> {
         let loose = sc.node_at(def_ids[0]).loose;
         // The candidate definitions still alive, as a bit set over `def_ids` (schema one-ofs
         // have a handful of members; checked by a unit test).
-        let mut alive: u64 = if def_ids.len() >= 64 { u64::MAX } else { (1u64 << def_ids.len()) - 1 };
+        let mut alive: u64 = if def_ids.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << def_ids.len()) - 1
+        };
         let candidates = |alive: u64| {
-            def_ids.iter().enumerate().filter(move |(i, _)| alive & (1u64 << i) != 0).map(|(_, &d)| sc.node_at(d))
+            def_ids
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| alive & (1u64 << i) != 0)
+                .map(|(_, &d)| sc.node_at(d))
         };
         let mut seen = Seen::default();
         let mut has_expression_key = false;
@@ -353,7 +401,10 @@ impl Reader<'_> {
                         let value = self.read_value(v, any);
                         out.push((key, value));
                     } else {
-                        self.error(key.pos, "A template expression is not allowed in this context");
+                        self.error(
+                            key.pos,
+                            "A template expression is not allowed in this context",
+                        );
                     }
                     continue;
                 }
@@ -368,7 +419,9 @@ impl Reader<'_> {
             // candidate still alive that has it
             let entry = def.node.prop(&name, name_tag(&name));
             let having = entry.map_or(0, |e| e.mask & alive);
-            let found = entry.filter(|_| having != 0).map(|e| e.tys[63 - having.leading_zeros() as usize]);
+            let found = entry
+                .filter(|_| having != 0)
+                .map(|e| e.tys[63 - having.leading_zeros() as usize]);
             if let Some(ty) = found {
                 alive &= entry.map_or(0, |e| e.mask);
                 if !self.opts.allow_background_steps && BACKGROUND_PROPS.contains(&&*name) {
@@ -379,7 +432,10 @@ impl Reader<'_> {
                     continue;
                 }
                 // The schema's own name (equal to the key): no copy of the text.
-                let key = Token::new(key_pos, TokenKind::String(Cow::Borrowed(entry.map_or("", |e| e.name))));
+                let key = Token::new(
+                    key_pos,
+                    TokenKind::String(Cow::Borrowed(entry.map_or("", |e| e.name))),
+                );
                 let value_def = def.child(sc, ty);
                 let value = self.read_value(v, value_def);
                 out.push((key, value));
@@ -390,7 +446,10 @@ impl Reader<'_> {
             }
             if let Some((kt, vt)) = loose {
                 let kdef = def.child(sc, kt);
-                let key = self.validate(Token::new(key_pos, TokenKind::String(key_name(k, owned_name(name)))), kdef);
+                let key = self.validate(
+                    Token::new(key_pos, TokenKind::String(key_name(k, owned_name(name)))),
+                    kdef,
+                );
                 let vdef = def.child(sc, vt);
                 let value = self.read_value(v, vdef);
                 out.push((key, value));
@@ -460,7 +519,10 @@ impl Reader<'_> {
                         let value = self.read_value(v, vdef);
                         out.push((key, value));
                     } else {
-                        self.error(key.pos, "A template expression is not allowed in this context");
+                        self.error(
+                            key.pos,
+                            "A template expression is not allowed in this context",
+                        );
                     }
                     continue;
                 }
@@ -505,22 +567,32 @@ impl Reader<'_> {
                     return tok;
                 }
                 if !matches!(tok.kind, TokenKind::String(_)) {
-                    let as_string = Token::new(tok.pos, TokenKind::String(tok.literal_display().into()));
+                    let as_string =
+                        Token::new(tok.pos, TokenKind::String(tok.literal_display().into()));
                     if scalars.iter().any(|s| is_match(s, &as_string)) {
                         return as_string;
                     }
                 }
-                self.error(tok.pos, format!("Unexpected value '{}'", tok.literal_display()));
+                self.error(
+                    tok.pos,
+                    format!("Unexpected value '{}'", tok.literal_display()),
+                );
                 tok
             }
             TokenKind::Expr(_) => {
                 if def.ctx.list.is_empty() {
-                    self.error(tok.pos, "A template expression is not allowed in this context");
+                    self.error(
+                        tok.pos,
+                        "A template expression is not allowed in this context",
+                    );
                 }
                 tok
             }
             _ => {
-                self.error(tok.pos, format!("Unexpected value '{}'", tok.literal_display()));
+                self.error(
+                    tok.pos,
+                    format!("Unexpected value '{}'", tok.literal_display()),
+                );
                 tok
             }
         }
@@ -548,7 +620,10 @@ impl Reader<'_> {
     /// `None` when the string holds no `${{` (it is a literal as it is).
     fn parse_template(&mut self, pos: Pos, raw: &str, def: DefInfo) -> Option<Token> {
         let first = find(raw.as_bytes(), 0)?;
-        Some(self.template_shape(pos, raw, def, first).build(pos, Src::Borrowed(raw)))
+        Some(
+            self.template_shape(pos, raw, def, first)
+                .build(pos, Src::Borrowed(raw)),
+        )
     }
 
     /// What [`Self::parse_template`] makes of `raw`, which has a `${{` at `first`.
@@ -622,15 +697,27 @@ impl Reader<'_> {
                     Ok(ParsedExpr::Basic(e)) => {
                         // `e` is `raw_expr` trimmed
                         let at = start_expr + 3 + (raw_expr.len() - raw_expr.trim_start().len());
-                        segments.push(Seg { expr: true, start: at, end: at + e.len() });
+                        segments.push(Seg {
+                            expr: true,
+                            start: at,
+                            end: at + e.len(),
+                        });
                     }
                 }
                 next_expr = find(bytes, i);
             } else if let Some(s) = next_expr.filter(|s| i < *s) {
-                segments.push(Seg { expr: false, start: i, end: s });
+                segments.push(Seg {
+                    expr: false,
+                    start: i,
+                    end: s,
+                });
                 i = s;
             } else {
-                segments.push(Seg { expr: false, start: i, end: n });
+                segments.push(Seg {
+                    expr: false,
+                    start: i,
+                    end: n,
+                });
                 break;
             }
         }
@@ -643,7 +730,10 @@ impl Reader<'_> {
                 if let Some(s) = expression_string(e) {
                     return Shape::Str(s);
                 }
-                return Shape::Single { start: seg.start, end: seg.end };
+                return Shape::Single {
+                    start: seg.start,
+                    end: seg.end,
+                };
             }
         }
         // `format('literal {0}…', expr0, …)`: at most the raw text, the call around it and a
@@ -677,13 +767,20 @@ impl Reader<'_> {
         }
         expr.push(')');
         if expr.len() > exprs::MAX_LENGTH && expr.chars().count() > exprs::MAX_LENGTH {
-            self.error(pos, format!("Exceeded max expression length {}", exprs::MAX_LENGTH));
+            self.error(
+                pos,
+                format!("Exceeded max expression length {}", exprs::MAX_LENGTH),
+            );
             return literal();
         }
         Shape::Format(expr)
     }
 
-    fn parse_expression<'e>(&mut self, value: &'e str, allowed: &Allowed) -> Result<ParsedExpr<'e>, String> {
+    fn parse_expression<'e>(
+        &mut self,
+        value: &'e str,
+        allowed: &Allowed,
+    ) -> Result<ParsedExpr<'e>, String> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
             return Err("An expression was expected".to_string());
@@ -743,7 +840,10 @@ impl Shape {
                 };
                 TokenKind::Expr(Box::new(ExprToken { expr, source: None }))
             }
-            Shape::Format(expr) => TokenKind::Expr(Box::new(ExprToken { expr, source: Some(src.into_string()) })),
+            Shape::Format(expr) => TokenKind::Expr(Box::new(ExprToken {
+                expr,
+                source: Some(src.into_string()),
+            })),
         };
         Token::new(pos, kind)
     }
@@ -788,7 +888,13 @@ fn is_match(def: &ScalarDef, tok: &Token) -> bool {
         (ScalarDef::Null, TokenKind::Null) => true,
         (ScalarDef::Bool, TokenKind::Bool(_)) => true,
         (ScalarDef::Number, TokenKind::Number(_)) => true,
-        (ScalarDef::Str { constant, non_empty }, TokenKind::String(s)) => match constant {
+        (
+            ScalarDef::Str {
+                constant,
+                non_empty,
+            },
+            TokenKind::String(s),
+        ) => match constant {
             Some(c) => c == s,
             None => !*non_empty || !s.is_empty(),
         },
@@ -833,7 +939,11 @@ fn expression_string(e: &str) -> Option<String> {
 
 /// Checks an `if:` condition (already unwrapped from `${{ }}` or taken as a bare string) and
 /// returns the final condition, wrapped as `success() && (…)` when it uses no status function.
-pub(crate) fn if_condition(condition: &str, allowed: &Allowed, scratch: &mut exprs::Scratch) -> Result<String, String> {
+pub(crate) fn if_condition(
+    condition: &str,
+    allowed: &Allowed,
+    scratch: &mut exprs::Scratch,
+) -> Result<String, String> {
     let condition = condition.trim();
     if condition.is_empty() {
         return Ok("success()".to_string());

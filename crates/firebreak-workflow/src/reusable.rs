@@ -58,16 +58,20 @@ impl PermSet {
         match p {
             Permissions::ReadAll => Self::all(1),
             Permissions::WriteAll => Self::all(2),
-            Permissions::Scopes(m) => PermSet(m.iter().map(|(k, v)| (k.clone(), level(v))).collect()),
+            Permissions::Scopes(m) => {
+                PermSet(m.iter().map(|(k, v)| (k.clone(), level(v))).collect())
+            }
         }
     }
 
     pub(crate) fn policy(p: PermissionsPolicy) -> Self {
         match p {
             PermissionsPolicy::Write => Self::all(2),
-            PermissionsPolicy::LimitedRead => {
-                PermSet([("contents".to_string(), 1), ("packages".to_string(), 1)].into_iter().collect())
-            }
+            PermissionsPolicy::LimitedRead => PermSet(
+                [("contents".to_string(), 1), ("packages".to_string(), 1)]
+                    .into_iter()
+                    .collect(),
+            ),
         }
     }
 
@@ -77,14 +81,34 @@ impl PermSet {
 
     /// `(requested, allowed)` lists of the scopes where `self` asks for more than `allowed`.
     fn excess(&self, allowed: &PermSet) -> Option<(String, String)> {
-        let mut scopes: Vec<&str> = SCOPES.iter().copied().filter(|s| self.0.contains_key(*s)).collect();
-        scopes.extend(self.0.keys().map(String::as_str).filter(|k| !SCOPES.contains(k)));
-        let over: Vec<&str> = scopes.into_iter().filter(|s| self.get(s) > allowed.get(s)).collect();
+        let mut scopes: Vec<&str> = SCOPES
+            .iter()
+            .copied()
+            .filter(|s| self.0.contains_key(*s))
+            .collect();
+        scopes.extend(
+            self.0
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !SCOPES.contains(k)),
+        );
+        let over: Vec<&str> = scopes
+            .into_iter()
+            .filter(|s| self.get(s) > allowed.get(s))
+            .collect();
         if over.is_empty() {
             return None;
         }
-        let req = over.iter().map(|s| format!("{s}: {}", level_name(self.get(s)))).collect::<Vec<_>>().join(", ");
-        let allow = over.iter().map(|s| format!("{s}: {}", level_name(allowed.get(s)))).collect::<Vec<_>>().join(", ");
+        let req = over
+            .iter()
+            .map(|s| format!("{s}: {}", level_name(self.get(s))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let allow = over
+            .iter()
+            .map(|s| format!("{s}: {}", level_name(allowed.get(s))))
+            .collect::<Vec<_>>()
+            .join(", ");
         Some((req, allow))
     }
 }
@@ -107,7 +131,10 @@ fn lookup<'a>(called: &'a IndexMap<String, String>, uses: &str) -> Option<&'a st
     if let Some(s) = called.get(uses) {
         return Some(s);
     }
-    called.iter().find(|(k, _)| k.eq_ignore_ascii_case(uses)).map(|(_, v)| v.as_str())
+    called
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(uses))
+        .map(|(_, v)| v.as_str())
 }
 
 impl<'a> Loader<'a> {
@@ -117,12 +144,27 @@ impl<'a> Loader<'a> {
         diags: &'a mut Diags,
         called: &'a IndexMap<String, String>,
     ) -> Self {
-        Loader { opts, reader_opts, diags, called, jobs: 0, depth_reported: false, files: 0, files_reported: false }
+        Loader {
+            opts,
+            reader_opts,
+            diags,
+            called,
+            jobs: 0,
+            depth_reported: false,
+            files: 0,
+            files_reported: false,
+        }
     }
 
     /// Loads the workflows called by `wf` (defined in `file`), recursively. `inherited` is
     /// what a job of `wf` without its own or workflow-level `permissions` may grant.
-    pub(crate) fn load(&mut self, file: &str, wf: &mut Workflow, inherited: &PermSet, depth: usize) {
+    pub(crate) fn load(
+        &mut self,
+        file: &str,
+        wf: &mut Workflow,
+        inherited: &PermSet,
+        depth: usize,
+    ) {
         let wf_perms = wf.permissions.clone();
         for job in &mut wf.jobs {
             // Only this loader holds the job yet: no copy is made.
@@ -133,20 +175,26 @@ impl<'a> Loader<'a> {
                 (Some(p), _) | (None, Some(p)) => PermSet::from_permissions(p),
                 (None, None) => inherited.clone(),
             };
-            let JobKind::Reusable(rj) = &mut job.kind else { continue };
+            let JobKind::Reusable(rj) = &mut job.kind else {
+                continue;
+            };
             if depth + 1 > self.opts.max_nested_reusable_depth {
                 if !self.depth_reported {
                     self.depth_reported = true;
                     self.diags.error(
                         "",
                         None,
-                        format!("Nested reusable workflow depth exceeded {}.", self.opts.max_nested_reusable_depth),
+                        format!(
+                            "Nested reusable workflow depth exceeded {}.",
+                            self.opts.max_nested_reusable_depth
+                        ),
                     );
                 }
                 continue;
             }
             let Some(src) = lookup(self.called, &rj.uses) else {
-                self.diags.error(file, Some(rj.uses_pos), "Unable to find reusable workflow");
+                self.diags
+                    .error(file, Some(rj.uses_pos), "Unable to find reusable workflow");
                 continue;
             };
             self.files += 1;
@@ -161,7 +209,9 @@ impl<'a> Loader<'a> {
                 }
                 continue;
             }
-            let Some(called_root) = read_root(&rj.uses, src, self.opts, &self.reader_opts, self.diags) else {
+            let Some(called_root) =
+                read_root(&rj.uses, src, self.opts, &self.reader_opts, self.diags)
+            else {
                 continue;
             };
             let mut conv = Converter::new(file, self.diags);
@@ -175,7 +225,14 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn check_permissions(&mut self, file: &str, pos: Pos, uses: &str, called: &Workflow, allowed: &PermSet) {
+    fn check_permissions(
+        &mut self,
+        file: &str,
+        pos: Pos,
+        uses: &str,
+        called: &Workflow,
+        allowed: &PermSet,
+    ) {
         if let Some(p) = &called.permissions {
             if let Some((req, allow)) = PermSet::from_permissions(p).excess(allowed) {
                 self.diags.error(

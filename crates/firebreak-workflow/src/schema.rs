@@ -17,10 +17,18 @@ pub(crate) struct Prop {
 }
 
 const fn p(name: &'static str, ty: &'static str) -> Prop {
-    Prop { name, ty, required: false }
+    Prop {
+        name,
+        ty,
+        required: false,
+    }
 }
 const fn req(name: &'static str, ty: &'static str) -> Prop {
-    Prop { name, ty, required: true }
+    Prop {
+        name,
+        ty,
+        required: true,
+    }
 }
 
 #[derive(Debug)]
@@ -28,9 +36,15 @@ pub(crate) enum Kind {
     Null,
     Bool,
     Number,
-    Str { constant: Option<&'static str>, non_empty: bool },
+    Str {
+        constant: Option<&'static str>,
+        non_empty: bool,
+    },
     Seq(&'static str),
-    Map { props: &'static [Prop], loose: Option<(&'static str, &'static str)> },
+    Map {
+        props: &'static [Prop],
+        loose: Option<(&'static str, &'static str)>,
+    },
     OneOf(&'static [&'static str]),
     /// A one-of over string constants.
     Allowed(&'static [&'static str]),
@@ -49,29 +63,48 @@ pub(crate) enum ScalarDef {
     Null,
     Bool,
     Number,
-    Str { constant: Option<&'static str>, non_empty: bool },
+    Str {
+        constant: Option<&'static str>,
+        non_empty: bool,
+    },
 }
 
 const fn d(name: &'static str, kind: Kind) -> Def {
-    Def { name, ctx: &[], kind }
+    Def {
+        name,
+        ctx: &[],
+        kind,
+    }
 }
 const fn dc(name: &'static str, ctx: &'static [&'static str], kind: Kind) -> Def {
     Def { name, ctx, kind }
 }
 const fn s() -> Kind {
-    Kind::Str { constant: None, non_empty: false }
+    Kind::Str {
+        constant: None,
+        non_empty: false,
+    }
 }
 const fn nes() -> Kind {
-    Kind::Str { constant: None, non_empty: true }
+    Kind::Str {
+        constant: None,
+        non_empty: true,
+    }
 }
 const fn cst(c: &'static str) -> Kind {
-    Kind::Str { constant: Some(c), non_empty: false }
+    Kind::Str {
+        constant: Some(c),
+        non_empty: false,
+    }
 }
 const fn map(props: &'static [Prop]) -> Kind {
     Kind::Map { props, loose: None }
 }
 const fn loose(k: &'static str, v: &'static str) -> Kind {
-    Kind::Map { props: &[], loose: Some((k, v)) }
+    Kind::Map {
+        props: &[],
+        loose: Some((k, v)),
+    }
 }
 
 // Context lists.
@@ -80,30 +113,87 @@ const GIVS: &[&str] = &["github", "inputs", "vars", "secrets"];
 const GIVJ: &[&str] = &["github", "inputs", "vars", "jobs"];
 const NEEDS: &[&str] = &["github", "inputs", "vars", "needs"];
 const JOB_IF: &[&str] = &[
-    "github", "inputs", "vars", "needs", "always(0,0)", "failure(0,MAX)", "cancelled(0,0)", "success(0,MAX)",
+    "github",
+    "inputs",
+    "vars",
+    "needs",
+    "always(0,0)",
+    "failure(0,MAX)",
+    "cancelled(0,0)",
+    "success(0,MAX)",
 ];
 const STRATEGY: &[&str] = &["github", "inputs", "vars", "needs", "strategy", "matrix"];
-const STRATEGY_SECRETS: &[&str] = &["github", "inputs", "vars", "needs", "strategy", "matrix", "secrets"];
-const NEEDS_SECRETS_STRATEGY: &[&str] = &["github", "inputs", "vars", "needs", "secrets", "strategy", "matrix"];
-const DEFAULTS_RUN: &[&str] = &["github", "inputs", "vars", "strategy", "matrix", "needs", "env"];
+const STRATEGY_SECRETS: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "secrets",
+];
+const NEEDS_SECRETS_STRATEGY: &[&str] = &[
+    "github", "inputs", "vars", "needs", "secrets", "strategy", "matrix",
+];
+const DEFAULTS_RUN: &[&str] = &[
+    "github", "inputs", "vars", "strategy", "matrix", "needs", "env",
+];
 const CREDENTIALS: &[&str] = &["github", "inputs", "vars", "secrets", "env"];
-const RUNNER: &[&str] =
-    &["github", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner", "env"];
-const RUNNER_NO_SECRETS: &[&str] =
-    &["github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env"];
+const RUNNER: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner",
+    "env",
+];
+const RUNNER_NO_SECRETS: &[&str] = &[
+    "github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env",
+];
 const STEPS: &[&str] = &[
-    "github", "inputs", "vars", "needs", "strategy", "matrix", "secrets", "steps", "job", "runner", "env",
+    "github",
+    "inputs",
+    "vars",
+    "needs",
+    "strategy",
+    "matrix",
+    "secrets",
+    "steps",
+    "job",
+    "runner",
+    "env",
     "hashFiles(1,255)",
 ];
 const STEP_IF: &[&str] = &[
-    "github", "inputs", "vars", "needs", "strategy", "matrix", "steps", "job", "runner", "env", "always(0,0)",
-    "failure(0,0)", "cancelled(0,0)", "success(0,0)", "hashFiles(1,255)",
+    "github",
+    "inputs",
+    "vars",
+    "needs",
+    "strategy",
+    "matrix",
+    "steps",
+    "job",
+    "runner",
+    "env",
+    "always(0,0)",
+    "failure(0,0)",
+    "cancelled(0,0)",
+    "success(0,0)",
+    "hashFiles(1,255)",
 ];
 
 const PR_TYPES: &[&str] = &[
-    "assigned", "unassigned", "labeled", "unlabeled", "opened", "edited", "closed", "reopened", "synchronize",
-    "converted_to_draft", "locked", "unlocked", "enqueued", "dequeued", "milestoned", "demilestoned",
-    "ready_for_review", "review_requested", "review_request_removed", "auto_merge_enabled", "auto_merge_disabled",
+    "assigned",
+    "unassigned",
+    "labeled",
+    "unlabeled",
+    "opened",
+    "edited",
+    "closed",
+    "reopened",
+    "synchronize",
+    "converted_to_draft",
+    "locked",
+    "unlocked",
+    "enqueued",
+    "dequeued",
+    "milestoned",
+    "demilestoned",
+    "ready_for_review",
+    "review_requested",
+    "review_request_removed",
+    "auto_merge_enabled",
+    "auto_merge_disabled",
     "stacked",
 ];
 const CED: &[&str] = &["created", "edited", "deleted"];
@@ -113,13 +203,18 @@ pub(crate) enum EventShape {
     /// Only `null` (e.g. `create:`).
     NullOnly,
     /// `null` or a mapping with `types` (activity types) and extra filter keys.
-    Types { types: Option<&'static [&'static str]>, extra: &'static [Prop] },
+    Types {
+        types: Option<&'static [&'static str]>,
+        extra: &'static [Prop],
+    },
     /// Special definitions handled by name.
     Special(&'static str),
 }
 
-const BRANCHES: &[Prop] =
-    &[p("branches", "event-branches"), p("branches-ignore", "event-branches-ignore")];
+const BRANCHES: &[Prop] = &[
+    p("branches", "event-branches"),
+    p("branches-ignore", "event-branches-ignore"),
+];
 const PR_FILTERS: &[Prop] = &[
     p("branches", "event-branches"),
     p("branches-ignore", "event-branches-ignore"),
@@ -128,12 +223,27 @@ const PR_FILTERS: &[Prop] = &[
 ];
 
 pub(crate) const EVENTS: &[(&str, EventShape)] = &[
-    ("branch_protection_rule", EventShape::Types { types: Some(CED), extra: &[] }),
+    (
+        "branch_protection_rule",
+        EventShape::Types {
+            types: Some(CED),
+            extra: &[],
+        },
+    ),
     (
         "check_run",
-        EventShape::Types { types: Some(&["completed", "created", "rerequested", "requested_action"]), extra: &[] },
+        EventShape::Types {
+            types: Some(&["completed", "created", "rerequested", "requested_action"]),
+            extra: &[],
+        },
     ),
-    ("check_suite", EventShape::Types { types: Some(&["completed"]), extra: &[] }),
+    (
+        "check_suite",
+        EventShape::Types {
+            types: Some(&["completed"]),
+            extra: &[],
+        },
+    ),
     ("create", EventShape::NullOnly),
     ("delete", EventShape::NullOnly),
     ("deployment", EventShape::NullOnly),
@@ -142,13 +252,30 @@ pub(crate) const EVENTS: &[(&str, EventShape)] = &[
         "discussion",
         EventShape::Types {
             types: Some(&[
-                "created", "edited", "deleted", "transferred", "pinned", "unpinned", "labeled", "unlabeled", "locked",
-                "unlocked", "category_changed", "answered", "unanswered",
+                "created",
+                "edited",
+                "deleted",
+                "transferred",
+                "pinned",
+                "unpinned",
+                "labeled",
+                "unlabeled",
+                "locked",
+                "unlocked",
+                "category_changed",
+                "answered",
+                "unanswered",
             ]),
             extra: &[],
         },
     ),
-    ("discussion_comment", EventShape::Types { types: Some(CED), extra: &[] }),
+    (
+        "discussion_comment",
+        EventShape::Types {
+            types: Some(CED),
+            extra: &[],
+        },
+    ),
     ("fork", EventShape::NullOnly),
     ("gollum", EventShape::NullOnly),
     (
@@ -158,40 +285,120 @@ pub(crate) const EVENTS: &[(&str, EventShape)] = &[
             extra: &[p("names", "event-names"), p("versions", "event-versions")],
         },
     ),
-    ("issue_comment", EventShape::Types { types: Some(CED), extra: &[] }),
+    (
+        "issue_comment",
+        EventShape::Types {
+            types: Some(CED),
+            extra: &[],
+        },
+    ),
     (
         "issues",
         EventShape::Types {
             types: Some(&[
-                "opened", "edited", "deleted", "transferred", "pinned", "unpinned", "closed", "reopened", "assigned",
-                "unassigned", "labeled", "unlabeled", "locked", "unlocked", "milestoned", "demilestoned",
-                "field_added", "field_removed", "typed", "untyped",
+                "opened",
+                "edited",
+                "deleted",
+                "transferred",
+                "pinned",
+                "unpinned",
+                "closed",
+                "reopened",
+                "assigned",
+                "unassigned",
+                "labeled",
+                "unlabeled",
+                "locked",
+                "unlocked",
+                "milestoned",
+                "demilestoned",
+                "field_added",
+                "field_removed",
+                "typed",
+                "untyped",
             ]),
             extra: &[],
         },
     ),
-    ("label", EventShape::Types { types: Some(CED), extra: &[] }),
-    ("merge_group", EventShape::Types { types: Some(&["checks_requested"]), extra: BRANCHES }),
+    (
+        "label",
+        EventShape::Types {
+            types: Some(CED),
+            extra: &[],
+        },
+    ),
+    (
+        "merge_group",
+        EventShape::Types {
+            types: Some(&["checks_requested"]),
+            extra: BRANCHES,
+        },
+    ),
     (
         "milestone",
-        EventShape::Types { types: Some(&["created", "closed", "opened", "edited", "deleted"]), extra: &[] },
+        EventShape::Types {
+            types: Some(&["created", "closed", "opened", "edited", "deleted"]),
+            extra: &[],
+        },
     ),
     ("page_build", EventShape::NullOnly),
     (
         "project",
-        EventShape::Types { types: Some(&["created", "closed", "reopened", "edited", "deleted"]), extra: &[] },
+        EventShape::Types {
+            types: Some(&["created", "closed", "reopened", "edited", "deleted"]),
+            extra: &[],
+        },
     ),
     (
         "project_card",
-        EventShape::Types { types: Some(&["created", "moved", "converted", "edited", "deleted"]), extra: &[] },
+        EventShape::Types {
+            types: Some(&["created", "moved", "converted", "edited", "deleted"]),
+            extra: &[],
+        },
     ),
-    ("project_column", EventShape::Types { types: Some(&["created", "updated", "moved", "deleted"]), extra: &[] }),
+    (
+        "project_column",
+        EventShape::Types {
+            types: Some(&["created", "updated", "moved", "deleted"]),
+            extra: &[],
+        },
+    ),
     ("public", EventShape::NullOnly),
-    ("pull_request", EventShape::Types { types: Some(PR_TYPES), extra: PR_FILTERS }),
-    ("pull_request_comment", EventShape::Types { types: Some(CED), extra: &[] }),
-    ("pull_request_review", EventShape::Types { types: Some(&["submitted", "edited", "dismissed"]), extra: &[] }),
-    ("pull_request_review_comment", EventShape::Types { types: Some(CED), extra: &[] }),
-    ("pull_request_target", EventShape::Types { types: Some(PR_TYPES), extra: PR_FILTERS }),
+    (
+        "pull_request",
+        EventShape::Types {
+            types: Some(PR_TYPES),
+            extra: PR_FILTERS,
+        },
+    ),
+    (
+        "pull_request_comment",
+        EventShape::Types {
+            types: Some(CED),
+            extra: &[],
+        },
+    ),
+    (
+        "pull_request_review",
+        EventShape::Types {
+            types: Some(&["submitted", "edited", "dismissed"]),
+            extra: &[],
+        },
+    ),
+    (
+        "pull_request_review_comment",
+        EventShape::Types {
+            types: Some(CED),
+            extra: &[],
+        },
+    ),
+    (
+        "pull_request_target",
+        EventShape::Types {
+            types: Some(PR_TYPES),
+            extra: PR_FILTERS,
+        },
+    ),
     (
         "push",
         EventShape::Types {
@@ -206,20 +413,46 @@ pub(crate) const EVENTS: &[(&str, EventShape)] = &[
             ],
         },
     ),
-    ("registry_package", EventShape::Types { types: Some(&["published", "updated"]), extra: &[] }),
     (
-        "release",
+        "registry_package",
         EventShape::Types {
-            types: Some(&["published", "unpublished", "created", "edited", "deleted", "prereleased", "released"]),
+            types: Some(&["published", "updated"]),
             extra: &[],
         },
     ),
-    ("repository_dispatch", EventShape::Special("repository-dispatch")),
+    (
+        "release",
+        EventShape::Types {
+            types: Some(&[
+                "published",
+                "unpublished",
+                "created",
+                "edited",
+                "deleted",
+                "prereleased",
+                "released",
+            ]),
+            extra: &[],
+        },
+    ),
+    (
+        "repository_dispatch",
+        EventShape::Special("repository-dispatch"),
+    ),
     ("schedule", EventShape::Special("schedule")),
     ("status", EventShape::NullOnly),
-    ("watch", EventShape::Types { types: Some(&["started"]), extra: &[] }),
+    (
+        "watch",
+        EventShape::Types {
+            types: Some(&["started"]),
+            extra: &[],
+        },
+    ),
     ("workflow_call", EventShape::Special("workflow-call")),
-    ("workflow_dispatch", EventShape::Special("workflow-dispatch")),
+    (
+        "workflow_dispatch",
+        EventShape::Special("workflow-dispatch"),
+    ),
     (
         "workflow_run",
         EventShape::Types {
@@ -246,9 +479,15 @@ static STATIC_DEFS: &[Def] = &[
     d("string", s()),
     d("sequence", Kind::Seq("any")),
     d("mapping", loose("string", "any")),
-    d("any", Kind::OneOf(&["null", "boolean", "number", "string", "sequence", "mapping"])),
+    d(
+        "any",
+        Kind::OneOf(&["null", "boolean", "number", "string", "sequence", "mapping"]),
+    ),
     d("non-empty-string", nes()),
-    d("sequence-of-non-empty-string", Kind::Seq("non-empty-string")),
+    d(
+        "sequence-of-non-empty-string",
+        Kind::Seq("non-empty-string"),
+    ),
     d("sequence-of-string", Kind::Seq("string")),
     // root
     d(
@@ -268,23 +507,72 @@ static STATIC_DEFS: &[Def] = &[
     d("workflow-name", s()),
     d("workflow-description", s()),
     dc("run-name", GIV, s()),
-    d("on-strict", Kind::OneOf(&["on-string-strict", "on-sequence-strict", "on-mapping-strict"])),
+    d(
+        "on-strict",
+        Kind::OneOf(&[
+            "on-string-strict",
+            "on-sequence-strict",
+            "on-mapping-strict",
+        ]),
+    ),
     d("on-sequence-strict", Kind::Seq("on-string-strict")),
     // on-string-strict and on-mapping-strict are built from EVENTS
     d("schedule", Kind::Seq("cron-mapping")),
-    d("cron-mapping", map(&[req("cron", "non-empty-string"), p("timezone", "non-empty-string")])),
-    d("workflow-run-workflows", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-branches", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-branches-ignore", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-names", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-tags", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-tags-ignore", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-paths", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-paths-ignore", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("event-versions", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    d("repository-dispatch", Kind::OneOf(&["null", "repository-dispatch-mapping"])),
-    d("repository-dispatch-mapping", map(&[p("types", "sequence-of-non-empty-string")])),
-    d("workflow-call", Kind::OneOf(&["null", "workflow-call-mapping"])),
+    d(
+        "cron-mapping",
+        map(&[
+            req("cron", "non-empty-string"),
+            p("timezone", "non-empty-string"),
+        ]),
+    ),
+    d(
+        "workflow-run-workflows",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-branches",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-branches-ignore",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-names",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-tags",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-tags-ignore",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-paths",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-paths-ignore",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "event-versions",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    d(
+        "repository-dispatch",
+        Kind::OneOf(&["null", "repository-dispatch-mapping"]),
+    ),
+    d(
+        "repository-dispatch-mapping",
+        map(&[p("types", "sequence-of-non-empty-string")]),
+    ),
+    d(
+        "workflow-call",
+        Kind::OneOf(&["null", "workflow-call-mapping"]),
+    ),
     d(
         "workflow-call-mapping",
         map(&[
@@ -293,7 +581,10 @@ static STATIC_DEFS: &[Def] = &[
             p("outputs", "workflow-call-outputs"),
         ]),
     ),
-    d("workflow-call-inputs", loose("non-empty-string", "workflow-call-input-definition")),
+    d(
+        "workflow-call-inputs",
+        loose("non-empty-string", "workflow-call-input-definition"),
+    ),
     d(
         "workflow-call-input-definition",
         map(&[
@@ -303,25 +594,60 @@ static STATIC_DEFS: &[Def] = &[
             p("default", "workflow-call-input-default"),
         ]),
     ),
-    d("workflow-call-input-type", Kind::OneOf(&["input-type-string", "input-type-boolean", "input-type-number"])),
+    d(
+        "workflow-call-input-type",
+        Kind::OneOf(&[
+            "input-type-string",
+            "input-type-boolean",
+            "input-type-number",
+        ]),
+    ),
     d("input-type-string", cst("string")),
     d("input-type-boolean", cst("boolean")),
     d("input-type-number", cst("number")),
     d("input-type-choice", cst("choice")),
     d("input-type-environment", cst("environment")),
-    dc("workflow-call-input-default", GIV, Kind::OneOf(&["string", "boolean", "number"])),
-    d("workflow-call-secrets", loose("non-empty-string", "workflow-call-secret-definition")),
-    d("workflow-call-secret-definition", Kind::OneOf(&["null", "workflow-call-secret-mapping-definition"])),
-    d("workflow-call-secret-mapping-definition", map(&[p("description", "string"), p("required", "boolean")])),
-    d("workflow-call-outputs", loose("non-empty-string", "workflow-call-output-definition")),
+    dc(
+        "workflow-call-input-default",
+        GIV,
+        Kind::OneOf(&["string", "boolean", "number"]),
+    ),
+    d(
+        "workflow-call-secrets",
+        loose("non-empty-string", "workflow-call-secret-definition"),
+    ),
+    d(
+        "workflow-call-secret-definition",
+        Kind::OneOf(&["null", "workflow-call-secret-mapping-definition"]),
+    ),
+    d(
+        "workflow-call-secret-mapping-definition",
+        map(&[p("description", "string"), p("required", "boolean")]),
+    ),
+    d(
+        "workflow-call-outputs",
+        loose("non-empty-string", "workflow-call-output-definition"),
+    ),
     d(
         "workflow-call-output-definition",
-        map(&[p("description", "string"), req("value", "workflow-output-context")]),
+        map(&[
+            p("description", "string"),
+            req("value", "workflow-output-context"),
+        ]),
     ),
     dc("workflow-output-context", GIVJ, s()),
-    d("workflow-dispatch", Kind::OneOf(&["null", "workflow-dispatch-mapping"])),
-    d("workflow-dispatch-mapping", map(&[p("inputs", "workflow-dispatch-inputs")])),
-    d("workflow-dispatch-inputs", loose("non-empty-string", "workflow-dispatch-input")),
+    d(
+        "workflow-dispatch",
+        Kind::OneOf(&["null", "workflow-dispatch-mapping"]),
+    ),
+    d(
+        "workflow-dispatch-mapping",
+        map(&[p("inputs", "workflow-dispatch-inputs")]),
+    ),
+    d(
+        "workflow-dispatch-inputs",
+        loose("non-empty-string", "workflow-dispatch-input"),
+    ),
     d(
         "workflow-dispatch-input",
         map(&[
@@ -342,11 +668,18 @@ static STATIC_DEFS: &[Def] = &[
             "input-type-choice",
         ]),
     ),
-    d("workflow-dispatch-input-default", Kind::OneOf(&["string", "boolean", "number"])),
+    d(
+        "workflow-dispatch-input-default",
+        Kind::OneOf(&["string", "boolean", "number"]),
+    ),
     // permissions
     d(
         "permissions",
-        Kind::OneOf(&["permissions-mapping", "permission-level-shorthand-read-all", "permission-level-shorthand-write-all"]),
+        Kind::OneOf(&[
+            "permissions-mapping",
+            "permission-level-shorthand-read-all",
+            "permission-level-shorthand-write-all",
+        ]),
     ),
     d(
         "permissions-mapping",
@@ -375,18 +708,37 @@ static STATIC_DEFS: &[Def] = &[
     ),
     d(
         "permission-level-any",
-        Kind::OneOf(&["permission-level-read", "permission-level-write", "permission-level-no-access"]),
+        Kind::OneOf(&[
+            "permission-level-read",
+            "permission-level-write",
+            "permission-level-no-access",
+        ]),
     ),
-    d("permission-level-read-or-no-access", Kind::OneOf(&["permission-level-read", "permission-level-no-access"])),
-    d("permission-level-write-or-no-access", Kind::OneOf(&["permission-level-write", "permission-level-no-access"])),
+    d(
+        "permission-level-read-or-no-access",
+        Kind::OneOf(&["permission-level-read", "permission-level-no-access"]),
+    ),
+    d(
+        "permission-level-write-or-no-access",
+        Kind::OneOf(&["permission-level-write", "permission-level-no-access"]),
+    ),
     d("permission-level-read", cst("read")),
     d("permission-level-write", cst("write")),
     d("permission-level-no-access", cst("none")),
     d("permission-level-shorthand-read-all", cst("read-all")),
     d("permission-level-shorthand-write-all", cst("write-all")),
     // defaults / env
-    d("workflow-defaults", map(&[p("run", "workflow-defaults-run")])),
-    d("workflow-defaults-run", map(&[p("shell", "non-empty-string"), p("working-directory", "non-empty-string")])),
+    d(
+        "workflow-defaults",
+        map(&[p("run", "workflow-defaults-run")]),
+    ),
+    d(
+        "workflow-defaults-run",
+        map(&[
+            p("shell", "non-empty-string"),
+            p("working-directory", "non-empty-string"),
+        ]),
+    ),
     dc("workflow-env", GIVS, loose("non-empty-string", "string")),
     // jobs
     d("jobs", loose("job-id", "job")),
@@ -429,16 +781,35 @@ static STATIC_DEFS: &[Def] = &[
             p("strategy", "strategy"),
         ]),
     ),
-    d("workflow-job-with", loose("non-empty-string", "scalar-needs-context")),
-    d("workflow-job-secrets", Kind::OneOf(&["workflow-job-secrets-mapping", "workflow-job-secrets-inherit"])),
-    d("workflow-job-secrets-mapping", loose("non-empty-string", "scalar-needs-context-with-secrets")),
+    d(
+        "workflow-job-with",
+        loose("non-empty-string", "scalar-needs-context"),
+    ),
+    d(
+        "workflow-job-secrets",
+        Kind::OneOf(&[
+            "workflow-job-secrets-mapping",
+            "workflow-job-secrets-inherit",
+        ]),
+    ),
+    d(
+        "workflow-job-secrets-mapping",
+        loose("non-empty-string", "scalar-needs-context-with-secrets"),
+    ),
     d("workflow-job-secrets-inherit", cst("inherit")),
-    d("needs", Kind::OneOf(&["sequence-of-non-empty-string", "non-empty-string"])),
+    d(
+        "needs",
+        Kind::OneOf(&["sequence-of-non-empty-string", "non-empty-string"]),
+    ),
     dc("job-if", JOB_IF, s()),
     dc(
         "strategy",
         NEEDS,
-        map(&[p("fail-fast", "boolean"), p("max-parallel", "number"), p("matrix", "matrix")]),
+        map(&[
+            p("fail-fast", "boolean"),
+            p("max-parallel", "number"),
+            p("matrix", "matrix"),
+        ]),
     ),
     d(
         "matrix",
@@ -449,24 +820,68 @@ static STATIC_DEFS: &[Def] = &[
     ),
     d("matrix-filter", Kind::Seq("matrix-filter-item")),
     d("matrix-filter-item", loose("non-empty-string", "any")),
-    d("snapshot", Kind::OneOf(&["non-empty-string", "snapshot-mapping"])),
+    d(
+        "snapshot",
+        Kind::OneOf(&["non-empty-string", "snapshot-mapping"]),
+    ),
     d(
         "snapshot-mapping",
-        map(&[req("image-name", "non-empty-string"), p("if", "snapshot-if"), p("version", "non-empty-string")]),
+        map(&[
+            req("image-name", "non-empty-string"),
+            p("if", "snapshot-if"),
+            p("version", "non-empty-string"),
+        ]),
     ),
     dc("snapshot-if", STRATEGY, s()),
-    dc("runs-on", STRATEGY, Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string", "runs-on-mapping"])),
-    d("runs-on-mapping", map(&[p("group", "non-empty-string"), p("labels", "runs-on-labels")])),
-    d("runs-on-labels", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
-    dc("job-env", STRATEGY_SECRETS, loose("non-empty-string", "string")),
-    dc("workflow-concurrency", GIV, Kind::OneOf(&["string", "concurrency-mapping"])),
-    dc("job-concurrency", STRATEGY, Kind::OneOf(&["non-empty-string", "concurrency-mapping"])),
+    dc(
+        "runs-on",
+        STRATEGY,
+        Kind::OneOf(&[
+            "non-empty-string",
+            "sequence-of-non-empty-string",
+            "runs-on-mapping",
+        ]),
+    ),
+    d(
+        "runs-on-mapping",
+        map(&[
+            p("group", "non-empty-string"),
+            p("labels", "runs-on-labels"),
+        ]),
+    ),
+    d(
+        "runs-on-labels",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
+    dc(
+        "job-env",
+        STRATEGY_SECRETS,
+        loose("non-empty-string", "string"),
+    ),
+    dc(
+        "workflow-concurrency",
+        GIV,
+        Kind::OneOf(&["string", "concurrency-mapping"]),
+    ),
+    dc(
+        "job-concurrency",
+        STRATEGY,
+        Kind::OneOf(&["non-empty-string", "concurrency-mapping"]),
+    ),
     d(
         "concurrency-mapping",
-        map(&[req("group", "non-empty-string"), p("cancel-in-progress", "boolean"), p("queue", "concurrency-queue")]),
+        map(&[
+            req("group", "non-empty-string"),
+            p("cancel-in-progress", "boolean"),
+            p("queue", "concurrency-queue"),
+        ]),
     ),
     d("concurrency-queue", Kind::Allowed(&["single", "max"])),
-    dc("job-environment", STRATEGY, Kind::OneOf(&["string", "job-environment-mapping"])),
+    dc(
+        "job-environment",
+        STRATEGY,
+        Kind::OneOf(&["string", "job-environment-mapping"]),
+    ),
     d(
         "job-environment-mapping",
         map(&[
@@ -480,14 +895,27 @@ static STATIC_DEFS: &[Def] = &[
     dc(
         "job-defaults-run",
         DEFAULTS_RUN,
-        map(&[p("shell", "non-empty-string"), p("working-directory", "non-empty-string")]),
+        map(&[
+            p("shell", "non-empty-string"),
+            p("working-directory", "non-empty-string"),
+        ]),
     ),
-    d("job-outputs", loose("non-empty-string", "string-runner-context")),
+    d(
+        "job-outputs",
+        loose("non-empty-string", "string-runner-context"),
+    ),
     // steps
     d("steps", Kind::Seq("steps-item")),
     d(
         "steps-item",
-        Kind::OneOf(&["run-step", "regular-step", "wait-step", "wait-all-step", "cancel-step", "parallel-step"]),
+        Kind::OneOf(&[
+            "run-step",
+            "regular-step",
+            "wait-step",
+            "wait-all-step",
+            "cancel-step",
+            "parallel-step",
+        ]),
     ),
     d(
         "run-step",
@@ -547,7 +975,10 @@ static STATIC_DEFS: &[Def] = &[
     ),
     d("parallel-step", map(&[req("parallel", "parallel-steps")])),
     d("parallel-steps", Kind::Seq("steps-item")),
-    d("step-wait-target", Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])),
+    d(
+        "step-wait-target",
+        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
+    ),
     d("step-wait-all-value", Kind::OneOf(&["null", "boolean"])),
     dc("step-continue-on-error", STEPS, Kind::Bool),
     dc("step-if", STEP_IF, s()),
@@ -556,7 +987,11 @@ static STATIC_DEFS: &[Def] = &[
     dc("step-timeout-minutes", STEPS, Kind::Number),
     dc("step-with", STEPS, loose("non-empty-string", "string")),
     // containers
-    dc("container", STRATEGY, Kind::OneOf(&["string", "container-mapping"])),
+    dc(
+        "container",
+        STRATEGY,
+        Kind::OneOf(&["string", "container-mapping"]),
+    ),
     d(
         "container-mapping",
         map(&[
@@ -568,8 +1003,16 @@ static STATIC_DEFS: &[Def] = &[
             p("credentials", "container-registry-credentials"),
         ]),
     ),
-    dc("services", STRATEGY, loose("non-empty-string", "services-container")),
-    dc("services-container", STRATEGY, Kind::OneOf(&["non-empty-string", "service-container-mapping"])),
+    dc(
+        "services",
+        STRATEGY,
+        loose("non-empty-string", "services-container"),
+    ),
+    dc(
+        "services-container",
+        STRATEGY,
+        Kind::OneOf(&["non-empty-string", "service-container-mapping"]),
+    ),
     d(
         "service-container-mapping",
         map(&[
@@ -586,12 +1029,26 @@ static STATIC_DEFS: &[Def] = &[
     dc(
         "container-registry-credentials",
         CREDENTIALS,
-        map(&[p("username", "non-empty-string"), p("password", "non-empty-string")]),
+        map(&[
+            p("username", "non-empty-string"),
+            p("password", "non-empty-string"),
+        ]),
     ),
-    d("container-env", loose("non-empty-string", "string-runner-context")),
+    d(
+        "container-env",
+        loose("non-empty-string", "string-runner-context"),
+    ),
     // typed scalars with contexts
-    dc("scalar-needs-context", STRATEGY, Kind::OneOf(&["string", "boolean", "number"])),
-    dc("scalar-needs-context-with-secrets", NEEDS_SECRETS_STRATEGY, Kind::OneOf(&["string", "boolean", "number"])),
+    dc(
+        "scalar-needs-context",
+        STRATEGY,
+        Kind::OneOf(&["string", "boolean", "number"]),
+    ),
+    dc(
+        "scalar-needs-context-with-secrets",
+        NEEDS_SECRETS_STRATEGY,
+        Kind::OneOf(&["string", "boolean", "number"]),
+    ),
     dc("boolean-strategy-context", STRATEGY, Kind::Bool),
     dc("number-strategy-context", STRATEGY, Kind::Number),
     dc("string-strategy-context", STRATEGY, s()),
@@ -651,7 +1108,9 @@ pub(crate) fn name_tag(name: &str) -> u64 {
 impl Node {
     /// The entry of `prop_index` for `name` (`tag` is [`name_tag`]`(name)`).
     pub(crate) fn prop(&self, name: &str, tag: u64) -> Option<&PropEntry> {
-        self.prop_index.iter().find(|e| e.tag == tag && e.name == name)
+        self.prop_index
+            .iter()
+            .find(|e| e.tag == tag && e.name == name)
     }
 }
 
@@ -682,24 +1141,33 @@ fn build() -> Schema {
             EventShape::NullOnly => "null",
             EventShape::Types { types, extra } => {
                 let ev_def: &'static str = Box::leak(format!("{name}-event").into_boxed_str());
-                let map_def: &'static str = Box::leak(format!("{name}-event-mapping").into_boxed_str());
+                let map_def: &'static str =
+                    Box::leak(format!("{name}-event-mapping").into_boxed_str());
                 let mut props: Vec<Prop> = Vec::new();
                 if let Some(types) = types {
                     let act: &'static str = Box::leak(format!("{name}-activity").into_boxed_str());
-                    let act_type: &'static str = Box::leak(format!("{name}-activity-type").into_boxed_str());
-                    let act_types: &'static str = Box::leak(format!("{name}-activity-types").into_boxed_str());
+                    let act_type: &'static str =
+                        Box::leak(format!("{name}-activity-type").into_boxed_str());
+                    let act_types: &'static str =
+                        Box::leak(format!("{name}-activity-types").into_boxed_str());
                     defs.insert(act_type, leak(d(act_type, Kind::Allowed(types))));
                     defs.insert(act_types, leak(d(act_types, Kind::Seq(act_type))));
-                    let one: &'static [&'static str] = Box::leak(vec![act_type, act_types].into_boxed_slice());
+                    let one: &'static [&'static str] =
+                        Box::leak(vec![act_type, act_types].into_boxed_slice());
                     defs.insert(act, leak(d(act, Kind::OneOf(one))));
                     props.push(p("types", act));
                 }
                 for e in extra.iter() {
-                    props.push(Prop { name: e.name, ty: e.ty, required: e.required });
+                    props.push(Prop {
+                        name: e.name,
+                        ty: e.ty,
+                        required: e.required,
+                    });
                 }
                 let props: &'static [Prop] = Box::leak(props.into_boxed_slice());
                 defs.insert(map_def, leak(d(map_def, map(props))));
-                let one: &'static [&'static str] = Box::leak(vec!["null", map_def].into_boxed_slice());
+                let one: &'static [&'static str] =
+                    Box::leak(vec!["null", map_def].into_boxed_slice());
                 defs.insert(ev_def, leak(d(ev_def, Kind::OneOf(one))));
                 ev_def
             }
@@ -707,16 +1175,29 @@ fn build() -> Schema {
         mapping_props.push(p(name, ty));
     }
     let names: &'static [&'static str] = Box::leak(string_names.into_boxed_slice());
-    defs.insert("on-string-strict", leak(d("on-string-strict", Kind::OneOf(names))));
+    defs.insert(
+        "on-string-strict",
+        leak(d("on-string-strict", Kind::OneOf(names))),
+    );
     let props: &'static [Prop] = Box::leak(mapping_props.into_boxed_slice());
-    defs.insert("on-mapping-strict", leak(d("on-mapping-strict", map(props))));
-    let mut sc = Schema { defs, nodes: Vec::new(), index: HashMap::new(), any: 0 };
+    defs.insert(
+        "on-mapping-strict",
+        leak(d("on-mapping-strict", map(props))),
+    );
+    let mut sc = Schema {
+        defs,
+        nodes: Vec::new(),
+        index: HashMap::new(),
+        any: 0,
+    };
     let mut names: Vec<&'static str> = sc.defs.keys().copied().collect();
     names.sort_unstable();
     for (i, name) in names.iter().enumerate() {
         sc.index.insert(name, i);
     }
-    let id = |sc: &Schema, name: &str| -> usize { sc.index.get(sc.get(name).name).copied().unwrap_or(0) };
+    let id = |sc: &Schema, name: &str| -> usize {
+        sc.index.get(sc.get(name).name).copied().unwrap_or(0)
+    };
     let mut nodes = Vec::with_capacity(names.len());
     for name in &names {
         let def = sc.get(name);
@@ -729,7 +1210,11 @@ fn build() -> Schema {
             scalars,
             props: props_of(def)
                 .iter()
-                .map(|p| NodeProp { name: p.name, ty: id(&sc, p.ty), required: p.required })
+                .map(|p| NodeProp {
+                    name: p.name,
+                    ty: id(&sc, p.ty),
+                    required: p.required,
+                })
                 .collect(),
             loose: loose_of(def).map(|(k, v)| (id(&sc, k), id(&sc, v))),
             prop_index: Vec::new(),
@@ -774,7 +1259,12 @@ pub(crate) fn schema() -> &'static Schema {
 impl Schema {
     /// The resolved definition named `name` (`any` when there is none, like [`Schema::get`]).
     pub(crate) fn node(&self, name: &str) -> &Node {
-        self.node_at(self.index.get(self.get(name).name).copied().unwrap_or(self.any))
+        self.node_at(
+            self.index
+                .get(self.get(name).name)
+                .copied()
+                .unwrap_or(self.any),
+        )
     }
 
     pub(crate) fn node_at(&self, id: usize) -> &Node {
@@ -800,9 +1290,13 @@ impl Schema {
             Kind::Null => out.push(ScalarDef::Null),
             Kind::Bool => out.push(ScalarDef::Bool),
             Kind::Number => out.push(ScalarDef::Number),
-            Kind::Str { constant, non_empty } => {
-                out.push(ScalarDef::Str { constant: *constant, non_empty: *non_empty })
-            }
+            Kind::Str {
+                constant,
+                non_empty,
+            } => out.push(ScalarDef::Str {
+                constant: *constant,
+                non_empty: *non_empty,
+            }),
             Kind::OneOf(names) => {
                 for n in names.iter() {
                     self.scalar_defs(self.get(n), out);
@@ -810,7 +1304,10 @@ impl Schema {
             }
             Kind::Allowed(values) => {
                 for v in values.iter() {
-                    out.push(ScalarDef::Str { constant: Some(v), non_empty: false });
+                    out.push(ScalarDef::Str {
+                        constant: Some(v),
+                        non_empty: false,
+                    });
                 }
             }
             Kind::Seq(_) | Kind::Map { .. } => {}

@@ -1,7 +1,11 @@
 use super::*;
 
 fn errors(src: &str) -> Vec<String> {
-    parse_workflow("w.yml", src).diagnostics.iter().map(ToString::to_string).collect()
+    parse_workflow("w.yml", src)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn ok(src: &str) -> Workflow {
@@ -12,7 +16,8 @@ fn ok(src: &str) -> Workflow {
     }
 }
 
-const BASIC: &str = "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n";
+const BASIC: &str =
+    "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n";
 
 #[test]
 fn basic_workflow() {
@@ -27,9 +32,18 @@ fn basic_workflow() {
 
 #[test]
 fn diagnostic_display_is_file_line_col() {
-    let p = parse_workflow("w.yml", "on: push\njobs:\n  build:\n    steps:\n      - run: x\n");
-    assert_eq!(p.diagnostics[0].to_string(), "w.yml:4:5: Required property is missing: runs-on");
-    assert_eq!(p.diagnostics[0].github_message(), "w.yml (Line: 4, Col: 5): Required property is missing: runs-on");
+    let p = parse_workflow(
+        "w.yml",
+        "on: push\njobs:\n  build:\n    steps:\n      - run: x\n",
+    );
+    assert_eq!(
+        p.diagnostics[0].to_string(),
+        "w.yml:4:5: Required property is missing: runs-on"
+    );
+    assert_eq!(
+        p.diagnostics[0].github_message(),
+        "w.yml (Line: 4, Col: 5): Required property is missing: runs-on"
+    );
     assert!(p.workflow.is_none());
 }
 
@@ -95,7 +109,9 @@ fn invalid_expression_syntax() {
         errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ }}\n"),
         ["w.yml:6:14: An expression was expected"]
     );
-    let e = errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ github.x\n");
+    let e = errors(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ github.x\n",
+    );
     assert!(e[0].contains("The expression is not closed"), "{e:?}");
 }
 
@@ -109,19 +125,30 @@ fn if_conditions_get_success_prefix() {
     ));
     let job = &w.jobs[0];
     assert_eq!(job.if_condition, "success() && (github.ref == 'x')");
-    let ifs: Vec<_> = job.steps().iter().map(|s| s.if_condition.clone().unwrap_or_default()).collect();
+    let ifs: Vec<_> = job
+        .steps()
+        .iter()
+        .map(|s| s.if_condition.clone().unwrap_or_default())
+        .collect();
     assert_eq!(ifs, ["always()", "success() && (123)", "success()"]);
 }
 
 #[test]
 fn mixed_templates_become_format_calls() {
     let w = ok("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo '${{ github.sha }}' {x}\n");
-    let StepKind::Run { run, .. } = &w.jobs[0].steps()[0].kind else { panic!() };
-    let TokenKind::Expr(e) = &run.kind else { panic!("{run:?}") };
+    let StepKind::Run { run, .. } = &w.jobs[0].steps()[0].kind else {
+        panic!()
+    };
+    let TokenKind::Expr(e) = &run.kind else {
+        panic!("{run:?}")
+    };
     assert_eq!(e.expr, "format('echo ''{0}'' {{x}}', github.sha)");
     // an escaped literal collapses to a plain string
-    let w = ok("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: ${{ '${{ x }}' }}\n");
-    let StepKind::Run { run, .. } = &w.jobs[0].steps()[0].kind else { panic!() };
+    let w =
+        ok("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: ${{ '${{ x }}' }}\n");
+    let StepKind::Run { run, .. } = &w.jobs[0].steps()[0].kind else {
+        panic!()
+    };
     assert_eq!(run.as_str(), Some("${{ x }}"));
 }
 
@@ -144,12 +171,23 @@ fn default_step_ids() {
         "      - uses: docker://alpine:3\n      - uses: ./local\n      - run: a\n      - run: b\n",
     ));
     let ids: Vec<_> = w.jobs[0].steps().iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, ["__actions_checkout", "__actions_checkout_2", "__alpine_3", "__self", "__run", "__run_2"]);
+    assert_eq!(
+        ids,
+        [
+            "__actions_checkout",
+            "__actions_checkout_2",
+            "__alpine_3",
+            "__self",
+            "__run",
+            "__run_2"
+        ]
+    );
 }
 
 #[test]
 fn job_ids_and_needs() {
-    let e = errors("on: push\njobs:\n  1a:\n    runs-on: x\n  b:\n    needs: [c]\n    runs-on: x\n");
+    let e =
+        errors("on: push\njobs:\n  1a:\n    runs-on: x\n  b:\n    needs: [c]\n    runs-on: x\n");
     assert_eq!(
         e,
         [
@@ -157,8 +195,13 @@ fn job_ids_and_needs() {
             "w.yml:6:13: Job 'b' depends on unknown job 'c'.",
         ]
     );
-    let e = errors("on: push\njobs:\n  a:\n    needs: b\n    runs-on: x\n  b:\n    needs: a\n    runs-on: x\n");
-    assert_eq!(e, ["w.yml:3:3: The workflow must contain at least one job with no dependencies."]);
+    let e = errors(
+        "on: push\njobs:\n  a:\n    needs: b\n    runs-on: x\n  b:\n    needs: a\n    runs-on: x\n",
+    );
+    assert_eq!(
+        e,
+        ["w.yml:3:3: The workflow must contain at least one job with no dependencies."]
+    );
     let e = errors("on: push\njobs:\n  s:\n    runs-on: x\n  a:\n    needs: [s, b]\n    runs-on: x\n  b:\n    needs: a\n    runs-on: x\n");
     assert_eq!(
         e,
@@ -177,7 +220,10 @@ fn runs_on_and_required_properties() {
         errors("on: push\njobs:\n  a:\n    steps:\n      - run: x\n"),
         ["w.yml:4:5: Required property is missing: runs-on"]
     );
-    assert_eq!(errors("on: push\n"), ["w.yml:1:1: Required property is missing: jobs"]);
+    assert_eq!(
+        errors("on: push\n"),
+        ["w.yml:1:1: Required property is missing: jobs"]
+    );
     assert_eq!(
         errors("on: push\njobs:\n  a:\n    runs-on:\n      group: foo/bar\n"),
         ["w.yml:5:14: Invalid runs-on group name 'foo/bar'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."]
@@ -191,7 +237,9 @@ fn containers_and_matrix() {
         ["w.yml:6:7: Container image cannot be empty"]
     );
     assert_eq!(
-        errors("on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: []\n"),
+        errors(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: []\n"
+        ),
         ["w.yml:7:13: Matrix vector 'os' does not contain any values"]
     );
     assert_eq!(
@@ -215,11 +263,23 @@ fn events_and_filters() {
         "  schedule:\n    - cron: '0 0 * * *'\n  workflow_dispatch:\n    inputs:\n      x:\n        type: choice\n        options: [a]\n",
         "jobs:\n  a:\n    runs-on: x\n",
     ));
-    assert_eq!(w.on["push"].branches.as_deref(), Some(&["main".to_string()][..]));
-    assert_eq!(w.on["push"].paths_ignore.as_deref(), Some(&["docs/**".to_string()][..]));
-    assert_eq!(w.on["pull_request"].types.as_deref(), Some(&["opened".to_string()][..]));
+    assert_eq!(
+        w.on["push"].branches.as_deref(),
+        Some(&["main".to_string()][..])
+    );
+    assert_eq!(
+        w.on["push"].paths_ignore.as_deref(),
+        Some(&["docs/**".to_string()][..])
+    );
+    assert_eq!(
+        w.on["pull_request"].types.as_deref(),
+        Some(&["opened".to_string()][..])
+    );
     assert_eq!(w.on["schedule"].schedule[0].cron, "0 0 * * *");
-    assert_eq!(w.on["workflow_dispatch"].inputs["x"].input_type, InputType::Choice);
+    assert_eq!(
+        w.on["workflow_dispatch"].inputs["x"].input_type,
+        InputType::Choice
+    );
     assert_eq!(
         errors("on:\n  push:\n    inputs: {}\njobs:\n  a:\n    runs-on: x\n"),
         ["w.yml:3:5: Unexpected value 'inputs'"]
@@ -228,14 +288,23 @@ fn events_and_filters() {
         errors("on:\n  schedule:\n    - cron: '* * *'\njobs:\n  a:\n    runs-on: x\n"),
         ["w.yml:3:13: Invalid cron expression. Expected format: '* * * * *' (minute hour day month weekday)"]
     );
-    assert_eq!(errors("on: pushh\njobs:\n  a:\n    runs-on: x\n"), ["w.yml:1:5: Unexpected value 'pushh'"]);
+    assert_eq!(
+        errors("on: pushh\njobs:\n  a:\n    runs-on: x\n"),
+        ["w.yml:1:5: Unexpected value 'pushh'"]
+    );
 }
 
 #[test]
 fn reusable_workflow_checks() {
     let called = "on:\n  workflow_call:\n    inputs:\n      foo:\n        type: string\n        required: true\n    secrets:\n      s:\n        required: true\njobs:\n  j:\n    runs-on: x\n";
     let opts = ParseOptions {
-        reusable_workflows: Some([("o/r/.github/workflows/w.yml@v1".to_string(), called.to_string())].into()),
+        reusable_workflows: Some(
+            [(
+                "o/r/.github/workflows/w.yml@v1".to_string(),
+                called.to_string(),
+            )]
+            .into(),
+        ),
         ..Default::default()
     };
     let src = "on: push\njobs:\n  call:\n    uses: o/r/.github/workflows/w.yml@v1\n    with:\n      bar: 1\n";
@@ -250,8 +319,12 @@ fn reusable_workflow_checks() {
         ]
     );
     let src = "on: push\njobs:\n  call:\n    uses: o/r/.github/workflows/w.yml@v1\n    with:\n      foo: 1\n    secrets: inherit\n";
-    let w = parse_workflow_with("w.yml", src, &opts).into_result().unwrap_or_else(|e| panic!("{e}"));
-    let JobKind::Reusable(rj) = &w.jobs[0].kind else { panic!() };
+    let w = parse_workflow_with("w.yml", src, &opts)
+        .into_result()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let JobKind::Reusable(rj) = &w.jobs[0].kind else {
+        panic!()
+    };
     assert!(rj.inherit_secrets);
     assert_eq!(rj.called.as_ref().map(|c| c.jobs.len()), Some(1));
     // without supplied workflows, reusable jobs are accepted as written
@@ -262,8 +335,13 @@ fn reusable_workflow_checks() {
 fn background_steps_need_the_feature() {
     let src = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - id: s\n        run: x\n        background: true\n      - wait: s\n";
     assert!(!parse_workflow("w.yml", src).is_ok());
-    let opts = ParseOptions { allow_background_steps: true, ..Default::default() };
-    let w = parse_workflow_with("w.yml", src, &opts).into_result().unwrap_or_else(|e| panic!("{e}"));
+    let opts = ParseOptions {
+        allow_background_steps: true,
+        ..Default::default()
+    };
+    let w = parse_workflow_with("w.yml", src, &opts)
+        .into_result()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(w.jobs[0].steps()[0].background);
     assert!(matches!(&w.jobs[0].steps()[1].kind, StepKind::Wait { wait } if wait == &["s"]));
 }
@@ -274,7 +352,10 @@ fn yaml_errors_and_anchors() {
     assert_eq!(e.len(), 1);
     let w = ok("on: push\njobs:\n  a: &j\n    runs-on: x\n    steps:\n      - run: y\n  b: *j\n");
     assert_eq!(w.jobs.len(), 2);
-    assert_eq!(errors("on: push\njobs:\n  a:\n    runs-on: !!timestamp 2020-01-01\n"), ["w.yml:0:0: Unexpected tag 'tag:yaml.org,2002:timestamp'"]);
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: !!timestamp 2020-01-01\n"),
+        ["w.yml:0:0: Unexpected tag 'tag:yaml.org,2002:timestamp'"]
+    );
     assert!(!errors("").is_empty());
 }
 
@@ -290,11 +371,21 @@ fn tokens_serialize() {
 fn reusable_permissions_depth_and_job_limit() {
     let called = "on: workflow_call\njobs:\n  d:\n    name: Deploy\n    permissions:\n      actions: write\n    runs-on: x\n";
     let mut opts = ParseOptions {
-        reusable_workflows: Some([("a/b/.github/workflows/c.yml@v1".to_string(), called.to_string())].into()),
+        reusable_workflows: Some(
+            [(
+                "a/b/.github/workflows/c.yml@v1".to_string(),
+                called.to_string(),
+            )]
+            .into(),
+        ),
         ..Default::default()
     };
     let src = "on: push\njobs:\n  call:\n    permissions:\n      actions: read\n    uses: a/b/.github/workflows/c.yml@v1\n";
-    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts).diagnostics.iter().map(ToString::to_string).collect();
+    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         e,
         ["w.yml:3:3: Error calling workflow 'a/b/.github/workflows/c.yml@v1'. The nested job 'Deploy' is requesting 'actions: write', but is only allowed 'actions: read'."]
@@ -305,21 +396,54 @@ fn reusable_permissions_depth_and_job_limit() {
     opts.permissions_policy = PermissionsPolicy::Write;
     assert!(parse_workflow_with("w.yml", src, &opts).is_ok());
     opts.max_job_limit = Some(1);
-    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts).diagnostics.iter().map(ToString::to_string).collect();
+    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(e, ["The workflow may not contain more than 1 jobs"]);
     opts.max_job_limit = None;
     opts.max_nested_reusable_depth = 0;
-    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts).diagnostics.iter().map(ToString::to_string).collect();
+    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts)
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(e, ["Nested reusable workflow depth exceeded 0."]);
 }
 
 #[test]
 fn size_and_depth_limits() {
-    let opts = ParseOptions { max_file_size: 10, ..Default::default() };
-    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts).diagnostics.iter().map(|d| d.github_message()).collect();
-    assert_eq!(e, ["w.yml: The maximum file size of 10 characters has been exceeded"]);
-    let opts = ParseOptions { max_depth: 3, ..Default::default() };
-    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts).diagnostics.iter().map(|d| d.github_message()).collect();
+    let opts = ParseOptions {
+        max_file_size: 10,
+        ..Default::default()
+    };
+    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts)
+        .diagnostics
+        .iter()
+        .map(|d| d.github_message())
+        .collect();
+    assert_eq!(
+        e,
+        ["w.yml: The maximum file size of 10 characters has been exceeded"]
+    );
+    let opts = ParseOptions {
+        max_depth: 3,
+        ..Default::default()
+    };
+    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts)
+        .diagnostics
+        .iter()
+        .map(|d| d.github_message())
+        .collect();
     assert_eq!(e, ["w.yml: Maximum object depth exceeded"]);
-    assert!(parse_workflow_with("w.yml", BASIC, &ParseOptions { max_depth: 5, ..Default::default() }).is_ok());
+    assert!(parse_workflow_with(
+        "w.yml",
+        BASIC,
+        &ParseOptions {
+            max_depth: 5,
+            ..Default::default()
+        }
+    )
+    .is_ok());
 }

@@ -63,7 +63,11 @@ pub fn format_number(n: f64) -> String {
         return "NaN".to_string();
     }
     if n.is_infinite() {
-        return if n > 0.0 { "Infinity".to_string() } else { "-Infinity".to_string() };
+        return if n > 0.0 {
+            "Infinity".to_string()
+        } else {
+            "-Infinity".to_string()
+        };
     }
     if n == 0.0 {
         return "0".to_string();
@@ -80,7 +84,11 @@ pub fn format_number(n: f64) -> String {
     let s = format!("{n:e}"); // like 1.5e21 or 1e-7
     match s.split_once('e') {
         Some((m, e)) => {
-            let e = if e.starts_with('-') { e.to_string() } else { format!("+{e}") };
+            let e = if e.starts_with('-') {
+                e.to_string()
+            } else {
+                format!("+{e}")
+            };
             format!("{m}e{e}")
         }
         None => s,
@@ -102,7 +110,9 @@ impl Token {
         match &self.kind {
             TokenKind::Expr(_) | TokenKind::Insert => true,
             TokenKind::Seq(items) => items.iter().any(Token::contains_expression),
-            TokenKind::Map(items) => items.iter().any(|(k, v)| k.contains_expression() || v.contains_expression()),
+            TokenKind::Map(items) => items
+                .iter()
+                .any(|(k, v)| k.contains_expression() || v.contains_expression()),
             _ => false,
         }
     }
@@ -144,7 +154,10 @@ impl Token {
 
     /// Looks up a mapping key (exact match).
     pub fn get(&self, key: &str) -> Option<&Token> {
-        self.as_map()?.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
     }
 
     /// The literal as GitHub displays it in messages (`null` is empty).
@@ -170,13 +183,17 @@ impl Token {
             TokenKind::Number(n) => Value::Number(*n),
             TokenKind::String(s) => Value::String(s.to_string()),
             TokenKind::Expr(e) => {
-                let expr = firebreak_expr::parse(&e.expr).map_err(|err| TokenEvalError::Parse(err.to_string()))?;
+                let expr = firebreak_expr::parse(&e.expr)
+                    .map_err(|err| TokenEvalError::Parse(err.to_string()))?;
                 firebreak_expr::evaluate(&expr, ctx)?
             }
             TokenKind::Insert => Value::Null,
-            TokenKind::Seq(items) => {
-                Value::Array(items.iter().map(|i| i.evaluate(ctx)).collect::<Result<_, _>>()?)
-            }
+            TokenKind::Seq(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.evaluate(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
             TokenKind::Map(pairs) => {
                 let mut out = indexmap::IndexMap::new();
                 for (k, v) in pairs {
@@ -184,7 +201,9 @@ impl Token {
                     if matches!(k.kind, TokenKind::Insert) {
                         match value {
                             Value::Object(m) => out.extend(m),
-                            other => return Err(TokenEvalError::InsertNotMapping(other.kind_name())),
+                            other => {
+                                return Err(TokenEvalError::InsertNotMapping(other.kind_name()))
+                            }
                         }
                         continue;
                     }
@@ -282,7 +301,10 @@ impl Serialize for Token {
                 m.serialize_entry("seq", items)?;
             }
             TokenKind::Map(items) => {
-                let pairs: Vec<MapEntry<'_>> = items.iter().map(|(k, v)| MapEntry { key: k, value: v }).collect();
+                let pairs: Vec<MapEntry<'_>> = items
+                    .iter()
+                    .map(|(k, v)| MapEntry { key: k, value: v })
+                    .collect();
                 m.serialize_entry("map", &pairs)?;
             }
             _ => {
@@ -318,21 +340,43 @@ mod tests {
         let t = |kind| Token::new(Pos::new(1, 1), kind);
         let s = |x: &'static str| t(TokenKind::String(x.into()));
         let tree = t(TokenKind::Map(vec![
-            (s("os"), t(TokenKind::Seq(vec![s("a"), t(TokenKind::Number(1.5)), t(TokenKind::Null)]))),
+            (
+                s("os"),
+                t(TokenKind::Seq(vec![
+                    s("a"),
+                    t(TokenKind::Number(1.5)),
+                    t(TokenKind::Null),
+                ])),
+            ),
             (t(TokenKind::Number(2.0)), t(TokenKind::Bool(true))),
             (t(TokenKind::Bool(false)), s("x")),
             (t(TokenKind::Null), t(TokenKind::Number(1e21))),
-            (s("os"), s("duplicate key: the last value, the first position")),
-            (s("include"), t(TokenKind::Seq(vec![t(TokenKind::Map(vec![(s("k"), s("v"))]))]))),
+            (
+                s("os"),
+                s("duplicate key: the last value, the first position"),
+            ),
+            (
+                s("include"),
+                t(TokenKind::Seq(vec![t(TokenKind::Map(vec![(
+                    s("k"),
+                    s("v"),
+                )]))])),
+            ),
         ]));
-        assert_eq!(tree.literal_value(), tree.evaluate(&firebreak_expr::EmptyContext).ok());
+        assert_eq!(
+            tree.literal_value(),
+            tree.evaluate(&firebreak_expr::EmptyContext).ok()
+        );
     }
 
     #[test]
     fn evaluate_tokens() {
         use indexmap::IndexMap;
         let mut ctx: IndexMap<String, Value> = IndexMap::new();
-        ctx.insert("github".into(), Value::from_json(&serde_json::json!({"sha": "abc"})));
+        ctx.insert(
+            "github".into(),
+            Value::from_json(&serde_json::json!({"sha": "abc"})),
+        );
         let t = Token::new(
             Pos::new(1, 1),
             TokenKind::Map(vec![
@@ -340,12 +384,21 @@ mod tests {
                     Token::new(Pos::new(1, 1), TokenKind::String("a".into())),
                     Token::new(
                         Pos::new(1, 1),
-                        TokenKind::Expr(Box::new(ExprToken { expr: "format('x{0}', github.sha)".into(), source: None })),
+                        TokenKind::Expr(Box::new(ExprToken {
+                            expr: "format('x{0}', github.sha)".into(),
+                            source: None,
+                        })),
                     ),
                 ),
                 (
                     Token::new(Pos::new(1, 1), TokenKind::Insert),
-                    Token::new(Pos::new(1, 1), TokenKind::Expr(Box::new(ExprToken { expr: "fromJSON('{\"b\":1}')".into(), source: None }))),
+                    Token::new(
+                        Pos::new(1, 1),
+                        TokenKind::Expr(Box::new(ExprToken {
+                            expr: "fromJSON('{\"b\":1}')".into(),
+                            source: None,
+                        })),
+                    ),
                 ),
             ]),
         );

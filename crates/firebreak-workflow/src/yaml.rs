@@ -72,7 +72,10 @@ pub enum YKind<'s> {
     /// A string: borrowed from the source when it is the source's text as it is (most plain
     /// and quoted scalars), owned when it had to be built (escapes, folding, block scalars,
     /// the full parser's strings).
-    Str { value: Cow<'s, str>, style: Style },
+    Str {
+        value: Cow<'s, str>,
+        style: Style,
+    },
     Seq(Vec<YNode<'s>>),
     Map(Vec<(YNode<'s>, YNode<'s>)>),
 }
@@ -87,15 +90,27 @@ pub struct YamlError {
 
 impl YamlError {
     fn at(pos: Option<Pos>, message: impl Into<String>) -> Self {
-        YamlError { pos, message: message.into() }
+        YamlError {
+            pos,
+            message: message.into(),
+        }
     }
 }
 
 /// An open collection. Its items so far are the tail of the loader's shared item stack
 /// from `start` on (one exactly-sized allocation per collection instead of regrowing).
 enum Frame {
-    Seq { node: YNode<'static>, anchor: usize, start: usize },
-    Map { node: YNode<'static>, anchor: usize, start: usize, key: Option<YNode<'static>> },
+    Seq {
+        node: YNode<'static>,
+        anchor: usize,
+        start: usize,
+    },
+    Map {
+        node: YNode<'static>,
+        anchor: usize,
+        start: usize,
+        key: Option<YNode<'static>>,
+    },
 }
 
 /// The source, indexed by character (saphyr's markers count characters). An ASCII source
@@ -142,9 +157,19 @@ pub fn load_with_depth(src: &str, max_depth: usize) -> Result<Option<YNode<'_>>,
 
 /// The complete YAML path (`saphyr-parser` events), whatever the input.
 pub fn load_full(src: &str, max_depth: usize) -> Result<Option<YNode<'static>>, YamlError> {
-    let chars = if src.is_ascii() { Chars::Ascii(src.as_bytes()) } else { Chars::Wide(src.chars().collect()) };
-    let mut loader =
-        Loader { max_depth, chars, anchors: HashMap::new(), nodes: 0, seq_items: Vec::new(), map_items: Vec::new() };
+    let chars = if src.is_ascii() {
+        Chars::Ascii(src.as_bytes())
+    } else {
+        Chars::Wide(src.chars().collect())
+    };
+    let mut loader = Loader {
+        max_depth,
+        chars,
+        anchors: HashMap::new(),
+        nodes: 0,
+        seq_items: Vec::new(),
+        map_items: Vec::new(),
+    };
     loader.run(src)
 }
 
@@ -152,7 +177,9 @@ pub fn load_full(src: &str, max_depth: usize) -> Result<Option<YNode<'static>>, 
 /// the scanner handled it and built exactly the full parser's tree, `Ok(false)` when it gave
 /// up, `Err` (both trees) when they differ or the full parser rejects what the scanner took.
 pub fn check_fast_path(src: &str, max_depth: usize) -> Result<bool, String> {
-    let Some(fast) = fast::load(src, max_depth) else { return Ok(false) };
+    let Some(fast) = fast::load(src, max_depth) else {
+        return Ok(false);
+    };
     match load_full(src, max_depth) {
         Ok(Some(full)) => {
             let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -160,7 +187,11 @@ pub fn check_fast_path(src: &str, max_depth: usize) -> Result<bool, String> {
             flatten(&full, "", &mut b);
             match a.iter().zip(&b).find(|(x, y)| x != y) {
                 None if a.len() == b.len() => Ok(true),
-                None => Err(format!("fast scanner: {} nodes, full parser: {}", a.len(), b.len())),
+                None => Err(format!(
+                    "fast scanner: {} nodes, full parser: {}",
+                    a.len(),
+                    b.len()
+                )),
                 Some((x, y)) => Err(format!("fast scanner: {x}\nfull parser: {y}")),
             }
         }
@@ -201,9 +232,8 @@ impl Loader<'_> {
         let mut root: Option<YNode<'static>> = None;
         let mut docs = 0usize;
         while let Some(ev) = parser.next_event() {
-            let (ev, span) = ev.map_err(|e| {
-                YamlError::at(Some(marker_pos(*e.marker())), e.info().to_string())
-            })?;
+            let (ev, span) =
+                ev.map_err(|e| YamlError::at(Some(marker_pos(*e.marker())), e.info().to_string()))?;
             match ev {
                 Event::StreamStart | Event::Nothing | Event::DocumentEnd => {}
                 Event::StreamEnd => break,
@@ -220,7 +250,10 @@ impl Loader<'_> {
                     let node = match self.anchors.get(&id) {
                         Some(n) => n.clone(),
                         None => {
-                            return Err(YamlError::at(Some(marker_pos(span.start)), "Unknown alias"));
+                            return Err(YamlError::at(
+                                Some(marker_pos(span.start)),
+                                "Unknown alias",
+                            ));
                         }
                     };
                     self.count(count_nodes(&node), span)?;
@@ -240,8 +273,15 @@ impl Loader<'_> {
                     if stack.len() >= self.max_depth {
                         return Err(YamlError::at(None, "Maximum object depth exceeded"));
                     }
-                    let node = YNode { pos: self.node_pos(span), kind: YKind::Null };
-                    stack.push(Frame::Seq { node, anchor, start: self.seq_items.len() });
+                    let node = YNode {
+                        pos: self.node_pos(span),
+                        kind: YKind::Null,
+                    };
+                    stack.push(Frame::Seq {
+                        node,
+                        anchor,
+                        start: self.seq_items.len(),
+                    });
                 }
                 Event::MappingStart(anchor, tag) => {
                     self.count(1, span)?;
@@ -249,20 +289,42 @@ impl Loader<'_> {
                     if stack.len() >= self.max_depth {
                         return Err(YamlError::at(None, "Maximum object depth exceeded"));
                     }
-                    let node = YNode { pos: self.node_pos(span), kind: YKind::Null };
-                    stack.push(Frame::Map { node, anchor, start: self.map_items.len(), key: None });
+                    let node = YNode {
+                        pos: self.node_pos(span),
+                        kind: YKind::Null,
+                    };
+                    stack.push(Frame::Map {
+                        node,
+                        anchor,
+                        start: self.map_items.len(),
+                        key: None,
+                    });
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
                     let (node, anchor) = match stack.pop() {
-                        Some(Frame::Seq { mut node, anchor, start }) => {
+                        Some(Frame::Seq {
+                            mut node,
+                            anchor,
+                            start,
+                        }) => {
                             node.kind = YKind::Seq(self.seq_items.drain(start..).collect());
                             (node, anchor)
                         }
-                        Some(Frame::Map { mut node, anchor, start, .. }) => {
+                        Some(Frame::Map {
+                            mut node,
+                            anchor,
+                            start,
+                            ..
+                        }) => {
                             node.kind = YKind::Map(self.map_items.drain(start..).collect());
                             (node, anchor)
                         }
-                        None => return Err(YamlError::at(Some(marker_pos(span.start)), "Unbalanced collection end")),
+                        None => {
+                            return Err(YamlError::at(
+                                Some(marker_pos(span.start)),
+                                "Unbalanced collection end",
+                            ))
+                        }
                     };
                     if anchor > 0 {
                         self.anchors.insert(anchor, node.clone());
@@ -277,12 +339,20 @@ impl Loader<'_> {
     fn count(&mut self, n: usize, span: Span) -> Result<(), YamlError> {
         self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
-            return Err(YamlError::at(Some(marker_pos(span.start)), "Maximum object size exceeded"));
+            return Err(YamlError::at(
+                Some(marker_pos(span.start)),
+                "Maximum object size exceeded",
+            ));
         }
         Ok(())
     }
 
-    fn push_value(&mut self, stack: &mut [Frame], root: &mut Option<YNode<'static>>, node: YNode<'static>) {
+    fn push_value(
+        &mut self,
+        stack: &mut [Frame],
+        root: &mut Option<YNode<'static>>,
+        node: YNode<'static>,
+    ) {
         match stack.last_mut() {
             None => {
                 if root.is_none() {
@@ -344,7 +414,10 @@ impl Loader<'_> {
     fn check_collection_tag(&self, tag: Option<&Tag>, expected: &str) -> Result<(), YamlError> {
         if let Some(name) = tag.and_then(core_tag_name) {
             if name != expected {
-                return Err(YamlError::at(None, format!("Unexpected tag 'tag:yaml.org,2002:{name}'")));
+                return Err(YamlError::at(
+                    None,
+                    format!("Unexpected tag 'tag:yaml.org,2002:{name}'"),
+                ));
             }
         }
         Ok(())
@@ -386,7 +459,10 @@ impl Loader<'_> {
                     ));
                 }
                 match name {
-                    "str" => YKind::Str { value: Cow::Owned(value.to_string()), style },
+                    "str" => YKind::Str {
+                        value: Cow::Owned(value.to_string()),
+                        style,
+                    },
                     "null" => match value {
                         "" | "~" | "null" | "Null" | "NULL" => YKind::Null,
                         _ => return Err(invalid_tagged(value, name, tag_pos)),
@@ -403,14 +479,22 @@ impl Loader<'_> {
                         Some(n) => YKind::Number(n),
                         None => return Err(invalid_tagged(value, name, tag_pos)),
                     },
-                    other => return Err(YamlError::at(None, format!("Unexpected tag 'tag:yaml.org,2002:{other}'"))),
+                    other => {
+                        return Err(YamlError::at(
+                            None,
+                            format!("Unexpected tag 'tag:yaml.org,2002:{other}'"),
+                        ))
+                    }
                 }
             }
             None => {
                 if style == Style::Plain && tag.is_none() {
                     resolve_plain_owned(value.into_owned())
                 } else {
-                    YKind::Str { value: Cow::Owned(value.into_owned()), style }
+                    YKind::Str {
+                        value: Cow::Owned(value.into_owned()),
+                        style,
+                    }
                 }
             }
         };
@@ -433,7 +517,9 @@ impl Loader<'_> {
                 while line_start > 0 && self.char_at(line_start - 1) != Some('\n') {
                     line_start -= 1;
                 }
-                let text: String = (line_start..line_end).filter_map(|i| self.char_at(i)).collect();
+                let text: String = (line_start..line_end)
+                    .filter_map(|i| self.char_at(i))
+                    .collect();
                 if let Some(col) = find_block_header(&text) {
                     return Some(Pos::new(line, col as u32 + 1));
                 }
@@ -468,7 +554,12 @@ fn find_block_header(line: &str) -> Option<usize> {
     }
     if s > 0 && (chars[s - 1] == '|' || chars[s - 1] == '>') {
         let at = s - 1;
-        if at == 0 || chars[at - 1] == ' ' || chars[at - 1] == '\t' || chars[at - 1] == '-' || chars[at - 1] == ':' {
+        if at == 0
+            || chars[at - 1] == ' '
+            || chars[at - 1] == '\t'
+            || chars[at - 1] == '-'
+            || chars[at - 1] == ':'
+        {
             return Some(at);
         }
     }
@@ -504,7 +595,12 @@ fn core_tag_name(tag: &Tag) -> Option<&str> {
 fn count_nodes(n: &YNode<'_>) -> usize {
     match &n.kind {
         YKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        YKind::Map(items) => 1 + items.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>(),
+        YKind::Map(items) => {
+            1 + items
+                .iter()
+                .map(|(k, v)| count_nodes(k) + count_nodes(v))
+                .sum::<usize>()
+        }
         _ => 1,
     }
 }
@@ -524,7 +620,9 @@ fn parse_int(s: &str) -> Option<f64> {
     }
     if let Some(h) = s.strip_prefix("0x") {
         if !h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Some(h.bytes().fold(0f64, |a, c| a * 16.0 + (c as char).to_digit(16).unwrap_or(0) as f64));
+            return Some(h.bytes().fold(0f64, |a, c| {
+                a * 16.0 + (c as char).to_digit(16).unwrap_or(0) as f64
+            }));
         }
         return None;
     }
@@ -590,16 +688,23 @@ pub fn resolve_plain_owned(s: String) -> YKind<'static> {
 pub fn resolve_plain_cow(s: Cow<'_, str>) -> YKind<'_> {
     // Every null, bool and number of the core schema is empty or starts with one of these;
     // words starting with a letter are null or bool only when short (`false`, `NULL`…).
-    let special_start =
-        |c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~' | 'n' | 'N' | 't' | 'T' | 'f' | 'F');
+    let special_start = |c: char| {
+        c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~' | 'n' | 'N' | 't' | 'T' | 'f' | 'F')
+    };
     if !s.is_empty() && !s.starts_with(special_start)
         || s.len() > 5 && s.starts_with(|c: char| c.is_ascii_alphabetic())
     {
-        return YKind::Str { value: s, style: Style::Plain };
+        return YKind::Str {
+            value: s,
+            style: Style::Plain,
+        };
     }
     match resolve_special(&s) {
         Some(kind) => kind,
-        None => YKind::Str { value: s, style: Style::Plain },
+        None => YKind::Str {
+            value: s,
+            style: Style::Plain,
+        },
     }
 }
 
@@ -631,8 +736,20 @@ mod tests {
 
     #[test]
     fn core_schema() {
-        assert_eq!(kind("on"), YKind::Str { value: "on".into(), style: Style::Plain });
-        assert_eq!(kind("yes"), YKind::Str { value: "yes".into(), style: Style::Plain });
+        assert_eq!(
+            kind("on"),
+            YKind::Str {
+                value: "on".into(),
+                style: Style::Plain
+            }
+        );
+        assert_eq!(
+            kind("yes"),
+            YKind::Str {
+                value: "yes".into(),
+                style: Style::Plain
+            }
+        );
         assert_eq!(kind("True"), YKind::Bool(true));
         assert_eq!(kind("0755"), YKind::Number(755.0));
         assert_eq!(kind("0xff"), YKind::Number(255.0));
@@ -640,19 +757,41 @@ mod tests {
         assert_eq!(kind("+1"), YKind::Number(1.0));
         assert_eq!(kind("1.5e3"), YKind::Number(1500.0));
         assert_eq!(kind(".5"), YKind::Number(0.5));
-        assert_eq!(kind("12_345"), YKind::Str { value: "12_345".into(), style: Style::Plain });
-        assert_eq!(kind("inf"), YKind::Str { value: "inf".into(), style: Style::Plain });
+        assert_eq!(
+            kind("12_345"),
+            YKind::Str {
+                value: "12_345".into(),
+                style: Style::Plain
+            }
+        );
+        assert_eq!(
+            kind("inf"),
+            YKind::Str {
+                value: "inf".into(),
+                style: Style::Plain
+            }
+        );
         assert_eq!(kind("~"), YKind::Null);
         assert!(matches!(kind(".nan"), YKind::Number(n) if n.is_nan()));
-        assert_eq!(kind("."), YKind::Str { value: ".".into(), style: Style::Plain });
+        assert_eq!(
+            kind("."),
+            YKind::Str {
+                value: ".".into(),
+                style: Style::Plain
+            }
+        );
     }
 
     #[test]
     fn positions() {
         let src = "a:\n  b:\n  c: |\n    x\n  d: &x [1]\n  e: *x\n";
         let root = load(src).expect("a value").expect("a value");
-        let YKind::Map(items) = &root.kind else { panic!() };
-        let YKind::Map(inner) = &items[0].1.kind else { panic!() };
+        let YKind::Map(items) = &root.kind else {
+            panic!()
+        };
+        let YKind::Map(inner) = &items[0].1.kind else {
+            panic!()
+        };
         assert_eq!(inner[0].1.pos, Pos::new(2, 5)); // empty value after ':'
         assert_eq!(inner[1].1.pos, Pos::new(3, 6)); // block header
         assert_eq!(inner[2].1.pos, Pos::new(5, 9)); // after the anchor
@@ -661,8 +800,12 @@ mod tests {
 
     #[test]
     fn tags() {
-        let root = load("a: !!int 0xff\nb: !!str 1\n").expect("a value").expect("a value");
-        let YKind::Map(items) = &root.kind else { panic!() };
+        let root = load("a: !!int 0xff\nb: !!str 1\n")
+            .expect("a value")
+            .expect("a value");
+        let YKind::Map(items) = &root.kind else {
+            panic!()
+        };
         assert_eq!(items[0].1.kind, YKind::Number(255.0));
         assert!(matches!(items[1].1.kind, YKind::Str { .. }));
         assert!(load("a: !!timestamp 2022-01-01\n").is_err());

@@ -24,7 +24,10 @@ fn check(src: &str) {
         allow_background_steps: true,
         reusable_workflows: Some(
             [
-                ("o/r/.github/workflows/w.yml@v1".to_string(), src.to_string()),
+                (
+                    "o/r/.github/workflows/w.yml@v1".to_string(),
+                    src.to_string(),
+                ),
                 ("./.github/workflows/self.yml".to_string(), src.to_string()),
             ]
             .into(),
@@ -36,8 +39,9 @@ fn check(src: &str) {
 }
 
 const PIECES: &[&str] = &[
-    ":", "-", " ", "\n", "  ", "${{", "}}", "'", "\"", "[", "]", "{", "}", ",", "&a", "*a", "!!int", "!!str", "|", ">",
-    "#", "on", "jobs", "steps", "run", "uses", "if", "needs", "matrix", "\t", "%", "@", "?", "~", "null", "é", "\u{feff}",
+    ":", "-", " ", "\n", "  ", "${{", "}}", "'", "\"", "[", "]", "{", "}", ",", "&a", "*a",
+    "!!int", "!!str", "|", ">", "#", "on", "jobs", "steps", "run", "uses", "if", "needs", "matrix",
+    "\t", "%", "@", "?", "~", "null", "é", "\u{feff}",
 ];
 
 proptest! {
@@ -70,7 +74,9 @@ proptest! {
 #[test]
 fn regression_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).map(|d| d.filter_map(Result::ok).collect()).unwrap_or_default();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(Result::ok).collect())
+        .unwrap_or_default();
     entries.sort_by_key(|e| e.file_name());
     assert!(!entries.is_empty(), "no corpus files in {}", dir.display());
     for e in entries {
@@ -80,7 +86,12 @@ fn regression_corpus() {
         check(&src);
         let first = src.lines().next().unwrap_or_default();
         if first.starts_with("# expect: ok") {
-            assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.diagnostics);
+            assert!(
+                parsed.is_ok(),
+                "{}: {:?}",
+                path.display(),
+                parsed.diagnostics
+            );
         } else if first.starts_with("# expect: error") {
             assert!(!parsed.is_ok(), "{}: accepted", path.display());
         }

@@ -19,7 +19,9 @@ fn shared_dir() -> PathBuf {
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.filter_map(Result::ok) {
         let path = e.path();
         if path.is_dir() {
@@ -36,11 +38,17 @@ fn check_dir(dir: &Path) -> (usize, usize) {
     let mut files = Vec::new();
     yaml_files(dir, &mut files);
     files.sort();
-    assert!(!files.is_empty(), "no YAML files under {} (set FIREBREAK_SHARED)", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no YAML files under {} (set FIREBREAK_SHARED)",
+        dir.display()
+    );
     let (mut handled, mut total) = (0, 0);
     let mut failures = Vec::new();
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         let mut sources = vec![text.clone()];
         if text.contains("\n---\n") {
             sources.extend(text.split("\n---\n").map(str::to_string));
@@ -54,8 +62,16 @@ fn check_dir(dir: &Path) -> (usize, usize) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches; first:\n{}", failures.len(), failures[0]);
-    eprintln!("{}: fast scanner handled {handled} of {total} sources", dir.display());
+    assert!(
+        failures.is_empty(),
+        "{} mismatches; first:\n{}",
+        failures.len(),
+        failures[0]
+    );
+    eprintln!(
+        "{}: fast scanner handled {handled} of {total} sources",
+        dir.display()
+    );
     (handled, total)
 }
 
@@ -105,7 +121,10 @@ fn generated_yaml_mostly_takes_the_fast_path() {
         }
     }
     eprintln!("generated: fast scanner handled {handled} of 500");
-    assert!(handled > 100, "only {handled} of 500 generated sources took the fast path");
+    assert!(
+        handled > 100,
+        "only {handled} of 500 generated sources took the fast path"
+    );
 }
 
 #[test]
@@ -190,9 +209,9 @@ fn hand_picked() {
 }
 
 const PIECES: &[&str] = &[
-    "a", "b", "on", "1", "0x1", "-1", "true", "~", ":", ": ", "- ", "-", " ", "  ", "\n", "\n  ", "\n    ", "\n- ",
-    "'", "''", "\"", "\\", "\\n", "[", "]", "{", "}", ", ", ",", "#", " #", "|", ">", "|-", ">+", "&a", "*a", "!!str",
-    "?", "%", "@", "`", "\t", "é", "---", "...", "${{ x }}",
+    "a", "b", "on", "1", "0x1", "-1", "true", "~", ":", ": ", "- ", "-", " ", "  ", "\n", "\n  ",
+    "\n    ", "\n- ", "'", "''", "\"", "\\", "\\n", "[", "]", "{", "}", ", ", ",", "#", " #", "|",
+    ">", "|-", ">+", "&a", "*a", "!!str", "?", "%", "@", "`", "\t", "é", "---", "...", "${{ x }}",
 ];
 
 proptest! {
@@ -247,9 +266,42 @@ struct Gen<'a> {
 }
 
 const WORDS: &[&str] = &[
-    "a", "on", "run", "1", "-1", "0x1f", "0o7", "1.5", "1e3", ".inf", "true", "False", "null", "~", "a b", "x:y",
-    "a#b", "é ü", "${{ x }}", "echo \"hi\"", "it's", "-a", "?b", ":c", "a,b", "[x]", "0755", "12_345", "+1", ".5",
-    "a  b", "{x}", "\\n", "# no", "a: b", "- a",
+    "a",
+    "on",
+    "run",
+    "1",
+    "-1",
+    "0x1f",
+    "0o7",
+    "1.5",
+    "1e3",
+    ".inf",
+    "true",
+    "False",
+    "null",
+    "~",
+    "a b",
+    "x:y",
+    "a#b",
+    "é ü",
+    "${{ x }}",
+    "echo \"hi\"",
+    "it's",
+    "-a",
+    "?b",
+    ":c",
+    "a,b",
+    "[x]",
+    "0755",
+    "12_345",
+    "+1",
+    ".5",
+    "a  b",
+    "{x}",
+    "\\n",
+    "# no",
+    "a: b",
+    "- a",
 ];
 
 impl Gen<'_> {
@@ -457,7 +509,11 @@ impl Gen<'_> {
 }
 
 fn generated(choices: &[u8]) -> String {
-    let mut g = Gen { choices, at: 0, out: String::new() };
+    let mut g = Gen {
+        choices,
+        at: 0,
+        out: String::new(),
+    };
     if g.pick(5) == 0 {
         g.out.push_str("---\n");
     }

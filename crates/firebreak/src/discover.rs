@@ -23,14 +23,18 @@ fn is_workflow_file(p: &Path) -> bool {
 pub fn workflow_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
-        let meta = std::fs::metadata(input)
-            .with_context(|| format!("cannot read {}", input.display()))?;
+        let meta =
+            std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
         if meta.is_file() {
             out.push(input.clone());
             continue;
         }
         let nested = input.join(".github/workflows");
-        let dir = if nested.is_dir() { nested } else { input.clone() };
+        let dir = if nested.is_dir() {
+            nested
+        } else {
+            input.clone()
+        };
         let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -57,8 +61,16 @@ pub fn read_workflows(inputs: &[PathBuf]) -> Result<Vec<WorkflowFile>> {
                 std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let source = String::from_utf8(bytes)
                 .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
-            let display = path.strip_prefix("./").unwrap_or(&path).display().to_string();
-            Ok(WorkflowFile { display, path, source })
+            let display = path
+                .strip_prefix("./")
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            Ok(WorkflowFile {
+                display,
+                path,
+                source,
+            })
         })
         .collect()
 }

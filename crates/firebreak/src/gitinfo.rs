@@ -68,12 +68,22 @@ pub fn git_state(repo: &Path) -> GitState {
         .to_string();
     let git_ref = symbolic
         .or_else(|| {
-            git(repo, &["describe", "--tags", "--exact-match", "HEAD"]).map(|t| format!("refs/tags/{t}"))
+            git(repo, &["describe", "--tags", "--exact-match", "HEAD"])
+                .map(|t| format!("refs/tags/{t}"))
         })
         .unwrap_or_default();
     let before = git(repo, &["rev-parse", "HEAD~1"]).unwrap_or_else(|| "0".repeat(40));
-    let repository = git(repo, &["remote", "get-url", "origin"]).and_then(|u| repository_from_url(&u));
-    let fmt = git(repo, &["log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%aI%x00%B"]).unwrap_or_default();
+    let repository =
+        git(repo, &["remote", "get-url", "origin"]).and_then(|u| repository_from_url(&u));
+    let fmt = git(
+        repo,
+        &[
+            "log",
+            "-1",
+            "--format=%an%x00%ae%x00%cn%x00%ce%x00%aI%x00%B",
+        ],
+    )
+    .unwrap_or_default();
     let f: Vec<&str> = fmt.splitn(6, '\0').collect();
     let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
     let head_commit = if sha.is_empty() {
@@ -88,8 +98,18 @@ pub fn git_state(repo: &Path) -> GitState {
     };
     let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
     let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
-    let changed_files = git(repo, &["diff-tree", "--no-commit-id", "--name-only", "-r", "--root", "HEAD"])
-        .map(|s| s.lines().map(str::to_string).collect());
+    let changed_files = git(
+        repo,
+        &[
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            "--root",
+            "HEAD",
+        ],
+    )
+    .map(|s| s.lines().map(str::to_string).collect());
     GitState {
         sha,
         git_ref,
@@ -121,8 +141,14 @@ pub fn default_actor(repo: &Path) -> String {
 
 /// A payload shaped like GitHub's webhook for `event` at the repository's HEAD.
 pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &str) -> Value {
-    let (owner, name) = repository.split_once('/').unwrap_or((repository, repository));
-    let branch = if gs.branch.is_empty() { "main" } else { gs.branch.as_str() };
+    let (owner, name) = repository
+        .split_once('/')
+        .unwrap_or((repository, repository));
+    let branch = if gs.branch.is_empty() {
+        "main"
+    } else {
+        gs.branch.as_str()
+    };
     let repo_obj = json!({
         "name": name, "full_name": repository, "owner": {"login": owner, "name": owner},
         "default_branch": branch,
@@ -156,8 +182,14 @@ mod tests {
 
     #[test]
     fn repository_names_from_remote_urls() {
-        assert_eq!(repository_from_url("git@github.com:nektos/act.git").as_deref(), Some("nektos/act"));
-        assert_eq!(repository_from_url("https://github.com/o/n/").as_deref(), Some("o/n"));
+        assert_eq!(
+            repository_from_url("git@github.com:nektos/act.git").as_deref(),
+            Some("nektos/act")
+        );
+        assert_eq!(
+            repository_from_url("https://github.com/o/n/").as_deref(),
+            Some("o/n")
+        );
         assert_eq!(repository_from_url("n"), None);
     }
 

@@ -18,8 +18,15 @@ fn check(sandbox: &str) {
     };
     let tally = run_with(&dir, &opts).unwrap_or_else(|e| panic!("act suite could not run: {e:#}"));
     let min = baseline("act").unwrap_or_else(|e| panic!("{e}"));
-    println!("act --sandbox {sandbox}: {} passed, {} failed (baseline {min})", tally.passed, tally.failed);
-    assert!(tally.passed >= min, "act --sandbox {sandbox}: {} passed, below the baseline of {min}", tally.passed);
+    println!(
+        "act --sandbox {sandbox}: {} passed, {} failed (baseline {min})",
+        tally.passed, tally.failed
+    );
+    assert!(
+        tally.passed >= min,
+        "act --sandbox {sandbox}: {} passed, below the baseline of {min}",
+        tally.passed
+    );
 }
 
 #[test]

@@ -51,8 +51,11 @@ fn repo() -> tempfile::TempDir {
     std::fs::write(d.path().join(".github/workflows/ci.yml"), CI).expect("write");
     std::fs::write(d.path().join("bad.yml"), BAD).expect("write");
     std::fs::write(d.path().join("push.json"), r#"{"ref":"refs/heads/main"}"#).expect("write");
-    std::fs::write(d.path().join("pr.json"), r#"{"pull_request":{"base":{"ref":"main"}}}"#)
-        .expect("write");
+    std::fs::write(
+        d.path().join("pr.json"),
+        r#"{"pull_request":{"base":{"ref":"main"}}}"#,
+    )
+    .expect("write");
     d
 }
 
@@ -63,7 +66,11 @@ fn check_exits_by_validity_and_names_file_line_and_column() {
     assert_eq!(code, 0, "{out}");
     let (code, out, err) = firebreak(d.path(), &["check", ".github/workflows/ci.yml", "bad.yml"]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(out.lines().any(|l| l == "bad.yml:7:9: Unexpected value 'bogus'"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == "bad.yml:7:9: Unexpected value 'bogus'"),
+        "{out}"
+    );
     let (code, _, _) = firebreak(d.path(), &["check", "missing.yml"]);
     assert_eq!(code, 2);
 }
@@ -91,8 +98,14 @@ fn plan_orders_jobs_by_stage_with_their_matrix_legs() {
         assert!(out.contains(leg), "{out}");
     }
     assert!(!out.contains("build (b, 2)"), "excluded leg shown: {out}");
-    let test_line = out.lines().find(|l| l.contains(" test ")).unwrap_or_default();
-    assert!(test_line.trim_start().starts_with('2'), "test runs in stage 2: {out}");
+    let test_line = out
+        .lines()
+        .find(|l| l.contains(" test "))
+        .unwrap_or_default();
+    assert!(
+        test_line.trim_start().starts_with('2'),
+        "test runs in stage 2: {out}"
+    );
 
     let (code, out, _) = firebreak(
         d.path(),
@@ -119,7 +132,10 @@ fn plan_orders_jobs_by_stage_with_their_matrix_legs() {
     assert_eq!(jobs[1]["id"], "test");
     assert_eq!(jobs[1]["layer"], 1);
     assert_eq!(jobs[1]["needs"], serde_json::json!(["build"]));
-    assert_eq!(v["workflows"][0]["layers"], serde_json::json!([["build"], ["test"]]));
+    assert_eq!(
+        v["workflows"][0]["layers"],
+        serde_json::json!([["build"], ["test"]])
+    );
 }
 
 #[test]
@@ -129,8 +145,16 @@ fn plan_says_which_workflows_an_event_filters_out_and_why() {
         let (code, out, err) = firebreak(
             d.path(),
             &[
-                "plan", ".", "--event", "pull_request", "--event-file", "pr.json",
-                "--changed-file", changed, "--format", "json",
+                "plan",
+                ".",
+                "--event",
+                "pull_request",
+                "--event-file",
+                "pr.json",
+                "--changed-file",
+                changed,
+                "--format",
+                "json",
             ],
         );
         assert_eq!(code, 0, "{out}{err}");
@@ -140,7 +164,9 @@ fn plan_says_which_workflows_an_event_filters_out_and_why() {
     let v = pr("README.md");
     assert_eq!(v["workflows"], serde_json::json!([]));
     assert_eq!(v["filtered_out"][0]["path"], ".github/workflows/ci.yml");
-    assert!(v["filtered_out"][0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(v["filtered_out"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
     let v = pr("src/deep/main.rs");
     assert_eq!(v["workflows"][0]["path"], ".github/workflows/ci.yml");
 }

@@ -110,7 +110,16 @@ fn repo(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
     for args in [
         &["init", "-q", "-b", "main"][..],
         &["add", "-A"],
-        &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "init"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
     ] {
         let st = Command::new("git")
             .args(args)
@@ -178,7 +187,11 @@ fn run_qemu(repo: &std::path::Path, extra: &[&str]) -> Run {
             )
         })
         .collect();
-    let ctx = format!("exit {:?}\n{}\n--- stderr\n{stderr}", out.status.code(), log.join("\n"));
+    let ctx = format!(
+        "exit {:?}\n{}\n--- stderr\n{stderr}",
+        out.status.code(),
+        log.join("\n")
+    );
     eprintln!("{ctx}");
     Run {
         pid,
@@ -216,10 +229,16 @@ fn a_workflow_in_microvms_proves_isolation() {
     }
     assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
-    assert!(r.has("host files invisible") && r.has("network unreachable"), "{ctx}");
+    assert!(
+        r.has("host files invisible") && r.has("network unreachable"),
+        "{ctx}"
+    );
     assert!(r.has("network opted in"), "{ctx}");
     assert!(r.has("after the bomb, "), "{ctx}");
-    assert!(r.has("[roomy] root filesystem grown from"), "the job log says so\n{ctx}");
+    assert!(
+        r.has("[roomy] root filesystem grown from"),
+        "the job log says so\n{ctx}"
+    );
 }
 
 #[test]
@@ -232,7 +251,10 @@ fn later_jobs_take_a_vm_from_the_warm_pool_and_no_vm_outlives_the_run() {
     let r = run_qemu(&repo, &["--warm-pool", "1", "--vm-memory-budget", "2048"]);
     let ctx = &r.ctx;
     assert_eq!(r.code, Some(0), "{ctx}");
-    assert!(r.has("[second] qemu VM") && r.has("taken from the warm pool"), "{ctx}");
+    assert!(
+        r.has("[second] qemu VM") && r.has("taken from the warm pool"),
+        "{ctx}"
+    );
     // The pool's spare VM was stopped with the run.
     let marker = format!("fbvm-{}-", r.pid);
     let left: Vec<String> = std::fs::read_dir("/proc")

@@ -326,7 +326,14 @@ pub async fn run_workflow(
                         kind: events::LineKind::Error,
                         line: format!("The job condition could not be evaluated: {e}"),
                     });
-                    finish_now(&events, key, Conclusion::Failure, &mut done, &mut outcomes, &id);
+                    finish_now(
+                        &events,
+                        key,
+                        Conclusion::Failure,
+                        &mut done,
+                        &mut outcomes,
+                        &id,
+                    );
                     continue;
                 }
             };
@@ -336,14 +343,7 @@ pub async fn run_workflow(
                 } else {
                     Conclusion::Skipped
                 };
-                finish_now(
-                    &events,
-                    key,
-                    r,
-                    &mut done,
-                    &mut outcomes,
-                    &id,
-                );
+                finish_now(&events, key, r, &mut done, &mut outcomes, &id);
                 continue;
             }
             // matrix
@@ -357,7 +357,14 @@ pub async fn run_workflow(
                         kind: events::LineKind::Error,
                         line: e,
                     });
-                    finish_now(&events, key, Conclusion::Failure, &mut done, &mut outcomes, &id);
+                    finish_now(
+                        &events,
+                        key,
+                        Conclusion::Failure,
+                        &mut done,
+                        &mut outcomes,
+                        &id,
+                    );
                     continue;
                 }
             };

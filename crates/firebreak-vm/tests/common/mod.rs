@@ -29,7 +29,10 @@ pub fn required() -> bool {
 /// The image to test with, or why the test is skipped.
 pub fn test_image() -> Result<Image, String> {
     if !required() {
-        return Err("VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)".into());
+        return Err(
+            "VM tests are opt-in: set FIREBREAK_VM_TESTS=1 (each boots QEMU; minutes under TCG)"
+                .into(),
+        );
     }
     for t in tools::QEMU_TOOLS {
         if tools::find(t.name).is_none() {

@@ -69,23 +69,30 @@ fn printable(src: &str, ascii: bool) -> bool {
     let ok = |b: u8| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t' || b == b'\r';
     let b = src.as_bytes();
     // Every `\r` starts a `\r\n`, so the scanner can take either byte as the end of a line.
-    let crlf_only = || b.iter().enumerate().all(|(i, &c)| c != b'\r' || b.get(i + 1) == Some(&b'\n'));
+    let crlf_only = || {
+        b.iter()
+            .enumerate()
+            .all(|(i, &c)| c != b'\r' || b.get(i + 1) == Some(&b'\n'))
+    };
     if ascii {
         // No early exit: the compiler turns this into vector compares.
-        let (all_ok, any_cr) = b.iter().fold((true, false), |(ok_so_far, cr), &c| (ok_so_far & ok(c), cr | (c == b'\r')));
+        let (all_ok, any_cr) = b.iter().fold((true, false), |(ok_so_far, cr), &c| {
+            (ok_so_far & ok(c), cr | (c == b'\r'))
+        });
         return all_ok && (!any_cr || crlf_only());
     }
-    crlf_only() && src.chars().all(|c| {
-        if c.is_ascii() {
-            return ok(c as u8);
-        }
-        let c = c as u32;
-        // YAML's printable set, minus characters some parsers treat as line breaks or as a
-        // byte-order mark.
-        (0xA0..=0xD7FF).contains(&c) && c != 0x2028 && c != 0x2029
-            || (0xE000..=0xFFFD).contains(&c) && c != 0xFEFF
-            || c >= 0x10000
-    })
+    crlf_only()
+        && src.chars().all(|c| {
+            if c.is_ascii() {
+                return ok(c as u8);
+            }
+            let c = c as u32;
+            // YAML's printable set, minus characters some parsers treat as line breaks or as a
+            // byte-order mark.
+            (0xA0..=0xD7FF).contains(&c) && c != 0x2028 && c != 0x2029
+                || (0xE000..=0xFFFD).contains(&c) && c != 0xFEFF
+                || c >= 0x10000
+        })
 }
 
 struct Scanner<'s> {
@@ -140,8 +147,24 @@ fn is_flow_indicator(c: u8) -> bool {
 fn is_indicator(c: u8) -> bool {
     matches!(
         c,
-        b'-' | b'?' | b':' | b',' | b'[' | b']' | b'{' | b'}' | b'#' | b'&' | b'*' | b'!' | b'|' | b'>' | b'\'' | b'"'
-            | b'%' | b'@' | b'`'
+        b'-' | b'?'
+            | b':'
+            | b','
+            | b'['
+            | b']'
+            | b'{'
+            | b'}'
+            | b'#'
+            | b'&'
+            | b'*'
+            | b'!'
+            | b'|'
+            | b'>'
+            | b'\''
+            | b'"'
+            | b'%'
+            | b'@'
+            | b'`'
     )
 }
 
@@ -163,7 +186,11 @@ impl<'s> Scanner<'s> {
 
     /// The 1-based column of byte `p` on the current line.
     fn col(&self, p: usize) -> u32 {
-        let n = if self.ascii { p - self.line_start } else { self.src[self.line_start..p].chars().count() };
+        let n = if self.ascii {
+            p - self.line_start
+        } else {
+            self.src[self.line_start..p].chars().count()
+        };
         n as u32 + 1
     }
 
@@ -253,7 +280,9 @@ impl<'s> Scanner<'s> {
 
     fn document(&mut self) -> R<YNode<'s>> {
         // An explicit document start on its own line.
-        let Some(indent) = self.content_line_allowing_start()? else { return Err(Bail) };
+        let Some(indent) = self.content_line_allowing_start()? else {
+            return Err(Bail);
+        };
         let root = self.block_node(indent, -1, 1)?;
         if self.content_line()?.is_some() {
             return Err(Bail);
@@ -355,7 +384,10 @@ impl<'s> Scanner<'s> {
         let pos = self.pos(tok.start);
         let kind = match tok.style {
             Style::Plain => resolve_plain_cow(tok.text),
-            style => YKind::Str { value: tok.text, style },
+            style => YKind::Str {
+                value: tok.text,
+                style,
+            },
         };
         Ok(YNode { pos, kind })
     }
@@ -399,7 +431,11 @@ impl<'s> Scanner<'s> {
             // `-x`, `?x` and `:x` continue the text; other indicators (`- x`, `#`, quotes…)
             // are left to the full parser.
             let c = self.b[q];
-            if is_indicator(c) && !(matches!(c, b'-' | b'?' | b':') && !self.blank(q + 1) && self.at(q + 1) != b'\t') {
+            if is_indicator(c)
+                && !(matches!(c, b'-' | b'?' | b':')
+                    && !self.blank(q + 1)
+                    && self.at(q + 1) != b'\t')
+            {
                 return Err(Bail);
             }
             let part = self.plain(q, false)?;
@@ -458,7 +494,10 @@ impl<'s> Scanner<'s> {
         while q < b.len() {
             // Skip ordinary characters in bulk (an iterator: no bounds check per byte).
             if !SPECIAL[b[q] as usize] {
-                q += b[q..].iter().position(|&c| SPECIAL[c as usize]).unwrap_or(b.len() - q);
+                q += b[q..]
+                    .iter()
+                    .position(|&c| SPECIAL[c as usize])
+                    .unwrap_or(b.len() - q);
                 end = q;
                 continue;
             }
@@ -485,7 +524,13 @@ impl<'s> Scanner<'s> {
         if end == p {
             return Err(Bail);
         }
-        Ok(Tok { start: p, style: Style::Plain, text: self.src[p..end].into(), end, comment })
+        Ok(Tok {
+            start: p,
+            style: Style::Plain,
+            text: self.src[p..end].into(),
+            end,
+            comment,
+        })
     }
 
     fn single_quoted(&self, p: usize) -> R<Tok<'s>> {
@@ -511,7 +556,13 @@ impl<'s> Scanner<'s> {
                         }
                         None => self.src[seg..q].into(),
                     };
-                    return Ok(Tok { start: p, style: Style::SingleQuoted, text, end: q + 1, comment: false });
+                    return Ok(Tok {
+                        start: p,
+                        style: Style::SingleQuoted,
+                        text,
+                        end: q + 1,
+                        comment: false,
+                    });
                 }
                 Some(_) => q += 1,
             }
@@ -534,7 +585,13 @@ impl<'s> Scanner<'s> {
                         }
                         None => self.src[seg..q].into(),
                     };
-                    return Ok(Tok { start: p, style: Style::DoubleQuoted, text, end: q + 1, comment: false });
+                    return Ok(Tok {
+                        start: p,
+                        style: Style::DoubleQuoted,
+                        text,
+                        end: q + 1,
+                        comment: false,
+                    });
                 }
                 Some(b'\\') => {
                     let o = out.get_or_insert_with(String::new);
@@ -603,7 +660,10 @@ impl<'s> Scanner<'s> {
             after = self.key_colon(&key)?.ok_or(Bail)?;
         }
         let items = self.map_items.drain(start..).collect();
-        Ok(YNode { pos, kind: YKind::Map(items) })
+        Ok(YNode {
+            pos,
+            kind: YKind::Map(items),
+        })
     }
 
     /// The value after a key's `:` at `after`, in a mapping of indentation `indent`.
@@ -620,7 +680,9 @@ impl<'s> Scanner<'s> {
             self.next_line();
             return match self.content_line()? {
                 Some(n) if n > indent => self.block_node(n, indent as isize, depth + 1),
-                Some(n) if n == indent && self.at(self.i + n) == b'-' && self.blank(self.i + n + 1) => {
+                Some(n)
+                    if n == indent && self.at(self.i + n) == b'-' && self.blank(self.i + n + 1) =>
+                {
                     // A sequence at its key's indentation is positioned at its first entry.
                     let entry = self.spaces(self.i + n + 1)?;
                     if self.eol(entry) || self.b[entry] == b'#' {
@@ -633,7 +695,10 @@ impl<'s> Scanner<'s> {
                 }
                 _ => {
                     self.count()?;
-                    Ok(YNode { pos: empty_pos, kind: YKind::Null })
+                    Ok(YNode {
+                        pos: empty_pos,
+                        kind: YKind::Null,
+                    })
                 }
             };
         }
@@ -703,7 +768,10 @@ impl<'s> Scanner<'s> {
             dash = d;
         }
         let items = self.seq_items.drain(start..).collect();
-        Ok(YNode { pos, kind: YKind::Seq(items) })
+        Ok(YNode {
+            pos,
+            kind: YKind::Seq(items),
+        })
     }
 
     /// A literal (`|`) or folded (`>`) block scalar whose header is at `p`, inside a
@@ -797,7 +865,10 @@ impl<'s> Scanner<'s> {
                 break;
             }
             // At the content indentation.
-            let e = self.b[s..].iter().position(|&c| c == b'\n').map_or(self.b.len(), |x| s + x);
+            let e = self.b[s..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(self.b.len(), |x| s + x);
             // The input ends on this line without a line break.
             let last = e == self.b.len();
             let text = &self.src[s..e];
@@ -846,8 +917,18 @@ impl<'s> Scanner<'s> {
             }
         }
         self.count()?;
-        let style = if folded { Style::Folded } else { Style::Literal };
-        Ok(YNode { pos, kind: YKind::Str { value: out.into(), style } })
+        let style = if folded {
+            Style::Folded
+        } else {
+            Style::Literal
+        };
+        Ok(YNode {
+            pos,
+            kind: YKind::Str {
+                value: out.into(),
+                style,
+            },
+        })
     }
 
     /// A flow collection on one line starting at `p` (`[` or `{`). Returns the node and the
@@ -875,7 +956,13 @@ impl<'s> Scanner<'s> {
                 }
             }
             let items = self.seq_items.drain(start..).collect();
-            Ok((YNode { pos, kind: YKind::Seq(items) }, q + 1))
+            Ok((
+                YNode {
+                    pos,
+                    kind: YKind::Seq(items),
+                },
+                q + 1,
+            ))
         } else {
             let start = self.map_items.len();
             if self.at(q) != close {
@@ -900,7 +987,13 @@ impl<'s> Scanner<'s> {
                 }
             }
             let items = self.map_items.drain(start..).collect();
-            Ok((YNode { pos, kind: YKind::Map(items) }, q + 1))
+            Ok((
+                YNode {
+                    pos,
+                    kind: YKind::Map(items),
+                },
+                q + 1,
+            ))
         }
     }
 

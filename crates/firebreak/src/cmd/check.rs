@@ -24,7 +24,11 @@ struct ErrorReport {
 }
 
 pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
-    let inputs = if paths.is_empty() { vec![PathBuf::from(".")] } else { paths.to_vec() };
+    let inputs = if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths.to_vec()
+    };
     let files = read_workflows(&inputs)?;
     let mut reports = Vec::with_capacity(files.len());
     for file in &files {
@@ -32,9 +36,17 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
         let errors: Vec<ErrorReport> = parsed
             .diagnostics
             .iter()
-            .map(|d| ErrorReport { line: d.line, col: d.col, message: d.message.clone() })
+            .map(|d| ErrorReport {
+                line: d.line,
+                col: d.col,
+                message: d.message.clone(),
+            })
             .collect();
-        reports.push(FileReport { path: file.display.clone(), valid: errors.is_empty(), errors });
+        reports.push(FileReport {
+            path: file.display.clone(),
+            valid: errors.is_empty(),
+            errors,
+        });
     }
     let invalid = reports.iter().filter(|r| !r.valid).count();
     match format {
@@ -54,9 +66,17 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
                 if reports.len() == 1 { "" } else { "s" },
                 invalid
             );
-            let summary = if invalid == 0 { style::green(&summary) } else { style::red(&summary) };
+            let summary = if invalid == 0 {
+                style::green(&summary)
+            } else {
+                style::red(&summary)
+            };
             eprintln!("{summary}");
         }
     }
-    Ok(if invalid == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use firebreak_runner::sandbox::{HostProvider, NamespaceConfig, NamespaceProvider, SandboxProvider};
+use firebreak_runner::sandbox::{
+    HostProvider, NamespaceConfig, NamespaceProvider, SandboxProvider,
+};
 use serde::Serialize;
 
 use crate::{style, Format};
@@ -26,23 +28,38 @@ struct Backend {
 }
 
 pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let scratch = std::env::temp_dir().join(format!("firebreak-doctor-{}", std::process::id()));
     let (mut backends, vm) = rt.block_on(async {
         let mut out = Vec::new();
         let providers: [Box<dyn SandboxProvider>; 2] = [
             Box::new(HostProvider::new(scratch.join("host"))),
-            Box::new(NamespaceProvider::new(NamespaceConfig::new(scratch.join("ns")))),
+            Box::new(NamespaceProvider::new(NamespaceConfig::new(
+                scratch.join("ns"),
+            ))),
         ];
         for p in &providers {
             let probe = p.probe().await;
-            out.push(Backend { name: p.name().to_string(), works: probe.available, notes: probe.notes });
+            out.push(Backend {
+                name: p.name().to_string(),
+                works: probe.available,
+                notes: probe.notes,
+            });
         }
-        let opts = firebreak_vm::DoctorOptions { probe_kvm: !args.no_kvm_probe, ..Default::default() };
+        let opts = firebreak_vm::DoctorOptions {
+            probe_kvm: !args.no_kvm_probe,
+            ..Default::default()
+        };
         (out, firebreak_vm::doctor(&opts).await)
     });
     let _ = std::fs::remove_dir_all(&scratch);
-    backends.extend(vm.backends.iter().map(|b| Backend { name: b.name.clone(), works: b.works, notes: b.notes.clone() }));
+    backends.extend(vm.backends.iter().map(|b| Backend {
+        name: b.name.clone(),
+        works: b.works,
+        notes: b.notes.clone(),
+    }));
 
     match args.format {
         Format::Json => {
@@ -52,7 +69,11 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
         Format::Text => {
             println!("{}", style::bold("Sandboxes"));
             for b in &backends {
-                let mark = if b.works { style::green("✓") } else { style::red("✗") };
+                let mark = if b.works {
+                    style::green("✓")
+                } else {
+                    style::red("✗")
+                };
                 println!("  {mark} {}", b.name);
                 for n in &b.notes {
                     println!("      {}", style::dim(n));
@@ -60,7 +81,11 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
             }
             println!("{}", style::bold("Host checks"));
             for c in &vm.checks {
-                let mark = if c.ok { style::green("✓") } else { style::red("✗") };
+                let mark = if c.ok {
+                    style::green("✓")
+                } else {
+                    style::red("✗")
+                };
                 println!("  {mark} {}: {}", c.name, c.detail);
             }
         }

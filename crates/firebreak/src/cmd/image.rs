@@ -97,7 +97,11 @@ fn build(store: &ImageStore, agent: Option<PathBuf>, packages: &[String]) -> Res
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            let how = if cached { "found in the cache" } else { "built" };
+            let how = if cached {
+                "found in the cache"
+            } else {
+                "built"
+            };
             eprintln!("{} image {hash} {how}", style::green("✓"));
         }
     };

@@ -65,7 +65,10 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         }
     }
     if invalid {
-        eprintln!("{}: fix the workflow errors above, then plan again", style::error_label());
+        eprintln!(
+            "{}: fix the workflow errors above, then plan again",
+            style::error_label()
+        );
         return Ok(ExitCode::from(1));
     }
 
@@ -73,17 +76,29 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let gs = git_state(&root);
     let payload = match &args.event_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", f.display()))?
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", f.display()))?
         }
         None => {
-            let repository = gs.repository.clone().unwrap_or_else(|| local_repository(&root));
+            let repository = gs
+                .repository
+                .clone()
+                .unwrap_or_else(|| local_repository(&root));
             synthesize_payload(&gs, &args.event, &repository, &default_actor(&root))
         }
     };
-    let changed_files =
-        if args.changed_files.is_empty() { gs.changed_files.clone() } else { Some(args.changed_files.clone()) };
-    let event = Event { name: args.event.clone(), payload, changed_files };
+    let changed_files = if args.changed_files.is_empty() {
+        gs.changed_files.clone()
+    } else {
+        Some(args.changed_files.clone())
+    };
+    let event = Event {
+        name: args.event.clone(),
+        payload,
+        changed_files,
+    };
     let plan = firebreak_workflow::plan::plan(&parsed, &event);
 
     match args.format {
@@ -98,19 +113,33 @@ fn print_text(plan: &Plan) {
         println!("No workflow runs on `{}`.", plan.event);
     }
     for wf in &plan.workflows {
-        println!("{} {}", style::bold(&wf.name), style::dim(&format!("({})", wf.path)));
+        println!(
+            "{} {}",
+            style::bold(&wf.name),
+            style::dim(&format!("({})", wf.path))
+        );
         let rows: Vec<[String; 4]> = wf
             .jobs
             .iter()
             .flat_map(|job| {
-                let needs = if job.needs.is_empty() { "-".to_string() } else { job.needs.join(", ") };
+                let needs = if job.needs.is_empty() {
+                    "-".to_string()
+                } else {
+                    job.needs.join(", ")
+                };
                 let legs: Vec<String> = match &job.matrix {
                     MatrixPlan::None => vec![job.id.clone()],
                     MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect(),
                     MatrixPlan::Deferred { contexts } => {
-                        vec![format!("{} (matrix decided at run time from {})", job.id, contexts.join(", "))]
+                        vec![format!(
+                            "{} (matrix decided at run time from {})",
+                            job.id,
+                            contexts.join(", ")
+                        )]
                     }
-                    MatrixPlan::Invalid { error } => vec![format!("{} (invalid matrix: {error})", job.id)],
+                    MatrixPlan::Invalid { error } => {
+                        vec![format!("{} (invalid matrix: {error})", job.id)]
+                    }
                 };
                 let layer = (job.layer + 1).to_string();
                 let cond = job.if_condition.clone();
@@ -125,7 +154,13 @@ fn print_text(plan: &Plan) {
             .collect();
         let header = ["stage", "job", "needs", "if"];
         let widths: Vec<usize> = (0..4)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0))
+            .map(|c| {
+                rows.iter()
+                    .map(|r| r[c].chars().count())
+                    .chain([header[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cells: [&str; 4]| {
             let mut s = String::from("  ");
@@ -147,6 +182,10 @@ fn print_text(plan: &Plan) {
         }
     }
     for f in &plan.filtered_out {
-        println!("{} {}", style::dim(&format!("skipped {}:", f.path)), f.reason);
+        println!(
+            "{} {}",
+            style::dim(&format!("skipped {}:", f.path)),
+            f.reason
+        );
     }
 }

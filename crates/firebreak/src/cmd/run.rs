@@ -50,8 +50,8 @@ use firebreak_workflow::plan::{self, MatrixPlan};
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::discover::read_workflows;
+use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::style;
 use report::Reporter;
 
@@ -506,19 +506,27 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     // MicroVM providers are made only when a run asks for them (by --sandbox or -P). The
     // QEMU one is kept to stop its warm pool's VMs when the run ends.
     let mut qemu_pool: Option<Arc<firebreak_vm::QemuProvider>> = None;
-    for (kind, name) in [(SandboxKind::Qemu, "qemu"), (SandboxKind::Firecracker, "firecracker")] {
+    for (kind, name) in [
+        (SandboxKind::Qemu, "qemu"),
+        (SandboxKind::Firecracker, "firecracker"),
+    ] {
         let wanted = args.sandbox == Some(kind)
-            || args.platform.iter().any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == name));
+            || args
+                .platform
+                .iter()
+                .any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == name));
         if !wanted {
             continue;
         }
         let store = firebreak_vm::ImageStore::open_default();
         let vm: Arc<dyn SandboxProvider> = match kind {
-            SandboxKind::Firecracker => Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
-                store,
-                None,
-                firebreak_vm::firecracker::FirecrackerConfig::default(),
-            )),
+            SandboxKind::Firecracker => {
+                Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
+                    store,
+                    None,
+                    firebreak_vm::firecracker::FirecrackerConfig::default(),
+                ))
+            }
             _ => {
                 let q = Arc::new(
                     firebreak_vm::QemuProvider::new(store, None, firebreak_vm::VmConfig::default())
@@ -566,7 +574,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let mut label_map = IndexMap::new();
     for p in &args.platform {
         let Some((label, env)) = split_kv(p, '=') else {
-            return usage(format!("-P {p}: expected LABEL=host|namespace|qemu|firecracker"));
+            return usage(format!(
+                "-P {p}: expected LABEL=host|namespace|qemu|firecracker"
+            ));
         };
         let backend = match env.trim() {
             "host" | "-self-hosted" | "self-hosted" => "host",
@@ -638,7 +648,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         stage_source: {
             let (repo, source) = (repo.clone(), source.clone());
             Arc::new(move || {
-                stage::staged_source(&repo, &source).map_err(|e| format!("staging the repository: {e:#}"))
+                stage::staged_source(&repo, &source)
+                    .map_err(|e| format!("staging the repository: {e:#}"))
             })
         },
         staged: Arc::new(tokio::sync::OnceCell::new()),

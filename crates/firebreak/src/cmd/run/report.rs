@@ -84,20 +84,39 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Progress { bar, running: IndexMap::new(), done: 0, failed: 0 }
+        Progress {
+            bar,
+            running: IndexMap::new(),
+            done: 0,
+            failed: 0,
+        }
     }
 
     fn redraw(&self) {
         let running: Vec<String> = self
             .running
             .iter()
-            .map(|(job, step)| if step.is_empty() { job.clone() } else { format!("{job}: {step}") })
+            .map(|(job, step)| {
+                if step.is_empty() {
+                    job.clone()
+                } else {
+                    format!("{job}: {step}")
+                }
+            })
             .collect();
-        let failed = if self.failed > 0 { format!(", {} failed", self.failed) } else { String::new() };
+        let failed = if self.failed > 0 {
+            format!(", {} failed", self.failed)
+        } else {
+            String::new()
+        };
         self.bar.set_message(format!(
             "{} job(s) done{failed} · running {}",
             self.done,
-            if running.is_empty() { "-".to_string() } else { running.join(" | ") }
+            if running.is_empty() {
+                "-".to_string()
+            } else {
+                running.join(" | ")
+            }
         ));
     }
 }
@@ -177,7 +196,9 @@ impl Reporter {
 
     /// Keeps the status line in step with the event stream.
     fn track(&mut self, ev: &Event, label: &str) {
-        let Some(pr) = self.progress.as_mut() else { return };
+        let Some(pr) = self.progress.as_mut() else {
+            return;
+        };
         match ev {
             Event::JobStarted { .. } => {
                 pr.running.insert(label.to_string(), String::new());
