@@ -16,6 +16,8 @@ use firebreak_runner::sandbox::{
 };
 use tokio::sync::{mpsc, Mutex};
 
+use crate::VmError;
+
 /// What an [`AgentSandbox`] needs of the VM behind it.
 pub trait GuestVm: Send + 'static {
     /// The backend's name ([`Sandbox::backend`]).
@@ -279,6 +281,30 @@ pub(crate) fn agent_err(op: &'static str, path: &Path, e: ClientError) -> Sandbo
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     }
+}
+
+pub(crate) fn host_random(buf: &mut [u8]) -> Result<(), VmError> {
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, buf))
+        .map_err(|e| VmError::Io {
+            op: "read",
+            path: "/dev/urandom".into(),
+            source: e,
+        })
+}
+
+/// Gives the guest an `/etc/machine-id` of its own (32 random hex digits, as
+/// systemd writes it; D-Bus and some test suites expect one): a clone must
+/// not keep its snapshot's.
+pub(crate) async fn set_machine_id(client: &AgentClient) -> Result<(), VmError> {
+    let mut id = [0u8; 16];
+    host_random(&mut id)?;
+    let mut text: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    text.push('\n');
+    client
+        .write_file("/etc/machine-id", text.as_bytes(), Some(0o444))
+        .await?;
+    Ok(())
 }
 
 /// Checks that a guest path is absolute, has no `..` and lies under `root`.

@@ -334,6 +334,7 @@ pub async fn prepare_guest(client: &AgentClient) -> Result<GuestPrep, VmError> {
     client
         .make_dirs(&dirs.iter().map(String::as_str).collect::<Vec<_>>())
         .await?;
+    crate::agent_ops::set_machine_id(client).await?;
     // Natively in the agent (it also flushes the disk): the shell script
     // this replaced started eight processes, 0.65-0.77 s after a cold boot
     // under TCG.

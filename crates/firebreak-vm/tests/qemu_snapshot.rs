@@ -443,6 +443,7 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_en
     // Without a refresh the guest clock would lag by at least this much.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut randoms = Vec::new();
+    let mut ids = Vec::new();
     for i in 0..2 {
         let sb = p
             .create(JobSpec::new(format!("clock-{i}"), "hello"))
@@ -457,7 +458,7 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_en
         );
         let (st, lines) = run(
             sb.as_ref(),
-            sh("date +%s; head -c 16 /dev/urandom | od -An -tx1"),
+            sh("date +%s; head -c 16 /dev/urandom | od -An -tx1; cat /etc/machine-id"),
         )
         .await;
         assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
@@ -474,9 +475,16 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_en
             "guest clock {guest} vs host {host}"
         );
         randoms.push(lines.get(1).cloned().unwrap_or_default());
+        let id = lines.get(2).cloned().unwrap_or_default();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "machine id {id:?}"
+        );
+        ids.push(id);
         sb.destroy().await.expect("destroy");
     }
     assert_ne!(randoms[0], randoms[1], "clones must not share entropy");
+    assert_ne!(ids[0], ids[1], "clones must not share a machine id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,6 +183,12 @@ impl SandboxProvider for FirecrackerProvider {
             ));
             let sb = FirecrackerSandbox::for_job(vm, Path::new(GUEST_ROOT), &ws, notes);
             sb.make_layout().await?;
+            crate::agent_ops::set_machine_id(&sb.client)
+                .await
+                .map_err(|e| SandboxError::Unavailable {
+                    backend: BACKEND,
+                    reason: e.to_string(),
+                })?;
             if let Some(limit) = cfg.unresponsive_after {
                 sb.watch_liveness(limit);
             }

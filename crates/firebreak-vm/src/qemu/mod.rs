@@ -459,16 +459,15 @@ async fn wait_chardev_connected(qmp: &mut Qmp, id: &str, timeout: Duration) -> R
 /// the guest's entropy pool (needed after every restore).
 pub(crate) async fn refresh_guest(client: &AgentClient) -> Result<(), VmError> {
     let mut seed = [0u8; 64];
-    let read = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
-    read.map_err(io_err("read", "/dev/urandom"))?;
-    let (clock, entropy) = tokio::join!(
+    crate::agent_ops::host_random(&mut seed)?;
+    let (clock, entropy, id) = tokio::join!(
         client.set_clock(std::time::SystemTime::now()),
-        client.add_entropy(&seed)
+        client.add_entropy(&seed),
+        crate::agent_ops::set_machine_id(client)
     );
     clock?;
     entropy?;
-    Ok(())
+    id
 }
 
 fn watchdog(limit: Duration, pid: u32) -> JoinHandle<()> {
