@@ -1,7 +1,7 @@
 //! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
 //!
 //! ```text
-//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N]
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N]
 //! ```
 //!
 //! For each kind it calls `SandboxProvider::create` (the clock starts
@@ -10,7 +10,7 @@
 //! (references), QEMU `cold` (boot every time), `restore` (clone of the
 //! cached snapshot; the snapshot is taken before timing starts), `pool`
 //! (warm pool of 1; each run waits until the pool has refilled, so this
-//! measures a take). VMs: 256 MiB, 1 vCPU.
+//! measures a take). VMs: 256 MiB, 1 vCPU (`--vcpus N` for more).
 //!
 //! Then capacity: a warm pool as large as the default memory budget allows
 //! (half the host's RAM, 320 MiB charged per 256 MiB VM), how many VMs it
@@ -36,6 +36,7 @@ struct Opts {
     cold: bool,
     capacity: bool,
     capacity_max: Option<usize>,
+    vcpus: u32,
 }
 
 fn parse() -> Opts {
@@ -44,6 +45,7 @@ fn parse() -> Opts {
         cold: true,
         capacity: true,
         capacity_max: None,
+        vcpus: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -52,6 +54,7 @@ fn parse() -> Opts {
             "--no-cold" => o.cold = false,
             "--no-capacity" => o.capacity = false,
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
+            "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -169,10 +172,13 @@ async fn run() -> i32 {
     };
     let cfg = VmConfig {
         memory_mib: 256,
-        vcpus: 1,
+        vcpus: o.vcpus,
         ..VmConfig::default()
     };
-    eprintln!("image {} ; VMs 256 MiB, 1 vCPU", image.manifest.hash);
+    eprintln!(
+        "image {} ; VMs 256 MiB, {} vCPU",
+        image.manifest.hash, o.vcpus
+    );
     let hash = Some(image.manifest.hash.clone());
     let mut rows: Vec<Row> = Vec::new();
     let tmp = std::env::temp_dir().join(format!("fb-bench-{}", std::process::id()));
@@ -316,7 +322,10 @@ async fn capacity(store: &ImageStore, hash: Option<String>, cfg: &VmConfig, max:
         (ticks1.saturating_sub(ticks0)) as f64 / 100.0 / window.as_secs_f64() * 100.0;
     let rss_mib_avg = rss.iter().sum::<u64>() as f64 / 1024.0 / rss.len().max(1) as f64;
     let rss_mib_max = rss.iter().max().copied().unwrap_or(0) as f64 / 1024.0;
-    println!("\n## capacity (256 MiB, 1 vCPU VMs; idle in the warm pool)\n");
+    println!(
+        "\n## capacity (256 MiB, {} vCPU VMs; idle in the warm pool)\n",
+        cfg.vcpus
+    );
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| memory budget (half of host RAM) | {budget} MiB |");
