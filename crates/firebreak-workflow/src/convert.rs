@@ -10,35 +10,8 @@ use indexmap::IndexMap;
 use crate::diag::{Diags, Pos};
 use crate::model::*;
 use crate::reader::if_condition;
+use crate::schema::{JOB_IF, STEP_IF};
 use crate::token::{Token, TokenKind};
-
-pub(crate) const JOB_IF_CTX: &[&str] = &[
-    "github",
-    "inputs",
-    "vars",
-    "needs",
-    "always(0,0)",
-    "failure(0,MAX)",
-    "cancelled(0,0)",
-    "success(0,MAX)",
-];
-pub(crate) const STEP_IF_CTX: &[&str] = &[
-    "github",
-    "inputs",
-    "vars",
-    "needs",
-    "strategy",
-    "matrix",
-    "steps",
-    "job",
-    "runner",
-    "env",
-    "always(0,0)",
-    "failure(0,0)",
-    "cancelled(0,0)",
-    "success(0,0)",
-    "hashFiles(1,255)",
-];
 
 pub(crate) struct Converter<'a> {
     pub file: String,
@@ -599,7 +572,7 @@ impl Converter<'_> {
                 "env" => steps_job.env = Some(v),
                 "environment" => steps_job.environment = Some(v),
                 "if" => {
-                    if let Some(c) = self.if_cond(&v, JOB_IF_CTX) {
+                    if let Some(c) = self.if_cond(&v, JOB_IF) {
                         job.if_condition = c;
                     }
                 }
@@ -854,7 +827,7 @@ impl Converter<'_> {
                     cancel = into_string(v);
                 }
                 "parallel" => parallel = Some(v),
-                "if" => if_condition = self.if_cond(&v, STEP_IF_CTX),
+                "if" => if_condition = self.if_cond(&v, STEP_IF),
                 "continue-on-error" => coe = Some(v),
                 _ => {}
             }

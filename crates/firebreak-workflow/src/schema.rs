@@ -112,7 +112,8 @@ const GIV: &[&str] = &["github", "inputs", "vars"];
 const GIVS: &[&str] = &["github", "inputs", "vars", "secrets"];
 const GIVJ: &[&str] = &["github", "inputs", "vars", "jobs"];
 const NEEDS: &[&str] = &["github", "inputs", "vars", "needs"];
-const JOB_IF: &[&str] = &[
+/// Contexts and functions of a job's `if` (also what [`crate::convert`] checks it against).
+pub(crate) const JOB_IF: &[&str] = &[
     "github",
     "inputs",
     "vars",
@@ -154,7 +155,8 @@ const STEPS: &[&str] = &[
     "env",
     "hashFiles(1,255)",
 ];
-const STEP_IF: &[&str] = &[
+/// Contexts and functions of a step's `if`.
+pub(crate) const STEP_IF: &[&str] = &[
     "github",
     "inputs",
     "vars",

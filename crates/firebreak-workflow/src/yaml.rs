@@ -268,15 +268,7 @@ impl Loader<'_> {
                     self.push_value(&mut stack, &mut root, node);
                 }
                 Event::SequenceStart(anchor, tag) => {
-                    self.count(1, span)?;
-                    self.check_collection_tag(tag.as_deref(), "seq")?;
-                    if stack.len() >= self.max_depth {
-                        return Err(YamlError::at(None, "Maximum object depth exceeded"));
-                    }
-                    let node = YNode {
-                        pos: self.node_pos(span),
-                        kind: YKind::Null,
-                    };
+                    let node = self.open_collection(span, tag.as_deref(), "seq", stack.len())?;
                     stack.push(Frame::Seq {
                         node,
                         anchor,
@@ -284,15 +276,7 @@ impl Loader<'_> {
                     });
                 }
                 Event::MappingStart(anchor, tag) => {
-                    self.count(1, span)?;
-                    self.check_collection_tag(tag.as_deref(), "map")?;
-                    if stack.len() >= self.max_depth {
-                        return Err(YamlError::at(None, "Maximum object depth exceeded"));
-                    }
-                    let node = YNode {
-                        pos: self.node_pos(span),
-                        kind: YKind::Null,
-                    };
+                    let node = self.open_collection(span, tag.as_deref(), "map", stack.len())?;
                     stack.push(Frame::Map {
                         node,
                         anchor,
@@ -409,6 +393,26 @@ impl Loader<'_> {
                 _ => return pos,
             }
         }
+    }
+
+    /// The placeholder node of a sequence or mapping (`kind`, "seq" or "map") that starts at
+    /// `span` inside `depth` open collections, after the node count, tag and depth checks.
+    fn open_collection(
+        &mut self,
+        span: Span,
+        tag: Option<&Tag>,
+        kind: &str,
+        depth: usize,
+    ) -> Result<YNode<'static>, YamlError> {
+        self.count(1, span)?;
+        self.check_collection_tag(tag, kind)?;
+        if depth >= self.max_depth {
+            return Err(YamlError::at(None, "Maximum object depth exceeded"));
+        }
+        Ok(YNode {
+            pos: self.node_pos(span),
+            kind: YKind::Null,
+        })
     }
 
     fn check_collection_tag(&self, tag: Option<&Tag>, expected: &str) -> Result<(), YamlError> {

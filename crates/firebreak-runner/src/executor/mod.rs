@@ -320,20 +320,8 @@ pub async fn run_workflow(
             let run_it = match run_it {
                 Ok(b) => b,
                 Err(e) => {
-                    events.send(Event::Output {
-                        job: key.clone(),
-                        step: None,
-                        kind: events::LineKind::Error,
-                        line: format!("The job condition could not be evaluated: {e}"),
-                    });
-                    finish_now(
-                        &events,
-                        key,
-                        Conclusion::Failure,
-                        &mut done,
-                        &mut outcomes,
-                        &id,
-                    );
+                    let line = format!("The job condition could not be evaluated: {e}");
+                    fail_now(&events, key, line, &mut done, &mut outcomes, &id);
                     continue;
                 }
             };
@@ -351,20 +339,7 @@ pub async fn run_workflow(
             let legs = match expand(jp, &base_ctx, &display) {
                 Ok(l) => l,
                 Err(e) => {
-                    events.send(Event::Output {
-                        job: key.clone(),
-                        step: None,
-                        kind: events::LineKind::Error,
-                        line: e,
-                    });
-                    finish_now(
-                        &events,
-                        key,
-                        Conclusion::Failure,
-                        &mut done,
-                        &mut outcomes,
-                        &id,
-                    );
+                    fail_now(&events, key, e, &mut done, &mut outcomes, &id);
                     continue;
                 }
             };
@@ -613,6 +588,24 @@ fn job_key(cfg: &RunConfig, workflow_path: &str, id: &str, name: &str) -> JobKey
         id: id.to_string(),
         name: format!("{}{name}", cfg.job_prefix),
     }
+}
+
+/// [`finish_now`] with a failure, after `line` as the job's error.
+fn fail_now(
+    events: &EventSender,
+    key: JobKey,
+    line: String,
+    done: &mut HashMap<String, Done>,
+    outcomes: &mut IndexMap<String, JobOutcome>,
+    id: &str,
+) {
+    events.send(Event::Output {
+        job: key.clone(),
+        step: None,
+        kind: events::LineKind::Error,
+        line,
+    });
+    finish_now(events, key, Conclusion::Failure, done, outcomes, id);
 }
 
 fn finish_now(
