@@ -283,14 +283,13 @@ pub(crate) fn agent_err(op: &'static str, path: &Path, e: ClientError) -> Sandbo
     }
 }
 
-pub(crate) fn host_random(buf: &mut [u8]) -> Result<(), VmError> {
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, buf))
-        .map_err(|e| VmError::Io {
-            op: "read",
-            path: "/dev/urandom".into(),
-            source: e,
-        })
+/// Where [`host_random`] reads.
+pub(crate) const HOST_RANDOM: &str = "/dev/urandom";
+
+/// Fills `buf` from the host's randomness (fresh entropy and identities for
+/// guests, which must never share their snapshot's).
+pub(crate) fn host_random(buf: &mut [u8]) -> std::io::Result<()> {
+    std::fs::File::open(HOST_RANDOM).and_then(|mut f| std::io::Read::read_exact(&mut f, buf))
 }
 
 /// Gives the guest an `/etc/machine-id` of its own (32 random hex digits, as
@@ -298,7 +297,11 @@ pub(crate) fn host_random(buf: &mut [u8]) -> Result<(), VmError> {
 /// not keep its snapshot's.
 pub(crate) async fn set_machine_id(client: &AgentClient) -> Result<(), VmError> {
     let mut id = [0u8; 16];
-    host_random(&mut id)?;
+    host_random(&mut id).map_err(|source| VmError::Io {
+        op: "read",
+        path: HOST_RANDOM.into(),
+        source,
+    })?;
     let mut text: String = id.iter().map(|b| format!("{b:02x}")).collect();
     text.push('\n');
     client

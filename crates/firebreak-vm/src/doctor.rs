@@ -255,25 +255,27 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     if images.is_empty() {
         qnotes.push("no guest image yet: run `firebreak image build`".into());
     }
-    // Whether guests are known to run under TCG here.
-    let tcg = match kvm_works {
-        Some(works) => !works,
-        None => pvm || kvm_open.is_err(),
-    };
-    match kvm_works {
-        Some(true) => qnotes.push("guests run under KVM".into()),
-        _ if pvm => {
-            qnotes.push("KVM is PVM-only: guests will run under TCG (boots take seconds)".into())
-        }
-        Some(false) => qnotes.push(
-            "KVM does not run guests here: guests will run under TCG (boots take seconds)".into(),
+    // What the KVM facts mean for guests, and whether they are known to run under TCG.
+    let (accel, tcg) = match kvm_works {
+        Some(true) => ("guests run under KVM", false),
+        _ if pvm => (
+            "KVM is PVM-only: guests will run under TCG (boots take seconds)",
+            true,
         ),
-        None if kvm_open.is_err() => {
-            qnotes.push("no usable /dev/kvm: guests will run under TCG (boots take seconds)".into())
-        }
-        None => qnotes
-            .push("KVM not probed: guests use KVM only if the first boot's probe succeeds".into()),
-    }
+        Some(false) => (
+            "KVM does not run guests here: guests will run under TCG (boots take seconds)",
+            true,
+        ),
+        None if kvm_open.is_err() => (
+            "no usable /dev/kvm: guests will run under TCG (boots take seconds)",
+            true,
+        ),
+        None => (
+            "KVM not probed: guests use KVM only if the first boot's probe succeeds",
+            false,
+        ),
+    };
+    qnotes.push(accel.into());
     if tcg {
         // What a job sees differently under emulation (see `qemu/args.rs`).
         qnotes.push(

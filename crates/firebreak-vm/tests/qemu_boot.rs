@@ -15,21 +15,7 @@ use firebreak_vm::image::ImageStore;
 use firebreak_vm::{QemuProvider, QemuVm, VmConfig};
 
 mod common;
-use common::SERIAL;
-
-/// Runs `spec` in the VM to completion: stdout, stderr, exit status.
-async fn exec_collect(
-    client: &firebreak_agent::AgentClient,
-    spec: firebreak_agent::ExecSpec,
-) -> (Vec<u8>, Vec<u8>, firebreak_agent::ExitStatus) {
-    client
-        .exec(spec)
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect")
-}
+use common::{exec_collect, SERIAL};
 
 fn sh(script: &str) -> ExecRequest {
     ExecRequest::new(["/bin/sh", "-c", script])

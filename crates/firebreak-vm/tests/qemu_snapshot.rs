@@ -30,14 +30,8 @@ fn sh(script: &str) -> ExecRequest {
 }
 
 async fn guest_sh(vm: &QemuVm, script: &str) -> (String, String, firebreak_agent::ExitStatus) {
-    let (out, err, st) = vm
-        .client()
-        .exec(firebreak_agent::ExecSpec::new(["/bin/sh", "-c", script]).env("PATH", PATH))
-        .await
-        .expect("exec")
-        .collect()
-        .await
-        .expect("collect");
+    let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", script]).env("PATH", PATH);
+    let (out, err, st) = common::exec_collect(&vm.client(), spec).await;
     (
         String::from_utf8_lossy(&out).into_owned(),
         String::from_utf8_lossy(&err).into_owned(),

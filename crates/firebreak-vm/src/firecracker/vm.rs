@@ -3,7 +3,6 @@
 //! jailer settings.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -707,14 +706,6 @@ fn stage(
     Ok(layout.vmm(name))
 }
 
-fn host_entropy() -> Vec<u8> {
-    let mut seed = vec![0u8; 64];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut seed);
-    }
-    seed
-}
-
 impl FirecrackerVm {
     /// Boots `files` under Firecracker and completes the agent handshake.
     pub async fn boot(
@@ -949,7 +940,10 @@ impl FirecrackerVm {
         // Clones share the snapshot's clock and RNG state: set the clock and
         // mix fresh host entropy in before any job code runs.
         vm.client.set_clock(SystemTime::now()).await?;
-        vm.client.add_entropy(&host_entropy()).await?;
+        let mut seed = [0u8; 64];
+        crate::agent_ops::host_random(&mut seed)
+            .map_err(io_err("read", crate::agent_ops::HOST_RANDOM))?;
+        vm.client.add_entropy(&seed).await?;
         Ok(vm)
     }
 

@@ -459,7 +459,8 @@ async fn wait_chardev_connected(qmp: &mut Qmp, id: &str, timeout: Duration) -> R
 /// the guest's entropy pool (needed after every restore).
 pub(crate) async fn refresh_guest(client: &AgentClient) -> Result<(), VmError> {
     let mut seed = [0u8; 64];
-    crate::agent_ops::host_random(&mut seed)?;
+    crate::agent_ops::host_random(&mut seed)
+        .map_err(io_err("read", crate::agent_ops::HOST_RANDOM))?;
     let (clock, entropy, id) = tokio::join!(
         client.set_clock(std::time::SystemTime::now()),
         client.add_entropy(&seed),

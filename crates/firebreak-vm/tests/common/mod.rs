@@ -1,5 +1,6 @@
 //! What every VM test binary shares: finding (or building) the guest image to boot, the
-//! opt-in switch, and one lock so that boots run one at a time.
+//! opt-in switch, one lock so that boots run one at a time, and running a command through a
+//! VM's agent.
 //!
 //! Without `FIREBREAK_VM_TESTS=1` the VM tests print SKIPPED and pass. With it (as
 //! `scripts/test` sets after building the image) a missing tool or image fails them.
@@ -12,6 +13,20 @@ use firebreak_vm::image::{Image, ImageSpec, ImageStore};
 use firebreak_vm::tools;
 
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `spec` in the VM to completion: stdout, stderr, exit status.
+pub async fn exec_collect(
+    client: &firebreak_agent::AgentClient,
+    spec: firebreak_agent::ExecSpec,
+) -> (Vec<u8>, Vec<u8>, firebreak_agent::ExitStatus) {
+    client
+        .exec(spec)
+        .await
+        .expect("exec")
+        .collect()
+        .await
+        .expect("collect")
+}
 
 pub fn agent_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("FIREBREAK_AGENT") {
