@@ -107,7 +107,8 @@ impl<V: GuestVm> AgentSandbox<V> {
                     Ok(Err(_)) => return,
                     Err(_) => {
                         let _ = hung.set(format!(
-                            "the VM stopped answering (its agent left a ping unanswered for {:.0}s) and was killed",
+                            "the VM stopped answering (its agent left a ping unanswered for {:.0}s) and was killed; \
+                             the job may have wedged the guest: run it again, or with --sandbox namespace to see where it hangs",
                             limit.as_secs_f64()
                         ));
                         destroyed.store(true, Ordering::SeqCst);
