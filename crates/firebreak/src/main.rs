@@ -63,6 +63,24 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
 }
 
+/// `println!` that returns the write's error instead of panicking: `firebreak plan | head`
+/// closes stdout early, and the command then stops without a message (see [`main`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// Whether `err` is stdout closed by its reader (a pipe into `head`), which is not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -74,6 +92,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // What a shell reports for a tool killed by SIGPIPE: quiet, and never mistaken for
+        // success (`firebreak check | head` under `set -o pipefail` must not pass).
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(141),
         Err(err) => {
             eprintln!("{}: {err:#}", style::error_label());
             ExitCode::from(2)

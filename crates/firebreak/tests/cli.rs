@@ -170,3 +170,28 @@ fn plan_says_which_workflows_an_event_filters_out_and_why() {
     let v = pr("src/deep/main.rs");
     assert_eq!(v["workflows"][0]["path"], ".github/workflows/ci.yml");
 }
+
+#[test]
+fn output_into_a_closed_pipe_stops_quietly_without_passing_for_success() {
+    let dir = repo();
+    for args in [
+        &["plan"][..],
+        &["check", "bad.yml"][..],
+        &["plan", "--format", "json"][..],
+    ] {
+        // A pipe whose reader is gone, as after `firebreak plan | head -1`.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(writer)
+            .output()
+            .expect("run firebreak");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

@@ -52,12 +52,12 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
     match format {
         Format::Json => {
             let doc = serde_json::json!({ "valid": invalid == 0, "files": reports });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         }
         Format::Text => {
             for r in &reports {
                 for e in &r.errors {
-                    println!("{}:{}:{}: {}", r.path, e.line, e.col, e.message);
+                    crate::outln!("{}:{}:{}: {}", r.path, e.line, e.col, e.message)?;
                 }
             }
             let summary = format!(

@@ -64,29 +64,29 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
     match args.format {
         Format::Json => {
             let doc = serde_json::json!({ "backends": backends, "checks": vm.checks });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         }
         Format::Text => {
-            println!("{}", style::bold("Sandboxes"));
+            crate::outln!("{}", style::bold("Sandboxes"))?;
             for b in &backends {
                 let mark = if b.works {
                     style::green("✓")
                 } else {
                     style::red("✗")
                 };
-                println!("  {mark} {}", b.name);
+                crate::outln!("  {mark} {}", b.name)?;
                 for n in &b.notes {
-                    println!("      {}", style::dim(n));
+                    crate::outln!("      {}", style::dim(n))?;
                 }
             }
-            println!("{}", style::bold("Host checks"));
+            crate::outln!("{}", style::bold("Host checks"))?;
             for c in &vm.checks {
                 let mark = if c.ok {
                     style::green("✓")
                 } else {
                     style::red("✗")
                 };
-                println!("  {mark} {}: {}", c.name, c.detail);
+                crate::outln!("  {mark} {}: {}", c.name, c.detail)?;
             }
         }
     }

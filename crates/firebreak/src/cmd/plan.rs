@@ -102,22 +102,22 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let plan = firebreak_workflow::plan::plan(&parsed, &event);
 
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-        Format::Text => print_text(&plan),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?,
+        Format::Text => print_text(&plan)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_text(plan: &Plan) {
+fn print_text(plan: &Plan) -> std::io::Result<()> {
     if plan.workflows.is_empty() {
-        println!("No workflow runs on `{}`.", plan.event);
+        crate::outln!("No workflow runs on `{}`.", plan.event)?;
     }
     for wf in &plan.workflows {
-        println!(
+        crate::outln!(
             "{} {}",
             style::bold(&wf.name),
             style::dim(&format!("({})", wf.path))
-        );
+        )?;
         let rows: Vec<[String; 4]> = wf
             .jobs
             .iter()
@@ -173,19 +173,20 @@ fn print_text(plan: &Plan) {
             }
             s
         };
-        println!("{}", style::dim(&line(header)));
+        crate::outln!("{}", style::dim(&line(header)))?;
         for r in &rows {
-            println!("{}", line([&r[0], &r[1], &r[2], &r[3]]));
+            crate::outln!("{}", line([&r[0], &r[1], &r[2], &r[3]]))?;
         }
         for e in &wf.errors {
-            println!("  {}: {e}", style::error_label());
+            crate::outln!("  {}: {e}", style::error_label())?;
         }
     }
     for f in &plan.filtered_out {
-        println!(
+        crate::outln!(
             "{} {}",
             style::dim(&format!("skipped {}:", f.path)),
             f.reason
-        );
+        )?;
     }
+    Ok(())
 }
