@@ -1,7 +1,7 @@
 //! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
 //!
 //! ```text
-//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N]
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal]
 //! ```
 //!
 //! For each kind it calls `SandboxProvider::create` (the clock starts
@@ -10,7 +10,9 @@
 //! (references), QEMU `cold` (boot every time), `restore` (clone of the
 //! cached snapshot; the snapshot is taken before timing starts), `pool`
 //! (warm pool of 1; each run waits until the pool has refilled, so this
-//! measures a take). VMs: 256 MiB, 1 vCPU (`--vcpus N` for more).
+//! measures a take). VMs: 256 MiB, 1 vCPU (`--vcpus N` for more), on the
+//! newest image (`--kernel minimal`: the newest image with the minimal
+//! kernel, `--kernel package` with Debian's).
 //!
 //! Then capacity: a warm pool as large as the default memory budget allows
 //! (half the host's RAM, 320 MiB charged per 256 MiB VM), how many VMs it
@@ -24,7 +26,7 @@ use firebreak_runner::sandbox::{
 };
 use firebreak_vm::image::ImageStore;
 use firebreak_vm::pool::{vm_cost_mib, MemoryBudget};
-use firebreak_vm::{PoolConfig, QemuProvider, Start, VmConfig};
+use firebreak_vm::{KernelKind, PoolConfig, QemuProvider, Start, VmConfig};
 
 /// Median, p90, min (ms) and successful runs.
 type Summary = (f64, f64, f64, usize);
@@ -37,6 +39,7 @@ struct Opts {
     capacity: bool,
     capacity_max: Option<usize>,
     vcpus: u32,
+    kernel: Option<KernelKind>,
 }
 
 fn parse() -> Opts {
@@ -46,6 +49,7 @@ fn parse() -> Opts {
         capacity: true,
         capacity_max: None,
         vcpus: 1,
+        kernel: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -55,6 +59,16 @@ fn parse() -> Opts {
             "--no-capacity" => o.capacity = false,
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
             "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
+            "--kernel" => {
+                o.kernel = match args.next().as_deref() {
+                    Some("package") => Some(KernelKind::Package),
+                    Some("minimal") => Some(KernelKind::Minimal),
+                    other => {
+                        eprintln!("--kernel takes package or minimal, not {other:?}");
+                        std::process::exit(2);
+                    }
+                }
+            }
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -163,7 +177,15 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 async fn run() -> i32 {
     let o = parse();
     let store = ImageStore::open_default();
-    let image = match store.latest() {
+    let image = match o.kernel {
+        None => store.latest(),
+        Some(kind) => store.list().and_then(|all| {
+            all.into_iter()
+                .find(|i| i.manifest.kernel == kind)
+                .ok_or_else(|| firebreak_vm::ImageError::NoImage(store.images_dir()))
+        }),
+    };
+    let image = match image {
         Ok(i) => i,
         Err(e) => {
             eprintln!("SKIPPED: no guest image ({e}); only host/namespace measured");
@@ -176,8 +198,8 @@ async fn run() -> i32 {
         ..VmConfig::default()
     };
     eprintln!(
-        "image {} ; VMs 256 MiB, {} vCPU",
-        image.manifest.hash, o.vcpus
+        "image {} (kernel {}) ; VMs 256 MiB, {} vCPU",
+        image.manifest.hash, image.manifest.kernel_release, o.vcpus
     );
     let hash = Some(image.manifest.hash.clone());
     let mut rows: Vec<Row> = Vec::new();

@@ -5,6 +5,8 @@
 //!
 //! * [`image`] — building guest images (kernel, vmlinux, initramfs, ext4
 //!   rootfs with the agent) into a content-addressed cache; list; prune.
+//! * [`kernel`] — the minimal guest kernel: Debian's kernel source compiled
+//!   with `kernel/firebreak.config` (`image build --kernel minimal`).
 //! * [`qemu`] — booting an image under QEMU (KVM when a probe boot proves it
 //!   works, else TCG) on a copy-on-write overlay, with vCPU/memory limits,
 //!   optional user networking, boot timeout and retry, a job-timeout
@@ -59,6 +61,7 @@ mod agent_ops;
 pub mod doctor;
 pub mod firecracker;
 pub mod image;
+pub mod kernel;
 pub mod pool;
 pub mod qemu;
 pub mod qmp;
@@ -69,7 +72,7 @@ pub mod transport;
 
 pub use agent_ops::{AgentSandbox, GuestVm};
 pub use doctor::{doctor, DoctorOptions, DoctorReport};
-pub use image::{BuildEvent, Image, ImageError, ImageSpec, ImageStore};
+pub use image::{BuildEvent, Image, ImageError, ImageSpec, ImageStore, KernelKind};
 pub use pool::{MemoryBudget, PoolConfig, WarmPool};
 pub use qemu::{Accel, Machine, QemuVm, Start, VmConfig, VmError};
 pub use sandbox::{QemuProvider, VmOrigin, VmSandbox};

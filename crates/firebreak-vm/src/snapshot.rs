@@ -644,6 +644,8 @@ mod tests {
                 packages: Vec::new(),
                 base: String::new(),
                 kernel_release: String::new(),
+                kernel: crate::image::KernelKind::Package,
+                kernel_build: None,
                 agent_sha256: String::new(),
                 modules: Vec::new(),
                 rootfs_bytes: 0,
@@ -674,6 +676,27 @@ mod tests {
         assert_ne!(a, snapshot_name(&img, &cfg, true));
         std::fs::write(d.path().join("rootfs.ext4"), "changed!").expect("write");
         assert_ne!(a, snapshot_name(&img, &cfg, false));
+    }
+
+    #[test]
+    fn a_kernel_without_acpi_gets_its_microvm_devices_on_the_command_line() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut img = fake_image(d.path());
+        let cfg = VmConfig {
+            machine: crate::Machine::Microvm,
+            ..VmConfig::default()
+        };
+        let machine = |img: &Image| {
+            let args = qemu_args(img, &cfg, false, Path::new("/run/x"), true);
+            let i = args.iter().position(|a| a == "-machine").expect("-machine");
+            args[i + 1].to_string_lossy().into_owned()
+        };
+        let package = snapshot_name(&img, &cfg, false);
+        assert!(!machine(&img).contains("acpi=off"), "{}", machine(&img));
+        img.manifest.kernel = crate::image::KernelKind::Minimal;
+        assert!(machine(&img).contains("acpi=off"), "{}", machine(&img));
+        // A snapshot of one cannot be restored as the other.
+        assert_ne!(package, snapshot_name(&img, &cfg, false));
     }
 
     #[test]

@@ -684,6 +684,18 @@ jobs:
 }
 
 #[test]
+fn an_image_that_is_not_there_is_named_before_any_job_runs() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran\n",
+    )]);
+    let o = r.run(&["push", "--sandbox", "qemu", "--image", "no-such-image"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("no image no-such-image in"), "{o:?}");
+    assert!(!o.has("ran"), "{o:?}");
+}
+
+#[test]
 fn checkout_fills_the_workspace() {
     let r = repo(&[
         (

@@ -109,6 +109,11 @@ pub(crate) fn qemu_args_with_drive(
     };
     let machine = match cfg.machine {
         Machine::Q35 => "q35".to_string(),
+        // A kernel without ACPI (the minimal one) finds microvm's virtio devices on its
+        // command line, which QEMU writes there only when the machine's ACPI is off.
+        Machine::Microvm if !image.manifest.kernel.has_acpi() => {
+            "microvm,isa-serial=on,rtc=on,acpi=off".to_string()
+        }
         Machine::Microvm => "microvm,isa-serial=on,rtc=on".to_string(),
     };
     let ram_object = match ram {

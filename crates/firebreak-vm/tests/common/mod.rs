@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use firebreak_vm::image::{Image, ImageSpec, ImageStore};
+use firebreak_vm::image::{Image, ImageSpec, ImageStore, KernelKind};
 use firebreak_vm::tools;
 
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -59,7 +59,12 @@ pub fn test_image() -> Result<Image, String> {
     }
     let store = ImageStore::open_default();
     let agent = agent_binary();
-    let spec = ImageSpec::new(&agent);
+    // `FIREBREAK_TEST_KERNEL=minimal`: the image with the kernel built from source.
+    let kernel = match std::env::var("FIREBREAK_TEST_KERNEL").as_deref() {
+        Ok("minimal") => KernelKind::Minimal,
+        _ => KernelKind::Package,
+    };
+    let spec = ImageSpec::new(&agent).with_kernel(kernel);
     if agent.is_file() {
         if let Ok(hash) = store.hash_of(&spec) {
             if let Ok(Some(img)) = store.get(&hash) {

@@ -141,6 +141,10 @@ pub struct RunArgs {
     /// a job waits for room (default: half of the host's memory).
     #[arg(long = "vm-memory-budget", value_name = "MIB")]
     vm_memory_budget: Option<u64>,
+    /// The guest image microVM jobs boot: a hash or unique hash prefix from `firebreak image
+    /// list` (default: the newest image).
+    #[arg(long = "image", value_name = "HASH", env = "FIREBREAK_IMAGE")]
+    image: Option<String>,
     /// Where logs go (default: REPO/.firebreak/runs/<n>/).
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -523,17 +527,21 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             SandboxKind::Firecracker => {
                 Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
                     store,
-                    None,
+                    args.image.clone(),
                     firebreak_vm::firecracker::FirecrackerConfig::default(),
                 ))
             }
             _ => {
                 let q = Arc::new(
-                    firebreak_vm::QemuProvider::new(store, None, firebreak_vm::VmConfig::default())
-                        .with_pool(firebreak_vm::PoolConfig {
-                            size: args.warm_pool,
-                            memory_budget_mib: args.vm_memory_budget,
-                        }),
+                    firebreak_vm::QemuProvider::new(
+                        store,
+                        args.image.clone(),
+                        firebreak_vm::VmConfig::default(),
+                    )
+                    .with_pool(firebreak_vm::PoolConfig {
+                        size: args.warm_pool,
+                        memory_budget_mib: args.vm_memory_budget,
+                    }),
                 );
                 qemu_pool = Some(q.clone());
                 q
