@@ -22,8 +22,10 @@ use crate::VmError;
 pub trait GuestVm: Send + 'static {
     /// The backend's name ([`Sandbox::backend`]).
     const BACKEND: &'static str;
-    /// Asks the guest to power off, waits up to `grace`, then kills the VM.
-    fn shutdown(&mut self, grace: Duration) -> BoxFuture<'_, ()>;
+    /// Stops the VM at once. A job's VM is thrown away with its disk overlay, so nothing in
+    /// it needs a clean power-off, and waiting for one cost seconds where the guest cannot
+    /// power its machine off (a kernel without ACPI on `microvm` only halts).
+    fn discard(&mut self) -> BoxFuture<'_, ()>;
 }
 
 /// How a job's VM was obtained.
@@ -269,7 +271,7 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
             self.destroyed.store(true, Ordering::SeqCst);
             self.stop_watching();
             if let Some(mut vm) = self.vm.lock().await.take() {
-                vm.shutdown(Duration::from_secs(3)).await;
+                vm.discard().await;
             }
             Ok(())
         })

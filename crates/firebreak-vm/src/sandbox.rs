@@ -451,8 +451,8 @@ pub type VmSandbox = AgentSandbox<QemuVm>;
 impl GuestVm for QemuVm {
     const BACKEND: &'static str = "qemu";
 
-    fn shutdown(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(QemuVm::shutdown(self, grace))
+    fn discard(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(QemuVm::kill(self))
     }
 }
 

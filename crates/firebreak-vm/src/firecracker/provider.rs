@@ -9,7 +9,6 @@
 //! `sandbox.rs`, so this type carries its own copy of that logic for now.)
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use firebreak_runner::sandbox::{
     BoxFuture, JobLayout, JobSpec, Probe, Sandbox, SandboxError, SandboxProvider,
@@ -203,8 +202,8 @@ pub type FirecrackerSandbox = AgentSandbox<FirecrackerVm>;
 impl GuestVm for FirecrackerVm {
     const BACKEND: &'static str = BACKEND;
 
-    fn shutdown(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(FirecrackerVm::shutdown(self, grace))
+    fn discard(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(FirecrackerVm::kill(self))
     }
 }
 
