@@ -230,6 +230,19 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
         },
     });
 
+    // The minimal kernel (`image build --kernel minimal`) compiles Debian's kernel source.
+    checks.push(Check {
+        name: "minimal kernel build".into(),
+        ok: true,
+        detail: match crate::kernel::check_prerequisites() {
+            Ok(_) => format!(
+                "{} and its build tools present: `firebreak image build --kernel minimal` can compile it",
+                crate::kernel::SOURCE_PACKAGE
+            ),
+            Err(e) => format!("optional, unavailable: {e}"),
+        },
+    });
+
     // Verdicts.
     let mut backends = Vec::new();
     let image_tools_ok = tools::IMAGE_TOOLS

@@ -706,10 +706,11 @@ async fn boots_runs_a_job_and_tears_down() {
 
     sb.destroy().await.expect("destroy");
     assert!(!run_dir.exists(), "run dir removed");
+    // A finished job's VM is killed with its disk, not asked to power off first.
     let last = fake.log(0).last().cloned().expect("requests");
     assert_eq!(
         last,
-        seen("PUT", "/actions", json!({"action_type": "SendCtrlAltDel"}))
+        seen("PUT", "/actions", json!({"action_type": "InstanceStart"}))
     );
     assert!(matches!(
         sb.read_file(&f).await,

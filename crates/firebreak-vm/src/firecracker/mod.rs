@@ -36,8 +36,10 @@
 //!    connects through `v.sock` (`CONNECT 1024\n` → `OK …`,
 //!    [`FirecrackerVsock`](crate::transport::FirecrackerVsock)) and completes
 //!    the agent hello.
-//! 6. Teardown: agent shutdown, `SendCtrlAltDel`, then kill; the run
-//!    directory goes with it.
+//! 6. Teardown: a job's VM is killed with its disk copy and run directory
+//!    (nothing in it needs a clean power-off); [`FirecrackerVm::shutdown`]
+//!    (agent shutdown, `SendCtrlAltDel`, then kill) remains for callers that
+//!    want one.
 //!
 //! ## Snapshots (warm starts)
 //!
