@@ -81,12 +81,18 @@ pub fn test_image() -> Result<Image, String> {
                 .map_err(|e| e.to_string());
         }
     }
-    store.latest().map_err(|e| {
-        format!(
-            "{e} (or set FIREBREAK_TEST_BUILD_IMAGE=1 with a static agent at {})",
-            agent.display()
-        )
-    })
+    // Otherwise the newest image with the asked-for kernel, never one with the other kernel.
+    let newest = store.list().map_err(|e| e.to_string())?;
+    newest
+        .into_iter()
+        .find(|i| i.manifest.kernel == kernel)
+        .ok_or_else(|| {
+            format!(
+                "no image with the {kernel:?} kernel in {} (or set FIREBREAK_TEST_BUILD_IMAGE=1 with a static agent at {})",
+                store.images_dir().display(),
+                agent.display()
+            )
+        })
 }
 
 #[macro_export]
