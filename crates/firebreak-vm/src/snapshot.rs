@@ -679,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kernel_without_acpi_gets_its_microvm_devices_on_the_command_line() {
+    fn the_minimal_kernel_boots_without_acpi_or_initramfs() {
         let d = tempfile::tempdir().expect("tempdir");
         let mut img = fake_image(d.path());
         let cfg = VmConfig {
@@ -695,6 +695,15 @@ mod tests {
         assert!(!machine(&img).contains("acpi=off"), "{}", machine(&img));
         img.manifest.kernel = crate::image::KernelKind::Minimal;
         assert!(machine(&img).contains("acpi=off"), "{}", machine(&img));
+        // ...and mounts its root disk itself, with the agent as init: no initramfs.
+        let args = qemu_args(&img, &cfg, false, Path::new("/run/x"), true);
+        assert!(!args.iter().any(|a| a == "-initrd"), "{args:?}");
+        let append = args.iter().position(|a| a == "-append").expect("-append");
+        let cmdline = args[append + 1].to_string_lossy();
+        assert!(
+            cmdline.contains("root=/dev/vda") && cmdline.contains("init=/sbin/firebreak-agent"),
+            "{cmdline}"
+        );
         // A snapshot of one cannot be restored as the other.
         assert_ne!(package, snapshot_name(&img, &cfg, false));
     }

@@ -186,6 +186,16 @@ pub(crate) fn qemu_args_with_drive(
     if cfg.network {
         cmdline.push("firebreak.net=user");
     }
+    let initramfs = image.manifest.kernel.needs_initramfs();
+    if !initramfs {
+        // Drivers and ext4 built in: the kernel mounts the root disk itself and
+        // starts the agent, skipping the initramfs's unpacking, shell and mounts.
+        cmdline.extend([
+            "root=/dev/vda",
+            "rootfstype=ext4",
+            "init=/sbin/firebreak-agent",
+        ]);
+    }
     let mut cmdline = cmdline.join(" ");
     if cold_boot && cfg.machine == Machine::Microvm && !kvm {
         // A TCG guest's TSC runs at the host's rate, and microvm has no
@@ -216,8 +226,10 @@ pub(crate) fn qemu_args_with_drive(
         }
         .into(),
     );
-    a.push("-initrd".into());
-    a.push(image.initramfs().into());
+    if initramfs {
+        a.push("-initrd".into());
+        a.push(image.initramfs().into());
+    }
     let mut push = |s: &str| a.push(s.into());
     push("-append");
     push(&cmdline);
