@@ -25,7 +25,8 @@
 //!
 //! ```text
 //! firebreak image build   ImageStore::open_default().build(&ImageSpec::new(image::locate_agent()?), &mut |ev| …)
-//!                         (blocking, minutes the first time: run it in spawn_blocking)
+//!                         (blocking, minutes the first time: run it in spawn_blocking;
+//!                          --kernel minimal: ImageSpec::new(..).with_kernel(KernelKind::Minimal))
 //! firebreak image list    ImageStore::open_default().list()          -> Vec<Image> (newest first)
 //! firebreak image prune   ImageStore::open_default().prune(keep)     -> PruneReport
 //! firebreak doctor        doctor(&DoctorOptions::default()).await    -> DoctorReport (Display + Serialize)
