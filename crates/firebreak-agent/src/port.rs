@@ -32,12 +32,17 @@ pub struct PortWriter(Arc<AsyncFd<File>>);
 /// Opens `path` read-write, non-blocking, and splits it. Must be called
 /// inside a tokio runtime.
 pub fn open(path: &Path) -> std::io::Result<(PortReader, PortWriter)> {
-    let file = std::fs::OpenOptions::new()
+    from_file(open_file(path)?)
+}
+
+/// Opens `path` read-write and non-blocking, for [`from_file`] (on a `dup` of it, so that the
+/// port can stay open between sessions).
+pub fn open_file(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)?;
-    from_file(file)
+        .open(path)
 }
 
 /// Wraps an already non-blocking descriptor (a device, pipe or socket).

@@ -149,6 +149,12 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
     }
     let mut waited = Duration::ZERO;
     let mut announced = false;
+    // The port stays open from one session to the next, each session serving a `dup` of it:
+    // closing a virtio port makes the driver discard what the host has already sent, and a
+    // new host's first requests can arrive before the old host's disconnect is noticed (the
+    // driver handles data at once and control messages later), so a close-and-reopen lost
+    // them and the host waited for ever.
+    let mut kept: Option<(std::path::PathBuf, std::fs::File)> = None;
     loop {
         let dev = match device.clone().or_else(find_port) {
             Some(d) => d,
@@ -163,7 +169,19 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
         };
         // Non-blocking epoll-driven I/O; a blocking file on a thread pool
         // if the device cannot be polled.
-        let end = match rt.block_on(async { firebreak_agent::port::open(&dev) }) {
+        if kept.as_ref().is_none_or(|(p, _)| *p != dev) {
+            kept = firebreak_agent::port::open_file(&dev)
+                .ok()
+                .map(|f| (dev.clone(), f));
+        }
+        let session = match kept.as_ref().map(|(_, f)| f.try_clone()) {
+            Some(Ok(f)) => rt.block_on(async { firebreak_agent::port::from_file(f) }),
+            Some(Err(e)) => Err(e),
+            None => Err(std::io::Error::other(
+                "the port cannot be opened non-blocking",
+            )),
+        };
+        let end = match session {
             Ok((r, w)) => {
                 if !announced {
                     log(&format!("serving on {} ({})", dev.display(), since_boot()));
@@ -172,6 +190,9 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
                 rt.block_on(serve(r, w, cfg.clone()))
             }
             Err(e) => {
+                // Blocking I/O on a port that cannot be polled: the port is opened per
+                // session as before (it admits one open at a time).
+                kept = None;
                 let opened = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
