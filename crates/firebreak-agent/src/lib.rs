@@ -20,9 +20,11 @@
 //!
 //! The `firebreak-agent` binary is the guest's init: mounted as
 //! `/sbin/firebreak-agent` in the rootfs, started by the initramfs with
-//! `switch_root`, it mounts the API filesystems, reaps orphans, and serves the
-//! virtio-serial port `org.firebreak.agent` (reopening it whenever the host
-//! end goes away, e.g. around a snapshot) — or, when the kernel command line
+//! `switch_root` (or by the minimal kernel directly), it mounts the API
+//! filesystems, reaps orphans, and serves the virtio-serial port
+//! `org.firebreak.agent` (a new session whenever the host end goes away and
+//! comes back, e.g. around a snapshot, on the port it keeps open: closing it
+//! would discard requests already sent) — or, when the kernel command line
 //! has `firebreak.vsock=<port>` (Firecracker), vsock port `<port>`
 //! ([`vsock`]). Build it static:
 //!

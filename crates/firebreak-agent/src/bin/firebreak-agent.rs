@@ -1,11 +1,13 @@
 //! `firebreak-agent`: the guest side of firebreak's microVM sandboxes.
 //!
 //! Modes:
-//! * PID 1 (started by the initramfs): set up the guest, fork the serving
+//! * PID 1 (started by the initramfs, or by the kernel itself on the
+//!   minimal kernel): set up the guest, fork the serving
 //!   agent as a child, reap orphans, restart the agent if it dies.
 //! * `--serve [--device PATH | --vsock PORT]`: serve the virtio-serial port
-//!   (found by its name `org.firebreak.agent`) or PATH, reopening it after
-//!   each session; or vsock PORT (any CID), one session per connection.
+//!   (found by its name `org.firebreak.agent`) or PATH, one session after
+//!   another on the same open port; or vsock PORT (any CID), one session per
+//!   connection.
 //!   Without either option, `firebreak.vsock=PORT` on the kernel command
 //!   line (Firecracker) selects vsock.
 //! * `--stdio`: serve one session on stdin/stdout (tests, debugging).
@@ -225,7 +227,7 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
                 }
                 return 0;
             }
-            // The host end is not connected (EOF) or sent garbage: reopen.
+            // The host end is not connected (EOF) or sent garbage: a new session.
             Ok(SessionEnd::Closed) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 log(&format!("session ended: {e}"));
