@@ -368,7 +368,7 @@ pub(crate) fn io_err(
     move |source| ImageError::Io { op, path, source }
 }
 
-fn tool(t: &Tool) -> Result<PathBuf, ImageError> {
+pub(crate) fn tool(t: &Tool) -> Result<PathBuf, ImageError> {
     tools::find(t.name).ok_or(ImageError::MissingTool {
         tool: t.name,
         package: t.package,
@@ -886,7 +886,12 @@ impl ImageStore {
                         crate::kernel::SOURCE_PACKAGE
                     ),
                 });
-                let built = crate::kernel::ensure(&self.kernels_dir(), progress)?;
+                // The key this image's hash was computed with: the kernel it records is the
+                // one it boots, even if the source package changes meanwhile.
+                let key = kernel_key
+                    .as_deref()
+                    .ok_or_else(|| ImageError::NoKernel(self.kernels_dir()))?;
+                let built = crate::kernel::ensure(&self.kernels_dir(), key, progress)?;
                 std::fs::copy(built.bzimage(), &bzimage).map_err(io_err("copy", &bzimage))?;
                 let vmlinux = staging.join("vmlinux");
                 std::fs::copy(built.vmlinux(), &vmlinux).map_err(io_err("copy", &vmlinux))?;

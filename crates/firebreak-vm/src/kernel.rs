@@ -19,7 +19,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::image::{hex, io_err, run_streaming, BuildEvent, ImageError};
+use crate::image::{hex, io_err, run_streaming, tool, BuildEvent, ImageError};
 use crate::tools::{self, Tool};
 
 /// The Debian package with the kernel source.
@@ -94,12 +94,7 @@ pub fn check_prerequisites() -> Result<PathBuf, ImageError> {
         });
     }
     for t in BUILD_TOOLS {
-        if tools::find(t.name).is_none() {
-            return Err(ImageError::MissingTool {
-                tool: t.name,
-                package: t.package,
-            });
-        }
+        tool(t)?;
     }
     // objtool, built with the kernel, links against libelf.
     if !Path::new("/usr/include/libelf.h").is_file() {
@@ -133,15 +128,15 @@ pub fn kernel_key(tarball: &Path) -> Result<String, ImageError> {
     Ok(hex(&h.finalize())[..20].to_string())
 }
 
-/// Returns the minimal kernel from the cache in `kernels_dir`, building it first if needed
-/// (minutes: a kernel compile). Blocking.
+/// Returns the minimal kernel with cache key `key` ([`kernel_key`]) from `kernels_dir`,
+/// building it first if needed (minutes: a kernel compile). Blocking.
 pub fn ensure(
     kernels_dir: &Path,
+    key: &str,
     progress: &mut dyn FnMut(BuildEvent),
 ) -> Result<BuiltKernel, ImageError> {
     let tarball = check_prerequisites()?;
-    let key = kernel_key(&tarball)?;
-    let dir = kernels_dir.join(&key);
+    let dir = kernels_dir.join(key);
     if let Some(k) = load(&dir) {
         progress(BuildEvent::Detail(format!(
             "using cached kernel {} ({key})",
