@@ -97,6 +97,10 @@ const fn cst(c: &'static str) -> Kind {
         non_empty: false,
     }
 }
+/// A non-empty string or a sequence of them (event filters, `runs-on` labels, a step's `wait`).
+const fn one_or_many() -> Kind {
+    Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"])
+}
 const fn map(props: &'static [Prop]) -> Kind {
     Kind::Map { props, loose: None }
 }
@@ -527,42 +531,15 @@ static STATIC_DEFS: &[Def] = &[
             p("timezone", "non-empty-string"),
         ]),
     ),
-    d(
-        "workflow-run-workflows",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-branches",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-branches-ignore",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-names",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-tags",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-tags-ignore",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-paths",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-paths-ignore",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
-    d(
-        "event-versions",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
+    d("workflow-run-workflows", one_or_many()),
+    d("event-branches", one_or_many()),
+    d("event-branches-ignore", one_or_many()),
+    d("event-names", one_or_many()),
+    d("event-tags", one_or_many()),
+    d("event-tags-ignore", one_or_many()),
+    d("event-paths", one_or_many()),
+    d("event-paths-ignore", one_or_many()),
+    d("event-versions", one_or_many()),
     d(
         "repository-dispatch",
         Kind::OneOf(&["null", "repository-dispatch-mapping"]),
@@ -851,10 +828,7 @@ static STATIC_DEFS: &[Def] = &[
             p("labels", "runs-on-labels"),
         ]),
     ),
-    d(
-        "runs-on-labels",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
+    d("runs-on-labels", one_or_many()),
     dc(
         "job-env",
         STRATEGY_SECRETS,
@@ -977,10 +951,7 @@ static STATIC_DEFS: &[Def] = &[
     ),
     d("parallel-step", map(&[req("parallel", "parallel-steps")])),
     d("parallel-steps", Kind::Seq("steps-item")),
-    d(
-        "step-wait-target",
-        Kind::OneOf(&["non-empty-string", "sequence-of-non-empty-string"]),
-    ),
+    d("step-wait-target", one_or_many()),
     d("step-wait-all-value", Kind::OneOf(&["null", "boolean"])),
     dc("step-continue-on-error", STEPS, Kind::Bool),
     dc("step-if", STEP_IF, s()),

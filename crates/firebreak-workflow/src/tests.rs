@@ -1,10 +1,24 @@
 use super::*;
 
 fn errors(src: &str) -> Vec<String> {
-    parse_workflow("w.yml", src)
+    errors_with(src, &ParseOptions::default())
+}
+
+/// Each diagnostic as `path:line:col: message`.
+fn errors_with(src: &str, opts: &ParseOptions) -> Vec<String> {
+    parse_workflow_with("w.yml", src, opts)
         .diagnostics
         .iter()
         .map(ToString::to_string)
+        .collect()
+}
+
+/// Each diagnostic as GitHub words it.
+fn github_messages(src: &str, opts: &ParseOptions) -> Vec<String> {
+    parse_workflow_with("w.yml", src, opts)
+        .diagnostics
+        .iter()
+        .map(|d| d.github_message())
         .collect()
 }
 
@@ -381,11 +395,7 @@ fn reusable_permissions_depth_and_job_limit() {
         ..Default::default()
     };
     let src = "on: push\njobs:\n  call:\n    permissions:\n      actions: read\n    uses: a/b/.github/workflows/c.yml@v1\n";
-    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts)
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let e = errors_with(src, &opts);
     assert_eq!(
         e,
         ["w.yml:3:3: Error calling workflow 'a/b/.github/workflows/c.yml@v1'. The nested job 'Deploy' is requesting 'actions: write', but is only allowed 'actions: read'."]
@@ -396,19 +406,11 @@ fn reusable_permissions_depth_and_job_limit() {
     opts.permissions_policy = PermissionsPolicy::Write;
     assert!(parse_workflow_with("w.yml", src, &opts).is_ok());
     opts.max_job_limit = Some(1);
-    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts)
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let e = errors_with(src, &opts);
     assert_eq!(e, ["The workflow may not contain more than 1 jobs"]);
     opts.max_job_limit = None;
     opts.max_nested_reusable_depth = 0;
-    let e: Vec<_> = parse_workflow_with("w.yml", src, &opts)
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let e = errors_with(src, &opts);
     assert_eq!(e, ["Nested reusable workflow depth exceeded 0."]);
 }
 
@@ -418,11 +420,7 @@ fn size_and_depth_limits() {
         max_file_size: 10,
         ..Default::default()
     };
-    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts)
-        .diagnostics
-        .iter()
-        .map(|d| d.github_message())
-        .collect();
+    let e = github_messages(BASIC, &opts);
     assert_eq!(
         e,
         ["w.yml: The maximum file size of 10 characters has been exceeded"]
@@ -431,11 +429,7 @@ fn size_and_depth_limits() {
         max_depth: 3,
         ..Default::default()
     };
-    let e: Vec<_> = parse_workflow_with("w.yml", BASIC, &opts)
-        .diagnostics
-        .iter()
-        .map(|d| d.github_message())
-        .collect();
+    let e = github_messages(BASIC, &opts);
     assert_eq!(e, ["w.yml: Maximum object depth exceeded"]);
     assert!(parse_workflow_with(
         "w.yml",
