@@ -428,7 +428,8 @@ async fn a_vm_whose_agent_stops_answering_mid_job_is_killed_and_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_entropy() {
+async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_a_real_clocksource_and_their_own_entropy(
+) {
     let img = image_or_skip!();
     let _g = SERIAL.lock().await;
     let p = provider(&img, small());
@@ -452,10 +453,24 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_and_their_own_en
         );
         let (st, lines) = run(
             sb.as_ref(),
-            sh("date +%s; head -c 16 /dev/urandom | od -An -tx1; cat /etc/machine-id"),
+            sh(
+                "date +%s; head -c 16 /dev/urandom | od -An -tx1; cat /etc/machine-id; \
+                cat /sys/devices/system/clocksource/clocksource0/current_clocksource",
+            ),
         )
         .await;
         assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
+        // The guest keeps time with a real clocksource, never jiffies (no tickless idle, so
+        // an idle VM burns host CPU on its timer tick, and a clock that lags under load);
+        // under TCG that is the TSC, which QEMU gives every vCPU from the host's.
+        let clocksource = lines.get(3).map(|l| l.trim()).unwrap_or_default();
+        assert!(
+            !clocksource.contains("jiffies"),
+            "clocksource {clocksource}"
+        );
+        if sb.notes().iter().any(|n| n.contains("TCG")) {
+            assert_eq!(clocksource, "tsc", "{:?}", sb.notes());
+        }
         let guest: i64 = lines
             .first()
             .and_then(|l| l.trim().parse().ok())

@@ -14,8 +14,11 @@
 //! its TSC against (the PIT calibration fails under emulation) and hung in
 //! most boots until the command line started telling the kernel the host's
 //! TSC rate (`tsc_early_khz`; a TCG guest's TSC is the host's): 12 of 15
-//! boots hung before, none of 44 since. `q35` stays available. Every
-//! boot has a timeout and is retried on a fresh overlay.
+//! boots hung before, none of 44 since. Under TCG the command line also
+//! says `tsc=reliable`: otherwise the kernel's clocksource watchdog,
+//! comparing the TSC with late-arriving jiffies, falls back to jiffies,
+//! and an idle guest can no longer go tickless. `q35` stays available.
+//! Every boot has a timeout and is retried on a fresh overlay.
 
 mod args;
 mod kvm;
