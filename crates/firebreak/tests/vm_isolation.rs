@@ -2,7 +2,8 @@
 //! is not usable): a workflow whose jobs prove the isolation a user is promised. Each job runs
 //! in its own guest kernel, sees none of the host's files, has no network unless it asks with
 //! the `network` runs-on label, gets a larger root filesystem with a disk label, and a memory
-//! bomb fails only the job that set it off.
+//! bomb fails only the job that set it off. Also: the warm pool, and a job whose VM stops
+//! answering fails at once (`--vm-hang-timeout`).
 //!
 //! Needs QEMU and a guest image (`firebreak image build`). Without `FIREBREAK_VM_TESTS=1` the
 //! test prints SKIPPED and passes; with it (as `scripts/test` sets) a missing image fails it.
@@ -274,4 +275,33 @@ fn later_jobs_take_a_vm_from_the_warm_pool_and_no_vm_outlives_the_run() {
         .filter(|n| n.starts_with(&marker))
         .collect();
     assert!(dirs.is_empty(), "VM run directories left behind: {dirs:?}");
+}
+
+#[test]
+fn a_job_whose_vm_stops_answering_fails_at_once_with_vm_hang_timeout() {
+    if !vm_ready() {
+        return;
+    }
+    // The step stops the guest agent that runs it: the VM no longer answers the host, and
+    // without the liveness limit the job would wait out its 30-minute timeout.
+    let wf = "on: push\njobs:\n  hung:\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    timeout-minutes: 30\n    steps:\n      - run: kill -STOP $PPID; sleep 3600\n";
+    let (_dir, repo) = repo(&[(".github/workflows/hang.yml", wf)]);
+    let t = std::time::Instant::now();
+    let r = run_qemu(&repo, &["--vm-hang-timeout", "4"]);
+    let took = t.elapsed();
+    let ctx = &r.ctx;
+    assert_eq!(r.result("hung"), "failure", "{ctx}");
+    assert_eq!(r.code, Some(1), "{ctx}");
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.to_string().contains("stopped answering")),
+        "the run should say why the job failed\n{ctx}"
+    );
+    // Far from the job's 30-minute timeout (the first run of a VM shape also builds its
+    // snapshot).
+    assert!(
+        took < std::time::Duration::from_secs(600),
+        "{took:?}\n{ctx}"
+    );
 }

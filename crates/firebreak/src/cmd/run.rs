@@ -141,6 +141,11 @@ pub struct RunArgs {
     /// a job waits for room (default: half of the host's memory).
     #[arg(long = "vm-memory-budget", value_name = "MIB")]
     vm_memory_budget: Option<u64>,
+    /// Seconds a job's microVM may leave the host's liveness pings unanswered before it
+    /// counts as hung: the VM is killed and the job fails at once instead of at its
+    /// timeout (0: never; a busy guest still answers within milliseconds).
+    #[arg(long = "vm-hang-timeout", value_name = "SECS", default_value_t = 120)]
+    vm_hang_timeout: u64,
     /// The guest image microVM jobs boot: a hash or unique hash prefix from `firebreak image
     /// list` (default: the newest image).
     #[arg(long = "image", value_name = "HASH", env = "FIREBREAK_IMAGE")]
@@ -510,6 +515,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     // MicroVM providers are made only when a run asks for them (by --sandbox or -P). The
     // QEMU one is kept to stop its warm pool's VMs when the run ends.
     let mut qemu_pool: Option<Arc<firebreak_vm::QemuProvider>> = None;
+    let hang_timeout =
+        (args.vm_hang_timeout > 0).then(|| std::time::Duration::from_secs(args.vm_hang_timeout));
     for (kind, name) in [
         (SandboxKind::Qemu, "qemu"),
         (SandboxKind::Firecracker, "firecracker"),
@@ -528,7 +535,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
                     store,
                     args.image.clone(),
-                    firebreak_vm::firecracker::FirecrackerConfig::default(),
+                    firebreak_vm::firecracker::FirecrackerConfig {
+                        unresponsive_after: hang_timeout,
+                        ..Default::default()
+                    },
                 ))
             }
             _ => {
@@ -536,7 +546,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                     firebreak_vm::QemuProvider::new(
                         store,
                         args.image.clone(),
-                        firebreak_vm::VmConfig::default(),
+                        firebreak_vm::VmConfig {
+                            unresponsive_after: hang_timeout,
+                            ..Default::default()
+                        },
                     )
                     .with_pool(firebreak_vm::PoolConfig {
                         size: args.warm_pool,
