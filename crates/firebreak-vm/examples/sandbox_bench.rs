@@ -1,14 +1,16 @@
 //! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
 //!
 //! ```text
-//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal]
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal] [--no-standby]
 //! ```
 //!
 //! For each kind it calls `SandboxProvider::create` (the clock starts
 //! there: "job accepted"), runs `echo hi` and stops the clock at the first
 //! output line; then destroys the sandbox. Kinds: `host` and `namespace`
 //! (references), QEMU `cold` (boot every time), `restore` (clone of the
-//! cached snapshot; the snapshot is taken before timing starts), `pool`
+//! cached snapshot; the snapshot is taken before timing starts; each run
+//! waits until the provider's standby QEMU process is up, as a job that
+//! is not the first would find it: `--no-standby` turns that off), `pool`
 //! (warm pool of 1; each run waits until the pool has refilled, so this
 //! measures a take). VMs: 256 MiB, 1 vCPU (`--vcpus N` for more), on the
 //! newest image (`--kernel minimal`: the newest image with the minimal
@@ -40,6 +42,7 @@ struct Opts {
     capacity_max: Option<usize>,
     vcpus: u32,
     kernel: Option<KernelKind>,
+    standby: bool,
 }
 
 fn parse() -> Opts {
@@ -50,6 +53,7 @@ fn parse() -> Opts {
         capacity_max: None,
         vcpus: 1,
         kernel: None,
+        standby: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -57,6 +61,7 @@ fn parse() -> Opts {
             "--runs" => o.runs = args.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--no-cold" => o.cold = false,
             "--no-capacity" => o.capacity = false,
+            "--no-standby" => o.standby = false,
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
             "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--kernel" => {
@@ -83,12 +88,17 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One run: create → first output line of `echo hi` → destroy.
-async fn once(p: &dyn SandboxProvider, id: &str) -> Result<(Duration, Vec<String>), String> {
+/// One job: time to the first output byte, time `create` took, the sandbox's notes.
+async fn once(
+    p: &dyn SandboxProvider,
+    id: &str,
+) -> Result<(Duration, Duration, Vec<String>), String> {
     let t0 = Instant::now();
     let sb = p
         .create(JobSpec::new(id, "bench"))
         .await
         .map_err(|e| e.to_string())?;
+    let created = t0.elapsed();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<OutputEvent>(16);
     let req = ExecRequest::new(["echo", "hi"]).env("PATH", "/usr/local/bin:/usr/bin:/bin");
     let exec = sb.exec(req, tx);
@@ -110,7 +120,7 @@ async fn once(p: &dyn SandboxProvider, id: &str) -> Result<(Duration, Vec<String
     let notes = sb.notes();
     let _ = sb.destroy().await;
     first
-        .map(|f| (f, notes))
+        .map(|f| (f, created, notes))
         .ok_or_else(|| "no output".to_string())
 }
 
@@ -137,10 +147,11 @@ async fn series<'a>(
             f().await;
         }
         match once(p, &format!("{name}-{i}")).await {
-            Ok((d, notes)) => {
+            Ok((d, created, notes)) => {
                 eprintln!(
-                    "  {name} #{i}: {:.1} ms  {}",
+                    "  {name} #{i}: {:.1} ms (create {:.1} ms)  {}",
                     ms(d),
+                    ms(created),
                     notes.last().cloned().unwrap_or_default()
                 );
                 v.push(ms(d));
@@ -236,7 +247,14 @@ async fn run() -> i32 {
             "≤ 2500",
         ));
     }
-    let restore = QemuProvider::new(store.clone(), hash.clone(), cfg.clone());
+    let restore = QemuProvider::new(
+        store.clone(),
+        hash.clone(),
+        VmConfig {
+            standby: o.standby,
+            ..cfg.clone()
+        },
+    );
     let t = Instant::now();
     match restore.prewarm(&JobSpec::new("warm", "bench")).await {
         Ok(s) => eprintln!(
@@ -247,11 +265,27 @@ async fn run() -> i32 {
         ),
         Err(e) => eprintln!("snapshot: {e}"),
     }
+    // As for the pool below: jobs come one at a time, and between two the
+    // provider has started the next restore's QEMU (unless --no-standby).
+    let standby_ready = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+        Box::pin(async {
+            let t = Instant::now();
+            while o.standby && !restore.standby_ready() && t.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+    };
     rows.push((
-        "qemu snapshot restore".into(),
-        series("restore", &restore, o.runs, None).await,
+        if o.standby {
+            "qemu snapshot restore".into()
+        } else {
+            "qemu snapshot restore (no standby QEMU)".into()
+        },
+        series("restore", &restore, o.runs, Some(&standby_ready)).await,
         "≤ 250",
     ));
+    restore.shutdown().await;
     let pooled =
         QemuProvider::new(store.clone(), hash.clone(), cfg.clone()).with_pool(PoolConfig {
             size: 1,

@@ -48,6 +48,8 @@
 //!   a fresh overlay, sets its clock, adds entropy.
 //! * [`pool`] — [`WarmPool`] of restored, ready VMs refilled in the
 //!   background; [`MemoryBudget`] that no VM start may exceed.
+//! * `standby` — one QEMU process per provider started and waiting for
+//!   the next restore's state ([`VmConfig::standby`]).
 //! * [`qmp`] — the small QMP client used to take snapshots.
 //!
 //! Under TCG a guest `exec` through the agent costs ~60–100 ms (a `fork`
@@ -68,6 +70,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod sandbox;
 pub mod snapshot;
+mod standby;
 pub mod tools;
 pub mod transport;
 

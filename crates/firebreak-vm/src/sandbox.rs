@@ -38,6 +38,7 @@ use crate::image::{Image, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
 use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
 use crate::snapshot::{self, Snapshot};
+use crate::standby::Standby;
 use crate::tools;
 
 /// Root of the job tree inside the guest.
@@ -60,6 +61,9 @@ pub struct QemuProvider {
     config: VmConfig,
     budget: Arc<MemoryBudget>,
     pool: Option<WarmPool>,
+    /// The QEMU process waiting for the next restore (see
+    /// [`VmConfig::standby`]).
+    standby: Arc<Standby>,
     /// Fault injection for tests (see [`Self::pause_restored_vms`]).
     pause_restored: bool,
 }
@@ -76,6 +80,7 @@ impl QemuProvider {
             config,
             budget: MemoryBudget::new(MemoryBudget::host_default_mib()),
             pool: None,
+            standby: Arc::default(),
             pause_restored: false,
         }
     }
@@ -127,7 +132,9 @@ impl QemuProvider {
 
     /// Makes sure the snapshot for jobs like `spec` exists (taking it if
     /// needed: a cold boot plus a few seconds) and, with a pool, starts
-    /// filling the pool for them. Returns the snapshot.
+    /// filling the pool for them; without one, starts the QEMU process
+    /// the first restore will use ([`VmConfig::standby`]). Returns the
+    /// snapshot.
     pub async fn prewarm(&self, spec: &JobSpec) -> Result<Snapshot, SandboxError> {
         let image = self.image().map_err(unavailable)?;
         let cfg = self.config_for(spec);
@@ -136,15 +143,25 @@ impl QemuProvider {
             .map_err(|e| unavailable(e.to_string()))?;
         if let Some(p) = &self.pool {
             p.keep_warm(&image, &cfg, &snap);
+        } else if cfg.standby && cfg.start == Start::Snapshot {
+            self.standby.replenish(&image, &cfg, &snap);
         }
         Ok(snap)
     }
 
-    /// Stops the pool (kills its ready VMs).
+    /// Stops the pool (kills its ready VMs) and the QEMU process waiting
+    /// for the next restore.
     pub async fn shutdown(&self) {
+        self.standby.shutdown();
         if let Some(p) = &self.pool {
             p.shutdown().await;
         }
+    }
+
+    /// Whether a QEMU process is waiting for the next restore (see
+    /// [`VmConfig::standby`]).
+    pub fn standby_ready(&self) -> bool {
+        self.standby.ready()
     }
 
     /// Charges one VM of `cfg` to the budget, evicting pooled VMs and then
@@ -200,7 +217,10 @@ impl QemuProvider {
                     let lease = self.lease_for(cfg).await?;
                     // Clock and entropy are refreshed by `create`, together
                     // with the job's first requests.
-                    let res = QemuVm::restore_unrefreshed(image, cfg, &snap).await;
+                    let res = match self.standby.take(&snap, cfg) {
+                        Some(spare) => spare.load(cfg).await,
+                        None => QemuVm::restore_unrefreshed(image, cfg, &snap).await,
+                    };
                     if let Some(pool) = &self.pool {
                         pool.keep_warm(image, cfg, &snap);
                     }
@@ -270,6 +290,9 @@ fn describe_start(vm: &QemuVm, cfg: &VmConfig, origin: VmOrigin, took: Duration)
     let stats = vm.boot_stats();
     let how = match origin {
         VmOrigin::Pool => "taken from the warm pool".to_string(),
+        VmOrigin::Restored if stats.standby => {
+            "restored from its snapshot into a QEMU started ahead".to_string()
+        }
         VmOrigin::Restored => "restored from its snapshot".to_string(),
         VmOrigin::Cold => format!("booted ({} attempt(s))", stats.attempts),
     };
@@ -391,6 +414,13 @@ impl SandboxProvider for QemuProvider {
                     Ok(Ok(())) => {
                         if let Some(limit) = cfg.unresponsive_after {
                             sb.watch_liveness(limit);
+                        }
+                        // The next restore's QEMU starts now, off this job's
+                        // path to its first command (a warm pool's jobs have
+                        // their VMs ready already).
+                        if let (Some(snap), VmOrigin::Restored, true) = (&snap, origin, cfg.standby)
+                        {
+                            self.standby.replenish(&image, &cfg, snap);
                         }
                         return Ok(Box::new(sb) as Box<dyn Sandbox>);
                     }

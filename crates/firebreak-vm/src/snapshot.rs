@@ -43,7 +43,11 @@
 //! defer`, the agent socket connected before the state loads, the
 //! capability set and the stream loaded over QMP, then clock set and
 //! entropy added. The VM then serves one
-//! job and is destroyed.
+//! job and is destroyed. The steps up to the load need nothing from the
+//! job, so a provider keeps one such QEMU process waiting for its next
+//! restore (`standby`, [`VmConfig::standby`]).
+//!
+//! [`VmConfig::standby`]: crate::VmConfig::standby
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -427,6 +427,43 @@ async fn a_vm_whose_agent_stops_answering_mid_job_is_killed_and_says_why() {
     sb.destroy().await.expect("destroy");
 }
 
+/// Creates a job's sandbox, checks the job log says `how` it started, runs
+/// `date`, 16 random bytes and `extra` (one line each), checks the guest clock
+/// against the host's and destroys the sandbox. Returns the output lines and
+/// the notes.
+async fn restored_job(
+    p: &QemuProvider,
+    id: &str,
+    how: &str,
+    extra: &str,
+) -> (Vec<String>, Vec<String>) {
+    let sb = p.create(JobSpec::new(id, "hello")).await.expect("create");
+    let notes = sb.notes();
+    assert!(notes.iter().any(|n| n.contains(how)), "{notes:?}");
+    let (st, lines) = run(
+        sb.as_ref(),
+        sh(&format!(
+            "date +%s; head -c 16 /dev/urandom | od -An -tx1; {extra}"
+        )),
+    )
+    .await;
+    assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
+    let guest: i64 = lines
+        .first()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("date");
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    assert!(
+        (guest - host).abs() <= 2,
+        "guest clock {guest} vs host {host}"
+    );
+    sb.destroy().await.expect("destroy");
+    (lines, notes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_a_real_clocksource_and_their_own_entropy(
 ) {
@@ -440,26 +477,14 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_a_real_clocksour
     let mut randoms = Vec::new();
     let mut ids = Vec::new();
     for i in 0..2 {
-        let sb = p
-            .create(JobSpec::new(format!("clock-{i}"), "hello"))
-            .await
-            .expect("create");
-        assert!(
-            sb.notes()
-                .iter()
-                .any(|n| n.contains("restored from its snapshot")),
-            "{:?}",
-            sb.notes()
-        );
-        let (st, lines) = run(
-            sb.as_ref(),
-            sh(
-                "date +%s; head -c 16 /dev/urandom | od -An -tx1; cat /etc/machine-id; \
-                cat /sys/devices/system/clocksource/clocksource0/current_clocksource",
-            ),
+        let (lines, notes) = restored_job(
+            &p,
+            &format!("clock-{i}"),
+            "restored from its snapshot",
+            "cat /etc/machine-id; \
+             cat /sys/devices/system/clocksource/clocksource0/current_clocksource",
         )
         .await;
-        assert_eq!(st, ExitStatus::Exited(0), "{lines:?}");
         // The guest keeps time with a real clocksource, never jiffies (no tickless idle, so
         // an idle VM burns host CPU on its timer tick, and a clock that lags under load);
         // under TCG that is the TSC, which QEMU gives every vCPU from the host's.
@@ -468,21 +493,9 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_a_real_clocksour
             !clocksource.contains("jiffies"),
             "clocksource {clocksource}"
         );
-        if sb.notes().iter().any(|n| n.contains("TCG")) {
-            assert_eq!(clocksource, "tsc", "{:?}", sb.notes());
+        if notes.iter().any(|n| n.contains("TCG")) {
+            assert_eq!(clocksource, "tsc", "{notes:?}");
         }
-        let guest: i64 = lines
-            .first()
-            .and_then(|l| l.trim().parse().ok())
-            .expect("date");
-        let host = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        assert!(
-            (guest - host).abs() <= 2,
-            "guest clock {guest} vs host {host}"
-        );
         randoms.push(lines.get(1).cloned().unwrap_or_default());
         let id = lines.get(2).cloned().unwrap_or_default();
         assert!(
@@ -490,7 +503,6 @@ async fn sandboxes_restored_by_the_provider_get_the_hosts_clock_a_real_clocksour
             "machine id {id:?}"
         );
         ids.push(id);
-        sb.destroy().await.expect("destroy");
     }
     assert_ne!(randoms[0], randoms[1], "clones must not share entropy");
     assert_ne!(ids[0], ids[1], "clones must not share a machine id");
@@ -580,4 +592,67 @@ async fn a_disk_size_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
     let notes = sb.notes().join("\n");
     assert!(notes.contains("disk size 1.0 GiB not applied"), "{notes}");
     sb.destroy().await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_qemu_serves_the_next_restore_and_dies_with_the_provider() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let runs = tempfile::tempdir().expect("tempdir");
+    let cfg = VmConfig {
+        run_parent: Some(runs.path().to_path_buf()),
+        ..small()
+    };
+    let p = provider(&img, cfg);
+    p.prewarm(&JobSpec::new("standby", "hello"))
+        .await
+        .expect("snapshot");
+    let wait_standby = || async {
+        let t = Instant::now();
+        while !p.standby_ready() && t.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(p.standby_ready(), "no standby QEMU after 60 s");
+    };
+    // Two jobs in a row: each finds a QEMU waiting (the first one started by
+    // prewarm, the second after the first job's VM was ready), and works like
+    // any restored VM: fresh clock, its own entropy.
+    let mut randoms = Vec::new();
+    for i in 0..2 {
+        wait_standby().await;
+        let (lines, _) = restored_job(
+            &p,
+            &format!("standby-{i}"),
+            "restored from its snapshot into a QEMU started ahead",
+            ":",
+        )
+        .await;
+        randoms.push(lines.get(1).cloned().unwrap_or_default());
+    }
+    assert_ne!(randoms[0], randoms[1], "clones must not share entropy");
+    // The spare for a third job is killed with the provider, run directory and all.
+    wait_standby().await;
+    p.shutdown().await;
+    assert!(!p.standby_ready());
+    let marker = runs.path().to_string_lossy().into_owned();
+    let t = Instant::now();
+    loop {
+        let qemus: Vec<String> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&marker))
+            .collect();
+        let dirs = std::fs::read_dir(runs.path()).map_or(0, |d| d.count());
+        if qemus.is_empty() && dirs == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "after shutdown: processes {qemus:?}, {dirs} run directories"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

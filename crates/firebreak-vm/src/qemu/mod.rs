@@ -127,6 +127,12 @@ pub struct VmConfig {
     /// overlay in the run directory, so this bounds the host disk a job can
     /// fill.
     pub max_disk_bytes: u64,
+    /// With [`Start::Snapshot`], keep one QEMU process started and waiting
+    /// for the snapshot's state, so that the next job's restore skips
+    /// starting QEMU and initialising its machine (~0.1 s of a restore
+    /// under TCG here). It holds no guest memory until a job takes it;
+    /// [`QemuProvider::shutdown`](crate::QemuProvider::shutdown) stops it.
+    pub standby: bool,
 }
 
 /// How a job's VM is started.
@@ -162,6 +168,7 @@ impl Default for VmConfig {
             first_requests_timeout: Duration::from_secs(15),
             unresponsive_after: Some(Duration::from_secs(120)),
             max_disk_bytes: 64 << 30,
+            standby: true,
         }
     }
 }
@@ -277,6 +284,9 @@ pub struct BootStats {
     pub kvm: bool,
     /// Restored from a snapshot (not booted).
     pub restored: bool,
+    /// Restored into a QEMU process started ahead, while no job waited
+    /// (see [`VmConfig::standby`]): `total` then counts from the load.
+    pub standby: bool,
 }
 
 /// A running VM with a connected agent. Dropping it kills QEMU and removes
@@ -547,6 +557,7 @@ impl QemuVm {
                         last_attempt: ta.elapsed(),
                         kvm,
                         restored: false,
+                        standby: false,
                     };
                     let mut vm = QemuVm {
                         child: Some(child),
@@ -607,151 +618,10 @@ impl QemuVm {
         cfg: &VmConfig,
         snap: &crate::snapshot::Snapshot,
     ) -> Result<QemuVm, VmError> {
-        let qemu = need(&tools::QEMU)?;
-        need(&tools::QEMU_IMG)?;
-        let kvm = snap.meta.kvm;
-        let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
-        let run_dir = new_run_dir(cfg)?;
         let t0 = Instant::now();
-        let res = Self::restore_in(image, cfg, snap, &qemu, kvm, timeout, &run_dir, t0).await;
-        if res.is_err() {
-            let _ = std::fs::remove_dir_all(&run_dir);
-        }
-        res
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn restore_in(
-        image: &Image,
-        cfg: &VmConfig,
-        snap: &crate::snapshot::Snapshot,
-        qemu: &Path,
-        kvm: bool,
-        timeout: Duration,
-        run_dir: &Path,
-        t0: Instant,
-    ) -> Result<QemuVm, VmError> {
-        // The clone's copy-on-write layer over the snapshot's disk: QEMU's
-        // own temporary overlay (`snapshot=on`), created in-process (no
-        // `qemu-img` run) in the run directory (TMPDIR), so it goes with it.
-        let drive = format!(
-            "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,snapshot=on",
-            snap.disk().to_string_lossy()
-        );
-        // Guest RAM: a private copy-on-write mapping of the snapshot's RAM
-        // file (pages come from the host's page cache as the guest touches
-        // them, shared by all clones); the migration stream then holds only
-        // device state. Older snapshots carry RAM in the stream.
-        let ram_file = snap.ram_file();
-        let ram = match &ram_file {
-            Some(f) => RamBacking::Private(f),
-            None => RamBacking::Anonymous,
-        };
-        let mut args = qemu_args_with_drive(image, cfg, kvm, run_dir, &drive, ram, false);
-        let state_uri = format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy()));
-        args.push("-incoming".into());
-        if ram_file.is_some() {
-            // The x-ignore-shared capability must be set before the stream
-            // is read, which only QMP can do on QEMU 7.2.
-            args.push("defer".into());
-        } else {
-            args.push(state_uri.clone().into());
-        }
-        let ta = Instant::now();
-        let mut child = spawn_qemu_in(qemu, args, run_dir, &[("TMPDIR", run_dir)], cfg.nice)?;
-        let transport = VirtioSerialSocket {
-            path: run_dir.join("agent.sock"),
-        };
-        let qmp_sock = run_dir.join("qmp.sock");
-        let deferred = ram_file.is_some();
-        // The agent socket is connected before the state loads (the guest's
-        // port then sees a host end from its first instruction), then the
-        // state is loaded, then the hello is answered.
-        let start = async {
-            let (r, w) = connect_stream(&transport, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            if deferred {
-                let mut qmp = Qmp::connect(&qmp_sock, timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                qmp.execute(
-                    "migrate-set-capabilities",
-                    Some(serde_json::json!({ "capabilities": [
-                        { "capability": "x-ignore-shared", "state": true }
-                    ] })),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                // QEMU accepts our connection in its main loop, which also
-                // runs between chunks of the incoming stream: an accept in
-                // the middle of loading would queue a "host connected"
-                // message on a half-loaded virtio-serial device. Load only
-                // once QEMU shows the agent socket connected.
-                wait_chardev_connected(&mut qmp, "agent", timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                qmp.execute(
-                    "migrate-incoming",
-                    Some(serde_json::json!({ "uri": state_uri })),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            }
-            handshake(&transport, r, w, timeout.saturating_sub(ta.elapsed()))
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let outcome = tokio::select! {
-            r = start => r,
-            st = child.wait() => Err(format!("QEMU exited ({}): {}",
-                st.map(|s| s.to_string()).unwrap_or_default(),
-                tail(&std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default(), 10))),
-        };
-        let t_hello = ta.elapsed();
-        let (client, info) = match outcome {
-            Ok(ok) => ok,
-            Err(reason) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(VmError::RestoreFailed {
-                    reason,
-                    console: tail(
-                        &std::fs::read_to_string(run_dir.join("console.log")).unwrap_or_default(),
-                        25,
-                    ),
-                });
-            }
-        };
-        let mut vm = QemuVm {
-            child: Some(child),
-            run_dir: run_dir.to_path_buf(),
-            client: Arc::new(client),
-            info,
-            stats: BootStats {
-                attempts: 1,
-                total: Duration::ZERO,
-                last_attempt: ta.elapsed(),
-                kvm,
-                restored: true,
-            },
-            watchdog: None,
-            lease: None,
-            niced: cfg.nice.is_some(),
-            snapshot: Some(snap.clone()),
-        };
-        // The guest's clock stopped at snapshot time and every clone starts
-        // with the same entropy pool: the caller refreshes both.
+        let mut vm = Incoming::spawn(image, cfg, snap).await?.load(cfg).await?;
         vm.stats.total = t0.elapsed();
-        if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
-            eprintln!(
-                "restore: spawn at {:?}, hello at +{t_hello:?}",
-                ta.duration_since(t0),
-            );
-        }
-        if let Some(limit) = cfg.job_timeout {
-            vm.arm_job_timeout(limit);
-        }
+        vm.stats.last_attempt = vm.stats.total;
         Ok(vm)
     }
 
@@ -904,6 +774,248 @@ impl QemuVm {
             let _ = c.wait().await;
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// A QEMU process started for a clone of a snapshot and waiting for its
+/// state (`-incoming defer`): agent socket and QMP connected, migration
+/// capability set. [`Incoming::load`] turns it into a running [`QemuVm`].
+/// Starting QEMU and initialising its machine is most of a restore's
+/// first ~0.1 s, so the provider keeps one ready for the next job (see
+/// [`VmConfig::standby`]); it holds no guest memory until it loads.
+/// Dropping it kills the process and removes its run directory.
+pub(crate) struct Incoming {
+    child: Option<Child>,
+    run_dir: PathBuf,
+    transport: VirtioSerialSocket,
+    stream: Option<(crate::transport::BoxRead, crate::transport::BoxWrite)>,
+    /// Set for snapshots whose RAM is a file (the stream is loaded over
+    /// QMP); older ones read theirs from the command line.
+    qmp: Option<Qmp>,
+    state_uri: String,
+    kvm: bool,
+    snap: crate::snapshot::Snapshot,
+    nice: Option<i32>,
+    spawned: Instant,
+    /// Kept waiting as a provider's spare (set when one is taken).
+    pub(crate) standby: bool,
+}
+
+impl Incoming {
+    /// Starts QEMU for a clone of `snap` and waits until it is ready to
+    /// load the state.
+    pub(crate) async fn spawn(
+        image: &Image,
+        cfg: &VmConfig,
+        snap: &crate::snapshot::Snapshot,
+    ) -> Result<Incoming, VmError> {
+        let qemu = need(&tools::QEMU)?;
+        need(&tools::QEMU_IMG)?;
+        let kvm = snap.meta.kvm;
+        let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
+        let run_dir = new_run_dir(cfg)?;
+        // The clone's copy-on-write layer over the snapshot's disk: QEMU's
+        // own temporary overlay (`snapshot=on`), created in-process (no
+        // `qemu-img` run) in the run directory (TMPDIR), so it goes with it.
+        let drive = format!(
+            "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,snapshot=on",
+            snap.disk().to_string_lossy()
+        );
+        // Guest RAM: a private copy-on-write mapping of the snapshot's RAM
+        // file (pages come from the host's page cache as the guest touches
+        // them, shared by all clones); the migration stream then holds only
+        // device state. Older snapshots carry RAM in the stream.
+        let ram_file = snap.ram_file();
+        let ram = match &ram_file {
+            Some(f) => RamBacking::Private(f),
+            None => RamBacking::Anonymous,
+        };
+        let mut args = qemu_args_with_drive(image, cfg, kvm, &run_dir, &drive, ram, false);
+        let state_uri = format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy()));
+        args.push("-incoming".into());
+        if ram_file.is_some() {
+            // The x-ignore-shared capability must be set before the stream
+            // is read, which only QMP can do on QEMU 7.2.
+            args.push("defer".into());
+        } else {
+            args.push(state_uri.clone().into());
+        }
+        let spawned = Instant::now();
+        let child = match spawn_qemu_in(&qemu, args, &run_dir, &[("TMPDIR", &run_dir)], cfg.nice) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                return Err(e);
+            }
+        };
+        let mut me = Incoming {
+            child: Some(child),
+            transport: VirtioSerialSocket {
+                path: run_dir.join("agent.sock"),
+            },
+            run_dir,
+            stream: None,
+            qmp: None,
+            state_uri,
+            kvm,
+            snap: snap.clone(),
+            nice: cfg.nice,
+            spawned,
+            standby: false,
+        };
+        let deferred = ram_file.is_some();
+        let qmp_sock = me.run_dir.join("qmp.sock");
+        let transport = me.transport.clone();
+        // The agent socket is connected before the state loads (the guest's
+        // port then sees a host end from its first instruction).
+        let ready = async {
+            let stream = connect_stream(&transport, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !deferred {
+                return Ok((stream, None));
+            }
+            let mut qmp = Qmp::connect(&qmp_sock, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            qmp.execute(
+                "migrate-set-capabilities",
+                Some(serde_json::json!({ "capabilities": [
+                    { "capability": "x-ignore-shared", "state": true }
+                ] })),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            // QEMU accepts our connection in its main loop, which also
+            // runs between chunks of the incoming stream: an accept in
+            // the middle of loading would queue a "host connected"
+            // message on a half-loaded virtio-serial device. Load only
+            // once QEMU shows the agent socket connected.
+            wait_chardev_connected(&mut qmp, "agent", timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((stream, Some(qmp)))
+        };
+        match me.race_exit(ready).await {
+            Ok((stream, qmp)) => {
+                me.stream = Some(stream);
+                me.qmp = qmp;
+                Ok(me)
+            }
+            Err(reason) => Err(me.fail(reason).await),
+        }
+    }
+
+    /// Whether QEMU is still waiting (a spare may have died meanwhile).
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Whether it restores `snap` as a VM started with `cfg` would be.
+    pub(crate) fn serves(&self, snap: &crate::snapshot::Snapshot, cfg: &VmConfig) -> bool {
+        self.snap == *snap && self.nice == cfg.nice
+    }
+
+    /// Loads the snapshot's state and waits for the agent's hello.
+    pub(crate) async fn load(mut self, cfg: &VmConfig) -> Result<QemuVm, VmError> {
+        let t0 = Instant::now();
+        let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
+        let Some((r, w)) = self.stream.take() else {
+            return Err(self.fail("the agent socket is not connected".into()).await);
+        };
+        let mut qmp = self.qmp.take();
+        let uri = self.state_uri.clone();
+        let transport = self.transport.clone();
+        let start = async {
+            if let Some(qmp) = qmp.as_mut() {
+                qmp.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            handshake(&transport, r, w, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let (client, info) = match self.race_exit(start).await {
+            Ok(ok) => ok,
+            Err(reason) => return Err(self.fail(reason).await),
+        };
+        let t_hello = t0.elapsed();
+        let mut vm = QemuVm {
+            child: self.child.take(),
+            run_dir: std::mem::take(&mut self.run_dir),
+            client: Arc::new(client),
+            info,
+            stats: BootStats {
+                attempts: 1,
+                total: t0.elapsed(),
+                last_attempt: t0.elapsed(),
+                kvm: self.kvm,
+                restored: true,
+                standby: self.standby,
+            },
+            watchdog: None,
+            lease: None,
+            niced: self.nice.is_some(),
+            snapshot: Some(self.snap.clone()),
+        };
+        // The guest's clock stopped at snapshot time and every clone starts
+        // with the same entropy pool: the caller refreshes both.
+        if std::env::var_os("FIREBREAK_TRACE_RESTORE").is_some() {
+            eprintln!(
+                "restore: QEMU spawned {:?} before the load, hello at +{t_hello:?}",
+                t0.duration_since(self.spawned),
+            );
+        }
+        if let Some(limit) = cfg.job_timeout {
+            vm.arm_job_timeout(limit);
+        }
+        Ok(vm)
+    }
+
+    /// Runs `work` unless QEMU exits first (then: why, from its log).
+    async fn race_exit<T>(
+        &mut self,
+        work: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let Some(child) = self.child.as_mut() else {
+            return Err("QEMU is gone".into());
+        };
+        let log = self.run_dir.join("qemu.log");
+        tokio::select! {
+            r = work => r,
+            st = child.wait() => Err(format!("QEMU exited ({}): {}",
+                st.map(|s| s.to_string()).unwrap_or_default(),
+                tail(&std::fs::read_to_string(log).unwrap_or_default(), 10))),
+        }
+    }
+
+    /// Kills QEMU and describes the failure with the guest console's tail.
+    async fn fail(mut self, reason: String) -> VmError {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        VmError::RestoreFailed {
+            reason,
+            console: tail(
+                &std::fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default(),
+                25,
+            ),
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        if !self.run_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+        }
     }
 }
 

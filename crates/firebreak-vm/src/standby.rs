@@ -1,0 +1,118 @@
+//! The spare QEMU process a provider keeps waiting for its next restore
+//! (see [`VmConfig::standby`]).
+//!
+//! A restore is QEMU's start and machine setup (~0.1 s under TCG here),
+//! then loading the snapshot's device state and the guest resuming. The
+//! first part needs nothing from the job, so after each job's VM is ready
+//! the provider starts the next one's QEMU ([`Standby::replenish`]), and
+//! the next restore takes it ([`Standby::take`]) and only loads. At most
+//! one spare exists; it maps the snapshot's RAM file but touches none of
+//! it until it loads, so it is not charged to the memory budget until a
+//! job takes it (the job's lease covers it from then on).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+
+use crate::image::Image;
+use crate::qemu::{Incoming, VmConfig};
+use crate::snapshot::Snapshot;
+
+/// How long after a job's VM is ready its successor's QEMU is started.
+const REPLENISH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One spare QEMU process (or none).
+#[derive(Default)]
+pub(crate) struct Standby {
+    slot: StdMutex<Slot>,
+    /// A spare is being started.
+    starting: AtomicBool,
+}
+
+#[derive(Default)]
+struct Slot {
+    spare: Option<Incoming>,
+    /// After [`Standby::shutdown`]: no more spares.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = lock(&self.slot);
+        f.debug_struct("Standby")
+            .field("spare", &slot.spare.is_some())
+            .field("closed", &slot.closed)
+            .finish()
+    }
+}
+
+impl Standby {
+    /// The spare, if it restores `snap` for `cfg` and its QEMU is alive.
+    pub(crate) fn take(&self, snap: &Snapshot, cfg: &VmConfig) -> Option<Incoming> {
+        let mut slot = lock(&self.slot);
+        if !slot.spare.as_ref().is_some_and(|s| s.serves(snap, cfg)) {
+            return None;
+        }
+        let mut spare = slot.spare.take()?;
+        spare.standby = true;
+        // A dead one is dropped here (its run directory with it).
+        spare.alive().then_some(spare)
+    }
+
+    /// Starts a spare for `snap` in the background unless one is alive or
+    /// starting; it replaces a spare for another snapshot or shape.
+    pub(crate) fn replenish(self: &Arc<Self>, image: &Image, cfg: &VmConfig, snap: &Snapshot) {
+        {
+            let mut slot = lock(&self.slot);
+            if slot.closed {
+                return;
+            }
+            if let Some(s) = slot.spare.as_mut() {
+                if s.serves(snap, cfg) && s.alive() {
+                    return;
+                }
+            }
+        }
+        if self.starting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let (image, cfg, snap) = (image.clone(), cfg.clone(), snap.clone());
+        tokio::spawn(async move {
+            // Not while the job that asked for it takes its first steps:
+            // starting QEMU costs ~0.1 s of a core, which on a small host
+            // would come out of that job's start.
+            tokio::time::sleep(REPLENISH_DELAY).await;
+            let spare = Incoming::spawn(&image, &cfg, &snap).await.ok();
+            let old = {
+                let mut slot = lock(&me.slot);
+                if slot.closed {
+                    spare
+                } else {
+                    std::mem::replace(&mut slot.spare, spare)
+                }
+            };
+            // Killed outside the lock.
+            drop(old);
+            me.starting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Whether a spare is waiting.
+    pub(crate) fn ready(&self) -> bool {
+        lock(&self.slot).spare.is_some()
+    }
+
+    /// Kills the spare; no more are started.
+    pub(crate) fn shutdown(&self) {
+        let spare = {
+            let mut slot = lock(&self.slot);
+            slot.closed = true;
+            slot.spare.take()
+        };
+        drop(spare);
+    }
+}
