@@ -207,6 +207,11 @@ const SEEN_LIST_MAX: usize = 32;
 type Pairs = [(Token, Token)];
 
 impl Seen {
+    /// Nothing recorded yet.
+    fn is_empty(&self) -> bool {
+        self.len == 0 && self.upper.is_none()
+    }
+
     fn keys(&self) -> impl Iterator<Item = &SeenKey> {
         self.inline[..self.len.min(SEEN_INLINE)]
             .iter()
@@ -387,7 +392,27 @@ impl Reader<'_> {
                 .filter(move |(i, _)| alive & (1u64 << i) != 0)
                 .map(|(_, &d)| sc.node_at(d))
         };
+        // Keys that are exactly a known property are recorded as bit `i` for
+        // `prop_index[i]` (a duplicate of one is the same entry); any other key is
+        // recorded in `seen` and compared, upper-cased, with both.
         let mut seen = Seen::default();
+        let mut props_seen: u64 = 0;
+        let prop_seen_like = |props_seen: u64, name: &str| {
+            let mut bits = props_seen;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if def
+                    .node
+                    .prop_index
+                    .get(i)
+                    .is_some_and(|e| upper_eq(e.name, name))
+                {
+                    return true;
+                }
+            }
+            false
+        };
         let mut has_expression_key = false;
         let mut out: Vec<(Token, Token)> = Vec::with_capacity(pairs.len());
         for (k, v) in pairs.iter_mut() {
@@ -410,14 +435,23 @@ impl Reader<'_> {
                 }
                 Key::Name(name) => name,
             };
-            if !name.is_empty() && seen.contains(&name, &out) {
+            let indexed = def.node.prop_at(&name, name_tag(&name));
+            let bit = indexed.and_then(|(i, _)| (i < 64).then(|| 1u64 << i));
+            let duplicate = !name.is_empty()
+                && match bit {
+                    Some(b) => {
+                        props_seen & b != 0 || (!seen.is_empty() && seen.contains(&name, &out))
+                    }
+                    None => seen.contains(&name, &out) || prop_seen_like(props_seen, &name),
+                };
+            if duplicate {
                 self.error(key_pos, format!("'{name}' is already defined"));
                 continue;
             }
             let record = !name.is_empty();
             // well-known property (filters the candidate definitions): its type in the last
             // candidate still alive that has it
-            let entry = def.node.prop(&name, name_tag(&name));
+            let entry = indexed.map(|(_, e)| e);
             let having = entry.map_or(0, |e| e.mask & alive);
             let found = entry
                 .filter(|_| having != 0)
@@ -440,7 +474,10 @@ impl Reader<'_> {
                 let value = self.read_value(v, value_def);
                 out.push((key, value));
                 if record {
-                    seen.add(SeenKey::Out(out.len() - 1), &out);
+                    match bit {
+                        Some(b) => props_seen |= b,
+                        None => seen.add(SeenKey::Out(out.len() - 1), &out),
+                    }
                 }
                 continue;
             }
@@ -490,7 +527,14 @@ impl Reader<'_> {
             );
         } else if alive_count == 1 && !has_expression_key {
             for p in candidates(alive).flat_map(|d| d.props.iter()) {
-                if p.required && !seen.contains(p.name, &out) {
+                if !p.required {
+                    continue;
+                }
+                let exact = def
+                    .node
+                    .prop_at(p.name, name_tag(p.name))
+                    .is_some_and(|(i, _)| i < 64 && props_seen & (1u64 << i) != 0);
+                if !exact && !seen.contains(p.name, &out) {
                     self.error(pos, format!("Required property is missing: {}", p.name));
                 }
             }

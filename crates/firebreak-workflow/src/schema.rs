@@ -1079,11 +1079,13 @@ pub(crate) fn name_tag(name: &str) -> u64 {
 }
 
 impl Node {
-    /// The entry of `prop_index` for `name` (`tag` is [`name_tag`]`(name)`).
-    pub(crate) fn prop(&self, name: &str, tag: u64) -> Option<&PropEntry> {
+    /// The entry of `prop_index` for `name` with its index there (`tag` is
+    /// [`name_tag`]`(name)`).
+    pub(crate) fn prop_at(&self, name: &str, tag: u64) -> Option<(usize, &PropEntry)> {
         self.prop_index
             .iter()
-            .find(|e| e.tag == tag && e.name == name)
+            .enumerate()
+            .find(|(_, e)| e.tag == tag && e.name == name)
     }
 }
 

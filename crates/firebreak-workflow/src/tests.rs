@@ -441,3 +441,19 @@ fn size_and_depth_limits() {
     )
     .is_ok());
 }
+
+#[test]
+fn duplicate_keys_are_found_whatever_their_case_and_order() {
+    let src = "on: push\njobs:\n  a:\n    RUNS-ON: x\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo\n  b:\n    runs-on: ubuntu-latest\n    Runs-On: y\n    steps:\n      - run: echo\n    steps:\n      - run: echo\n  c:\n    steps:\n      - run: echo\n    STEPS: x\n";
+    assert_eq!(
+        errors_with(src, &ParseOptions::default()),
+        [
+            "w.yml:4:5: Unexpected value 'RUNS-ON'",
+            "w.yml:5:5: 'runs-on' is already defined",
+            "w.yml:10:5: 'Runs-On' is already defined",
+            "w.yml:13:5: 'steps' is already defined",
+            "w.yml:18:5: 'STEPS' is already defined",
+            "w.yml:16:5: Required property is missing: runs-on",
+        ]
+    );
+}

@@ -703,7 +703,16 @@ pub fn resolve_plain_cow(s: Cow<'_, str>) -> YKind<'_> {
             style: Style::Plain,
         };
     }
-    match resolve_special(&s) {
+    // A word starting with a letter is a null or a bool or a string, never a number.
+    let special = if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        match s.as_ref() {
+            "null" | "Null" | "NULL" => Some(YKind::Null),
+            _ => parse_bool(&s).map(YKind::Bool),
+        }
+    } else {
+        resolve_special(&s)
+    };
+    match special {
         Some(kind) => kind,
         None => YKind::Str {
             value: s,

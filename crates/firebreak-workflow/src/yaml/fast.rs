@@ -125,18 +125,22 @@ struct Tok<'s> {
     comment: bool,
 }
 
-/// Bytes a plain scalar has to look at: line breaks, tabs, spaces (before a comment), `:`
-/// and flow indicators.
-static SPECIAL: [bool; 256] = {
+/// Bytes a plain scalar in block context has to look at: line breaks, tabs, `:` and `#`
+/// (spaces are ordinary: trailing ones are trimmed at the end).
+static SPECIAL: [bool; 256] = special_table(b"\n\r\t:#");
+
+/// [`SPECIAL`] plus the flow indicators, for plain scalars inside `[…]` and `{…}`.
+static SPECIAL_FLOW: [bool; 256] = special_table(b"\n\r\t:#,[]{}");
+
+const fn special_table(special: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
-    let special = b"\n\r\t :,[]{}";
     let mut i = 0;
     while i < special.len() {
         t[special[i] as usize] = true;
         i += 1;
     }
     t
-};
+}
 
 fn is_flow_indicator(c: u8) -> bool {
     matches!(c, b',' | b'[' | b']' | b'{' | b'}')
@@ -488,39 +492,37 @@ impl<'s> Scanner<'s> {
 
     fn plain(&self, p: usize, flow: bool) -> R<Tok<'s>> {
         let b = self.b;
+        let special = if flow { &SPECIAL_FLOW } else { &SPECIAL };
         let mut q = p;
-        let mut end = p;
         let mut comment = false;
         while q < b.len() {
-            // Skip ordinary characters in bulk (an iterator: no bounds check per byte).
-            if !SPECIAL[b[q] as usize] {
+            // Skip ordinary characters (spaces included) in bulk (an iterator: no bounds
+            // check per byte).
+            if !special[b[q] as usize] {
                 q += b[q..]
                     .iter()
-                    .position(|&c| SPECIAL[c as usize])
+                    .position(|&c| special[c as usize])
                     .unwrap_or(b.len() - q);
-                end = q;
                 continue;
             }
             match b[q] {
                 b'\n' | b'\r' => break,
                 b'\t' => return Err(Bail),
-                b' ' => {
-                    if self.at(q + 1) == b'#' {
-                        comment = true;
-                        break;
-                    }
+                b'#' if q > p && b[q - 1] == b' ' => {
+                    comment = true;
+                    break;
                 }
-                b':' => {
-                    if flow || self.blank(q + 1) {
-                        break;
-                    }
-                    end = q + 1;
-                }
+                b':' if flow || self.blank(q + 1) => break,
                 c if flow && is_flow_indicator(c) => break,
-                _ => end = q + 1,
+                _ => {}
             }
             q += 1;
         }
+        // The scalar ends before the spaces that precede its end.
+        let end = p + b[p..q]
+            .iter()
+            .rposition(|&c| c != b' ')
+            .map_or(0, |i| i + 1);
         if end == p {
             return Err(Bail);
         }
