@@ -4,21 +4,23 @@
 //! A restore is QEMU's start and machine setup (~0.1 s under TCG here),
 //! then loading the snapshot's device state and the guest resuming. The
 //! first part needs nothing from the job, so after each job's VM is ready
-//! the provider starts the next one's QEMU ([`Standby::replenish`]), and
-//! the next restore takes it ([`Standby::take`]) and only loads. At most
-//! one spare exists; it maps the snapshot's RAM file but touches none of
-//! it until it loads, so it is not charged to the memory budget until a
+//! the provider starts the next one's QEMU and loads the snapshot's
+//! device state into it, paused ([`Standby::replenish`]); the next
+//! restore takes it ([`Standby::take`]) and only resumes it. At most one
+//! spare exists; it maps the snapshot's RAM file but touches almost none
+//! of it while paused, so it is not charged to the memory budget until a
 //! job takes it (the job's lease covers it from then on).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::Duration;
 
 use crate::image::Image;
 use crate::qemu::{Incoming, VmConfig};
 use crate::snapshot::Snapshot;
 
 /// How long after a job's VM is ready its successor's QEMU is started.
-const REPLENISH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const REPLENISH_DELAY: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -65,6 +67,11 @@ impl Standby {
     /// Starts a spare for `snap` in the background unless one is alive or
     /// starting; it replaces a spare for another snapshot or shape.
     pub(crate) fn replenish(self: &Arc<Self>, image: &Image, cfg: &VmConfig, snap: &Snapshot) {
+        // Only snapshots whose RAM is a file load ahead without holding the
+        // guest's memory.
+        if snap.ram_file().is_none() {
+            return;
+        }
         {
             let mut slot = lock(&self.slot);
             if slot.closed {
@@ -86,7 +93,13 @@ impl Standby {
             // starting QEMU costs ~0.1 s of a core, which on a small host
             // would come out of that job's start.
             tokio::time::sleep(REPLENISH_DELAY).await;
-            let spare = Incoming::spawn(&image, &cfg, &snap).await.ok();
+            let spare = match Incoming::spawn(&image, &cfg, &snap, true).await {
+                Ok(mut spare) => {
+                    let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
+                    spare.preload(timeout).await.ok().map(|()| spare)
+                }
+                Err(_) => None,
+            };
             let old = {
                 let mut slot = lock(&me.slot);
                 if slot.closed {

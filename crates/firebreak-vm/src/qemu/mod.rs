@@ -619,7 +619,10 @@ impl QemuVm {
         snap: &crate::snapshot::Snapshot,
     ) -> Result<QemuVm, VmError> {
         let t0 = Instant::now();
-        let mut vm = Incoming::spawn(image, cfg, snap).await?.load(cfg).await?;
+        let mut vm = Incoming::spawn(image, cfg, snap, false)
+            .await?
+            .load(cfg)
+            .await?;
         vm.stats.total = t0.elapsed();
         vm.stats.last_attempt = vm.stats.total;
         Ok(vm)
@@ -799,15 +802,19 @@ pub(crate) struct Incoming {
     spawned: Instant,
     /// Kept waiting as a provider's spare (set when one is taken).
     pub(crate) standby: bool,
+    /// The state is loaded and the VM paused ([`Incoming::preload`]).
+    loaded: bool,
 }
 
 impl Incoming {
     /// Starts QEMU for a clone of `snap` and waits until it is ready to
-    /// load the state.
+    /// load the state. `paused`: the VM stays paused once loaded (`-S`;
+    /// for [`Incoming::preload`]).
     pub(crate) async fn spawn(
         image: &Image,
         cfg: &VmConfig,
         snap: &crate::snapshot::Snapshot,
+        paused: bool,
     ) -> Result<Incoming, VmError> {
         let qemu = need(&tools::QEMU)?;
         need(&tools::QEMU_IMG)?;
@@ -832,6 +839,9 @@ impl Incoming {
         };
         let mut args = qemu_args_with_drive(image, cfg, kvm, &run_dir, &drive, ram, false);
         let state_uri = format!("exec:cat {}", sh_quote(&snap.state().to_string_lossy()));
+        if paused {
+            args.push("-S".into());
+        }
         args.push("-incoming".into());
         if ram_file.is_some() {
             // The x-ignore-shared capability must be set before the stream
@@ -862,6 +872,7 @@ impl Incoming {
             nice: cfg.nice,
             spawned,
             standby: false,
+            loaded: false,
         };
         let deferred = ram_file.is_some();
         let qmp_sock = me.run_dir.join("qmp.sock");
@@ -918,7 +929,53 @@ impl Incoming {
         self.snap == *snap && self.nice == cfg.nice
     }
 
-    /// Loads the snapshot's state and waits for the agent's hello.
+    /// Loads the snapshot's state ahead of a job, leaving the VM paused
+    /// (spawned with `paused`; RAM-file snapshots only): a paused guest
+    /// runs nothing and its clock stands still, and [`Incoming::load`]
+    /// then only resumes it. Loading touches device state, not the
+    /// guest's RAM.
+    pub(crate) async fn preload(&mut self, timeout: Duration) -> Result<(), VmError> {
+        let uri = self.state_uri.clone();
+        let Some(mut qmp) = self.qmp.take() else {
+            return Err(VmError::Snapshot(
+                "only snapshots with a RAM file load ahead".into(),
+            ));
+        };
+        let work = async {
+            qmp.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
+                .await
+                .map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            loop {
+                let st = qmp
+                    .execute("query-status", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match st["status"].as_str() {
+                    Some("paused") => return Ok(()),
+                    Some("inmigrate") if start.elapsed() < timeout => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
+                    other => return Err(format!("after loading, QEMU is {other:?}")),
+                }
+            }
+        };
+        let res = self.race_exit(work).await;
+        self.qmp = Some(qmp);
+        match res {
+            Ok(()) => {
+                self.loaded = true;
+                Ok(())
+            }
+            Err(reason) => Err(VmError::RestoreFailed {
+                reason,
+                console: String::new(),
+            }),
+        }
+    }
+
+    /// Loads the snapshot's state (or resumes one [`preload`](Self::preload)ed)
+    /// and waits for the agent's hello.
     pub(crate) async fn load(mut self, cfg: &VmConfig) -> Result<QemuVm, VmError> {
         let t0 = Instant::now();
         let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
@@ -928,9 +985,15 @@ impl Incoming {
         let mut qmp = self.qmp.take();
         let uri = self.state_uri.clone();
         let transport = self.transport.clone();
+        let loaded = self.loaded;
         let start = async {
             if let Some(qmp) = qmp.as_mut() {
-                qmp.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
+                let (command, arguments) = if loaded {
+                    ("cont", None)
+                } else {
+                    ("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
+                };
+                qmp.execute(command, arguments)
                     .await
                     .map_err(|e| e.to_string())?;
             }
