@@ -43,9 +43,9 @@
 //! defer`, the agent socket connected before the state loads, the
 //! capability set and the stream loaded over QMP, then clock set and
 //! entropy added. The VM then serves one
-//! job and is destroyed. The steps up to the load need nothing from the
-//! job, so a provider keeps one such QEMU process waiting for its next
-//! restore (`standby`, [`VmConfig::standby`]).
+//! job and is destroyed. Everything up to the guest's resume needs nothing
+//! from the job, so a provider keeps one such QEMU process started, loaded
+//! and paused for its next restore (`standby`, [`VmConfig::standby`]).
 //!
 //! [`VmConfig::standby`]: crate::VmConfig::standby
 
