@@ -548,6 +548,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         args.image.clone(),
                         firebreak_vm::VmConfig {
                             unresponsive_after: hang_timeout,
+                            // A run of one job would start a standby QEMU for
+                            // nothing (and take its CPU from that job).
+                            standby: job_runs(&the_plan.workflows) > 1,
                             ..Default::default()
                         },
                     )
@@ -895,6 +898,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// How many job runs (matrix legs, called workflows' jobs) the workflows plan, counting a
+/// matrix evaluated at run time as two: enough to tell one from several.
+fn job_runs(workflows: &[plan::WorkflowPlan]) -> usize {
+    workflows
+        .iter()
+        .flat_map(|w| &w.jobs)
+        .map(|j| match (&j.called, &j.matrix) {
+            (Some(called), _) => job_runs(std::slice::from_ref(called)).max(1),
+            (None, MatrixPlan::Legs { legs }) => legs.len(),
+            (None, MatrixPlan::Deferred { .. }) => 2,
+            (None, MatrixPlan::None | MatrixPlan::Invalid { .. }) => 1,
+        })
+        .sum()
+}
+
 fn list(p: &plan::Plan, dry: bool) -> Result<ExitCode> {
     if p.workflows.is_empty() {
         println!("no workflow runs on '{}'", p.event);
@@ -945,4 +963,35 @@ fn list(p: &plan::Plan, dry: bool) -> Result<ExitCode> {
     }
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn runs(yaml: &str) -> usize {
+        let parsed = firebreak_workflow::parse_workflow("w.yml", yaml);
+        let wf = parsed.workflow.expect("valid workflow");
+        let event = plan::Event {
+            name: "push".into(),
+            payload: serde_json::json!({ "ref": "refs/heads/main" }),
+            changed_files: None,
+        };
+        let p = plan::plan(&[("w.yml", Arc::new(wf))], &event);
+        job_runs(&p.workflows)
+    }
+
+    #[test]
+    fn job_runs_counts_legs_and_tells_one_from_several() {
+        let one = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        assert_eq!(runs(one), 1);
+        let legs = "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        n: [1, 2, 3]\n    steps:\n      - run: echo\n  b:\n    runs-on: x\n    steps:\n      - run: echo\n";
+        assert_eq!(runs(legs), 4);
+        let deferred = "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        n: ${{ fromJSON('[1]') }}\n    steps:\n      - run: echo\n";
+        assert!(
+            runs(deferred) > 1,
+            "a matrix known only at run time may have several legs"
+        );
+    }
 }
