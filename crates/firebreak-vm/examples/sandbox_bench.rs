@@ -87,8 +87,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// One run: create → first output line of `echo hi` → destroy.
-/// One job: time to the first output byte, time `create` took, the sandbox's notes.
+/// One run: create → first output line of `echo hi` → destroy. Returns the time to that
+/// line, the time `create` took and the sandbox's notes.
 async fn once(
     p: &dyn SandboxProvider,
     id: &str,

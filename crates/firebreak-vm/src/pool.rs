@@ -33,7 +33,8 @@ pub fn vm_cost_mib(cfg: &VmConfig) -> u64 {
     cfg.memory_mib.max(128) + QEMU_OVERHEAD_MIB
 }
 
-fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
+/// The guard, also after a panic elsewhere poisoned the lock (the data stays usable).
+pub(crate) fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

@@ -143,7 +143,7 @@ impl QemuProvider {
             .map_err(|e| unavailable(e.to_string()))?;
         if let Some(p) = &self.pool {
             p.keep_warm(&image, &cfg, &snap);
-        } else if cfg.standby && cfg.start == Start::Snapshot {
+        } else {
             self.standby.replenish(&image, &cfg, &snap);
         }
         Ok(snap)
@@ -415,11 +415,10 @@ impl SandboxProvider for QemuProvider {
                         if let Some(limit) = cfg.unresponsive_after {
                             sb.watch_liveness(limit);
                         }
-                        // The next restore's QEMU starts now, off this job's
-                        // path to its first command (a warm pool's jobs have
-                        // their VMs ready already).
-                        if let (Some(snap), VmOrigin::Restored, true) = (&snap, origin, cfg.standby)
-                        {
+                        // The next restore's QEMU, started once this job is
+                        // past its first steps (a warm pool's jobs have their
+                        // VMs ready already).
+                        if let (Some(snap), VmOrigin::Restored) = (&snap, origin) {
                             self.standby.replenish(&image, &cfg, snap);
                         }
                         return Ok(Box::new(sb) as Box<dyn Sandbox>);

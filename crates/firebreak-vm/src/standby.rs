@@ -12,19 +12,16 @@
 //! job takes it (the job's lease covers it from then on).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use crate::image::Image;
-use crate::qemu::{Incoming, VmConfig};
+use crate::pool::lock;
+use crate::qemu::{Incoming, Start, VmConfig};
 use crate::snapshot::Snapshot;
 
 /// How long after a job's VM is ready its successor's QEMU is started.
 const REPLENISH_DELAY: Duration = Duration::from_secs(1);
-
-fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// One spare QEMU process (or none).
 #[derive(Default)]
@@ -59,17 +56,17 @@ impl Standby {
             return None;
         }
         let mut spare = slot.spare.take()?;
-        spare.standby = true;
         // A dead one is dropped here (its run directory with it).
         spare.alive().then_some(spare)
     }
 
-    /// Starts a spare for `snap` in the background unless one is alive or
+    /// Starts a spare for `snap` in the background unless `cfg` does not
+    /// want one ([`VmConfig::standby`], restores only) or one is alive or
     /// starting; it replaces a spare for another snapshot or shape.
     pub(crate) fn replenish(self: &Arc<Self>, image: &Image, cfg: &VmConfig, snap: &Snapshot) {
         // Only snapshots whose RAM is a file load ahead without holding the
         // guest's memory.
-        if snap.ram_file().is_none() {
+        if !cfg.standby || cfg.start != Start::Snapshot || snap.ram_file().is_none() {
             return;
         }
         {
@@ -94,10 +91,7 @@ impl Standby {
             // would come out of that job's start.
             tokio::time::sleep(REPLENISH_DELAY).await;
             let spare = match Incoming::spawn(&image, &cfg, &snap, true).await {
-                Ok(mut spare) => {
-                    let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
-                    spare.preload(timeout).await.ok().map(|()| spare)
-                }
+                Ok(mut spare) => spare.preload(&cfg).await.ok().map(|()| spare),
                 Err(_) => None,
             };
             let old = {

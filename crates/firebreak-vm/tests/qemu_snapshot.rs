@@ -53,6 +53,14 @@ async fn run(sb: &dyn Sandbox, req: ExecRequest) -> (ExitStatus, Vec<String>) {
     (st, collect.await.unwrap_or_default())
 }
 
+/// The host's clock, seconds since the epoch (what `date +%s` prints in a guest).
+fn host_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 fn provider(img: &Image, cfg: VmConfig) -> QemuProvider {
     QemuProvider::new(
         ImageStore::open_default(),
@@ -113,10 +121,7 @@ async fn restored_clones_have_their_own_working_disk_a_fresh_clock_and_entropy()
             .get(1)
             .and_then(|l| l.trim().parse().ok())
             .unwrap_or(0);
-        let host_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let host_now = host_now();
         assert!(
             (guest_now - host_now).abs() <= 5,
             "guest clock {guest_now} vs host {host_now}"
@@ -452,10 +457,7 @@ async fn restored_job(
         .first()
         .and_then(|l| l.trim().parse().ok())
         .expect("date");
-    let host = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let host = host_now();
     assert!(
         (guest - host).abs() <= 2,
         "guest clock {guest} vs host {host}"

@@ -178,6 +178,12 @@ struct Seen {
     upper: Option<HashSet<String>>,
 }
 
+/// The bit that records, among a mapping's keys, one exactly equal to the property
+/// `prop_index[i]` (entries past the 64th have none: their keys are recorded by name).
+fn prop_bit(i: usize) -> Option<u64> {
+    (i < 64).then(|| 1u64 << i)
+}
+
 /// Length and first byte (ASCII-lower-cased) of an ASCII name, or `u64::MAX` for other names.
 /// ASCII names equal after upper-casing have equal tags.
 fn key_tag(name: &str) -> u64 {
@@ -436,7 +442,7 @@ impl Reader<'_> {
                 Key::Name(name) => name,
             };
             let indexed = def.node.prop_at(&name, name_tag(&name));
-            let bit = indexed.and_then(|(i, _)| (i < 64).then(|| 1u64 << i));
+            let bit = indexed.and_then(|(i, _)| prop_bit(i));
             let duplicate = !name.is_empty()
                 && match bit {
                     Some(b) => {
@@ -533,7 +539,8 @@ impl Reader<'_> {
                 let exact = def
                     .node
                     .prop_at(p.name, name_tag(p.name))
-                    .is_some_and(|(i, _)| i < 64 && props_seen & (1u64 << i) != 0);
+                    .and_then(|(i, _)| prop_bit(i))
+                    .is_some_and(|b| props_seen & b != 0);
                 if !exact && !seen.contains(p.name, &out) {
                     self.error(pos, format!("Required property is missing: {}", p.name));
                 }

@@ -705,9 +705,10 @@ pub fn resolve_plain_cow(s: Cow<'_, str>) -> YKind<'_> {
     }
     // A word starting with a letter is a null or a bool or a string, never a number.
     let special = if s.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        match s.as_ref() {
-            "null" | "Null" | "NULL" => Some(YKind::Null),
-            _ => parse_bool(&s).map(YKind::Bool),
+        if is_null_word(&s) {
+            Some(YKind::Null)
+        } else {
+            parse_bool(&s).map(YKind::Bool)
         }
     } else {
         resolve_special(&s)
@@ -721,11 +722,15 @@ pub fn resolve_plain_cow(s: Cow<'_, str>) -> YKind<'_> {
     }
 }
 
+/// The core schema's null words (besides `~` and the empty scalar).
+fn is_null_word(s: &str) -> bool {
+    matches!(s, "null" | "Null" | "NULL")
+}
+
 /// The null, bool or number a plain scalar stands for, if any.
 fn resolve_special(s: &str) -> Option<YKind<'static>> {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(YKind::Null),
-        _ => {}
+    if s.is_empty() || s == "~" || is_null_word(s) {
+        return Some(YKind::Null);
     }
     if let Some(b) = parse_bool(s) {
         return Some(YKind::Bool(b));

@@ -285,8 +285,9 @@ pub struct BootStats {
     pub kvm: bool,
     /// Restored from a snapshot (not booted).
     pub restored: bool,
-    /// Restored into a QEMU process started ahead, while no job waited
-    /// (see [`VmConfig::standby`]): `total` then counts from the load.
+    /// Restored into a QEMU process started and loaded ahead, while no job
+    /// waited (see [`VmConfig::standby`]): `total` then counts from its
+    /// resume.
     pub standby: bool,
 }
 
@@ -311,6 +312,24 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Why a VM failed when its QEMU exited early: the exit status and the end of its log.
+fn qemu_exited(st: std::io::Result<std::process::ExitStatus>, run_dir: &Path) -> String {
+    format!(
+        "QEMU exited ({}): {}",
+        st.map(|s| s.to_string()).unwrap_or_default(),
+        tail(
+            &std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default(),
+            10
+        )
+    )
+}
+
+/// How long a restore waits for QEMU and the agent (a restored guest answers in well under
+/// a second; a cold boot has its own default).
+fn restore_timeout(cfg: &VmConfig) -> Duration {
+    cfg.boot_timeout.unwrap_or(Duration::from_secs(20))
 }
 
 /// Creates the copy-on-write overlay `overlay` over the raw `base`.
@@ -546,9 +565,7 @@ impl QemuVm {
                     }
                     r => r.map_err(|e| e.to_string()),
                 },
-                st = child.wait() => Err(format!("QEMU exited ({}): {}",
-                    st.map(|s| s.to_string()).unwrap_or_default(),
-                    tail(&std::fs::read_to_string(run_dir.join("qemu.log")).unwrap_or_default(), 10))),
+                st = child.wait() => Err(qemu_exited(st, &run_dir)),
             };
             match outcome {
                 Ok((client, info)) => {
@@ -801,9 +818,8 @@ pub(crate) struct Incoming {
     snap: crate::snapshot::Snapshot,
     nice: Option<i32>,
     spawned: Instant,
-    /// Kept waiting as a provider's spare (set when one is taken).
-    pub(crate) standby: bool,
-    /// The state is loaded and the VM paused ([`Incoming::preload`]).
+    /// The state is loaded and the VM paused ([`Incoming::preload`]): a
+    /// provider's standby.
     loaded: bool,
 }
 
@@ -820,7 +836,7 @@ impl Incoming {
         let qemu = need(&tools::QEMU)?;
         need(&tools::QEMU_IMG)?;
         let kvm = snap.meta.kvm;
-        let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
+        let timeout = restore_timeout(cfg);
         let run_dir = new_run_dir(cfg)?;
         // The clone's copy-on-write layer over the snapshot's disk: QEMU's
         // own temporary overlay (`snapshot=on`), created in-process (no
@@ -872,7 +888,6 @@ impl Incoming {
             snap: snap.clone(),
             nice: cfg.nice,
             spawned,
-            standby: false,
             loaded: false,
         };
         let deferred = ram_file.is_some();
@@ -935,7 +950,8 @@ impl Incoming {
     /// runs nothing and its clock stands still, and [`Incoming::load`]
     /// then only resumes it. Loading touches device state, not the
     /// guest's RAM.
-    pub(crate) async fn preload(&mut self, timeout: Duration) -> Result<(), VmError> {
+    pub(crate) async fn preload(&mut self, cfg: &VmConfig) -> Result<(), VmError> {
+        let timeout = restore_timeout(cfg);
         let uri = self.state_uri.clone();
         let Some(mut qmp) = self.qmp.take() else {
             return Err(VmError::Snapshot(
@@ -979,7 +995,7 @@ impl Incoming {
     /// and waits for the agent's hello.
     pub(crate) async fn load(mut self, cfg: &VmConfig) -> Result<QemuVm, VmError> {
         let t0 = Instant::now();
-        let timeout = cfg.boot_timeout.unwrap_or(Duration::from_secs(20));
+        let timeout = restore_timeout(cfg);
         let Some((r, w)) = self.stream.take() else {
             return Err(self.fail("the agent socket is not connected".into()).await);
         };
@@ -1018,7 +1034,7 @@ impl Incoming {
                 last_attempt: t0.elapsed(),
                 kvm: self.kvm,
                 restored: true,
-                standby: self.standby,
+                standby: self.loaded,
             },
             watchdog: None,
             lease: None,
@@ -1047,12 +1063,9 @@ impl Incoming {
         let Some(child) = self.child.as_mut() else {
             return Err("QEMU is gone".into());
         };
-        let log = self.run_dir.join("qemu.log");
         tokio::select! {
             r = work => r,
-            st = child.wait() => Err(format!("QEMU exited ({}): {}",
-                st.map(|s| s.to_string()).unwrap_or_default(),
-                tail(&std::fs::read_to_string(log).unwrap_or_default(), 10))),
+            st = child.wait() => Err(qemu_exited(st, &self.run_dir)),
         }
     }
 
