@@ -110,7 +110,8 @@ impl<V: GuestVm> AgentSandbox<V> {
                     Err(_) => {
                         let _ = hung.set(format!(
                             "the VM stopped answering (its agent left a ping unanswered for {:.0}s) and was killed; \
-                             the job may have wedged the guest: run it again, or with --sandbox namespace to see where it hangs",
+                             the job may have wedged the guest: run it again, or with --sandbox namespace to see where it hangs \
+                             (a guest that is only slow on this host gets longer with --vm-hang-timeout SECS)",
                             limit.as_secs_f64()
                         ));
                         destroyed.store(true, Ordering::SeqCst);
