@@ -1,7 +1,7 @@
 //! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
 //!
 //! ```text
-//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal] [--no-standby]
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby]
 //! ```
 //!
 //! For each kind it calls `SandboxProvider::create` (the clock starts
@@ -14,7 +14,8 @@
 //! (warm pool of 1; each run waits until the pool has refilled, so this
 //! measures a take). VMs: 256 MiB, 1 vCPU (`--vcpus N` for more), on the
 //! newest image (`--kernel minimal`: the newest image with the minimal
-//! kernel, `--kernel package` with Debian's).
+//! kernel, `--kernel package` with Debian's; `--image HASH` a given image, for comparing
+//! two agents or kernels).
 //!
 //! Then capacity: a warm pool as large as the default memory budget allows
 //! (half the host's RAM, 320 MiB charged per 256 MiB VM), how many VMs it
@@ -42,6 +43,7 @@ struct Opts {
     capacity_max: Option<usize>,
     vcpus: u32,
     kernel: Option<KernelKind>,
+    image: Option<String>,
     standby: bool,
 }
 
@@ -53,6 +55,7 @@ fn parse() -> Opts {
         capacity_max: None,
         vcpus: 1,
         kernel: None,
+        image: None,
         standby: true,
     };
     let mut args = std::env::args().skip(1);
@@ -62,6 +65,7 @@ fn parse() -> Opts {
             "--no-cold" => o.cold = false,
             "--no-capacity" => o.capacity = false,
             "--no-standby" => o.standby = false,
+            "--image" => o.image = args.next(),
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
             "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--kernel" => {
@@ -188,9 +192,12 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 async fn run() -> i32 {
     let o = parse();
     let store = ImageStore::open_default();
-    let image = match o.kernel {
-        None => store.latest(),
-        Some(kind) => store.list().and_then(|all| {
+    let image = match (&o.image, o.kernel) {
+        (Some(hash), _) => store
+            .get(hash)
+            .and_then(|i| i.ok_or_else(|| firebreak_vm::ImageError::NoImage(store.images_dir()))),
+        (None, None) => store.latest(),
+        (None, Some(kind)) => store.list().and_then(|all| {
             all.into_iter()
                 .find(|i| i.manifest.kernel == kind)
                 .ok_or_else(|| firebreak_vm::ImageError::NoImage(store.images_dir()))

@@ -99,6 +99,26 @@ async fn vm_boots_runs_the_guest_kernel_and_has_no_network() {
     .await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("/fb-exec-"), "{text}");
+    // A machine id of this boot (the image's file is empty), on tmpfs: the host's rewrite
+    // after a restore then costs no ext4 journalling.
+    let (out, _, _) = exec_collect(
+        &client,
+        firebreak_agent::ExecSpec::new([
+            "/bin/sh",
+            "-c",
+            "cat /etc/machine-id; stat -f -c %T /etc/machine-id",
+        ])
+        .env("PATH", "/usr/bin:/bin"),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let id = lines.next().unwrap_or_default();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "machine id {id:?}"
+    );
+    assert_eq!(lines.next(), Some("tmpfs"), "{text}");
     // After a snapshot restore the host sets the clock and adds entropy.
     let when = std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
     client.set_clock(when).await.expect("set clock");

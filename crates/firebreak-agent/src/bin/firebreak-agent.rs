@@ -344,6 +344,7 @@ fn setup_guest() {
     let _ = std::os::unix::fs::symlink("/proc/self/fd/1", "/dev/stdout");
     let _ = std::os::unix::fs::symlink("/proc/self/fd/2", "/dev/stderr");
     let _ = nix::unistd::sethostname("firebreak");
+    machine_id_on_tmpfs();
     if let Err(e) = firebreak_agent::netif::set_up("lo") {
         log(&format!("cannot bring lo up: {e}"));
     }
@@ -353,6 +354,41 @@ fn setup_guest() {
         run_quiet(&["ip", "addr", "add", "10.0.2.15/24", "dev", "eth0"]);
         run_quiet(&["ip", "route", "add", "default", "via", "10.0.2.2"]);
         let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
+    }
+}
+
+/// Gives this boot its own machine id (the image's would be shared by every VM booted from
+/// it) in a file on `/run`'s tmpfs, bind-mounted over `/etc/machine-id`. The host writes a
+/// fresh id after every snapshot restore; on tmpfs that write skips ext4's journal and block
+/// allocation, whose first run after a restore costs ~40 ms of TCG translation.
+fn machine_id_on_tmpfs() {
+    const RUN: &str = "/run/machine-id";
+    const ETC: &str = "/etc/machine-id";
+    let mut id = [0u8; 16];
+    // Early in boot `/dev/urandom` may not be fully seeded: good enough for an identifier.
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut id)
+    }) {
+        log(&format!("machine id: cannot read /dev/urandom: {e}"));
+        return;
+    }
+    let mut text: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    text.push('\n');
+    if let Err(e) = std::fs::write(RUN, text) {
+        log(&format!("machine id: cannot write {RUN}: {e}"));
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(RUN, std::fs::Permissions::from_mode(0o444));
+    // The mount point must exist (an image without one gets an empty file).
+    if std::fs::symlink_metadata(ETC).is_err() {
+        let _ = std::fs::write(ETC, "");
+    }
+    use nix::mount::MsFlags;
+    if let Err(e) = nix::mount::mount(Some(RUN), ETC, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    {
+        log(&format!("machine id: cannot bind {RUN} over {ETC}: {e}"));
     }
 }
 
