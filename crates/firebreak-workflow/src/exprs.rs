@@ -72,6 +72,26 @@ struct Tok {
     end: usize,
 }
 
+/// A unit of expression text the lexer and parser walk: a byte of an ASCII expression (then
+/// byte offsets are the character positions GitHub's messages count), or a `char` of any
+/// other. Most expressions are ASCII and are checked without decoding them first.
+trait Unit: Copy {
+    fn ch(self) -> char;
+}
+
+impl Unit for u8 {
+    /// Only for ASCII text (checked by [`check_full`]).
+    fn ch(self) -> char {
+        char::from(self)
+    }
+}
+
+impl Unit for char {
+    fn ch(self) -> char {
+        self
+    }
+}
+
 fn is_boundary(c: char) -> bool {
     /// ASCII boundaries: the punctuation below and ASCII whitespace (what `char::is_whitespace`
     /// says for ASCII: space, `\t`, `\n`, `\x0B`, `\x0C`, `\r`).
@@ -91,8 +111,8 @@ fn is_boundary(c: char) -> bool {
     }
 }
 
-fn legal_identifier(s: &[char]) -> bool {
-    let mut chars = s.iter().copied();
+fn legal_identifier<U: Unit>(s: &[U]) -> bool {
+    let mut chars = s.iter().map(|u| u.ch());
     match chars.next() {
         Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
         _ => return false,
@@ -101,8 +121,8 @@ fn legal_identifier(s: &[char]) -> bool {
 }
 
 /// `cs` spells exactly `s`.
-fn chars_eq(cs: &[char], s: &str) -> bool {
-    cs.len() == s.len() && cs.iter().copied().eq(s.chars())
+fn chars_eq<U: Unit>(cs: &[U], s: &str) -> bool {
+    cs.len() == s.len() && cs.iter().map(|u| u.ch()).eq(s.chars())
 }
 
 /// JavaScript `Number(string)` for the lexemes the lexer produces.
@@ -150,15 +170,15 @@ fn js_number(s: &str) -> Option<f64> {
     t.parse::<f64>().ok()
 }
 
-fn err(kind: &str, lexeme: &[char], start: usize, input: &str) -> String {
-    let lexeme: String = lexeme.iter().collect();
+fn err<U: Unit>(kind: &str, lexeme: &[U], start: usize, input: &str) -> String {
+    let lexeme: String = lexeme.iter().map(|u| u.ch()).collect();
     format!(
         "{kind}: '{lexeme}'. Located at position {} within expression: {input}",
         start + 1
     )
 }
 
-fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
+fn lex<U: Unit>(input: &str, chars: &[U], toks: &mut Vec<Tok>) -> Result<(), String> {
     if chars.len() > MAX_LENGTH {
         return Err(format!("Exceeded max expression length {MAX_LENGTH}"));
     }
@@ -166,7 +186,7 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
     let mut i = 0;
     while i < chars.len() {
         let start = i;
-        let c = chars[i];
+        let c = chars[i].ch();
         i += 1;
         let prev = toks.last().map(|t| t.t);
         let simple = |t: T, toks: &mut Vec<Tok>, end: usize| {
@@ -181,7 +201,7 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
             '*' => simple(T::Star, toks, i),
             ' ' | '\r' | '\t' | '\n' => {}
             '!' => {
-                if chars.get(i) == Some(&'=') {
+                if at(chars, i) == Some('=') {
                     i += 1;
                     simple(T::BangEq, toks, i)
                 } else {
@@ -189,7 +209,7 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                 }
             }
             '<' | '>' => {
-                let eq = chars.get(i) == Some(&'=');
+                let eq = at(chars, i) == Some('=');
                 if eq {
                     i += 1;
                 }
@@ -201,7 +221,7 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                 };
                 simple(t, toks, i)
             }
-            '=' | '&' | '|' if chars.get(i) == Some(&c) => {
+            '=' | '&' | '|' if at(chars, i) == Some(c) => {
                 i += 1;
                 let t = match c {
                     '=' => T::EqEq,
@@ -215,8 +235,8 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                     if i >= chars.len() {
                         return Err(err("Unexpected symbol", &chars[start..], start, input));
                     }
-                    if chars[i] == '\'' {
-                        if chars.get(i + 1) == Some(&'\'') {
+                    if chars[i].ch() == '\'' {
+                        if at(chars, i + 1) == Some('\'') {
                             i += 2;
                             continue;
                         }
@@ -241,10 +261,10 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                     continue;
                 }
                 if number {
-                    while i < chars.len() && (!is_boundary(chars[i]) || chars[i] == '.') {
+                    while i < chars.len() && (!is_boundary(chars[i].ch()) || chars[i].ch() == '.') {
                         i += 1;
                     }
-                    let lexeme: String = chars[start..i].iter().collect();
+                    let lexeme: String = chars[start..i].iter().map(|u| u.ch()).collect();
                     if js_number(&lexeme).is_none_or(f64::is_nan) {
                         return Err(err("Unexpected symbol", &chars[start..i], start, input));
                     }
@@ -254,7 +274,7 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
                         end: i,
                     });
                 } else {
-                    while i < chars.len() && !is_boundary(chars[i]) {
+                    while i < chars.len() && !is_boundary(chars[i].ch()) {
                         i += 1;
                     }
                     let lexeme = &chars[start..i];
@@ -288,6 +308,11 @@ fn lex(input: &str, chars: &[char], toks: &mut Vec<Tok>) -> Result<(), String> {
     Ok(())
 }
 
+/// The character at `i`, if any.
+fn at<U: Unit>(chars: &[U], i: usize) -> Option<char> {
+    chars.get(i).map(|u| u.ch())
+}
+
 /// Buffers [`check_in`] reuses from one expression to the next.
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -295,9 +320,9 @@ pub(crate) struct Scratch {
     toks: Vec<Tok>,
 }
 
-struct P<'a> {
+struct P<'a, U> {
     toks: &'a [Tok],
-    chars: &'a [char],
+    chars: &'a [U],
     i: usize,
     depth: usize,
     input: &'a str,
@@ -315,7 +340,7 @@ enum Node {
     Other,
 }
 
-impl P<'_> {
+impl<U: Unit> P<'_, U> {
     fn peek(&self) -> Tok {
         self.toks[self.i.min(self.toks.len() - 1)]
     }
@@ -470,11 +495,15 @@ impl P<'_> {
         let long: String;
         let lower: &str = if name.len() <= buf.len() {
             for (b, c) in buf.iter_mut().zip(name) {
-                *b = (*c as u8).to_ascii_lowercase();
+                *b = (c.ch() as u8).to_ascii_lowercase();
             }
             std::str::from_utf8(&buf[..name.len()]).unwrap_or("")
         } else {
-            long = name.iter().collect::<String>().to_ascii_lowercase();
+            long = name
+                .iter()
+                .map(|u| u.ch())
+                .collect::<String>()
+                .to_ascii_lowercase();
             &long
         };
         if !self.eat(T::LParen) {
@@ -579,8 +608,21 @@ pub(crate) fn check_in(
 /// [`check_in`] without the shortcut for property paths: lexes and parses `expr`.
 fn check_full(expr: &str, allowed: &Allowed, scratch: &mut Scratch) -> Result<Checked, String> {
     let Scratch { chars, toks } = scratch;
+    if expr.is_ascii() {
+        return check_units(expr, expr.as_bytes(), allowed, toks);
+    }
     chars.clear();
     chars.extend(expr.chars());
+    check_units(expr, chars, allowed, toks)
+}
+
+/// [`check_full`] over `expr`'s bytes (ASCII) or its decoded chars.
+fn check_units<U: Unit>(
+    expr: &str,
+    chars: &[U],
+    allowed: &Allowed,
+    toks: &mut Vec<Tok>,
+) -> Result<Checked, String> {
     lex(expr, chars, toks)?;
     let mut p = P {
         toks,
@@ -821,5 +863,26 @@ mod tests {
         assert!(check("github.a[*].b", &a).is_ok());
         assert!(check("github.", &a).is_err());
         assert!(check("(", &a).is_err());
+    }
+
+    /// ASCII expressions are checked over their bytes, others over their chars: positions,
+    /// lexemes and lengths are characters either way.
+    #[test]
+    fn non_ascii_expressions_count_characters() {
+        let a = allowed(&["github"]);
+        let e = check("'é' == 'ü' && nope.x", &a).expect_err("an error");
+        assert!(
+            e.starts_with("Unrecognized named-value: 'nope'. Located at position 15 within"),
+            "{e}"
+        );
+        let e = check("'é' == 'ü' && nöpe", &a).expect_err("an error");
+        assert!(
+            e.starts_with("Unexpected symbol: 'nöpe'. Located at position 15 within"),
+            "{e}"
+        );
+        let e = check("'ascii' == 'x' && nope.x", &a).expect_err("an error");
+        assert!(e.contains("Located at position 19 within"), "{e}");
+        assert_eq!(check("'é' == github.x", &a).expect("ok").chars, 15);
+        assert_eq!(check("'e' == github.x", &a).expect("ok").chars, 15);
     }
 }
