@@ -2,7 +2,8 @@
 //! (`cargo run --release -p firebreak-vm --example restore_probe -- [--cold] [--nocg] [--membomb] [--pool SECS] [--stress N] [--grow GIB]`;
 //! `FBVM_NET=1` gives `--stress` jobs the network;
 //! `FIREBREAK_TRACE_RESTORE=1` adds the restore's own breakdown; `FBVM_CMDLINE` adds kernel
-//! command line words; `FBVM_FIRST_SH` runs a script as a restored guest's first command;
+//! command line words; `FBVM_FIRST_SH` runs a script as a restored guest's first command,
+//! `FBVM_FIRST_ARGV` a program (words split on spaces), timed like the `echo`s after it;
 //! with `--boot N`, `FBVM_CLOCK_RATE=1` checks the guest clock against the host's).
 //!
 //! Prints, per restored VM, the time to first output / exit of repeated
@@ -59,6 +60,11 @@ async fn report(what: &str, vm: &QemuVm) {
                 );
             }
         }
+    }
+    if let Ok(first) = std::env::var("FBVM_FIRST_ARGV") {
+        let argv: Vec<&str> = first.split_whitespace().collect();
+        let (f, e) = exec(vm, &argv).await;
+        v.push(format!("[{first}] {f:.0}/{e:.0}"));
     }
     for _ in 0..4 {
         let (f, e) = exec(vm, &["/bin/echo", "hi"]).await;
