@@ -42,6 +42,42 @@ fn intern_ctx(parent: Option<&'static Ctx>, add: &'static [&'static str]) -> &'s
         add.as_ptr() as usize,
         add.len(),
     );
+    // A reader asks for the same few contexts over and over (~50 times per workflow): a
+    // small per-thread cache answers most of them without the lock and the table scan.
+    let slot = ((key.0 >> 4) ^ (key.1 >> 3) ^ key.2) % RECENT_SLOTS;
+    let hit = RECENT.with(|r| {
+        r.borrow()
+            .get(slot)
+            .and_then(|&(k, ctx)| ctx.filter(|_| k == key))
+    });
+    if let Some(ctx) = hit {
+        return ctx;
+    }
+    let ctx = intern_ctx_locked(key, parent, add);
+    RECENT.with(|r| {
+        if let Some(e) = r.borrow_mut().get_mut(slot) {
+            *e = (key, Some(ctx));
+        }
+    });
+    ctx
+}
+
+const RECENT_SLOTS: usize = 32;
+
+type RecentSlot = ((usize, usize, usize), Option<&'static Ctx>);
+
+thread_local! {
+    /// Recently interned contexts, direct-mapped by key.
+    static RECENT: std::cell::RefCell<[RecentSlot; RECENT_SLOTS]> =
+        const { std::cell::RefCell::new([((0, 0, 0), None); RECENT_SLOTS]) };
+}
+
+/// [`intern_ctx`] through the process-wide table.
+fn intern_ctx_locked(
+    key: (usize, usize, usize),
+    parent: Option<&'static Ctx>,
+    add: &'static [&'static str],
+) -> &'static Ctx {
     let mut table = CTXS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = table.iter().find(|e| (e.0, e.1, e.2) == key) {
         return e.3;
