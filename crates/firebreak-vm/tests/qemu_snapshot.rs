@@ -151,12 +151,8 @@ fn nix_is_root() -> bool {
 fn qemu_niceness() -> Vec<i32> {
     let marker = format!("fbvm-{}-", std::process::id());
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(&marker) {
-            continue;
-        }
-        let nices: Vec<i32> = std::fs::read_dir(e.path().join("task"))
+    for (dir, _) in common::procs::with_cmdline(&marker) {
+        let nices: Vec<i32> = std::fs::read_dir(dir.join("task"))
             .into_iter()
             .flatten()
             .flatten()
@@ -639,13 +635,9 @@ async fn a_standby_qemu_serves_the_next_restore_and_dies_with_the_provider() {
     let marker = runs.path().to_string_lossy().into_owned();
     let t = Instant::now();
     loop {
-        let qemus: Vec<String> = std::fs::read_dir("/proc")
+        let qemus: Vec<String> = common::procs::with_cmdline(&marker)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .filter(|c| c.contains(&marker))
+            .map(|(_, cmdline)| cmdline)
             .collect();
         let dirs = std::fs::read_dir(runs.path()).map_or(0, |d| d.count());
         if qemus.is_empty() && dirs == 0 {

@@ -10,6 +10,9 @@
 
 use std::process::Command;
 
+#[path = "../../firebreak-vm/tests/common/procs.rs"]
+mod procs;
+
 fn required() -> bool {
     std::env::var_os("FIREBREAK_VM_TESTS").is_some_and(|v| v == "1")
 }
@@ -258,13 +261,9 @@ fn later_jobs_take_a_vm_from_the_warm_pool_and_no_vm_outlives_the_run() {
     );
     // The pool's spare VM was stopped with the run.
     let marker = format!("fbvm-{}-", r.pid);
-    let left: Vec<String> = std::fs::read_dir("/proc")
+    let left: Vec<String> = procs::with_cmdline(&marker)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&marker))
+        .map(|(_, cmdline)| cmdline)
         .collect();
     assert!(left.is_empty(), "VMs outlived the run: {left:?}");
     let dirs: Vec<String> = std::fs::read_dir(std::env::temp_dir())

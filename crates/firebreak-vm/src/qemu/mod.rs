@@ -326,6 +326,14 @@ fn qemu_exited(st: std::io::Result<std::process::ExitStatus>, run_dir: &Path) ->
     )
 }
 
+/// The end of a failed VM's guest console, for its error.
+fn console_tail(run_dir: &Path) -> String {
+    tail(
+        &std::fs::read_to_string(run_dir.join("console.log")).unwrap_or_default(),
+        25,
+    )
+}
+
 /// How long a restore waits for QEMU and the agent (a restored guest answers in well under
 /// a second; a cold boot has its own default).
 fn restore_timeout(cfg: &VmConfig) -> Duration {
@@ -596,9 +604,10 @@ impl QemuVm {
                 Err(reason) => {
                     let _ = child.start_kill();
                     let _ = child.wait().await;
-                    let console =
-                        std::fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
-                    last = (format!("attempt {attempt}: {reason}"), tail(&console, 25));
+                    last = (
+                        format!("attempt {attempt}: {reason}"),
+                        console_tail(&run_dir),
+                    );
                 }
             }
         }
@@ -1077,10 +1086,7 @@ impl Incoming {
         }
         VmError::RestoreFailed {
             reason,
-            console: tail(
-                &std::fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default(),
-                25,
-            ),
+            console: console_tail(&self.run_dir),
         }
     }
 }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use firebreak_vm::image::{Image, ImageSpec, ImageStore, KernelKind};
 use firebreak_vm::tools;
 
+pub mod procs;
+
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `spec` in the VM to completion: stdout, stderr, exit status.
