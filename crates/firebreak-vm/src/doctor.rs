@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::firecracker::{JAILER_BIN_ENV, JAILER_USER_ENV};
 use crate::image::ImageStore;
 use crate::qemu::{kvm_is_pvm, probe_kvm_uncached};
 use crate::tools::{self, Tool};
@@ -303,7 +304,7 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     });
 
     let mut fnotes = Vec::new();
-    let fc = tools::find("firecracker");
+    let fc = crate::firecracker::find_firecracker();
     if fc.is_none() {
         fnotes.push("firecracker binary not installed".into());
     }
@@ -318,6 +319,19 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
         "used by `firebreak run --sandbox firecracker`; binary from $FIREBREAK_FIRECRACKER_BIN or PATH; not boot-tested by doctor"
             .into(),
     );
+    fnotes.push(match std::env::var_os(JAILER_BIN_ENV) {
+        Some(j) if Path::new(&j).is_file() => format!(
+            "jailer: {} (${JAILER_BIN_ENV}); each VM chrooted, in its own cgroup, as ${JAILER_USER_ENV}",
+            Path::new(&j).display()
+        ),
+        Some(j) => format!(
+            "jailer: ${JAILER_BIN_ENV} names {}, which is not a file",
+            Path::new(&j).display()
+        ),
+        None => format!(
+            "jailer: not configured (`--jailer` or ${JAILER_BIN_ENV}); Firecracker would run unjailed, as this user"
+        ),
+    });
     backends.push(BackendStatus {
         name: "firecracker".into(),
         works: false,

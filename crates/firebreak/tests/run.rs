@@ -1301,3 +1301,33 @@ fn sizes_out_of_range_are_named_in_the_job_log() {
     assert!(o.has("runs-on '2048gb': 2048gb of memory"), "{o:?}");
     assert!(!o.has("default Linux environment"), "{o:?}");
 }
+
+#[test]
+fn jailer_settings_are_checked_before_any_job_runs() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-a-step\n",
+    )]);
+    let jailed_as = |user: &str| {
+        r.run(&[
+            "--sandbox",
+            "firecracker",
+            "--jailer",
+            "/usr/bin/true",
+            "--jailer-user",
+            user,
+        ])
+    };
+    // The jailer exists to drop root: running Firecracker as root through it is refused.
+    let o = jailed_as("0:0");
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("root defeats the jailer"), "{o:?}");
+    assert!(!o.has("ran-a-step"), "{o:?}");
+    let o = jailed_as("no-such-user-firebreak");
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("no such user here"), "{o:?}");
+    // --jailer without a user is a usage error that names the missing option.
+    let o = r.run(&["--sandbox", "firecracker", "--jailer", "/usr/bin/true"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("--jailer-user"), "{o:?}");
+}

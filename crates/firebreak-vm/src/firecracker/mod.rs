@@ -67,21 +67,26 @@
 //! (started as root; it drops privileges before exec'ing Firecracker):
 //!
 //! * **uid/gid**: a dedicated unprivileged user and group per host (e.g.
-//!   `firebreak-vm`), not shared with anything else; the jailer chowns the
-//!   jail root, `/dev/kvm` and `/dev/net/tun` inside the jail to them, and
-//!   we chown the staged disk copy (kernel, initramfs and snapshot files are
-//!   hard-linked in, read-only to that user).
+//!   `firebreak-vm`), not shared with anything else; root is refused
+//!   ([`JailerConfig::for_user`]). The jailer chowns the jail root, `/dev/kvm`
+//!   and `/dev/net/tun` inside the jail to them, and we chown the VM's own
+//!   disk copy. Kernel, initramfs and snapshot files are hard-linked in and
+//!   keep their owner (readable, never writable, by the jail's user); a file
+//!   others cannot read is copied in instead, read-only.
 //! * **chroot base**: `/srv/jailer` (the default); a VM's jail root is
 //!   `/srv/jailer/firecracker/<id>/root`, which is also its run directory
 //!   here, removed (with its parent) at teardown. Put it on the same file
 //!   system as the image cache so hard links and reflinks work.
 //! * **cgroups**: v2 (`--cgroup-version 2`) under `--parent-cgroup
 //!   firebreak`, one cgroup per VM named by its id, with `cpu.max` (vCPUs ×
-//!   period) and `memory.max` (guest memory plus ~64 MiB VMM overhead) from
-//!   the job's limits, and `pids.max` to cap the VMM's threads.
-//! * **netns**: without network, a fresh empty network namespace per VM
-//!   (`--netns /var/run/netns/fb-<id>`); with network, a namespace holding
-//!   only that VM's TAP device and its NAT, created by the host setup.
+//!   period), `memory.max` (guest memory plus [`VMM_OVERHEAD_MIB`]) and
+//!   `pids.max` (its threads) from the VM's shape, unless the configured
+//!   `cgroups` set them ([`JailerConfig::for_vm`]).
+//! * **netns**: [`JailerConfig::netns`] when set (a namespace the host
+//!   setup made, e.g. one holding only that VM's TAP device and its NAT).
+//!   Not created per VM: a VM without network has no network device, so its
+//!   guest reaches nothing either way; the namespace would only confine a
+//!   compromised Firecracker process itself.
 //! * Not `--daemonize` or `--new-pid-ns`: the jailer then exec's into
 //!   Firecracker in place, so the child we hold *is* Firecracker and killing
 //!   it tears the VM down.
@@ -99,5 +104,6 @@ pub use api::{ApiError, FirecrackerApi};
 pub use provider::{FirecrackerProvider, FirecrackerSandbox};
 pub use vm::{
     boot_args, find_firecracker, BootFiles, BootPlan, FirecrackerConfig, FirecrackerError,
-    FirecrackerVm, JailerConfig, Snapshot, SnapshotMeta, TapNetwork, FIRECRACKER_BIN_ENV,
+    FirecrackerVm, JailerConfig, JailerUserError, Snapshot, SnapshotMeta, TapNetwork,
+    FIRECRACKER_BIN_ENV, JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
 };

@@ -107,6 +107,22 @@ impl SandboxProvider for FirecrackerProvider {
                 available = false;
                 notes.push("KVM is PVM-only here: Firecracker needs hardware KVM".into());
             }
+            if let Some(j) = &self.config.jailer {
+                if !j.binary.is_file() {
+                    available = false;
+                    notes.push(format!(
+                        "jailer binary {} not found (use the jailer of the same Firecracker release)",
+                        j.binary.display()
+                    ));
+                }
+                if !nix::unistd::Uid::effective().is_root() {
+                    available = false;
+                    notes.push(
+                        "the jailer must be started as root (it drops to its user before Firecracker runs)"
+                            .into(),
+                    );
+                }
+            }
             match &self.snapshot {
                 Some(dir) => {
                     if let Err(e) = Snapshot::open(dir) {

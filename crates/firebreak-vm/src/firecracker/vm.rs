@@ -27,6 +27,12 @@ use crate::transport::{connect_agent, FirecrackerVsock, TransportError};
 /// [`find_firecracker`] use it before `PATH`).
 pub const FIRECRACKER_BIN_ENV: &str = "FIREBREAK_FIRECRACKER_BIN";
 
+/// Environment variable naming the `jailer` binary (`firebreak run --jailer`).
+pub const JAILER_BIN_ENV: &str = "FIREBREAK_JAILER_BIN";
+
+/// Environment variable naming the jailed Firecracker's user (`firebreak run --jailer-user`).
+pub const JAILER_USER_ENV: &str = "FIREBREAK_JAILER_USER";
+
 /// Id of the root drive.
 pub const ROOT_DRIVE_ID: &str = "rootfs";
 
@@ -104,6 +110,35 @@ fn io_err(
     move |source| FirecrackerError::Io { op, path, source }
 }
 
+/// A jailer user that cannot be used ([`JailerConfig::for_user`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JailerUserError {
+    /// Neither `UID:GID` nor a user name.
+    #[error("jailer user {0:?}: expected UID:GID (numbers) or a user name")]
+    Invalid(String),
+    /// No such user on this host.
+    #[error(
+        "jailer user {0:?}: no such user here (create one, e.g. `useradd --system firebreak-vm`)"
+    )]
+    Unknown(String),
+    /// Uid or gid 0.
+    #[error("jailer user: root defeats the jailer; give Firecracker an unprivileged user of its own (e.g. `useradd --system firebreak-vm`)")]
+    Root,
+}
+
+/// The cgroup CPU period a jailed VM's `cpu.max` is given in (100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Memory a jailed VM's cgroup allows beyond its guest memory: Firecracker's own
+/// (its binary, API server and device emulation use ~5–30 MiB; page tables and
+/// buffers the rest).
+pub const VMM_OVERHEAD_MIB: u64 = 64;
+
+/// Threads of a jailed Firecracker besides its vCPU threads (main, API, and
+/// room for the ones a snapshot load or a device may add).
+const VMM_THREADS: u32 = 16;
+
 /// Running Firecracker through its jailer (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailerConfig {
@@ -139,6 +174,63 @@ impl JailerConfig {
             cgroups: Vec::new(),
             netns: None,
         }
+    }
+
+    /// The jail layout of [`JailerConfig::new`] for the user `user` names: `UID:GID`, or a
+    /// user name (its uid and primary group). Root is refused: the jailer exists to drop
+    /// it, so Firecracker must run as an unprivileged user of its own.
+    pub fn for_user(binary: impl Into<PathBuf>, user: &str) -> Result<Self, JailerUserError> {
+        let bad = || JailerUserError::Invalid(user.to_string());
+        let (uid, gid) = match user.split_once(':') {
+            Some((u, g)) => (
+                u.trim().parse::<u32>().map_err(|_| bad())?,
+                g.trim().parse::<u32>().map_err(|_| bad())?,
+            ),
+            None if user.trim().parse::<u32>().is_ok() => return Err(bad()),
+            None => {
+                let u = nix::unistd::User::from_name(user.trim())
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| JailerUserError::Unknown(user.to_string()))?;
+                (u.uid.as_raw(), u.gid.as_raw())
+            }
+        };
+        if uid == 0 || gid == 0 {
+            return Err(JailerUserError::Root);
+        }
+        Ok(JailerConfig::new(binary, uid, gid))
+    }
+
+    /// This jail's settings for one VM of `vcpus` vCPUs and `memory_mib` MiB of guest
+    /// memory: the configured `cgroups`, plus — unless they set them — `cpu.max` (the
+    /// vCPUs' worth of CPU time per 100 ms period), `memory.max` (guest memory and
+    /// [`VMM_OVERHEAD_MIB`] for Firecracker itself) and `pids.max` (its threads), so that a
+    /// busy or ballooning VM cannot take more of the host than its job asked for.
+    pub fn for_vm(&self, vcpus: u32, memory_mib: u64) -> JailerConfig {
+        let mut j = self.clone();
+        let has = |key: &str| {
+            j.cgroups
+                .iter()
+                .any(|c| c.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        };
+        let mut add = Vec::new();
+        if !has("cpu.max") {
+            add.push(format!(
+                "cpu.max={} {CPU_PERIOD_US}",
+                u64::from(vcpus.max(1)) * CPU_PERIOD_US
+            ));
+        }
+        if !has("memory.max") {
+            add.push(format!(
+                "memory.max={}",
+                (memory_mib + VMM_OVERHEAD_MIB) << 20
+            ));
+        }
+        if !has("pids.max") {
+            add.push(format!("pids.max={}", VMM_THREADS + vcpus));
+        }
+        j.cgroups.extend(add);
+        j
     }
 
     /// The jail's root for VM `id` of Firecracker binary `firecracker`.
@@ -638,7 +730,10 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
     let log = std::fs::File::create(layout.host("firecracker.log"))
         .map_err(io_err("create", &layout.dir))?;
     let (program, args): (PathBuf, Vec<OsString>) = match &cfg.jailer {
-        Some(j) => (j.binary.clone(), j.argv(&binary, &id)),
+        Some(j) => (
+            j.binary.clone(),
+            j.for_vm(cfg.vcpus, cfg.memory_mib).argv(&binary, &id),
+        ),
         None => (
             binary.clone(),
             vec![
@@ -687,22 +782,35 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
     Ok(s)
 }
 
-/// Stages a file into the jail (hard link, else copy) and hands it to the
-/// jail's uid; without a jail, returns the path unchanged.
+/// Stages a read-only file (kernel, initramfs, snapshot state and memory)
+/// into the jail; without a jail, returns the path unchanged. A hard link
+/// when the file is world-readable: it stays owned by whoever built the image,
+/// so the jailed user can read it but never change what other VMs boot. Else
+/// (another file system, or a file others cannot read) a copy of its own,
+/// handed to the jail's user.
 fn stage(
     layout: &RunLayout,
     jailer: Option<&JailerConfig>,
     src: &Path,
     name: &str,
 ) -> Result<PathBuf, FirecrackerError> {
+    use std::os::unix::fs::PermissionsExt;
     let Some(j) = jailer else {
         return Ok(src.to_path_buf());
     };
     let dst = layout.host(name);
-    if std::fs::hard_link(src, &dst).is_err() {
+    let world_readable = std::fs::metadata(src)
+        .map_err(io_err("stat", src))?
+        .permissions()
+        .mode()
+        & 0o004
+        != 0;
+    if !(world_readable && std::fs::hard_link(src, &dst).is_ok()) {
         std::fs::copy(src, &dst).map_err(io_err("copy into jail", &dst))?;
+        std::os::unix::fs::chown(&dst, Some(j.uid), Some(j.gid)).map_err(io_err("chown", &dst))?;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o400))
+            .map_err(io_err("chmod", &dst))?;
     }
-    std::os::unix::fs::chown(&dst, Some(j.uid), Some(j.gid)).map_err(io_err("chown", &dst))?;
     Ok(layout.vmm(name))
 }
 
@@ -1105,5 +1213,126 @@ mod tests {
                 "/api.sock"
             ]
         );
+    }
+
+    #[test]
+    fn jailer_user_is_unprivileged_and_well_formed() {
+        let j = JailerConfig::for_user("/usr/bin/jailer", "123:100").expect("valid");
+        assert_eq!((j.uid, j.gid), (123, 100));
+        assert_eq!(j.chroot_base, Path::new("/srv/jailer"));
+        assert_eq!(
+            JailerConfig::for_user("/j", "0:0").err(),
+            Some(JailerUserError::Root)
+        );
+        assert_eq!(
+            JailerConfig::for_user("/j", "5:0").err(),
+            Some(JailerUserError::Root)
+        );
+        assert_eq!(
+            JailerConfig::for_user("/j", "root").err(),
+            Some(JailerUserError::Root)
+        );
+        for bad in ["123", "a:b", "1:", ":1", ""] {
+            assert!(
+                matches!(
+                    JailerConfig::for_user("/j", bad),
+                    Err(JailerUserError::Invalid(_) | JailerUserError::Unknown(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            JailerConfig::for_user("/j", "no-such-user-firebreak"),
+            Err(JailerUserError::Unknown(_))
+        ));
+        // A user name gives its uid and primary group (`nobody` exists on Debian).
+        if let Ok(Some(u)) = nix::unistd::User::from_name("nobody") {
+            let j = JailerConfig::for_user("/j", "nobody").expect("nobody");
+            assert_eq!((j.uid, j.gid), (u.uid.as_raw(), u.gid.as_raw()));
+        }
+    }
+
+    #[test]
+    fn staging_never_hands_a_shared_file_to_the_jail_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED: staging into a jail chowns files, which needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let jail = tmp.path().join("root");
+        std::fs::create_dir(&jail).expect("mkdir");
+        let layout = RunLayout {
+            dir: jail.clone(),
+            remove: jail.clone(),
+            jailed: true,
+        };
+        let j = JailerConfig::new("/j", 4321, 4322);
+        let shared = tmp.path().join("vmlinux");
+        std::fs::write(&shared, b"kernel").expect("write");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let private = tmp.path().join("memory");
+        std::fs::write(&private, b"guest memory").expect("write");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+        // World-readable: linked in, still owned by root, so the jail user cannot change it.
+        let p = stage(&layout, Some(&j), &shared, "vmlinux").expect("stage");
+        assert_eq!(p, Path::new("/vmlinux"));
+        let (src, dst) = (
+            std::fs::metadata(&shared).expect("stat"),
+            std::fs::metadata(jail.join("vmlinux")).expect("stat"),
+        );
+        assert_eq!(src.ino(), dst.ino(), "a hard link");
+        assert_eq!(src.uid(), 0);
+        // Not readable by others: a private, read-only copy for the jail user; the
+        // original keeps its owner.
+        stage(&layout, Some(&j), &private, "memory").expect("stage");
+        let (src, dst) = (
+            std::fs::metadata(&private).expect("stat"),
+            std::fs::metadata(jail.join("memory")).expect("stat"),
+        );
+        assert_ne!(src.ino(), dst.ino(), "a copy");
+        assert_eq!((dst.uid(), dst.gid()), (4321, 4322));
+        assert_eq!(dst.mode() & 0o777, 0o400);
+        assert_eq!(src.uid(), 0);
+        assert_eq!(
+            std::fs::read(jail.join("memory")).expect("read"),
+            b"guest memory"
+        );
+        // Without a jail nothing is staged.
+        assert_eq!(
+            stage(&layout, None, &shared, "vmlinux").expect("stage"),
+            shared
+        );
+    }
+
+    #[test]
+    fn jailed_vm_gets_its_shape_as_cgroup_limits() {
+        let cg = |j: &JailerConfig| j.cgroups.clone();
+        let j = JailerConfig::new("/usr/bin/jailer", 123, 100);
+        assert_eq!(
+            cg(&j.for_vm(2, 2048)),
+            [
+                "cpu.max=200000 100000",
+                "memory.max=2214592512",
+                "pids.max=18"
+            ]
+        );
+        // What the operator set stays as it is; only the missing ones are added.
+        let mut j = j;
+        j.cgroups.push("memory.max = 1073741824".into());
+        j.cgroups.push("cpu.weight=50".into());
+        assert_eq!(
+            cg(&j.for_vm(1, 256)),
+            [
+                "memory.max = 1073741824",
+                "cpu.weight=50",
+                "cpu.max=100000 100000",
+                "pids.max=17"
+            ]
+        );
+        // vCPUs of 0 (a misconfiguration) still leaves the VM one CPU's worth.
+        assert!(cg(&JailerConfig::new("/j", 1, 1).for_vm(0, 128))
+            .contains(&"cpu.max=100000 100000".to_string()));
     }
 }

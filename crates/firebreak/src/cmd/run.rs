@@ -150,6 +150,34 @@ pub struct RunArgs {
     /// list` (default: the newest image).
     #[arg(long = "image", value_name = "HASH", env = "FIREBREAK_IMAGE")]
     image: Option<String>,
+    /// Start Firecracker through this `jailer` binary (firecracker sandbox; the jailer of
+    /// the same Firecracker release; needs root): each VM runs chrooted under
+    /// --jailer-chroot, as --jailer-user, in a cgroup of its own whose cpu.max, memory.max
+    /// and pids.max follow the job's VM size.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FIREBREAK_JAILER_BIN",
+        requires = "jailer_user"
+    )]
+    jailer: Option<PathBuf>,
+    /// The unprivileged user the jailed Firecracker runs as: UID:GID or a user name (not
+    /// root; a system user of its own, e.g. `useradd --system firebreak-vm`).
+    #[arg(
+        long = "jailer-user",
+        value_name = "USER",
+        env = "FIREBREAK_JAILER_USER"
+    )]
+    jailer_user: Option<String>,
+    /// Where the jailer builds each VM's chroot (default: /srv/jailer); on the same file
+    /// system as the image cache, so that kernel and snapshot files are hard-linked, not
+    /// copied.
+    #[arg(
+        long = "jailer-chroot",
+        value_name = "DIR",
+        env = "FIREBREAK_JAILER_CHROOT"
+    )]
+    jailer_chroot: Option<PathBuf>,
     /// Where logs go (default: REPO/.firebreak/runs/<n>/).
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -163,6 +191,25 @@ pub struct RunArgs {
     /// URL/owner/repo), e.g. a GitHub Enterprise Server.
     #[arg(long, value_name = "URL", default_value = "https://github.com")]
     server_url: String,
+}
+
+/// The jailer settings `--jailer`, `--jailer-user` and `--jailer-chroot` ask for.
+fn jailer_config(
+    args: &RunArgs,
+) -> std::result::Result<Option<firebreak_vm::firecracker::JailerConfig>, String> {
+    let Some(binary) = &args.jailer else {
+        return Ok(None);
+    };
+    let user = args
+        .jailer_user
+        .as_deref()
+        .ok_or("--jailer needs --jailer-user (UID:GID or a user name)")?;
+    let mut j = firebreak_vm::firecracker::JailerConfig::for_user(binary, user)
+        .map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.jailer_chroot {
+        j.chroot_base = dir.clone();
+    }
+    Ok(Some(j))
 }
 
 fn usage(msg: impl std::fmt::Display) -> Result<ExitCode> {
@@ -532,11 +579,16 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         let store = firebreak_vm::ImageStore::open_default();
         let vm: Arc<dyn SandboxProvider> = match kind {
             SandboxKind::Firecracker => {
+                let jailer = match jailer_config(&args) {
+                    Ok(j) => j,
+                    Err(e) => return usage(e),
+                };
                 Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
                     store,
                     args.image.clone(),
                     firebreak_vm::firecracker::FirecrackerConfig {
                         unresponsive_after: hang_timeout,
+                        jailer,
                         ..Default::default()
                     },
                 ))
