@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use firebreak_expr::Value;
+use firebreak_expr::{EmptyContext, Value};
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -289,15 +289,29 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
         .map(|n| n as u64);
     let matrix = match strategy {
         None => MatrixPlan::None,
-        Some(s) if s.token.is_expression() => MatrixPlan::Deferred {
-            contexts: contexts_of(&s.token),
-        },
-        Some(s) => match &s.matrix {
-            None => MatrixPlan::None,
-            Some(m) if m.contains_expression() => MatrixPlan::Deferred {
-                contexts: contexts_of(m),
-            },
-            Some(m) => expand_literal(m, job),
+        Some(s) => match (&s.matrix, s.token.is_expression()) {
+            (None, false) => MatrixPlan::None,
+            (Some(m), _) if !m.contains_expression() => {
+                expand_value(m.literal_value().unwrap_or(Value::Null), job)
+            }
+            // `${{ }}` in the matrix, or a whole `strategy: ${{ }}`: when it reads no context
+            // (`fromJSON('…')`), its value is the same at run time, so the legs are known now.
+            (m, _) => {
+                let m = m.as_ref();
+                let t = m.unwrap_or(&s.token);
+                let contexts = contexts_of(t);
+                if !contexts.is_empty() {
+                    MatrixPlan::Deferred { contexts }
+                } else {
+                    match t.evaluate_merged(&EmptyContext) {
+                        Ok(v) if m.is_some() => expand_value(v, job),
+                        Ok(v) => expand_value(v.get("matrix").cloned().unwrap_or(Value::Null), job),
+                        Err(e) => MatrixPlan::Invalid {
+                            error: e.to_string(),
+                        },
+                    }
+                }
+            }
         },
     };
     JobPlan {
@@ -346,8 +360,10 @@ fn contexts_of(t: &Token) -> Vec<String> {
     out
 }
 
-fn expand_literal(m: &Token, job: &Job) -> MatrixPlan {
-    let Some(Value::Object(map)) = m.literal_value() else {
+/// The legs of a matrix whose value is known when planning (a literal, or an expression
+/// that reads no context).
+fn expand_value(m: Value, job: &Job) -> MatrixPlan {
+    let Value::Object(map) = m else {
         return MatrixPlan::Invalid {
             error: "A mapping was expected for the matrix".to_string(),
         };
@@ -467,6 +483,34 @@ mod tests {
         assert_eq!(wp.jobs[1].if_condition, "success()");
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["workflows"][0]["jobs"][0]["matrix"]["kind"], "legs");
+    }
+
+    #[test]
+    fn a_matrix_expression_that_reads_no_context_is_expanded_when_planning() {
+        let w = wf(concat!(
+            "on: push\njobs:\n",
+            "  a:\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON('{\"x\":[1,2]}') }}\n",
+            "  b:\n    runs-on: x\n    strategy: ${{ fromJSON('{\"matrix\":{\"os\":[\"l\",\"m\"]}}') }}\n",
+            "  c:\n    runs-on: x\n    strategy:\n      matrix:\n        v: ${{ fromJSON('[3]') }}\n        w: [4]\n",
+            "  d:\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON('[1]') }}\n",
+            "  e:\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON('{') }}\n",
+        ));
+        let p = plan(&[("w.yml", w)], &push("refs/heads/main", None));
+        let names = |i: usize| match &p.workflows[0].jobs[i].matrix {
+            MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+            other => panic!("job {i}: {other:?}"),
+        };
+        assert_eq!(names(0), ["a (1)", "a (2)"]);
+        assert_eq!(names(1), ["b (l)", "b (m)"]);
+        assert_eq!(names(2), ["c (3, 4)"]);
+        // Known now, and wrong now: the error the run would hit, not "decided at run time".
+        for i in [3, 4] {
+            assert!(
+                matches!(&p.workflows[0].jobs[i].matrix, MatrixPlan::Invalid { .. }),
+                "job {i}: {:?}",
+                p.workflows[0].jobs[i].matrix
+            );
+        }
     }
 
     #[test]

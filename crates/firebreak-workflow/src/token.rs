@@ -177,6 +177,18 @@ impl Token {
     /// Evaluates the value: literals as they are, expressions with `ctx`, sequences and
     /// mappings recursively (an `${{ insert }}` key merges its mapping value into the parent).
     pub fn evaluate(&self, ctx: &dyn Context) -> Result<Value, TokenEvalError> {
+        self.eval(ctx, false)
+    }
+
+    /// [`Token::evaluate`], plus the runner's rule that an expression item of a sequence
+    /// evaluating to an array is merged into the sequence (`[a, ${{ fromJSON('[b, c]') }}]`
+    /// is `[a, b, c]`; undocumented, relied on by matrices): how a run evaluates workflow
+    /// values, and how the planner expands a matrix that reads no context.
+    pub fn evaluate_merged(&self, ctx: &dyn Context) -> Result<Value, TokenEvalError> {
+        self.eval(ctx, true)
+    }
+
+    fn eval(&self, ctx: &dyn Context, merge: bool) -> Result<Value, TokenEvalError> {
         Ok(match &self.kind {
             TokenKind::Null => Value::Null,
             TokenKind::Bool(b) => Value::Bool(*b),
@@ -188,16 +200,20 @@ impl Token {
                 firebreak_expr::evaluate(&expr, ctx)?
             }
             TokenKind::Insert => Value::Null,
-            TokenKind::Seq(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| i.evaluate(ctx))
-                    .collect::<Result<_, _>>()?,
-            ),
+            TokenKind::Seq(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    match (&i.kind, i.eval(ctx, merge)?) {
+                        (TokenKind::Expr(_), Value::Array(xs)) if merge => out.extend(xs),
+                        (_, v) => out.push(v),
+                    }
+                }
+                Value::Array(out)
+            }
             TokenKind::Map(pairs) => {
                 let mut out = indexmap::IndexMap::new();
                 for (k, v) in pairs {
-                    let value = v.evaluate(ctx)?;
+                    let value = v.eval(ctx, merge)?;
                     if matches!(k.kind, TokenKind::Insert) {
                         match value {
                             Value::Object(m) => out.extend(m),
@@ -207,7 +223,7 @@ impl Token {
                         }
                         continue;
                     }
-                    let key = k.evaluate(ctx)?.to_coerced_string();
+                    let key = k.eval(ctx, merge)?.to_coerced_string();
                     out.insert(key, value);
                 }
                 Value::Object(out)

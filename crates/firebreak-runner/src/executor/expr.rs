@@ -19,7 +19,7 @@
 use std::path::PathBuf;
 
 use firebreak_expr::{Context, EvalError, Value};
-use firebreak_workflow::token::{TokenEvalError, TokenKind};
+use firebreak_workflow::token::TokenEvalError;
 use firebreak_workflow::Token;
 use indexmap::IndexMap;
 
@@ -119,38 +119,10 @@ impl Context for Contexts {
     }
 }
 
-/// Evaluates a token; see the module docs for the sequence rule.
+/// Evaluates a token; see the module docs for the sequence rule
+/// ([`Token::evaluate_merged`]).
 pub fn eval_token(t: &Token, ctx: &dyn Context) -> Result<Value, TokenEvalError> {
-    Ok(match &t.kind {
-        TokenKind::Seq(items) => {
-            let mut out = Vec::new();
-            for i in items {
-                let v = eval_token(i, ctx)?;
-                match (&i.kind, v) {
-                    (TokenKind::Expr(_), Value::Array(xs)) => out.extend(xs),
-                    (_, v) => out.push(v),
-                }
-            }
-            Value::Array(out)
-        }
-        TokenKind::Map(pairs) => {
-            let mut out = IndexMap::new();
-            for (k, v) in pairs {
-                let value = eval_token(v, ctx)?;
-                if matches!(k.kind, TokenKind::Insert) {
-                    match value {
-                        Value::Object(m) => out.extend(m),
-                        other => return Err(TokenEvalError::InsertNotMapping(other.kind_name())),
-                    }
-                    continue;
-                }
-                let key = eval_token(k, ctx)?.to_coerced_string();
-                out.insert(key, value);
-            }
-            Value::Object(out)
-        }
-        _ => t.evaluate(ctx)?,
-    })
+    t.evaluate_merged(ctx)
 }
 
 /// Evaluates a token to a string (`null` is empty).
