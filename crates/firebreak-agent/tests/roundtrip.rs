@@ -635,3 +635,63 @@ async fn calls_after_close_fail_instead_of_waiting_forever() {
         );
     }
 }
+
+/// Random and mutated frames never panic the decoder: each is a frame, an error, or the end of
+/// the stream. (The agent reads whatever the host sends; a bug on either side must not take
+/// the guest's init down.)
+#[tokio::test]
+async fn random_and_mutated_frames_are_errors_not_panics() {
+    use firebreak_agent::protocol::{encode_frame, read_frame, Frame, Response};
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = encode_frame(
+        3,
+        &Request::WriteFile {
+            path: "/home/runner/a".into(),
+            mode: Some(0o644),
+        },
+        b"body",
+    )
+    .expect("encode");
+    let (mut frames, mut errors) = (0, 0);
+    for round in 0..4000 {
+        let mut bytes = match round % 3 {
+            // The valid frame with a few bytes flipped (header lengths and JSON included).
+            0 => {
+                let mut b = valid.clone();
+                for _ in 0..=(next() % 4) {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                b
+            }
+            // The valid frame cut short.
+            1 => valid[..(next() as usize) % valid.len()].to_vec(),
+            // A right prefix, random lengths and bytes after it.
+            _ => {
+                let mut b = b"FB\x01\x00".to_vec();
+                b.extend_from_slice(&((next() % 64) as u32).to_be_bytes());
+                b.extend_from_slice(&((next() % 64) as u32).to_be_bytes());
+                b.extend((0..next() % 160).map(|_| next() as u8));
+                b
+            }
+        };
+        if round % 7 == 0 {
+            bytes.truncate(bytes.len() / 2);
+        }
+        let mut r: &[u8] = &bytes;
+        match read_frame::<_, Request>(&mut r).await {
+            Ok(_) => frames += 1,
+            Err(_) => errors += 1,
+        }
+        let mut r: &[u8] = &bytes;
+        let _: Result<Frame<Response>, _> = read_frame(&mut r).await;
+    }
+    // Both outcomes happened: the inputs reached the JSON decoder, not only the length checks.
+    assert!(frames > 0 && errors > 0, "{frames} frames, {errors} errors");
+}

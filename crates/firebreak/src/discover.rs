@@ -1,8 +1,12 @@
-//! Finding workflow files: explicit files, a `.github/workflows` folder, or a repository root.
+//! Finding and reading workflow files (explicit files, a `.github/workflows` folder, or a
+//! repository root), and parsing them with the local reusable workflows they call, so that
+//! `check`, `plan` and `run` judge a workflow alike.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use indexmap::IndexMap;
 
 /// A workflow file read from disk, with the name used in messages.
 pub struct WorkflowFile {
@@ -12,65 +16,182 @@ pub struct WorkflowFile {
     pub source: String,
 }
 
+/// What reading the command line's paths gave: the files read, and each path (or file) that
+/// could not be, with why.
+pub struct Read {
+    pub files: Vec<WorkflowFile>,
+    pub unreadable: Vec<(String, anyhow::Error)>,
+}
+
+impl Read {
+    /// The files, or the first read error (for commands that need every file).
+    pub fn all(self) -> Result<Vec<WorkflowFile>> {
+        match self.unreadable.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(self.files),
+        }
+    }
+}
+
 fn is_workflow_file(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
 }
 
-/// Expands the command-line paths into workflow files, sorted by path within each folder.
+/// The workflow files one command-line path stands for, sorted by path.
 ///
 /// A file is taken as it is. A folder holding `.github/workflows` means that folder's
 /// workflows; any other folder means the `*.yml`/`*.yaml` files directly inside it.
-pub fn workflow_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        let meta =
-            std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
-        if meta.is_file() {
-            out.push(input.clone());
-            continue;
-        }
-        let nested = input.join(".github/workflows");
-        let dir = if nested.is_dir() {
-            nested
-        } else {
-            input.clone()
-        };
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && is_workflow_file(p))
-            .collect();
-        if found.is_empty() {
-            bail!(
-                "no workflow files (*.yml, *.yaml) in {}; pass a repository, its .github/workflows folder or a file",
-                dir.display()
-            );
-        }
-        found.sort();
-        out.extend(found);
+fn workflow_paths(input: &Path) -> Result<Vec<PathBuf>> {
+    let meta =
+        std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
+    if meta.is_file() {
+        return Ok(vec![input.to_path_buf()]);
     }
-    Ok(out)
+    let nested = input.join(".github/workflows");
+    let dir = if nested.is_dir() {
+        nested
+    } else {
+        input.to_path_buf()
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_workflow_file(p))
+        .collect();
+    if found.is_empty() {
+        return Err(anyhow!(
+            "no workflow files (*.yml, *.yaml) in {}; pass a repository, its .github/workflows folder or a file",
+            dir.display()
+        ));
+    }
+    found.sort();
+    Ok(found)
 }
 
-/// Reads each workflow file; the display name is the path as given (relative stays relative).
-pub fn read_workflows(inputs: &[PathBuf]) -> Result<Vec<WorkflowFile>> {
-    workflow_paths(inputs)?
-        .into_iter()
-        .map(|path| {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let source = String::from_utf8(bytes)
-                .with_context(|| format!("{} is not valid UTF-8", path.display()))?;
-            let display = path
-                .strip_prefix("./")
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            Ok(WorkflowFile {
-                display,
-                path,
-                source,
-            })
-        })
-        .collect()
+fn display(path: &Path) -> String {
+    path.strip_prefix("./")
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn read_file(path: PathBuf) -> Result<WorkflowFile> {
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source =
+        String::from_utf8(bytes).map_err(|_| anyhow!("{} is not valid UTF-8", path.display()))?;
+    Ok(WorkflowFile {
+        display: display(&path),
+        path,
+        source,
+    })
+}
+
+/// Reads the workflow files the command-line paths stand for. A path or file that cannot be
+/// read is listed in [`Read::unreadable`] and the others are still read; the display name is
+/// the path as given (relative stays relative).
+pub fn read_workflows(inputs: &[PathBuf]) -> Read {
+    let mut out = Read {
+        files: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    for input in inputs {
+        match workflow_paths(input) {
+            Ok(paths) => {
+                for path in paths {
+                    let shown = display(&path);
+                    match read_file(path) {
+                        Ok(f) => out.files.push(f),
+                        Err(e) => out.unreadable.push((shown, e)),
+                    }
+                }
+            }
+            Err(e) => out.unreadable.push((display(input), e)),
+        }
+    }
+    out
+}
+
+/// The repository a workflow path belongs to: the folder above `.github/workflows` for a
+/// workflow file or folder, else the folder itself (a file's own folder).
+pub fn repo_root(path: &Path) -> PathBuf {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for anc in abs.ancestors() {
+        if anc.ends_with(".github/workflows") {
+            if let Some(root) = anc.parent().and_then(|p| p.parent()) {
+                return root.to_path_buf();
+            }
+        }
+    }
+    if abs.is_file() {
+        abs.parent().map(|p| p.to_path_buf()).unwrap_or(abs)
+    } else {
+        abs
+    }
+}
+
+/// A workflow parsed as GitHub parses it, with the local reusable workflows it calls.
+pub struct ParsedFile {
+    pub parsed: firebreak_workflow::Parsed,
+    /// Each local workflow it calls (`./.github/workflows/x.yml`), directly or through
+    /// another, parsed, by its `uses:` string.
+    pub called: IndexMap<String, Arc<firebreak_workflow::Workflow>>,
+}
+
+/// Parses `source` (shown as `shown` in messages). When it calls local reusable workflows
+/// (`uses: ./.github/workflows/x.yml`) and all of them can be read from `repo`, the parser
+/// gets their sources and checks each call (inputs, secrets, outputs) as GitHub does.
+pub fn parse_with_local_calls(repo: &Path, shown: &str, source: &str) -> ParsedFile {
+    let mut parsed = firebreak_workflow::parse_workflow(shown, source);
+    let mut called = IndexMap::new();
+    if let Some(w) = &parsed.workflow {
+        let mut sources = IndexMap::new();
+        let mut complete = true;
+        reusable_sources(repo, w, &mut sources, &mut complete, 0);
+        for (uses, src) in &sources {
+            if let Some(c) = firebreak_workflow::parse_workflow(uses, src).workflow {
+                called.insert(uses.clone(), Arc::new(c));
+            }
+        }
+        if !sources.is_empty() && complete {
+            let opts = firebreak_workflow::ParseOptions {
+                reusable_workflows: Some(sources),
+                ..Default::default()
+            };
+            parsed = firebreak_workflow::parse_workflow_with(shown, source, &opts);
+        }
+    }
+    ParsedFile { parsed, called }
+}
+
+/// Collects the sources of the local workflows `wf` calls, recursively up to GitHub's
+/// nesting limit; `complete` turns false when one is remote or cannot be read.
+fn reusable_sources(
+    repo: &Path,
+    wf: &firebreak_workflow::Workflow,
+    acc: &mut IndexMap<String, String>,
+    complete: &mut bool,
+    depth: usize,
+) {
+    for job in &wf.jobs {
+        let firebreak_workflow::JobKind::Reusable(r) = &job.kind else {
+            continue;
+        };
+        if acc.contains_key(&r.uses) {
+            continue;
+        }
+        let Some(rel) = r.uses.strip_prefix("./") else {
+            *complete = false;
+            continue;
+        };
+        let Ok(src) = std::fs::read_to_string(repo.join(rel)) else {
+            *complete = false;
+            continue;
+        };
+        acc.insert(r.uses.clone(), src.clone());
+        if depth < firebreak_workflow::DEFAULT_MAX_NESTED_REUSABLE_DEPTH {
+            if let Some(called) = firebreak_workflow::parse_workflow(&r.uses, &src).workflow {
+                reusable_sources(repo, &called, acc, complete, depth + 1);
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 mod cmd;
 mod discover;
+mod events;
 mod gitinfo;
 mod style;
 

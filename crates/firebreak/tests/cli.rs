@@ -195,3 +195,150 @@ fn output_into_a_closed_pipe_stops_quietly_without_passing_for_success() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// A repository whose `caller.yml` calls a local reusable workflow the wrong way.
+fn repo_with_bad_call() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    let wf = d.path().join(".github/workflows");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(
+        wf.join("called.yml"),
+        "on:\n  workflow_call:\n    inputs:\n      who:\n        required: true\n        type: string\njobs:\n  hi:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ inputs.who }}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        wf.join("caller.yml"),
+        "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n    with:\n      nope: 1\n",
+    )
+    .expect("write");
+    d
+}
+
+#[test]
+fn check_and_plan_judge_local_reusable_calls_as_run_does() {
+    let d = repo_with_bad_call();
+    let (code, out, err) = firebreak(d.path(), &["check", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(".github/workflows/caller.yml:4:11: Input who is required"),
+        "{out}"
+    );
+    assert!(
+        out.contains("caller.yml:6:13: Invalid input, nope is not defined"),
+        "{out}"
+    );
+    // One file named on its own still finds its repository's called workflow.
+    let (code, out, _) = firebreak(d.path(), &["check", ".github/workflows/caller.yml"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, _, err) = firebreak(d.path(), &["plan", "."]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Input who is required"), "{err}");
+}
+
+#[test]
+fn check_reports_every_readable_file_when_one_is_unreadable() {
+    let d = repo();
+    std::fs::write(d.path().join("latin1.yml"), b"on: push\n# caf\xe9\n").expect("write");
+    let (code, out, err) = firebreak(d.path(), &["check", "bad.yml", "latin1.yml", "nope.yml"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("bad.yml:7:9: Unexpected value 'bogus'"),
+        "{out}"
+    );
+    assert!(err.contains("latin1.yml is not valid UTF-8"), "{err}");
+    assert!(err.contains("cannot read nope.yml"), "{err}");
+    assert!(
+        err.contains("1 workflow file checked, 1 invalid, 2 unreadable"),
+        "{err}"
+    );
+    let (code, out, _) = firebreak(
+        d.path(),
+        &["check", "bad.yml", "latin1.yml", "--format", "json"],
+    );
+    assert_eq!(code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["files"][0]["path"], "bad.yml");
+    assert_eq!(v["unreadable"][0]["path"], "latin1.yml");
+}
+
+#[test]
+fn plan_fails_when_a_triggered_workflow_cannot_be_planned() {
+    let d = tempfile::tempdir().expect("tempdir");
+    // 200 × 2 legs: over GitHub's 256.
+    std::fs::write(
+        d.path().join("big.yml"),
+        format!(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        x: [{}]\n        y: [1, 2]\n    steps:\n      - run: echo\n",
+            (0..200).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", "big.yml"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("exceeded 256"), "{out}");
+}
+
+#[test]
+fn plan_expands_a_matrix_that_reads_no_context() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("w.yml"),
+        "on: push\njobs:\n  j:\n    runs-on: x\n    strategy:\n      matrix: ${{ fromJSON('{\"x\":[1,2]}') }}\n    steps:\n      - run: echo\n",
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", "w.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("j (1)") && out.contains("j (2)"), "{out}");
+    assert!(!out.contains("run time"), "{out}");
+}
+
+#[test]
+fn a_mistyped_event_or_a_payload_that_is_not_an_object_is_a_usage_error() {
+    let d = repo();
+    let (code, _, err) = firebreak(d.path(), &["plan", ".", "--event", "psuh"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("did you mean 'push'?"), "{err}");
+    std::fs::write(d.path().join("list.json"), "[]").expect("write");
+    let (code, _, err) = firebreak(d.path(), &["plan", ".", "--event-file", "list.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("a JSON object"), "{err}");
+}
+
+/// Runs `command` under `script`, so that the programs in it see a terminal on stdout
+/// and stderr unless the command redirects them; `None` when `script` is missing.
+fn on_a_terminal(dir: &Path, command: &str) -> Option<String> {
+    let out = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn colour_follows_the_stream_it_is_written_to() {
+    let d = repo();
+    let bin = env!("CARGO_BIN_EXE_firebreak");
+    // stdout a terminal, stderr a file: the summary in the file is plain.
+    let Some(_) = on_a_terminal(d.path(), &format!("{bin} check bad.yml 2>err.txt")) else {
+        eprintln!("SKIPPED: `script` (bsdutils) is not installed");
+        return;
+    };
+    let err = std::fs::read_to_string(d.path().join("err.txt")).expect("err.txt");
+    assert!(err.contains("1 invalid"), "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+    // stderr a terminal, stdout a file: the summary on the terminal is red, the file plain.
+    let shown =
+        on_a_terminal(d.path(), &format!("{bin} check bad.yml >out.txt")).unwrap_or_default();
+    assert!(
+        shown.contains("\x1b[31m1 workflow file checked, 1 invalid"),
+        "{shown:?}"
+    );
+    let out = std::fs::read_to_string(d.path().join("out.txt")).expect("out.txt");
+    assert!(
+        out.contains("bad.yml:7:9") && !out.contains('\x1b'),
+        "{out:?}"
+    );
+}

@@ -1331,3 +1331,107 @@ fn jailer_settings_are_checked_before_any_job_runs() {
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.stderr.contains("--jailer-user"), "{o:?}");
 }
+
+#[test]
+fn list_and_dry_run_show_the_selection_a_run_would_make() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        x: [1, 2]\n        y: [p, q]\n    steps:\n      - run: echo\n  b:\n    needs: a\n    runs-on: x\n    steps:\n      - run: echo\n  c:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )]);
+    let o = r.run(&["--list", "-j", "nope"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("no job nope"), "{o:?}");
+    // -j b: b and the job it needs, not c.
+    let o = r.run(&["--list", "-j", "b"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("[0] a") && o.has("[1] b"), "{o:?}");
+    assert!(!o.has("] c"), "{o:?}");
+    let o = r.run(&["--dry-run", "-j", "a", "--matrix", "x:1"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("a (1, p)") && o.has("a (1, q)"), "{o:?}");
+    assert!(!o.has("a (2, p)"), "{o:?}");
+    // --json: the plan as JSON, nothing else on stdout.
+    let o = r.run(&["--list", "--json", "-j", "c"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("one JSON document");
+    assert_eq!(v["workflows"][0]["jobs"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn json_output_stays_json_when_the_workflow_is_invalid() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n        bogus: 1\n",
+    )]);
+    let o = r.run(&["--json", "--sandbox", "host"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert_eq!(lines[0]["event"], "workflow_error", "{o:?}");
+    assert_eq!(lines[0]["line"], 7);
+    assert_eq!(lines[0]["message"], "Unexpected value 'bogus'");
+}
+
+#[test]
+fn closing_stdout_early_stops_the_listing_quietly() {
+    // ~30 workflows × 256 legs: far more than a pipe holds.
+    let legs = (0..128)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let files: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            (
+                format!(".github/workflows/w{i}.yml"),
+                format!("on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        x: [{legs}]\n        y: [1, 2]\n    steps:\n      - run: echo\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let r = repo(&refs);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", "--list", "-C"])
+        .arg(r.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read one line, then hang up, as `| head -1` does.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("read");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn job_lines_reach_a_terminal_when_stderr_is_redirected() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo from-the-step\n",
+    )]);
+    let cmd = format!(
+        "{} run push --sandbox host -C {} 2>/dev/null",
+        env!("CARGO_BIN_EXE_firebreak"),
+        r.path().display()
+    );
+    let Ok(out) = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+    else {
+        eprintln!("SKIPPED: `script` (bsdutils) is not installed");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("job started"), "{shown}");
+    assert!(shown.contains("from-the-step"), "{shown}");
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::discover::read_workflows;
+use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
 use crate::{style, Format};
 
 #[derive(Serialize)]
@@ -23,16 +23,24 @@ struct ErrorReport {
     message: String,
 }
 
+#[derive(Serialize)]
+struct Unreadable {
+    path: String,
+    error: String,
+}
+
 pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
     let inputs = if paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
         paths.to_vec()
     };
-    let files = read_workflows(&inputs)?;
-    let mut reports = Vec::with_capacity(files.len());
-    for file in &files {
-        let parsed = firebreak_workflow::parse_workflow(&file.display, &file.source);
+    // A file that cannot be read is reported with the others' errors, not instead of them.
+    let read = read_workflows(&inputs);
+    let mut reports = Vec::with_capacity(read.files.len());
+    for file in &read.files {
+        let root = repo_root(&file.path);
+        let parsed = parse_with_local_calls(&root, &file.display, &file.source).parsed;
         let errors: Vec<ErrorReport> = parsed
             .diagnostics
             .iter()
@@ -48,10 +56,22 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
             errors,
         });
     }
+    let unreadable: Vec<Unreadable> = read
+        .unreadable
+        .iter()
+        .map(|(path, e)| Unreadable {
+            path: path.clone(),
+            error: format!("{e:#}"),
+        })
+        .collect();
     let invalid = reports.iter().filter(|r| !r.valid).count();
     match format {
         Format::Json => {
-            let doc = serde_json::json!({ "valid": invalid == 0, "files": reports });
+            let doc = serde_json::json!({
+                "valid": invalid == 0 && unreadable.is_empty(),
+                "files": reports,
+                "unreadable": unreadable,
+            });
             crate::outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         }
         Format::Text => {
@@ -60,21 +80,29 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
                     crate::outln!("{}:{}:{}: {}", r.path, e.line, e.col, e.message)?;
                 }
             }
-            let summary = format!(
+            for u in &unreadable {
+                eprintln!("{}: {}", style::error_label(), u.error);
+            }
+            let mut summary = format!(
                 "{} workflow file{} checked, {} invalid",
                 reports.len(),
                 if reports.len() == 1 { "" } else { "s" },
                 invalid
             );
-            let summary = if invalid == 0 {
-                style::green(&summary)
+            if !unreadable.is_empty() {
+                summary.push_str(&format!(", {} unreadable", unreadable.len()));
+            }
+            let summary = if invalid == 0 && unreadable.is_empty() {
+                style::err_green(&summary)
             } else {
-                style::red(&summary)
+                style::err_red(&summary)
             };
             eprintln!("{summary}");
         }
     }
-    Ok(if invalid == 0 {
+    Ok(if !unreadable.is_empty() {
+        ExitCode::from(2)
+    } else if invalid == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -134,7 +134,7 @@ fn build(
             } else {
                 "built"
             };
-            eprintln!("{} image {hash} {how}", style::green("✓"));
+            eprintln!("{} image {hash} {how}", style::err_green("✓"));
         }
     };
     let image = store.build(&spec, &mut on_event)?;

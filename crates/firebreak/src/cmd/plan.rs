@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use firebreak_workflow::plan::{Event, MatrixPlan, Plan};
 
-use crate::discover::read_workflows;
+use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::{style, Format};
 
@@ -31,31 +31,18 @@ pub struct PlanArgs {
     format: Format,
 }
 
-/// The repository root for a path argument: the folder above `.github/workflows` for a
-/// workflow file or folder, else the path itself.
-fn repo_root(path: &std::path::Path) -> PathBuf {
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    for anc in abs.ancestors() {
-        if anc.ends_with(".github/workflows") {
-            if let Some(root) = anc.parent().and_then(|p| p.parent()) {
-                return root.to_path_buf();
-            }
-        }
-    }
-    if abs.is_file() {
-        abs.parent().map(|p| p.to_path_buf()).unwrap_or(abs)
-    } else {
-        abs
-    }
-}
-
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
-    let files = read_workflows(std::slice::from_ref(&path))?;
+    if let Err(msg) = crate::events::check_event_name(&args.event) {
+        eprintln!("{}: {msg}", style::error_label());
+        return Ok(ExitCode::from(2));
+    }
+    let files = read_workflows(std::slice::from_ref(&path)).all()?;
+    let root = repo_root(&path);
     let mut parsed = Vec::new();
     let mut invalid = false;
     for f in &files {
-        let p = firebreak_workflow::parse_workflow(&f.display, &f.source);
+        let p = parse_with_local_calls(&root, &f.display, &f.source).parsed;
         for d in &p.diagnostics {
             eprintln!("{d}");
         }
@@ -72,15 +59,15 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
 
-    let root = repo_root(&path);
     let gs = git_state(&root);
     let payload = match &args.event_file {
-        Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", f.display()))?
-        }
+        Some(f) => match crate::events::read_event_file(f) {
+            Ok(v) => v,
+            Err(msg) => {
+                eprintln!("{}: {msg}", style::error_label());
+                return Ok(ExitCode::from(2));
+            }
+        },
         None => {
             let repository = gs
                 .repository
@@ -105,7 +92,13 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?,
         Format::Text => print_text(&plan)?,
     }
-    Ok(ExitCode::SUCCESS)
+    // A workflow that triggers but cannot be planned (a matrix over 256 legs, a `needs`
+    // cycle through a called workflow…) would fail its run: the plan is invalid too.
+    Ok(if plan.workflows.iter().any(|w| !w.errors.is_empty()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_text(plan: &Plan) -> std::io::Result<()> {
@@ -134,7 +127,11 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
                         vec![format!(
                             "{} (matrix decided at run time from {})",
                             job.id,
-                            contexts.join(", ")
+                            if contexts.is_empty() {
+                                "its expression".to_string()
+                            } else {
+                                contexts.join(", ")
+                            }
                         )]
                     }
                     MatrixPlan::Invalid { error } => {
@@ -178,7 +175,7 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
             crate::outln!("{}", line([&r[0], &r[1], &r[2], &r[3]]))?;
         }
         for e in &wf.errors {
-            crate::outln!("  {}: {e}", style::error_label())?;
+            crate::outln!("  {}: {e}", style::red("error"))?;
         }
     }
     for f in &plan.filtered_out {

@@ -31,10 +31,10 @@
 //! Exit status: 0 when every job succeeded, 1 when a job failed or the run was cancelled,
 //! 2 on usage or workflow errors.
 
+mod list;
 mod report;
 mod stage;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ use firebreak_workflow::plan::{self, MatrixPlan};
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::discover::read_workflows;
+use crate::discover::{parse_with_local_calls, read_workflows};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::style;
 use report::Reporter;
@@ -302,6 +302,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 async fn run_async(args: RunArgs) -> Result<ExitCode> {
+    if let Err(msg) = crate::events::check_event_name(&args.event) {
+        return usage(msg);
+    }
     let repo = match std::fs::canonicalize(&args.repo) {
         Ok(p) if p.is_dir() => p,
         _ => return usage(format!("{} is not a directory", args.repo.display())),
@@ -311,7 +314,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         .workflows
         .clone()
         .unwrap_or_else(|| repo.join(".github/workflows"));
-    let files = match read_workflows(std::slice::from_ref(&wf_input)) {
+    let files = match read_workflows(std::slice::from_ref(&wf_input)).all() {
         Ok(f) => f,
         Err(e) => return usage(format!("{e:#}")),
     };
@@ -331,28 +334,20 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                     .and_then(|a| a.strip_prefix(c).ok().map(|r| r.display().to_string()))
             })
             .unwrap_or_else(|| f.display.clone());
-        let mut p = firebreak_workflow::parse_workflow(&shown, &f.source);
         // Local reusable workflows (`uses: ./.github/workflows/x.yml`) are loaded and handed to
         // the parser, which checks the call and attaches the called workflow to the job.
-        if let Some(w) = &p.workflow {
-            let mut sources = IndexMap::new();
-            let mut complete = true;
-            reusable_sources(&repo, w, &mut sources, &mut complete, 0);
-            for (uses, src) in &sources {
-                if let Some(called) = firebreak_workflow::parse_workflow(uses, src).workflow {
-                    reusable.insert(uses.clone(), Arc::new(called));
-                }
-            }
-            if !sources.is_empty() && complete {
-                let opts = firebreak_workflow::ParseOptions {
-                    reusable_workflows: Some(sources),
-                    ..Default::default()
-                };
-                p = firebreak_workflow::parse_workflow_with(&shown, &f.source, &opts);
-            }
-        }
+        let pf = parse_with_local_calls(&repo, &shown, &f.source);
+        reusable.extend(pf.called);
+        let p = pf.parsed;
         for d in &p.diagnostics {
-            println!("{}:{}:{}: {}", shown, d.line, d.col, d.message);
+            if args.json {
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"event": "workflow_error", "path": shown, "line": d.line, "col": d.col, "message": d.message})
+                )?;
+            } else {
+                crate::outln!("{}:{}:{}: {}", shown, d.line, d.col, d.message)?;
+            }
             bad = true;
         }
         if let Some(w) = p.workflow {
@@ -370,7 +365,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if bad {
         eprintln!(
             "{}",
-            style::red("the workflows have errors; nothing was run")
+            style::err_red("the workflows have errors; nothing was run")
         );
         return Ok(ExitCode::from(2));
     }
@@ -383,7 +378,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             if !args.json && !args.list && !args.dry_run {
                 eprintln!(
                     "{}: no remote 'origin': github.repository is {fallback} (set it with --repository owner/name)",
-                    style::dim("note")
+                    style::err_dim("note")
                 );
             }
             fallback
@@ -391,16 +386,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     };
     let default_actor = default_actor(&repo);
     let mut payload = match &args.event_file {
-        Some(p) => {
-            let text = match std::fs::read_to_string(p) {
-                Ok(t) => t,
-                Err(e) => return usage(format!("cannot read {}: {e}", p.display())),
-            };
-            match serde_json::from_str::<serde_json::Value>(&text) {
-                Ok(v) => v,
-                Err(e) => return usage(format!("{}: not JSON: {e}", p.display())),
-            }
-        }
+        Some(p) => match crate::events::read_event_file(p) {
+            Ok(v) => v,
+            Err(msg) => return usage(msg),
+        },
         None => {
             let actor = args.actor.clone().unwrap_or_else(|| default_actor.clone());
             synthesize_payload(&gs, &args.event, &repository, &actor)
@@ -446,19 +435,22 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         payload: payload.clone(),
         changed_files: None,
     };
-    let the_plan = plan::plan(&parsed, &event);
-    if args.list || args.dry_run {
-        return list(&the_plan, args.dry_run);
+    let mut the_plan = plan::plan(&parsed, &event);
+    let mut matrix_filter = Vec::new();
+    for m in &args.matrix {
+        let Some((k, v)) = split_kv(m, ':') else {
+            return usage(format!("--matrix {m}: expected KEY:VALUE"));
+        };
+        matrix_filter.push((k, v));
     }
-    if the_plan.workflows.is_empty() {
+    if the_plan.workflows.is_empty() && !args.list && !args.dry_run {
         eprintln!("no workflow runs on '{}'", args.event);
         for f in &the_plan.filtered_out {
             eprintln!("  {}: {}", f.path, f.reason);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut the_plan = the_plan;
-    if !args.job.is_empty() {
+    if !args.job.is_empty() && !the_plan.workflows.is_empty() {
         the_plan.workflows.retain(|w| {
             w.jobs
                 .iter()
@@ -472,10 +464,25 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             ));
         }
     }
+    if args.list || args.dry_run {
+        // What this run would do: the same job and leg selection, nothing executed.
+        for w in &mut the_plan.workflows {
+            list::select_jobs(w, &args.job);
+            list::select_legs(w, &matrix_filter);
+        }
+        return list::print(&the_plan, args.dry_run, args.json);
+    }
     for w in &the_plan.workflows {
         if !w.errors.is_empty() {
             for e in &w.errors {
-                println!("{}: {e}", w.path);
+                if args.json {
+                    crate::outln!(
+                        "{}",
+                        serde_json::json!({"event": "workflow_error", "path": w.path, "message": e})
+                    )?;
+                } else {
+                    crate::outln!("{}: {e}", w.path)?;
+                }
             }
             return Ok(ExitCode::from(2));
         }
@@ -511,13 +518,6 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             return usage(format!("--var {v}: expected NAME=VALUE"));
         };
         vars.insert(k, val);
-    }
-    let mut matrix_filter = Vec::new();
-    for m in &args.matrix {
-        let Some((k, v)) = split_kv(m, ':') else {
-            return usage(format!("--matrix {m}: expected KEY:VALUE"));
-        };
-        matrix_filter.push((k, v));
     }
     // ---- scratch, sandboxes
     let nanos = std::time::SystemTime::now()
@@ -641,7 +641,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         None => {
             eprintln!(
                 "{}: the namespace sandbox is unavailable ({}); running jobs on the host without isolation",
-                report::yellow("warning"),
+                style::err_yellow("warning"),
                 probe.notes.join("; ")
             );
             "host".to_string()
@@ -660,7 +660,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             "qemu" => "qemu",
             "firecracker" => "firecracker",
             other => {
-                eprintln!("{}: -P {label}={other}: images are not supported; the job runs in the {default_backend} sandbox", report::yellow("warning"));
+                eprintln!("{}: -P {label}={other}: images are not supported; the job runs in the {default_backend} sandbox", style::err_yellow("warning"));
                 default_backend.as_str()
             }
         };
@@ -822,44 +822,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if let Some(q) = &qemu_pool {
         q.shutdown().await;
     }
-    let reporter = rep_task.await.context("the reporter stopped")?;
+    let mut reporter = rep_task.await.context("the reporter stopped")?;
     reporter.summary(&outcomes, &run_dir);
     drop(cleanup);
     Ok(ExitCode::from(exit))
-}
-
-/// Collects the sources of the local reusable workflows `wf` calls, recursively. `complete`
-/// turns false when a call cannot be loaded (a remote one, or a missing file): the executor
-/// then reports it on that job instead.
-fn reusable_sources(
-    repo: &Path,
-    wf: &firebreak_workflow::Workflow,
-    acc: &mut IndexMap<String, String>,
-    complete: &mut bool,
-    depth: usize,
-) {
-    for job in &wf.jobs {
-        let firebreak_workflow::JobKind::Reusable(r) = &job.kind else {
-            continue;
-        };
-        if acc.contains_key(&r.uses) {
-            continue;
-        }
-        let Some(rel) = r.uses.strip_prefix("./") else {
-            *complete = false;
-            continue;
-        };
-        let Ok(src) = std::fs::read_to_string(repo.join(rel)) else {
-            *complete = false;
-            continue;
-        };
-        acc.insert(r.uses.clone(), src.clone());
-        if depth < firebreak_workflow::DEFAULT_MAX_NESTED_REUSABLE_DEPTH {
-            if let Some(called) = firebreak_workflow::parse_workflow(&r.uses, &src).workflow {
-                reusable_sources(repo, &called, acc, complete, depth + 1);
-            }
-        }
-    }
 }
 
 /// The `inputs` context: the workflow's declared inputs for this event with their defaults
@@ -965,58 +931,6 @@ fn job_runs(workflows: &[plan::WorkflowPlan]) -> usize {
         .sum()
 }
 
-fn list(p: &plan::Plan, dry: bool) -> Result<ExitCode> {
-    if p.workflows.is_empty() {
-        println!("no workflow runs on '{}'", p.event);
-    }
-    for w in &p.workflows {
-        println!("{} ({})", style::bold(&w.name), w.path);
-        for (i, layer) in w.layers.iter().enumerate() {
-            for id in layer {
-                let Some(j) = w.jobs.iter().find(|j| &j.id == id) else {
-                    continue;
-                };
-                let needs = if j.needs.is_empty() {
-                    String::new()
-                } else {
-                    format!("  needs: {}", j.needs.join(", "))
-                };
-                println!("  [{i}] {}{}", j.id, style::dim(&needs));
-                match &j.matrix {
-                    MatrixPlan::Legs { legs } => {
-                        for l in legs {
-                            println!("        - {}", l.name);
-                        }
-                    }
-                    MatrixPlan::Deferred { contexts } => println!(
-                        "        - matrix evaluated at run time (reads {})",
-                        contexts.join(", ")
-                    ),
-                    MatrixPlan::Invalid { error } => println!("        - invalid matrix: {error}"),
-                    MatrixPlan::None => {}
-                }
-                if dry {
-                    if j.if_condition != "success()" {
-                        println!("        if: {}", j.if_condition);
-                    }
-                    for s in j.job.steps() {
-                        let name =
-                            s.name
-                                .as_ref()
-                                .map(|n| n.literal_display())
-                                .unwrap_or_else(|| {
-                                    firebreak_runner::executor::job::default_step_name(s)
-                                });
-                        println!("        · {name}");
-                    }
-                }
-            }
-        }
-    }
-    let _ = std::io::stdout().flush();
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1040,10 +954,13 @@ mod tests {
         assert_eq!(runs(one), 1);
         let legs = "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        n: [1, 2, 3]\n    steps:\n      - run: echo\n  b:\n    runs-on: x\n    steps:\n      - run: echo\n";
         assert_eq!(runs(legs), 4);
-        let deferred = "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        n: ${{ fromJSON('[1]') }}\n    steps:\n      - run: echo\n";
+        let deferred = "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        n: ${{ fromJSON(vars.N) }}\n    steps:\n      - run: echo\n";
         assert!(
             runs(deferred) > 1,
             "a matrix known only at run time may have several legs"
         );
+        // An expression that reads no context is expanded when planning: one leg is one.
+        let constant = deferred.replace("vars.N", "'[1]'");
+        assert_eq!(runs(&constant), 1);
     }
 }

@@ -8,8 +8,11 @@
 //!   final `run_finished` record with the per-job results.
 //!
 //! On a terminal the human reporter also keeps a live status line at the bottom (jobs done,
-//! failed, and which jobs are running which step), redrawn in place; it is never shown when
-//! stdout is piped or with `--json`.
+//! failed, and which jobs are running which step), redrawn in place on stderr; it is shown
+//! only when both stdout and stderr are terminals, never with `--json`.
+//!
+//! When stdout goes away (`firebreak run | head`), printing stops and the run goes on: its
+//! logs, and its exit status, are those of the jobs.
 //!
 //! Both also keep logs in the run directory: `<job>.log` per job (plain text, masked as
 //! everything the executor emits) and `events.jsonl` with the whole stream.
@@ -66,6 +69,8 @@ pub struct Reporter {
     workflows: HashMap<String, String>,
     /// The live status line (terminal only).
     progress: Option<Progress>,
+    /// Stdout could not be written (its reader went away): print nothing more.
+    stdout_gone: bool,
 }
 
 /// What the status line shows: finished and failed job counts, running jobs with their step.
@@ -126,7 +131,11 @@ impl Reporter {
         let events = File::create(run_dir.join("events.jsonl"))
             .ok()
             .map(BufWriter::new);
-        let progress = (!json && std::io::stdout().is_terminal()).then(Progress::new);
+        // The status line is drawn on stderr and job lines go to stdout: both must be the
+        // terminal, or the lines would go where the status line hides them.
+        let progress =
+            (!json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
+                .then(Progress::new);
         Reporter {
             progress,
             json,
@@ -136,6 +145,26 @@ impl Reporter {
             events,
             annotations: 0,
             workflows: HashMap::new(),
+            stdout_gone: false,
+        }
+    }
+
+    /// Prints one line on stdout, above the status line when there is one. Once stdout
+    /// cannot be written, nothing more is printed (the logs still get everything).
+    fn say(&mut self, line: &str) {
+        if self.stdout_gone {
+            return;
+        }
+        let write = || writeln!(std::io::stdout().lock(), "{line}");
+        let written = match &self.progress {
+            Some(pr) => pr.bar.suspend(write),
+            None => write(),
+        };
+        if written.is_err() {
+            self.stdout_gone = true;
+            if let Some(pr) = self.progress.take() {
+                pr.bar.finish_and_clear();
+            }
         }
     }
 
@@ -170,7 +199,7 @@ impl Reporter {
             }
             if self.json {
                 if let Ok(s) = serde_json::to_string(&ev) {
-                    println!("{s}");
+                    self.say(&s);
                 }
             }
             self.handle(&ev);
@@ -187,10 +216,7 @@ impl Reporter {
     fn out(&mut self, job: &str, text: &str) {
         if !self.json {
             let p = self.prefix(job);
-            match &self.progress {
-                Some(pr) => pr.bar.println(format!("{p} {text}")),
-                None => println!("{p} {text}"),
-            }
+            self.say(&format!("{p} {text}"));
         }
     }
 
@@ -263,10 +289,7 @@ impl Reporter {
                         style::bold(name),
                         style::dim(&format!("({path}, event {event_name}, {sandbox} sandbox)"))
                     );
-                    match &self.progress {
-                        Some(pr) => pr.bar.println(line),
-                        None => println!("{line}"),
-                    }
+                    self.say(&line);
                 }
             }
             Event::JobStarted { .. } => {
@@ -392,8 +415,8 @@ impl Reporter {
     }
 
     /// The final table (human) or `run_finished` record (JSON).
-    pub fn summary(&self, outcomes: &[(String, WorkflowOutcome)], run_dir: &Path) {
-        if let Some(pr) = &self.progress {
+    pub fn summary(&mut self, outcomes: &[(String, WorkflowOutcome)], run_dir: &Path) {
+        if let Some(pr) = self.progress.take() {
             pr.bar.finish_and_clear();
         }
         if self.json {
@@ -407,15 +430,15 @@ impl Reporter {
                     })
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::json!({"event": "run_finished", "workflows": wfs, "run_dir": run_dir.display().to_string()})
+            self.say(
+                &serde_json::json!({"event": "run_finished", "workflows": wfs, "run_dir": run_dir.display().to_string()})
+                    .to_string(),
             );
             return;
         }
-        println!();
+        self.say("");
         for (name, o) in outcomes {
-            println!("{}", style::bold(&format!("Summary: {name}")));
+            self.say(&style::bold(&format!("Summary: {name}")));
             let width = o
                 .jobs
                 .iter()
@@ -442,7 +465,7 @@ impl Reporter {
                     } else {
                         secs(*d)
                     };
-                    println!("  {mark} {n}{pad}  {word}  {}", style::dim(&dur));
+                    self.say(&format!("  {mark} {n}{pad}  {word}  {}", style::dim(&dur)));
                 }
             }
             let legs = o.jobs.iter().map(|j| j.legs.len()).sum::<usize>();
@@ -453,18 +476,18 @@ impl Reporter {
                 .filter(|(_, r, _, _)| *r == Conclusion::Failure)
                 .count();
             let line = format!("{legs} job run(s), {failed} failed: {}", o.result.as_str());
-            println!(
+            self.say(&format!(
                 "  {}",
                 if o.result == Conclusion::Success {
                     style::green(&line)
                 } else {
                     style::red(&line)
                 }
-            );
+            ));
         }
         if self.annotations > 0 {
-            println!("  {} annotation(s)", self.annotations);
+            self.say(&format!("  {} annotation(s)", self.annotations));
         }
-        println!("{}", style::dim(&format!("logs: {}", run_dir.display())));
+        self.say(&style::dim(&format!("logs: {}", run_dir.display())));
     }
 }

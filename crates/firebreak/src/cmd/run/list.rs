@@ -1,0 +1,121 @@
+//! `firebreak run --list` / `--dry-run`: what the run would do, with the same job and matrix
+//! selection (`-j`, `--matrix`) a real run applies, and nothing executed.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use firebreak_workflow::plan::{MatrixPlan, Plan, WorkflowPlan};
+
+use crate::style;
+
+/// Keeps the jobs `only` names and the jobs they need (transitively), as the executor runs
+/// them; an empty `only` keeps every job.
+pub fn select_jobs(w: &mut WorkflowPlan, only: &[String]) {
+    if only.is_empty() {
+        return;
+    }
+    let mut keep: HashSet<String> = HashSet::new();
+    let mut stack: Vec<String> = only.iter().map(|j| j.to_ascii_lowercase()).collect();
+    while let Some(id) = stack.pop() {
+        if keep.insert(id.clone()) {
+            if let Some(j) = w.jobs.iter().find(|j| j.id.eq_ignore_ascii_case(&id)) {
+                stack.extend(j.needs.iter().map(|n| n.to_ascii_lowercase()));
+            }
+        }
+    }
+    let kept = |id: &str| keep.contains(&id.to_ascii_lowercase());
+    w.jobs.retain(|j| kept(&j.id));
+    for layer in &mut w.layers {
+        layer.retain(|id| kept(id));
+    }
+    w.layers.retain(|l| !l.is_empty());
+}
+
+/// Keeps the matrix legs whose values match every `KEY:VALUE` of `filter` (a leg without
+/// the key matches), compared as the executor compares them.
+pub fn select_legs(w: &mut WorkflowPlan, filter: &[(String, String)]) {
+    if filter.is_empty() {
+        return;
+    }
+    for j in &mut w.jobs {
+        if let MatrixPlan::Legs { legs } = &mut j.matrix {
+            legs.retain(|l| {
+                filter.iter().all(|(k, v)| match l.matrix.get(k) {
+                    Some(x) => firebreak_expr::Value::from_json(x).to_coerced_string() == *v,
+                    None => true,
+                })
+            });
+        }
+    }
+}
+
+/// Prints the (already selected) plan: as text, or as `firebreak plan --format json` does.
+/// Exit 2 when a workflow could not be planned, as a run would.
+pub fn print(p: &Plan, dry: bool, json: bool) -> Result<ExitCode> {
+    let code = if p.workflows.iter().any(|w| !w.errors.is_empty()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    };
+    if json {
+        crate::outln!("{}", serde_json::to_string(p)?)?;
+        return Ok(code);
+    }
+    if p.workflows.is_empty() {
+        crate::outln!("no workflow runs on '{}'", p.event)?;
+    }
+    for w in &p.workflows {
+        crate::outln!("{} ({})", style::bold(&w.name), w.path)?;
+        for e in &w.errors {
+            crate::outln!("  {}: {e}", style::red("error"))?;
+        }
+        for (i, layer) in w.layers.iter().enumerate() {
+            for id in layer {
+                let Some(j) = w.jobs.iter().find(|j| &j.id == id) else {
+                    continue;
+                };
+                let needs = if j.needs.is_empty() {
+                    String::new()
+                } else {
+                    format!("  needs: {}", j.needs.join(", "))
+                };
+                crate::outln!("  [{i}] {}{}", j.id, style::dim(&needs))?;
+                match &j.matrix {
+                    MatrixPlan::Legs { legs } if legs.is_empty() => {
+                        crate::outln!("        - no matrix leg matches --matrix: skipped")?
+                    }
+                    MatrixPlan::Legs { legs } => {
+                        for l in legs {
+                            crate::outln!("        - {}", l.name)?;
+                        }
+                    }
+                    MatrixPlan::Deferred { contexts } => crate::outln!(
+                        "        - matrix evaluated at run time (reads {})",
+                        contexts.join(", ")
+                    )?,
+                    MatrixPlan::Invalid { error } => {
+                        crate::outln!("        - invalid matrix: {error}")?
+                    }
+                    MatrixPlan::None => {}
+                }
+                if dry {
+                    if j.if_condition != "success()" {
+                        crate::outln!("        if: {}", j.if_condition)?;
+                    }
+                    for s in j.job.steps() {
+                        let name =
+                            s.name
+                                .as_ref()
+                                .map(|n| n.literal_display())
+                                .unwrap_or_else(|| {
+                                    firebreak_runner::executor::job::default_step_name(s)
+                                });
+                        crate::outln!("        · {name}")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(code)
+}
