@@ -50,6 +50,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         log_dir: None,
         job_prefix: String::new(),
         reusable: Arc::new(IndexMap::new()),
+        github_workflow: None,
     }
 }
 

@@ -123,6 +123,9 @@ jobs:
           echo "values $A $B $C ${{ env.B }} ${{ env.C }}"
           echo "gh $GITHUB_JOB $GITHUB_EVENT_NAME $GITHUB_REF $RUNNER_OS ${{ github.ref_name }} ${{ runner.os }} $CI"
           test "$GITHUB_SHA" = "${{ github.sha }}" && test -f "$GITHUB_EVENT_PATH" && echo sha-ok
+      - id: named
+        run: echo "action ${{ github.action }} $GITHUB_ACTION"
+      - run: echo "action ${{ github.action }} $GITHUB_ACTION"
 "#,
     )]);
     let o = r.host(&[]);
@@ -133,6 +136,8 @@ jobs:
         "{o:?}"
     );
     assert!(o.has("| sha-ok"), "{o:?}");
+    assert!(o.has("| action named named"), "{o:?}");
+    assert!(o.has("| action __run_3 __run_3"), "{o:?}");
 }
 
 #[test]
@@ -298,7 +303,7 @@ jobs:
     steps:
       - run: sleep 30
       - if: always()
-        run: echo "job cleanup ran"
+        run: echo "job cleanup ran, job.status=${{ job.status }}"
 "#,
     )]);
     let t0 = Instant::now();
@@ -318,7 +323,9 @@ jobs:
         o.has("exceeded the maximum execution time of 0.03 minutes"),
         "{o:?}"
     );
-    assert!(o.has("| job cleanup ran"), "{o:?}");
+    // A job past its timeout-minutes is cancelled, as on GitHub, not failed.
+    assert!(o.has("| job cleanup ran, job.status=cancelled"), "{o:?}");
+    assert!(o.has("⊘ job cancelled"), "{o:?}");
 }
 
 #[test]
@@ -392,13 +399,66 @@ jobs:
     assert_eq!(o.code, 0, "{o:?}");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6, "{text}");
-    for pair in lines.chunks(2) {
-        assert!(
-            pair[0].starts_with("start") && pair[1].starts_with("end"),
-            "{text}"
-        );
-    }
+    // One at a time, and in matrix order, as GitHub queues them.
+    assert_eq!(
+        lines,
+        ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"],
+        "{text}"
+    );
+}
+
+#[test]
+fn with_max_parallel_1_the_first_leg_fails_before_later_legs_start() {
+    let r = repo(&[(
+        WF,
+        "on: push
+jobs:
+  deploy:
+    runs-on: x
+    strategy:
+      max-parallel: 1
+      matrix:
+        env: [staging, production]
+    steps:
+      - run: echo deploying ${{ matrix.env }}; test ${{ matrix.env }} != staging
+",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.has("deploying staging"), "{o:?}");
+    // fail-fast (the default) cancelled production before it started.
+    assert!(!o.has("deploying production"), "{o:?}");
+    assert!(o.has("deploy (production)  cancelled"), "{o:?}");
+}
+
+#[test]
+fn legs_with_the_same_name_keep_their_own_logs() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  add:\n    name: add ${{ matrix.os }}\n    runs-on: x\n    strategy:\n      matrix:\n        os: [l]\n        v: [1, 2]\n    steps:\n      - run: echo leg-${{ matrix.v }}\n",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("[add l] ") && o.has("[add l #2] "), "{o:?}");
+    let runs = r.path().join(".firebreak/runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a run")
+        .path();
+    let first = std::fs::read_to_string(run.join("add_l.log")).unwrap_or_default();
+    let second = std::fs::read_to_string(run.join("add_l__2.log"))
+        .or_else(|_| std::fs::read_to_string(run.join("add_l_2.log")))
+        .unwrap_or_default();
+    assert!(
+        first.contains("leg-1") && !first.contains("leg-2"),
+        "{first}"
+    );
+    assert!(
+        second.contains("leg-2") && !second.contains("leg-1"),
+        "{second}"
+    );
 }
 
 #[test]
@@ -521,6 +581,7 @@ const JS_MAIN: &str = r#"
 const fs = require('fs');
 const name = process.argv[1].split('/').pop();
 console.log(`${name} input=${process.env.INPUT_WHO} state=${process.env.STATE_phase || ''}`);
+console.log(`${name} hyphenated=${process.env['INPUT_WHO-ELSE']}`);
 fs.appendFileSync(process.env.GITHUB_STATE, `phase=${name}\n`);
 fs.appendFileSync(process.env.GITHUB_OUTPUT, `ran=${name}\n`);
 fs.appendFileSync(process.env.GITHUB_STATE, `multi<<EOS\n${name} l1\n${name} l2\nEOS\n`);
@@ -531,7 +592,7 @@ console.log(`multi=${(process.env.STATE_multi || '').replace(/\n/g, '|')}`);
 fn local_javascript_actions_main_and_post() {
     let manifest = |n: &str| {
         format!(
-            "name: {n}\ninputs:\n  who:\n    default: world\nruns:\n  using: node20\n  pre: pre.js\n  main: main.js\n  post: post.js\n  post-if: always()\n"
+            "name: {n}\ninputs:\n  who:\n    default: world\n  who-else:\n    default: nobody\nruns:\n  using: node20\n  pre: pre.js\n  main: main.js\n  post: post.js\n  post-if: always()\n"
         )
     };
     let m1 = manifest("one");
@@ -549,6 +610,7 @@ jobs:
         uses: ./actions/one
         with:
           who: mona
+          who-else: lisa
       - uses: ./actions/two
       - run: echo "out ${{ steps.one.outputs.ran }}"
       - run: exit 1
@@ -572,6 +634,9 @@ jobs:
     assert!(!o.has("| pre.js"), "{o:?}");
     assert!(o.has("| main.js input=mona state=\n"), "{o:?}");
     assert!(o.has("| main.js input=world"), "{o:?}");
+    // Input names keep their hyphens (`INPUT_WHO-ELSE`), as `@actions/core` reads them.
+    assert!(o.has("| main.js hyphenated=lisa"), "{o:?}");
+    assert!(o.has("| main.js hyphenated=nobody"), "{o:?}");
     assert!(o.has("| out main.js"), "{o:?}");
     // post steps after the failure, in reverse order, with the state of main
     let two = o.stdout.find("▶ Post Run ./actions/two").expect("post two");
@@ -726,6 +791,61 @@ jobs:
     assert!(o.has("| before 0"), "{o:?}");
     assert!(o.has("| checked-out-content"), "{o:?}");
     assert!(o.has("| hash true"), "{o:?}");
+}
+
+#[test]
+fn checkout_of_another_ref_from_the_repositorys_history() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - id: co
+        uses: actions/checkout@v4
+        with:
+          ref: other
+          path: o
+      - run: echo "content $(cat o/file.txt) on $(git -C o rev-parse --abbrev-ref HEAD) commit ${{ steps.co.outputs.commit }}"
+      - uses: actions/checkout@v4
+        with:
+          ref: no-such-branch
+          path: p
+"#,
+        ),
+        ("file.txt", "main-content"),
+    ]);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(r.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["checkout", "-q", "-b", "other"]);
+    std::fs::write(r.path().join("file.txt"), "other-content").expect("write");
+    git(&["commit", "-qam", "other"]);
+    let other = git(&["rev-parse", "HEAD"]);
+    git(&["checkout", "-q", "main"]);
+    let o = r.host(&[]);
+    assert!(
+        o.has(&format!("| content other-content on other commit {other}")),
+        "{o:?}"
+    );
+    // A ref the history does not have fails the step and says why.
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.has("'no-such-branch' is not a branch, tag or commit"),
+        "{o:?}"
+    );
 }
 
 /// Every file below `dir` (skipping `.firebreak`) with its content.
@@ -1042,6 +1162,7 @@ jobs:
     runs-on: ubuntu-latest
     steps:
       - run: echo "inputs ${{ inputs.name }} ${{ inputs.loud }} ${{ inputs.level }} ${{ github.event.inputs.level }} ${{ inputs.loud == false }}"
+      - run: echo 'event inputs ${{ toJSON(github.event.inputs) }}' | tr -d ' \n'; echo
 "#,
     )]);
     let o = r.run(&[
@@ -1053,6 +1174,11 @@ jobs:
     ]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("| inputs octo false 3 3 true"), "{o:?}");
+    // github.event.inputs holds every input, defaults included, as the payload's strings.
+    assert!(
+        o.has(r#"| eventinputs{"name":"octo","loud":"false","level":"3"}"#),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -1194,6 +1320,7 @@ jobs:
         run: |
           echo "inner ${{ inputs.who }} ${{ inputs.loud }} ${{ inputs.count }} ${{ secrets.TOKEN }}"
           echo "g=hello ${{ inputs.who }}" >> "$GITHUB_OUTPUT"
+          echo "inner runs for ${{ github.workflow }} ($GITHUB_WORKFLOW)"
 "#,
         ),
     ]);
@@ -1202,6 +1329,11 @@ jobs:
     assert!(o.has("[call / inner]   | inner mona true 3 ***"), "{o:?}");
     assert!(o.has("| after got hello mona success"), "{o:?}");
     assert!(!o.stdout.contains("reusable-secret"), "{o:?}");
+    // The github context belongs to the caller, in a called workflow too.
+    assert!(
+        o.has("| inner runs for .github/workflows/ci.yml (.github/workflows/ci.yml)"),
+        "{o:?}"
+    );
 }
 
 #[test]

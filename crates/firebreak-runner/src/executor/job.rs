@@ -31,7 +31,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +48,7 @@ use super::expr::{
     Status,
 };
 use super::WorkflowShared;
-use crate::context::{github_context, runner_context, runner_env, RunFacts, RunnerFacts};
+use crate::context::{github_context, runner_context, runner_env, RunnerFacts};
 use crate::file_commands::{JobSummary, PathPrepends};
 use crate::mask::Masker;
 use crate::sandbox::{JobLayout, JobSpec, MountOutcome, Sandbox, Stream};
@@ -242,7 +241,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         ));
     }
     // runs-on → backend
-    let pre_github = github_context(&facts(sh, &job.id, "", ""));
+    let pre_github = github_context(&super::job_facts(sh, &job.id, "", ""));
     let ctx = base_contexts(sh, spec, &pre_github);
     let mut labels: Vec<String> = Vec::new();
     if let Some(t) = &steps_job.runs_on {
@@ -316,7 +315,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         let _ = sb.destroy().await;
         return Err(format!("cannot write the event payload: {e}"));
     }
-    let github = github_context(&facts(
+    let github = github_context(&super::job_facts(
         sh,
         &job.id,
         &layout.workspace.to_string_lossy(),
@@ -343,7 +342,6 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         path: PathPrepends::new(),
         defaults: RunDefaults::default(),
         job_token: spec.cancel.child_token(),
-        timed_out: Arc::new(AtomicBool::new(false)),
         post: Vec::new(),
         index: 0,
         summary: JobSummary::new(),
@@ -352,6 +350,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         pre_done: HashSet::new(),
         bash_probe: IndexMap::new(),
         current: None,
+        step_action: None,
         grace: None,
         step_cancel: None,
         cancel_timeout_min: 5.0,
@@ -366,27 +365,6 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         }
     }
     Ok(leg)
-}
-
-fn facts(sh: &WorkflowShared, job: &str, workspace: &str, event_path: &str) -> RunFacts {
-    let cfg = &sh.cfg;
-    let mut f = RunFacts::new(
-        cfg.event_name.clone(),
-        cfg.event.clone(),
-        cfg.repository.clone(),
-        job,
-        workspace,
-        event_path,
-    );
-    f.sha = Some(cfg.sha.clone());
-    f.git_ref = Some(cfg.git_ref.clone());
-    f.actor = Some(cfg.actor.clone());
-    f.run_id = cfg.run_id;
-    f.run_number = cfg.run_number;
-    f.workflow = sh.workflow_name.clone();
-    f.workflow_path = Some(sh.workflow_path.clone());
-    f.token = cfg.secrets.get("GITHUB_TOKEN").cloned();
-    f
 }
 
 pub(crate) struct LegRunner {
@@ -406,7 +384,6 @@ pub(crate) struct LegRunner {
     path: PathPrepends,
     defaults: RunDefaults,
     job_token: CancellationToken,
-    timed_out: Arc<AtomicBool>,
     post: Vec<PostStep>,
     index: usize,
     summary: JobSummary,
@@ -416,6 +393,8 @@ pub(crate) struct LegRunner {
     bash_probe: IndexMap<String, bool>,
     /// The step whose output is being reported.
     current: Option<usize>,
+    /// The running step's context name (`github.action`, `GITHUB_ACTION`).
+    step_action: Option<String>,
     /// Kills steps that run after the job was cancelled (see `step_token`).
     grace: Option<CancellationToken>,
     /// What kills the step being started, chosen when its condition was
@@ -447,16 +426,22 @@ impl LegRunner {
     fn contexts(&self, scope: &Scope, env: &IndexMap<String, String>) -> Contexts {
         let mut c = Contexts::new();
         let mut gh = self.github.clone();
-        if let (Some(a), Some(o)) = (&scope.action, gh.as_object_mut()) {
-            insert_action_fields(o, a);
+        if let Some(o) = gh.as_object_mut() {
+            if let Some(id) = &self.step_action {
+                o.insert("action".into(), serde_json::Value::String(id.clone()));
+            }
+            if let Some(a) = &scope.action {
+                insert_action_fields(o, a);
+            }
         }
         c.set("github", Value::from_json(&gh));
         c.set("env", string_map_value(env));
         c.set("vars", string_map_value(&self.sh.cfg.vars));
         c.set("secrets", string_map_value(&self.sh.cfg.secrets));
-        let job_status = if self.cancelled() && !self.timed_out.load(Ordering::SeqCst) {
+        // A job past its `timeout-minutes` is cancelled, as GitHub's runner cancels it.
+        let job_status = if self.cancelled() {
             "cancelled"
-        } else if self.status == Status::Failure || self.timed_out.load(Ordering::SeqCst) {
+        } else if self.status == Status::Failure {
             "failure"
         } else {
             "success"
@@ -535,13 +520,11 @@ impl LegRunner {
             eval_minutes(sj.cancel_timeout_minutes.as_ref(), &ctx).unwrap_or(5.0);
         let timer = {
             let tok = self.job_token.clone();
-            let flag = self.timed_out.clone();
             let key = self.key.clone();
             let events = self.sh.events.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs_f64(timeout_min * 60.0)) => {
-                        flag.store(true, Ordering::SeqCst);
                         events.send(Event::Output { job: key, step: None, kind: LineKind::Error, line: format!("The job has exceeded the maximum execution time of {timeout_min} minutes.") });
                         tok.cancel();
                     }
@@ -603,8 +586,9 @@ impl LegRunner {
                 let _ = std::fs::write(&p, self.summary.as_str());
             }
         }
-        let timed_out = self.timed_out.load(Ordering::SeqCst);
-        let mut result = if self.status == Status::Failure || timed_out {
+        // A failure before the cancellation (or timeout) stays a failure, as GitHub merges
+        // the results; otherwise a job stopped by either is cancelled.
+        let mut result = if self.status == Status::Failure {
             Conclusion::Failure
         } else if self.cancelled() {
             Conclusion::Cancelled
@@ -827,8 +811,10 @@ impl LegRunner {
     fn run_step<'a>(&'a mut self, step: &'a Step, scope: &'a mut Scope) -> super::BoxFut<'a, ()> {
         Box::pin(async move {
             let outer = self.current;
+            let outer_action = self.step_action.replace(step.id.clone());
             self.run_step_inner(step, scope).await;
             self.current = outer;
+            self.step_action = outer_action;
         })
     }
 
@@ -945,10 +931,7 @@ impl LegRunner {
             // Not left for an exec this step did not make (post steps choose their own).
             self.step_cancel = None;
             let outcome = if exec.failed {
-                if self.cancelled()
-                    && !self.timed_out.load(Ordering::SeqCst)
-                    && scope.status == Status::Success
-                {
+                if self.cancelled() && scope.status == Status::Success {
                     Conclusion::Cancelled
                 } else {
                     Conclusion::Failure
@@ -1219,7 +1202,8 @@ impl LegRunner {
             }
         };
         if r.is_checkout() {
-            return self.checkout(&with).await;
+            let penv = self.process_env(scope, env, &step.id);
+            return self.checkout(&with, penv).await;
         }
         let (info, manifest) = match self.resolve(&r).await {
             Ok(x) => x,
@@ -1401,9 +1385,12 @@ impl LegRunner {
             }
         }
         let cancel = Some(self.step_cancel.take().unwrap_or_else(|| self.step_token()));
+        // No `shell:`: bash where the sandbox has it. dash (`sh`) drops variables whose
+        // names are not shell identifiers before `exec node`, and input names keep their
+        // hyphens (`INPUT_NODE-VERSION`), as `@actions/core` reads them.
         let s = ScriptStep {
             script,
-            shell: Some("sh".into()),
+            shell: None,
             working_directory: None,
             env,
             timeout,
@@ -1530,7 +1517,11 @@ impl LegRunner {
     }
 
     /// The built-in `actions/checkout`: copies the staged repository into the workspace.
-    async fn checkout(&mut self, with: &IndexMap<String, String>) -> Exec {
+    async fn checkout(
+        &mut self,
+        with: &IndexMap<String, String>,
+        env: IndexMap<String, String>,
+    ) -> Exec {
         let cfg = self.sh.cfg.clone();
         if let Some(repo) = with
             .get("repository")
@@ -1614,6 +1605,44 @@ impl LegRunner {
         let mut outputs = IndexMap::new();
         outputs.insert("ref".to_string(), cfg.git_ref.clone());
         outputs.insert("commit".to_string(), cfg.sha.clone());
+        // `ref:` another branch, tag or commit: checked out in the job's copy, from the
+        // repository's own history (nothing is fetched).
+        let wanted = with.get("ref").map(|r| r.trim()).unwrap_or("");
+        let current = [
+            cfg.git_ref.as_str(),
+            cfg.git_ref.strip_prefix("refs/heads/").unwrap_or(""),
+            cfg.git_ref.strip_prefix("refs/tags/").unwrap_or(""),
+            cfg.sha.as_str(),
+        ];
+        if !wanted.is_empty() && !current.contains(&wanted) {
+            let script = format!(
+                "cd {dest}\ngit -c advice.detachedHead=false checkout --force --quiet {r} --\necho \"ref={raw}\" >> \"$GITHUB_OUTPUT\"\necho \"commit=$(git rev-parse HEAD)\" >> \"$GITHUB_OUTPUT\"\necho \"Checked out {raw} at $(git rev-parse --short=12 HEAD)\"\n",
+                dest = sh_quote(&dest.to_string_lossy()),
+                r = sh_quote(wanted),
+                raw = wanted.replace(['"', '\\', '$', '`', '\n'], ""),
+            );
+            let cancel = Some(self.step_cancel.take().unwrap_or_else(|| self.step_token()));
+            let o = self
+                .exec_script(ScriptStep {
+                    script,
+                    shell: None,
+                    working_directory: None,
+                    env,
+                    timeout: None,
+                    cancel,
+                    debug: false,
+                    bash_available: None,
+                })
+                .await;
+            if o.failed {
+                self.say(
+                    LineKind::Error,
+                    &format!("checkout: '{wanted}' is not a branch, tag or commit of this repository's history (the built-in checkout fetches nothing)"),
+                );
+                return Exec::fail();
+            }
+            outputs.extend(o.outputs);
+        }
         Exec {
             failed: false,
             outputs,

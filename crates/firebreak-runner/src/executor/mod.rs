@@ -123,6 +123,10 @@ pub struct RunConfig {
     /// Called reusable workflows by their `uses:` value, for jobs the parser did not attach
     /// them to (when some call of the workflow could not be loaded).
     pub reusable: Arc<IndexMap<String, Arc<Workflow>>>,
+    /// Inside a called reusable workflow: the calling workflow's name and path, which
+    /// `github.workflow` and `github.workflow_ref` keep (GitHub associates the `github`
+    /// context with the caller); `None`: the workflow's own.
+    pub github_workflow: Option<(String, String)>,
 }
 
 impl RunConfig {
@@ -294,7 +298,7 @@ pub async fn run_workflow(
                 .filter_map(|a| done.get(a).map(|d| d.result))
                 .collect();
             let mut ctx = Contexts::new();
-            let gh = crate::context::github_context(&job_facts(&shared, &jp.id));
+            let gh = crate::context::github_context(&job_facts(&shared, &jp.id, "", ""));
             ctx.set("github", Value::from_json(&gh));
             ctx.set("needs", needs.clone());
             ctx.set("vars", expr::string_map_value(&cfg.vars));
@@ -398,6 +402,10 @@ pub async fn run_workflow(
             let per_job = Arc::new(Semaphore::new(max_parallel.max(1)));
             let mut specs = Vec::new();
             let has_matrix = !matches!(jp.matrix, MatrixPlan::None) || total > 1;
+            // Legs whose names come out the same (`name: build ${{ matrix.os }}` over more
+            // keys than `os`) would share a log and a console prefix: the later ones get
+            // `#2`, `#3`… appended.
+            let mut seen: HashMap<String, usize> = HashMap::new();
             for (idx, (m, leg_name)) in legs.iter().enumerate() {
                 let mval = Value::Object(m.clone());
                 let mut mctx = base_ctx.clone();
@@ -409,6 +417,9 @@ pub async fn run_workflow(
                 } else {
                     display.clone()
                 };
+                let n = seen.entry(name.clone()).or_insert(0);
+                *n += 1;
+                let name = if *n > 1 { format!("{name} #{n}") } else { name };
                 let mut strategy = IndexMap::new();
                 strategy.insert("fail-fast".to_string(), Value::Bool(fail_fast));
                 strategy.insert("job-index".to_string(), Value::Number(idx as f64));
@@ -439,30 +450,36 @@ pub async fn run_workflow(
                 let mut set = tokio::task::JoinSet::new();
                 for (i, spec) in specs.into_iter().enumerate() {
                     let sh = sh.clone();
-                    let global = global.clone();
-                    let per_job = per_job.clone();
                     let ff = ff_token.clone();
-                    set.spawn(async move {
-                        let name = spec.key.name.clone();
-                        let key = spec.key.clone();
-                        let t0 = Instant::now();
-                        if matches!(spec.job.kind, firebreak_workflow::JobKind::Reusable(_)) {
-                            // the called workflow's jobs take the slots themselves
+                    if matches!(spec.job.kind, firebreak_workflow::JobKind::Reusable(_)) {
+                        // the called workflow's jobs take the slots themselves
+                        set.spawn(async move {
+                            let name = spec.key.name.clone();
+                            let t0 = Instant::now();
                             let r = reusable::run_reusable(sh.clone(), spec).await;
                             if r.result == Conclusion::Failure && fail_fast {
                                 ff.cancel();
                             }
-                            return (i, name, r, t0.elapsed().as_millis() as u64);
-                        }
-                        let permits = async {
-                            let a = per_job.acquire_owned().await;
-                            let b = global.acquire_owned().await;
-                            (a, b)
-                        };
-                        let permits = tokio::select! {
-                            p = permits => Some(p),
-                            _ = ff.cancelled() => None,
-                        };
+                            (i, name, r, t0.elapsed().as_millis() as u64)
+                        });
+                        continue;
+                    }
+                    // Legs take their slots here, one after another in matrix order (GitHub
+                    // queues them by `strategy.job-index`): with `max-parallel: 1` the first
+                    // leg runs first, and a failing one cancels the rest under fail-fast.
+                    let permits = async {
+                        let a = per_job.clone().acquire_owned().await;
+                        let b = global.clone().acquire_owned().await;
+                        (a, b)
+                    };
+                    let permits = tokio::select! {
+                        p = permits => Some(p),
+                        _ = ff.cancelled() => None,
+                    };
+                    set.spawn(async move {
+                        let name = spec.key.name.clone();
+                        let key = spec.key.clone();
+                        let t0 = Instant::now();
                         let r = match permits {
                             Some(_p) => run_leg(sh.clone(), spec).await,
                             None => {
@@ -641,23 +658,35 @@ fn finish_now(
     );
 }
 
-fn job_facts(sh: &WorkflowShared, job: &str) -> crate::context::RunFacts {
+/// What the `github` context of job `job` is made from; `workspace` and `event_path` are
+/// the job's (empty when deciding whether the job runs at all).
+pub(crate) fn job_facts(
+    sh: &WorkflowShared,
+    job: &str,
+    workspace: &str,
+    event_path: &str,
+) -> crate::context::RunFacts {
     let cfg = &sh.cfg;
     let mut f = crate::context::RunFacts::new(
         cfg.event_name.clone(),
         cfg.event.clone(),
         cfg.repository.clone(),
         job,
-        "",
-        "",
+        workspace,
+        event_path,
     );
     f.sha = Some(cfg.sha.clone());
     f.git_ref = Some(cfg.git_ref.clone());
     f.actor = Some(cfg.actor.clone());
     f.run_id = cfg.run_id;
     f.run_number = cfg.run_number;
-    f.workflow = sh.workflow_name.clone();
-    f.workflow_path = Some(sh.workflow_path.clone());
+    let (name, path) = cfg
+        .github_workflow
+        .clone()
+        .unwrap_or_else(|| (sh.workflow_name.clone(), sh.workflow_path.clone()));
+    f.workflow = name;
+    f.workflow_path = Some(path);
+    f.token = cfg.secrets.get("GITHUB_TOKEN").cloned();
     f
 }
 

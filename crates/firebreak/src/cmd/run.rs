@@ -759,6 +759,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         log_dir: Some(run_dir.clone()),
         job_prefix: String::new(),
         reusable: Arc::new(reusable),
+        github_workflow: None,
     });
     let (tx, rx) = EventSender::channel();
     let reporter = Reporter::new(args.json, run_dir.clone());
@@ -780,8 +781,14 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             .filter(|j| w.jobs.iter().any(|x| x.id.eq_ignore_ascii_case(j)))
             .cloned()
             .collect();
+        let inputs = workflow_inputs(&w.workflow, &args.event, &inputs_map);
+        let mut event = cfg.event.clone();
+        if args.event == "workflow_dispatch" {
+            dispatch_event_inputs(&mut event, &inputs);
+        }
         let wcfg = Arc::new(RunConfig {
-            inputs: workflow_inputs(&w.workflow, &args.event, &inputs_map),
+            inputs,
+            event,
             only_jobs: only,
             ..(*cfg).clone()
         });
@@ -826,6 +833,20 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     reporter.summary(&outcomes, &run_dir);
     drop(cleanup);
     Ok(ExitCode::from(exit))
+}
+
+/// `github.event.inputs` of a `workflow_dispatch`: every declared input with its value or
+/// default, as the strings GitHub's payload carries (`true`, not a boolean); the `inputs`
+/// context keeps the types.
+fn dispatch_event_inputs(event: &mut serde_json::Value, inputs: &Value) {
+    let (Some(o), Value::Object(m)) = (event.as_object_mut(), inputs) else {
+        return;
+    };
+    let strings: serde_json::Map<String, serde_json::Value> = m
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_coerced_string())))
+        .collect();
+    o.insert("inputs".into(), serde_json::Value::Object(strings));
 }
 
 /// The `inputs` context: the workflow's declared inputs for this event with their defaults
