@@ -58,6 +58,9 @@ pub struct ScriptStep {
     /// Whether `bash` is on the sandbox's `PATH`, when the caller already knows (it decides
     /// the default shell); `None` probes inside the sandbox.
     pub bash_available: Option<bool>,
+    /// The step's file-command files, when the caller chose them before evaluating the step
+    /// (their paths are `github.env`, `github.output`… in its expressions); `None`: new ones.
+    pub files: Option<StepFiles>,
 }
 
 impl std::fmt::Debug for ScriptStep {
@@ -158,7 +161,10 @@ pub async fn run_script_step(
         }
     };
 
-    let files = StepFiles::random(&layout.file_commands);
+    let files = step
+        .files
+        .clone()
+        .unwrap_or_else(|| StepFiles::random(&layout.file_commands));
     files.prepare(sandbox).await?;
     let script_path = shell.script_path(&layout.temp);
     sandbox

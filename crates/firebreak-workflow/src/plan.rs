@@ -43,6 +43,36 @@ pub struct Plan {
     /// Workflows that listen to the event but whose filters excluded it, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filtered_out: Vec<FilteredOut>,
+    /// The skip instruction (`[skip ci]`…) in the head commit's message of a `push` or
+    /// `pull_request`: GitHub starts none of these runs. The workflows are still planned, so
+    /// that a local run can be asked for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_ci: Option<&'static str>,
+}
+
+/// The instructions in a commit message that stop GitHub from starting `push` and
+/// `pull_request` runs ("Skipping workflow runs" in GitHub's documentation).
+pub const SKIP_CI_MARKERS: [&str; 5] = [
+    "[skip ci]",
+    "[ci skip]",
+    "[no ci]",
+    "[skip actions]",
+    "[actions skip]",
+];
+
+/// The skip instruction in the head commit's message of `event`, if GitHub would skip it.
+fn skip_ci(event: &Event) -> Option<&'static str> {
+    if !matches!(
+        event.name.as_str(),
+        "push" | "pull_request" | "pull_request_target"
+    ) {
+        return None;
+    }
+    let message = event
+        .payload
+        .pointer("/head_commit/message")
+        .and_then(|m| m.as_str())?;
+    SKIP_CI_MARKERS.into_iter().find(|m| message.contains(m))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -127,6 +157,7 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
         event: event.name.clone(),
         workflows: Vec::new(),
         filtered_out: Vec::new(),
+        skip_ci: skip_ci(event),
     };
     for (path, wf) in workflows {
         let path = path.as_ref().display().to_string();
@@ -511,6 +542,38 @@ mod tests {
                 p.workflows[0].jobs[i].matrix
             );
         }
+    }
+
+    #[test]
+    fn a_skip_instruction_in_the_head_commit_is_noted() {
+        let w = wf("on: [push, workflow_dispatch]\njobs:\n  a:\n    runs-on: x\n");
+        let with_message = |name: &str, m: &str| Event {
+            name: name.into(),
+            payload: serde_json::json!({"ref": "refs/heads/main", "head_commit": {"message": m}}),
+            changed_files: None,
+        };
+        let p = plan(
+            &[("w.yml", Arc::clone(&w))],
+            &with_message("push", "docs: typo [skip ci]"),
+        );
+        assert_eq!(p.skip_ci, Some("[skip ci]"));
+        assert_eq!(p.workflows.len(), 1, "still planned");
+        let p = plan(
+            &[("w.yml", Arc::clone(&w))],
+            &with_message("push", "fix\n\n[actions skip]"),
+        );
+        assert_eq!(p.skip_ci, Some("[actions skip]"));
+        let p = plan(
+            &[("w.yml", Arc::clone(&w))],
+            &with_message("push", "skip ci, not bracketed"),
+        );
+        assert_eq!(p.skip_ci, None);
+        // Other events are not skipped by it.
+        let p = plan(
+            &[("w.yml", w)],
+            &with_message("workflow_dispatch", "[skip ci]"),
+        );
+        assert_eq!(p.skip_ci, None);
     }
 
     #[test]

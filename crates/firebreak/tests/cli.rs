@@ -342,3 +342,34 @@ fn colour_follows_the_stream_it_is_written_to() {
         "{out:?}"
     );
 }
+
+#[test]
+fn plan_notes_a_skip_instruction_in_the_head_commit() {
+    let d = repo();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(d.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "docs only [skip ci]"]);
+    let (code, out, err) = firebreak(d.path(), &["plan", "."]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("says [skip ci]: GitHub would start none of these runs"),
+        "{out}"
+    );
+    let (_, out, _) = firebreak(d.path(), &["plan", ".", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["skip_ci"], "[skip ci]");
+}

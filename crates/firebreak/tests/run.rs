@@ -124,7 +124,11 @@ jobs:
           echo "gh $GITHUB_JOB $GITHUB_EVENT_NAME $GITHUB_REF $RUNNER_OS ${{ github.ref_name }} ${{ runner.os }} $CI"
           test "$GITHUB_SHA" = "${{ github.sha }}" && test -f "$GITHUB_EVENT_PATH" && echo sha-ok
       - id: named
-        run: echo "action ${{ github.action }} $GITHUB_ACTION"
+        run: |
+          echo "action ${{ github.action }} $GITHUB_ACTION"
+          test "${{ github.env }}" = "$GITHUB_ENV" && test "${{ github.output }}" = "$GITHUB_OUTPUT" \
+            && test "${{ github.path }}" = "$GITHUB_PATH" && test "${{ github.state }}" = "$GITHUB_STATE" \
+            && test "${{ github.step_summary }}" = "$GITHUB_STEP_SUMMARY" && test -n "$GITHUB_ENV" && echo files-ok
       - run: echo "action ${{ github.action }} $GITHUB_ACTION"
 "#,
     )]);
@@ -137,6 +141,8 @@ jobs:
     );
     assert!(o.has("| sha-ok"), "{o:?}");
     assert!(o.has("| action named named"), "{o:?}");
+    // The step's file-command paths, in expressions as in its environment.
+    assert!(o.has("| files-ok"), "{o:?}");
     assert!(o.has("| action __run_3 __run_3"), "{o:?}");
 }
 

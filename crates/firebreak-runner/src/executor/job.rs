@@ -49,7 +49,7 @@ use super::expr::{
 };
 use super::WorkflowShared;
 use crate::context::{github_context, runner_context, runner_env, RunnerFacts};
-use crate::file_commands::{JobSummary, PathPrepends};
+use crate::file_commands::{JobSummary, PathPrepends, StepFiles};
 use crate::mask::Masker;
 use crate::sandbox::{JobLayout, JobSpec, MountOutcome, Sandbox, Stream};
 use crate::step::{run_script_step, ScriptStep, StepLog, StepOutcome};
@@ -351,6 +351,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         bash_probe: IndexMap::new(),
         current: None,
         step_action: None,
+        step_files: None,
         grace: None,
         step_cancel: None,
         cancel_timeout_min: 5.0,
@@ -395,6 +396,8 @@ pub(crate) struct LegRunner {
     current: Option<usize>,
     /// The running step's context name (`github.action`, `GITHUB_ACTION`).
     step_action: Option<String>,
+    /// The running step's file-command files (`github.env`, `GITHUB_ENV`…).
+    step_files: Option<StepFiles>,
     /// Kills steps that run after the job was cancelled (see `step_token`).
     grace: Option<CancellationToken>,
     /// What kills the step being started, chosen when its condition was
@@ -425,14 +428,12 @@ impl LegRunner {
 
     fn contexts(&self, scope: &Scope, env: &IndexMap<String, String>) -> Contexts {
         let mut c = Contexts::new();
-        let mut gh = self.github.clone();
-        if let Some(o) = gh.as_object_mut() {
-            if let Some(id) = &self.step_action {
-                o.insert("action".into(), serde_json::Value::String(id.clone()));
-            }
-            if let Some(a) = &scope.action {
-                insert_action_fields(o, a);
-            }
+        let mut gh = match (&self.step_action, &self.step_files) {
+            (Some(id), Some(files)) => crate::context::with_step(&self.github, id, files),
+            _ => self.github.clone(),
+        };
+        if let (Some(a), Some(o)) = (&scope.action, gh.as_object_mut()) {
+            insert_action_fields(o, a);
         }
         c.set("github", Value::from_json(&gh));
         c.set("env", string_map_value(env));
@@ -812,9 +813,13 @@ impl LegRunner {
         Box::pin(async move {
             let outer = self.current;
             let outer_action = self.step_action.replace(step.id.clone());
+            let outer_files = self
+                .step_files
+                .replace(StepFiles::random(&self.layout.file_commands));
             self.run_step_inner(step, scope).await;
             self.current = outer;
             self.step_action = outer_action;
+            self.step_files = outer_files;
         })
     }
 
@@ -1044,6 +1049,7 @@ impl LegRunner {
             cancel,
             debug,
             bash_available,
+            files: self.step_files.clone(),
         };
         let o = self.exec_script(s).await;
         Exec {
@@ -1397,6 +1403,7 @@ impl LegRunner {
             cancel,
             debug: false,
             bash_available: None,
+            files: self.step_files.clone(),
         };
         let o = self.exec_script(s).await;
         if o.status == crate::sandbox::ExitStatus::Exited(127) {
@@ -1632,6 +1639,7 @@ impl LegRunner {
                     cancel,
                     debug: false,
                     bash_available: None,
+                    files: self.step_files.clone(),
                 })
                 .await;
             if o.failed {

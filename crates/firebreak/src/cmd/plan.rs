@@ -102,6 +102,14 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
 }
 
 fn print_text(plan: &Plan) -> std::io::Result<()> {
+    if let Some(marker) = plan.skip_ci {
+        crate::outln!(
+            "{}",
+            style::dim(&format!(
+                "note: the head commit's message says {marker}: GitHub would start none of these runs"
+            ))
+        )?;
+    }
     if plan.workflows.is_empty() {
         crate::outln!("No workflow runs on `{}`.", plan.event)?;
     }

@@ -464,6 +464,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             ));
         }
     }
+    if let Some(marker) = the_plan.skip_ci {
+        eprintln!(
+            "{}: the head commit's message says {marker}: GitHub would start none of these runs; running them as asked",
+            style::err_dim("note")
+        );
+    }
     if args.list || args.dry_run {
         // What this run would do: the same job and leg selection, nothing executed.
         for w in &mut the_plan.workflows {
