@@ -21,6 +21,7 @@
 //! Values set through commands come first and are overridden by the files
 //! (the runner processes files after the process ends).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -132,6 +133,14 @@ pub enum StepError {
     /// The sandbox failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The step's `working-directory` does not exist (GitHub's wording).
+    #[error("An error occurred trying to start process '{program}' with working directory '{dir}'. No such file or directory")]
+    WorkingDirectory {
+        /// The shell.
+        program: String,
+        /// The directory, as the job sees it.
+        dir: PathBuf,
+    },
 }
 
 /// Runs `step` in `sandbox`. Log records go to `log` (a closed receiver only
@@ -220,7 +229,23 @@ pub async fn run_script_step(
         }
     };
     let (status, ()) = tokio::join!(exec, consume);
-    let status = status?;
+    let status = match status {
+        // The shell is there (it was probed or named); what is missing is the directory.
+        Err(SandboxError::Spawn { program, source })
+            if source.kind() == std::io::ErrorKind::NotFound
+                && step.working_directory.is_some() =>
+        {
+            let _ = sandbox.remove(&script_path).await;
+            return Err(StepError::WorkingDirectory {
+                program,
+                dir: resolve_working_directory(
+                    &layout.workspace,
+                    step.working_directory.as_deref(),
+                ),
+            });
+        }
+        other => other?,
+    };
     outcome.status = status;
 
     let files_result = files.collect(sandbox).await?;
@@ -241,7 +266,12 @@ pub async fn run_script_step(
         ExitStatus::Exited(0) => {}
         ExitStatus::TimedOut => {
             outcome.failed = true;
+            // `0.03`, not `0.030000000000000002`: the minutes as the workflow wrote them.
             let mins = step.timeout.map(|d| d.as_secs_f64() / 60.0).unwrap_or(0.0);
+            let mins = format!("{:.6}", mins)
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string();
             send(
                 &log,
                 StepLog::Error(format!("The action has timed out after {mins} minutes.")),

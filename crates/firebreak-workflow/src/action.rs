@@ -199,6 +199,13 @@ pub fn parse_action(file: &str, src: &str) -> Result<Action, ActionError> {
             steps: composite_steps(file, steps)?,
         }
     } else if lower.starts_with("node") {
+        // The Node.js versions GitHub's runner ships; any other `nodeNN` fails to load.
+        if !matches!(lower.as_str(), "node12" | "node16" | "node20" | "node24") {
+            return Err(invalid(
+                file,
+                format!("'using: {using}' is not supported, use 'docker', 'node12', 'node16', 'node20' or 'node24' instead."),
+            ));
+        }
         let main = get_str(runs, "main")
             .ok_or_else(|| invalid(file, "a JavaScript action needs 'runs.main'"))?;
         Runs::Node {
@@ -310,6 +317,19 @@ mod tests {
             "runs:\n  using: composite\n  steps:\n  - run: echo\n"
         )
         .is_err());
+        // Only the Node.js versions GitHub's runner ships.
+        for v in ["node12", "node16", "node20", "node24", "Node20"] {
+            let src = format!("runs:\n  using: {v}\n  main: i.js\n");
+            assert!(parse_action("a.yml", &src).is_ok(), "{v}");
+        }
+        let e = parse_action("a.yml", "runs:\n  using: node18\n  main: i.js\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("'using: node18' is not supported, use 'docker', 'node12', 'node16', 'node20' or 'node24' instead."),
+            "{e}"
+        );
     }
 
     proptest::proptest! {

@@ -26,6 +26,43 @@ pub struct GitState {
     pub pusher: Value,
     /// Files changed by the HEAD commit (for `paths` filters); `None` when unknown.
     pub changed_files: Option<Vec<String>>,
+    /// The repository's default branch: `origin/HEAD`'s, else `init.defaultBranch` or
+    /// `main` or `master` when that branch exists, else the current branch.
+    pub default_branch: String,
+    /// Where HEAD's branch leaves the default branch (`git merge-base`): a pull request's
+    /// base commit. Empty when unknown.
+    pub merge_base: String,
+    /// Files changed between the merge base and HEAD: a pull request's diff.
+    pub pr_changed_files: Option<Vec<String>>,
+}
+
+/// See [`GitState::default_branch`].
+fn default_branch(repo: &Path, current: &str) -> String {
+    if let Some(b) = git(
+        repo,
+        &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
+    )
+    .and_then(|r| r.strip_prefix("origin/").map(str::to_string))
+    .filter(|b| !b.is_empty())
+    {
+        return b;
+    }
+    let configured = git(repo, &["config", "init.defaultBranch"]);
+    for candidate in configured
+        .iter()
+        .map(String::as_str)
+        .chain(["main", "master"])
+    {
+        let r = format!("refs/heads/{candidate}");
+        if git(repo, &["show-ref", "--verify", "-q", &r]).is_some() {
+            return candidate.to_string();
+        }
+    }
+    if current.is_empty() {
+        "main".to_string()
+    } else {
+        current.to_string()
+    }
 }
 
 fn git(repo: &Path, args: &[&str]) -> Option<String> {
@@ -110,6 +147,12 @@ pub fn git_state(repo: &Path) -> GitState {
         ],
     )
     .map(|s| s.lines().map(str::to_string).collect());
+    let default_branch = default_branch(repo, &branch);
+    let merge_base = git(repo, &["merge-base", &default_branch, "HEAD"]).unwrap_or_default();
+    let pr_changed_files = (!merge_base.is_empty())
+        .then(|| git(repo, &["diff", "--name-only", &merge_base, "HEAD"]))
+        .flatten()
+        .map(|s| s.lines().map(str::to_string).collect());
     GitState {
         sha,
         git_ref,
@@ -119,6 +162,21 @@ pub fn git_state(repo: &Path) -> GitState {
         head_commit,
         pusher: json!({"name": uname, "email": uemail}),
         changed_files,
+        default_branch,
+        merge_base,
+        pr_changed_files,
+    }
+}
+
+/// The files `event` changed, for `paths` filters: a pull request's whole diff against its
+/// base, else HEAD's commit.
+pub fn changed_files_for(gs: &GitState, event: &str) -> Option<Vec<String>> {
+    match event {
+        "pull_request" | "pull_request_target" => gs
+            .pr_changed_files
+            .clone()
+            .or_else(|| gs.changed_files.clone()),
+        _ => gs.changed_files.clone(),
     }
 }
 
@@ -144,14 +202,14 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
     let (owner, name) = repository
         .split_once('/')
         .unwrap_or((repository, repository));
-    let branch = if gs.branch.is_empty() {
+    let default_branch = if gs.default_branch.is_empty() {
         "main"
     } else {
-        gs.branch.as_str()
+        gs.default_branch.as_str()
     };
     let repo_obj = json!({
         "name": name, "full_name": repository, "owner": {"login": owner, "name": owner},
-        "default_branch": branch,
+        "default_branch": default_branch,
         "html_url": format!("https://github.com/{repository}"),
     });
     match event {
@@ -166,8 +224,9 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
             "action": "opened", "number": 1,
             "pull_request": {
                 "number": 1,
+                // Into the default branch, from where HEAD's branch left it.
                 "head": {"ref": gs.branch, "sha": gs.sha},
-                "base": {"ref": gs.branch, "sha": gs.before},
+                "base": {"ref": default_branch, "sha": if gs.merge_base.is_empty() { &gs.before } else { &gs.merge_base }},
                 "merge_commit_sha": gs.sha,
             },
             "repository": repo_obj, "sender": {"login": actor},
@@ -208,5 +267,54 @@ mod tests {
         assert_eq!(p["sender"]["login"], "me");
         let pr = synthesize_payload(&gs, "pull_request", "o/n", "me");
         assert_eq!(pr["pull_request"]["head"]["sha"], "abc");
+    }
+
+    #[test]
+    fn the_default_branch_is_the_repositorys_not_the_current_one() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(d.path())
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .output()
+                .expect("git")
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        run(&["init", "-q", "-b", "main"]);
+        std::fs::write(d.path().join("a.txt"), "a").expect("write");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "a"]);
+        run(&["checkout", "-q", "-b", "feature"]);
+        std::fs::create_dir(d.path().join("src")).expect("mkdir");
+        std::fs::write(d.path().join("src/b.rs"), "b").expect("write");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "b"]);
+        std::fs::write(d.path().join("c.md"), "c").expect("write");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "c"]);
+        let gs = git_state(d.path());
+        assert_eq!(gs.branch, "feature");
+        assert_eq!(gs.default_branch, "main");
+        let push = synthesize_payload(&gs, "push", "o/n", "me");
+        assert_eq!(push["repository"]["default_branch"], "main");
+        let pr = synthesize_payload(&gs, "pull_request", "o/n", "me");
+        assert_eq!(pr["pull_request"]["base"]["ref"], "main");
+        assert_eq!(pr["pull_request"]["head"]["ref"], "feature");
+        // A pull request's paths are its whole diff; a push's, its HEAD commit's.
+        assert_eq!(
+            changed_files_for(&gs, "pull_request"),
+            Some(vec!["c.md".to_string(), "src/b.rs".to_string()])
+        );
+        assert_eq!(
+            changed_files_for(&gs, "push"),
+            Some(vec!["c.md".to_string()])
+        );
     }
 }

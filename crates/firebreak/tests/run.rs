@@ -1573,3 +1573,143 @@ fn job_lines_reach_a_terminal_when_stderr_is_redirected() {
     assert!(shown.contains("job started"), "{shown}");
     assert!(shown.contains("from-the-step"), "{shown}");
 }
+
+#[test]
+fn dispatch_inputs_are_checked_as_github_checks_them() {
+    let r = repo(&[(
+        WF,
+        "on:\n  workflow_dispatch:\n    inputs:\n      env:\n        type: choice\n        options: [dev, prod]\n        required: true\n      must:\n        required: true\n      flag:\n        type: boolean\n        default: false\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ran ${{ inputs.env }}\n",
+    )]);
+    let o = r.run(&[
+        "workflow_dispatch",
+        "--sandbox",
+        "host",
+        "--input",
+        "env=staging",
+        "--input",
+        "bogus=1",
+        "--input",
+        "flag=yes",
+    ]);
+    assert_eq!(o.code, 2, "{o:?}");
+    for e in [
+        "Unexpected inputs provided: [\"bogus\"]",
+        "Required input 'must' not provided",
+        "Provided value 'staging' for input 'env' not in the list of allowed values (dev, prod)",
+        "Provided value 'yes' for input 'flag' is not a boolean",
+    ] {
+        assert!(o.stderr.contains(e), "{e}: {o:?}");
+    }
+    assert!(!o.has("ran"), "{o:?}");
+    let o = r.run(&[
+        "workflow_dispatch",
+        "--sandbox",
+        "host",
+        "--input",
+        "env=prod",
+        "--input",
+        "must=x",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| ran prod"), "{o:?}");
+}
+
+#[test]
+fn a_scheduled_run_knows_its_cron_and_runs_on_the_default_branch() {
+    let r = repo(&[(
+        WF,
+        "on:\n  schedule:\n    - cron: '30 5 * * 1'\n    - cron: '0 0 * * *'\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"[${{ github.event.schedule }}] ${{ github.ref }}\"\n      - if: github.event.schedule == '30 5 * * 1'\n        run: echo weekly\n",
+    )]);
+    let st = Command::new("git")
+        .args(["checkout", "-q", "-b", "feature"])
+        .current_dir(r.path())
+        .status()
+        .expect("git");
+    assert!(st.success());
+    let o = r.run(&["schedule", "--sandbox", "host"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| [30 5 * * 1] refs/heads/main"), "{o:?}");
+    assert!(o.has("| weekly"), "{o:?}");
+}
+
+#[test]
+fn steps_context_working_directory_and_empty_outputs_as_on_github() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      empty: ${{ steps.s.outputs.nothing }}
+      full: ${{ steps.s.outputs.v }}
+    steps:
+      - run: echo unnamed
+      - id: s
+        run: echo "v=1" >> "$GITHUB_OUTPUT"
+      - run: echo "steps ${{ join(toJSON(steps), '') }}" | tr -d ' \n'; echo
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "needs ${{ toJSON(needs.a.outputs) }}" | tr -d ' \n'; echo
+      - working-directory: does/not/exist
+        run: echo never
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    // Steps without an id are not in the `steps` context.
+    // (The shell ate the JSON's quotes.)
+    assert!(
+        o.has("| steps{s:{outputs:{v:1},outcome:success,conclusion:success}}"),
+        "{o:?}"
+    );
+    assert!(!o.has("__run"), "{o:?}");
+    // Empty job outputs are dropped.
+    assert!(o.has("| needs{full:1}"), "{o:?}");
+    // A missing working directory is named, not blamed on the shell.
+    assert!(
+        o.has("An error occurred trying to start process 'bash' with working directory"),
+        "{o:?}"
+    );
+    assert!(o.has("does/not/exist'. No such file or directory"), "{o:?}");
+}
+
+#[test]
+fn javascript_actions_run_on_the_runners_node_not_one_a_step_put_first() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          mkdir -p "$RUNNER_TEMP/fake"
+          printf '#!/bin/sh\necho project-node\nexit 1\n' > "$RUNNER_TEMP/fake/node"
+          chmod +x "$RUNNER_TEMP/fake/node"
+          echo "$RUNNER_TEMP/fake" >> "$GITHUB_PATH"
+      - uses: actions/checkout@v4
+      - uses: ./act
+        with:
+          old: x
+      - run: node --version 2>&1 | head -1
+"#,
+        ),
+        (
+            "act/action.yml",
+            "name: a\ninputs:\n  old:\n    deprecationMessage: use new instead\nruns:\n  using: node20\n  main: main.js\n",
+        ),
+        ("act/main.js", "console.log('the action ran on ' + process.version);\n"),
+    ]);
+    let o = r.host(&[]);
+    assert!(o.has("| the action ran on v"), "{o:?}");
+    assert!(
+        o.has("Input 'old' has been deprecated with message: use new instead"),
+        "{o:?}"
+    );
+    // The job's own steps still see the node they put first.
+    assert!(o.has("| project-node"), "{o:?}");
+}

@@ -561,6 +561,10 @@ impl LegRunner {
         match eval_string_map(sj.outputs.as_ref(), &ctx) {
             Ok(m) => {
                 for (k, v) in m {
+                    // GitHub's runner drops empty outputs ("since it's empty").
+                    if v.is_empty() {
+                        continue;
+                    }
                     if self.masker.mask(&v) != v {
                         self.say(
                             LineKind::Warning,
@@ -986,7 +990,11 @@ impl LegRunner {
             "conclusion".to_string(),
             Value::String(conclusion.as_str().into()),
         );
-        scope.steps.insert(step.id.clone(), Value::Object(m));
+        // Steps without an `id` (generated `__run`, `__actions_checkout`…) are not in the
+        // `steps` context, as in GitHub's runner.
+        if !step.id.starts_with("__") {
+            scope.steps.insert(step.id.clone(), Value::Object(m));
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1118,13 +1126,31 @@ impl LegRunner {
     }
 
     /// Input values for an action: `with:` over evaluated defaults.
+    /// The action's inputs: `with:` values, else the manifest's defaults. Warns, as GitHub's
+    /// runner does, about inputs given that the manifest deprecates or does not declare
+    /// (`warn: false` for a second evaluation of the same step, e.g. its `pre`'s). A
+    /// `required` input without a value is left to the action (`core.getInput` fails it).
     fn action_inputs(
         &self,
         m: &Action,
         with: &IndexMap<String, String>,
         ctx: &Contexts,
+        warn: bool,
     ) -> IndexMap<String, String> {
         let mut out = IndexMap::new();
+        if warn {
+            for (k, def) in &m.inputs {
+                let deprecated = def.deprecation_message.as_deref().filter(|d| !d.is_empty());
+                if let Some(msg) = deprecated {
+                    if with.keys().any(|w| w.eq_ignore_ascii_case(k)) {
+                        self.say(
+                            LineKind::Warning,
+                            &format!("Input '{k}' has been deprecated with message: {msg}"),
+                        );
+                    }
+                }
+            }
+        }
         for (k, def) in &m.inputs {
             let given = with
                 .iter()
@@ -1140,15 +1166,7 @@ impl LegRunner {
                         );
                         String::new()
                     }),
-                    None => {
-                        if def.required {
-                            self.say(
-                                LineKind::Warning,
-                                &format!("Input required and not supplied: {k}"),
-                            );
-                        }
-                        String::new()
-                    }
+                    None => String::new(),
                 },
             };
             out.insert(k.clone(), v);
@@ -1157,7 +1175,7 @@ impl LegRunner {
             .keys()
             .filter(|k| !m.inputs.keys().any(|i| i.eq_ignore_ascii_case(k)))
             .collect();
-        if !unexpected.is_empty() {
+        if warn && !unexpected.is_empty() {
             self.say(
                 LineKind::Warning,
                 &format!(
@@ -1229,7 +1247,7 @@ impl LegRunner {
             prefix: scope.prefix.clone(),
         };
         let ictx = self.contexts(&inner_scope_for_inputs, env);
-        let inputs = self.action_inputs(&manifest, &with, &ictx);
+        let inputs = self.action_inputs(&manifest, &with, &ictx, true);
         match &manifest.runs {
             Runs::Composite { steps } => {
                 let mut overlay = scope.env.clone();
@@ -1292,7 +1310,7 @@ impl LegRunner {
                         self.pre_done.insert(state_key.clone());
                         let cond = pre_if.clone().unwrap_or_else(|| "always()".into());
                         if ictx.condition(&cond).unwrap_or(false) {
-                            let script = node_script(&info.path, pre);
+                            let script = node_script(&self.sh.cfg.base_path, &info.path, pre);
                             let o = self
                                 .run_node_entry(script, action_env.clone(), &state_key, timeout)
                                 .await;
@@ -1309,7 +1327,7 @@ impl LegRunner {
                 self.check_node_version(using);
                 let o = self
                     .run_node_entry(
-                        node_script(&info.path, main),
+                        node_script(&self.sh.cfg.base_path, &info.path, main),
                         action_env.clone(),
                         &state_key,
                         timeout,
@@ -1318,7 +1336,7 @@ impl LegRunner {
                 if let Some(post) = post {
                     self.post.push(PostStep {
                         name: format!("Post {name}"),
-                        script: node_script(&info.path, post),
+                        script: node_script(&self.sh.cfg.base_path, &info.path, post),
                         condition: post_if.clone().unwrap_or_else(|| "always()".into()),
                         env: action_env,
                         state_key,
@@ -1469,10 +1487,15 @@ impl LegRunner {
         let index = self.next_index();
         self.step_started(index, 0, &name);
         let with = eval_string_map(with.as_ref(), &ctx).unwrap_or_default();
-        let inputs = self.action_inputs(&manifest, &with, &ctx);
+        let inputs = self.action_inputs(&manifest, &with, &ctx, false);
         let aenv = self.node_env(&s, &env, &step.id, &info, &inputs);
         let o = self
-            .run_node_entry(node_script(&info.path, pre), aenv, &state_key, None)
+            .run_node_entry(
+                node_script(&self.sh.cfg.base_path, &info.path, pre),
+                aenv,
+                &state_key,
+                None,
+            )
             .await;
         let c = if o.failed {
             Conclusion::Failure
@@ -1662,9 +1685,17 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-fn node_script(dir: &str, entry: &str) -> String {
+/// Runs a JavaScript action's entry with the runner's Node.js, as GitHub runs it with its
+/// own (`externals/nodeNN`): `node` found on the job's base `PATH`, not one a step put first
+/// through `GITHUB_PATH` (a project's `setup-node` must not change what runs the actions),
+/// else whatever `node` the job's `PATH` has.
+fn node_script(base_path: &str, dir: &str, entry: &str) -> String {
     let p = Path::new(dir).join(entry);
-    format!("exec node {}\n", sh_quote(&p.to_string_lossy()))
+    format!(
+        "node=$(PATH={} command -v node) || node=node\nexec \"$node\" {}\n",
+        sh_quote(base_path),
+        sh_quote(&p.to_string_lossy())
+    )
 }
 
 /// GitHub's default display name of a step.

@@ -77,7 +77,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         }
     };
     let changed_files = if args.changed_files.is_empty() {
-        gs.changed_files.clone()
+        crate::gitinfo::changed_files_for(&gs, &args.event)
     } else {
         Some(args.changed_files.clone())
     };

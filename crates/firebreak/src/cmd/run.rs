@@ -478,6 +478,18 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         }
         return list::print(&the_plan, args.dry_run, args.json);
     }
+    if args.event == "workflow_dispatch" {
+        for w in &the_plan.workflows {
+            let errors = dispatch_input_errors(&w.workflow, &inputs_map);
+            if !errors.is_empty() {
+                return usage(format!(
+                    "{}: GitHub would refuse this dispatch: {}",
+                    w.path,
+                    errors.join("; ")
+                ));
+            }
+        }
+    }
     for w in &the_plan.workflows {
         if !w.errors.is_empty() {
             for e in &w.errors {
@@ -792,6 +804,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         if args.event == "workflow_dispatch" {
             dispatch_event_inputs(&mut event, &inputs);
         }
+        if args.event == "schedule" {
+            scheduled_by(&mut event, &w.workflow);
+        }
         let wcfg = Arc::new(RunConfig {
             inputs,
             event,
@@ -839,6 +854,82 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     reporter.summary(&outcomes, &run_dir);
     drop(cleanup);
     Ok(ExitCode::from(exit))
+}
+
+/// `github.event.schedule` of a scheduled run: the workflow's first `cron` (GitHub sends the
+/// one that fired), unless the event file gave one.
+fn scheduled_by(event: &mut serde_json::Value, wf: &firebreak_workflow::Workflow) {
+    let Some(cron) = wf
+        .on
+        .get("schedule")
+        .and_then(|c| c.schedule.first())
+        .map(|s| s.cron.clone())
+    else {
+        return;
+    };
+    if let Some(o) = event.as_object_mut() {
+        o.entry("schedule")
+            .or_insert(serde_json::Value::String(cron));
+    }
+}
+
+/// What GitHub refuses in a `workflow_dispatch` (its API answers 422): inputs the workflow
+/// does not declare, required inputs without a value or default, a `choice` outside its
+/// options, a `boolean` that is neither `true` nor `false`.
+fn dispatch_input_errors(
+    wf: &firebreak_workflow::Workflow,
+    given: &IndexMap<String, String>,
+) -> Vec<String> {
+    use firebreak_workflow::InputType;
+    let Some(defs) = wf.on.get("workflow_dispatch").map(|c| &c.inputs) else {
+        return Vec::new();
+    };
+    let find = |k: &str| given.iter().find(|(g, _)| g.eq_ignore_ascii_case(k));
+    let mut errors = Vec::new();
+    let unexpected: Vec<String> = given
+        .keys()
+        .filter(|g| !defs.keys().any(|k| k.eq_ignore_ascii_case(g)))
+        .map(|g| format!("{g:?}"))
+        .collect();
+    if !unexpected.is_empty() {
+        errors.push(format!(
+            "Unexpected inputs provided: [{}]",
+            unexpected.join(", ")
+        ));
+    }
+    for (k, d) in defs {
+        let default = d
+            .default
+            .as_ref()
+            .and_then(|t| t.literal_value())
+            .map(|v| v.to_coerced_string())
+            .filter(|v| !v.is_empty());
+        match find(k).map(|(_, v)| v.as_str()) {
+            None | Some("") if d.required && default.is_none() => {
+                errors.push(format!("Required input '{k}' not provided"));
+            }
+            Some(v) if d.input_type == InputType::Choice => {
+                let options = d.options.as_deref().unwrap_or_default();
+                if !options.iter().any(|o| o == v) {
+                    errors.push(format!(
+                        "Provided value '{v}' for input '{k}' not in the list of allowed values ({})",
+                        options.join(", ")
+                    ));
+                }
+            }
+            Some(v)
+                if d.input_type == InputType::Boolean
+                    && !v.eq_ignore_ascii_case("true")
+                    && !v.eq_ignore_ascii_case("false") =>
+            {
+                errors.push(format!(
+                    "Provided value '{v}' for input '{k}' is not a boolean (true or false)"
+                ));
+            }
+            _ => {}
+        }
+    }
+    errors
 }
 
 /// `github.event.inputs` of a `workflow_dispatch`: every declared input with its value or
