@@ -37,6 +37,13 @@ pub struct AgentConfig {
     /// a timeout kills even daemonised descendants (`cgroup.kill`). `None`
     /// uses the process group only.
     pub cgroup_root: Option<PathBuf>,
+    /// Set once any session has been greeted with a matching protocol; shared by the
+    /// sessions of one agent (clones of this config). Over a virtio-serial port the agent
+    /// serves one session after another on the same device, and a reconnecting host's hello
+    /// can be read and answered by the session that is just ending (the guest learns of the
+    /// old host leaving only afterwards): the next session then counts as greeted instead of
+    /// refusing the host's first request with "hello first".
+    pub greeted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a session ended.
@@ -116,7 +123,7 @@ where
     });
     let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
     let mut tasks = JoinSet::new();
-    let mut greeted = false;
+    let mut greeted = cfg.greeted.load(std::sync::atomic::Ordering::SeqCst);
 
     let end = loop {
         let frame: Frame<Request> = match read_frame(&mut reader).await {
@@ -144,6 +151,7 @@ where
                     send(&out, id, Response::error(ErrorKind::Version, m), b"").await;
                 } else {
                     greeted = true;
+                    cfg.greeted.store(true, std::sync::atomic::Ordering::SeqCst);
                     let kernel_release = nix::sys::utsname::uname()
                         .map(|u| u.release().to_string_lossy().into_owned())
                         .unwrap_or_default();

@@ -695,3 +695,51 @@ async fn random_and_mutated_frames_are_errors_not_panics() {
     // Both outcomes happened: the inputs reached the JSON decoder, not only the length checks.
     assert!(frames > 0 && errors > 0, "{frames} frames, {errors} errors");
 }
+
+/// One request on a fresh session of `cfg`, without a hello first; its reply.
+async fn first_request_without_hello(
+    cfg: Arc<AgentConfig>,
+    hello: bool,
+) -> firebreak_agent::protocol::Response {
+    use firebreak_agent::protocol::{read_frame, Frame, Response, PROTOCOL_VERSION};
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (ar, aw) = a.into_split();
+    let server = tokio::spawn(serve(ar, aw, cfg));
+    let (mut br, mut bw) = b.into_split();
+    if hello {
+        send_raw(
+            &mut bw,
+            1,
+            &Request::Hello {
+                protocol: PROTOCOL_VERSION,
+            },
+            b"",
+        )
+        .await
+        .expect("hello");
+        let _: Frame<Response> = read_frame(&mut br).await.expect("hello reply");
+    }
+    send_raw(&mut bw, 2, &Request::Cancel { exec: 99 }, b"")
+        .await
+        .expect("cancel");
+    let reply: Frame<Response> = read_frame(&mut br).await.expect("reply");
+    drop((br, bw));
+    let _ = server.await;
+    reply.msg
+}
+
+#[tokio::test]
+async fn a_session_after_a_greeted_one_on_the_same_agent_counts_as_greeted() {
+    use firebreak_agent::protocol::Response;
+    let hello_first =
+        |r: &Response| matches!(r, Response::Error { message, .. } if message == "hello first");
+    // A fresh agent refuses a request before the hello.
+    let fresh = Arc::new(AgentConfig::default());
+    let r = first_request_without_hello(fresh.clone(), false).await;
+    assert!(hello_first(&r), "{r:?}");
+    // Once a session of this agent was greeted, the next one (a virtio-serial port
+    // reopened after the host left, whose new hello the old session answered) is too.
+    let _ = first_request_without_hello(fresh.clone(), true).await;
+    let r = first_request_without_hello(fresh, false).await;
+    assert!(!hello_first(&r), "{r:?}");
+}

@@ -145,7 +145,11 @@ fn run_serve(device: Option<PathBuf>, vsock_port: Option<u32>) -> i32 {
         .exists()
         .then(|| PathBuf::from("/sys/fs/cgroup"))
         .filter(|_| guest);
-    let cfg = Arc::new(AgentConfig { guest, cgroup_root });
+    let cfg = Arc::new(AgentConfig {
+        guest,
+        cgroup_root,
+        ..AgentConfig::default()
+    });
     if let Some(port) = vsock_port {
         return run_vsock(&rt, port, cfg);
     }
