@@ -147,6 +147,8 @@ where
         match msg {
             Request::Hello { protocol } => {
                 if protocol != PROTOCOL_VERSION {
+                    // A host of another version is not served, whatever came before.
+                    greeted = false;
                     let m = format!("agent speaks protocol {PROTOCOL_VERSION}, host {protocol}");
                     send(&out, id, Response::error(ErrorKind::Version, m), b"").await;
                 } else {

@@ -740,6 +740,34 @@ async fn a_session_after_a_greeted_one_on_the_same_agent_counts_as_greeted() {
     // Once a session of this agent was greeted, the next one (a virtio-serial port
     // reopened after the host left, whose new hello the old session answered) is too.
     let _ = first_request_without_hello(fresh.clone(), true).await;
-    let r = first_request_without_hello(fresh, false).await;
+    let r = first_request_without_hello(fresh.clone(), false).await;
     assert!(!hello_first(&r), "{r:?}");
+    // A host of another protocol version is refused even so.
+    use firebreak_agent::protocol::{read_frame, Frame};
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (ar, aw) = a.into_split();
+    let server = tokio::spawn(serve(ar, aw, fresh));
+    let (mut br, mut bw) = b.into_split();
+    send_raw(&mut bw, 1, &Request::Hello { protocol: 999 }, b"")
+        .await
+        .expect("hello");
+    let v: Frame<Response> = read_frame(&mut br).await.expect("reply");
+    assert!(
+        matches!(
+            v.msg,
+            Response::Error {
+                kind: ErrorKind::Version,
+                ..
+            }
+        ),
+        "{:?}",
+        v.msg
+    );
+    send_raw(&mut bw, 2, &Request::Cancel { exec: 99 }, b"")
+        .await
+        .expect("cancel");
+    let r: Frame<Response> = read_frame(&mut br).await.expect("reply");
+    assert!(hello_first(&r.msg), "{:?}", r.msg);
+    drop((br, bw));
+    let _ = server.await;
 }

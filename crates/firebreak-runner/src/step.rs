@@ -230,10 +230,12 @@ pub async fn run_script_step(
     };
     let (status, ()) = tokio::join!(exec, consume);
     let status = match status {
-        // The shell is there (it was probed or named); what is missing is the directory.
+        // The default shell was found on the PATH (probed): what is missing is the
+        // directory. (A named shell was not probed; its spawn error stands.)
         Err(SandboxError::Spawn { program, source })
             if source.kind() == std::io::ErrorKind::NotFound
-                && step.working_directory.is_some() =>
+                && step.working_directory.is_some()
+                && step.shell.as_deref().is_none_or(|s| s.trim().is_empty()) =>
         {
             let _ = sandbox.remove(&script_path).await;
             return Err(StepError::WorkingDirectory {

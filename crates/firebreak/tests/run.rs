@@ -817,6 +817,11 @@ jobs:
       - run: echo "content $(cat o/file.txt) on $(git -C o rev-parse --abbrev-ref HEAD) commit ${{ steps.co.outputs.commit }}"
       - uses: actions/checkout@v4
         with:
+          ref: HEAD
+          path: h
+      - run: echo "same commit keeps $(cat h/file.txt)"
+      - uses: actions/checkout@v4
+        with:
           ref: no-such-branch
           path: p
 "#,
@@ -841,7 +846,10 @@ jobs:
     git(&["commit", "-qam", "other"]);
     let other = git(&["rev-parse", "HEAD"]);
     git(&["checkout", "-q", "main"]);
+    // An edit not committed: a `ref:` naming the commit the copy is at keeps it.
+    std::fs::write(r.path().join("file.txt"), "edited").expect("write");
     let o = r.host(&[]);
+    assert!(o.has("| same commit keeps edited"), "{o:?}");
     assert!(
         o.has(&format!("| content other-content on other commit {other}")),
         "{o:?}"
@@ -1612,6 +1620,29 @@ fn dispatch_inputs_are_checked_as_github_checks_them() {
     ]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("| ran prod"), "{o:?}");
+}
+
+#[test]
+fn inputs_for_one_of_several_dispatched_workflows_are_not_unexpected_in_the_others() {
+    let r = repo(&[
+        (
+            WF,
+            "on:\n  workflow_dispatch:\n    inputs:\n      env:\n        required: true\njobs:\n  deploy:\n    runs-on: x\n    steps:\n      - run: echo deploy ${{ inputs.env }}\n",
+        ),
+        (
+            ".github/workflows/lint.yml",
+            "on: [push, workflow_dispatch]\njobs:\n  lint:\n    runs-on: x\n    steps:\n      - run: echo lint ran\n",
+        ),
+    ]);
+    let o = r.run(&[
+        "workflow_dispatch",
+        "--sandbox",
+        "host",
+        "--input",
+        "env=staging",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| deploy staging") && o.has("| lint ran"), "{o:?}");
 }
 
 #[test]

@@ -1645,11 +1645,30 @@ impl LegRunner {
             cfg.sha.as_str(),
         ];
         if !wanted.is_empty() && !current.contains(&wanted) {
+            // Not in a copy of a `git worktree` (its `.git` is a file pointing into the
+            // user's repository, whose HEAD and index the checkout would move); no checkout
+            // when the ref is the commit the copy is at (its uncommitted edits stay).
             let script = format!(
-                "cd {dest}\ngit -c advice.detachedHead=false checkout --force --quiet {r} --\necho \"ref={raw}\" >> \"$GITHUB_OUTPUT\"\necho \"commit=$(git rev-parse HEAD)\" >> \"$GITHUB_OUTPUT\"\necho \"Checked out {raw} at $(git rev-parse --short=12 HEAD)\"\n",
+                r#"cd {dest}
+if [ ! -d .git ]; then
+  echo "checkout: 'ref: {raw}' needs a repository of its own; this one is a git worktree, whose checkout would move the original's HEAD" >&2
+  exit 1
+fi
+target=$(git rev-parse --verify -q {rc}) || {{
+  echo "checkout: '{raw}' is not a branch, tag or commit of this repository's history (the built-in checkout fetches nothing)" >&2
+  exit 1
+}}
+if [ "$target" != "$(git rev-parse HEAD)" ]; then
+  git -c advice.detachedHead=false checkout --force --quiet {r} -- || exit 1
+  echo "Checked out {raw} at $(git rev-parse --short=12 HEAD)"
+fi
+echo "ref={raw}" >> "$GITHUB_OUTPUT"
+echo "commit=$target" >> "$GITHUB_OUTPUT"
+"#,
                 dest = sh_quote(&dest.to_string_lossy()),
                 r = sh_quote(wanted),
-                raw = wanted.replace(['"', '\\', '$', '`', '\n'], ""),
+                rc = sh_quote(&format!("{wanted}^{{commit}}")),
+                raw = wanted.replace(['"', '\\', '$', '`', '\n', '\''], ""),
             );
             let cancel = Some(self.step_cancel.take().unwrap_or_else(|| self.step_token()));
             let o = self
@@ -1666,10 +1685,6 @@ impl LegRunner {
                 })
                 .await;
             if o.failed {
-                self.say(
-                    LineKind::Error,
-                    &format!("checkout: '{wanted}' is not a branch, tag or commit of this repository's history (the built-in checkout fetches nothing)"),
-                );
                 return Exec::fail();
             }
             outputs.extend(o.outputs);

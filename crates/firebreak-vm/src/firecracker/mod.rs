@@ -79,7 +79,7 @@
 //!   system as the image cache so hard links and reflinks work.
 //! * **cgroups**: v2 (`--cgroup-version 2`) under `--parent-cgroup
 //!   firebreak`, one cgroup per VM named by its id, with `cpu.max` (vCPUs ×
-//!   period), `memory.max` (guest memory plus [`VMM_OVERHEAD_MIB`]) and
+//!   period), `memory.max` (guest memory plus [`vmm_overhead_mib`]) and
 //!   `pids.max` (its threads) from the VM's shape, unless the configured
 //!   `cgroups` set them ([`JailerConfig::for_vm`]).
 //! * **netns**: [`JailerConfig::netns`] when set (a namespace the host
@@ -103,7 +103,7 @@ pub mod vm;
 pub use api::{ApiError, FirecrackerApi};
 pub use provider::{FirecrackerProvider, FirecrackerSandbox};
 pub use vm::{
-    boot_args, find_firecracker, BootFiles, BootPlan, FirecrackerConfig, FirecrackerError,
-    FirecrackerVm, JailerConfig, JailerUserError, Snapshot, SnapshotMeta, TapNetwork,
-    FIRECRACKER_BIN_ENV, JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
+    boot_args, find_firecracker, vmm_overhead_mib, BootFiles, BootPlan, FirecrackerConfig,
+    FirecrackerError, FirecrackerVm, JailerConfig, JailerUserError, Snapshot, SnapshotMeta,
+    TapNetwork, FIRECRACKER_BIN_ENV, JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
 };

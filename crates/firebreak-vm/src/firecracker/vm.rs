@@ -131,9 +131,16 @@ pub enum JailerUserError {
 const CPU_PERIOD_US: u64 = 100_000;
 
 /// Memory a jailed VM's cgroup allows beyond its guest memory: Firecracker's own
-/// (its binary, API server and device emulation use ~5–30 MiB; page tables and
-/// buffers the rest).
+/// (its binary, API server and device emulation use ~5–30 MiB; buffers the rest),
+/// plus [`vmm_overhead_mib`]'s share that grows with the guest (page tables and KVM's
+/// MMU pages, charged to the cgroup, take ~2 MiB per GiB each without huge pages).
 pub const VMM_OVERHEAD_MIB: u64 = 64;
+
+/// The memory a jailed VM of `memory_mib` needs beyond its guest memory:
+/// [`VMM_OVERHEAD_MIB`] plus 1/16 of the guest's.
+pub fn vmm_overhead_mib(memory_mib: u64) -> u64 {
+    VMM_OVERHEAD_MIB + memory_mib / 16
+}
 
 /// Threads of a jailed Firecracker besides its vCPU threads (main, API, and
 /// room for the ones a snapshot load or a device may add).
@@ -223,7 +230,7 @@ impl JailerConfig {
         if !has("memory.max") {
             add.push(format!(
                 "memory.max={}",
-                (memory_mib + VMM_OVERHEAD_MIB) << 20
+                (memory_mib + vmm_overhead_mib(memory_mib)) << 20
             ));
         }
         if !has("pids.max") {
@@ -799,13 +806,13 @@ fn stage(
         return Ok(src.to_path_buf());
     };
     let dst = layout.host(name);
-    let world_readable = std::fs::metadata(src)
-        .map_err(io_err("stat", src))?
-        .permissions()
-        .mode()
-        & 0o004
-        != 0;
-    if !(world_readable && std::fs::hard_link(src, &dst).is_ok()) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(src).map_err(io_err("stat", src))?;
+    let mode = meta.permissions().mode();
+    // Linked only when the jail's user can read it but by no means write it: not its
+    // owner (a snapshot the jailed Firecracker wrote is), not group- or other-writable.
+    let shareable = mode & 0o004 != 0 && mode & 0o022 == 0 && meta.uid() != j.uid;
+    if !(shareable && std::fs::hard_link(src, &dst).is_ok()) {
         std::fs::copy(src, &dst).map_err(io_err("copy into jail", &dst))?;
         std::os::unix::fs::chown(&dst, Some(j.uid), Some(j.gid)).map_err(io_err("chown", &dst))?;
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o400))
@@ -1299,6 +1306,19 @@ mod tests {
             std::fs::read(jail.join("memory")).expect("read"),
             b"guest memory"
         );
+        // Readable by all but owned by the jail's user (a snapshot its Firecracker wrote):
+        // copied, never linked.
+        let theirs = tmp.path().join("vmstate");
+        std::fs::write(&theirs, b"state").expect("write");
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::os::unix::fs::chown(&theirs, Some(4321), Some(4322)).expect("chown");
+        stage(&layout, Some(&j), &theirs, "vmstate").expect("stage");
+        let (src, dst) = (
+            std::fs::metadata(&theirs).expect("stat"),
+            std::fs::metadata(jail.join("vmstate")).expect("stat"),
+        );
+        assert_ne!(src.ino(), dst.ino(), "a copy");
+        assert_eq!(dst.mode() & 0o777, 0o400);
         // Without a jail nothing is staged.
         assert_eq!(
             stage(&layout, None, &shared, "vmlinux").expect("stage"),
@@ -1314,7 +1334,7 @@ mod tests {
             cg(&j.for_vm(2, 2048)),
             [
                 "cpu.max=200000 100000",
-                "memory.max=2214592512",
+                "memory.max=2348810240",
                 "pids.max=18"
             ]
         );

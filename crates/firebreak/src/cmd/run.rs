@@ -479,8 +479,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         return list::print(&the_plan, args.dry_run, args.json);
     }
     if args.event == "workflow_dispatch" {
+        // Inputs given for one of several dispatched workflows are not "unexpected" for the
+        // others: that check needs a single workflow (GitHub dispatches one at a time).
+        let single = the_plan.workflows.len() == 1;
         for w in &the_plan.workflows {
-            let errors = dispatch_input_errors(&w.workflow, &inputs_map);
+            let errors = dispatch_input_errors(&w.workflow, &inputs_map, single);
             if !errors.is_empty() {
                 return usage(format!(
                     "{}: GitHub would refuse this dispatch: {}",
@@ -879,6 +882,7 @@ fn scheduled_by(event: &mut serde_json::Value, wf: &firebreak_workflow::Workflow
 fn dispatch_input_errors(
     wf: &firebreak_workflow::Workflow,
     given: &IndexMap<String, String>,
+    check_unexpected: bool,
 ) -> Vec<String> {
     use firebreak_workflow::InputType;
     let Some(defs) = wf.on.get("workflow_dispatch").map(|c| &c.inputs) else {
@@ -891,7 +895,7 @@ fn dispatch_input_errors(
         .filter(|g| !defs.keys().any(|k| k.eq_ignore_ascii_case(g)))
         .map(|g| format!("{g:?}"))
         .collect();
-    if !unexpected.is_empty() {
+    if check_unexpected && !unexpected.is_empty() {
         errors.push(format!(
             "Unexpected inputs provided: [{}]",
             unexpected.join(", ")
