@@ -250,7 +250,9 @@ fn later_jobs_take_a_vm_from_the_warm_pool_and_no_vm_outlives_the_run() {
     if !vm_ready() {
         return;
     }
-    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: sleep 3; echo first\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: echo second\n";
+    // The first job runs long enough for the pool to restore its spare VM even on a busy
+    // 2-core machine (3 s was not always enough under a parallel build).
+    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: sleep 8; echo first\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: echo second\n";
     let (_dir, repo) = repo(&[(".github/workflows/pool.yml", wf)]);
     let r = run_qemu(&repo, &["--warm-pool", "1", "--vm-memory-budget", "2048"]);
     let ctx = &r.ctx;
