@@ -1744,3 +1744,36 @@ jobs:
     // The job's own steps still see the node they put first.
     assert!(o.has("| project-node"), "{o:?}");
 }
+
+#[test]
+fn paths_filters_decide_whether_a_push_runs_as_plan_says() {
+    let r = repo(&[
+        (
+            WF,
+            "on:\n  push:\n    paths-ignore: ['**.md']\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo built\n",
+        ),
+        ("src/main.rs", "fn main() {}\n"),
+    ]);
+    // A docs-only commit: GitHub starts nothing, and neither does the run.
+    std::fs::write(r.path().join("README.md"), "docs\n").expect("write");
+    for args in [&["add", "-A"][..], &["commit", "-qm", "docs"][..]] {
+        let st = Command::new("git")
+            .args(args)
+            .current_dir(r.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .expect("git");
+        assert!(st.success());
+    }
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!o.has("built"), "{o:?}");
+    assert!(o.stderr.contains("changed paths do not pass"), "{o:?}");
+    // Naming other changed files runs it.
+    let o = r.host(&["--changed-file", "src/main.rs"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| built"), "{o:?}");
+}

@@ -102,6 +102,11 @@ pub struct RunArgs {
     /// Run only matrix legs with this value, KEY:VALUE; repeatable.
     #[arg(long = "matrix")]
     matrix: Vec<String>,
+    /// Files the event changed, for `paths`/`paths-ignore` filters (repeatable). Default, as
+    /// for `firebreak plan`: the files HEAD's commit changed (a pull request's: every file
+    /// since its branch left the default branch); uncommitted edits are not among them.
+    #[arg(long = "changed-file", value_name = "PATH")]
+    changed_files: Vec<String>,
     /// Sandbox backend (default: namespace when bubblewrap works here, else host).
     #[arg(long, value_enum)]
     sandbox: Option<SandboxKind>,
@@ -433,7 +438,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let event = plan::Event {
         name: args.event.clone(),
         payload: payload.clone(),
-        changed_files: None,
+        changed_files: if args.changed_files.is_empty() {
+            crate::gitinfo::changed_files_for(&gs, &args.event)
+        } else {
+            Some(args.changed_files.clone())
+        },
     };
     let mut the_plan = plan::plan(&parsed, &event);
     let mut matrix_filter = Vec::new();
@@ -447,6 +456,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         eprintln!("no workflow runs on '{}'", args.event);
         for f in &the_plan.filtered_out {
             eprintln!("  {}: {}", f.path, f.reason);
+        }
+        if !the_plan.filtered_out.is_empty() && args.changed_files.is_empty() {
+            eprintln!(
+                "  (paths filters see the files HEAD's commit changed; name others with --changed-file)"
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
