@@ -41,23 +41,25 @@ fn repo(files: &[(&str, &str)]) -> Repo {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&path, text).expect("write");
     }
-    let git = |args: &[&str]| {
-        let st = Command::new("git")
-            .args(args)
-            .current_dir(dir.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("git");
-        assert!(st.success(), "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "init"]);
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "init"]);
     Repo { dir }
+}
+
+/// Runs git in `dir` as a fixed committer; its stdout, trimmed. Fails the test on error.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Repo {
@@ -828,19 +830,7 @@ jobs:
         ),
         ("file.txt", "main-content"),
     ]);
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(r.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git(r.path(), args);
     git(&["checkout", "-q", "-b", "other"]);
     std::fs::write(r.path().join("file.txt"), "other-content").expect("write");
     git(&["commit", "-qam", "other"]);
@@ -1651,12 +1641,7 @@ fn a_scheduled_run_knows_its_cron_and_runs_on_the_default_branch() {
         WF,
         "on:\n  schedule:\n    - cron: '30 5 * * 1'\n    - cron: '0 0 * * *'\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"[${{ github.event.schedule }}] ${{ github.ref }}\"\n      - if: github.event.schedule == '30 5 * * 1'\n        run: echo weekly\n",
     )]);
-    let st = Command::new("git")
-        .args(["checkout", "-q", "-b", "feature"])
-        .current_dir(r.path())
-        .status()
-        .expect("git");
-    assert!(st.success());
+    git(r.path(), &["checkout", "-q", "-b", "feature"]);
     let o = r.run(&["schedule", "--sandbox", "host"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("| [30 5 * * 1] refs/heads/main"), "{o:?}");
@@ -1756,18 +1741,8 @@ fn paths_filters_decide_whether_a_push_runs_as_plan_says() {
     ]);
     // A docs-only commit: GitHub starts nothing, and neither does the run.
     std::fs::write(r.path().join("README.md"), "docs\n").expect("write");
-    for args in [&["add", "-A"][..], &["commit", "-qm", "docs"][..]] {
-        let st = Command::new("git")
-            .args(args)
-            .current_dir(r.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .status()
-            .expect("git");
-        assert!(st.success());
-    }
+    git(r.path(), &["add", "-A"]);
+    git(r.path(), &["commit", "-qm", "docs"]);
     let o = r.host(&[]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!o.has("built"), "{o:?}");
