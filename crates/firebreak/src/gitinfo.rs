@@ -168,9 +168,13 @@ pub fn git_state(repo: &Path) -> GitState {
     }
 }
 
-/// The files `event` changed, for `paths` filters: a pull request's whole diff against its
-/// base, else HEAD's commit.
-pub fn changed_files_for(gs: &GitState, event: &str) -> Option<Vec<String>> {
+/// The files `event` changed, for `paths` filters: those `given` on the command line
+/// (`--changed-file`), else a pull request's whole diff against its base, else HEAD's
+/// commit's.
+pub fn changed_files_for(gs: &GitState, event: &str, given: &[String]) -> Option<Vec<String>> {
+    if !given.is_empty() {
+        return Some(given.to_vec());
+    }
     match event {
         "pull_request" | "pull_request_target" => gs
             .pr_changed_files
@@ -309,12 +313,17 @@ mod tests {
         assert_eq!(pr["pull_request"]["head"]["ref"], "feature");
         // A pull request's paths are its whole diff; a push's, its HEAD commit's.
         assert_eq!(
-            changed_files_for(&gs, "pull_request"),
+            changed_files_for(&gs, "pull_request", &[]),
             Some(vec!["c.md".to_string(), "src/b.rs".to_string()])
         );
         assert_eq!(
-            changed_files_for(&gs, "push"),
+            changed_files_for(&gs, "push", &[]),
             Some(vec!["c.md".to_string()])
+        );
+        // Files named on the command line win.
+        assert_eq!(
+            changed_files_for(&gs, "pull_request", &["x".to_string()]),
+            Some(vec!["x".to_string()])
         );
     }
 }

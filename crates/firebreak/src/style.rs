@@ -25,7 +25,8 @@ fn paint_if(on: bool, code: &str, text: &str) -> String {
     }
 }
 
-fn paint(code: &str, text: &str) -> String {
+/// `text` in the SGR colour `code` (`"1"` bold, `"36"` cyan…), for stdout.
+pub fn paint(code: &str, text: &str) -> String {
     paint_if(color_enabled(), code, text)
 }
 
@@ -40,6 +41,10 @@ pub fn bold(text: &str) -> String {
 }
 pub fn dim(text: &str) -> String {
     paint("2", text)
+}
+/// Yellow (warnings), for stdout.
+pub fn yellow(text: &str) -> String {
+    paint("33", text)
 }
 
 /// Red, for stderr.

@@ -1125,7 +1125,6 @@ impl LegRunner {
         }
     }
 
-    /// Input values for an action: `with:` over evaluated defaults.
     /// The action's inputs: `with:` values, else the manifest's defaults. Warns, as GitHub's
     /// runner does, about inputs given that the manifest deprecates or does not declare
     /// (`warn: false` for a second evaluation of the same step, e.g. its `pre`'s). A
@@ -1138,24 +1137,18 @@ impl LegRunner {
         warn: bool,
     ) -> IndexMap<String, String> {
         let mut out = IndexMap::new();
-        if warn {
-            for (k, def) in &m.inputs {
-                let deprecated = def.deprecation_message.as_deref().filter(|d| !d.is_empty());
-                if let Some(msg) = deprecated {
-                    if with.keys().any(|w| w.eq_ignore_ascii_case(k)) {
-                        self.say(
-                            LineKind::Warning,
-                            &format!("Input '{k}' has been deprecated with message: {msg}"),
-                        );
-                    }
-                }
-            }
-        }
         for (k, def) in &m.inputs {
             let given = with
                 .iter()
                 .find(|(wk, _)| wk.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v.clone());
+            let deprecated = def.deprecation_message.as_deref().filter(|d| !d.is_empty());
+            if let (true, Some(_), Some(msg)) = (warn, &given, deprecated) {
+                self.say(
+                    LineKind::Warning,
+                    &format!("Input '{k}' has been deprecated with message: {msg}"),
+                );
+            }
             let v = match given {
                 Some(v) => v,
                 None => match &def.default {

@@ -187,6 +187,17 @@ pub(crate) struct WorkflowShared {
     pub fetch_lock: tokio::sync::Mutex<()>,
 }
 
+impl WorkflowShared {
+    /// The workflow name and path the `github` context shows: the calling workflow's inside
+    /// a called one ([`RunConfig::github_workflow`]), else this workflow's.
+    pub fn github_workflow(&self) -> (String, String) {
+        self.cfg
+            .github_workflow
+            .clone()
+            .unwrap_or_else(|| (self.workflow_name.clone(), self.workflow_path.clone()))
+    }
+}
+
 #[derive(Clone)]
 struct Done {
     result: Conclusion,
@@ -206,32 +217,13 @@ pub async fn run_workflow(
     }
     let started = Instant::now();
     let lc = |s: &str| s.to_ascii_lowercase();
-    // selection: --job plus transitive needs
     let by_id: HashMap<String, usize> = plan
         .jobs
         .iter()
         .enumerate()
         .map(|(i, j)| (lc(&j.id), i))
         .collect();
-    let mut selected: HashSet<String> = HashSet::new();
-    if cfg.only_jobs.is_empty() {
-        selected.extend(plan.jobs.iter().map(|j| lc(&j.id)));
-    } else {
-        let mut stack: Vec<String> = Vec::new();
-        for j in &cfg.only_jobs {
-            if !by_id.contains_key(&lc(j)) {
-                return Err(ExecutorError::UnknownJob(j.clone()));
-            }
-            stack.push(lc(j));
-        }
-        while let Some(j) = stack.pop() {
-            if selected.insert(j.clone()) {
-                if let Some(&i) = by_id.get(&j) {
-                    stack.extend(plan.jobs[i].needs.iter().map(|n| lc(n)));
-                }
-            }
-        }
-    }
+    let selected = selected_jobs(plan, &cfg.only_jobs).map_err(ExecutorError::UnknownJob)?;
     // ancestors for status functions
     let mut ancestors: HashMap<String, HashSet<String>> = HashMap::new();
     for j in &plan.jobs {
@@ -349,12 +341,7 @@ pub async fn run_workflow(
             };
             let legs: Vec<NamedLeg> = legs
                 .into_iter()
-                .filter(|(m, _)| {
-                    cfg.matrix_filter.iter().all(|(k, v)| match m.get(k) {
-                        Some(x) => x.to_coerced_string() == *v,
-                        None => true,
-                    })
-                })
+                .filter(|(m, _)| leg_matches(m, &cfg.matrix_filter))
                 .collect();
             let legs = if legs.is_empty()
                 && !matches!(jp.matrix, MatrixPlan::None)
@@ -658,6 +645,41 @@ fn finish_now(
     );
 }
 
+/// The jobs of `plan` a run starts (ids, lower-case): those `only` names
+/// (case-insensitive) and every job they need, transitively; every job when `only` is
+/// empty. `Err`: a name that is no job of `plan`.
+pub fn selected_jobs(plan: &WorkflowPlan, only: &[String]) -> Result<HashSet<String>, String> {
+    let lc = |s: &str| s.to_ascii_lowercase();
+    if only.is_empty() {
+        return Ok(plan.jobs.iter().map(|j| lc(&j.id)).collect());
+    }
+    let mut stack: Vec<String> = Vec::new();
+    for j in only {
+        if !plan.jobs.iter().any(|x| x.id.eq_ignore_ascii_case(j)) {
+            return Err(j.clone());
+        }
+        stack.push(lc(j));
+    }
+    let mut selected = HashSet::new();
+    while let Some(j) = stack.pop() {
+        if selected.insert(j.clone()) {
+            if let Some(x) = plan.jobs.iter().find(|x| x.id.eq_ignore_ascii_case(&j)) {
+                stack.extend(x.needs.iter().map(|n| lc(n)));
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// Whether a leg's `matrix` passes `--matrix KEY:VALUE` filters: each key the leg has must
+/// hold the value (compared as a string, as expressions coerce it); a key it lacks passes.
+pub fn leg_matches(matrix: &IndexMap<String, Value>, filter: &[(String, String)]) -> bool {
+    filter.iter().all(|(k, v)| match matrix.get(k) {
+        Some(x) => x.to_coerced_string() == *v,
+        None => true,
+    })
+}
+
 /// What the `github` context of job `job` is made from; `workspace` and `event_path` are
 /// the job's (empty when deciding whether the job runs at all).
 pub(crate) fn job_facts(
@@ -680,10 +702,7 @@ pub(crate) fn job_facts(
     f.actor = Some(cfg.actor.clone());
     f.run_id = cfg.run_id;
     f.run_number = cfg.run_number;
-    let (name, path) = cfg
-        .github_workflow
-        .clone()
-        .unwrap_or_else(|| (sh.workflow_name.clone(), sh.workflow_path.clone()));
+    let (name, path) = sh.github_workflow();
     f.workflow = name;
     f.workflow_path = Some(path);
     f.token = cfg.secrets.get("GITHUB_TOKEN").cloned();

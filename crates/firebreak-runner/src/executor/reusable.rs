@@ -205,11 +205,7 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
             matrix_filter: Vec::new(),
             cancel: spec.cancel.child_token(),
             job_prefix: format!("{} / ", spec.key.name),
-            github_workflow: Some(
-                cfg.github_workflow
-                    .clone()
-                    .unwrap_or_else(|| (sh.workflow_name.clone(), sh.workflow_path.clone())),
-            ),
+            github_workflow: Some(sh.github_workflow()),
             ..(**cfg).clone()
         };
         let outcome = match run_workflow(&wp, &path, Arc::new(ncfg), sh.events.clone()).await {

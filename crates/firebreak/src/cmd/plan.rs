@@ -76,11 +76,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
             synthesize_payload(&gs, &args.event, &repository, &default_actor(&root))
         }
     };
-    let changed_files = if args.changed_files.is_empty() {
-        crate::gitinfo::changed_files_for(&gs, &args.event)
-    } else {
-        Some(args.changed_files.clone())
-    };
+    let changed_files = crate::gitinfo::changed_files_for(&gs, &args.event, &args.changed_files);
     let event = Event {
         name: args.event.clone(),
         payload,

@@ -198,6 +198,16 @@ pub struct RunArgs {
     server_url: String,
 }
 
+/// The `-j` names that are jobs of `w` (a run over several workflows selects in each the
+/// jobs it has).
+fn jobs_of(w: &plan::WorkflowPlan, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|j| w.jobs.iter().any(|x| x.id.eq_ignore_ascii_case(j)))
+        .cloned()
+        .collect()
+}
+
 /// The jailer settings `--jailer`, `--jailer-user` and `--jailer-chroot` ask for.
 fn jailer_config(
     args: &RunArgs,
@@ -438,11 +448,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let event = plan::Event {
         name: args.event.clone(),
         payload: payload.clone(),
-        changed_files: if args.changed_files.is_empty() {
-            crate::gitinfo::changed_files_for(&gs, &args.event)
-        } else {
-            Some(args.changed_files.clone())
-        },
+        changed_files: crate::gitinfo::changed_files_for(&gs, &args.event, &args.changed_files),
     };
     let mut the_plan = plan::plan(&parsed, &event);
     let mut matrix_filter = Vec::new();
@@ -487,7 +493,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if args.list || args.dry_run {
         // What this run would do: the same job and leg selection, nothing executed.
         for w in &mut the_plan.workflows {
-            list::select_jobs(w, &args.job);
+            let only = jobs_of(w, &args.job);
+            list::select_jobs(w, &only);
             list::select_legs(w, &matrix_filter);
         }
         return list::print(&the_plan, args.dry_run, args.json);
@@ -810,12 +817,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         });
     }
     for (i, w) in the_plan.workflows.iter().enumerate() {
-        let only: Vec<String> = args
-            .job
-            .iter()
-            .filter(|j| w.jobs.iter().any(|x| x.id.eq_ignore_ascii_case(j)))
-            .cloned()
-            .collect();
+        let only = jobs_of(w, &args.job);
         let inputs = workflow_inputs(&w.workflow, &args.event, &inputs_map);
         let mut event = cfg.event.clone();
         if args.event == "workflow_dispatch" {

@@ -1,29 +1,20 @@
 //! `firebreak run --list` / `--dry-run`: what the run would do, with the same job and matrix
 //! selection (`-j`, `--matrix`) a real run applies, and nothing executed.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use firebreak_runner::executor::{leg_matches, selected_jobs};
 use firebreak_workflow::plan::{MatrixPlan, Plan, WorkflowPlan};
 
 use crate::style;
 
-/// Keeps the jobs `only` names and the jobs they need (transitively), as the executor runs
-/// them; an empty `only` keeps every job.
+/// Keeps the jobs a run would start for `only` (the `-j` names this workflow has) and the
+/// jobs they need, with the executor's own selection.
 pub fn select_jobs(w: &mut WorkflowPlan, only: &[String]) {
-    if only.is_empty() {
+    let Ok(keep) = selected_jobs(w, only) else {
         return;
-    }
-    let mut keep: HashSet<String> = HashSet::new();
-    let mut stack: Vec<String> = only.iter().map(|j| j.to_ascii_lowercase()).collect();
-    while let Some(id) = stack.pop() {
-        if keep.insert(id.clone()) {
-            if let Some(j) = w.jobs.iter().find(|j| j.id.eq_ignore_ascii_case(&id)) {
-                stack.extend(j.needs.iter().map(|n| n.to_ascii_lowercase()));
-            }
-        }
-    }
+    };
     let kept = |id: &str| keep.contains(&id.to_ascii_lowercase());
     w.jobs.retain(|j| kept(&j.id));
     for layer in &mut w.layers {
@@ -32,19 +23,17 @@ pub fn select_jobs(w: &mut WorkflowPlan, only: &[String]) {
     w.layers.retain(|l| !l.is_empty());
 }
 
-/// Keeps the matrix legs whose values match every `KEY:VALUE` of `filter` (a leg without
-/// the key matches), compared as the executor compares them.
+/// Keeps the matrix legs a run would start for `filter` (`--matrix KEY:VALUE`), with the
+/// executor's own test.
 pub fn select_legs(w: &mut WorkflowPlan, filter: &[(String, String)]) {
     if filter.is_empty() {
         return;
     }
     for j in &mut w.jobs {
         if let MatrixPlan::Legs { legs } = &mut j.matrix {
-            legs.retain(|l| {
-                filter.iter().all(|(k, v)| match l.matrix.get(k) {
-                    Some(x) => firebreak_expr::Value::from_json(x).to_coerced_string() == *v,
-                    None => true,
-                })
+            legs.retain(|l| match firebreak_expr::Value::from_json(&l.matrix) {
+                firebreak_expr::Value::Object(m) => leg_matches(&m, filter),
+                _ => true,
             });
         }
     }

@@ -32,20 +32,7 @@ use firebreak_runner::executor::job::sanitize;
 use firebreak_runner::executor::WorkflowOutcome;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::style;
-
-fn paint(code: &str, text: &str) -> String {
-    if style::color_enabled() {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
-
-/// Yellow text (warnings).
-pub fn yellow(text: &str) -> String {
-    paint("33", text)
-}
+use crate::style::{self, paint, yellow};
 
 const JOB_COLOURS: &[&str] = &["36", "35", "34", "32", "33", "96", "95", "94"];
 
