@@ -149,7 +149,9 @@ pub fn git_state(repo: &Path) -> GitState {
     .map(|s| s.lines().map(str::to_string).collect());
     let default_branch = default_branch(repo, &branch);
     let merge_base = git(repo, &["merge-base", &default_branch, "HEAD"]).unwrap_or_default();
-    let pr_changed_files = (!merge_base.is_empty())
+    // On the default branch itself the merge base is HEAD and the diff empty: a pull
+    // request's paths are then taken as HEAD's commit's, like a push's.
+    let pr_changed_files = (!merge_base.is_empty() && merge_base != sha)
         .then(|| git(repo, &["diff", "--name-only", &merge_base, "HEAD"]))
         .flatten()
         .map(|s| s.lines().map(str::to_string).collect());
@@ -319,6 +321,13 @@ mod tests {
         assert_eq!(
             changed_files_for(&gs, "push", &[]),
             Some(vec!["c.md".to_string()])
+        );
+        // On the default branch, a pull request's paths are HEAD's commit's, not nothing.
+        run(&["checkout", "-q", "main"]);
+        let gs = git_state(d.path());
+        assert_eq!(
+            changed_files_for(&gs, "pull_request", &[]),
+            Some(vec!["a.txt".to_string()])
         );
         // Files named on the command line win.
         assert_eq!(
