@@ -372,6 +372,19 @@ pub async fn warm_up(client: &AgentClient) -> Result<(), VmError> {
             .collect()
             .await?;
     }
+    // A snapshot taken while the kernel still keeps time on `tsc-early` (before its TSC
+    // calibration is refined, a moment after boot; longer on a busy host) hands that
+    // interim clocksource to every clone. Wait, within a bound, for the final one.
+    const CLOCKSOURCE: &str = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        match client.read_file(CLOCKSOURCE).await? {
+            Some(cs) if String::from_utf8_lossy(&cs).trim() == "tsc-early" => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break,
+        }
+    }
     Ok(())
 }
 
