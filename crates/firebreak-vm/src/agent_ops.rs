@@ -167,6 +167,16 @@ impl<V: GuestVm> AgentSandbox<V> {
             .map_err(|e| agent_err("create", &self.layout.root, e))
     }
 
+    /// Limits the job's processes and threads together to `n` (the job
+    /// cgroup's `pids.max`, see [`crate::snapshot::JOB_CGROUP`]).
+    pub(crate) async fn set_pids_max(&self, n: u32) -> Result<(), SandboxError> {
+        use crate::snapshot::JOB_PIDS_MAX;
+        self.client
+            .write_file(JOB_PIDS_MAX, format!("{n}\n").as_bytes(), None)
+            .await
+            .map_err(|e| agent_err("limit pids in", Path::new(JOB_PIDS_MAX), e))
+    }
+
     fn live(&self) -> Result<(), SandboxError> {
         if self.destroyed.load(Ordering::SeqCst) {
             Err(self.explain(SandboxError::Destroyed))

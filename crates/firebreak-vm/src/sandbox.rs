@@ -607,13 +607,4 @@ impl AgentSandbox<QemuVm> {
     async fn make_layout(&self) -> Result<(), SandboxError> {
         self.make_layout_with(false).await
     }
-
-    /// Limits the job's processes and threads together to `n` (the job
-    /// cgroup's `pids.max`, see [`snapshot::JOB_CGROUP`]).
-    async fn set_pids_max(&self, n: u32) -> Result<(), SandboxError> {
-        self.client
-            .write_file(snapshot::JOB_PIDS_MAX, format!("{n}\n").as_bytes(), None)
-            .await
-            .map_err(|e| agent_err("limit pids in", Path::new(snapshot::JOB_PIDS_MAX), e))
-    }
 }

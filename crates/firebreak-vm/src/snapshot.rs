@@ -133,7 +133,9 @@ pub fn snapshots_dir(image: &Image) -> PathBuf {
     image.dir.join("snapshots")
 }
 
-fn file_identity(p: &Path) -> String {
+/// `path:size:mtime` of `p` (`path:missing` when it cannot be read): changes when the
+/// file is rewritten.
+pub(crate) fn file_identity(p: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(p) {
         Ok(m) => format!(
@@ -161,7 +163,7 @@ pub fn image_identity(image: &Image) -> String {
     .join("|")
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -257,7 +259,8 @@ pub fn prune_stale(image: &Image) -> Vec<PathBuf> {
 static BUILD_LOCKS: StdMutex<Option<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
     StdMutex::new(None);
 
-fn build_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
+/// One lock per snapshot directory in this process, held while it is taken.
+pub(crate) fn build_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
     let mut g = match BUILD_LOCKS.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

@@ -17,7 +17,7 @@ use firebreak_vm::firecracker::api::{
 };
 use firebreak_vm::firecracker::{
     ApiError, BootFiles, BootPlan, FirecrackerApi, FirecrackerConfig, FirecrackerError,
-    FirecrackerSandbox, FirecrackerVm, TapNetwork,
+    FirecrackerSandbox, FirecrackerVm, SnapshotCache, TapNetwork,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
@@ -754,16 +754,17 @@ async fn snapshot_then_restore_sends_the_clone_sequence() {
         vm.run_dir().join("rootfs.ext4")
     );
 
-    // The clone: load, re-point the drive, resume, agent, clock. The
-    // in-process agent is not a guest and refuses to set the host's clock,
-    // which proves the clone got as far as fixing its clock.
-    let err = FirecrackerVm::restore(&snap, &fake.config())
+    // Firecracker resets vsock connections at snapshot time: the VM talks
+    // to its agent over a new one afterwards.
+    assert_eq!(echo(&vm, "still here").await, "still here");
+
+    // The clone: load, re-point the drive, resume, agent (the in-process
+    // agent owns no guest, so no clock is set), entropy.
+    let mut clone = FirecrackerVm::restore(&snap, &fake.config())
         .await
-        .expect_err("host agent refuses the clock");
-    assert!(
-        matches!(&err, FirecrackerError::Agent(e) if e.to_string().contains("clock")),
-        "{err}"
-    );
+        .expect("restore");
+    assert!(clone.boot_stats().restored);
+    assert_eq!(echo(&clone, "clone").await, "clone");
     let log = fake.log(1);
     let calls: Vec<String> = log
         .iter()
@@ -803,7 +804,93 @@ async fn snapshot_then_restore_sends_the_clone_sequence() {
         json!({"drive_id": "rootfs", "path_on_host": new_dir.join("rootfs.ext4").to_string_lossy()})
     );
     assert_eq!(log[3].body, json!({"state": "Resumed"}));
-    assert!(!new_dir.exists(), "failed clone cleaned up");
+    clone.kill().await;
+    assert!(!new_dir.exists(), "the clone's run directory is removed");
+    vm.kill().await;
+}
+
+/// Runs `echo WORD` through `vm`'s agent and returns what it printed.
+async fn echo(vm: &FirecrackerVm, word: &str) -> String {
+    let h = vm
+        .client()
+        .exec(firebreak_agent::ExecSpec::new(["/bin/echo", word]))
+        .await
+        .expect("exec");
+    let (out, _, st) = tokio::time::timeout(Duration::from_secs(10), h.collect())
+        .await
+        .expect("in time")
+        .expect("collect");
+    assert_eq!(st, firebreak_agent::ExitStatus::Exited { code: 0 });
+    String::from_utf8_lossy(&out).trim().to_string()
+}
+
+#[tokio::test]
+async fn the_snapshot_cache_keys_by_shape_and_files() {
+    let fake = FakeFirecracker::start();
+    let img = tempfile::tempdir().expect("tempdir");
+    let files = fake_image(img.path());
+    let cache = SnapshotCache::new(fake.dir.path().join("cache"));
+    let cfg = fake.config();
+    assert_eq!(cache.find(&files, &cfg), None, "nothing taken yet");
+
+    let mut vm = FirecrackerVm::boot(&files, &cfg).await.expect("boot");
+    let snap = cache.take(&mut vm, &files, &cfg).await.expect("take");
+    let name = cache.name(&files, &cfg);
+    assert!(name.starts_with("2c-2048m-plain-"), "{name}");
+    assert_eq!(snap.dir, cache.dir().join(&name));
+    let entries: Vec<String> = std::fs::read_dir(cache.dir())
+        .expect("read cache")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, [name.as_str()], "no temporary directory left");
+    assert_eq!(
+        echo(&vm, "served").await,
+        "served",
+        "the VM goes on to serve its job"
+    );
+    assert_eq!(cache.find(&files, &cfg), Some(snap.clone()));
+
+    // A clone of it.
+    let mut clone = FirecrackerVm::restore(&snap, &cfg).await.expect("restore");
+    assert_eq!(echo(&clone, "clone").await, "clone");
+    clone.kill().await;
+
+    // Another shape, or a VM with a network device: not this snapshot.
+    let small = FirecrackerConfig {
+        vcpus: 1,
+        memory_mib: 512,
+        ..cfg.clone()
+    };
+    assert_eq!(cache.find(&files, &small), None);
+    assert!(cache.name(&files, &small).starts_with("1c-512m-plain-"));
+    let tap = FirecrackerConfig {
+        network: Some(TapNetwork {
+            host_dev_name: "tap0".into(),
+            guest_mac: None,
+        }),
+        ..cfg.clone()
+    };
+    assert_eq!(cache.find(&files, &tap), None);
+    assert!(cache.take(&mut vm, &files, &tap).await.is_err());
+
+    // A rebuilt kernel: the old snapshot is not found and pruned; leftovers
+    // of a dead process go too, this process's own stay.
+    let dead = cache.dir().join(".tmp-999999999-0");
+    let ours = cache.dir().join(format!(".tmp-{}-77", std::process::id()));
+    std::fs::create_dir(&dead).expect("mkdir");
+    std::fs::create_dir(&ours).expect("mkdir");
+    std::fs::write(&files.vmlinux, b"ELF, rebuilt").expect("rewrite kernel");
+    assert_eq!(cache.find(&files, &cfg), None);
+    let mut removed = cache.prune_stale(&files, &cfg);
+    removed.sort();
+    assert_eq!(removed, [dead, snap.dir.clone()]);
+    assert!(ours.is_dir());
+
+    // A failed clone's snapshot is discarded.
+    let snap = cache.take(&mut vm, &files, &cfg).await.expect("take again");
+    cache.discard(&snap);
+    assert!(!snap.dir.exists());
     vm.kill().await;
 }
 

@@ -117,3 +117,47 @@ async fn real_firecracker_boots_snapshots_and_restores() {
     vm.shutdown(Duration::from_secs(2)).await;
     assert!(!vm.run_dir().exists());
 }
+
+/// `--sandbox firecracker` as the runner uses it: the first job's VM boots
+/// and leaves a snapshot for its shape; the next job's VM is a clone of it.
+#[tokio::test]
+async fn real_firecracker_provider_snapshots_the_first_job_and_restores_the_next() {
+    use firebreak_runner::sandbox::{JobSpec, SandboxProvider};
+    use firebreak_vm::firecracker::{FirecrackerProvider, SnapshotCache};
+    let (bin, img) = match setup() {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("SKIPPED: real Firecracker provider test not run: {why}");
+            return;
+        }
+    };
+    let cfg = FirecrackerConfig {
+        binary: Some(bin),
+        vcpus: 1,
+        memory_mib: 384,
+        boot_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let cache = SnapshotCache::for_image(&img);
+    let _ = std::fs::remove_dir_all(cache.dir().join(cache.name(&BootFiles::from(&img), &cfg)));
+    let provider = FirecrackerProvider::new(
+        ImageStore::open_default(),
+        Some(img.manifest.hash.clone()),
+        cfg,
+    );
+    let first = provider
+        .create(JobSpec::new("first", "repo"))
+        .await
+        .unwrap_or_else(|e| panic!("first job: {e}"));
+    let notes = first.notes().join("\n");
+    assert!(notes.contains("took the VM snapshot"), "{notes}");
+    first.destroy().await.expect("destroy");
+    let second = provider
+        .create(JobSpec::new("second", "repo"))
+        .await
+        .unwrap_or_else(|e| panic!("second job: {e}"));
+    let notes = second.notes().join("\n");
+    assert!(notes.contains("restored from its snapshot"), "{notes}");
+    assert!(second.layout().workspace.starts_with("/home/runner"));
+    second.destroy().await.expect("destroy");
+}

@@ -9,6 +9,8 @@
 //!   connect the agent over vsock, snapshot, restore, tear down.
 //! * [`provider`] — [`FirecrackerProvider`], the runner's `SandboxProvider`
 //!   for `--sandbox firecracker`, and its [`FirecrackerSandbox`].
+//! * [`warm`] — [`SnapshotCache`]: one snapshot per image and VM shape,
+//!   taken from the first job's VM, cloned for every later job.
 //!
 //! Nothing here downloads or builds Firecracker. The binary is
 //! [`FirecrackerConfig::binary`], else `$FIREBREAK_FIRECRACKER_BIN`, else
@@ -61,6 +63,13 @@
 //! Firecracker; under the jailer every recorded path is jail-relative
 //! (`/rootfs.ext4`, `/v.sock`) and no override is needed.
 //!
+//! `--sandbox firecracker` uses this through [`SnapshotCache`]: the first
+//! job of a VM shape boots, is prepared for jobs (job cgroup, directories),
+//! and is snapshotted with `resume` before its job runs; every later job of
+//! that shape is a clone (falling back to a boot, and discarding the
+//! snapshot, when a clone fails). Firecracker closes vsock connections open
+//! at snapshot time, so the snapshotted VM reconnects to its agent.
+//!
 //! ## The jailer (opt-in: [`JailerConfig`])
 //!
 //! For production hosts Firecracker should run through its `jailer`
@@ -99,6 +108,7 @@
 pub mod api;
 pub mod provider;
 pub mod vm;
+pub mod warm;
 
 pub use api::{ApiError, FirecrackerApi};
 pub use provider::{FirecrackerProvider, FirecrackerSandbox};
@@ -107,3 +117,4 @@ pub use vm::{
     FirecrackerError, FirecrackerVm, JailerConfig, JailerUserError, Snapshot, SnapshotMeta,
     TapNetwork, FIRECRACKER_BIN_ENV, JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
 };
+pub use warm::SnapshotCache;

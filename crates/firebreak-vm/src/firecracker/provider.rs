@@ -1,7 +1,10 @@
 //! The Firecracker backend behind the runner's `Sandbox` seam.
 //!
-//! [`FirecrackerProvider::create`] boots one VM per job (or restores one
-//! from a warm-start snapshot) and wraps it in a [`FirecrackerSandbox`]: the
+//! [`FirecrackerProvider::create`] gives each job a VM of its own — a clone
+//! of the cached snapshot for the job's VM shape ([`SnapshotCache`]; the
+//! first job of a shape boots, is prepared for jobs, and leaves that
+//! snapshot behind), else a cold boot — and wraps it in a
+//! [`FirecrackerSandbox`]: the
 //! same agent-backed operations as the QEMU backend's `VmSandbox` — the job
 //! tree under [`GUEST_ROOT`], paths confined to it, output split into lines
 //! the way the local backends do — with a Firecracker VM behind it.
@@ -15,8 +18,10 @@ use firebreak_runner::sandbox::{
 };
 
 use super::vm::{find_firecracker, BootFiles, FirecrackerConfig, FirecrackerVm, Snapshot};
+use super::warm::SnapshotCache;
 use crate::agent_ops::{sanitize, AgentSandbox, GuestVm, VmOrigin};
 use crate::image::{Image, ImageStore};
+use crate::sandbox::default_pids_max;
 
 /// Root of the job tree inside the guest (as in the QEMU backend).
 pub const GUEST_ROOT: &str = "/home/runner";
@@ -37,6 +42,7 @@ pub struct FirecrackerProvider {
     image: Option<String>,
     config: FirecrackerConfig,
     snapshot: Option<PathBuf>,
+    warm_starts: bool,
 }
 
 impl FirecrackerProvider {
@@ -49,11 +55,19 @@ impl FirecrackerProvider {
             image,
             config,
             snapshot: None,
+            warm_starts: true,
         }
     }
 
-    /// Warm starts: every job restores this snapshot directory (written by
-    /// [`FirecrackerVm::snapshot`]) instead of booting.
+    /// Boots every job's VM instead of restoring clones of the cached
+    /// snapshot for its shape ([`SnapshotCache`]).
+    pub fn without_snapshots(mut self) -> Self {
+        self.warm_starts = false;
+        self
+    }
+
+    /// Every job restores this snapshot directory (written by
+    /// [`FirecrackerVm::snapshot`]) instead of booting or using the cache.
     pub fn with_snapshot(mut self, dir: impl Into<PathBuf>) -> Self {
         self.snapshot = Some(dir.into());
         self
@@ -157,9 +171,6 @@ impl SandboxProvider for FirecrackerProvider {
             if let Some(m) = spec.limits.cpu_millis {
                 cfg.vcpus = m.div_ceil(1000).clamp(1, 32);
             }
-            if spec.limits.max_pids.is_some() {
-                notes.push("max_pids is not enforced in the firecracker sandbox yet".to_string());
-            }
             if spec.limits.disk_bytes.is_some() {
                 notes.push("disk size is not applied in the firecracker sandbox yet".to_string());
             }
@@ -169,7 +180,8 @@ impl SandboxProvider for FirecrackerProvider {
                         .to_string(),
                 );
             }
-            let vm = match &self.snapshot {
+            let t0 = std::time::Instant::now();
+            let (vm, origin) = match &self.snapshot {
                 Some(dir) => {
                     let snap = Snapshot::open(dir).map_err(|e| unavailable(e.to_string()))?;
                     if spec.limits.memory_bytes.is_some() || spec.limits.cpu_millis.is_some() {
@@ -178,37 +190,111 @@ impl SandboxProvider for FirecrackerProvider {
                                 .to_string(),
                         );
                     }
-                    FirecrackerVm::restore(&snap, &cfg).await
+                    let vm = FirecrackerVm::restore(&snap, &cfg)
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?;
+                    (vm, VmOrigin::Restored)
                 }
                 None => {
                     let image = self.image().map_err(unavailable)?;
-                    FirecrackerVm::boot(&BootFiles::from(&image), &cfg).await
+                    self.start_vm(&image, &cfg, &mut notes).await?
                 }
-            }
-            .map_err(|e| unavailable(e.to_string()))?;
-            let stats = vm.boot_stats();
+            };
+            let pids_max = spec
+                .limits
+                .max_pids
+                .unwrap_or_else(|| default_pids_max(vm.memory_mib()));
             notes.push(format!(
                 "firecracker VM {} ({} vCPU, {} MiB, guest kernel {}) {} in {:.0} ms",
                 vm.id(),
-                cfg.vcpus,
-                cfg.memory_mib,
+                vm.vcpus(),
+                vm.memory_mib(),
                 vm.agent_info().kernel_release,
-                if stats.restored { "restored" } else { "booted" },
-                stats.total.as_secs_f64() * 1e3
+                match origin {
+                    VmOrigin::Restored => "restored from its snapshot",
+                    _ => "booted",
+                },
+                t0.elapsed().as_secs_f64() * 1e3
             ));
-            let sb = FirecrackerSandbox::for_job(vm, Path::new(GUEST_ROOT), &ws, notes);
-            sb.make_layout().await?;
-            crate::agent_ops::set_machine_id(&sb.client)
-                .await
-                .map_err(|e| SandboxError::Unavailable {
-                    backend: BACKEND,
-                    reason: e.to_string(),
-                })?;
+            let mut sb = FirecrackerSandbox::for_job(vm, Path::new(GUEST_ROOT), &ws, notes);
+            sb.ready_for_job(pids_max, origin).await?;
             if let Some(limit) = cfg.unresponsive_after {
                 sb.watch_liveness(limit);
             }
             Ok(Box::new(sb) as Box<dyn Sandbox>)
         })
+    }
+}
+
+impl FirecrackerProvider {
+    /// A VM for one job: a clone of the cached snapshot for its shape, else
+    /// a cold boot, prepared for jobs, whose snapshot it then takes for the
+    /// jobs after it (unless another job is taking it right now: that job's
+    /// snapshot will do, and this one does not wait for it).
+    async fn start_vm(
+        &self,
+        image: &Image,
+        cfg: &FirecrackerConfig,
+        notes: &mut Vec<String>,
+    ) -> Result<(FirecrackerVm, VmOrigin), SandboxError> {
+        let files = BootFiles::from(image);
+        let cache = SnapshotCache::for_image(image);
+        let warm = self.warm_starts && cfg.network.is_none();
+        if warm {
+            if let Some(snap) = cache.find(&files, cfg) {
+                match FirecrackerVm::restore(&snap, cfg).await {
+                    Ok(vm) => return Ok((vm, VmOrigin::Restored)),
+                    Err(e) => {
+                        cache.discard(&snap);
+                        notes.push(format!(
+                            "snapshot restore failed (the snapshot is discarded and taken again next time), booting: {e}"
+                        ));
+                    }
+                }
+            }
+        }
+        let boot = || async {
+            let vm = FirecrackerVm::boot(&files, cfg)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            crate::snapshot::prepare_guest(&vm.client())
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            Ok::<_, SandboxError>(vm)
+        };
+        let mut vm = boot().await?;
+        if !warm {
+            return Ok((vm, VmOrigin::Cold));
+        }
+        let lock = crate::snapshot::build_lock(&cache.dir().join(cache.name(&files, cfg)));
+        let Ok(_taking) = lock.try_lock() else {
+            return Ok((vm, VmOrigin::Cold));
+        };
+        if cache.find(&files, cfg).is_some() {
+            return Ok((vm, VmOrigin::Cold));
+        }
+        let t0 = std::time::Instant::now();
+        match cache.take(&mut vm, &files, cfg).await {
+            Ok(snap) => {
+                notes.push(format!(
+                    "took the VM snapshot {} ({:.1}s)",
+                    snap.dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    t0.elapsed().as_secs_f64()
+                ));
+                cache.prune_stale(&files, cfg);
+                Ok((vm, VmOrigin::Cold))
+            }
+            Err(e) => {
+                // A VM paused and resumed around a failed snapshot is not
+                // trusted with the job.
+                notes.push(format!("no VM snapshot ({e}); booting another VM"));
+                vm.kill().await;
+                Ok((boot().await?, VmOrigin::Cold))
+            }
+        }
     }
 }
 
@@ -231,6 +317,29 @@ impl AgentSandbox<FirecrackerVm> {
             VmOrigin::Cold
         };
         Self::new(vm.client(), vm, JobLayout::new(root, ws), notes, origin)
+    }
+
+    /// The job's first requests, in one round trip: its directories, its
+    /// pids limit, and for a clone (which has the snapshot's) a machine id
+    /// of its own. Clock and entropy were refreshed by the restore.
+    async fn ready_for_job(&mut self, pids_max: u32, origin: VmOrigin) -> Result<(), SandboxError> {
+        let machine_id = async {
+            if origin == VmOrigin::Restored {
+                crate::agent_ops::set_machine_id(&self.client)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        let (layout, limit, id) =
+            tokio::join!(self.make_layout(), self.set_pids_max(pids_max), machine_id);
+        layout?;
+        id?;
+        if let Err(e) = limit {
+            self.notes.push(format!("max_pids not applied: {e}"));
+        }
+        Ok(())
     }
 
     /// Wraps an already running VM with its job tree under `root` in the

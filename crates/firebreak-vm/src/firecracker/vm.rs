@@ -102,7 +102,7 @@ pub enum FirecrackerError {
     },
 }
 
-fn io_err(
+pub(super) fn io_err(
     op: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> FirecrackerError {
@@ -962,7 +962,17 @@ impl FirecrackerVm {
         }
         .await;
         if resume {
-            self.api.resume().await?;
+            let resumed = async {
+                self.api.resume().await?;
+                // Firecracker closes every vsock connection open at snapshot
+                // time (a transport reset; the guest's listener stays): talk
+                // to the agent over a new one.
+                self.reconnect(self.cfg.boot_timeout).await
+            }
+            .await;
+            let snap = result?;
+            resumed?;
+            return Ok(snap);
         }
         result
     }
@@ -1053,13 +1063,27 @@ impl FirecrackerVm {
         s.guard("loading the snapshot", fixup).await?;
         let vm = Self::connect(s, &cfg, true).await?;
         // Clones share the snapshot's clock and RNG state: set the clock and
-        // mix fresh host entropy in before any job code runs.
-        vm.client.set_clock(SystemTime::now()).await?;
+        // mix fresh host entropy in before any job code runs. (An agent that
+        // does not own its machine, as in tests on a host, has no guest clock
+        // to set.)
+        if vm.info.init {
+            vm.client.set_clock(SystemTime::now()).await?;
+        }
         let mut seed = [0u8; 64];
         crate::agent_ops::host_random(&mut seed)
             .map_err(io_err("read", crate::agent_ops::HOST_RANDOM))?;
         vm.client.add_entropy(&seed).await?;
         Ok(vm)
+    }
+
+    /// vCPUs (a clone has its snapshot's).
+    pub fn vcpus(&self) -> u32 {
+        self.cfg.vcpus
+    }
+
+    /// Guest memory, MiB (a clone has its snapshot's).
+    pub fn memory_mib(&self) -> u64 {
+        self.cfg.memory_mib
     }
 
     /// The VM id (`--id`).
