@@ -45,7 +45,7 @@ use crate::tools;
 pub const GUEST_ROOT: &str = "/home/runner";
 
 /// How long `create` waits for memory budget held by running jobs.
-const BUDGET_WAIT: Duration = Duration::from_secs(120);
+pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(120);
 
 /// The guest pids limit per command when the job sets none: 4 per MiB of
 /// guest memory, at least 256 (2048 MiB → 8192).

@@ -17,11 +17,16 @@ use firebreak_runner::sandbox::{
     BoxFuture, JobLayout, JobSpec, Probe, Sandbox, SandboxError, SandboxProvider,
 };
 
-use super::vm::{find_firecracker, BootFiles, FirecrackerConfig, FirecrackerVm, Snapshot};
+use super::vm::{
+    find_firecracker, vmm_overhead_mib, BootFiles, FirecrackerConfig, FirecrackerVm, Snapshot,
+};
 use super::warm::SnapshotCache;
 use crate::agent_ops::{sanitize, AgentSandbox, GuestVm, VmOrigin};
 use crate::image::{Image, ImageStore};
-use crate::sandbox::default_pids_max;
+use crate::pool::{Lease, MemoryBudget};
+use crate::sandbox::{default_pids_max, BUDGET_WAIT};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Root of the job tree inside the guest (as in the QEMU backend).
 pub const GUEST_ROOT: &str = "/home/runner";
@@ -43,6 +48,7 @@ pub struct FirecrackerProvider {
     config: FirecrackerConfig,
     snapshot: Option<PathBuf>,
     warm_starts: bool,
+    budget: Arc<MemoryBudget>,
 }
 
 impl FirecrackerProvider {
@@ -56,7 +62,22 @@ impl FirecrackerProvider {
             config,
             snapshot: None,
             warm_starts: true,
+            budget: MemoryBudget::new(MemoryBudget::host_default_mib()),
         }
+    }
+
+    /// Caps the memory of all VMs this provider runs at once at `mib` (guest
+    /// memory plus Firecracker's own, [`vm_cost_mib`]); a job whose VM does
+    /// not fit waits for running ones to end. Default: half of the host's
+    /// memory.
+    pub fn with_memory_budget(mut self, mib: u64) -> Self {
+        self.budget = MemoryBudget::new(mib);
+        self
+    }
+
+    /// The memory budget its VMs count against.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     /// Boots every job's VM instead of restoring clones of the cached
@@ -180,10 +201,17 @@ impl SandboxProvider for FirecrackerProvider {
                         .to_string(),
                 );
             }
+            let explicit = match &self.snapshot {
+                Some(dir) => Some(Snapshot::open(dir).map_err(|e| unavailable(e.to_string()))?),
+                None => None,
+            };
+            let memory_mib = explicit
+                .as_ref()
+                .map_or(cfg.memory_mib, |s| s.meta.memory_mib);
+            let lease = charge(&self.budget, vm_cost_mib(memory_mib), BUDGET_WAIT).await?;
             let t0 = std::time::Instant::now();
-            let (vm, origin) = match &self.snapshot {
-                Some(dir) => {
-                    let snap = Snapshot::open(dir).map_err(|e| unavailable(e.to_string()))?;
+            let (mut vm, origin) = match explicit {
+                Some(snap) => {
                     if spec.limits.memory_bytes.is_some() || spec.limits.cpu_millis.is_some() {
                         notes.push(
                             "restored from a snapshot: vCPUs and memory are the snapshot's"
@@ -200,6 +228,7 @@ impl SandboxProvider for FirecrackerProvider {
                     self.start_vm(&image, &cfg, &mut notes).await?
                 }
             };
+            vm.set_lease(lease);
             let pids_max = spec
                 .limits
                 .max_pids
@@ -298,6 +327,34 @@ impl FirecrackerProvider {
     }
 }
 
+/// What one Firecracker VM with `memory_mib` of guest memory costs against
+/// a [`MemoryBudget`]: that memory and Firecracker's own
+/// ([`vmm_overhead_mib`]; a guest may touch all of its memory).
+pub fn vm_cost_mib(memory_mib: u64) -> u64 {
+    memory_mib + vmm_overhead_mib(memory_mib)
+}
+
+/// Charges `mib` to `budget`, waiting up to `wait` for room; a VM larger
+/// than the whole budget fails at once.
+async fn charge(
+    budget: &Arc<MemoryBudget>,
+    mib: u64,
+    wait: Duration,
+) -> Result<Lease, SandboxError> {
+    if mib > budget.limit_mib() {
+        return Err(unavailable(format!(
+            "a VM needing {mib} MiB (guest memory and Firecracker's own) does not fit the memory budget of {} MiB: raise --vm-memory-budget or ask for a smaller VM",
+            budget.limit_mib()
+        )));
+    }
+    budget.acquire(mib, wait).await.map_err(|e| {
+        unavailable(format!(
+            "{e} (VMs of running jobs hold the rest; waited {:.0}s)",
+            wait.as_secs_f64()
+        ))
+    })
+}
+
 /// One job's Firecracker VM: the agent-backed sandbox over a [`FirecrackerVm`].
 pub type FirecrackerSandbox = AgentSandbox<FirecrackerVm>;
 
@@ -359,5 +416,34 @@ impl AgentSandbox<FirecrackerVm> {
         let mut dirs: Vec<&Path> = l.dirs().to_vec();
         dirs.push(&l.home);
         self.make_dirs(&dirs).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn vms_are_charged_to_the_memory_budget() {
+        assert_eq!(vm_cost_mib(2048), 2048 + 64 + 128);
+        let budget = MemoryBudget::new(1000);
+        let err = charge(&budget, 1200, Duration::ZERO)
+            .await
+            .expect_err("larger than the budget");
+        assert!(err.to_string().contains("--vm-memory-budget"), "{err}");
+        let first = charge(&budget, 600, Duration::ZERO).await.expect("fits");
+        let wait = Duration::from_millis(30);
+        assert!(charge(&budget, 600, wait).await.is_err(), "no room left");
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { charge(&budget, 600, Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(wait).await;
+        drop(first);
+        let second = waiting
+            .await
+            .expect("join")
+            .expect("room after the first VM ended");
+        assert_eq!(second.mib(), 600);
     }
 }

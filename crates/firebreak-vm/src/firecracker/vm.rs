@@ -645,6 +645,8 @@ pub struct FirecrackerVm {
     stats: FirecrackerBootStats,
     watchdog: Option<JoinHandle<()>>,
     cfg: FirecrackerConfig,
+    /// Its share of the provider's memory budget, returned when it is dropped.
+    lease: Option<crate::pool::Lease>,
 }
 
 impl std::fmt::Debug for FirecrackerVm {
@@ -897,6 +899,7 @@ impl FirecrackerVm {
             stats,
             watchdog,
             cfg: cfg.clone(),
+            lease: None,
         })
     }
 
@@ -1074,6 +1077,11 @@ impl FirecrackerVm {
             .map_err(io_err("read", crate::agent_ops::HOST_RANDOM))?;
         vm.client.add_entropy(&seed).await?;
         Ok(vm)
+    }
+
+    /// Charges this VM to a memory budget until it is dropped.
+    pub fn set_lease(&mut self, lease: crate::pool::Lease) {
+        self.lease = Some(lease);
     }
 
     /// vCPUs (a clone has its snapshot's).

@@ -625,7 +625,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                     Ok(j) => j,
                     Err(e) => return usage(e),
                 };
-                Arc::new(firebreak_vm::firecracker::FirecrackerProvider::new(
+                let fc = firebreak_vm::firecracker::FirecrackerProvider::new(
                     store,
                     args.image.clone(),
                     firebreak_vm::firecracker::FirecrackerConfig {
@@ -633,7 +633,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         jailer,
                         ..Default::default()
                     },
-                ))
+                );
+                Arc::new(match args.vm_memory_budget {
+                    Some(mib) => fc.with_memory_budget(mib),
+                    None => fc,
+                })
             }
             _ => {
                 let q = Arc::new(
