@@ -65,8 +65,9 @@ use crate::qemu::{qemu_args, resolve_kvm, sh_quote, QemuVm, VmConfig, VmError};
 use crate::qmp::Qmp;
 use crate::tools;
 
-/// Bumped when the snapshot layout or guest preparation changes.
-pub const SNAPSHOT_FORMAT: u32 = 10;
+/// Bumped when the snapshot layout or guest preparation changes (11: snapshots wait for the
+/// guest's final clocksource; older ones may hand clones `tsc-early`).
+pub const SNAPSHOT_FORMAT: u32 = 11;
 
 /// What `meta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
