@@ -734,11 +734,12 @@ async fn snapshot_then_restore_sends_the_clone_sequence() {
         tail,
         [
             seen("PATCH", "/vm", json!({"state": "Paused"})),
+            // Without a jail, written straight into the snapshot directory.
             seen(
                 "PUT",
                 "/snapshot/create",
-                json!({"snapshot_path": vm.run_dir().join("vmstate").to_string_lossy(),
-                       "mem_file_path": vm.run_dir().join("memory").to_string_lossy(),
+                json!({"snapshot_path": snap_dir.join("vmstate").to_string_lossy(),
+                       "mem_file_path": snap_dir.join("memory").to_string_lossy(),
                        "snapshot_type": "Full"})
             ),
             seen("PATCH", "/vm", json!({"state": "Resumed"})),
@@ -833,25 +834,57 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
     let cfg = fake.config();
     assert_eq!(cache.find(&files, &cfg), None, "nothing taken yet");
 
-    let mut vm = FirecrackerVm::boot(&files, &cfg).await.expect("boot");
-    let snap = cache.take(&mut vm, &files, &cfg).await.expect("take");
+    // Booted as the provider boots a VM that will be snapshotted: its drive
+    // through the snapshot's lasting alias.
     let name = cache.name(&files, &cfg);
     assert!(name.starts_with("2c-2048m-plain-"), "{name}");
+    let alias = cache.drive_alias(&name);
+    let boot_cfg = FirecrackerConfig {
+        drive_alias: Some(alias.clone()),
+        ..cfg.clone()
+    };
+    let mut vm = FirecrackerVm::boot(&files, &boot_cfg).await.expect("boot");
+    assert_eq!(
+        fake.log(0)[3].body["path_on_host"],
+        json!(alias.to_string_lossy())
+    );
+    assert_eq!(
+        std::fs::read_link(&alias).expect("alias"),
+        vm.run_dir().join("rootfs.ext4")
+    );
+    let snap = cache.take(&mut vm, &files, &cfg).await.expect("take");
     assert_eq!(snap.dir, cache.dir().join(&name));
-    let entries: Vec<String> = std::fs::read_dir(cache.dir())
+    assert_eq!(snap.meta.recorded_drive_path, alias);
+    assert_eq!(
+        std::fs::read_link(&alias).expect("alias"),
+        snap.dir.join("rootfs.ext4"),
+        "clones reopen the snapshot's own disk while they load"
+    );
+    let mut entries: Vec<String> = std::fs::read_dir(cache.dir())
         .expect("read cache")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(entries, [name.as_str()], "no temporary directory left");
+    entries.sort();
+    assert_eq!(
+        entries,
+        [name.clone(), format!("{name}.drive")],
+        "no temporary directory left"
+    );
+    assert!(snap.dir.join("files.json").is_file());
     assert_eq!(
         echo(&vm, "served").await,
         "served",
         "the VM goes on to serve its job"
     );
     assert_eq!(cache.find(&files, &cfg), Some(snap.clone()));
+    assert!(
+        cache.prune_stale().is_empty(),
+        "nothing it was taken from changed"
+    );
 
-    // A clone of it.
+    // A clone of it, after the VM that took it is gone.
+    vm.kill().await;
     let mut clone = FirecrackerVm::restore(&snap, &cfg).await.expect("restore");
     assert_eq!(echo(&clone, "clone").await, "clone");
     clone.kill().await;
@@ -872,25 +905,60 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
         ..cfg.clone()
     };
     assert_eq!(cache.find(&files, &tap), None);
-    assert!(cache.take(&mut vm, &files, &tap).await.is_err());
 
-    // A rebuilt kernel: the old snapshot is not found and pruned; leftovers
-    // of a dead process go too, this process's own stay.
+    // A clone that failed discards its snapshot, but not one taken again
+    // since under the same name.
+    let mut older = snap.clone();
+    older.meta.created_unix -= 1;
+    cache.discard(&older);
+    assert!(snap.dir.is_dir(), "a retaken snapshot is not discarded");
+    cache.discard(&snap);
+    assert!(!snap.dir.exists());
+    let mut vm = FirecrackerVm::boot(&files, &boot_cfg).await.expect("boot");
+    let snap = cache.take(&mut vm, &files, &cfg).await.expect("take again");
+    vm.kill().await;
+
+    // A rebuilt kernel: the old snapshot is not found, and pruning removes
+    // it and its alias; leftovers of a dead process go too, this process's
+    // own stay.
     let dead = cache.dir().join(".tmp-999999999-0");
     let ours = cache.dir().join(format!(".tmp-{}-77", std::process::id()));
     std::fs::create_dir(&dead).expect("mkdir");
     std::fs::create_dir(&ours).expect("mkdir");
     std::fs::write(&files.vmlinux, b"ELF, rebuilt").expect("rewrite kernel");
     assert_eq!(cache.find(&files, &cfg), None);
-    let mut removed = cache.prune_stale(&files, &cfg);
+    let mut removed = cache.prune_stale();
     removed.sort();
-    assert_eq!(removed, [dead, snap.dir.clone()]);
+    assert_eq!(removed, [dead, snap.dir.clone(), alias]);
     assert!(ours.is_dir());
+}
 
-    // A failed clone's snapshot is discarded.
-    let snap = cache.take(&mut vm, &files, &cfg).await.expect("take again");
-    cache.discard(&snap);
-    assert!(!snap.dir.exists());
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_stored_is_not_taken_again() {
+    let fake = FakeFirecracker::start();
+    let img = tempfile::tempdir().expect("tempdir");
+    let files = fake_image(img.path());
+    // The cache's directory cannot be made: a file is in the way.
+    let blocked = fake.dir.path().join("blocked");
+    std::fs::write(&blocked, b"").expect("write");
+    let cache = SnapshotCache::new(&blocked);
+    let cfg = fake.config();
+    let name = cache.name(&files, &cfg);
+    assert!(cache.may_take(&name));
+    let mut vm = FirecrackerVm::boot(&files, &cfg).await.expect("boot");
+    assert!(cache.take(&mut vm, &files, &cfg).await.is_err());
+    assert!(!cache.may_take(&name), "one failure per process is enough");
+    // A VM with a network device is refused without counting as a failure.
+    let tap = FirecrackerConfig {
+        network: Some(TapNetwork {
+            host_dev_name: "tap0".into(),
+            guest_mac: None,
+        }),
+        ..cfg.clone()
+    };
+    let other = SnapshotCache::new(fake.dir.path().join("other"));
+    assert!(other.take(&mut vm, &files, &tap).await.is_err());
+    assert!(other.may_take(&other.name(&files, &tap)));
     vm.kill().await;
 }
 

@@ -18,7 +18,8 @@ use firebreak_runner::sandbox::{
 };
 
 use super::vm::{
-    find_firecracker, vmm_overhead_mib, BootFiles, FirecrackerConfig, FirecrackerVm, Snapshot,
+    find_firecracker, vmm_overhead_mib, BootFiles, FirecrackerConfig, FirecrackerError,
+    FirecrackerVm, Snapshot,
 };
 use super::warm::SnapshotCache;
 use crate::agent_ops::{sanitize, AgentSandbox, GuestVm, VmOrigin};
@@ -72,6 +73,13 @@ impl FirecrackerProvider {
     /// memory.
     pub fn with_memory_budget(mut self, mib: u64) -> Self {
         self.budget = MemoryBudget::new(mib);
+        self
+    }
+
+    /// Charges its VMs to `budget`, shared with other providers (the QEMU
+    /// one's, so that one budget covers every microVM of a run).
+    pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.budget = budget;
         self
     }
 
@@ -269,10 +277,16 @@ impl FirecrackerProvider {
         let files = BootFiles::from(image);
         let cache = SnapshotCache::for_image(image);
         let warm = self.warm_starts && cfg.network.is_none();
+        let name = cache.name(&files, cfg);
         if warm {
             if let Some(snap) = cache.find(&files, cfg) {
                 match FirecrackerVm::restore(&snap, cfg).await {
                     Ok(vm) => return Ok((vm, VmOrigin::Restored)),
+                    // This host's trouble (disk full, a file it could not
+                    // copy), not the snapshot's: keep it.
+                    Err(e @ FirecrackerError::Io { .. }) => {
+                        notes.push(format!("snapshot restore failed, booting: {e}"));
+                    }
                     Err(e) => {
                         cache.discard(&snap);
                         notes.push(format!(
@@ -282,8 +296,14 @@ impl FirecrackerProvider {
                 }
             }
         }
-        let boot = || async {
-            let vm = FirecrackerVm::boot(&files, cfg)
+        let take = warm && cache.may_take(&name);
+        let mut boot_cfg = cfg.clone();
+        if take && cfg.jailer.is_none() {
+            boot_cfg.drive_alias = Some(cache.drive_alias(&name));
+        }
+        let files_ref = &files;
+        let boot = |cfg: FirecrackerConfig| async move {
+            let vm = FirecrackerVm::boot(files_ref, &cfg)
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
             crate::snapshot::prepare_guest(&vm.client())
@@ -291,14 +311,14 @@ impl FirecrackerProvider {
                 .map_err(|e| unavailable(e.to_string()))?;
             Ok::<_, SandboxError>(vm)
         };
-        let mut vm = boot().await?;
-        if !warm {
-            return Ok((vm, VmOrigin::Cold));
+        if !take {
+            return Ok((boot(cfg.clone()).await?, VmOrigin::Cold));
         }
-        let lock = crate::snapshot::build_lock(&cache.dir().join(cache.name(&files, cfg)));
+        let lock = crate::snapshot::build_lock(&cache.dir().join(&name));
         let Ok(_taking) = lock.try_lock() else {
-            return Ok((vm, VmOrigin::Cold));
+            return Ok((boot(cfg.clone()).await?, VmOrigin::Cold));
         };
+        let mut vm = boot(boot_cfg).await?;
         if cache.find(&files, cfg).is_some() {
             return Ok((vm, VmOrigin::Cold));
         }
@@ -313,15 +333,17 @@ impl FirecrackerProvider {
                         .unwrap_or_default(),
                     t0.elapsed().as_secs_f64()
                 ));
-                cache.prune_stale(&files, cfg);
+                cache.prune_stale();
                 Ok((vm, VmOrigin::Cold))
             }
             Err(e) => {
                 // A VM paused and resumed around a failed snapshot is not
-                // trusted with the job.
-                notes.push(format!("no VM snapshot ({e}); booting another VM"));
+                // trusted with the job. Not tried again by this process.
+                notes.push(format!(
+                    "no VM snapshot ({e}); booting another VM, and later jobs boot too"
+                ));
                 vm.kill().await;
-                Ok((boot().await?, VmOrigin::Cold))
+                Ok((boot(cfg.clone()).await?, VmOrigin::Cold))
             }
         }
     }

@@ -102,6 +102,27 @@ pub enum FirecrackerError {
     },
 }
 
+/// Makes `link` a symlink to `target`, replacing whatever link was there in
+/// one step (a reader never finds it missing).
+pub(super) fn point_symlink(link: &Path, target: &Path) -> Result<(), FirecrackerError> {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    }
+    let mut tmp = link.as_os_str().to_owned();
+    tmp.push(format!(
+        ".new-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("symlink", &tmp))?;
+    std::fs::rename(&tmp, link).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err("rename", link)(e)
+    })
+}
+
 pub(super) fn io_err(
     op: &'static str,
     path: impl Into<PathBuf>,
@@ -330,6 +351,11 @@ pub struct FirecrackerConfig {
     /// how long a job's VM may leave liveness pings unanswered before it is
     /// killed as hung.
     pub unresponsive_after: Option<Duration>,
+    /// Without the jailer: attach the root drive through this symlink to the
+    /// VM's disk copy, so that a snapshot of the VM records this path (which
+    /// outlives the VM) instead of the VM's run directory. Clones reopen the
+    /// recorded path while their snapshot loads.
+    pub drive_alias: Option<PathBuf>,
 }
 
 impl Default for FirecrackerConfig {
@@ -350,6 +376,7 @@ impl Default for FirecrackerConfig {
             track_dirty_pages: false,
             api_timeout: Duration::from_secs(10),
             unresponsive_after: Some(Duration::from_secs(120)),
+            drive_alias: None,
         }
     }
 }
@@ -645,6 +672,8 @@ pub struct FirecrackerVm {
     stats: FirecrackerBootStats,
     watchdog: Option<JoinHandle<()>>,
     cfg: FirecrackerConfig,
+    /// The root drive's path as Firecracker was given it (what a snapshot records).
+    drive_path: PathBuf,
     /// Its share of the provider's memory budget, returned when it is dropped.
     lease: Option<crate::pool::Lease>,
 }
@@ -841,24 +870,33 @@ impl FirecrackerVm {
             }
             let kernel = stage(&layout, jailer, &files.vmlinux, "vmlinux")?;
             let initrd = stage(&layout, jailer, &files.initramfs, "initramfs.cpio.gz")?;
+            let drive = match (&cfg.drive_alias, jailer) {
+                (Some(alias), None) => {
+                    point_symlink(alias, &disk)?;
+                    alias.clone()
+                }
+                _ => layout.vmm(Snapshot::DISK),
+            };
             Ok::<_, FirecrackerError>(BootPlan::new(
                 cfg,
                 kernel,
                 initrd,
-                layout.vmm(Snapshot::DISK),
+                drive,
                 layout.vmm("v.sock"),
             ))
         };
         let plan = s.guard("preparing files", prepared).await?;
         let api = s.api.clone();
         s.guard("configuring the VM", plan.apply(&api)).await?;
-        Self::connect(s, cfg, false).await
+        let drive = plan.drives[0].path_on_host.clone();
+        Self::connect(s, cfg, false, drive).await
     }
 
     async fn connect(
         mut s: Spawned,
         cfg: &FirecrackerConfig,
         restored: bool,
+        drive_path: PathBuf,
     ) -> Result<FirecrackerVm, FirecrackerError> {
         let transport = FirecrackerVsock {
             uds_path: s.layout.host("v.sock"),
@@ -899,6 +937,7 @@ impl FirecrackerVm {
             stats,
             watchdog,
             cfg: cfg.clone(),
+            drive_path,
             lease: None,
         })
     }
@@ -921,26 +960,57 @@ impl FirecrackerVm {
         }
         self.api.pause().await?;
         let result = async {
+            // Without a jail Firecracker writes straight into `dir`; a jailed
+            // one can only write inside its jail, and the files are moved out.
+            let written = |f: &str| {
+                if self.layout.jailed {
+                    (self.layout.host(f), self.layout.vmm(f))
+                } else {
+                    (dir.join(f), dir.join(f))
+                }
+            };
             for f in [Snapshot::VMSTATE, Snapshot::MEMORY] {
-                let _ = std::fs::remove_file(self.layout.host(f));
+                let _ = std::fs::remove_file(written(f).0);
             }
+            // Writing the memory file takes as long as the disk needs for the
+            // guest's memory (100 MB/s allowed), not an API call's time.
+            let limit = self
+                .cfg
+                .api_timeout
+                .max(Duration::from_secs(30 + self.cfg.memory_mib / 100));
             self.api
+                .clone()
+                .with_timeout(limit)
                 .create_snapshot(&SnapshotCreateParams {
-                    snapshot_path: self.layout.vmm(Snapshot::VMSTATE),
-                    mem_file_path: self.layout.vmm(Snapshot::MEMORY),
+                    snapshot_path: written(Snapshot::VMSTATE).1,
+                    mem_file_path: written(Snapshot::MEMORY).1,
                     snapshot_type: Some(SnapshotType::Full),
                 })
                 .await?;
-            for f in [Snapshot::VMSTATE, Snapshot::MEMORY] {
-                let (from, to) = (self.layout.host(f), dir.join(f));
-                if std::fs::rename(&from, &to).is_err() {
-                    std::fs::copy(&from, &to).map_err(io_err("copy", &to))?;
-                    let _ = std::fs::remove_file(&from);
+            if self.layout.jailed {
+                for f in [Snapshot::VMSTATE, Snapshot::MEMORY] {
+                    let (from, to) = (self.layout.host(f), dir.join(f));
+                    if std::fs::rename(&from, &to).is_err() {
+                        std::fs::copy(&from, &to).map_err(io_err("copy", &to))?;
+                        let _ = std::fs::remove_file(&from);
+                    }
+                    // Handed back to us, read-only for everyone: clones
+                    // hard-link them into their jails instead of copying
+                    // (a jail's user can read them but never change them).
+                    use std::os::unix::fs::PermissionsExt;
+                    std::os::unix::fs::chown(
+                        &to,
+                        Some(nix::unistd::geteuid().as_raw()),
+                        Some(nix::unistd::getegid().as_raw()),
+                    )
+                    .map_err(io_err("chown", &to))?;
+                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o444))
+                        .map_err(io_err("chmod", &to))?;
                 }
             }
             cow_copy(&self.layout.host(Snapshot::DISK), &dir.join(Snapshot::DISK)).await?;
             let meta = SnapshotMeta {
-                recorded_drive_path: self.layout.vmm(Snapshot::DISK),
+                recorded_drive_path: self.drive_path.clone(),
                 jailed: self.layout.jailed,
                 guest_cid: self.cfg.guest_cid.max(DEFAULT_GUEST_CID),
                 agent_port: self.cfg.agent_port,
@@ -1013,14 +1083,13 @@ impl FirecrackerVm {
             } else if !snapshot.meta.recorded_drive_path.exists() {
                 // Firecracker reopens the drive at its recorded path during
                 // the load; the VM stays paused until the drive is pointed at
-                // this VM's copy, so the snapshot's own copy stands in.
-                if let Some(parent) = snapshot.meta.recorded_drive_path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-                }
-                let _ = std::os::unix::fs::symlink(
-                    snapshot.dir.join(Snapshot::DISK),
+                // this VM's copy, so the snapshot's own copy stands in. (The
+                // snapshot cache records a lasting alias instead: see
+                // `FirecrackerConfig::drive_alias`.)
+                point_symlink(
                     &snapshot.meta.recorded_drive_path,
-                );
+                    &snapshot.dir.join(Snapshot::DISK),
+                )?;
             }
             let state = stage(
                 &layout,
@@ -1064,7 +1133,12 @@ impl FirecrackerVm {
             api.resume().await
         };
         s.guard("loading the snapshot", fixup).await?;
-        let vm = Self::connect(s, &cfg, true).await?;
+        let drive = if layout.jailed {
+            snapshot.meta.recorded_drive_path.clone()
+        } else {
+            layout.vmm(Snapshot::DISK)
+        };
+        let vm = Self::connect(s, &cfg, true, drive).await?;
         // Clones share the snapshot's clock and RNG state: set the clock and
         // mix fresh host entropy in before any job code runs. (An agent that
         // does not own its machine, as in tests on a host, has no guest clock

@@ -634,9 +634,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         ..Default::default()
                     },
                 );
-                Arc::new(match args.vm_memory_budget {
-                    Some(mib) => fc.with_memory_budget(mib),
-                    None => fc,
+                // One budget for every microVM of the run: the QEMU provider's
+                // when there is one (it is made first).
+                Arc::new(match (&qemu_pool, args.vm_memory_budget) {
+                    (Some(q), _) => fc.with_budget(q.budget().clone()),
+                    (None, Some(mib)) => fc.with_memory_budget(mib),
+                    (None, None) => fc,
                 })
             }
             _ => {
