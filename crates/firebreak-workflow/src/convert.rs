@@ -393,7 +393,26 @@ impl Converter<'_> {
                 }
             }
             if let Some(d) = &def.default {
-                if !(workflow_call && d.is_expression()) {
+                if workflow_call {
+                    // GitHub checks a called workflow's defaults as it checks the caller's
+                    // values: a literal is coerced to a string input's type, a number or
+                    // boolean input takes only a number or boolean.
+                    let fits = d.contains_expression()
+                        || match (&d.kind, def.input_type) {
+                            (TokenKind::Seq(_) | TokenKind::Map(_), _) => false,
+                            (_, InputType::Number) => matches!(d.kind, TokenKind::Number(_)),
+                            (_, InputType::Boolean) => matches!(d.kind, TokenKind::Bool(_)),
+                            _ => true,
+                        };
+                    if !fits {
+                        let msg = match d.kind {
+                            TokenKind::Seq(_) => "A sequence was not expected".to_string(),
+                            TokenKind::Map(_) => "A mapping was not expected".to_string(),
+                            _ => format!("Unexpected value '{}'", d.literal_display()),
+                        };
+                        self.error(d.pos, msg);
+                    }
+                } else {
                     let ok = match def.input_type {
                         InputType::Boolean => matches!(d.kind, TokenKind::Bool(_)),
                         InputType::String | InputType::Choice | InputType::Environment => {
@@ -438,7 +457,7 @@ impl Converter<'_> {
             self.error(jobs_pos, "Invalid format for jobs");
             return Vec::new();
         };
-        let mut jobs: Vec<Arc<Job>> = Vec::new();
+        let mut built: Vec<Job> = Vec::new();
         let mut need_tokens: Vec<Vec<Token>> = Vec::new();
         for (k, v) in pairs {
             let Some(id) = k.as_str() else { continue };
@@ -447,9 +466,27 @@ impl Converter<'_> {
                 self.error(jobs_pos, e);
                 continue;
             }
-            jobs.push(Arc::new(job));
+            built.push(job);
             need_tokens.push(needs);
         }
+        // GitHub matches `needs` to job ids ignoring case (job ids are ASCII); the model
+        // names the job as its key is written.
+        for i in 0..built.len() {
+            for n in 0..built[i].needs.len() {
+                let need = &built[i].needs[n];
+                if built.iter().any(|j| j.id == *need) {
+                    continue;
+                }
+                if let Some(id) = built
+                    .iter()
+                    .find(|j| j.id.eq_ignore_ascii_case(need))
+                    .map(|j| j.id.clone())
+                {
+                    built[i].needs[n] = id;
+                }
+            }
+        }
+        let jobs: Vec<Arc<Job>> = built.into_iter().map(Arc::new).collect();
         self.validate_needs(jobs_pos, &jobs, &need_tokens);
         jobs
     }
@@ -472,39 +509,50 @@ impl Converter<'_> {
             );
             return;
         }
+        // Names compare ignoring (ASCII) case, as GitHub's do: keys are lower-cased (ids
+        // mostly are already, so they are borrowed).
+        fn key(s: &str) -> std::borrow::Cow<'_, str> {
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                s.to_ascii_lowercase().into()
+            } else {
+                s.into()
+            }
+        }
         // need name -> jobs waiting on it (one entry per occurrence)
-        let mut waiting: HashMap<&str, Vec<usize>, FastState> = HashMap::default();
+        let mut waiting: HashMap<std::borrow::Cow<'_, str>, Vec<usize>, FastState> =
+            HashMap::default();
         let mut remaining: Vec<usize> = needs.iter().map(Vec::len).collect();
         for (i, n) in needs.iter().enumerate() {
             for need in n {
                 waiting
-                    .entry(need.as_str().unwrap_or(""))
+                    .entry(key(need.as_str().unwrap_or("")))
                     .or_default()
                     .push(i);
             }
         }
-        let mut satisfied: HashSet<&str, FastState> = HashSet::default();
+        let mut satisfied: HashSet<std::borrow::Cow<'_, str>, FastState> = HashSet::default();
         while let Some(cur) = queue.pop_front() {
-            let name = jobs[cur].id.as_str();
-            satisfied.insert(name);
-            for &j in waiting.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+            let name = key(jobs[cur].id.as_str());
+            for &j in waiting.get(&name).map(Vec::as_slice).unwrap_or(&[]) {
                 remaining[j] -= 1;
                 if remaining[j] == 0 {
                     queue.push_back(j);
                 }
             }
+            satisfied.insert(name);
         }
-        let ids: HashSet<&str, FastState> = jobs.iter().map(|j| j.id.as_str()).collect();
+        let ids: HashSet<std::borrow::Cow<'_, str>, FastState> =
+            jobs.iter().map(|j| key(j.id.as_str())).collect();
         for (i, n) in needs.iter().enumerate() {
             if n.is_empty() || remaining[i] == 0 {
                 continue;
             }
             for need in n {
                 let name = need.as_str().unwrap_or("");
-                if satisfied.contains(name) {
+                if satisfied.contains(&key(name)) {
                     continue;
                 }
-                let msg = if ids.contains(name) {
+                let msg = if ids.contains(&key(name)) {
                     format!(
                         "Job '{}' depends on job '{name}' which creates a cycle in the dependency graph.",
                         jobs[i].id
@@ -655,21 +703,85 @@ impl Converter<'_> {
         }
     }
 
-    /// `Matrix vector 'x' does not contain any values` for literal empty vectors.
+    /// The matrix checks GitHub makes while reading the file: empty vectors, a matrix
+    /// without any vector or include, and — when nothing in the strategy is an expression —
+    /// the include and exclude entries its matrix builder refuses (an empty include mapping,
+    /// an empty exclude filter, an exclude key that names no non-empty vector).
     fn check_matrix(&mut self, strategy: &Token) {
         let Some(matrix) = strategy.get("matrix") else {
             return;
         };
-        for (k, v) in matrix.as_map().unwrap_or(&[]) {
-            let name = k.literal_display();
-            if k.is_expression() || name == "include" || name == "exclude" {
+        let Some(pairs) = matrix.as_map() else {
+            return;
+        };
+        let (mut has_vector, mut has_include) = (false, false);
+        let mut vectors: Vec<&str> = Vec::new();
+        for (k, v) in pairs {
+            let Some(name) = k.as_str() else {
+                // An expression key counts as a vector.
+                has_vector |= k.is_expression();
                 continue;
+            };
+            match name {
+                "include" => {
+                    has_include =
+                        v.contains_expression() || v.as_seq().is_some_and(|s| !s.is_empty())
+                }
+                "exclude" => {}
+                _ => {
+                    has_vector = true;
+                    if v.contains_expression() {
+                        continue;
+                    }
+                    match v.as_seq() {
+                        Some([]) => self.error(
+                            v.pos,
+                            format!("Matrix vector '{name}' does not contain any values"),
+                        ),
+                        Some(_) => vectors.push(name),
+                        None => {}
+                    }
+                }
             }
-            if v.as_seq().is_some_and(<[Token]>::is_empty) {
-                self.error(
-                    v.pos,
-                    format!("Matrix vector '{name}' does not contain any values"),
-                );
+        }
+        if !has_vector && !has_include {
+            self.error(matrix.pos, "Matrix must define at least one vector");
+        }
+        if strategy.contains_expression() {
+            return;
+        }
+        for (k, v) in pairs {
+            let (Some(which), Some(items)) = (k.as_str(), v.as_seq()) else {
+                continue;
+            };
+            for item in items {
+                let Some(entry) = item.as_map() else { continue };
+                match (which, entry.is_empty()) {
+                    ("include", true) => self.error(
+                        item.pos,
+                        "Matrix include mapping does not contain any values",
+                    ),
+                    ("exclude", true) => {
+                        self.error(item.pos, "Matrix exclude filter must not be empty")
+                    }
+                    ("exclude", false) => {
+                        for (key, _) in entry {
+                            let Some(key_name) = key.as_str() else {
+                                continue;
+                            };
+                            if !vectors
+                                .iter()
+                                .any(|n| crate::matrix::eq_ignore_case(n, key_name))
+                            {
+                                self.error(
+                                    key.pos,
+                                    format!("Matrix exclude key '{key_name}' does not match any key within the matrix"),
+                                );
+                            }
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
     }

@@ -386,7 +386,7 @@ fn get_ignore_case<'v>(map: &'v IndexMap<String, Value>, key: &str) -> Option<&'
 
 /// Ordinal case-insensitive comparison (per-character simple uppercase), as .NET's
 /// `OrdinalIgnoreCase`.
-fn eq_ignore_case(a: &str, b: &str) -> bool {
+pub(crate) fn eq_ignore_case(a: &str, b: &str) -> bool {
     if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
         return true;
     }

@@ -262,6 +262,82 @@ fn containers_and_matrix() {
     );
 }
 
+/// What GitHub's matrix builder refuses while it reads the file (the matrix holds no
+/// expression), at the positions it names.
+#[test]
+fn literal_matrices_are_checked_when_read() {
+    let job = |matrix: &str| {
+        format!("on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n{matrix}")
+    };
+    assert_eq!(
+        errors(&job(
+            "        include: [{service: s1, build: false}]\n        exclude: [{build: false}]\n"
+        )),
+        ["w.yml:8:20: Matrix exclude key 'build' does not match any key within the matrix"]
+    );
+    assert_eq!(
+        errors(&job("        os: [x]\n        exclude:\n          - {}\n")),
+        ["w.yml:9:13: Matrix exclude filter must not be empty"]
+    );
+    assert_eq!(
+        errors(&job("        os: [x]\n        include:\n          - {}\n")),
+        ["w.yml:9:13: Matrix include mapping does not contain any values"]
+    );
+    assert_eq!(
+        errors(&job("        exclude:\n          - os: x\n")),
+        [
+            "w.yml:7:9: Matrix must define at least one vector",
+            "w.yml:8:13: Matrix exclude key 'os' does not match any key within the matrix",
+        ]
+    );
+    // Keys compare ignoring case; an empty vector is no key to exclude by.
+    assert!(errors(&job(
+        "        OS: [x, y]\n        exclude:\n          - os: x\n"
+    ))
+    .is_empty());
+    assert_eq!(
+        errors(&job(
+            "        os: []\n        exclude:\n          - os: x\n"
+        )),
+        [
+            "w.yml:7:13: Matrix vector 'os' does not contain any values",
+            "w.yml:9:13: Matrix exclude key 'os' does not match any key within the matrix",
+        ]
+    );
+    // With an expression anywhere in the strategy GitHub builds the matrix later, when the
+    // job runs; a vector or include from an expression counts as one.
+    assert!(errors(&job(
+        "        os: [x]\n        exclude:\n          - build: ${{ github.sha }}\n"
+    ))
+    .is_empty());
+    assert!(errors(&job("        include: ${{ fromJSON('[]') }}\n")).is_empty());
+    assert!(errors(&format!(
+        "{}      fail-fast: ${{{{ true }}}}\n",
+        job("        os: [x]\n        exclude:\n          - build: 1\n")
+    ))
+    .is_empty());
+}
+
+/// GitHub matches `needs` to job ids ignoring case; the model names the job as declared.
+#[test]
+fn needs_match_job_ids_ignoring_case() {
+    let w = ok(
+        "on: push\njobs:\n  build:\n    runs-on: x\n  test:\n    needs: BUILD\n    runs-on: x\n",
+    );
+    assert_eq!(w.jobs[1].needs, ["build"]);
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    needs: B\n    runs-on: x\n  b:\n    needs: A\n    runs-on: x\n"),
+        ["w.yml:3:3: The workflow must contain at least one job with no dependencies."]
+    );
+    assert_eq!(
+        errors("on: push\njobs:\n  s:\n    runs-on: x\n  a:\n    needs: [s, B]\n    runs-on: x\n  b:\n    needs: A\n    runs-on: x\n"),
+        [
+            "w.yml:6:16: Job 'a' depends on job 'B' which creates a cycle in the dependency graph.",
+            "w.yml:9:12: Job 'b' depends on job 'A' which creates a cycle in the dependency graph.",
+        ]
+    );
+}
+
 #[test]
 fn step_uses_format() {
     assert_eq!(
@@ -343,6 +419,27 @@ fn reusable_workflow_checks() {
     assert_eq!(rj.called.as_ref().map(|c| c.jobs.len()), Some(1));
     // without supplied workflows, reusable jobs are accepted as written
     assert!(parse_workflow("w.yml", src).is_ok());
+}
+
+/// A called workflow's input defaults are checked as GitHub checks values passed in: a
+/// literal fits a string input (it is coerced), a number or boolean input needs one.
+#[test]
+fn called_workflow_input_defaults() {
+    let called = "on:\n  workflow_call:\n    inputs:\n      s:\n        type: string\n        default: 12\n      n:\n        type: number\n        default: abc\n      b:\n        type: boolean\n        default: 'yes'\n      ok:\n        type: number\n        default: 3\njobs:\n  j:\n    runs-on: x\n";
+    let e = errors(called);
+    assert_eq!(
+        e,
+        [
+            "w.yml:9:18: Unexpected value 'abc'",
+            "w.yml:12:18: Unexpected value 'yes'",
+        ]
+    );
+    // workflow_dispatch keeps its own rule: the default has the input's type.
+    let dispatch = "on:\n  workflow_dispatch:\n    inputs:\n      s:\n        type: string\n        default: 12\njobs:\n  j:\n    runs-on: x\n";
+    assert_eq!(
+        errors(dispatch),
+        ["w.yml:6:18: Unexpected type 'Number' encountered while reading 'input default'. The type 'String' was expected."]
+    );
 }
 
 #[test]
