@@ -401,6 +401,13 @@ fn expand_value(m: Value, job: &Job) -> MatrixPlan {
     };
     let map: IndexMap<String, Value> = map;
     match matrix::expand_legs(&map) {
+        // Every combination excluded: GitHub runs the job once, with a `null` matrix.
+        Ok(legs) if legs.is_empty() => MatrixPlan::Legs {
+            legs: vec![MatrixLeg {
+                name: job.name.as_str().unwrap_or(&job.id).to_string(),
+                matrix: serde_json::Value::Null,
+            }],
+        },
         Ok(legs) => {
             let job_name = job.name.as_str().unwrap_or(&job.id);
             MatrixPlan::Legs {
@@ -442,6 +449,18 @@ mod tests {
             payload: serde_json::json!({ "ref": r }),
             changed_files: files.map(|f| f.iter().map(|s| s.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn a_matrix_with_every_leg_excluded_runs_the_job_once() {
+        let w = wf("on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: [x]\n        exclude:\n          - os: x\n");
+        let p = plan(&[("w.yml", w)], &push("refs/heads/main", None));
+        let MatrixPlan::Legs { legs } = &p.workflows[0].jobs[0].matrix else {
+            panic!("{:?}", p.workflows[0].jobs[0].matrix)
+        };
+        assert_eq!(legs.len(), 1);
+        assert_eq!(legs[0].name, "a");
+        assert_eq!(legs[0].matrix, serde_json::Value::Null);
     }
 
     #[test]

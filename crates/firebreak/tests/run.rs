@@ -380,6 +380,35 @@ jobs:
     assert!(o.has("ff (slow)") && o.has("cancelled"), "{o:?}");
 }
 
+/// Every combination excluded: GitHub still runs the job once, with a `null` matrix; a job
+/// without a strategy sees `null` too.
+#[test]
+fn a_fully_excluded_matrix_runs_the_job_once_with_a_null_matrix() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  m:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        os: [x]
+        exclude:
+          - os: x
+    steps:
+      - run: echo "m=${{ toJSON(matrix) }} total=${{ strategy.job-total }}"
+  plain:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "plain=${{ toJSON(matrix) }}"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("m=null total=1"), "{}", o.stdout);
+    assert!(o.stdout.contains("plain=null"), "{}", o.stdout);
+}
+
 #[test]
 fn max_parallel_runs_legs_one_at_a_time() {
     let r = repo(&[(

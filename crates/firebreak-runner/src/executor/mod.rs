@@ -394,7 +394,13 @@ pub async fn run_workflow(
             // `#2`, `#3`… appended.
             let mut seen: HashMap<String, usize> = HashMap::new();
             for (idx, (m, leg_name)) in legs.iter().enumerate() {
-                let mval = Value::Object(m.clone());
+                // A job without a matrix (or whose every combination was excluded) has a
+                // `null` matrix context, as on GitHub.
+                let mval = if m.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(m.clone())
+                };
                 let mut mctx = base_ctx.clone();
                 mctx.set("matrix", mval.clone());
                 let name = if name_token.contains_expression() {
