@@ -278,7 +278,10 @@ impl Converter<'_> {
                 "permissions" => wf.permissions = permissions(v),
                 "env" => wf.env = Some(v),
                 "defaults" => wf.defaults = v.get("run").map(run_defaults),
-                "concurrency" => wf.concurrency = Some(v),
+                "concurrency" => {
+                    self.check_concurrency(&v);
+                    wf.concurrency = Some(v)
+                }
                 "jobs" => wf.jobs = self.jobs(v),
                 _ => {}
             }
@@ -612,7 +615,10 @@ impl Converter<'_> {
         };
         for (k, v) in pairs {
             match k.as_str().unwrap_or("") {
-                "concurrency" => job.concurrency = Some(v),
+                "concurrency" => {
+                    self.check_concurrency(&v);
+                    job.concurrency = Some(v)
+                }
                 "container" => {
                     self.container(&v, false);
                     steps_job.container = Some(v);
@@ -783,6 +789,22 @@ impl Converter<'_> {
                     _ => {}
                 }
             }
+        }
+    }
+
+    /// GitHub refuses a literal concurrency group longer than 400 characters when it reads
+    /// the file (one from an expression is checked when it is evaluated).
+    fn check_concurrency(&mut self, t: &Token) {
+        let group = match &t.kind {
+            TokenKind::String(s) => Some(s.as_ref()),
+            TokenKind::Map(_) => t.get("group").and_then(Token::as_str),
+            _ => None,
+        };
+        if group.is_some_and(|g| g.chars().count() > 400) {
+            self.error(
+                t.pos,
+                "Concurrency group name must be less than 400 characters",
+            );
         }
     }
 

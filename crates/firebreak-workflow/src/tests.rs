@@ -318,6 +318,28 @@ fn literal_matrices_are_checked_when_read() {
     .is_empty());
 }
 
+#[test]
+fn long_concurrency_groups_are_refused() {
+    let long = "g".repeat(401);
+    assert_eq!(
+        errors(&format!(
+            "on: push\nconcurrency: {long}\njobs:\n  a:\n    runs-on: x\n"
+        )),
+        ["w.yml:2:14: Concurrency group name must be less than 400 characters"]
+    );
+    assert_eq!(
+        errors(&format!(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    concurrency:\n      group: {long}\n"
+        )),
+        ["w.yml:6:7: Concurrency group name must be less than 400 characters"]
+    );
+    assert!(errors(&format!(
+        "on: push\nconcurrency: {}\njobs:\n  a:\n    runs-on: x\n",
+        "g".repeat(400)
+    ))
+    .is_empty());
+}
+
 /// GitHub matches `needs` to job ids ignoring case; the model names the job as declared.
 #[test]
 fn needs_match_job_ids_ignoring_case() {
