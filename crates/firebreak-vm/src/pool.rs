@@ -47,6 +47,17 @@ pub struct MemoryBudget {
     limit_mib: u64,
     used_mib: StdMutex<u64>,
     freed: Notify,
+    evictors: Evictors,
+}
+
+/// Ways to free memory held by idle VMs (warm pools) charged to a budget.
+#[derive(Default)]
+struct Evictors(StdMutex<Vec<Box<dyn Fn() -> bool + Send + Sync>>>);
+
+impl std::fmt::Debug for Evictors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} evictor(s)", lock(&self.0).len())
+    }
 }
 
 impl MemoryBudget {
@@ -56,7 +67,19 @@ impl MemoryBudget {
             limit_mib,
             used_mib: StdMutex::new(0),
             freed: Notify::new(),
+            evictors: Evictors::default(),
         })
+    }
+
+    /// Drops one idle VM charged to this budget (from any warm pool that
+    /// shares it) to make room; false if there was none.
+    pub fn evict_one(&self) -> bool {
+        lock(&self.evictors.0).iter().any(|evict| evict())
+    }
+
+    /// Registers a way to free idle VMs' memory ([`Self::evict_one`]).
+    pub(crate) fn add_evictor(&self, evict: Box<dyn Fn() -> bool + Send + Sync>) {
+        lock(&self.evictors.0).push(evict);
     }
 
     /// The default budget: half of the host's memory (`MemTotal`), or
@@ -200,15 +223,21 @@ const MAX_FAILURES: u32 = 3;
 impl WarmPool {
     /// A pool keeping `size` VMs per snapshot, charging `budget`.
     pub fn new(size: usize, budget: Arc<MemoryBudget>) -> Self {
-        WarmPool {
-            inner: Arc::new(Inner {
-                size,
-                budget,
-                slots: StdMutex::new(HashMap::new()),
-                closed: std::sync::atomic::AtomicBool::new(false),
-                fills: StdMutex::new(Vec::new()),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            size,
+            budget: budget.clone(),
+            slots: StdMutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            fills: StdMutex::new(Vec::new()),
+        });
+        // Other VMs charged to the same budget (another backend's) may make
+        // room by dropping this pool's idle ones.
+        let weak = Arc::downgrade(&inner);
+        budget.add_evictor(Box::new(move || {
+            weak.upgrade()
+                .is_some_and(|inner| WarmPool { inner }.evict_one())
+        }));
+        WarmPool { inner }
     }
 
     /// VMs kept per snapshot.

@@ -838,7 +838,9 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
     // through the snapshot's lasting alias.
     let name = cache.name(&files, &cfg);
     assert!(name.starts_with("2c-2048m-plain-"), "{name}");
-    let alias = cache.drive_alias(&name);
+    let alias = cache.new_drive_alias(&name);
+    assert_eq!(alias.parent(), Some(cache.dir().join(".drives").as_path()));
+    assert_ne!(alias, cache.new_drive_alias(&name), "one alias per take");
     let boot_cfg = FirecrackerConfig {
         drive_alias: Some(alias.clone()),
         ..cfg.clone()
@@ -868,7 +870,7 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
     entries.sort();
     assert_eq!(
         entries,
-        [name.clone(), format!("{name}.drive")],
+        [".drives".to_string(), name.clone()],
         "no temporary directory left"
     );
     assert!(snap.dir.join("files.json").is_file());
@@ -883,10 +885,19 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
         "nothing it was taken from changed"
     );
 
-    // A clone of it, after the VM that took it is gone.
+    // A clone of it, after the VM that took it is gone; also when the alias
+    // was made to lead elsewhere (it is put back).
     vm.kill().await;
     let mut clone = FirecrackerVm::restore(&snap, &cfg).await.expect("restore");
     assert_eq!(echo(&clone, "clone").await, "clone");
+    clone.kill().await;
+    std::os::unix::fs::symlink("/nonexistent", cache.dir().join("x")).expect("symlink");
+    std::fs::rename(cache.dir().join("x"), &alias).expect("mislead the alias");
+    let mut clone = FirecrackerVm::restore(&snap, &cfg).await.expect("restore");
+    assert_eq!(
+        std::fs::read_link(&alias).expect("alias"),
+        snap.dir.join("rootfs.ext4")
+    );
     clone.kill().await;
 
     // Another shape, or a VM with a network device: not this snapshot.
@@ -909,18 +920,23 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
     // A clone that failed discards its snapshot, but not one taken again
     // since under the same name.
     let mut older = snap.clone();
-    older.meta.created_unix -= 1;
+    older.meta.recorded_drive_path = cache.new_drive_alias(&name);
     cache.discard(&older);
     assert!(snap.dir.is_dir(), "a retaken snapshot is not discarded");
     cache.discard(&snap);
     assert!(!snap.dir.exists());
-    let mut vm = FirecrackerVm::boot(&files, &boot_cfg).await.expect("boot");
+    let alias2 = cache.new_drive_alias(&name);
+    let boot_cfg2 = FirecrackerConfig {
+        drive_alias: Some(alias2.clone()),
+        ..cfg.clone()
+    };
+    let mut vm = FirecrackerVm::boot(&files, &boot_cfg2).await.expect("boot");
     let snap = cache.take(&mut vm, &files, &cfg).await.expect("take again");
     vm.kill().await;
 
     // A rebuilt kernel: the old snapshot is not found, and pruning removes
-    // it and its alias; leftovers of a dead process go too, this process's
-    // own stay.
+    // it and its alias, and the alias of the snapshot discarded before;
+    // leftovers of a dead process go too, this process's own stay.
     let dead = cache.dir().join(".tmp-999999999-0");
     let ours = cache.dir().join(format!(".tmp-{}-77", std::process::id()));
     std::fs::create_dir(&dead).expect("mkdir");
@@ -929,7 +945,9 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
     assert_eq!(cache.find(&files, &cfg), None);
     let mut removed = cache.prune_stale();
     removed.sort();
-    assert_eq!(removed, [dead, snap.dir.clone(), alias]);
+    let mut want = vec![alias, alias2, dead, snap.dir.clone()];
+    want.sort();
+    assert_eq!(removed, want);
     assert!(ours.is_dir());
 }
 

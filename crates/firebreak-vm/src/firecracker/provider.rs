@@ -283,8 +283,12 @@ impl FirecrackerProvider {
                 match FirecrackerVm::restore(&snap, cfg).await {
                     Ok(vm) => return Ok((vm, VmOrigin::Restored)),
                     // This host's trouble (disk full, a file it could not
-                    // copy), not the snapshot's: keep it.
-                    Err(e @ FirecrackerError::Io { .. }) => {
+                    // copy or stage), not the snapshot's: keep it.
+                    Err(
+                        e @ (FirecrackerError::Io { .. }
+                        | FirecrackerError::Command { .. }
+                        | FirecrackerError::NotFound),
+                    ) => {
                         notes.push(format!("snapshot restore failed, booting: {e}"));
                     }
                     Err(e) => {
@@ -297,10 +301,6 @@ impl FirecrackerProvider {
             }
         }
         let take = warm && cache.may_take(&name);
-        let mut boot_cfg = cfg.clone();
-        if take && cfg.jailer.is_none() {
-            boot_cfg.drive_alias = Some(cache.drive_alias(&name));
-        }
         let files_ref = &files;
         let boot = |cfg: FirecrackerConfig| async move {
             let vm = FirecrackerVm::boot(files_ref, &cfg)
@@ -315,13 +315,16 @@ impl FirecrackerProvider {
             return Ok((boot(cfg.clone()).await?, VmOrigin::Cold));
         }
         let lock = crate::snapshot::build_lock(&cache.dir().join(&name));
-        let Ok(_taking) = lock.try_lock() else {
+        let taking = lock.try_lock().ok();
+        // Another job of this process is taking it, or it was taken meanwhile.
+        if taking.is_none() || cache.find(&files, cfg).is_some() {
             return Ok((boot(cfg.clone()).await?, VmOrigin::Cold));
-        };
-        let mut vm = boot(boot_cfg).await?;
-        if cache.find(&files, cfg).is_some() {
-            return Ok((vm, VmOrigin::Cold));
         }
+        let mut boot_cfg = cfg.clone();
+        if cfg.jailer.is_none() {
+            boot_cfg.drive_alias = Some(cache.new_drive_alias(&name));
+        }
+        let mut vm = boot(boot_cfg).await?;
         let t0 = std::time::Instant::now();
         match cache.take(&mut vm, &files, cfg).await {
             Ok(snap) => {
@@ -368,6 +371,14 @@ async fn charge(
             "a VM needing {mib} MiB (guest memory and Firecracker's own) does not fit the memory budget of {} MiB: raise --vm-memory-budget or ask for a smaller VM",
             budget.limit_mib()
         )));
+    }
+    // Idle VMs (a warm pool sharing the budget) make room before anyone waits.
+    loop {
+        match budget.try_acquire(mib) {
+            Ok(lease) => return Ok(lease),
+            Err(_) if budget.evict_one() => continue,
+            Err(_) => break,
+        }
     }
     budget.acquire(mib, wait).await.map_err(|e| {
         unavailable(format!(
@@ -467,5 +478,23 @@ mod tests {
             .expect("join")
             .expect("room after the first VM ended");
         assert_eq!(second.mib(), 600);
+        drop(second);
+
+        // Idle VMs of a pool that shares the budget make room at once.
+        let idle = std::sync::Arc::new(std::sync::Mutex::new(vec![
+            charge(&budget, 500, Duration::ZERO).await.expect("idle 1"),
+            charge(&budget, 500, Duration::ZERO).await.expect("idle 2"),
+        ]));
+        let pool = idle.clone();
+        budget.add_evictor(Box::new(move || crate::pool::lock(&pool).pop().is_some()));
+        let third = charge(&budget, 600, Duration::ZERO)
+            .await
+            .expect("an idle VM was evicted");
+        assert!(
+            crate::pool::lock(&idle).is_empty(),
+            "both went: 500 + 600 > 1000"
+        );
+        assert_eq!(budget.used_mib(), 600);
+        drop(third);
     }
 }

@@ -710,6 +710,27 @@ impl Spawned {
         }
     }
 
+    /// Runs the host-side preparation `fut` unless Firecracker exits first;
+    /// its own errors (a full disk, a copy that failed) are returned as they
+    /// are, so that callers can tell them from a VM that did not come up.
+    async fn prepare<T>(
+        &mut self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, FirecrackerError>>,
+    ) -> Result<T, FirecrackerError> {
+        let r = tokio::select! {
+            r = fut => r,
+            st = self.child.wait() => Err(self.fail(format!("firecracker exited during {what} ({})",
+                st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())))),
+        };
+        if r.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+            let _ = std::fs::remove_dir_all(&self.layout.remove);
+        }
+        r
+    }
+
     /// Runs `fut` unless Firecracker exits first.
     async fn guard<T, E: std::fmt::Display>(
         &mut self,
@@ -973,11 +994,11 @@ impl FirecrackerVm {
                 let _ = std::fs::remove_file(written(f).0);
             }
             // Writing the memory file takes as long as the disk needs for the
-            // guest's memory (100 MB/s allowed), not an API call's time.
+            // guest's memory (50 MiB/s allowed), not an API call's time.
             let limit = self
                 .cfg
                 .api_timeout
-                .max(Duration::from_secs(30 + self.cfg.memory_mib / 100));
+                .max(Duration::from_secs(60 + self.cfg.memory_mib / 50));
             self.api
                 .clone()
                 .with_timeout(limit)
@@ -1080,16 +1101,26 @@ impl FirecrackerVm {
             if let Some(j) = &jailer {
                 std::os::unix::fs::chown(&disk, Some(j.uid), Some(j.gid))
                     .map_err(io_err("chown", &disk))?;
-            } else if !snapshot.meta.recorded_drive_path.exists() {
+            } else {
                 // Firecracker reopens the drive at its recorded path during
                 // the load; the VM stays paused until the drive is pointed at
-                // this VM's copy, so the snapshot's own copy stands in. (The
-                // snapshot cache records a lasting alias instead: see
-                // `FirecrackerConfig::drive_alias`.)
-                point_symlink(
-                    &snapshot.meta.recorded_drive_path,
-                    &snapshot.dir.join(Snapshot::DISK),
-                )?;
+                // this VM's copy, so the snapshot's own copy stands in: where
+                // nothing is, or where a symlink (the snapshot cache's alias,
+                // see `FirecrackerConfig::drive_alias`) leads elsewhere. A
+                // real file there (the disk of the VM that took it, still
+                // running) is left alone.
+                let recorded = &snapshot.meta.recorded_drive_path;
+                let own = snapshot.dir.join(Snapshot::DISK);
+                let stand_in = match std::fs::symlink_metadata(recorded) {
+                    Err(_) => true,
+                    Ok(m) => {
+                        m.file_type().is_symlink()
+                            && std::fs::read_link(recorded).ok().as_deref() != Some(own.as_path())
+                    }
+                };
+                if stand_in {
+                    point_symlink(recorded, &own)?;
+                }
             }
             let state = stage(
                 &layout,
@@ -1119,7 +1150,7 @@ impl FirecrackerVm {
                 clock_realtime: None,
             })
         };
-        let load = s.guard("preparing the restore", prepared).await?;
+        let load = s.prepare("preparing the restore", prepared).await?;
         let api = s.api.clone();
         let fixup = async {
             api.load_snapshot(&load).await?;
@@ -1156,6 +1187,12 @@ impl FirecrackerVm {
     /// Charges this VM to a memory budget until it is dropped.
     pub fn set_lease(&mut self, lease: crate::pool::Lease) {
         self.lease = Some(lease);
+    }
+
+    /// The root drive's path as Firecracker was given it (what a snapshot of
+    /// this VM records).
+    pub fn drive_path(&self) -> &Path {
+        &self.drive_path
     }
 
     /// vCPUs (a clone has its snapshot's).

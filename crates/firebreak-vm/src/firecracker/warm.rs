@@ -6,7 +6,7 @@
 //! <image dir>/firecracker-snapshots/<vcpus>c-<MiB>m-<plain|jailed>-<shape>-<files>/
 //!     vmstate  memory  rootfs.ext4  snapshot.json      (FirecrackerVm::snapshot)
 //!     files.json                                       (what it was taken from)
-//! <image dir>/firecracker-snapshots/<name>.drive       (without the jailer)
+//! <image dir>/firecracker-snapshots/.drives/<name>-<pid>-<n>  (without the jailer)
 //! ```
 //!
 //! `<shape>` hashes the settings a snapshot fixes (vCPUs, memory, extra
@@ -30,9 +30,11 @@
 //!
 //! Without the jailer Firecracker records the root drive's host path in the
 //! snapshot and reopens it while a clone loads. The snapshotted VM therefore
-//! gets its drive through `<name>.drive`, a symlink that first points at its
-//! own disk and, once the snapshot is in place, at the snapshot's disk: every
-//! clone finds it, and nothing but pruning removes it.
+//! gets its drive through an alias of its own in `.drives/`, a symlink that
+//! first points at its own disk and, once its snapshot is in place, at the
+//! snapshot's disk: every clone of that snapshot finds it (and a restore puts
+//! it back if it leads elsewhere). An alias is pruned once what it leads to
+//! is gone; one take's alias is never another's, also across processes.
 //!
 //! Kept apart from QEMU's `snapshots/` (whose pruning removes what it did
 //! not write).
@@ -60,6 +62,9 @@ static FAILED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 /// `files.json`: the files a snapshot was taken from, and their identity then.
 const FILES: &str = "files.json";
+
+/// Where drive aliases live.
+const DRIVES: &str = ".drives";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct TakenFrom {
@@ -122,10 +127,15 @@ impl SnapshotCache {
         )
     }
 
-    /// The symlink through which a VM booted to take the snapshot `name`
-    /// attaches its root drive (see the module docs; unused under the jailer).
-    pub fn drive_alias(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.drive"))
+    /// A new symlink path through which a VM booted to take the snapshot
+    /// `name` attaches its root drive (see the module docs; unused under the
+    /// jailer). Unique to this take.
+    pub fn new_drive_alias(&self, name: &str) -> PathBuf {
+        self.dir.join(DRIVES).join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     /// Whether this process may still take the snapshot `name` (it has not
@@ -204,9 +214,14 @@ impl SnapshotCache {
         placed?;
         let snap = Snapshot::open(&done)?;
         // The alias the VM was booted through now leads clones to the
-        // snapshot's own disk.
-        if !snap.meta.jailed && snap.meta.recorded_drive_path == self.drive_alias(name) {
-            point_symlink(&snap.meta.recorded_drive_path, &done.join(Snapshot::DISK))?;
+        // snapshot's own disk (if this take is the one in place: another
+        // process's may have won).
+        let ours = vm.drive_path();
+        if !snap.meta.jailed
+            && snap.meta.recorded_drive_path == ours
+            && ours.starts_with(self.dir.join(DRIVES))
+        {
+            point_symlink(ours, &done.join(Snapshot::DISK))?;
         }
         Ok(snap)
     }
@@ -245,14 +260,11 @@ impl SnapshotCache {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return removed;
         };
-        let mut aliases = Vec::new();
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
-                let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                !pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
-            } else if name.ends_with(".drive") || name.contains(".drive.new-") {
-                aliases.push(e.path());
+                !pid_alive(rest)
+            } else if name.starts_with('.') {
                 false
             } else {
                 !taken_from_files_unchanged(&e.path())
@@ -261,18 +273,32 @@ impl SnapshotCache {
                 removed.push(e.path());
             }
         }
-        for a in aliases {
-            let name = a
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let owner = name.split(".drive").next().unwrap_or_default();
-            if !self.dir.join(owner).is_dir() && std::fs::remove_file(&a).is_ok() {
-                removed.push(a);
+        // Aliases that lead nowhere (their snapshot, or the disk of the VM
+        // that was taking it, is gone), and half-made ones of dead processes.
+        let Ok(rd) = std::fs::read_dir(self.dir.join(DRIVES)) else {
+            return removed;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = match name.split_once(".new-") {
+                Some((_, rest)) => !pid_alive(rest),
+                None => !e.path().exists(),
+            };
+            if stale && std::fs::remove_file(e.path()).is_ok() {
+                removed.push(e.path());
             }
         }
         removed
     }
+}
+
+/// Whether the process whose id starts `<pid>-…` is alive.
+fn pid_alive(pid_dash_rest: &str) -> bool {
+    pid_dash_rest
+        .split('-')
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
 }
 
 /// Whether every file the snapshot in `dir` was taken from is as it was.
