@@ -3,13 +3,10 @@
 //! [`FirecrackerProvider::create`] gives each job a VM of its own — a clone
 //! of the cached snapshot for the job's VM shape ([`SnapshotCache`]; the
 //! first job of a shape boots, is prepared for jobs, and leaves that
-//! snapshot behind), else a cold boot — and wraps it in a
-//! [`FirecrackerSandbox`]: the
-//! same agent-backed operations as the QEMU backend's `VmSandbox` — the job
-//! tree under [`GUEST_ROOT`], paths confined to it, output split into lines
-//! the way the local backends do — with a Firecracker VM behind it.
-//! (`VmSandbox` holds a `QemuVm`; sharing it needs a small VM-handle trait in
-//! `sandbox.rs`, so this type carries its own copy of that logic for now.)
+//! snapshot behind), else a cold boot — charged to a memory budget, and
+//! wraps it in a [`FirecrackerSandbox`]: the agent-backed sandbox the QEMU
+//! backend uses too ([`AgentSandbox`] over a [`FirecrackerVm`]), with the job
+//! tree under [`GUEST_ROOT`].
 
 use std::path::{Path, PathBuf};
 
