@@ -46,8 +46,9 @@
 //! * [`snapshot`] — a "booted, agent ready, idle" snapshot per image and VM
 //!   shape, cached next to the image; [`QemuVm::restore`] starts a clone on
 //!   a fresh overlay, sets its clock, adds entropy.
-//! * [`pool`] — [`WarmPool`] of restored, ready VMs refilled in the
-//!   background; [`MemoryBudget`] that no VM start may exceed.
+//! * [`pool`] — [`Pool`] of restored, ready VMs refilled in the background,
+//!   for QEMU ([`WarmPool`]) and Firecracker; [`MemoryBudget`] that no VM
+//!   start may exceed, shared by both.
 //! * `standby` — one QEMU process per provider started and waiting for
 //!   the next restore's state ([`VmConfig::standby`]).
 //! * [`qmp`] — the small QMP client used to take snapshots.
@@ -77,7 +78,7 @@ pub mod transport;
 pub use agent_ops::{AgentSandbox, GuestVm};
 pub use doctor::{doctor, DoctorOptions, DoctorReport};
 pub use image::{BuildEvent, Image, ImageError, ImageSpec, ImageStore, KernelKind};
-pub use pool::{MemoryBudget, PoolConfig, WarmPool};
+pub use pool::{MemoryBudget, Pool, PoolConfig, Spare, WarmPool};
 pub use qemu::{Accel, Machine, QemuVm, Start, VmConfig, VmError};
 pub use sandbox::{QemuProvider, VmOrigin, VmSandbox};
 pub use snapshot::Snapshot;

@@ -1,18 +1,20 @@
 //! Warm pools of restored VMs, and the memory budget every VM counts against.
 //!
-//! * [`MemoryBudget`] — a host-memory ceiling for all VMs a provider starts.
-//!   A VM costs its guest memory (`-m`) plus [`QEMU_OVERHEAD_MIB`] for the
-//!   emulator (the worst case: a guest may touch all its memory); a VM that
-//!   would exceed the budget is never started ([`MemoryBudget::try_acquire`]
-//!   fails). The [`Lease`] lives inside the [`QemuVm`] and is returned when
-//!   the VM is dropped.
-//! * [`WarmPool`] — per snapshot (image + VM shape) up to `size` VMs
-//!   restored from the snapshot and ready (agent connected, clock and
-//!   entropy fresh). [`WarmPool::take`] hands one out (its clock is set again)
-//!   and wakes the background filler, which restores replacements one at a
-//!   time while the budget allows. Idle guests sit in the kernel's idle loop:
-//!   well under 1% of a host core each under TCG (measured by
-//!   `bench/sandbox`).
+//! * [`MemoryBudget`] — a host-memory ceiling for all VMs the providers of a
+//!   run start (QEMU and Firecracker share one). A QEMU VM costs its guest
+//!   memory (`-m`) plus [`QEMU_OVERHEAD_MIB`] for the emulator (the worst
+//!   case: a guest may touch all its memory); a VM that would exceed the
+//!   budget is never started ([`MemoryBudget::try_acquire`] fails). The
+//!   [`Lease`] lives inside the VM and is returned when the VM is dropped;
+//!   idle pooled VMs can be evicted to make room ([`MemoryBudget::evict_one`]).
+//! * [`Pool`] — per snapshot (image + VM shape) up to `size` VMs restored
+//!   from the snapshot and ready (agent connected, clock and entropy fresh),
+//!   for any backend that is a [`Spare`] ([`WarmPool`] for QEMU,
+//!   [`FirecrackerPool`](crate::firecracker::FirecrackerPool)). [`Pool::take`]
+//!   hands one out (its clock is set again) and wakes the background filler,
+//!   which restores replacements one at a time while the budget allows. Idle
+//!   guests sit in the kernel's idle loop: well under 1% of a host core each
+//!   under TCG (measured by `bench/sandbox`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
@@ -23,6 +25,7 @@ use tokio::sync::Notify;
 use crate::image::Image;
 use crate::qemu::{QemuVm, VmConfig, VmError};
 use crate::snapshot::Snapshot;
+use firebreak_runner::sandbox::BoxFuture;
 
 /// Host memory charged per VM on top of its guest memory (QEMU itself,
 /// TCG translation cache, page tables).
@@ -184,33 +187,136 @@ impl Default for PoolConfig {
     }
 }
 
-struct Slot {
-    image: Image,
-    cfg: VmConfig,
-    snapshot: Snapshot,
-    ready: VecDeque<QemuVm>,
+/// What a warm pool needs of a VM backend: how to restore a spare from a
+/// snapshot, what it costs, and how to hand it to a job. [`QemuVm`] and
+/// [`FirecrackerVm`](crate::firecracker::FirecrackerVm) are spares.
+pub trait Spare: Send + Sized + 'static {
+    /// Everything a restore needs besides the snapshot.
+    type Recipe: Clone + Send + Sync + 'static;
+    /// The backend's snapshot.
+    type Snap: Clone + PartialEq + Send + Sync + 'static;
+    /// Identifies the snapshot (its pool slot).
+    fn key(snap: &Self::Snap) -> String;
+    /// What one spare costs against the budget, MiB.
+    fn cost_mib(recipe: &Self::Recipe, snap: &Self::Snap) -> u64;
+    /// How spares are started (no job deadline yet; QEMU: at low priority).
+    fn spare_recipe(recipe: &Self::Recipe) -> Self::Recipe;
+    /// Restores a spare, ready for a job.
+    fn restore(recipe: Self::Recipe, snap: Self::Snap) -> BoxFuture<'static, Option<Self>>;
+    /// Still alive.
+    fn is_running(&mut self) -> bool;
+    /// Readies a spare a job takes (clock, priority); false if it does not answer.
+    fn refresh(&mut self) -> BoxFuture<'_, bool>;
+    /// Stops it at once.
+    fn kill(&mut self) -> BoxFuture<'_, ()>;
+    /// Ties its budget lease to it.
+    fn set_lease(&mut self, lease: Lease);
+    /// Its VMM's process id.
+    fn pid(&self) -> Option<u32>;
+}
+
+impl Spare for QemuVm {
+    type Recipe = (Image, VmConfig);
+    type Snap = Snapshot;
+
+    fn key(snap: &Snapshot) -> String {
+        snap.meta.key.clone()
+    }
+
+    fn cost_mib((_, cfg): &Self::Recipe, _: &Snapshot) -> u64 {
+        vm_cost_mib(cfg)
+    }
+
+    /// No job timeout yet, and (when it can be raised again on take) a low
+    /// CPU priority, so that a refill restoring in the background never
+    /// slows the jobs that are running.
+    fn spare_recipe((image, cfg): &Self::Recipe) -> Self::Recipe {
+        let mut c = cfg.clone();
+        c.job_timeout = None;
+        if nix::unistd::geteuid().is_root() {
+            c.nice = Some(10);
+        }
+        (image.clone(), c)
+    }
+
+    fn restore((image, cfg): Self::Recipe, snap: Snapshot) -> BoxFuture<'static, Option<Self>> {
+        Box::pin(async move {
+            let vm = QemuVm::restore(&image, &cfg, &snap).await.ok()?;
+            crate::snapshot::warm_up(&vm.client()).await.ok()?;
+            Some(vm)
+        })
+    }
+
+    fn is_running(&mut self) -> bool {
+        QemuVm::is_running(self)
+    }
+
+    /// Proves the agent answers, and the clock kept ticking while pooled,
+    /// but sets it anyway (cheap); meanwhile the VM gets its normal CPU
+    /// priority back.
+    fn refresh(&mut self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let client = self.client();
+            let (fresh, ()) = tokio::join!(
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.set_clock(std::time::SystemTime::now()),
+                ),
+                self.raise_priority()
+            );
+            matches!(fresh, Ok(Ok(())))
+        })
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(QemuVm::kill(self))
+    }
+
+    fn set_lease(&mut self, lease: Lease) {
+        QemuVm::set_lease(self, lease)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        QemuVm::pid(self)
+    }
+}
+
+struct Slot<V: Spare> {
+    recipe: V::Recipe,
+    snapshot: V::Snap,
+    ready: VecDeque<V>,
     filling: bool,
     failures: u32,
 }
 
-struct Inner {
+struct Inner<V: Spare> {
     size: usize,
     budget: Arc<MemoryBudget>,
-    slots: StdMutex<HashMap<String, Slot>>,
+    slots: StdMutex<HashMap<String, Slot<V>>>,
     closed: std::sync::atomic::AtomicBool,
     /// Refill tasks, awaited by `shutdown` so no VM being restored outlives it.
     fills: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Ready-to-use restored VMs, per snapshot. Cheap to clone (shared).
-#[derive(Clone)]
-pub struct WarmPool {
-    inner: Arc<Inner>,
+pub struct Pool<V: Spare> {
+    inner: Arc<Inner<V>>,
 }
 
-impl std::fmt::Debug for WarmPool {
+/// The QEMU backend's warm pool.
+pub type WarmPool = Pool<QemuVm>;
+
+impl<V: Spare> Clone for Pool<V> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<V: Spare> std::fmt::Debug for Pool<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WarmPool")
+        f.debug_struct("Pool")
             .field("size", &self.inner.size)
             .field("ready", &self.ready_total())
             .finish()
@@ -220,8 +326,10 @@ impl std::fmt::Debug for WarmPool {
 /// Consecutive restore failures after which a slot stops refilling.
 const MAX_FAILURES: u32 = 3;
 
-impl WarmPool {
-    /// A pool keeping `size` VMs per snapshot, charging `budget`.
+impl<V: Spare> Pool<V> {
+    /// A pool keeping `size` VMs per snapshot, charging `budget`. Anything
+    /// else charged to the budget may evict its idle VMs
+    /// ([`MemoryBudget::evict_one`]).
     pub fn new(size: usize, budget: Arc<MemoryBudget>) -> Self {
         let inner = Arc::new(Inner {
             size,
@@ -230,14 +338,12 @@ impl WarmPool {
             closed: std::sync::atomic::AtomicBool::new(false),
             fills: StdMutex::new(Vec::new()),
         });
-        // Other VMs charged to the same budget (another backend's) may make
-        // room by dropping this pool's idle ones.
         let weak = Arc::downgrade(&inner);
         budget.add_evictor(Box::new(move || {
             weak.upgrade()
-                .is_some_and(|inner| WarmPool { inner }.evict_one())
+                .is_some_and(|inner| Pool { inner }.evict_one())
         }));
-        WarmPool { inner }
+        Pool { inner }
     }
 
     /// VMs kept per snapshot.
@@ -246,9 +352,9 @@ impl WarmPool {
     }
 
     /// Ready VMs for `snapshot`.
-    pub fn ready(&self, snapshot: &Snapshot) -> usize {
+    pub fn ready(&self, snapshot: &V::Snap) -> usize {
         lock(&self.inner.slots)
-            .get(&snapshot.meta.key)
+            .get(&V::key(snapshot))
             .map_or(0, |s| s.ready.len())
     }
 
@@ -264,29 +370,27 @@ impl WarmPool {
     pub fn ready_pids(&self) -> Vec<u32> {
         lock(&self.inner.slots)
             .values()
-            .flat_map(|s| s.ready.iter().filter_map(QemuVm::pid))
+            .flat_map(|s| s.ready.iter().filter_map(V::pid))
             .collect()
     }
 
     /// Keeps `size` VMs of `snapshot` ready from now on (fills in the
-    /// background). `cfg` is the configuration the snapshot was taken with.
-    pub fn keep_warm(&self, image: &Image, cfg: &VmConfig, snapshot: &Snapshot) {
-        if self.inner.size == 0 {
+    /// background). `recipe` is what the snapshot's VMs are restored with.
+    pub fn keep_warm(&self, recipe: &V::Recipe, snapshot: &V::Snap) {
+        if self.inner.size == 0 || self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
+        let key = V::key(snapshot);
         {
             let mut slots = lock(&self.inner.slots);
-            let slot = slots
-                .entry(snapshot.meta.key.clone())
-                .or_insert_with(|| Slot {
-                    image: image.clone(),
-                    cfg: pool_cfg(cfg),
-                    snapshot: snapshot.clone(),
-                    ready: VecDeque::new(),
-                    filling: false,
-                    failures: 0,
-                });
-            if slot.snapshot.meta != snapshot.meta {
+            let slot = slots.entry(key.clone()).or_insert_with(|| Slot {
+                recipe: V::spare_recipe(recipe),
+                snapshot: snapshot.clone(),
+                ready: VecDeque::new(),
+                filling: false,
+                failures: 0,
+            });
+            if slot.snapshot != *snapshot {
                 // The snapshot was taken again (the old one was discarded):
                 // serve clones of the new one, and refill again.
                 slot.snapshot = snapshot.clone();
@@ -299,43 +403,32 @@ impl WarmPool {
             slot.filling = true;
         }
         let pool = self.clone();
-        let key = snapshot.meta.key.clone();
         let task = tokio::spawn(async move { pool.fill(key).await });
         let mut fills = lock(&self.inner.fills);
         fills.retain(|t| !t.is_finished());
         fills.push(task);
     }
 
-    /// Takes a ready VM of `snapshot` (its clock set again; the job timeout
-    /// not armed yet), and starts refilling. `None` if none is ready.
-    pub async fn take(&self, snapshot: &Snapshot) -> Option<QemuVm> {
+    /// Takes a ready VM of `snapshot` (readied for its job, see
+    /// [`Spare::refresh`]; the job timeout not armed yet), and starts
+    /// refilling. `None` if none is ready.
+    pub async fn take(&self, snapshot: &V::Snap) -> Option<V> {
+        let key = V::key(snapshot);
         loop {
-            let vm = {
+            let (vm, recipe, snap) = {
                 let mut slots = lock(&self.inner.slots);
-                slots.get_mut(&snapshot.meta.key)?.ready.pop_front()
+                let s = slots.get_mut(&key)?;
+                if s.snapshot != *snapshot {
+                    return None;
+                }
+                (s.ready.pop_front(), s.recipe.clone(), s.snapshot.clone())
             };
-            let (image, cfg, snap) = {
-                let slots = lock(&self.inner.slots);
-                let s = slots.get(&snapshot.meta.key)?;
-                (s.image.clone(), s.cfg.clone(), s.snapshot.clone())
-            };
-            self.keep_warm(&image, &cfg, &snap);
+            self.keep_warm(&recipe, &snap);
             let mut vm = vm?;
             if !vm.is_running() {
                 continue;
             }
-            // Proves the agent answers, and the clock kept ticking while
-            // pooled, but set it anyway (cheap); meanwhile the VM gets its
-            // normal CPU priority back.
-            let client = vm.client();
-            let (fresh, ()) = tokio::join!(
-                tokio::time::timeout(
-                    Duration::from_secs(2),
-                    client.set_clock(std::time::SystemTime::now()),
-                ),
-                vm.raise_priority()
-            );
-            if matches!(fresh, Ok(Ok(()))) {
+            if vm.refresh().await {
                 return Some(vm);
             }
             vm.kill().await;
@@ -345,10 +438,10 @@ impl WarmPool {
     /// Drops the ready VMs cloned from `snapshot` (discarded as bad) and
     /// stops refilling from it until [`keep_warm`](Self::keep_warm) names
     /// the snapshot that replaces it.
-    pub fn forget(&self, snapshot: &Snapshot) {
+    pub fn forget(&self, snapshot: &V::Snap) {
         let mut slots = lock(&self.inner.slots);
-        if let Some(slot) = slots.get_mut(&snapshot.meta.key) {
-            if slot.snapshot.meta == snapshot.meta {
+        if let Some(slot) = slots.get_mut(&V::key(snapshot)) {
+            if slot.snapshot == *snapshot {
                 slot.ready.clear();
                 slot.failures = MAX_FAILURES;
             }
@@ -358,12 +451,7 @@ impl WarmPool {
     /// Drops one ready VM (any slot) to free its memory; false if none.
     pub fn evict_one(&self) -> bool {
         let mut slots = lock(&self.inner.slots);
-        for s in slots.values_mut() {
-            if s.ready.pop_back().is_some() {
-                return true;
-            }
-        }
-        false
+        slots.values_mut().any(|s| s.ready.pop_back().is_some())
     }
 
     /// Stops refilling and kills every ready VM.
@@ -371,7 +459,7 @@ impl WarmPool {
         self.inner
             .closed
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let vms: Vec<QemuVm> = {
+        let vms: Vec<V> = {
             let mut slots = lock(&self.inner.slots);
             slots.values_mut().flat_map(|s| s.ready.drain(..)).collect()
         };
@@ -398,32 +486,25 @@ impl WarmPool {
                     slot.filling = false;
                     return;
                 }
-                match self.inner.budget.try_acquire(vm_cost_mib(&slot.cfg)) {
-                    Ok(lease) => Some((
-                        lease,
-                        slot.image.clone(),
-                        slot.cfg.clone(),
-                        slot.snapshot.clone(),
-                    )),
+                match self
+                    .inner
+                    .budget
+                    .try_acquire(V::cost_mib(&slot.recipe, &slot.snapshot))
+                {
+                    Ok(lease) => Some((lease, slot.recipe.clone(), slot.snapshot.clone())),
                     // Never start a VM over budget: wait for memory to be
                     // returned (a job's VM destroyed), then try again.
                     Err(_) => None,
                 }
             };
-            let Some((lease, image, cfg, snap)) = job else {
+            let Some((lease, recipe, snap)) = job else {
                 let freed = self.inner.budget.freed.notified();
                 let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
                 continue;
             };
-            let res = match QemuVm::restore(&image, &cfg, &snap).await {
-                Ok(vm) => match crate::snapshot::warm_up(&vm.client()).await {
-                    Ok(()) => Ok(vm),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
+            let res = V::restore(recipe, snap.clone()).await;
             if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(mut vm) = res {
+                if let Some(mut vm) = res {
                     vm.kill().await;
                 }
                 if let Some(slot) = lock(&self.inner.slots).get_mut(&key) {
@@ -436,28 +517,17 @@ impl WarmPool {
                 return;
             };
             match res {
-                Ok(mut vm) => {
+                // A clone of a snapshot replaced meanwhile is not kept.
+                Some(_) if slot.snapshot != snap => {}
+                Some(mut vm) => {
                     vm.set_lease(lease);
                     slot.failures = 0;
                     slot.ready.push_back(vm);
                 }
-                Err(_) => slot.failures += 1,
+                None => slot.failures += 1,
             }
         }
     }
-}
-
-/// Pool VMs wait with no job deadline (it is armed when taken).
-/// How spare VMs are started: no job timeout yet, and (when we may raise
-/// it again on take) at a low CPU priority, so a refill restoring in the
-/// background never slows the jobs that are running.
-fn pool_cfg(cfg: &VmConfig) -> VmConfig {
-    let mut c = cfg.clone();
-    c.job_timeout = None;
-    if nix::unistd::geteuid().is_root() {
-        c.nice = Some(10);
-    }
-    c
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ impl QemuProvider {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         if let Some(p) = &self.pool {
-            p.keep_warm(&image, &cfg, &snap);
+            p.keep_warm(&(image.clone(), cfg.clone()), &snap);
         } else {
             self.standby.replenish(&image, &cfg, &snap);
         }
@@ -222,7 +222,7 @@ impl QemuProvider {
                         None => QemuVm::restore_unrefreshed(image, cfg, &snap).await,
                     };
                     if let Some(pool) = &self.pool {
-                        pool.keep_warm(image, cfg, &snap);
+                        pool.keep_warm(&(image.clone(), cfg.clone()), &snap);
                     }
                     match res {
                         Ok(mut vm) => {

@@ -1009,3 +1009,62 @@ async fn a_vmm_that_dies_at_start_is_reported_with_its_log() {
         .collect();
     assert!(left.is_empty(), "run dir removed: {left:?}");
 }
+
+#[tokio::test]
+async fn the_warm_pool_keeps_clones_ready_within_the_budget() {
+    use firebreak_vm::firecracker::provider::vm_cost_mib;
+    use firebreak_vm::firecracker::FirecrackerPool;
+    use firebreak_vm::MemoryBudget;
+    let fake = FakeFirecracker::start();
+    let img = tempfile::tempdir().expect("tempdir");
+    let files = fake_image(img.path());
+    let cfg = fake.config();
+    let mut vm = FirecrackerVm::boot(&files, &cfg).await.expect("boot");
+    let snap = vm
+        .snapshot(&fake.dir.path().join("snap"), true)
+        .await
+        .expect("snapshot");
+    vm.kill().await;
+
+    // Room for two VMs; the pool wants three.
+    let cost = vm_cost_mib(snap.meta.memory_mib);
+    let budget = MemoryBudget::new(2 * cost + 100);
+    let pool = FirecrackerPool::new(3, budget.clone());
+    let ready = |n: usize| {
+        let pool = pool.clone();
+        let snap = snap.clone();
+        async move {
+            for _ in 0..200 {
+                if pool.ready(&snap) == n {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        }
+    };
+    pool.keep_warm(&cfg, &snap);
+    assert!(ready(2).await, "filled up to the budget");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pool.ready(&snap), 2, "never over the budget");
+    assert_eq!(budget.used_mib(), 2 * cost);
+
+    // A job takes one: it answers, keeps its memory, and the pool waits for room.
+    let taken = pool.take(&snap).await.expect("a ready VM");
+    assert!(taken.boot_stats().restored);
+    assert_eq!(echo(&taken, "pooled").await, "pooled");
+    assert_eq!(pool.ready(&snap), 1);
+    assert_eq!(budget.used_mib(), 2 * cost);
+    drop(taken);
+    assert!(ready(2).await, "refilled once the job's VM was gone");
+
+    // Anything else charged to the budget may evict idle VMs.
+    assert!(budget.evict_one());
+    assert_eq!(pool.ready(&snap), 1);
+    pool.shutdown().await;
+    assert_eq!(pool.ready_total(), 0);
+    assert_eq!(budget.used_mib(), 0, "every lease returned");
+    pool.keep_warm(&cfg, &snap);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pool.ready_total(), 0, "no refills after shutdown");
+}

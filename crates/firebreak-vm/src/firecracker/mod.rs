@@ -11,6 +11,8 @@
 //!   for `--sandbox firecracker`, and its [`FirecrackerSandbox`].
 //! * [`warm`] — [`SnapshotCache`]: one snapshot per image and VM shape,
 //!   taken from the first job's VM, cloned for every later job.
+//! * [`pool`] — [`FirecrackerPool`]: clones restored ahead of the jobs
+//!   (`--warm-pool N`), under the memory budget.
 //!
 //! Nothing here downloads or builds Firecracker. The binary is
 //! [`FirecrackerConfig::binary`], else `$FIREBREAK_FIRECRACKER_BIN`, else
@@ -106,11 +108,13 @@
 //! (`firebreak_agent::vsock`).
 
 pub mod api;
+pub mod pool;
 pub mod provider;
 pub mod vm;
 pub mod warm;
 
 pub use api::{ApiError, FirecrackerApi};
+pub use pool::FirecrackerPool;
 pub use provider::{FirecrackerProvider, FirecrackerSandbox};
 pub use vm::{
     boot_args, find_firecracker, vmm_overhead_mib, BootFiles, BootPlan, FirecrackerConfig,

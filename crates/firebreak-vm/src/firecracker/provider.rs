@@ -14,6 +14,7 @@ use firebreak_runner::sandbox::{
     BoxFuture, JobLayout, JobSpec, Probe, Sandbox, SandboxError, SandboxProvider,
 };
 
+use super::pool::FirecrackerPool;
 use super::vm::{
     find_firecracker, vmm_overhead_mib, BootFiles, FirecrackerConfig, FirecrackerError,
     FirecrackerVm, Snapshot,
@@ -47,6 +48,7 @@ pub struct FirecrackerProvider {
     snapshot: Option<PathBuf>,
     warm_starts: bool,
     budget: Arc<MemoryBudget>,
+    pool: Option<FirecrackerPool>,
 }
 
 impl FirecrackerProvider {
@@ -61,6 +63,27 @@ impl FirecrackerProvider {
             snapshot: None,
             warm_starts: true,
             budget: MemoryBudget::new(MemoryBudget::host_default_mib()),
+            pool: None,
+        }
+    }
+
+    /// Keeps `size` clones of each snapshot in use restored ahead of the
+    /// jobs ([`FirecrackerPool`]), charged to this provider's memory budget
+    /// (set the budget first). 0: none.
+    pub fn with_pool(mut self, size: usize) -> Self {
+        self.pool = (size > 0).then(|| FirecrackerPool::new(size, self.budget.clone()));
+        self
+    }
+
+    /// The warm pool, if any.
+    pub fn pool(&self) -> Option<&FirecrackerPool> {
+        self.pool.as_ref()
+    }
+
+    /// Stops the warm pool's refills and kills its idle VMs.
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.pool {
+            p.shutdown().await;
         }
     }
 
@@ -70,6 +93,14 @@ impl FirecrackerProvider {
     /// memory.
     pub fn with_memory_budget(mut self, mib: u64) -> Self {
         self.budget = MemoryBudget::new(mib);
+        self.rebind_pool()
+    }
+
+    /// A pool made before the budget was chosen charges the new one.
+    fn rebind_pool(mut self) -> Self {
+        if let Some(p) = self.pool.take() {
+            self.pool = Some(FirecrackerPool::new(p.size(), self.budget.clone()));
+        }
         self
     }
 
@@ -77,7 +108,7 @@ impl FirecrackerProvider {
     /// one's, so that one budget covers every microVM of a run).
     pub fn with_budget(mut self, budget: Arc<MemoryBudget>) -> Self {
         self.budget = budget;
-        self
+        self.rebind_pool()
     }
 
     /// The memory budget its VMs count against.
@@ -213,9 +244,8 @@ impl SandboxProvider for FirecrackerProvider {
             let memory_mib = explicit
                 .as_ref()
                 .map_or(cfg.memory_mib, |s| s.meta.memory_mib);
-            let lease = charge(&self.budget, vm_cost_mib(memory_mib), BUDGET_WAIT).await?;
             let t0 = std::time::Instant::now();
-            let (mut vm, origin) = match explicit {
+            let (vm, origin) = match explicit {
                 Some(snap) => {
                     if spec.limits.memory_bytes.is_some() || spec.limits.cpu_millis.is_some() {
                         notes.push(
@@ -223,9 +253,11 @@ impl SandboxProvider for FirecrackerProvider {
                                 .to_string(),
                         );
                     }
-                    let vm = FirecrackerVm::restore(&snap, &cfg)
+                    let lease = charge(&self.budget, vm_cost_mib(memory_mib), BUDGET_WAIT).await?;
+                    let mut vm = FirecrackerVm::restore(&snap, &cfg)
                         .await
                         .map_err(|e| unavailable(e.to_string()))?;
+                    vm.set_lease(lease);
                     (vm, VmOrigin::Restored)
                 }
                 None => {
@@ -233,7 +265,6 @@ impl SandboxProvider for FirecrackerProvider {
                     self.start_vm(&image, &cfg, &mut notes).await?
                 }
             };
-            vm.set_lease(lease);
             let pids_max = spec
                 .limits
                 .max_pids
@@ -246,7 +277,8 @@ impl SandboxProvider for FirecrackerProvider {
                 vm.agent_info().kernel_release,
                 match origin {
                     VmOrigin::Restored => "restored from its snapshot",
-                    _ => "booted",
+                    VmOrigin::Pool => "taken from the warm pool, restored from its snapshot",
+                    VmOrigin::Cold => "booted",
                 },
                 t0.elapsed().as_secs_f64() * 1e3
             ));
@@ -275,10 +307,27 @@ impl FirecrackerProvider {
         let cache = SnapshotCache::for_image(image);
         let warm = self.warm_starts && cfg.network.is_none();
         let name = cache.name(&files, cfg);
+        let cost = vm_cost_mib(cfg.memory_mib);
         if warm {
             if let Some(snap) = cache.find(&files, cfg) {
-                match FirecrackerVm::restore(&snap, cfg).await {
-                    Ok(vm) => return Ok((vm, VmOrigin::Restored)),
+                if let Some(pool) = &self.pool {
+                    if let Some(mut vm) = pool.take(&snap).await {
+                        if let Some(limit) = cfg.job_timeout {
+                            vm.arm_job_timeout(limit);
+                        }
+                        return Ok((vm, VmOrigin::Pool));
+                    }
+                }
+                let lease = charge(&self.budget, cost, BUDGET_WAIT).await?;
+                let restored = FirecrackerVm::restore(&snap, cfg).await;
+                if let Some(pool) = &self.pool {
+                    pool.keep_warm(cfg, &snap);
+                }
+                match restored {
+                    Ok(mut vm) => {
+                        vm.set_lease(lease);
+                        return Ok((vm, VmOrigin::Restored));
+                    }
                     // This host's trouble (disk full, a file it could not
                     // copy or stage), not the snapshot's: keep it.
                     Err(
@@ -290,6 +339,9 @@ impl FirecrackerProvider {
                     }
                     Err(e) => {
                         cache.discard(&snap);
+                        if let Some(pool) = &self.pool {
+                            pool.forget(&snap);
+                        }
                         notes.push(format!(
                             "snapshot restore failed (the snapshot is discarded and taken again next time), booting: {e}"
                         ));
@@ -299,10 +351,13 @@ impl FirecrackerProvider {
         }
         let take = warm && cache.may_take(&name);
         let files_ref = &files;
+        let budget = &self.budget;
         let boot = |cfg: FirecrackerConfig| async move {
-            let vm = FirecrackerVm::boot(files_ref, &cfg)
+            let lease = charge(budget, cost, BUDGET_WAIT).await?;
+            let mut vm = FirecrackerVm::boot(files_ref, &cfg)
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
+            vm.set_lease(lease);
             crate::snapshot::prepare_guest(&vm.client())
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
@@ -334,6 +389,9 @@ impl FirecrackerProvider {
                     t0.elapsed().as_secs_f64()
                 ));
                 cache.prune_stale();
+                if let Some(pool) = &self.pool {
+                    pool.keep_warm(cfg, &snap);
+                }
                 Ok((vm, VmOrigin::Cold))
             }
             Err(e) => {
@@ -343,6 +401,7 @@ impl FirecrackerProvider {
                     "no VM snapshot ({e}); booting another VM, and later jobs boot too"
                 ));
                 vm.kill().await;
+                drop(vm);
                 Ok((boot(cfg.clone()).await?, VmOrigin::Cold))
             }
         }
@@ -411,7 +470,7 @@ impl AgentSandbox<FirecrackerVm> {
     /// of its own. Clock and entropy were refreshed by the restore.
     async fn ready_for_job(&mut self, pids_max: u32, origin: VmOrigin) -> Result<(), SandboxError> {
         let machine_id = async {
-            if origin == VmOrigin::Restored {
+            if origin != VmOrigin::Cold {
                 crate::agent_ops::set_machine_id(&self.client)
                     .await
                     .map_err(|e| unavailable(e.to_string()))

@@ -936,15 +936,7 @@ impl FirecrackerVm {
             restored,
         };
         let watchdog = match (cfg.job_timeout, s.child.id()) {
-            (Some(limit), Some(pid)) => Some(tokio::spawn(async move {
-                tokio::time::sleep(limit).await;
-                if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            })),
+            (Some(limit), Some(pid)) => Some(crate::qemu::watchdog(limit, pid)),
             _ => None,
         };
         Ok(FirecrackerVm {
@@ -1182,6 +1174,28 @@ impl FirecrackerVm {
             .map_err(io_err("read", crate::agent_ops::HOST_RANDOM))?;
         vm.client.add_entropy(&seed).await?;
         Ok(vm)
+    }
+
+    /// Kills the VM `limit` from now (the job's timeout), replacing any
+    /// deadline set before (a pooled VM gets its job's when it is taken).
+    pub fn arm_job_timeout(&mut self, limit: Duration) {
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+        if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+            self.watchdog = Some(crate::qemu::watchdog(limit, pid));
+        }
+    }
+
+    /// Firecracker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Whether the agent owns its machine (a real guest; not so for the
+    /// host agent tests put behind a fake Firecracker).
+    pub(crate) fn agent_owns_machine(&self) -> bool {
+        self.info.init
     }
 
     /// Charges this VM to a memory budget until it is dropped.

@@ -512,7 +512,8 @@ pub(crate) async fn refresh_guest(client: &AgentClient) -> Result<(), VmError> {
     id
 }
 
-fn watchdog(limit: Duration, pid: u32) -> JoinHandle<()> {
+/// Kills process `pid` after `limit` (a VM's job timeout).
+pub(crate) fn watchdog(limit: Duration, pid: u32) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::time::sleep(limit).await;
         if let Ok(pid) = i32::try_from(pid) {

@@ -138,8 +138,9 @@ pub struct RunArgs {
     #[arg(long)]
     network: bool,
     /// Keep N restored microVMs ready per VM size while the run lasts, refilled in the
-    /// background, so that jobs after the first start in a VM that is already up (qemu
-    /// sandbox; default 0: each job's VM is restored from the snapshot when it starts).
+    /// background, so that jobs after the first start in a VM that is already up (qemu and
+    /// firecracker sandboxes; default 0: each job's VM is restored from the snapshot when it
+    /// starts).
     #[arg(long = "warm-pool", value_name = "N", default_value_t = 0)]
     warm_pool: usize,
     /// Guest memory (MiB) all microVMs of this run may use at once, pooled ones included;
@@ -604,6 +605,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     // MicroVM providers are made only when a run asks for them (by --sandbox or -P). The
     // QEMU one is kept to stop its warm pool's VMs when the run ends.
     let mut qemu_pool: Option<Arc<firebreak_vm::QemuProvider>> = None;
+    let mut fc_provider: Option<Arc<firebreak_vm::firecracker::FirecrackerProvider>> = None;
     let hang_timeout =
         (args.vm_hang_timeout > 0).then(|| std::time::Duration::from_secs(args.vm_hang_timeout));
     for (kind, name) in [
@@ -636,11 +638,14 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 );
                 // One budget for every microVM of the run: the QEMU provider's
                 // when there is one (it is made first).
-                Arc::new(match (&qemu_pool, args.vm_memory_budget) {
+                let fc = match (&qemu_pool, args.vm_memory_budget) {
                     (Some(q), _) => fc.with_budget(q.budget().clone()),
                     (None, Some(mib)) => fc.with_memory_budget(mib),
                     (None, None) => fc,
-                })
+                };
+                let fc = Arc::new(fc.with_pool(args.warm_pool));
+                fc_provider = Some(fc.clone());
+                fc
             }
             _ => {
                 let q = Arc::new(
@@ -875,6 +880,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     drop(tx);
     if let Some(q) = &qemu_pool {
         q.shutdown().await;
+    }
+    if let Some(f) = &fc_provider {
+        f.shutdown().await;
     }
     let mut reporter = rep_task.await.context("the reporter stopped")?;
     reporter.summary(&outcomes, &run_dir);
