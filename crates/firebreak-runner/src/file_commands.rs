@@ -98,6 +98,16 @@ pub fn parse_key_values(text: &str) -> Result<IndexMap<String, String>, FileComm
 
 /// Like [`parse_key_values`] but keeps every pair in file order.
 pub fn parse_key_value_pairs(text: &str) -> Result<Vec<(String, String)>, FileCommandError> {
+    match parse_pairs_until_error(text) {
+        (pairs, None) => Ok(pairs),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// The pairs before the first malformed line, and that line's error. The
+/// runner applies a file command's pairs one at a time as it reads them, so
+/// the lines before a bad one still take effect (the step fails).
+pub fn parse_pairs_until_error(text: &str) -> (Vec<(String, String)>, Option<FileCommandError>) {
     let mut pairs = Vec::new();
     let mut pos = 0;
     while let Some((line, _)) = next_line(text, &mut pos) {
@@ -110,18 +120,24 @@ pub fn parse_key_value_pairs(text: &str) -> Result<Vec<(String, String)>, FileCo
             (Some(e), h) if h.is_none_or(|h| e < h) => {
                 let (k, v) = (&line[..e], &line[e + 1..]);
                 if k.is_empty() {
-                    return Err(FileCommandError::EmptyName {
-                        line: line.to_string(),
-                    });
+                    return (
+                        pairs,
+                        Some(FileCommandError::EmptyName {
+                            line: line.to_string(),
+                        }),
+                    );
                 }
                 pairs.push((k.to_string(), v.to_string()));
             }
             (_, Some(h)) => {
                 let (k, delim) = (&line[..h], &line[h + 2..]);
                 if k.is_empty() || delim.is_empty() {
-                    return Err(FileCommandError::EmptyHeredoc {
-                        line: line.to_string(),
-                    });
+                    return (
+                        pairs,
+                        Some(FileCommandError::EmptyHeredoc {
+                            line: line.to_string(),
+                        }),
+                    );
                 }
                 let start = pos;
                 let mut end = pos;
@@ -129,12 +145,13 @@ pub fn parse_key_value_pairs(text: &str) -> Result<Vec<(String, String)>, FileCo
                     let before = pos;
                     match next_line(text, &mut pos) {
                         None => {
-                            return Err(FileCommandError::MissingDelimiter {
+                            let e = FileCommandError::MissingDelimiter {
                                 delimiter: delim.to_string(),
-                            })
+                            };
+                            return (pairs, Some(e));
                         }
                         Some((l, _)) if l == delim => break,
-                        Some((_, false)) => return Err(FileCommandError::MissingNewline),
+                        Some((_, false)) => return (pairs, Some(FileCommandError::MissingNewline)),
                         Some((l, true)) => end = before + l.len(),
                     }
                 }
@@ -142,13 +159,14 @@ pub fn parse_key_value_pairs(text: &str) -> Result<Vec<(String, String)>, FileCo
                 pairs.push((k.to_string(), value.to_string()));
             }
             _ => {
-                return Err(FileCommandError::InvalidFormat {
+                let e = FileCommandError::InvalidFormat {
                     line: line.to_string(),
-                })
+                };
+                return (pairs, Some(e));
             }
         }
     }
-    Ok(pairs)
+    (pairs, None)
 }
 
 /// Parses a GITHUB_PATH file: one directory per non-empty line.
@@ -377,18 +395,21 @@ impl StepFiles {
         };
         let key_values = |f: FileCommand, text: Option<Vec<u8>>, r: &mut StepFileResults| {
             let text = String::from_utf8_lossy(&text.unwrap_or_default()).into_owned();
-            match parse_key_values(&text) {
-                Ok(kv) => kv,
-                Err(e) => {
-                    r.errors.push(format!(
-                        "Unable to process file command '{}' successfully.",
-                        context_name(f)
-                    ));
-                    r.errors.push(e.to_string());
-                    r.failed = true;
-                    IndexMap::new()
-                }
+            let (pairs, error) = parse_pairs_until_error(&text);
+            if let Some(e) = error {
+                r.errors.push(format!(
+                    "Unable to process file command '{}' successfully.",
+                    context_name(f)
+                ));
+                r.errors.push(e.to_string());
+                r.failed = true;
             }
+            // Later duplicates win; the map keeps first-seen order.
+            let mut kv = IndexMap::new();
+            for (k, v) in pairs {
+                kv.insert(k, v);
+            }
+            kv
         };
         let env = key_values(FileCommand::Env, read(FileCommand::Env).await?, &mut r);
         for (k, v) in env {
@@ -520,6 +541,13 @@ mod tests {
             Some("Invalid value. EOF marker missing new line.".into())
         );
         assert_eq!(err("justtext\n"), Some("Invalid format 'justtext'".into()));
+        // What came before the bad line still counts; nothing after it.
+        let (pairs, e) = parse_pairs_until_error("GOOD=1\nbadline\nLATER=2\n");
+        assert_eq!(pairs, [p("GOOD", "1")]);
+        assert_eq!(
+            e.map(|e| e.to_string()),
+            Some("Invalid format 'badline'".into())
+        );
     }
 
     #[test]

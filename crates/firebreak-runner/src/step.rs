@@ -48,8 +48,10 @@ pub struct ScriptStep {
     /// ([`crate::context::job_env`]), workflow/job/step `env:`, earlier
     /// `GITHUB_ENV` values and `PATH` with prepends, already merged.
     pub env: IndexMap<String, String>,
-    /// `timeout-minutes`.
+    /// `timeout-minutes` (see [`step_timeout`]).
     pub timeout: Option<Duration>,
+    /// The step's display name, for its messages (`The action 'NAME' has timed out…`).
+    pub display_name: String,
     /// Job cancellation.
     pub cancel: Option<CancellationToken>,
     /// Step debug logging (`ACTIONS_STEP_DEBUG` as a secret or variable):
@@ -145,6 +147,14 @@ pub enum StepError {
 
 /// Runs `step` in `sandbox`. Log records go to `log` (a closed receiver only
 /// discards them). See the module docs.
+/// A step's `timeout-minutes` as GitHub's runner applies it: cut to whole
+/// minutes (`1.9` is one minute), and none unless that is above zero (`0.5`
+/// sets no timeout).
+pub fn step_timeout(minutes: f64) -> Option<Duration> {
+    let whole = minutes.trunc();
+    (whole.is_finite() && whole >= 1.0).then(|| Duration::from_secs(whole as u64 * 60))
+}
+
 pub async fn run_script_step(
     sandbox: &dyn Sandbox,
     step: ScriptStep,
@@ -268,7 +278,7 @@ pub async fn run_script_step(
         ExitStatus::Exited(0) => {}
         ExitStatus::TimedOut => {
             outcome.failed = true;
-            // `0.03`, not `0.030000000000000002`: the minutes as the workflow wrote them.
+            // Whole minutes ([`step_timeout`]); `0.01` for the sub-minute ones tests use.
             let mins = step.timeout.map(|d| d.as_secs_f64() / 60.0).unwrap_or(0.0);
             let mins = format!("{:.6}", mins)
                 .trim_end_matches('0')
@@ -276,7 +286,10 @@ pub async fn run_script_step(
                 .to_string();
             send(
                 &log,
-                StepLog::Error(format!("The action has timed out after {mins} minutes.")),
+                StepLog::Error(format!(
+                    "The action '{}' has timed out after {mins} minutes.",
+                    step.display_name
+                )),
             )
             .await;
         }
@@ -370,4 +383,20 @@ pub async fn probe_program(
     let drain = async { while rx.recv().await.is_some() {} };
     let (st, ()) = tokio::join!(sandbox.exec(req, tx), drain);
     Ok(st?.success())
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn step_timeouts_are_whole_minutes_above_zero() {
+        assert_eq!(step_timeout(0.05), None);
+        assert_eq!(step_timeout(0.99), None);
+        assert_eq!(step_timeout(1.0), Some(Duration::from_secs(60)));
+        assert_eq!(step_timeout(1.9), Some(Duration::from_secs(60)));
+        assert_eq!(step_timeout(30.0), Some(Duration::from_secs(1800)));
+        assert_eq!(step_timeout(-3.0), None);
+        assert_eq!(step_timeout(f64::INFINITY), None);
+    }
 }

@@ -288,6 +288,7 @@ async fn timeout_debug_and_working_directory() -> TestResult {
             working_directory: Some("sub/dir".into()),
             env: env.clone(),
             timeout: Some(std::time::Duration::from_millis(600)),
+            display_name: "Wait".into(),
             debug: true,
             ..Default::default()
         };
@@ -310,7 +311,7 @@ async fn timeout_debug_and_working_directory() -> TestResult {
         assert_eq!(lines(&logs), [ws.to_string_lossy().into_owned()]);
         assert!(logs
             .iter()
-            .any(|l| matches!(l, StepLog::Error(m) if m.starts_with("The action has timed out"))));
+            .any(|l| matches!(l, StepLog::Error(m) if m == "The action 'Wait' has timed out after 0.01 minutes.")));
         // Without debug, ::debug:: is swallowed.
         let (o, logs) = step(sb, &masker, "echo '::debug::hidden'", None, &env).await?;
         assert!(!o.failed);

@@ -354,6 +354,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         step_files: None,
         grace: None,
         step_cancel: None,
+        step_name: String::new(),
         cancel_timeout_min: 5.0,
         status: Status::Success,
     };
@@ -404,6 +405,8 @@ pub(crate) struct LegRunner {
     /// evaluated (see `step_token`): a normal step whose condition passed
     /// just before a Ctrl-C is stopped by it, not run as an `always()` step.
     step_cancel: Option<CancellationToken>,
+    /// The running step's display name (masked), for its messages.
+    step_name: String,
     /// `cancel-timeout-minutes`.
     cancel_timeout_min: f64,
     /// The job's status (top-level steps).
@@ -894,7 +897,8 @@ impl LegRunner {
             };
             let coe = eval_flag(step.continue_on_error.as_ref(), &ctx);
             let timeout = eval_minutes(step.timeout_minutes.as_ref(), &ctx)
-                .map(|m| Duration::from_secs_f64(m * 60.0));
+                .and_then(crate::step::step_timeout);
+            self.step_name = self.masker.mask(&name).into_owned();
             self.step_started(index, depth, &name);
             let exec = if let Some(e) = setup_err {
                 self.say(LineKind::Error, &e);
@@ -1058,6 +1062,7 @@ impl LegRunner {
             debug,
             bash_available,
             files: self.step_files.clone(),
+            display_name: self.step_name.clone(),
         };
         let o = self.exec_script(s).await;
         Exec {
@@ -1415,6 +1420,7 @@ impl LegRunner {
             debug: false,
             bash_available: None,
             files: self.step_files.clone(),
+            display_name: self.step_name.clone(),
         };
         let o = self.exec_script(s).await;
         if o.status == crate::sandbox::ExitStatus::Exited(127) {
@@ -1675,6 +1681,7 @@ echo "commit=$target" >> "$GITHUB_OUTPUT"
                     debug: false,
                     bash_available: None,
                     files: self.step_files.clone(),
+                    display_name: self.step_name.clone(),
                 })
                 .await;
             if o.failed {
