@@ -172,10 +172,20 @@ jobs:
         id: x
       - run: echo "legacy ${{ steps.x.outputs.legacy }}"
       - run: echo "*summary* of $GITHUB_JOB" >> "$GITHUB_STEP_SUMMARY"
+      - run: head -c 1048577 /dev/zero | tr '\0' x >> "$GITHUB_STEP_SUMMARY"
+      - name: lenient
+        continue-on-error: true
+        run: printf 'GOOD=1\nbadline\nLATER=2\n' >> "$GITHUB_ENV"
+      - run: echo "good=[$GOOD] later=[$LATER]"
 "#,
     )]);
     let o = r.host(&[]);
     assert_eq!(o.code, 0, "{o:?}");
+    // Over 1 MiB: an error, not a failed step, and not in the job summary.
+    assert!(o.has("$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of 1024k, got 1024k"), "{o:?}");
+    // The lines before a malformed one still count.
+    assert!(o.has("Invalid format 'badline'"), "{o:?}");
+    assert!(o.has("| good=[1] later=[]"), "{o:?}");
     assert!(o.has("| line one\n[j]   | line two|"), "{o:?}");
     assert!(o.has("| outs v=1 \"o1\\no2\""), "{o:?}");
     assert!(o.has("| from-added-path"), "{o:?}");
@@ -599,6 +609,8 @@ runs:
     - id: s
       run: echo "t=hello ${{ inputs.name }}" >> "$GITHUB_OUTPUT"
       shell: sh
+    - run: echo "inner action=$GITHUB_ACTION ${{ github.action }} ${{ github.action_status }}"
+      shell: sh
     - if: failure()
       run: echo "inner failure branch"
       shell: sh
@@ -611,6 +623,8 @@ runs:
     assert!(o.has("| result hello mona! yes"), "{o:?}");
     assert!(o.has("| scoped '' ''"), "{o:?}");
     assert!(!o.has("| inner failure branch"), "{o:?}");
+    // Nested steps see the calling step's context name, and the composite's status.
+    assert!(o.has("| inner action=outer outer success"), "{o:?}");
 }
 
 const JS_MAIN: &str = r#"

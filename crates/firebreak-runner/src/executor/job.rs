@@ -438,6 +438,20 @@ impl LegRunner {
         if let (Some(a), Some(o)) = (&scope.action, gh.as_object_mut()) {
             insert_action_fields(o, a);
         }
+        // Inside a composite action, the composite's result so far.
+        if let (true, Some(o)) = (scope.composite, gh.as_object_mut()) {
+            let status = if self.cancelled() {
+                "cancelled"
+            } else if scope.status == Status::Failure {
+                "failure"
+            } else {
+                "success"
+            };
+            o.insert(
+                "action_status".into(),
+                serde_json::Value::String(status.into()),
+            );
+        }
         c.set("github", Value::from_json(&gh));
         c.set("env", string_map_value(env));
         c.set("vars", string_map_value(&self.sh.cfg.vars));
@@ -759,7 +773,10 @@ impl LegRunner {
                     self.path.add(p.clone());
                 }
                 if !o.summary.is_empty() {
-                    let _ = self.summary.append_step(&o.summary, &self.masker);
+                    // Too large: GitHub reports it as an error; the step does not fail.
+                    if let Err(e) = self.summary.append_step(&o.summary, &self.masker) {
+                        self.say(LineKind::Error, &e.to_string());
+                    }
                 }
                 o
             }
@@ -819,7 +836,13 @@ impl LegRunner {
     fn run_step<'a>(&'a mut self, step: &'a Step, scope: &'a mut Scope) -> super::BoxFut<'a, ()> {
         Box::pin(async move {
             let outer = self.current;
-            let outer_action = self.step_action.replace(step.id.clone());
+            // Steps inside a composite action keep the calling step's context name
+            // (`github.action`, `GITHUB_ACTION`), as on GitHub.
+            let outer_action = if scope.composite && self.step_action.is_some() {
+                self.step_action.clone()
+            } else {
+                self.step_action.replace(step.id.clone())
+            };
             let outer_files = self
                 .step_files
                 .replace(StepFiles::random(&self.layout.file_commands));
@@ -1038,7 +1061,11 @@ impl LegRunner {
             None if !scope.composite => self.defaults.working_directory.clone(),
             None => None,
         };
-        let penv = self.process_env(scope, env, &step.id);
+        let penv = self.process_env(
+            scope,
+            env,
+            &self.step_action.clone().unwrap_or_else(|| step.id.clone()),
+        );
         let debug = self
             .sh
             .cfg
@@ -1224,7 +1251,11 @@ impl LegRunner {
             }
         };
         if r.is_checkout() {
-            let penv = self.process_env(scope, env, &step.id);
+            let penv = self.process_env(
+                scope,
+                env,
+                &self.step_action.clone().unwrap_or_else(|| step.id.clone()),
+            );
             return self.checkout(&with, penv).await;
         }
         let (info, manifest) = match self.resolve(&r).await {
