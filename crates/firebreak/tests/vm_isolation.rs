@@ -58,6 +58,7 @@ jobs:
           test ! -e "@HOST_SECRET@"
           test ! -e "@HOST_REPO@"
           echo "host files invisible"
+      - run: echo "hashed ${{ hashFiles('**/*.txt') }}"
   network:
     runs-on: [ubuntu-latest, 1cpu, 512mb]
     steps:
@@ -238,6 +239,14 @@ fn a_workflow_in_microvms_proves_isolation() {
         "{ctx}"
     );
     assert!(r.has("network opted in"), "{ctx}");
+    // hashFiles inside the guest: the digest of README.txt's digest, as GitHub computes it.
+    use sha2::{Digest, Sha256};
+    let inner = Sha256::digest(b"checked out\n");
+    let outer: String = Sha256::digest(inner)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(r.has(&format!("hashed {outer}")), "{ctx}");
     assert!(r.has("after the bomb, "), "{ctx}");
     assert!(
         r.has("[roomy] root filesystem grown from"),

@@ -45,6 +45,9 @@ pub struct Contexts {
     pub cancelled: bool,
     /// Host path of the workspace, for `hashFiles`.
     pub workspace: Option<PathBuf>,
+    /// Or, where the host cannot read the workspace (a microVM), the sandbox
+    /// that can.
+    pub guest_files: Option<super::hashfiles::GuestFiles>,
 }
 
 impl Contexts {
@@ -55,6 +58,7 @@ impl Contexts {
             status: Status::Success,
             cancelled: false,
             workspace: None,
+            guest_files: None,
         }
     }
 
@@ -102,16 +106,14 @@ impl Context for Contexts {
             "always" => Value::Bool(true),
             "hashfiles" => {
                 let patterns: Vec<String> = args.iter().map(Value::to_coerced_string).collect();
-                match &self.workspace {
-                    Some(ws) => match super::hashfiles::hash_files(ws, &patterns) {
-                        Ok(h) => Value::String(h),
-                        Err(e) => return Some(Err(EvalError::Host(e))),
-                    },
-                    None => {
-                        return Some(Err(EvalError::Host(
-                            "hashFiles is not supported by this sandbox backend yet".into(),
-                        )))
-                    }
+                let hashed = match (&self.workspace, &self.guest_files) {
+                    (Some(ws), _) => super::hashfiles::hash_files(ws, &patterns),
+                    (None, Some(guest)) => guest.hash(&patterns),
+                    (None, None) => Err("hashFiles has no workspace to read here".into()),
+                };
+                match hashed {
+                    Ok(h) => Value::String(h),
+                    Err(e) => return Some(Err(EvalError::Host(e))),
                 }
             }
             _ => return None,

@@ -22,60 +22,278 @@
 //! * The result is the hex SHA-256 of the concatenated SHA-256 digests of
 //!   the files, or `''` when no file matched.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-/// Computes `hashFiles(args…)` over the workspace `root`.
-pub(crate) fn hash_files(root: &Path, args: &[String]) -> Result<String, String> {
-    let (follow, args) = match args.first() {
+use crate::sandbox::{ExecRequest, ExitStatus, OutputEvent, Sandbox, Stream};
+
+/// What the walk needs to know of a file tree.
+trait Tree {
+    /// Whether `path` is a directory (following a symbolic link when
+    /// `follow`); `None` when it does not exist.
+    fn is_dir(&self, path: &Path, follow: bool) -> Option<bool>;
+    /// The names in directory `dir`, in any order.
+    fn children(&self, dir: &Path) -> Vec<OsString>;
+    /// Whether `path` is a regular file, through symbolic links.
+    fn is_file(&self, path: &Path) -> bool;
+}
+
+/// The host's file system.
+struct HostTree;
+
+impl Tree for HostTree {
+    fn is_dir(&self, path: &Path, follow: bool) -> Option<bool> {
+        let m = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        m.ok().map(|m| m.is_dir())
+    }
+
+    fn children(&self, dir: &Path) -> Vec<OsString> {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file())
+    }
+}
+
+/// The optional `--follow-symbolic-links` first argument, and the patterns.
+fn options(args: &[String]) -> Result<(bool, &[String]), String> {
+    match args.first() {
         Some(a) if a.starts_with("--") => {
             if !a.eq_ignore_ascii_case("--follow-symbolic-links") {
                 return Err(format!(
                     "Invalid glob option {a}, available option: '--follow-symbolic-links'"
                 ));
             }
-            (true, &args[1..])
+            Ok((true, &args[1..]))
         }
-        _ => (false, args),
-    };
+        _ => Ok((false, args)),
+    }
+}
+
+/// The files `hashFiles(args…)` hashes, in its order, as paths relative to
+/// the workspace `root`.
+fn select(tree: &dyn Tree, root: &Path, args: &[String]) -> Result<Vec<PathBuf>, String> {
+    let (follow, args) = options(args)?;
     let patterns = parse_patterns(root, &args.join("\n"));
-    let mut outer = Sha256::new();
-    let mut any = false;
+    let mut out = Vec::new();
     for search in search_roots(&patterns) {
         let mut files = Vec::new();
-        walk(&search, follow, &mut files);
+        walk(tree, &search, follow, &mut files);
         for file in files {
             let Ok(rel) = file.strip_prefix(root) else {
                 continue; // outside the workspace: GitHub skips it too
             };
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
-            let rel = rel.to_string_lossy();
-            if !included(&patterns, &rel) {
+            if rel.as_os_str().is_empty() || !included(&patterns, &rel.to_string_lossy()) {
                 continue;
             }
             // Through a link to a file; a link to a directory is no file.
-            match std::fs::metadata(&file) {
-                Ok(m) if m.is_file() => {}
-                _ => continue,
+            if tree.is_file(&file) {
+                out.push(rel.to_path_buf());
             }
-            let bytes =
-                std::fs::read(&file).map_err(|e| format!("hashFiles: {}: {e}", file.display()))?;
-            outer.update(Sha256::digest(&bytes));
-            any = true;
         }
     }
-    Ok(if any {
-        outer
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    } else {
-        String::new()
-    })
+    Ok(out)
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Computes `hashFiles(args…)` over the workspace `root` on the host.
+pub(crate) fn hash_files(root: &Path, args: &[String]) -> Result<String, String> {
+    let files = select(&HostTree, root, args)?;
+    if files.is_empty() {
+        return Ok(String::new());
+    }
+    let mut outer = Sha256::new();
+    for rel in files {
+        let file = root.join(&rel);
+        let bytes =
+            std::fs::read(&file).map_err(|e| format!("hashFiles: {}: {e}", file.display()))?;
+        outer.update(Sha256::digest(&bytes));
+    }
+    Ok(hex(&outer.finalize()))
+}
+
+/// `hashFiles` over a workspace the host cannot read (inside a microVM):
+/// one `find` lists the tree, the walk and matching run here, and one
+/// `sha256sum` in the sandbox hashes the chosen files.
+#[derive(Clone)]
+pub struct GuestFiles {
+    /// The job's sandbox.
+    pub sandbox: Arc<dyn Sandbox>,
+    /// The workspace, as the sandbox sees it.
+    pub workspace: PathBuf,
+}
+
+impl std::fmt::Debug for GuestFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestFiles")
+            .field("backend", &self.sandbox.backend())
+            .field("workspace", &self.workspace)
+            .finish()
+    }
+}
+
+/// A tree read from `find -printf '%y %Y %P\n'`.
+struct Listing {
+    root: PathBuf,
+    /// Relative path → (its own type, its type through links).
+    kinds: HashMap<PathBuf, (char, char)>,
+    children: HashMap<PathBuf, Vec<OsString>>,
+}
+
+impl Listing {
+    fn parse(root: &Path, lines: &[String]) -> Listing {
+        let mut kinds = HashMap::new();
+        let mut children: HashMap<PathBuf, Vec<OsString>> = HashMap::new();
+        for line in lines {
+            let mut chars = line.chars();
+            let (Some(own), Some(' '), Some(through), Some(' ')) =
+                (chars.next(), chars.next(), chars.next(), chars.next())
+            else {
+                continue;
+            };
+            let rel = PathBuf::from(chars.as_str());
+            let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+            if let Some(name) = rel.file_name() {
+                children
+                    .entry(parent)
+                    .or_default()
+                    .push(name.to_os_string());
+            }
+            kinds.insert(rel, (own, through));
+        }
+        kinds.insert(PathBuf::new(), ('d', 'd'));
+        Listing {
+            root: root.to_path_buf(),
+            kinds,
+            children,
+        }
+    }
+
+    fn kind(&self, path: &Path) -> Option<(char, char)> {
+        self.kinds.get(path.strip_prefix(&self.root).ok()?).copied()
+    }
+}
+
+impl Tree for Listing {
+    fn is_dir(&self, path: &Path, follow: bool) -> Option<bool> {
+        self.kind(path)
+            .map(|(own, through)| if follow { through } else { own } == 'd')
+    }
+
+    fn children(&self, dir: &Path) -> Vec<OsString> {
+        dir.strip_prefix(&self.root)
+            .ok()
+            .and_then(|rel| self.children.get(rel).cloned())
+            .unwrap_or_default()
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        self.kind(path).is_some_and(|(_, through)| through == 'f')
+    }
+}
+
+impl GuestFiles {
+    /// Computes `hashFiles(args…)`; blocks the calling thread (expressions
+    /// are evaluated synchronously) on the sandbox's two commands.
+    pub fn hash(&self, args: &[String]) -> Result<String, String> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "hashFiles: no runtime to reach the sandbox with".to_string())?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err("hashFiles in this sandbox needs a multi-threaded runtime".into());
+        }
+        tokio::task::block_in_place(|| handle.block_on(self.hash_async(args)))
+    }
+
+    async fn hash_async(&self, args: &[String]) -> Result<String, String> {
+        let (follow, _) = options(args)?;
+        let find = if follow { "find -L" } else { "find" };
+        let listed = self
+            .run(
+                &format!("{find} . -mindepth 1 -printf '%y %Y %P\\n' 2>/dev/null; true"),
+                None,
+            )
+            .await?;
+        let tree = Listing::parse(&self.workspace, &listed);
+        let files = select(&tree, &self.workspace, args)?;
+        if files.is_empty() {
+            return Ok(String::new());
+        }
+        let mut list = Vec::new();
+        for f in &files {
+            list.extend_from_slice(f.as_os_str().as_encoded_bytes());
+            list.push(0);
+        }
+        let sums = self.run("xargs -0 sha256sum --", Some(list)).await?;
+        let mut outer = Sha256::new();
+        let mut n = 0;
+        for line in &sums {
+            // `\` starts the line of a name sha256sum had to escape.
+            let digest = line.trim_start_matches('\\').get(..64).unwrap_or_default();
+            let bytes: Option<Vec<u8>> = (0..32)
+                .map(|i| u8::from_str_radix(digest.get(i * 2..i * 2 + 2)?, 16).ok())
+                .collect();
+            let Some(bytes) = bytes else {
+                return Err(format!("hashFiles: unexpected sha256sum output: {line}"));
+            };
+            outer.update(&bytes);
+            n += 1;
+        }
+        if n != files.len() {
+            return Err(format!(
+                "hashFiles: {n} checksums for {} files in the sandbox",
+                files.len()
+            ));
+        }
+        Ok(hex(&outer.finalize()))
+    }
+
+    /// Runs `script` with `sh` in the workspace; its stdout lines.
+    async fn run(&self, script: &str, stdin: Option<Vec<u8>>) -> Result<Vec<String>, String> {
+        let mut req = ExecRequest::new(["sh", "-c", script]);
+        req.env.insert(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+        req.env.insert("LC_ALL".into(), "C".into());
+        req.cwd = Some(self.workspace.clone());
+        req.stdin = stdin;
+        req.drain_grace = std::time::Duration::ZERO;
+        let (tx, mut rx) = mpsc::channel::<OutputEvent>(1024);
+        let collect = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            while let Some(ev) = rx.recv().await {
+                match ev.stream {
+                    Stream::Stdout => out.push(ev.line),
+                    Stream::Stderr => err.push(ev.line),
+                }
+            }
+            (out, err)
+        };
+        let (status, (out, err)) = tokio::join!(self.sandbox.exec(req, tx), collect);
+        match status.map_err(|e| format!("hashFiles: {e}"))? {
+            ExitStatus::Exited(0) => Ok(out),
+            other => Err(format!(
+                "hashFiles: {script}: {other:?}: {}",
+                err.join("; ")
+            )),
+        }
+    }
 }
 
 /// One pattern: negated or not, its segments relative to the workspace
@@ -178,24 +396,17 @@ fn search_roots(patterns: &[Pattern]) -> Vec<PathBuf> {
 }
 
 /// Depth first from `path`, each directory's entries in byte order.
-fn walk(path: &Path, follow: bool, out: &mut Vec<PathBuf>) {
-    let meta = if follow {
-        std::fs::metadata(path)
-    } else {
-        std::fs::symlink_metadata(path)
-    };
-    let Ok(meta) = meta else { return };
-    if !meta.is_dir() {
-        out.push(path.to_path_buf());
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(path) else {
-        return;
-    };
-    let mut names: Vec<std::ffi::OsString> = rd.flatten().map(|e| e.file_name()).collect();
-    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    for name in names {
-        walk(&path.join(name), follow, out);
+fn walk(tree: &dyn Tree, path: &Path, follow: bool, out: &mut Vec<PathBuf>) {
+    match tree.is_dir(path, follow) {
+        None => {}
+        Some(false) => out.push(path.to_path_buf()),
+        Some(true) => {
+            let mut names = tree.children(path);
+            names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+            for name in names {
+                walk(tree, &path.join(name), follow, out);
+            }
+        }
     }
 }
 
@@ -353,6 +564,64 @@ mod tests {
         );
         let err = hash_files(t.path(), &["--nope".into(), "*".into()]).expect_err("bad option");
         assert!(err.contains("--follow-symbolic-links"), "{err}");
+    }
+
+    /// The sandbox path (listing + `sha256sum` through the sandbox) agrees
+    /// with the host path on the same tree; here the sandbox is the host's.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn through_a_sandbox_as_on_the_host() {
+        use crate::sandbox::{HostProvider, JobSpec, SandboxProvider};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = HostProvider::new(dir.path().join("jobs"))
+            .create(JobSpec::new("hash", "repo"))
+            .await
+            .expect("sandbox");
+        let ws = sb.layout().workspace.clone();
+        for f in [
+            "a/z.txt",
+            "a-b.txt",
+            "a.txt",
+            "b/c.txt",
+            "B.txt",
+            "sp ace/n.rs",
+            ".git/HEAD",
+        ] {
+            let p = ws.join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, f).expect("write");
+        }
+        std::os::unix::fs::symlink(ws.join("b"), ws.join("lnk")).expect("link");
+        std::os::unix::fs::symlink(ws.join("a.txt"), ws.join("l.txt")).expect("link");
+        let guest = GuestFiles {
+            sandbox: Arc::from(sb),
+            workspace: ws.clone(),
+        };
+        for args in [
+            vec!["**/*.txt"],
+            vec!["a"],
+            vec!["**", "!**/*.rs"],
+            vec!["--follow-symbolic-links", "**/*.txt"],
+            vec!["sp ace/*"],
+            vec!["none/**"],
+        ] {
+            let args: Vec<String> = args.into_iter().map(String::from).collect();
+            let on_host = hash_files(&ws, &args).expect("host");
+            let through = tokio::task::spawn_blocking({
+                let guest = guest.clone();
+                let args = args.clone();
+                move || {
+                    let rt = tokio::runtime::Handle::current();
+                    rt.block_on(guest.hash_async(&args))
+                }
+            })
+            .await
+            .expect("join")
+            .expect("through the sandbox");
+            assert_eq!(through, on_host, "{args:?}");
+        }
+        // The synchronous entry point, as expressions call it.
+        let args = vec!["**/*.txt".to_string()];
+        assert_eq!(guest.hash(&args), hash_files(&ws, &args));
     }
 
     #[test]

@@ -333,7 +333,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         strategy: spec.strategy.clone(),
         needs: spec.needs.clone(),
         job: job.clone(),
-        sb,
+        sb: Arc::from(sb),
         layout,
         masker,
         github,
@@ -376,7 +376,7 @@ pub(crate) struct LegRunner {
     strategy: Value,
     needs: Value,
     job: Arc<Job>,
-    sb: Box<dyn Sandbox>,
+    sb: Arc<dyn Sandbox>,
     layout: JobLayout,
     masker: Masker,
     github: serde_json::Value,
@@ -477,10 +477,16 @@ impl LegRunner {
         c.set("steps", Value::Object(scope.steps.clone()));
         c.status = scope.status;
         c.cancelled = self.cancelled();
-        // hashFiles reads the workspace through the host path, which only the local backends
-        // share with the job; elsewhere it reports that it is unsupported.
-        c.workspace = matches!(self.sb.backend(), "host" | "namespace")
-            .then(|| self.layout.workspace.clone());
+        // hashFiles reads the workspace through the host path where the job shares it
+        // (the local backends), else through the sandbox.
+        if matches!(self.sb.backend(), "host" | "namespace") {
+            c.workspace = Some(self.layout.workspace.clone());
+        } else {
+            c.guest_files = Some(super::hashfiles::GuestFiles {
+                sandbox: self.sb.clone(),
+                workspace: self.layout.workspace.clone(),
+            });
+        }
         c
     }
 

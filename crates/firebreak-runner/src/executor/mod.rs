@@ -28,7 +28,7 @@
 pub mod actions;
 pub mod events;
 pub mod expr;
-mod hashfiles;
+pub mod hashfiles;
 pub mod job;
 pub mod reusable;
 pub mod sizes;
