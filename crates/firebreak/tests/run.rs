@@ -627,6 +627,44 @@ runs:
     assert!(o.has("| inner action=outer outer success"), "{o:?}");
 }
 
+/// The `inputs` of a composite as GitHub's runner builds them: the caller's inputs in its
+/// order and spelling, then the defaults of the others in declaration order.
+#[test]
+fn composite_inputs_are_the_callers_then_the_defaults() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./.github/actions/c
+        with:
+          B: given
+"#,
+        ),
+        (
+            ".github/actions/c/action.yml",
+            r#"name: c
+inputs:
+  a: { default: "1" }
+  b: {}
+  c: { default: "3" }
+runs:
+  using: composite
+  steps:
+    - run: echo '${{ toJSON(inputs) }}' | tr -d ' \n'; echo
+      shell: bash
+"#,
+        ),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has(r#"| {"B":"given","a":"1","c":"3"}"#), "{o:?}");
+}
+
 const JS_MAIN: &str = r#"
 const fs = require('fs');
 const name = process.argv[1].split('/').pop();

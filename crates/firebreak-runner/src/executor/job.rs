@@ -1174,31 +1174,30 @@ impl LegRunner {
         ctx: &Contexts,
         warn: bool,
     ) -> IndexMap<String, String> {
-        let mut out = IndexMap::new();
+        // As GitHub's runner builds them: every input the caller gave, in its order and
+        // spelling, then the defaults of the others in the order they are declared.
+        let mut out: IndexMap<String, String> = with.clone();
         for (k, def) in &m.inputs {
-            let given = with
-                .iter()
-                .find(|(wk, _)| wk.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone());
+            let given = with.keys().any(|wk| wk.eq_ignore_ascii_case(k));
             let deprecated = def.deprecation_message.as_deref().filter(|d| !d.is_empty());
-            if let (true, Some(_), Some(msg)) = (warn, &given, deprecated) {
+            if let (true, true, Some(msg)) = (warn, given, deprecated) {
                 self.say(
                     LineKind::Warning,
                     &format!("Input '{k}' has been deprecated with message: {msg}"),
                 );
             }
-            let v = match given {
-                Some(v) => v,
-                None => match &def.default {
-                    Some(d) => ctx.template(d).unwrap_or_else(|e| {
-                        self.say(
-                            LineKind::Warning,
-                            &format!("input '{k}': default could not be evaluated: {e}"),
-                        );
-                        String::new()
-                    }),
-                    None => String::new(),
-                },
+            if given {
+                continue;
+            }
+            let v = match &def.default {
+                Some(d) => ctx.template(d).unwrap_or_else(|e| {
+                    self.say(
+                        LineKind::Warning,
+                        &format!("input '{k}': default could not be evaluated: {e}"),
+                    );
+                    String::new()
+                }),
+                None => String::new(),
             };
             out.insert(k.clone(), v);
         }
