@@ -51,6 +51,7 @@ pub struct MemoryBudget {
     used_mib: StdMutex<u64>,
     freed: Notify,
     evictors: Evictors,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Ways to free memory held by idle VMs (warm pools) charged to a budget.
@@ -71,6 +72,7 @@ impl MemoryBudget {
             used_mib: StdMutex::new(0),
             freed: Notify::new(),
             evictors: Evictors::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -110,10 +112,10 @@ impl MemoryBudget {
         *lock(&self.used_mib)
     }
 
-    /// Charges `mib` if it fits.
+    /// Charges `mib` if it fits (never once the budget is closed).
     pub fn try_acquire(self: &Arc<Self>, mib: u64) -> Result<Lease, VmError> {
         let mut used = lock(&self.used_mib);
-        if *used + mib > self.limit_mib {
+        if self.is_closed() || *used + mib > self.limit_mib {
             return Err(VmError::OverBudget {
                 needed_mib: mib,
                 used_mib: *used,
@@ -127,20 +129,39 @@ impl MemoryBudget {
         })
     }
 
-    /// Waits up to `wait` for `mib` to fit.
+    /// Waits up to `wait` for `mib` to fit, dropping idle pooled VMs
+    /// ([`Self::evict_one`]) whenever that makes room: also ones a pool
+    /// restored while this waited.
     pub async fn acquire(self: &Arc<Self>, mib: u64, wait: Duration) -> Result<Lease, VmError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.freed.notified();
             match self.try_acquire(mib) {
                 Ok(l) => return Ok(l),
+                Err(_) if !self.is_closed() && self.evict_one() => continue,
                 Err(e) => {
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline || self.is_closed() {
                         return Err(e);
                     }
+                    // Woken when memory is returned; at least once a second, to
+                    // evict a spare a pool restored meanwhile.
+                    let slice = (now + Duration::from_secs(1)).min(deadline);
+                    let _ = tokio::time::timeout_at(slice, notified).await;
                 }
             }
         }
+    }
+
+    /// Stops charging anything (the run is ending): pools stop refilling, so
+    /// that memory one backend returns is not taken by another's refill.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.freed.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -557,6 +578,33 @@ mod tests {
         assert_eq!(l2.mib(), 320);
         assert!(b.try_acquire(cost).is_ok());
         assert!(MemoryBudget::host_default_mib() > 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_charge_evicts_a_spare_restored_meanwhile_and_close_stops_charging() {
+        let b = MemoryBudget::new(100);
+        let idle: Arc<StdMutex<Vec<Lease>>> = Arc::default();
+        let pool = idle.clone();
+        b.add_evictor(Box::new(move || lock(&pool).pop().is_some()));
+        let job = b.try_acquire(100).expect("a job's VM");
+        let b2 = b.clone();
+        let waiter =
+            tokio::spawn(async move { b2.acquire(100, Duration::from_secs(10)).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The job ends, and a pool's refill takes the memory before the waiter runs.
+        drop(job);
+        lock(&idle).push(b.try_acquire(100).expect("a spare"));
+        assert!(
+            waiter.await.expect("join"),
+            "the spare was evicted for the waiting job"
+        );
+        assert!(lock(&idle).is_empty());
+
+        b.close();
+        assert!(b.try_acquire(1).is_err(), "nothing is charged once closed");
+        let t0 = std::time::Instant::now();
+        assert!(b.acquire(1, Duration::from_secs(10)).await.is_err());
+        assert!(t0.elapsed() < Duration::from_secs(5), "no waiting either");
     }
 
     #[tokio::test]

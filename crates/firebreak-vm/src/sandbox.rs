@@ -164,28 +164,19 @@ impl QemuProvider {
         self.standby.ready()
     }
 
-    /// Charges one VM of `cfg` to the budget, evicting pooled VMs and then
-    /// waiting for running jobs when it does not fit.
+    /// Charges one VM of `cfg` to the budget, evicting idle pooled VMs (of any
+    /// backend sharing the budget) and then waiting for running jobs when it
+    /// does not fit.
     async fn lease_for(&self, cfg: &VmConfig) -> Result<crate::pool::Lease, SandboxError> {
         let cost = vm_cost_mib(cfg);
-        loop {
-            match self.budget.try_acquire(cost) {
-                Ok(l) => return Ok(l),
-                Err(e) => {
-                    let evicted = self.pool.as_ref().is_some_and(WarmPool::evict_one);
-                    if !evicted {
-                        if cost > self.budget.limit_mib() {
-                            return Err(unavailable(e.to_string()));
-                        }
-                        return self
-                            .budget
-                            .acquire(cost, BUDGET_WAIT)
-                            .await
-                            .map_err(|e| unavailable(e.to_string()));
-                    }
-                }
-            }
+        if cost > self.budget.limit_mib() {
+            let e = self.budget.try_acquire(cost).err();
+            return Err(unavailable(e.map(|e| e.to_string()).unwrap_or_default()));
         }
+        self.budget
+            .acquire(cost, BUDGET_WAIT)
+            .await
+            .map_err(|e| unavailable(e.to_string()))
     }
 
     /// A VM for one job, and how it was obtained (notes for the job log).

@@ -41,6 +41,9 @@ trait Tree {
     fn children(&self, dir: &Path) -> Vec<OsString>;
     /// Whether `path` is a regular file, through symbolic links.
     fn is_file(&self, path: &Path) -> bool;
+    /// Its real path, where cycles must be caught here (`None`: the listing
+    /// already left them out).
+    fn real_path(&self, path: &Path) -> Option<PathBuf>;
 }
 
 /// The host's file system.
@@ -64,6 +67,10 @@ impl Tree for HostTree {
 
     fn is_file(&self, path: &Path) -> bool {
         std::fs::metadata(path).is_ok_and(|m| m.is_file())
+    }
+
+    fn real_path(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(path).ok()
     }
 }
 
@@ -136,6 +143,8 @@ pub struct GuestFiles {
     pub sandbox: Arc<dyn Sandbox>,
     /// The workspace, as the sandbox sees it.
     pub workspace: PathBuf,
+    /// The job's cancellation (its timeout, Ctrl-C) also stops the commands.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl std::fmt::Debug for GuestFiles {
@@ -166,7 +175,17 @@ impl Listing {
             else {
                 continue;
             };
-            let rel = PathBuf::from(chars.as_str());
+            // `%p`: the start point (`./src`, `.`) and what is below it.
+            let p = chars.as_str();
+            let p = if p == "." {
+                ""
+            } else {
+                p.strip_prefix("./").unwrap_or(p)
+            };
+            let rel = PathBuf::from(p);
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
             let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
             if let Some(name) = rel.file_name() {
                 children
@@ -205,6 +224,10 @@ impl Tree for Listing {
     fn is_file(&self, path: &Path) -> bool {
         self.kind(path).is_some_and(|(_, through)| through == 'f')
     }
+
+    fn real_path(&self, _: &Path) -> Option<PathBuf> {
+        None
+    }
 }
 
 impl GuestFiles {
@@ -220,12 +243,31 @@ impl GuestFiles {
     }
 
     async fn hash_async(&self, args: &[String]) -> Result<String, String> {
-        let (follow, _) = options(args)?;
+        let (follow, rest) = options(args)?;
+        let patterns = parse_patterns(&self.workspace, &rest.join("\n"));
+        // Only the search roots are listed (not all of `target/` for `Cargo.lock`).
+        let roots: Vec<String> = search_roots(&patterns)
+            .iter()
+            .filter_map(|r| r.strip_prefix(&self.workspace).ok())
+            .map(|r| format!("./{}", r.display()))
+            .collect();
+        if roots.is_empty() {
+            return Ok(String::new());
+        }
         let find = if follow { "find -L" } else { "find" };
+        // A root that does not exist, or a loop `-L` leaves out (as GitHub skips
+        // it), is no error; anything else find cannot read is.
         let listed = self
             .run(
-                &format!("{find} . -mindepth 1 -printf '%y %Y %P\\n' 2>/dev/null; true"),
+                &format!("{find} \"$@\" -printf '%y %Y %p\\n'"),
+                &roots,
                 None,
+                |err| {
+                    err.iter().all(|l| {
+                        l.contains("No such file or directory")
+                            || l.contains("File system loop detected")
+                    })
+                },
             )
             .await?;
         let tree = Listing::parse(&self.workspace, &listed);
@@ -238,7 +280,9 @@ impl GuestFiles {
             list.extend_from_slice(f.as_os_str().as_encoded_bytes());
             list.push(0);
         }
-        let sums = self.run("xargs -0 sha256sum --", Some(list)).await?;
+        let sums = self
+            .run("xargs -0 sha256sum --", &[], Some(list), |_| false)
+            .await?;
         let mut outer = Sha256::new();
         let mut n = 0;
         for line in &sums {
@@ -262,9 +306,21 @@ impl GuestFiles {
         Ok(hex(&outer.finalize()))
     }
 
-    /// Runs `script` with `sh` in the workspace; its stdout lines.
-    async fn run(&self, script: &str, stdin: Option<Vec<u8>>) -> Result<Vec<String>, String> {
-        let mut req = ExecRequest::new(["sh", "-c", script]);
+    /// Runs `script` with `sh` in the workspace (`args` as `$@`); its stdout
+    /// lines. A non-zero exit is an error unless it is 1 and `tolerable` says
+    /// so of the stderr lines.
+    async fn run(
+        &self,
+        script: &str,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+        tolerable: impl Fn(&[String]) -> bool,
+    ) -> Result<Vec<String>, String> {
+        let mut argv = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
+        argv.extend(args.iter().cloned());
+        let mut req = ExecRequest::new(argv);
+        req.timeout = Some(std::time::Duration::from_secs(300));
+        req.cancel = self.cancel.clone();
         req.env.insert(
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -288,6 +344,7 @@ impl GuestFiles {
         let (status, (out, err)) = tokio::join!(self.sandbox.exec(req, tx), collect);
         match status.map_err(|e| format!("hashFiles: {e}"))? {
             ExitStatus::Exited(0) => Ok(out),
+            ExitStatus::Exited(1) if tolerable(&err) => Ok(out),
             other => Err(format!(
                 "hashFiles: {script}: {other:?}: {}",
                 err.join("; ")
@@ -314,7 +371,7 @@ fn parse_patterns(root: &Path, text: &str) -> Vec<Pattern> {
         let mut negate = false;
         while let Some(rest) = p.strip_prefix('!') {
             negate = !negate;
-            p = rest;
+            p = rest.trim();
         }
         let abs = normalize(&root.join(p));
         let segments = abs.strip_prefix(root).ok().map(|rel| {
@@ -396,15 +453,37 @@ fn search_roots(patterns: &[Pattern]) -> Vec<PathBuf> {
 }
 
 /// Depth first from `path`, each directory's entries in byte order.
+/// Following links, a directory already on the way down (a link back up)
+/// is skipped, as GitHub skips it.
 fn walk(tree: &dyn Tree, path: &Path, follow: bool, out: &mut Vec<PathBuf>) {
+    walk_below(tree, path, follow, out, &mut Vec::new());
+}
+
+fn walk_below(
+    tree: &dyn Tree,
+    path: &Path,
+    follow: bool,
+    out: &mut Vec<PathBuf>,
+    chain: &mut Vec<PathBuf>,
+) {
     match tree.is_dir(path, follow) {
         None => {}
         Some(false) => out.push(path.to_path_buf()),
         Some(true) => {
+            let real = if follow { tree.real_path(path) } else { None };
+            if let Some(r) = &real {
+                if chain.contains(r) {
+                    return;
+                }
+                chain.push(r.clone());
+            }
             let mut names = tree.children(path);
             names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
             for name in names {
-                walk(tree, &path.join(name), follow, out);
+                walk_below(tree, &path.join(name), follow, out, chain);
+            }
+            if real.is_some() {
+                chain.pop();
             }
         }
     }
@@ -592,9 +671,11 @@ mod tests {
         }
         std::os::unix::fs::symlink(ws.join("b"), ws.join("lnk")).expect("link");
         std::os::unix::fs::symlink(ws.join("a.txt"), ws.join("l.txt")).expect("link");
+        std::os::unix::fs::symlink(ws.join("b"), ws.join("b/loop")).expect("link");
         let guest = GuestFiles {
             sandbox: Arc::from(sb),
             workspace: ws.clone(),
+            cancel: None,
         };
         for args in [
             vec!["**/*.txt"],
@@ -603,6 +684,8 @@ mod tests {
             vec!["--follow-symbolic-links", "**/*.txt"],
             vec!["sp ace/*"],
             vec!["none/**"],
+            vec!["--follow-symbolic-links", "b/**", "missing/*"],
+            vec!["a/**", "b/*.txt"],
         ] {
             let args: Vec<String> = args.into_iter().map(String::from).collect();
             let on_host = hash_files(&ws, &args).expect("host");
@@ -635,6 +718,12 @@ mod tests {
             hash(t.path(), &["**/*.txt"]),
             expected(&["g.txt", "g.txt", "real/f.txt"])
         );
+        assert_eq!(
+            hash(t.path(), &["--follow-symbolic-links", "**/*.txt"]),
+            expected(&["g.txt", "g.txt", "real/f.txt", "real/f.txt"])
+        );
+        // A link back up is walked once, not until the path is too long.
+        std::os::unix::fs::symlink(t.path().join("real"), t.path().join("real/up")).expect("link");
         assert_eq!(
             hash(t.path(), &["--follow-symbolic-links", "**/*.txt"]),
             expected(&["g.txt", "g.txt", "real/f.txt", "real/f.txt"])

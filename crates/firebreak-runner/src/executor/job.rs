@@ -485,6 +485,7 @@ impl LegRunner {
             c.guest_files = Some(super::hashfiles::GuestFiles {
                 sandbox: self.sb.clone(),
                 workspace: self.layout.workspace.clone(),
+                cancel: Some(self.job_token.clone()),
             });
         }
         c

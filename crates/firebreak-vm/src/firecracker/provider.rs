@@ -428,14 +428,6 @@ async fn charge(
             budget.limit_mib()
         )));
     }
-    // Idle VMs (a warm pool sharing the budget) make room before anyone waits.
-    loop {
-        match budget.try_acquire(mib) {
-            Ok(lease) => return Ok(lease),
-            Err(_) if budget.evict_one() => continue,
-            Err(_) => break,
-        }
-    }
     budget.acquire(mib, wait).await.map_err(|e| {
         unavailable(format!(
             "{e} (VMs of running jobs hold the rest; waited {:.0}s)",

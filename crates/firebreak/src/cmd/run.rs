@@ -878,6 +878,13 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let outcomes: Vec<(String, WorkflowOutcome)> =
         outcomes.into_iter().map(|(_, n, o)| (n, o)).collect();
     drop(tx);
+    // No refill may start on memory the other backend returns while stopping.
+    if let Some(q) = &qemu_pool {
+        q.budget().close();
+    }
+    if let Some(f) = &fc_provider {
+        f.budget().close();
+    }
     if let Some(q) = &qemu_pool {
         q.shutdown().await;
     }
