@@ -68,6 +68,14 @@ pub trait Context {
         let _ = (name, args);
         None
     }
+
+    /// Whether the properties of context `name` are looked up by exact key
+    /// (GitHub's runner keeps `env` case-sensitive on Linux); by default,
+    /// ignoring case as every other context.
+    fn case_sensitive(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
 }
 
 /// A map of context name → value is a [`Context`] (lookups are case-insensitive; no host
@@ -130,7 +138,9 @@ enum Val {
     Arr(Rc<Vec<Val>>),
     /// Result of a `*` filter: further indexing applies to each element.
     Filtered(Rc<Vec<Val>>),
-    Obj(Rc<IndexMap<String, Val>>),
+    /// An object; `true`: its keys compare exactly (a case-sensitive context
+    /// such as `env` on Linux), else ignoring case.
+    Obj(Rc<IndexMap<String, Val>>, bool),
 }
 
 impl Val {
@@ -141,11 +151,14 @@ impl Val {
             Value::Number(n) => Val::Num(*n),
             Value::String(s) => Val::Str(Rc::from(s.as_str())),
             Value::Array(a) => Val::Arr(Rc::new(a.iter().map(Val::from_value).collect())),
-            Value::Object(o) => Val::Obj(Rc::new(
-                o.iter()
-                    .map(|(k, v)| (k.clone(), Val::from_value(v)))
-                    .collect(),
-            )),
+            Value::Object(o) => Val::Obj(
+                Rc::new(
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), Val::from_value(v)))
+                        .collect(),
+                ),
+                false,
+            ),
         }
     }
 
@@ -165,7 +178,7 @@ impl Val {
                         map.insert(k.clone(), Val::from_json(v));
                     }
                 }
-                Val::Obj(Rc::new(map))
+                Val::Obj(Rc::new(map), false)
             }
         }
     }
@@ -177,7 +190,7 @@ impl Val {
             Val::Num(n) => Value::Number(*n),
             Val::Str(s) => Value::String(s.to_string()),
             Val::Arr(a) | Val::Filtered(a) => Value::Array(a.iter().map(Val::to_value).collect()),
-            Val::Obj(o) => {
+            Val::Obj(o, _) => {
                 Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_value())).collect())
             }
         }
@@ -208,7 +221,7 @@ impl Val {
             Val::Num(_) => "Number",
             Val::Str(_) => "String",
             Val::Arr(_) | Val::Filtered(_) => "Array",
-            Val::Obj(_) => "Object",
+            Val::Obj(..) => "Object",
         }
     }
 
@@ -219,7 +232,7 @@ impl Val {
             Val::Num(n) => format_number(*n),
             Val::Str(s) => s.to_string(),
             Val::Arr(_) | Val::Filtered(_) => "Array".to_string(),
-            Val::Obj(_) => "Object".to_string(),
+            Val::Obj(..) => "Object".to_string(),
         }
     }
 
@@ -260,7 +273,7 @@ fn coerce<'a>(l: &'a Val, r: &'a Val) -> Coerced<'a> {
         (Val::Num(a), Val::Str(_)) => Coerced::Num(*a, r.to_number()),
         (Val::Str(_), Val::Num(b)) => Coerced::Num(l.to_number(), *b),
         (Val::Arr(_) | Val::Filtered(_), Val::Arr(_) | Val::Filtered(_))
-        | (Val::Obj(_), Val::Obj(_)) => Coerced::Same(l, r),
+        | (Val::Obj(..), Val::Obj(..)) => Coerced::Same(l, r),
         (Val::Null | Val::Bool(_), _) => {
             // Boolean|Null, Any → number, then coerce again.
             let ln = l.to_number();
@@ -282,7 +295,7 @@ fn coerce<'a>(l: &'a Val, r: &'a Val) -> Coerced<'a> {
 fn same_ref(l: &Val, r: &Val) -> bool {
     match (l, r) {
         (Val::Arr(a) | Val::Filtered(a), Val::Arr(b) | Val::Filtered(b)) => Rc::ptr_eq(a, b),
-        (Val::Obj(a), Val::Obj(b)) => Rc::ptr_eq(a, b),
+        (Val::Obj(a, _), Val::Obj(b, _)) => Rc::ptr_eq(a, b),
         _ => false,
     }
 }
@@ -441,10 +454,13 @@ impl<'a> Evaluator<'a> {
                 if let Some(v) = self.named.get(name) {
                     v.clone()
                 } else {
-                    let v = self
+                    let mut v = self
                         .ctx
                         .named_value(name)
                         .map_or(Val::Null, |v| Val::from_value(&v));
+                    if let Val::Obj(_, exact) = &mut v {
+                        *exact = self.ctx.case_sensitive(name);
+                    }
                     self.named.insert(name.clone(), v.clone());
                     v
                 }
@@ -764,20 +780,30 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// A property of an object: by exact key in a case-sensitive one, else as
+/// GitHub looks up (exact first, then ignoring case).
+fn get<'m>(o: &'m IndexMap<String, Val>, key: &str, exact: bool) -> Option<&'m Val> {
+    if exact {
+        o.get(key)
+    } else {
+        lookup(o, key)
+    }
+}
+
 fn index_value(obj: &Val, key: &IndexKey) -> Val {
     match obj {
         Val::Filtered(items) => {
             let mut out = Vec::new();
             for item in items.iter() {
                 match (item, key) {
-                    (Val::Obj(o), IndexKey::Star) => out.extend(o.values().cloned()),
+                    (Val::Obj(o, _), IndexKey::Star) => out.extend(o.values().cloned()),
                     (
-                        Val::Obj(o),
+                        Val::Obj(o, exact),
                         IndexKey::Key {
                             string: Some(s), ..
                         },
                     ) => {
-                        if let Some(v) = lookup(o, s) {
+                        if let Some(v) = get(o, s, *exact) {
                             out.push(v.clone());
                         }
                     }
@@ -794,11 +820,11 @@ fn index_value(obj: &Val, key: &IndexKey) -> Val {
             }
             Val::Filtered(Rc::new(out))
         }
-        Val::Obj(o) => match key {
+        Val::Obj(o, exact) => match key {
             IndexKey::Star => Val::Filtered(Rc::new(o.values().cloned().collect())),
             IndexKey::Key {
                 string: Some(s), ..
-            } => lookup(o, s).cloned().unwrap_or(Val::Null),
+            } => get(o, s, *exact).cloned().unwrap_or(Val::Null),
             IndexKey::Key { .. } => Val::Null,
         },
         Val::Arr(a) => match key {
@@ -826,7 +852,7 @@ fn to_json(
         Val::Num(n) => out.push_str(&format_number(*n)),
         Val::Str(s) => out.push_str(&json_escape(s)),
         Val::Arr(a) | Val::Filtered(a) if a.is_empty() => out.push_str("[]"),
-        Val::Obj(o) if o.is_empty() => out.push_str("{}"),
+        Val::Obj(o, _) if o.is_empty() => out.push_str("{}"),
         Val::Arr(a) | Val::Filtered(a) => {
             counter.add("[")?;
             out.push('[');
@@ -842,7 +868,7 @@ fn to_json(
             counter.add_bytes(STRING_BASE_OVERHEAD + 2 * (level * 2 + 2))?;
             return Ok(());
         }
-        Val::Obj(o) => {
+        Val::Obj(o, _) => {
             counter.add("{")?;
             out.push('{');
             for (i, (k, item)) in o.iter().enumerate() {

@@ -148,6 +148,26 @@ jobs:
     assert!(o.has("| action __run_3 __run_3"), "{o:?}");
 }
 
+/// On Linux GitHub's runner keeps the `env` context case-sensitive (other contexts are not).
+#[test]
+fn the_env_context_is_case_sensitive() {
+    let r = repo(&[(
+        WF,
+        r#"on: push
+env:
+  Mixed: m
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "[${{ env.Mixed }}] [${{ env.mixed }}] [${{ env['MIXED'] }}] [${{ github.EVENT_NAME }}]"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| [m] [] [] [push]"), "{o:?}");
+}
+
 #[test]
 fn file_commands_with_heredocs_and_path() {
     let r = repo(&[(

@@ -119,6 +119,11 @@ impl Context for Contexts {
             _ => return None,
         }))
     }
+
+    /// `env` is case-sensitive, as GitHub's runner keeps it on Linux.
+    fn case_sensitive(&self, name: &str) -> bool {
+        name == "env"
+    }
 }
 
 /// Evaluates a token; see the module docs for the sequence rule
