@@ -1383,6 +1383,100 @@ fn remote_actions_are_fetched_into_the_cache() {
     assert_eq!(o.code, 0, "{o:?}");
 }
 
+const CALLED_LEG: &str = r#"on:
+  workflow_call:
+    inputs:
+      v: { type: string }
+      s: { type: number, default: 0 }
+      fail: { type: boolean, default: false }
+    outputs:
+      o: { value: "${{ jobs.w.outputs.o }}" }
+jobs:
+  w:
+    runs-on: ubuntu-latest
+    outputs: { o: "${{ steps.x.outputs.o }}" }
+    steps:
+      - id: x
+        run: |
+          echo "ran ${{ inputs.v }}"
+          sleep ${{ inputs.s }}
+          echo "o=${{ inputs.v }}" >> "$GITHUB_OUTPUT"
+          if ${{ inputs.fail }}; then exit 1; fi
+"#;
+
+/// Legs of a matrix that calls a reusable workflow: the output is the last successful leg's
+/// that set it (not matrix order), and `max-parallel` with fail-fast holds later legs back.
+#[test]
+fn matrix_calls_of_a_reusable_workflow() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  order:
+    strategy:
+      matrix:
+        include: [{ v: slow, s: 2 }, { v: fast, s: 0 }]
+    uses: ./.github/workflows/leg.yml
+    with: { v: "${{ matrix.v }}", s: "${{ matrix.s }}" }
+  failing:
+    strategy:
+      fail-fast: false
+      matrix:
+        include: [{ v: good, s: 0, f: false }, { v: bad, s: 2, f: true }]
+    uses: ./.github/workflows/leg.yml
+    with: { v: "${{ matrix.v }}", s: "${{ matrix.s }}", fail: "${{ matrix.f }}" }
+  one-at-a-time:
+    strategy:
+      max-parallel: 1
+      matrix:
+        include: [{ v: first, f: true }, { v: second, f: false }]
+    uses: ./.github/workflows/leg.yml
+    with: { v: "${{ matrix.v }}", fail: "${{ matrix.f }}" }
+  after:
+    needs: [order, failing, one-at-a-time]
+    if: always()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "order=${{ needs.order.outputs.o }} failing=${{ needs.failing.outputs.o }}"
+"#,
+        ),
+        (".github/workflows/leg.yml", CALLED_LEG),
+    ]);
+    let o = r.host(&["--jobs", "8"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.has("| order=slow failing=good"), "{o:?}");
+    assert!(o.has("| ran first"), "{o:?}");
+    assert!(
+        !o.has("| ran second"),
+        "fail-fast cancelled the waiting leg: {o:?}"
+    );
+}
+
+/// A reusable workflow's boolean or number input takes only a boolean or a number, also from
+/// an expression: `'true'` (a string) fails the call, as on GitHub.
+#[test]
+fn reusable_inputs_are_type_checked_when_evaluated() {
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  call:
+    uses: ./.github/workflows/leg.yml
+    with:
+      v: x
+      fail: "${{ github.event_name == 'push' && 'false' || 'true' }}"
+"#,
+        ),
+        (".github/workflows/leg.yml", CALLED_LEG),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.has("input 'fail': Unexpected value 'false'"), "{o:?}");
+    assert!(!o.has("| ran x"), "{o:?}");
+}
+
 #[test]
 fn local_reusable_workflows() {
     let r = repo(&[

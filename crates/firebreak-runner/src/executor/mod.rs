@@ -440,17 +440,28 @@ pub async fn run_workflow(
             let sh = shared.clone();
             let global = global.clone();
             let job_id = jp.id.clone();
+            let calls_workflow = matches!(jp.job.kind, firebreak_workflow::JobKind::Reusable(_));
             running.spawn(async move {
                 let mut set = tokio::task::JoinSet::new();
                 for (i, spec) in specs.into_iter().enumerate() {
                     let sh = sh.clone();
                     let ff = ff_token.clone();
                     if matches!(spec.job.kind, firebreak_workflow::JobKind::Reusable(_)) {
-                        // the called workflow's jobs take the slots themselves
+                        // The called workflow's jobs take the run's slots themselves; the
+                        // calling job's `max-parallel` still holds its legs back, in matrix
+                        // order, and fail-fast cancels those still waiting.
+                        let permit = tokio::select! {
+                            p = per_job.clone().acquire_owned() => p.ok(),
+                            _ = ff.cancelled() => None,
+                        };
                         set.spawn(async move {
                             let name = spec.key.name.clone();
+                            let key = spec.key.clone();
                             let t0 = Instant::now();
-                            let r = reusable::run_reusable(sh.clone(), spec).await;
+                            let r = match permit {
+                                Some(_p) => reusable::run_reusable(sh.clone(), spec).await,
+                                None => cancelled_leg(&sh, key),
+                            };
                             if r.result == Conclusion::Failure && fail_fast {
                                 ff.cancel();
                             }
@@ -476,21 +487,7 @@ pub async fn run_workflow(
                         let t0 = Instant::now();
                         let r = match permits {
                             Some(_p) => run_leg(sh.clone(), spec).await,
-                            None => {
-                                sh.events.send(Event::JobFinished {
-                                    job: key,
-                                    result: Conclusion::Cancelled,
-                                    continue_on_error: false,
-                                    duration_ms: 0,
-                                    outputs: IndexMap::new(),
-                                });
-                                LegResult {
-                                    result: Conclusion::Cancelled,
-                                    outputs: IndexMap::new(),
-                                    continue_on_error: false,
-                                    nested: Vec::new(),
-                                }
-                            }
+                            None => cancelled_leg(&sh, key),
                         };
                         if r.result == Conclusion::Failure && fail_fast {
                             ff.cancel();
@@ -498,21 +495,28 @@ pub async fn run_workflow(
                         (i, name, r, t0.elapsed().as_millis() as u64)
                     });
                 }
+                // In the order the legs finish.
                 let mut results: Vec<(usize, String, LegResult, u64)> = Vec::new();
                 while let Some(r) = set.join_next().await {
                     if let Ok(x) = r {
                         results.push(x);
                     }
                 }
-                results.sort_by_key(|r| r.0);
+                // A matrix job's output is the last finished leg's that set it; of a
+                // reusable workflow's, the last *successful* one's (GitHub's docs on
+                // outputs from a reusable workflow).
                 let mut outputs = IndexMap::new();
                 for (_, _, r, _) in &results {
+                    if calls_workflow && r.result != Conclusion::Success {
+                        continue;
+                    }
                     for (k, v) in &r.outputs {
                         if !v.is_empty() || !outputs.contains_key(k) {
                             outputs.insert(k.clone(), v.clone());
                         }
                     }
                 }
+                results.sort_by_key(|r| r.0);
                 let rs: Vec<Conclusion> = results.iter().map(|r| r.2.result).collect();
                 let result = if rs.contains(&Conclusion::Failure) {
                     Conclusion::Failure
@@ -718,6 +722,23 @@ pub(crate) fn job_facts(
 
 /// A leg's `matrix` context and display name.
 type NamedLeg = (IndexMap<String, Value>, String);
+
+/// A leg fail-fast cancelled before it started: reported as finished, cancelled.
+fn cancelled_leg(sh: &WorkflowShared, key: JobKey) -> LegResult {
+    sh.events.send(Event::JobFinished {
+        job: key,
+        result: Conclusion::Cancelled,
+        continue_on_error: false,
+        duration_ms: 0,
+        outputs: IndexMap::new(),
+    });
+    LegResult {
+        result: Conclusion::Cancelled,
+        outputs: IndexMap::new(),
+        continue_on_error: false,
+        nested: Vec::new(),
+    }
+}
 
 /// The legs of a job: literal (planned) or evaluated now.
 fn expand(

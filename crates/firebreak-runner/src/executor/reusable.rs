@@ -146,18 +146,28 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
                     None => None,
                 },
             };
+            // As GitHub evaluates them: a boolean or number input takes only a boolean or
+            // a number (`'false'` from `github.event.inputs` is an error there too); a
+            // string input takes any literal, turned into a string.
             let v = match (def.input_type, raw) {
-                (InputType::Boolean, Some(Value::Bool(b))) => Value::Bool(b),
-                (InputType::Boolean, Some(v)) => {
-                    Value::Bool(v.to_coerced_string().eq_ignore_ascii_case("true"))
+                (InputType::Boolean, Some(Value::Bool(b))) => Ok(Value::Bool(b)),
+                (InputType::Boolean, None) => Ok(Value::Bool(false)),
+                (InputType::Number, Some(Value::Number(n))) => Ok(Value::Number(n)),
+                (InputType::Number, None) => Ok(Value::Number(0.0)),
+                (_, Some(Value::Object(_))) => Err("A mapping was not expected".to_string()),
+                (_, Some(Value::Array(_))) => Err("A sequence was not expected".to_string()),
+                (InputType::Boolean | InputType::Number, Some(v)) => {
+                    Err(format!("Unexpected value '{}'", v.to_coerced_string()))
                 }
-                (InputType::Boolean, None) => Value::Bool(false),
-                (InputType::Number, Some(v)) => Value::Number(v.to_number()),
-                (InputType::Number, None) => Value::Number(0.0),
-                (_, Some(v)) => Value::String(v.to_coerced_string()),
-                (_, None) => Value::String(String::new()),
+                (_, Some(v)) => Ok(Value::String(v.to_coerced_string())),
+                (_, None) => Ok(Value::String(String::new())),
             };
-            inputs.insert(k.clone(), v);
+            match v {
+                Ok(v) => {
+                    inputs.insert(k.clone(), v);
+                }
+                Err(e) => return fail(&sh, &spec, format!("input '{k}': {e}"), t0),
+            }
         }
         let secrets: IndexMap<String, String> = if r.inherit_secrets {
             cfg.secrets.clone()
