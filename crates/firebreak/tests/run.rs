@@ -1770,7 +1770,7 @@ fn job_lines_reach_a_terminal_when_stderr_is_redirected() {
 fn dispatch_inputs_are_checked_as_github_checks_them() {
     let r = repo(&[(
         WF,
-        "on:\n  workflow_dispatch:\n    inputs:\n      env:\n        type: choice\n        options: [dev, prod]\n        required: true\n      must:\n        required: true\n      flag:\n        type: boolean\n        default: false\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ran ${{ inputs.env }}\n",
+        "on:\n  workflow_dispatch:\n    inputs:\n      env:\n        type: choice\n        options: [dev, prod]\n        required: true\n      must:\n        required: true\n      flag:\n        type: boolean\n        default: false\n      num:\n        type: number\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ran ${{ inputs.env }}\n",
     )]);
     let o = r.run(&[
         "workflow_dispatch",
@@ -1782,6 +1782,8 @@ fn dispatch_inputs_are_checked_as_github_checks_them() {
         "bogus=1",
         "--input",
         "flag=yes",
+        "--input",
+        "num=abc",
     ]);
     assert_eq!(o.code, 2, "{o:?}");
     for e in [
@@ -1789,6 +1791,7 @@ fn dispatch_inputs_are_checked_as_github_checks_them() {
         "Required input 'must' not provided",
         "Provided value 'staging' for input 'env' not in the list of allowed values (dev, prod)",
         "Provided value 'yes' for input 'flag' is not a boolean",
+        "Provided value 'abc' for input 'num' is not a number",
     ] {
         assert!(o.stderr.contains(e), "{e}: {o:?}");
     }

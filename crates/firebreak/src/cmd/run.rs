@@ -968,6 +968,14 @@ fn dispatch_input_errors(
                     "Provided value '{v}' for input '{k}' is not a boolean (true or false)"
                 ));
             }
+            Some(v)
+                if d.input_type == InputType::Number
+                    && !v.trim().parse::<f64>().is_ok_and(f64::is_finite) =>
+            {
+                errors.push(format!(
+                    "Provided value '{v}' for input '{k}' is not a number"
+                ));
+            }
             _ => {}
         }
     }
