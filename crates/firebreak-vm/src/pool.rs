@@ -131,8 +131,14 @@ impl MemoryBudget {
 
     /// Waits up to `wait` for `mib` to fit, dropping idle pooled VMs
     /// ([`Self::evict_one`]) whenever that makes room: also ones a pool
-    /// restored while this waited.
+    /// restored while this waited. More than the whole budget fails at once.
     pub async fn acquire(self: &Arc<Self>, mib: u64, wait: Duration) -> Result<Lease, VmError> {
+        if mib > self.limit_mib {
+            return Err(VmError::TooLarge {
+                needed_mib: mib,
+                limit_mib: self.limit_mib,
+            });
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.freed.notified();

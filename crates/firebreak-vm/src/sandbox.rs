@@ -168,13 +168,8 @@ impl QemuProvider {
     /// backend sharing the budget) and then waiting for running jobs when it
     /// does not fit.
     async fn lease_for(&self, cfg: &VmConfig) -> Result<crate::pool::Lease, SandboxError> {
-        let cost = vm_cost_mib(cfg);
-        if cost > self.budget.limit_mib() {
-            let e = self.budget.try_acquire(cost).err();
-            return Err(unavailable(e.map(|e| e.to_string()).unwrap_or_default()));
-        }
         self.budget
-            .acquire(cost, BUDGET_WAIT)
+            .acquire(vm_cost_mib(cfg), BUDGET_WAIT)
             .await
             .map_err(|e| unavailable(e.to_string()))
     }

@@ -429,6 +429,18 @@ impl LegRunner {
         self.job_token.is_cancelled()
     }
 
+    /// `job.status` / `github.action_status` for `status`: `cancelled` once the
+    /// job is cancelled, else `failure` or `success`.
+    fn status_word(&self, status: Status) -> &'static str {
+        if self.cancelled() {
+            "cancelled"
+        } else if status == Status::Failure {
+            "failure"
+        } else {
+            "success"
+        }
+    }
+
     fn contexts(&self, scope: &Scope, env: &IndexMap<String, String>) -> Contexts {
         let mut c = Contexts::new();
         let mut gh = match (&self.step_action, &self.step_files) {
@@ -440,13 +452,7 @@ impl LegRunner {
         }
         // Inside a composite action, the composite's result so far.
         if let (true, Some(o)) = (scope.composite, gh.as_object_mut()) {
-            let status = if self.cancelled() {
-                "cancelled"
-            } else if scope.status == Status::Failure {
-                "failure"
-            } else {
-                "success"
-            };
+            let status = self.status_word(scope.status);
             o.insert(
                 "action_status".into(),
                 serde_json::Value::String(status.into()),
@@ -457,13 +463,7 @@ impl LegRunner {
         c.set("vars", string_map_value(&self.sh.cfg.vars));
         c.set("secrets", string_map_value(&self.sh.cfg.secrets));
         // A job past its `timeout-minutes` is cancelled, as GitHub's runner cancels it.
-        let job_status = if self.cancelled() {
-            "cancelled"
-        } else if self.status == Status::Failure {
-            "failure"
-        } else {
-            "success"
-        };
+        let job_status = self.status_word(self.status);
         let mut job = IndexMap::new();
         job.insert("status".to_string(), Value::String(job_status.into()));
         job.insert("container".to_string(), Value::Object(IndexMap::new()));

@@ -446,7 +446,7 @@ pub async fn run_workflow(
                 for (i, spec) in specs.into_iter().enumerate() {
                     let sh = sh.clone();
                     let ff = ff_token.clone();
-                    if matches!(spec.job.kind, firebreak_workflow::JobKind::Reusable(_)) {
+                    if calls_workflow {
                         // The called workflow's jobs take the run's slots themselves; the
                         // calling job's `max-parallel` still holds its legs back, in matrix
                         // order, and fail-fast cancels those still waiting.

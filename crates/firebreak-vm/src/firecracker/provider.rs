@@ -24,6 +24,7 @@ use crate::agent_ops::{sanitize, AgentSandbox, GuestVm, VmOrigin};
 use crate::image::{Image, ImageStore};
 use crate::pool::{Lease, MemoryBudget};
 use crate::sandbox::{default_pids_max, BUDGET_WAIT};
+use crate::VmError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -422,17 +423,12 @@ async fn charge(
     mib: u64,
     wait: Duration,
 ) -> Result<Lease, SandboxError> {
-    if mib > budget.limit_mib() {
-        return Err(unavailable(format!(
-            "a VM needing {mib} MiB (guest memory and Firecracker's own) does not fit the memory budget of {} MiB: raise --vm-memory-budget or ask for a smaller VM",
-            budget.limit_mib()
-        )));
-    }
-    budget.acquire(mib, wait).await.map_err(|e| {
-        unavailable(format!(
+    budget.acquire(mib, wait).await.map_err(|e| match e {
+        VmError::TooLarge { .. } => unavailable(e.to_string()),
+        e => unavailable(format!(
             "{e} (VMs of running jobs hold the rest; waited {:.0}s)",
             wait.as_secs_f64()
-        ))
+        )),
     })
 }
 

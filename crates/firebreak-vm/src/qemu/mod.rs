@@ -258,6 +258,14 @@ pub enum VmError {
         /// The budget.
         limit_mib: u64,
     },
+    /// A VM larger than the whole memory budget: it can never start.
+    #[error("a VM needing {needed_mib} MiB (guest memory and the VMM's own) does not fit the memory budget of {limit_mib} MiB: raise --vm-memory-budget or ask for a smaller VM")]
+    TooLarge {
+        /// What the VM needs.
+        needed_mib: u64,
+        /// The budget.
+        limit_mib: u64,
+    },
 }
 
 fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> VmError {
