@@ -89,20 +89,18 @@ fn options(args: &[String]) -> Result<(bool, &[String]), String> {
     }
 }
 
-/// The files `hashFiles(args…)` hashes, in its order, as paths relative to
+/// The files `patterns` choose, in hashFiles' order, as paths relative to
 /// the workspace `root`.
-fn select(tree: &dyn Tree, root: &Path, args: &[String]) -> Result<Vec<PathBuf>, String> {
-    let (follow, args) = options(args)?;
-    let patterns = parse_patterns(root, &args.join("\n"));
+fn select(tree: &dyn Tree, root: &Path, follow: bool, patterns: &[Pattern]) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for search in search_roots(&patterns) {
+    for search in search_roots(patterns) {
         let mut files = Vec::new();
         walk(tree, &search, follow, &mut files);
         for file in files {
             let Ok(rel) = file.strip_prefix(root) else {
                 continue; // outside the workspace: GitHub skips it too
             };
-            if rel.as_os_str().is_empty() || !included(&patterns, &rel.to_string_lossy()) {
+            if rel.as_os_str().is_empty() || !included(patterns, &rel.to_string_lossy()) {
                 continue;
             }
             // Through a link to a file; a link to a directory is no file.
@@ -111,7 +109,7 @@ fn select(tree: &dyn Tree, root: &Path, args: &[String]) -> Result<Vec<PathBuf>,
             }
         }
     }
-    Ok(out)
+    out
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -120,7 +118,9 @@ fn hex(digest: &[u8]) -> String {
 
 /// Computes `hashFiles(args…)` over the workspace `root` on the host.
 pub(crate) fn hash_files(root: &Path, args: &[String]) -> Result<String, String> {
-    let files = select(&HostTree, root, args)?;
+    let (follow, args) = options(args)?;
+    let patterns = parse_patterns(root, &args.join("\n"));
+    let files = select(&HostTree, root, follow, &patterns);
     if files.is_empty() {
         return Ok(String::new());
     }
@@ -271,7 +271,7 @@ impl GuestFiles {
             )
             .await?;
         let tree = Listing::parse(&self.workspace, &listed);
-        let files = select(&tree, &self.workspace, args)?;
+        let files = select(&tree, &self.workspace, follow, &patterns);
         if files.is_empty() {
             return Ok(String::new());
         }
