@@ -1027,6 +1027,8 @@ fn recipe_hash(spec: &ImageSpec, mirror: &str, agent_sha: &str, kernel: Option<&
         "agent": agent_sha,
         "free_mib": spec.free_space_mib,
         "init": INIT_SCRIPT,
+        // The initramfs's zero padding (see `initramfs_padding`).
+        "initramfs_length": "4 KiB + 1",
         "modules": INITRAMFS_MODULES.iter().map(|(g, m)| format!("{g}={}", m.join(","))).collect::<Vec<_>>(),
     });
     let mut recipe = recipe;
@@ -1391,8 +1393,28 @@ pub fn write_initramfs(
     c.entry("TRAILER!!!", 0, b"", (0, 0))
         .map_err(io_err("write", out))?;
     let gz = c.w;
-    let mut w = gz.finish().map_err(io_err("compress", out))?;
-    w.flush().map_err(io_err("write", out))
+    let w = gz.finish().map_err(io_err("compress", out))?;
+    let mut file = w
+        .into_inner()
+        .map_err(|e| io_err("write", out)(e.into_error()))?;
+    let len = file.metadata().map_err(io_err("stat", out))?.len();
+    file.write_all(&vec![0; initramfs_padding(len)])
+        .map_err(io_err("write", out))
+}
+
+/// Zero bytes to append to an initramfs of `len` bytes so that its length is one more than a
+/// multiple of 4 KiB.
+///
+/// QEMU loads the initramfs of a PVH-booted kernel (`-kernel vmlinux` on `microvm`) at the
+/// top of the guest's low memory, rounded down to a page, and the firmware puts the ACPI
+/// tables in the last kilobyte or so of that same memory: only the rounding keeps them apart.
+/// With QEMU 10 an initramfs whose length left 991 bytes above it overwrote the DSDT of a
+/// guest with four virtio devices (a network device on top of disk, serial and entropy), and
+/// the kernel hung parsing it. This length leaves 4,095 bytes, the most the rounding can.
+/// The kernel skips zero bytes after the compressed archive.
+fn initramfs_padding(len: u64) -> usize {
+    const PAGE: u64 = 4096;
+    ((PAGE + 1 - len % PAGE) % PAGE) as usize
 }
 
 /// Copies the agent to `/usr/sbin` (and `/sbin` without merged /usr);
@@ -1465,6 +1487,29 @@ fn tree_bytes(root: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initramfs_leaves_the_most_room_for_acpi_tables_above_it() {
+        for len in [0u64, 1, 2, 4095, 4096, 4097, 1_256_481] {
+            assert_eq!((len + initramfs_padding(len) as u64) % 4096, 1, "{len}");
+            assert!(initramfs_padding(len) < 4096);
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let busybox = dir.path().join("busybox");
+        std::fs::write(&busybox, b"not really busybox").expect("write");
+        let out = dir.path().join("initramfs.cpio.gz");
+        write_initramfs(&out, &busybox, dir.path(), &[]).expect("initramfs");
+        let bytes = std::fs::read(&out).expect("read");
+        assert_eq!(bytes.len() % 4096, 1);
+        // The archive still reads whole: the padding follows the compressed stream.
+        let mut cpio = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut cpio)
+            .expect("gunzip");
+        let text = String::from_utf8_lossy(&cpio);
+        assert!(text.contains("not really busybox"));
+        assert!(text.trim_end_matches('\0').ends_with("TRAILER!!!"));
+    }
 
     #[test]
     fn mirror_is_read_from_deb822_and_one_line_sources() {
