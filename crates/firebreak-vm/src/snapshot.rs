@@ -65,9 +65,10 @@ use crate::qemu::{qemu_args, resolve_kvm, sh_quote, QemuVm, VmConfig, VmError};
 use crate::qmp::Qmp;
 use crate::tools;
 
-/// Bumped when the snapshot layout or guest preparation changes (11: snapshots wait for the
-/// guest's final clocksource; older ones may hand clones `tsc-early`).
-pub const SNAPSHOT_FORMAT: u32 = 11;
+/// Bumped when the snapshot layout or guest preparation changes (12: snapshots wait for the
+/// guest's final clocksource; older ones may hand clones `tsc-early`; format 11 meant to
+/// and did not).
+pub const SNAPSHOT_FORMAT: u32 = 12;
 
 /// What `meta.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,9 +377,16 @@ pub async fn warm_up(client: &AgentClient) -> Result<(), VmError> {
             .collect()
             .await?;
     }
-    // A snapshot taken while the kernel still keeps time on `tsc-early` (before its TSC
-    // calibration is refined, a moment after boot; longer on a busy host) hands that
-    // interim clocksource to every clone. Wait, within a bound, for the final one.
+    Ok(())
+}
+
+/// Waits, at most 10 s, until the guest kernel keeps time on its final clocksource.
+///
+/// A snapshot taken while the kernel is still on `tsc-early` (before it refines its TSC
+/// calibration, ~1 s after its clock starts; longer on a busy host) hands that interim
+/// clocksource to every clone. A minimal-kernel guest reaches its agent sooner than that
+/// on a fast host, so the wait comes right before the guest's state is saved.
+pub async fn settle_clocksource(client: &AgentClient) -> Result<(), VmError> {
     const CLOCKSOURCE: &str = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
@@ -564,6 +572,7 @@ async fn build_in(
 /// its overlay to `dir/disk.qcow2`.
 async fn snapshot_vm(vm: &mut QemuVm, dir: &Path) -> Result<(GuestPrep, u64), VmError> {
     let prep = prepare_guest(&vm.client()).await?;
+    settle_clocksource(&vm.client()).await?;
     // The agent stays connected and idle, waiting for its next request: a
     // clone's host end is connected before its state loads, so the guest
     // never sees the port close and reopen (a snapshot caught while the

@@ -97,9 +97,16 @@ impl SnapshotCache {
     /// The directory name of the snapshot of `files` booted with `cfg`.
     pub fn name(&self, files: &BootFiles, cfg: &FirecrackerConfig) -> String {
         let mut shape = Sha256::new();
+        // The guest preparation's version too: a snapshot made by older preparation is not
+        // found, and a new one is taken.
         shape.update(format!(
-            "vcpus={}\0mem={}\0cid={}\0port={}\0rng={}\0",
-            cfg.vcpus, cfg.memory_mib, cfg.guest_cid, cfg.agent_port, cfg.entropy_device
+            "format={}\0vcpus={}\0mem={}\0cid={}\0port={}\0rng={}\0",
+            crate::snapshot::SNAPSHOT_FORMAT,
+            cfg.vcpus,
+            cfg.memory_mib,
+            cfg.guest_cid,
+            cfg.agent_port,
+            cfg.entropy_device
         ));
         for w in &cfg.extra_cmdline {
             shape.update(w.as_bytes());
@@ -172,7 +179,16 @@ impl SnapshotCache {
         }
         let name = self.name(files, cfg);
         let done = self.dir.join(&name);
-        let result = self.place(vm, files, cfg, &name).await;
+        let settled = crate::snapshot::settle_clocksource(&vm.client())
+            .await
+            .map_err(|e| FirecrackerError::Snapshot {
+                dir: self.dir.clone(),
+                reason: format!("reading the guest's clocksource: {e}"),
+            });
+        let result = match settled {
+            Ok(()) => self.place(vm, files, cfg, &name).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             lock(&FAILED).get_or_insert_with(HashSet::new).insert(done);
         }
