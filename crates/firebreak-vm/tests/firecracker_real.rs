@@ -1,9 +1,9 @@
-//! Boots a real Firecracker VM. Runs only when `FIREBREAK_FIRECRACKER_BIN`
-//! names a Firecracker binary, `/dev/kvm` is hardware KVM (not PVM-only), and
-//! a guest image is cached (the newest in the default store, or
-//! `$FIREBREAK_TEST_IMAGE` as a hash prefix); otherwise it prints a
-//! `SKIPPED: …` line saying why and passes. Nothing here downloads
-//! Firecracker.
+//! A real Firecracker. The tests run only when `FIREBREAK_FIRECRACKER_BIN`
+//! names a Firecracker binary, `/dev/kvm` opens, and a guest image is cached
+//! (the newest in the default store, or `$FIREBREAK_TEST_IMAGE` as a hash
+//! prefix); those that boot a guest also need hardware KVM (not PVM-only).
+//! Otherwise each prints a `SKIPPED: …` line saying why and passes. Nothing
+//! here builds or downloads Firecracker.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +12,20 @@ use firebreak_agent::ExecSpec;
 use firebreak_vm::firecracker::{BootFiles, FirecrackerConfig, FirecrackerVm, FIRECRACKER_BIN_ENV};
 use firebreak_vm::image::{Image, ImageStore};
 
-/// The binary and image to test with, or why the test is skipped.
+/// The binary and image to boot guests with, or why the test is skipped.
 fn setup() -> Result<(PathBuf, Image), String> {
+    setup_for(Guest::Runs)
+}
+
+/// Whether a test needs the guest to run (hardware KVM) or only Firecracker's API (any KVM
+/// that `/dev/kvm` gives, PVM-only included).
+#[derive(PartialEq)]
+enum Guest {
+    Runs,
+    ApiOnly,
+}
+
+fn setup_for(guest: Guest) -> Result<(PathBuf, Image), String> {
     let bin = match std::env::var_os(FIRECRACKER_BIN_ENV) {
         Some(b) if !b.is_empty() => PathBuf::from(b),
         _ => return Err(format!("{FIRECRACKER_BIN_ENV} is not set")),
@@ -31,7 +43,7 @@ fn setup() -> Result<(PathBuf, Image), String> {
     {
         return Err(format!("KVM does not work here: /dev/kvm: {e}"));
     }
-    if firebreak_vm::qemu::kvm_is_pvm() {
+    if guest == Guest::Runs && firebreak_vm::qemu::kvm_is_pvm() {
         return Err("KVM does not work for Firecracker here: this host's KVM is PVM-only".into());
     }
     let store = ImageStore::open_default();
@@ -160,4 +172,132 @@ async fn real_firecracker_provider_snapshots_the_first_job_and_restores_the_next
     assert!(notes.contains("restored from its snapshot"), "{notes}");
     assert!(second.layout().workspace.starts_with("/home/runner"));
     second.destroy().await.expect("destroy");
+}
+
+/// Every request the backend makes, sent to a real Firecracker: each must be accepted as
+/// sent (the fake Firecracker of `firecracker_api.rs` checks what we send, this checks that
+/// Firecracker agrees). Needs no running guest, so it also runs where KVM is PVM-only: the
+/// VM is configured, started, paused, snapshotted and loaded into a second Firecracker,
+/// whatever its guest manages meanwhile.
+#[tokio::test]
+async fn real_firecracker_accepts_every_request_the_backend_sends() {
+    use firebreak_vm::firecracker::api::{
+        MemoryBackend, MemoryBackendType, PartialDrive, SnapshotCreateParams, SnapshotLoadParams,
+        VsockOverride,
+    };
+    use firebreak_vm::firecracker::{BootPlan, FirecrackerApi};
+    let (bin, img) = match setup_for(Guest::ApiOnly) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("SKIPPED: real Firecracker API test not run: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let spawn = |name: &str| {
+        let log = std::fs::File::create(d.join(format!("{name}.log"))).expect("log");
+        tokio::process::Command::new(&bin)
+            .arg("--api-sock")
+            .arg(d.join(format!("{name}.sock")))
+            .arg("--id")
+            .arg(name)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn firecracker")
+    };
+    let log_of =
+        |name: &str| std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap_or_default();
+    let rootfs = d.join("rootfs.ext4");
+    std::fs::File::create(&rootfs)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("rootfs");
+    let cfg = FirecrackerConfig {
+        vcpus: 1,
+        memory_mib: 128,
+        ..Default::default()
+    };
+
+    let _first = spawn("first");
+    let api = FirecrackerApi::new(d.join("first.sock"));
+    api.wait_ready(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("API: {e}\n{}", log_of("first")));
+    BootPlan::new(
+        &cfg,
+        img.vmlinux(),
+        img.initramfs(),
+        rootfs.clone(),
+        d.join("first-v.sock"),
+    )
+    .apply(&api)
+    .await
+    .unwrap_or_else(|e| panic!("boot requests: {e}\n{}", log_of("first")));
+    assert_eq!(
+        api.describe_instance().await.expect("GET /").state,
+        "Running"
+    );
+    api.pause().await.expect("pause");
+    assert_eq!(
+        api.describe_instance().await.expect("GET /").state,
+        "Paused"
+    );
+    let (state, mem) = (d.join("state.bin"), d.join("mem.bin"));
+    api.create_snapshot(&SnapshotCreateParams {
+        snapshot_path: state.clone(),
+        mem_file_path: mem.clone(),
+        snapshot_type: None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("snapshot: {e}\n{}", log_of("first")));
+    assert_eq!(
+        std::fs::metadata(&mem).expect("memory file").len(),
+        128 << 20
+    );
+    assert!(std::fs::metadata(&state).expect("state file").len() > 0);
+
+    let _second = spawn("second");
+    let clone = FirecrackerApi::new(d.join("second.sock"));
+    clone
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .expect("API");
+    clone
+        .load_snapshot(&SnapshotLoadParams {
+            snapshot_path: state,
+            mem_backend: MemoryBackend {
+                backend_type: MemoryBackendType::File,
+                backend_path: mem,
+            },
+            track_dirty_pages: None,
+            resume_vm: Some(false),
+            vsock_override: Some(VsockOverride {
+                uds_path: d.join("second-v.sock"),
+            }),
+            network_overrides: Vec::new(),
+            clock_realtime: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("snapshot load: {e}\n{}", log_of("second")));
+    let copy = d.join("rootfs-copy.ext4");
+    std::fs::copy(&rootfs, &copy).expect("copy disk");
+    clone
+        .patch_drive(&PartialDrive {
+            drive_id: "rootfs".into(),
+            path_on_host: Some(copy),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("drive swap: {e}\n{}", log_of("second")));
+    clone.resume().await.expect("resume");
+    assert_eq!(
+        clone.describe_instance().await.expect("GET /").state,
+        "Running"
+    );
+    assert!(
+        d.join("second-v.sock").exists(),
+        "the clone's vsock socket is its own"
+    );
 }
