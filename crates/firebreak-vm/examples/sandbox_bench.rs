@@ -45,6 +45,8 @@ struct Opts {
     kernel: Option<KernelKind>,
     image: Option<String>,
     standby: bool,
+    /// QEMU `-cpu` model (`None`: the backend's default).
+    cpu: Option<String>,
 }
 
 fn parse() -> Opts {
@@ -57,6 +59,7 @@ fn parse() -> Opts {
         kernel: None,
         image: None,
         standby: true,
+        cpu: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -65,6 +68,7 @@ fn parse() -> Opts {
             "--no-cold" => o.cold = false,
             "--no-capacity" => o.capacity = false,
             "--no-standby" => o.standby = false,
+            "--cpu" => o.cpu = args.next(),
             "--image" => o.image = args.next(),
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
             "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
@@ -213,6 +217,7 @@ async fn run() -> i32 {
     let cfg = VmConfig {
         memory_mib: 256,
         vcpus: o.vcpus,
+        cpu_model: o.cpu.clone(),
         ..VmConfig::default()
     };
     eprintln!(
