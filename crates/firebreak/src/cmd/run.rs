@@ -671,9 +671,15 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         };
         let vprobe = vm.probe().await;
         if !vprobe.available {
+            let notes = vprobe.notes.join("; ");
+            // Point at `image build` only when the image is what is missing.
+            let next = if notes.contains("image") {
+                "see `firebreak doctor`; build an image with `firebreak image build`"
+            } else {
+                "see `firebreak doctor`"
+            };
             return usage(format!(
-                "the {name} sandbox is unavailable here: {} (see `firebreak doctor`; build an image with `firebreak image build`)",
-                vprobe.notes.join("; ")
+                "the {name} sandbox is unavailable here: {notes} ({next})"
             ));
         }
         providers.insert(name.into(), vm);
