@@ -318,6 +318,7 @@ impl Converter<'_> {
                         out.insert(name, cfg);
                         continue;
                     };
+                    self.warn_both_filters(&name, &props);
                     for (pk, pv) in props {
                         match pk.as_str().unwrap_or("") {
                             "types" => cfg.types = Some(into_str_list(pv)),
@@ -342,6 +343,30 @@ impl Converter<'_> {
             _ => {}
         }
         out
+    }
+
+    /// GitHub's parser takes `branches` with `branches-ignore` (and the same for tags and
+    /// paths) on one event, so that is no error here; GitHub's documentation says they cannot
+    /// be combined and GitHub.com refuses such a workflow when an event comes. A warning, at
+    /// the `-ignore` key.
+    fn warn_both_filters(&mut self, event: &str, props: &[(Token, Token)]) {
+        for (with, ignore) in [
+            ("branches", "branches-ignore"),
+            ("tags", "tags-ignore"),
+            ("paths", "paths-ignore"),
+        ] {
+            let key = |k: &str| props.iter().find(|(pk, _)| pk.as_str() == Some(k));
+            if let (Some(_), Some((k, _))) = (key(with), key(ignore)) {
+                self.diags.warn(
+                    &self.file,
+                    Some(k.pos),
+                    format!(
+                        "`{with}` and `{ignore}` both filter `{event}`, which GitHub does not \
+                         allow for one event; list the exclusions in `{with}` as `!` patterns"
+                    ),
+                );
+            }
+        }
     }
 
     fn schedule(&mut self, t: &Token) -> Vec<Schedule> {

@@ -83,11 +83,16 @@ impl std::error::Error for Diagnostic {}
 #[derive(Debug, Default)]
 pub(crate) struct Diags {
     pub(crate) list: Vec<Diagnostic>,
+    /// What GitHub's parser accepts but GitHub.com refuses or ignores later.
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 impl Diags {
     pub(crate) fn error(&mut self, file: &str, pos: Option<Pos>, message: impl Into<String>) {
         self.list.push(Diagnostic::new(file, pos, message));
+    }
+    pub(crate) fn warn(&mut self, file: &str, pos: Option<Pos>, message: impl Into<String>) {
+        self.warnings.push(Diagnostic::new(file, pos, message));
     }
     pub(crate) fn len(&self) -> usize {
         self.list.len()

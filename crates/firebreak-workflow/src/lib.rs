@@ -43,6 +43,9 @@ pub use token::{ExprToken, Token, TokenKind};
 pub struct Parsed {
     pub workflow: Option<Workflow>,
     pub diagnostics: Vec<Diagnostic>,
+    /// What GitHub's workflow parser accepts (so it is no error here) but GitHub.com
+    /// refuses when the workflow runs, e.g. `branches` and `branches-ignore` on one event.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Parsed {
@@ -137,12 +140,14 @@ pub fn parse_workflow_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed
         return Parsed {
             workflow: None,
             diagnostics: diags.list,
+            warnings: diags.warnings,
         };
     };
     if diags.len() > 0 {
         return Parsed {
             workflow: None,
             diagnostics: diags.list,
+            warnings: diags.warnings,
         };
     }
     let mut conv = convert::Converter::new(file, &mut diags);
@@ -170,11 +175,13 @@ pub fn parse_workflow_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed
         return Parsed {
             workflow: None,
             diagnostics: diags.list,
+            warnings: diags.warnings,
         };
     }
     Parsed {
         workflow: Some(workflow),
         diagnostics: Vec::new(),
+        warnings: diags.warnings,
     }
 }
 

@@ -90,6 +90,29 @@ fn check_json_lists_every_file_with_its_errors() {
 }
 
 #[test]
+fn check_warns_of_filters_github_refuses_together_without_failing() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("both.yml"),
+        "on:\n  push:\n    tags: [v1]\n    tags-ignore: [v0]\n    branches: [main]\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["check", "both.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "both.yml:4:5: warning: `tags` and `tags-ignore` both filter `push`, which GitHub does \
+         not allow for one event; list the exclusions in `tags` as `!` patterns"
+    );
+    assert!(err.contains("0 invalid, 1 warning"), "{err}");
+    let (code, out, _) = firebreak(d.path(), &["check", "both.yml", "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["files"][0]["warnings"][0]["line"], 4);
+}
+
+#[test]
 fn plan_orders_jobs_by_stage_with_their_matrix_legs() {
     let d = repo();
     let (code, out, err) = firebreak(d.path(), &["plan", ".", "--event-file", "push.json"]);

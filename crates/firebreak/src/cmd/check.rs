@@ -14,6 +14,8 @@ struct FileReport {
     path: String,
     valid: bool,
     errors: Vec<ErrorReport>,
+    /// What GitHub's parser accepts but GitHub.com refuses at run time; not counted as invalid.
+    warnings: Vec<ErrorReport>,
 }
 
 #[derive(Serialize)]
@@ -41,19 +43,21 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
     for file in &read.files {
         let root = repo_root(&file.path);
         let parsed = parse_with_local_calls(&root, &file.display, &file.source).parsed;
-        let errors: Vec<ErrorReport> = parsed
-            .diagnostics
-            .iter()
-            .map(|d| ErrorReport {
-                line: d.line,
-                col: d.col,
-                message: d.message.clone(),
-            })
-            .collect();
+        let report = |list: &[firebreak_workflow::Diagnostic]| -> Vec<ErrorReport> {
+            list.iter()
+                .map(|d| ErrorReport {
+                    line: d.line,
+                    col: d.col,
+                    message: d.message.clone(),
+                })
+                .collect()
+        };
+        let errors = report(&parsed.diagnostics);
         reports.push(FileReport {
             path: file.display.clone(),
             valid: errors.is_empty(),
             errors,
+            warnings: report(&parsed.warnings),
         });
     }
     let unreadable: Vec<Unreadable> = read
@@ -79,6 +83,9 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
                 for e in &r.errors {
                     crate::outln!("{}:{}:{}: {}", r.path, e.line, e.col, e.message)?;
                 }
+                for w in &r.warnings {
+                    crate::outln!("{}:{}:{}: warning: {}", r.path, w.line, w.col, w.message)?;
+                }
             }
             for u in &unreadable {
                 eprintln!("{}: {}", style::error_label(), u.error);
@@ -91,6 +98,13 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
             );
             if !unreadable.is_empty() {
                 summary.push_str(&format!(", {} unreadable", unreadable.len()));
+            }
+            let warnings: usize = reports.iter().map(|r| r.warnings.len()).sum();
+            if warnings > 0 {
+                summary.push_str(&format!(
+                    ", {warnings} warning{}",
+                    if warnings == 1 { "" } else { "s" }
+                ));
             }
             let summary = if invalid == 0 && unreadable.is_empty() {
                 style::err_green(&summary)
