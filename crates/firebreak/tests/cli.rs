@@ -110,6 +110,26 @@ fn check_warns_of_filters_github_refuses_together_without_failing() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["valid"], true);
     assert_eq!(v["files"][0]["warnings"][0]["line"], 4);
+    // `run` says it too, as a record of its JSON stream.
+    std::fs::create_dir_all(d.path().join(".github/workflows")).expect("mkdir");
+    std::fs::rename(
+        d.path().join("both.yml"),
+        d.path().join(".github/workflows/both.yml"),
+    )
+    .expect("move");
+    let (_, out, err) = firebreak(d.path(), &["run", "--sandbox", "host", "--json"]);
+    let warning = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "workflow_warning");
+    assert_eq!(
+        warning.map(|v| (v["path"].clone(), v["line"].clone())),
+        Some((
+            serde_json::json!(".github/workflows/both.yml"),
+            serde_json::json!(4)
+        )),
+        "{out}{err}"
+    );
 }
 
 #[test]

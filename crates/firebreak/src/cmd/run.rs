@@ -366,6 +366,16 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             }
             bad = true;
         }
+        for w in &p.warnings {
+            if args.json {
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"event": "workflow_warning", "path": shown, "line": w.line, "col": w.col, "message": w.message})
+                )?;
+            } else {
+                eprintln!("{}:{}:{}: warning: {}", shown, w.line, w.col, w.message);
+            }
+        }
         if let Some(w) = p.workflow {
             let rel = std::fs::canonicalize(&f.path)
                 .ok()
