@@ -332,14 +332,11 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
             "jailer: not configured (`--jailer` or ${JAILER_BIN_ENV}); Firecracker would run unjailed, as this user"
         ),
     });
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let missing = missing_jailer_controllers(&mounts, |p| std::fs::read_to_string(p).ok());
-    if !missing.is_empty() {
-        fnotes.push(format!(
-            "jailer: this host's cgroup v2 lacks the {} controller(s) (cgroup v1 holds them?); the jailer, which firebreak runs with --cgroup-version 2, would fail",
-            missing.join(", ")
-        ));
-    }
+    fnotes.push(match crate::firecracker::host_jailer_cgroup_version() {
+        Some(2) => "jailer: per-VM limits through cgroup v2".into(),
+        Some(v) => format!("jailer: per-VM limits through cgroup v{v} (the cpu, memory and pids controllers are v{v} hierarchies here)"),
+        None => "jailer: neither cgroup v2 nor v1 offers the cpu, memory and pids controllers here: the jailer could not apply per-VM limits".into(),
+    });
     backends.push(BackendStatus {
         name: "firecracker".into(),
         works: false,
@@ -347,31 +344,6 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     });
 
     DoctorReport { checks, backends }
-}
-
-/// The cgroup v2 controllers the jailer's per-VM limits need (`cpu.max`, `memory.max`,
-/// `pids.max`) that no cgroup2 mount in `mounts` (the text of `/proc/mounts`) offers;
-/// `read` reads a mount's `cgroup.controllers`.
-fn missing_jailer_controllers(
-    mounts: &str,
-    read: impl Fn(&Path) -> Option<String>,
-) -> Vec<&'static str> {
-    let offered: Vec<String> = mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
-            (kind == "cgroup2").then(|| read(&Path::new(dir).join("cgroup.controllers")))?
-        })
-        .collect();
-    ["cpu", "memory", "pids"]
-        .into_iter()
-        .filter(|c| {
-            !offered
-                .iter()
-                .any(|o| o.split_whitespace().any(|w| w == *c))
-        })
-        .collect()
 }
 
 impl fmt::Display for DoctorReport {
@@ -399,33 +371,5 @@ impl fmt::Display for DoctorReport {
             )?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_jailer_needs_cgroup_v2_controllers_wherever_they_are_mounted() {
-        let hybrid = "cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
-        let empty = |_: &Path| Some("\n".to_string());
-        assert_eq!(
-            missing_jailer_controllers(hybrid, empty),
-            ["cpu", "memory", "pids"]
-        );
-        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
-        let full = |p: &Path| {
-            (p == Path::new("/sys/fs/cgroup/cgroup.controllers"))
-                .then(|| "cpuset cpu io memory hugetlb pids rdma misc\n".to_string())
-        };
-        assert!(missing_jailer_controllers(unified, full).is_empty());
-        let some = |_: &Path| Some("cpu io\n".to_string());
-        assert_eq!(
-            missing_jailer_controllers(unified, some),
-            ["memory", "pids"]
-        );
-        assert_eq!(missing_jailer_controllers("", full).len(), 3);
     }
 }

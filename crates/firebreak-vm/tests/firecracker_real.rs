@@ -301,3 +301,144 @@ async fn real_firecracker_accepts_every_request_the_backend_sends() {
         "the clone's vsock socket is its own"
     );
 }
+
+/// The cgroup directory of `controller` (v1) or the unified hierarchy (v2) on this host.
+fn cgroup_root(version: u8, controller: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let ok = match version {
+            1 => f.get(2) == Some(&"cgroup") && f.get(3)?.split(',').any(|o| o == controller),
+            _ => f.get(2) == Some(&"cgroup2"),
+        };
+        ok.then(|| PathBuf::from(f[1]))
+    })
+}
+
+/// The jailer as the backend runs it: its command line (chroot, user, cgroup version and
+/// per-VM limits, API socket), the files a VM needs placed in the jail, and the boot
+/// requests. Needs `FIREBREAK_JAILER_BIN`, root, and a statically linked Firecracker (the
+/// jail holds no libraries); like the API test above, no guest has to run.
+#[tokio::test]
+async fn real_jailer_jails_firecracker_as_the_backend_asks() {
+    use firebreak_vm::firecracker::{
+        vmm_overhead_mib, BootPlan, FirecrackerApi, JailerConfig, JAILER_BIN_ENV,
+    };
+    let skip = |why: String| eprintln!("SKIPPED: real jailer test not run: {why}");
+    let (fc, img) = match setup_for(Guest::ApiOnly) {
+        Ok(s) => s,
+        Err(why) => return skip(why),
+    };
+    let jailer = match std::env::var_os(JAILER_BIN_ENV) {
+        Some(j) if PathBuf::from(&j).is_file() => PathBuf::from(j),
+        _ => return skip(format!("{JAILER_BIN_ENV} does not name a jailer binary")),
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return skip("the jailer needs root".into());
+    }
+    let elf = std::fs::read(&fc).unwrap_or_default();
+    if elf.windows(8).any(|w| w == b"/lib64/l") {
+        return skip(format!(
+            "{} is dynamically linked; the jail holds no libraries",
+            fc.display()
+        ));
+    }
+    let Some(version) = firebreak_vm::firecracker::host_jailer_cgroup_version() else {
+        return skip("no cgroup version here offers cpu, memory and pids".into());
+    };
+
+    let base = tempfile::tempdir().expect("tempdir");
+    let mut j = JailerConfig::new(&jailer, 65534, 65534).with_host_cgroups();
+    assert_eq!(j.cgroup_version, version);
+    j.chroot_base = base.path().to_path_buf();
+    let parent = format!("firebreak-test-{}", std::process::id());
+    j.parent_cgroup = Some(parent.clone());
+    let id = format!("fbjail-{}", std::process::id());
+    let vm = j.for_vm(1, 128);
+    let root = vm.chroot_dir(&fc, &id);
+    let stderr = base.path().join("jailer.log");
+    let mut child = tokio::process::Command::new(&jailer)
+        .args(vm.argv(&fc, &id))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stderr).expect("log"))
+        .stderr(std::fs::File::create(base.path().join("jailer.err")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn jailer");
+    let log = || {
+        [stderr.clone(), base.path().join("jailer.err")]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let api = FirecrackerApi::new(root.join("api.sock"));
+    let ready = api.wait_ready(Duration::from_secs(10)).await;
+    let outcome = async {
+        ready.map_err(|e| format!("API in the jail: {e}"))?;
+        // What the backend places in a jail: the kernel and initramfs readable by the jail's
+        // user, the VM's own disk owned by it.
+        use std::os::unix::fs::PermissionsExt;
+        for (src, name) in [
+            (img.vmlinux(), "vmlinux"),
+            (img.initramfs(), "initramfs.cpio.gz"),
+        ] {
+            std::fs::copy(&src, root.join(name)).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o444))
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
+        let disk = root.join("rootfs.ext4");
+        std::fs::File::create(&disk)
+            .and_then(|f| f.set_len(64 << 20))
+            .map_err(|e| format!("disk: {e}"))?;
+        std::os::unix::fs::chown(&disk, Some(65534), Some(65534)).map_err(|e| e.to_string())?;
+        let cfg = FirecrackerConfig {
+            vcpus: 1,
+            memory_mib: 128,
+            ..Default::default()
+        };
+        BootPlan::new(
+            &cfg,
+            "/vmlinux".into(),
+            "/initramfs.cpio.gz".into(),
+            "/rootfs.ext4".into(),
+            "/v.sock".into(),
+        )
+        .apply(&api)
+        .await
+        .map_err(|e| format!("boot requests: {e}"))?;
+        let state = api
+            .describe_instance()
+            .await
+            .map_err(|e| e.to_string())?
+            .state;
+        Ok::<_, String>(state)
+    }
+    .await;
+    // The per-VM memory limit, where this cgroup version keeps it.
+    let (controller, file) = if version == 1 {
+        ("memory", "memory.limit_in_bytes")
+    } else {
+        ("memory", "memory.max")
+    };
+    let cg = cgroup_root(version, controller).map(|r| r.join(&parent));
+    let limit = cg
+        .as_ref()
+        .and_then(|d| std::fs::read_to_string(d.join(&id).join(file)).ok());
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+    // The jailer leaves its cgroups behind: remove the VM's and the test's parent.
+    for c in ["cpu", "memory", "pids"] {
+        if let Some(d) = cgroup_root(version, c).map(|r| r.join(&parent)) {
+            let _ = std::fs::remove_dir(d.join(&id));
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+    let state = outcome.unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    assert_eq!(state, "Running");
+    assert_eq!(
+        limit.map(|l| l.trim().to_string()),
+        Some(((128 + vmm_overhead_mib(128)) << 20).to_string()),
+        "the VM's memory limit in {cg:?}"
+    );
+}

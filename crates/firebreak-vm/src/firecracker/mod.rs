@@ -92,7 +92,9 @@
 //!   firebreak`, one cgroup per VM named by its id, with `cpu.max` (vCPUs ×
 //!   period), `memory.max` (guest memory plus [`vmm_overhead_mib`]) and
 //!   `pids.max` (its threads) from the VM's shape, unless the configured
-//!   `cgroups` set them ([`JailerConfig::for_vm`]).
+//!   `cgroups` set them ([`JailerConfig::for_vm`]). On a host whose `cpu`,
+//!   `memory` and `pids` controllers are cgroup v1 hierarchies, v1 with the
+//!   same limits under their v1 names ([`JailerConfig::with_host_cgroups`]).
 //! * **netns**: [`JailerConfig::netns`] when set (a namespace the host
 //!   setup made, e.g. one holding only that VM's TAP device and its NAT).
 //!   Not created per VM: a VM without network has no network device, so its
@@ -117,8 +119,9 @@ pub use api::{ApiError, FirecrackerApi};
 pub use pool::FirecrackerPool;
 pub use provider::{FirecrackerProvider, FirecrackerSandbox};
 pub use vm::{
-    boot_args, find_firecracker, vmm_overhead_mib, BootFiles, BootPlan, FirecrackerConfig,
-    FirecrackerError, FirecrackerVm, JailerConfig, JailerUserError, Snapshot, SnapshotMeta,
-    TapNetwork, FIRECRACKER_BIN_ENV, JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
+    boot_args, find_firecracker, host_jailer_cgroup_version, jailer_cgroup_version,
+    vmm_overhead_mib, BootFiles, BootPlan, FirecrackerConfig, FirecrackerError, FirecrackerVm,
+    JailerConfig, JailerUserError, Snapshot, SnapshotMeta, TapNetwork, FIRECRACKER_BIN_ENV,
+    JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
 };
 pub use warm::SnapshotCache;

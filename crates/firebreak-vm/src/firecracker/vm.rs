@@ -204,6 +204,17 @@ impl JailerConfig {
         }
     }
 
+    /// The same jail with the cgroup version this host can give the per-VM limits
+    /// ([`host_jailer_cgroup_version`]): v1 where the `cpu`, `memory` and `pids`
+    /// controllers are mounted as cgroup v1 hierarchies and not under cgroup2, as on hosts
+    /// with the hybrid layout. Unchanged when neither offers them (the jailer will say so).
+    pub fn with_host_cgroups(mut self) -> Self {
+        if let Some(v) = host_jailer_cgroup_version() {
+            self.cgroup_version = v;
+        }
+        self
+    }
+
     /// The jail layout of [`JailerConfig::new`] for the user `user` names: `UID:GID`, or a
     /// user name (its uid and primary group). Root is refused: the jailer exists to drop
     /// it, so Firecracker must run as an unprivileged user of its own.
@@ -234,6 +245,9 @@ impl JailerConfig {
     /// vCPUs' worth of CPU time per 100 ms period), `memory.max` (guest memory and
     /// [`VMM_OVERHEAD_MIB`] for Firecracker itself) and `pids.max` (its threads), so that a
     /// busy or ballooning VM cannot take more of the host than its job asked for.
+    ///
+    /// Under cgroup v1 the same limits are `cpu.cfs_quota_us` and `cpu.cfs_period_us`,
+    /// `memory.limit_in_bytes` and `pids.max`.
     pub fn for_vm(&self, vcpus: u32, memory_mib: u64) -> JailerConfig {
         let mut j = self.clone();
         let has = |key: &str| {
@@ -241,18 +255,24 @@ impl JailerConfig {
                 .iter()
                 .any(|c| c.split_once('=').is_some_and(|(k, _)| k.trim() == key))
         };
+        let quota = u64::from(vcpus.max(1)) * CPU_PERIOD_US;
+        let memory = (memory_mib + vmm_overhead_mib(memory_mib)) << 20;
         let mut add = Vec::new();
-        if !has("cpu.max") {
-            add.push(format!(
-                "cpu.max={} {CPU_PERIOD_US}",
-                u64::from(vcpus.max(1)) * CPU_PERIOD_US
-            ));
-        }
-        if !has("memory.max") {
-            add.push(format!(
-                "memory.max={}",
-                (memory_mib + vmm_overhead_mib(memory_mib)) << 20
-            ));
+        if j.cgroup_version == 1 {
+            if !has("cpu.cfs_quota_us") && !has("cpu.cfs_period_us") {
+                add.push(format!("cpu.cfs_period_us={CPU_PERIOD_US}"));
+                add.push(format!("cpu.cfs_quota_us={quota}"));
+            }
+            if !has("memory.limit_in_bytes") {
+                add.push(format!("memory.limit_in_bytes={memory}"));
+            }
+        } else {
+            if !has("cpu.max") {
+                add.push(format!("cpu.max={quota} {CPU_PERIOD_US}"));
+            }
+            if !has("memory.max") {
+                add.push(format!("memory.max={memory}"));
+            }
         }
         if !has("pids.max") {
             add.push(format!("pids.max={}", VMM_THREADS + vcpus));
@@ -304,6 +324,47 @@ impl JailerConfig {
         a.push("/api.sock".into());
         a
     }
+}
+
+/// The cgroup controllers the jailer's per-VM limits use.
+const JAILER_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+
+/// Which cgroup version gives the jailer the `cpu`, `memory` and `pids` controllers, given
+/// `mounts` (the text of `/proc/mounts`) and `read` (reads a cgroup2 mount's
+/// `cgroup.controllers`): 2 when a cgroup2 mount offers all three, else 1 when cgroup v1
+/// hierarchies hold all three, else `None`.
+pub fn jailer_cgroup_version(mounts: &str, read: impl Fn(&Path) -> Option<String>) -> Option<u8> {
+    let mut v2: Vec<String> = Vec::new();
+    let mut v1: Vec<&str> = Vec::new();
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_), Some(dir), Some(kind), Some(opts)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        match kind {
+            "cgroup2" => {
+                if let Some(c) = read(&Path::new(dir).join("cgroup.controllers")) {
+                    v2.extend(c.split_whitespace().map(str::to_string));
+                }
+            }
+            "cgroup" => v1.extend(opts.split(',')),
+            _ => {}
+        }
+    }
+    if JAILER_CONTROLLERS.iter().all(|c| v2.iter().any(|o| o == c)) {
+        Some(2)
+    } else if JAILER_CONTROLLERS.iter().all(|c| v1.contains(c)) {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+/// [`jailer_cgroup_version`] of this host.
+pub fn host_jailer_cgroup_version() -> Option<u8> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    jailer_cgroup_version(&mounts, |p| std::fs::read_to_string(p).ok())
 }
 
 /// A TAP device for the guest's `eth0` (opt-in; the host sets up the TAP
@@ -1511,5 +1572,36 @@ mod tests {
         // vCPUs of 0 (a misconfiguration) still leaves the VM one CPU's worth.
         assert!(cg(&JailerConfig::new("/j", 1, 1).for_vm(0, 128))
             .contains(&"cpu.max=100000 100000".to_string()));
+        // cgroup v1 names the same limits differently.
+        let mut v1 = JailerConfig::new("/usr/bin/jailer", 123, 100);
+        v1.cgroup_version = 1;
+        assert_eq!(
+            cg(&v1.for_vm(2, 2048)),
+            [
+                "cpu.cfs_period_us=100000",
+                "cpu.cfs_quota_us=200000",
+                "memory.limit_in_bytes=2348810240",
+                "pids.max=18"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_jailer_gets_the_cgroup_version_that_holds_its_controllers() {
+        let hybrid = "cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+                      cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
+                      cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        let empty = |_: &Path| Some("\n".to_string());
+        assert_eq!(jailer_cgroup_version(hybrid, empty), Some(1));
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        let full = |p: &Path| {
+            (p == Path::new("/sys/fs/cgroup/cgroup.controllers"))
+                .then(|| "cpuset cpu io memory hugetlb pids rdma misc\n".to_string())
+        };
+        assert_eq!(jailer_cgroup_version(unified, full), Some(2));
+        let some = |_: &Path| Some("cpu io\n".to_string());
+        assert_eq!(jailer_cgroup_version(unified, some), None);
+        assert_eq!(jailer_cgroup_version("", full), None);
     }
 }

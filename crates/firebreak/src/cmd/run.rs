@@ -221,7 +221,8 @@ fn jailer_config(
         .as_deref()
         .ok_or("--jailer needs --jailer-user (UID:GID or a user name)")?;
     let mut j = firebreak_vm::firecracker::JailerConfig::for_user(binary, user)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_host_cgroups();
     if let Some(dir) = &args.jailer_chroot {
         j.chroot_base = dir.clone();
     }
