@@ -47,6 +47,8 @@ struct Opts {
     standby: bool,
     /// QEMU `-cpu` model (`None`: the backend's default).
     cpu: Option<String>,
+    /// Extra guest kernel command-line words.
+    cmdline: Vec<String>,
 }
 
 fn parse() -> Opts {
@@ -60,6 +62,7 @@ fn parse() -> Opts {
         image: None,
         standby: true,
         cpu: None,
+        cmdline: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -69,6 +72,7 @@ fn parse() -> Opts {
             "--no-capacity" => o.capacity = false,
             "--no-standby" => o.standby = false,
             "--cpu" => o.cpu = args.next(),
+            "--cmdline" => o.cmdline.extend(args.next()),
             "--image" => o.image = args.next(),
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
             "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
@@ -218,6 +222,7 @@ async fn run() -> i32 {
         memory_mib: 256,
         vcpus: o.vcpus,
         cpu_model: o.cpu.clone(),
+        extra_cmdline: o.cmdline.clone(),
         ..VmConfig::default()
     };
     eprintln!(
