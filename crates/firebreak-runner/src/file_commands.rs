@@ -89,11 +89,8 @@ fn next_line<'t>(text: &'t str, pos: &mut usize) -> Option<(&'t str, bool)> {
 /// Parses a GITHUB_ENV / GITHUB_OUTPUT / GITHUB_STATE file. Later duplicates
 /// win (the map keeps first-seen order).
 pub fn parse_key_values(text: &str) -> Result<IndexMap<String, String>, FileCommandError> {
-    let mut out = IndexMap::new();
-    for (k, v) in parse_key_value_pairs(text)? {
-        out.insert(k, v);
-    }
-    Ok(out)
+    // Collecting into an IndexMap keeps a key's first position and its last value.
+    Ok(parse_key_value_pairs(text)?.into_iter().collect())
 }
 
 /// Like [`parse_key_values`] but keeps every pair in file order.
@@ -404,12 +401,8 @@ impl StepFiles {
                 r.errors.push(e.to_string());
                 r.failed = true;
             }
-            // Later duplicates win; the map keeps first-seen order.
-            let mut kv = IndexMap::new();
-            for (k, v) in pairs {
-                kv.insert(k, v);
-            }
-            kv
+            // Later duplicates win; the map keeps first-seen order (as `parse_key_values`).
+            pairs.into_iter().collect::<IndexMap<_, _>>()
         };
         let env = key_values(FileCommand::Env, read(FileCommand::Env).await?, &mut r);
         for (k, v) in env {

@@ -145,8 +145,6 @@ pub enum StepError {
     },
 }
 
-/// Runs `step` in `sandbox`. Log records go to `log` (a closed receiver only
-/// discards them). See the module docs.
 /// A step's `timeout-minutes` as GitHub's runner applies it: cut to whole
 /// minutes (`1.9` is one minute), and none unless that is above zero (`0.5`
 /// sets no timeout).
@@ -155,6 +153,8 @@ pub fn step_timeout(minutes: f64) -> Option<Duration> {
     (whole.is_finite() && whole >= 1.0).then(|| Duration::from_secs(whole as u64 * 60))
 }
 
+/// Runs `step` in `sandbox`. Log records go to `log` (a closed receiver only
+/// discards them). See the module docs.
 pub async fn run_script_step(
     sandbox: &dyn Sandbox,
     step: ScriptStep,

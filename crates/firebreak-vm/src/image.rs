@@ -663,9 +663,8 @@ impl ImageStore {
                 let Some(rest) = name.strip_prefix(".tmp-") else {
                     continue;
                 };
-                let pid: Option<i32> = rest.rsplit('-').next().and_then(|p| p.parse().ok());
-                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                if !alive {
+                let pid: Option<u32> = rest.rsplit('-').next().and_then(|p| p.parse().ok());
+                if !pid.is_some_and(crate::leftovers::process_alive) {
                     let _ = std::fs::remove_dir_all(e.path());
                     report.removed.push(e.path());
                 }

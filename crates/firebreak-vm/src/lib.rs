@@ -66,6 +66,7 @@ pub mod doctor;
 pub mod firecracker;
 pub mod image;
 pub mod kernel;
+mod leftovers;
 pub mod pool;
 pub mod qemu;
 pub mod qmp;

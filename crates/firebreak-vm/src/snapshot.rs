@@ -244,7 +244,7 @@ pub fn prune_stale(image: &Image) -> Vec<PathBuf> {
         let name = e.file_name().to_string_lossy().into_owned();
         let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
             let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-            !pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+            !pid.is_some_and(crate::leftovers::process_alive)
         } else {
             match read_meta(&e.path()) {
                 Some(m) => m.image_identity != ident || m.format != SNAPSHOT_FORMAT,

@@ -151,10 +151,10 @@ impl AgentTransport for FirecrackerVsock {
 
 /// Connects to the agent and completes the hello within `timeout`,
 /// reconnecting while the socket is not there yet, and when the connection is closed
-/// before the agent answers: QEMU 10 sometimes drops a host end that connected while
-/// the guest was still setting up its virtio-serial port (seen in about every other run
-/// of the cold-boot tests, three attempts failing within a second), and Firecracker
-/// closes a vsock `CONNECT` that no guest listener takes.
+/// before the agent answers. A VMM that exits closes it too: callers that watch the
+/// VMM's process (the boots do) then report its exit, which says more than "connection
+/// closed" (seen when QEMU 10's guests died early in boot: three attempts failed within
+/// a second with nothing but that).
 pub async fn connect_agent(
     t: &dyn AgentTransport,
     timeout: Duration,

@@ -356,20 +356,21 @@ async fn real_jailer_jails_firecracker_as_the_backend_asks() {
     let id = format!("fbjail-{}", std::process::id());
     let vm = j.for_vm(1, 128);
     let root = vm.chroot_dir(&fc, &id);
-    let stderr = base.path().join("jailer.log");
+    let (out_log, err_log) = (
+        base.path().join("jailer.out"),
+        base.path().join("jailer.err"),
+    );
     let mut child = tokio::process::Command::new(&jailer)
         .args(vm.argv(&fc, &id))
         .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stderr).expect("log"))
-        .stderr(std::fs::File::create(base.path().join("jailer.err")).expect("log"))
+        .stdout(std::fs::File::create(&out_log).expect("log"))
+        .stderr(std::fs::File::create(&err_log).expect("log"))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn jailer");
     let log = || {
-        [stderr.clone(), base.path().join("jailer.err")]
-            .iter()
+        [&out_log, &err_log]
             .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-            .collect::<Vec<_>>()
             .join("\n")
     };
     let api = FirecrackerApi::new(root.join("api.sock"));
@@ -416,12 +417,12 @@ async fn real_jailer_jails_firecracker_as_the_backend_asks() {
     }
     .await;
     // The per-VM memory limit, where this cgroup version keeps it.
-    let (controller, file) = if version == 1 {
-        ("memory", "memory.limit_in_bytes")
+    let file = if version == 1 {
+        "memory.limit_in_bytes"
     } else {
-        ("memory", "memory.max")
+        "memory.max"
     };
-    let cg = cgroup_root(version, controller).map(|r| r.join(&parent));
+    let cg = cgroup_root(version, "memory").map(|r| r.join(&parent));
     let limit = cg
         .as_ref()
         .and_then(|d| std::fs::read_to_string(d.join(&id).join(file)).ok());

@@ -156,7 +156,7 @@ impl std::fmt::Debug for GuestFiles {
     }
 }
 
-/// A tree read from `find -printf '%y %Y %P\n'`.
+/// A tree read from `find ROOT… -printf '%y %Y %p\n'`.
 struct Listing {
     root: PathBuf,
     /// Relative path → (its own type, its type through links).
@@ -388,26 +388,24 @@ fn parse_patterns(root: &Path, text: &str) -> Vec<Pattern> {
             }
             search.push(c.as_os_str());
         }
-        let descendants = segments
+        // Everything below what the pattern matches, too (`implicitDescendants`).
+        let deeper = segments
             .as_ref()
-            .is_some_and(|s| s.last().map(String::as_str) != Some("**"));
-        if descendants {
-            let mut deeper = segments.clone().unwrap_or_default();
-            deeper.push("**".into());
-            out.push(Pattern {
-                negate,
-                segments: segments.clone(),
-                search: search.clone(),
+            .filter(|s| s.last().map(String::as_str) != Some("**"))
+            .map(|s| {
+                let mut d = s.clone();
+                d.push("**".into());
+                d
             });
+        out.push(Pattern {
+            negate,
+            segments,
+            search: search.clone(),
+        });
+        if let Some(deeper) = deeper {
             out.push(Pattern {
                 negate,
                 segments: Some(deeper),
-                search,
-            });
-        } else {
-            out.push(Pattern {
-                negate,
-                segments,
                 search,
             });
         }

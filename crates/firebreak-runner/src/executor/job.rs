@@ -429,6 +429,12 @@ impl LegRunner {
         self.job_token.is_cancelled()
     }
 
+    /// The running step's context name (`GITHUB_ACTION`): inside a composite
+    /// action, the calling step's.
+    fn context_name(&self, step: &Step) -> String {
+        self.step_action.clone().unwrap_or_else(|| step.id.clone())
+    }
+
     /// `job.status` / `github.action_status` for `status`: `cancelled` once the
     /// job is cancelled, else `failure` or `success`.
     fn status_word(&self, status: Status) -> &'static str {
@@ -1068,11 +1074,7 @@ impl LegRunner {
             None if !scope.composite => self.defaults.working_directory.clone(),
             None => None,
         };
-        let penv = self.process_env(
-            scope,
-            env,
-            &self.step_action.clone().unwrap_or_else(|| step.id.clone()),
-        );
+        let penv = self.process_env(scope, env, &self.context_name(step));
         let debug = self
             .sh
             .cfg
@@ -1257,11 +1259,7 @@ impl LegRunner {
             }
         };
         if r.is_checkout() {
-            let penv = self.process_env(
-                scope,
-                env,
-                &self.step_action.clone().unwrap_or_else(|| step.id.clone()),
-            );
+            let penv = self.process_env(scope, env, &self.context_name(step));
             return self.checkout(&with, penv).await;
         }
         let (info, manifest) = match self.resolve(&r).await {

@@ -632,25 +632,6 @@ fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Removes `fcvm-<pid>-<n>` run directories of processes that are gone.
-fn remove_stale_run_dirs(parent: &Path) {
-    let Ok(rd) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("fcvm-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 /// Timings of a boot or restore.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FirecrackerBootStats {
@@ -835,7 +816,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         }
         None => {
             let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-            remove_stale_run_dirs(&parent);
+            crate::leftovers::remove_dead_run_dirs(&parent, "fcvm-");
             let dir = parent.join(format!("fcvm-{}-{seq}", std::process::id()));
             RunLayout {
                 remove: dir.clone(),

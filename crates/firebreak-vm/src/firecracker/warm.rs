@@ -179,16 +179,7 @@ impl SnapshotCache {
         }
         let name = self.name(files, cfg);
         let done = self.dir.join(&name);
-        let settled = crate::snapshot::settle_clocksource(&vm.client())
-            .await
-            .map_err(|e| FirecrackerError::Snapshot {
-                dir: self.dir.clone(),
-                reason: format!("reading the guest's clocksource: {e}"),
-            });
-        let result = match settled {
-            Ok(()) => self.place(vm, files, cfg, &name).await,
-            Err(e) => Err(e),
-        };
+        let result = self.place(vm, files, cfg, &name).await;
         if result.is_err() {
             lock(&FAILED).get_or_insert_with(HashSet::new).insert(done);
         }
@@ -202,6 +193,12 @@ impl SnapshotCache {
         cfg: &FirecrackerConfig,
         name: &str,
     ) -> Result<Snapshot, FirecrackerError> {
+        crate::snapshot::settle_clocksource(&vm.client())
+            .await
+            .map_err(|e| FirecrackerError::Snapshot {
+                dir: self.dir.clone(),
+                reason: format!("reading the guest's clocksource: {e}"),
+            })?;
         std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
         let tmp = self.tmp_dir();
         let done = self.dir.join(name);
@@ -314,7 +311,7 @@ fn pid_alive(pid_dash_rest: &str) -> bool {
         .split('-')
         .next()
         .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+        .is_some_and(crate::leftovers::process_alive)
 }
 
 /// Whether every file the snapshot in `dir` was taken from is as it was.

@@ -378,26 +378,6 @@ pub async fn create_overlay_on(
     Ok(())
 }
 
-/// Removes `fbvm-<pid>-<n>` run directories left by processes that died
-/// without cleaning up (their QEMU died with them: see `setpriv` below).
-fn remove_stale_run_dirs(parent: &Path) {
-    let Ok(rd) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("fbvm-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 /// Decides KVM vs TCG for `cfg` (probing KVM once per process).
 pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError> {
     match cfg.accel {
@@ -415,7 +395,7 @@ pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError>
 
 fn new_run_dir(cfg: &VmConfig) -> Result<PathBuf, VmError> {
     let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-    remove_stale_run_dirs(&parent);
+    crate::leftovers::remove_dead_run_dirs(&parent, "fbvm-");
     let run_dir = parent.join(format!(
         "fbvm-{}-{}",
         std::process::id(),
