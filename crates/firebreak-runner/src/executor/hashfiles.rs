@@ -328,7 +328,9 @@ impl GuestFiles {
         req.env.insert("LC_ALL".into(), "C".into());
         req.cwd = Some(self.workspace.clone());
         req.stdin = stdin;
-        req.drain_grace = std::time::Duration::ZERO;
+        // The default drain grace, not none: every line is needed, and with none the
+        // lines still in the pipe when the command exits were dropped (CI once got 4
+        // checksums of 6). Nothing here runs in the background, so no wait comes of it.
         let (tx, mut rx) = mpsc::channel::<OutputEvent>(1024);
         let collect = async {
             let mut out = Vec::new();

@@ -187,7 +187,9 @@ pub struct ExecRequest {
     /// gives it `/dev/null`.
     pub stdin: Option<Vec<u8>>,
     /// After the main process exits, how long to keep reading output that
-    /// background processes may still write before returning.
+    /// background processes may still write before returning. Zero may also
+    /// lose the process's own last lines, still unread in the pipe: only for
+    /// commands whose output does not matter.
     pub drain_grace: Duration,
 }
 
