@@ -135,6 +135,66 @@ async fn restored_clones_have_their_own_working_disk_a_fresh_clock_and_entropy()
     }
 }
 
+/// Reads completed on the guest's root disk (`/sys/block/vda/stat`, read by the
+/// agent itself, which starts no process and touches no file on the disk).
+async fn disk_reads(vm: &QemuVm) -> u64 {
+    let stat = vm
+        .client()
+        .read_file("/sys/block/vda/stat")
+        .await
+        .expect("read_file")
+        .expect("/sys/block/vda/stat exists");
+    String::from_utf8_lossy(&stat)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a read count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_clone_starts_a_jobs_shells_without_reading_its_disk() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let cfg = small();
+    let (snap, _) = snapshot::ensure(&img, &cfg).await.expect("snapshot");
+    let mut vm = QemuVm::restore(&img, &cfg, &snap).await.expect("restore");
+    let before = disk_reads(&vm).await;
+    for argv in [
+        &[
+            "/bin/bash",
+            "--noprofile",
+            "--norc",
+            "-eo",
+            "pipefail",
+            "-c",
+            "echo hi",
+        ][..],
+        &["/bin/sh", "-e", "-c", "echo hi"][..],
+        &["/bin/echo", "hi"][..],
+    ] {
+        let spec = firebreak_agent::ExecSpec::new(argv.iter().copied()).env("PATH", PATH);
+        let (out, err, st) = common::exec_collect(&vm.client(), spec).await;
+        assert_eq!(
+            (st, String::from_utf8_lossy(&out).into_owned()),
+            (
+                firebreak_agent::ExitStatus::Exited { code: 0 },
+                "hi\n".to_string()
+            ),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&err)
+        );
+    }
+    // The snapshot left these programs and their libraries in the page cache
+    // every clone inherits: under TCG each read from the disk is slow block
+    // I/O on the restore's critical path.
+    assert_eq!(
+        disk_reads(&vm).await,
+        before,
+        "a restored clone read its disk to start bash, sh and echo"
+    );
+    vm.kill().await;
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
