@@ -67,6 +67,7 @@ pub mod firecracker;
 pub mod image;
 pub mod kernel;
 mod leftovers;
+mod log_tail;
 pub mod pool;
 pub mod qemu;
 pub mod qmp;

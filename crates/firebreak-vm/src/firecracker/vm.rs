@@ -20,6 +20,7 @@ use super::api::{
     SnapshotLoadParams, SnapshotType, Vsock, VsockOverride,
 };
 use crate::image::Image;
+use crate::log_tail::tail;
 use crate::tools;
 use crate::transport::{connect_agent, FirecrackerVsock, TransportError};
 
@@ -626,11 +627,6 @@ impl RunLayout {
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
 
 /// Timings of a boot or restore.
 #[derive(Debug, Clone, Copy, PartialEq)]

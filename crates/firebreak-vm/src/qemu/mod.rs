@@ -39,6 +39,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::image::Image;
+use crate::log_tail::tail;
 use crate::qmp::Qmp;
 use crate::tools;
 use crate::transport::{connect_agent, connect_stream, handshake, VirtioSerialSocket};
@@ -316,11 +317,6 @@ pub struct QemuVm {
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
 
 /// Why a VM failed when its QEMU exited early: the exit status and the end of its log.
 fn qemu_exited(st: std::io::Result<std::process::ExitStatus>, run_dir: &Path) -> String {
