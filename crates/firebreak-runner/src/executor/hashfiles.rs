@@ -156,7 +156,8 @@ impl std::fmt::Debug for GuestFiles {
     }
 }
 
-/// A tree read from `find ROOT… -printf '%y %Y %p\n'`.
+/// A tree read from `find ROOT… -printf '%y %Y %p\0'`, one entry per line with
+/// `\` and newlines in names escaped as `\\` and `\n`.
 struct Listing {
     root: PathBuf,
     /// Relative path → (its own type, its type through links).
@@ -176,7 +177,8 @@ impl Listing {
                 continue;
             };
             // `%p`: the start point (`./src`, `.`) and what is below it.
-            let p = chars.as_str();
+            let p = unescape(chars.as_str());
+            let p = p.as_str();
             let p = if p == "." {
                 ""
             } else {
@@ -206,6 +208,24 @@ impl Listing {
     fn kind(&self, path: &Path) -> Option<(char, char)> {
         self.kinds.get(path.strip_prefix(&self.root).ok()?).copied()
     }
+}
+
+/// Undoes the listing's escapes: `\\` is `\`, `\n` a newline.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 impl Tree for Listing {
@@ -256,10 +276,16 @@ impl GuestFiles {
         }
         let find = if follow { "find -L" } else { "find" };
         // A root that does not exist, or a loop `-L` leaves out (as GitHub skips
-        // it), is no error; anything else find cannot read is.
+        // it), is no error; anything else find cannot read is. Output comes back
+        // in lines, so each entry ends in NUL and `\` and newlines in names are
+        // escaped (`Listing::parse` undoes it); find's own status is kept.
         let listed = self
             .run(
-                &format!("{find} \"$@\" -printf '%y %Y %p\\n'"),
+                &format!(
+                    "t=$(mktemp) || exit 2; {find} \"$@\" -printf '%y %Y %p\\0' > \"$t\"; s=$?; \
+                     sed -z 's/\\\\/\\\\\\\\/g; s/\\n/\\\\n/g' \"$t\" | tr '\\0' '\\n'; \
+                     rm -f \"$t\"; exit $s"
+                ),
                 &roots,
                 None,
                 |err| {
@@ -664,6 +690,9 @@ mod tests {
             "B.txt",
             "sp ace/n.rs",
             ".git/HEAD",
+            "new\nline/x.txt",
+            "back\\slash.txt",
+            "trailing\\",
         ] {
             let p = ws.join(f);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -686,6 +715,7 @@ mod tests {
             vec!["none/**"],
             vec!["--follow-symbolic-links", "b/**", "missing/*"],
             vec!["a/**", "b/*.txt"],
+            vec!["new*/**", "back*", "trailing*"],
         ] {
             let args: Vec<String> = args.into_iter().map(String::from).collect();
             let on_host = hash_files(&ws, &args).expect("host");
