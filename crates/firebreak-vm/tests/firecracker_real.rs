@@ -315,44 +315,94 @@ fn cgroup_root(version: u8, controller: &str) -> Option<PathBuf> {
     })
 }
 
+/// What the jailer tests need: Firecracker (statically linked: the jail holds no
+/// libraries), an image, the jailer, root, and the cgroup version that offers the per-VM
+/// limits' controllers; or why they skip. `config` runs VMs as `nobody`, jailed under
+/// `base`, their cgroups under `parent`.
+struct Jail {
+    fc: PathBuf,
+    img: Image,
+    version: u8,
+    base: tempfile::TempDir,
+    config: firebreak_vm::firecracker::JailerConfig,
+    parent: String,
+}
+
+fn jail(parent: &str) -> Result<Jail, String> {
+    use firebreak_vm::firecracker::{JailerConfig, JAILER_BIN_ENV};
+    let (fc, img) = setup_for(Guest::ApiOnly)?;
+    let jailer = match std::env::var_os(JAILER_BIN_ENV) {
+        Some(j) if PathBuf::from(&j).is_file() => PathBuf::from(j),
+        _ => return Err(format!("{JAILER_BIN_ENV} does not name a jailer binary")),
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the jailer needs root".into());
+    }
+    let elf = std::fs::read(&fc).unwrap_or_default();
+    if elf.windows(8).any(|w| w == b"/lib64/l") {
+        return Err(format!(
+            "{} is dynamically linked; the jail holds no libraries",
+            fc.display()
+        ));
+    }
+    let version = firebreak_vm::firecracker::host_jailer_cgroup_version()
+        .ok_or("no cgroup version here offers cpu, memory and pids")?;
+    let base = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut config = JailerConfig::new(&jailer, 65534, 65534).with_host_cgroups();
+    assert_eq!(config.cgroup_version, version);
+    config.chroot_base = base.path().to_path_buf();
+    let parent = format!("{parent}-{}", std::process::id());
+    config.parent_cgroup = Some(parent.clone());
+    Ok(Jail {
+        fc,
+        img,
+        version,
+        base,
+        config,
+        parent,
+    })
+}
+
+/// Removes the cgroups the jailer leaves behind for VM `id` under `parent`, and `parent`.
+fn remove_jailer_cgroups(version: u8, parent: &str, id: Option<&str>) {
+    for c in ["cpu", "memory", "pids"] {
+        if let Some(d) = cgroup_root(version, c).map(|r| r.join(parent)) {
+            match id {
+                Some(id) => {
+                    let _ = std::fs::remove_dir(d.join(id));
+                }
+                // Every VM's: the test knows only its parent.
+                None => {
+                    for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                        if e.path().is_dir() {
+                            let _ = std::fs::remove_dir(e.path());
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
 /// The jailer as the backend runs it: its command line (chroot, user, cgroup version and
 /// per-VM limits, API socket), the files a VM needs placed in the jail, and the boot
 /// requests. Needs `FIREBREAK_JAILER_BIN`, root, and a statically linked Firecracker (the
 /// jail holds no libraries); like the API test above, no guest has to run.
 #[tokio::test]
 async fn real_jailer_jails_firecracker_as_the_backend_asks() {
-    use firebreak_vm::firecracker::{
-        vmm_overhead_mib, BootPlan, FirecrackerApi, JailerConfig, JAILER_BIN_ENV,
-    };
-    let skip = |why: String| eprintln!("SKIPPED: real jailer test not run: {why}");
-    let (fc, img) = match setup_for(Guest::ApiOnly) {
+    use firebreak_vm::firecracker::{vmm_overhead_mib, BootPlan, FirecrackerApi};
+    let Jail {
+        fc,
+        img,
+        version,
+        base,
+        config: j,
+        parent,
+    } = match jail("firebreak-test") {
         Ok(s) => s,
-        Err(why) => return skip(why),
+        Err(why) => return eprintln!("SKIPPED: real jailer test not run: {why}"),
     };
-    let jailer = match std::env::var_os(JAILER_BIN_ENV) {
-        Some(j) if PathBuf::from(&j).is_file() => PathBuf::from(j),
-        _ => return skip(format!("{JAILER_BIN_ENV} does not name a jailer binary")),
-    };
-    if !nix::unistd::geteuid().is_root() {
-        return skip("the jailer needs root".into());
-    }
-    let elf = std::fs::read(&fc).unwrap_or_default();
-    if elf.windows(8).any(|w| w == b"/lib64/l") {
-        return skip(format!(
-            "{} is dynamically linked; the jail holds no libraries",
-            fc.display()
-        ));
-    }
-    let Some(version) = firebreak_vm::firecracker::host_jailer_cgroup_version() else {
-        return skip("no cgroup version here offers cpu, memory and pids".into());
-    };
-
-    let base = tempfile::tempdir().expect("tempdir");
-    let mut j = JailerConfig::new(&jailer, 65534, 65534).with_host_cgroups();
-    assert_eq!(j.cgroup_version, version);
-    j.chroot_base = base.path().to_path_buf();
-    let parent = format!("firebreak-test-{}", std::process::id());
-    j.parent_cgroup = Some(parent.clone());
     let id = format!("fbjail-{}", std::process::id());
     let vm = j.for_vm(1, 128);
     let root = vm.chroot_dir(&fc, &id);
@@ -360,7 +410,7 @@ async fn real_jailer_jails_firecracker_as_the_backend_asks() {
         base.path().join("jailer.out"),
         base.path().join("jailer.err"),
     );
-    let mut child = tokio::process::Command::new(&jailer)
+    let mut child = tokio::process::Command::new(&j.binary)
         .args(vm.argv(&fc, &id))
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out_log).expect("log"))
@@ -429,17 +479,102 @@ async fn real_jailer_jails_firecracker_as_the_backend_asks() {
     let _ = child.kill().await;
     let _ = child.wait().await;
     // The jailer leaves its cgroups behind: remove the VM's and the test's parent.
-    for c in ["cpu", "memory", "pids"] {
-        if let Some(d) = cgroup_root(version, c).map(|r| r.join(&parent)) {
-            let _ = std::fs::remove_dir(d.join(&id));
-            let _ = std::fs::remove_dir(&d);
-        }
-    }
+    remove_jailer_cgroups(version, &parent, Some(&id));
     let state = outcome.unwrap_or_else(|e| panic!("{e}\n{}", log()));
     assert_eq!(state, "Running");
     assert_eq!(
         limit.map(|l| l.trim().to_string()),
         Some(((128 + vmm_overhead_mib(128)) << 20).to_string()),
         "the VM's memory limit in {cg:?}"
+    );
+}
+
+/// The network namespace of process `pid` (`net:[inode]`).
+fn net_ns(pid: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|l| l.to_string_lossy().into_owned())
+}
+
+/// The namespaces `/run/netns` holds for VMs of this process.
+fn our_vm_netns() -> Vec<PathBuf> {
+    let prefix = format!("fbvm-{}-", std::process::id());
+    std::fs::read_dir(firebreak_vm::firecracker::netns::NETNS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The backend's own jailed start ([`FirecrackerVm::boot`] with a jailer): a VM without
+/// network runs in an empty network namespace of its own, which goes with the VM. Needs
+/// what the test above needs; where no guest can run (PVM-only KVM) the boot fails
+/// after its timeout, and the namespace is checked while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_jailer_runs_a_vm_without_network_in_a_network_namespace_of_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let Jail {
+        fc,
+        img,
+        version,
+        base: _base,
+        config: j,
+        parent,
+    } = match jail("firebreak-netns-test") {
+        Ok(s) => s,
+        Err(why) => return eprintln!("SKIPPED: real jailer test not run: {why}"),
+    };
+    let cfg = FirecrackerConfig {
+        binary: Some(fc),
+        jailer: Some(j),
+        vcpus: 1,
+        memory_mib: 128,
+        boot_timeout: Duration::from_secs(4),
+        ..Default::default()
+    };
+    let files = BootFiles::from(&img);
+    let boot = tokio::spawn(async move { FirecrackerVm::boot(&files, &cfg).await });
+    // Firecracker runs as the VM id `fb-<this pid>-<n>` names it.
+    let marker = format!("fb-{}-", std::process::id());
+    let ours = net_ns("self").expect("this process's network namespace");
+    let mut seen = None;
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    while seen.is_none() && std::time::Instant::now() < until && !boot.is_finished() {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            // Firecracker itself, once the jailer has exec'd it (before that, the
+            // jailer has not joined the namespace yet).
+            let exe = std::fs::read_link(e.path().join("exe")).unwrap_or_default();
+            if exe.to_string_lossy().ends_with("firecracker") && cmdline.contains(&marker) {
+                let files: Vec<u64> = our_vm_netns()
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
+                    .collect();
+                if let Some(ns) = net_ns(&pid) {
+                    seen = Some((ns, files));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let booted = boot.await.expect("join");
+    if let Ok(mut vm) = booted {
+        vm.kill().await;
+    }
+    remove_jailer_cgroups(version, &parent, None);
+    let (ns, files) = seen.expect("a jailed Firecracker process of this test");
+    assert_ne!(ns, ours, "the VM runs in the host's network namespace");
+    assert!(
+        files.iter().any(|ino| ns == format!("net:[{ino}]")),
+        "{ns} is not the namespace mounted in /run/netns ({files:?})"
+    );
+    assert_eq!(
+        our_vm_netns(),
+        Vec::<PathBuf>::new(),
+        "namespaces left behind"
     );
 }

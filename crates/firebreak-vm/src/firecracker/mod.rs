@@ -97,9 +97,12 @@
 //!   same limits under their v1 names ([`JailerConfig::with_host_cgroups`]).
 //! * **netns**: [`JailerConfig::netns`] when set (a namespace the host
 //!   setup made, e.g. one holding only that VM's TAP device and its NAT).
-//!   Not created per VM: a VM without network has no network device, so its
-//!   guest reaches nothing either way; the namespace would only confine a
-//!   compromised Firecracker process itself.
+//!   Otherwise a VM without network joins an empty namespace of its own
+//!   ([`netns::VmNetns`], `/run/netns/fbvm-<pid>-<n>`, removed with the VM;
+//!   [`JailerConfig::own_netns`]): its guest has no network device either
+//!   way, and a Firecracker process the guest took over finds no interface
+//!   and no route. A VM with a TAP device stays in the host's namespace,
+//!   where its device is.
 //! * Not `--daemonize` or `--new-pid-ns`: the jailer then exec's into
 //!   Firecracker in place, so the child we hold *is* Firecracker and killing
 //!   it tears the VM down.
@@ -110,6 +113,7 @@
 //! (`firebreak_agent::vsock`).
 
 pub mod api;
+pub mod netns;
 pub mod pool;
 pub mod provider;
 pub mod vm;

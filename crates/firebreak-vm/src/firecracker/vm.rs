@@ -19,6 +19,7 @@ use super::api::{
     MemoryBackend, MemoryBackendType, NetworkInterface, PartialDrive, SnapshotCreateParams,
     SnapshotLoadParams, SnapshotType, Vsock, VsockOverride,
 };
+use super::netns::{NetnsError, VmNetns};
 use crate::image::Image;
 use crate::log_tail::tail;
 use crate::tools;
@@ -67,6 +68,9 @@ pub enum FirecrackerError {
         #[source]
         source: std::io::Error,
     },
+    /// A jailed VM's own network namespace could not be made.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
     /// A helper command failed.
     #[error("{command} failed: {output}")]
     Command {
@@ -185,13 +189,17 @@ pub struct JailerConfig {
     pub parent_cgroup: Option<String>,
     /// `file=value` cgroup settings (`cpu.max=200000 100000`, `memory.max=…`).
     pub cgroups: Vec<String>,
-    /// Network namespace to join (`/var/run/netns/<name>`).
+    /// Network namespace to join (`/var/run/netns/<name>`), for every VM.
     pub netns: Option<PathBuf>,
+    /// Without `netns`, put each VM that has no network in an empty network
+    /// namespace of its own ([`super::netns::VmNetns`]). On by default.
+    pub own_netns: bool,
 }
 
 impl JailerConfig {
     /// The jail layout for `binary` with `uid:gid`: chroot base
-    /// `/srv/jailer`, cgroup v2 under `firebreak`, no netns.
+    /// `/srv/jailer`, cgroup v2 under `firebreak`, an empty network namespace
+    /// per VM without network.
     pub fn new(binary: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
         JailerConfig {
             binary: binary.into(),
@@ -202,6 +210,7 @@ impl JailerConfig {
             parent_cgroup: Some("firebreak".into()),
             cgroups: Vec::new(),
             netns: None,
+            own_netns: true,
         }
     }
 
@@ -611,6 +620,9 @@ struct RunLayout {
     remove: PathBuf,
     /// Under the jailer Firecracker sees `dir` as `/`.
     jailed: bool,
+    /// The VM's own network namespace (jailed, without network), removed
+    /// when the last copy of the layout goes.
+    netns: Option<Arc<VmNetns>>,
 }
 
 impl RunLayout {
@@ -804,10 +816,16 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         Some(j) => {
             let dir = j.chroot_dir(&binary, &id);
             let remove = dir.parent().map(Path::to_path_buf).unwrap_or(dir.clone());
+            let netns = if j.own_netns && j.netns.is_none() && cfg.network.is_none() {
+                Some(Arc::new(VmNetns::for_vm(seq)?))
+            } else {
+                None
+            };
             RunLayout {
                 dir,
                 remove,
                 jailed: true,
+                netns,
             }
         }
         None => {
@@ -818,6 +836,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
                 remove: dir.clone(),
                 dir,
                 jailed: false,
+                netns: None,
             }
         }
     };
@@ -827,10 +846,13 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
     let log = std::fs::File::create(layout.host("firecracker.log"))
         .map_err(io_err("create", &layout.dir))?;
     let (program, args): (PathBuf, Vec<OsString>) = match &cfg.jailer {
-        Some(j) => (
-            j.binary.clone(),
-            j.for_vm(cfg.vcpus, cfg.memory_mib).argv(&binary, &id),
-        ),
+        Some(j) => {
+            let mut jv = j.for_vm(cfg.vcpus, cfg.memory_mib);
+            if let Some(ns) = &layout.netns {
+                jv.netns = Some(ns.path().to_path_buf());
+            }
+            (j.binary.clone(), jv.argv(&binary, &id))
+        }
         None => (
             binary.clone(),
             vec![
@@ -1468,6 +1490,7 @@ mod tests {
             dir: jail.clone(),
             remove: jail.clone(),
             jailed: true,
+            netns: None,
         };
         let j = JailerConfig::new("/j", 4321, 4322);
         let shared = tmp.path().join("vmlinux");
