@@ -1660,6 +1660,23 @@ fn jailer_settings_are_checked_before_any_job_runs() {
     let o = r.run(&["--sandbox", "firecracker", "--jailer", "/usr/bin/true"]);
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.stderr.contains("--jailer-user"), "{o:?}");
+    // A network namespace setting that is neither own, host nor a path says what it takes.
+    let o = r.run(&[
+        "--sandbox",
+        "firecracker",
+        "--jailer",
+        "/usr/bin/true",
+        "--jailer-user",
+        "65534:65534",
+        "--jailer-netns",
+        "mine",
+    ]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.stderr.contains("expected own, host or the absolute path"),
+        "{o:?}"
+    );
+    assert!(!o.has("ran-a-step"), "{o:?}");
 }
 
 #[test]

@@ -157,7 +157,7 @@ impl std::fmt::Debug for GuestFiles {
 }
 
 /// A tree read from `find ROOT… -printf '%y %Y %p\0'`, one entry per line with
-/// `\` and newlines in names escaped as `\\` and `\n`.
+/// `\`, newlines and carriage returns in names escaped as `\\`, `\n` and `\r`.
 struct Listing {
     root: PathBuf,
     /// Relative path → (its own type, its type through links).
@@ -210,7 +210,7 @@ impl Listing {
     }
 }
 
-/// Undoes the listing's escapes: `\\` is `\`, `\n` a newline.
+/// Undoes the listing's escapes: `\\` is `\`, `\n` a newline, `\r` a carriage return.
 fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -221,6 +221,7 @@ fn unescape(s: &str) -> String {
         }
         match chars.next() {
             Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
             Some(other) => out.push(other),
             None => out.push('\\'),
         }
@@ -277,14 +278,16 @@ impl GuestFiles {
         let find = if follow { "find -L" } else { "find" };
         // A root that does not exist, or a loop `-L` leaves out (as GitHub skips
         // it), is no error; anything else find cannot read is. Output comes back
-        // in lines, so each entry ends in NUL and `\` and newlines in names are
-        // escaped (`Listing::parse` undoes it); find's own status is kept.
+        // in lines (a line's final `\r` dropped), so each entry ends in NUL and
+        // `\`, newlines and carriage returns in names are escaped
+        // (`Listing::parse` undoes it); find's own status is kept, and a failing
+        // `sed` or `tr` is an error rather than an empty listing.
         let listed = self
             .run(
                 &format!(
                     "t=$(mktemp) || exit 2; {find} \"$@\" -printf '%y %Y %p\\0' > \"$t\"; s=$?; \
-                     sed -z 's/\\\\/\\\\\\\\/g; s/\\n/\\\\n/g' \"$t\" | tr '\\0' '\\n'; \
-                     rm -f \"$t\"; exit $s"
+                     sed -z 's/\\\\/\\\\\\\\/g; s/\\n/\\\\n/g; s/\\r/\\\\r/g' \"$t\" > \"$t.o\" && \
+                     tr '\\0' '\\n' < \"$t.o\" || s=2; rm -f \"$t\" \"$t.o\"; exit $s"
                 ),
                 &roots,
                 None,
@@ -693,6 +696,8 @@ mod tests {
             "new\nline/x.txt",
             "back\\slash.txt",
             "trailing\\",
+            "cr\r",
+            "c\rr.txt",
         ] {
             let p = ws.join(f);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -715,7 +720,7 @@ mod tests {
             vec!["none/**"],
             vec!["--follow-symbolic-links", "b/**", "missing/*"],
             vec!["a/**", "b/*.txt"],
-            vec!["new*/**", "back*", "trailing*"],
+            vec!["new*/**", "back*", "trailing*", "cr*", "c*.txt"],
         ] {
             let args: Vec<String> = args.into_iter().map(String::from).collect();
             let on_host = hash_files(&ws, &args).expect("host");

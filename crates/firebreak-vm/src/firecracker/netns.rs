@@ -45,7 +45,11 @@ impl VmNetns {
     pub fn for_vm(seq: u64) -> Result<VmNetns, NetnsError> {
         let dir = Path::new(NETNS_DIR);
         remove_dead(dir);
-        VmNetns::create(dir, &format!("{PREFIX}{}-{seq}", std::process::id()))
+        let name = format!("{PREFIX}{}-{seq}", std::process::id());
+        // Left by an earlier process with this pid (a container's PID 1 after a
+        // restart, with `/run` kept): no VM of this process has this name yet.
+        remove(&dir.join(&name));
+        VmNetns::create(dir, &name)
     }
 
     /// Makes an empty network namespace mounted at `dir/name`.
@@ -64,29 +68,28 @@ impl VmNetns {
         let target = path.clone();
         // Namespaces belong to threads: a thread of its own takes the new one
         // and ends, leaving the rest of the process where it was.
-        let made = std::thread::spawn(move || -> Result<(), (&'static str, nix::Error)> {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", e))?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| ("bind-mount", e))
-        })
-        .join();
-        let made = match made {
-            Ok(r) => r,
-            Err(_) => Err(("unshare", nix::Error::EIO)),
-        };
-        if let Err((op, e)) = made {
-            let _ = std::fs::remove_file(&path);
-            return Err(NetnsError {
-                path,
-                op,
-                source: std::io::Error::from(e),
+        let made = std::thread::Builder::new()
+            .name("firebreak-netns".into())
+            .spawn(move || -> Result<(), (&'static str, std::io::Error)> {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("unshare", e.into()))?;
+                mount(
+                    Some("/proc/thread-self/ns/net"),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| ("bind-mount", e.into()))
+            })
+            .map_err(|e| ("start a thread for", e))
+            .and_then(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(("unshare", std::io::Error::other("the thread panicked")))
+                })
             });
+        if let Err((op, source)) = made {
+            let _ = std::fs::remove_file(&path);
+            return Err(NetnsError { path, op, source });
         }
         Ok(VmNetns { path })
     }
@@ -109,7 +112,9 @@ fn remove(path: &Path) {
 }
 
 /// Removes the namespaces firebreak made in `dir` for processes that are gone
-/// (their VMs died with them).
+/// (their VMs died with them). A process id in use again keeps its dead
+/// predecessor's namespaces until it too is gone; runners that share `/run`
+/// must share a pid namespace, or one removes the other's.
 pub(crate) fn remove_dead(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -177,5 +182,8 @@ mod tests {
             live.path().exists(),
             "a live process's namespace was removed"
         );
+        // A name already taken is an error that says which file.
+        let err = VmNetns::create(dir.path(), &live_name).expect_err("taken");
+        assert!(err.to_string().contains(&live_name), "{err}");
     }
 }

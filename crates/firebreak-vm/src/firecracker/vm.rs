@@ -1364,6 +1364,7 @@ impl FirecrackerVm {
             let _ = c.wait().await;
         }
         let _ = std::fs::remove_dir_all(&self.layout.remove);
+        self.layout.netns = None;
     }
 }
 

@@ -184,6 +184,16 @@ pub struct RunArgs {
         env = "FIREBREAK_JAILER_CHROOT"
     )]
     jailer_chroot: Option<PathBuf>,
+    /// The network namespace jailed VMs run in: `own` (the default: an empty one of its
+    /// own for each VM without network; a VM with a network device stays in the host's),
+    /// `host` (the host's, for every VM), or the path of one the host set up
+    /// (`/run/netns/NAME`), joined by every VM.
+    #[arg(
+        long = "jailer-netns",
+        value_name = "own|host|PATH",
+        env = "FIREBREAK_JAILER_NETNS"
+    )]
+    jailer_netns: Option<String>,
     /// Where logs go (default: REPO/.firebreak/runs/<n>/).
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
@@ -209,7 +219,8 @@ fn jobs_of(w: &plan::WorkflowPlan, names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The jailer settings `--jailer`, `--jailer-user` and `--jailer-chroot` ask for.
+/// The jailer settings `--jailer`, `--jailer-user`, `--jailer-chroot` and `--jailer-netns`
+/// ask for.
 fn jailer_config(
     args: &RunArgs,
 ) -> std::result::Result<Option<firebreak_vm::firecracker::JailerConfig>, String> {
@@ -225,6 +236,16 @@ fn jailer_config(
         .with_host_cgroups();
     if let Some(dir) = &args.jailer_chroot {
         j.chroot_base = dir.clone();
+    }
+    match args.jailer_netns.as_deref().map(str::trim) {
+        None | Some("own") => {}
+        Some("host") => j.own_netns = false,
+        Some(path) if path.starts_with('/') => j.netns = Some(PathBuf::from(path)),
+        Some(other) => {
+            return Err(format!(
+                "--jailer-netns {other:?}: expected own, host or the absolute path of a network namespace (/run/netns/NAME)"
+            ))
+        }
     }
     Ok(Some(j))
 }
