@@ -337,6 +337,7 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
         Some(v) => format!("jailer: per-VM limits through cgroup v{v} (the cpu, memory and pids controllers are v{v} hierarchies here)"),
         None => "jailer: neither cgroup v2 nor v1 offers the cpu, memory and pids controllers here: the jailer could not apply per-VM limits".into(),
     });
+    fnotes.push(jailer_netns_note());
     backends.push(BackendStatus {
         name: "firecracker".into(),
         works: false,
@@ -344,6 +345,25 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     });
 
     DoctorReport { checks, backends }
+}
+
+/// Whether jailed VMs can get a network namespace each (`--jailer-netns own`): one is
+/// made in a directory of this process under the temporary directory, and removed.
+fn jailer_netns_note() -> String {
+    if !nix::unistd::geteuid().is_root() {
+        return "jailer: a network namespace per VM needs root, as the jailer does".into();
+    }
+    let dir = std::env::temp_dir().join(format!("firebreak-doctor-netns-{}", std::process::id()));
+    let made = crate::firecracker::netns::VmNetns::create(&dir, "fbvm-doctor")
+        .map(drop)
+        .map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir(&dir);
+    match made {
+        Ok(()) => "jailer: each VM without network gets an empty network namespace of its own".into(),
+        Err(e) => format!(
+            "jailer: cannot make a network namespace per VM here ({e}); `--jailer-netns host` keeps VMs in the host's"
+        ),
+    }
 }
 
 impl fmt::Display for DoctorReport {

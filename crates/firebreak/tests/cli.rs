@@ -416,3 +416,58 @@ fn plan_notes_a_skip_instruction_in_the_head_commit() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["skip_ci"], "[skip ci]");
 }
+
+/// `doctor --format json` names every backend with whether it works and why; the host
+/// backend always works, and the Firecracker notes say whether jailed VMs can get a network
+/// namespace each (as root doctor makes one to find out, and leaves nothing behind).
+#[test]
+fn doctor_reports_every_backend_as_json() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) = firebreak(d.path(), &["doctor", "--no-kvm-probe", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let backends = v["backends"].as_array().expect("backends");
+    let backend = |name: &str| {
+        backends
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    assert_eq!(backend("host")["works"], true);
+    for name in ["namespace", "qemu", "firecracker"] {
+        assert!(backend(name)["works"].is_boolean(), "{out}");
+    }
+    let notes: Vec<&str> = backend("firecracker")["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .collect();
+    let netns = notes
+        .iter()
+        .find(|n| n.contains("network namespace"))
+        .unwrap_or_else(|| panic!("no network namespace note in {notes:?}"));
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if root {
+        assert!(
+            netns.contains("gets an empty network namespace of its own")
+                || netns.contains("cannot make a network namespace"),
+            "{netns}"
+        );
+    } else {
+        assert!(netns.contains("needs root"), "{netns}");
+    }
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("firebreak-doctor-netns-"))
+        .collect();
+    assert!(left.is_empty(), "doctor left {left:?}");
+}
