@@ -1,7 +1,7 @@
 //! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
 //!
 //! ```text
-//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby]
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby] [--no-pool]
 //! ```
 //!
 //! For each kind it calls `SandboxProvider::create` (the clock starts
@@ -45,6 +45,8 @@ struct Opts {
     kernel: Option<KernelKind>,
     image: Option<String>,
     standby: bool,
+    /// Measure the warm pool (`--no-pool`: restores only).
+    pool: bool,
     /// QEMU `-cpu` model (`None`: the backend's default).
     cpu: Option<String>,
     /// Extra guest kernel command-line words.
@@ -61,6 +63,7 @@ fn parse() -> Opts {
         kernel: None,
         image: None,
         standby: true,
+        pool: true,
         cpu: None,
         cmdline: Vec::new(),
     };
@@ -71,6 +74,7 @@ fn parse() -> Opts {
             "--no-cold" => o.cold = false,
             "--no-capacity" => o.capacity = false,
             "--no-standby" => o.standby = false,
+            "--no-pool" => o.pool = false,
             "--cpu" => o.cpu = args.next(),
             "--cmdline" => o.cmdline.extend(args.next()),
             "--image" => o.image = args.next(),
@@ -303,32 +307,34 @@ async fn run() -> i32 {
         "≤ 250",
     ));
     restore.shutdown().await;
-    let pooled =
-        QemuProvider::new(store.clone(), hash.clone(), cfg.clone()).with_pool(PoolConfig {
-            size: 1,
-            memory_budget_mib: None,
-        });
-    let spec = JobSpec::new("warm", "bench");
-    let snap = pooled.prewarm(&spec).await.ok();
-    let wait_ready = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
-        Box::pin(async {
-            let (Some(pool), Some(snap)) = (pooled.pool(), snap.as_ref()) else {
-                return;
-            };
-            let t = Instant::now();
-            while pool.ready(snap) < 1 && t.elapsed() < Duration::from_secs(30) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // Let the refill's restore finish settling (CPU).
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        })
-    };
-    rows.push((
-        "qemu warm pool".into(),
-        series("pool", &pooled, o.runs, Some(&wait_ready)).await,
-        "≤ 50",
-    ));
-    pooled.shutdown().await;
+    if o.pool {
+        let pooled =
+            QemuProvider::new(store.clone(), hash.clone(), cfg.clone()).with_pool(PoolConfig {
+                size: 1,
+                memory_budget_mib: None,
+            });
+        let spec = JobSpec::new("warm", "bench");
+        let snap = pooled.prewarm(&spec).await.ok();
+        let wait_ready = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>> {
+            Box::pin(async {
+                let (Some(pool), Some(snap)) = (pooled.pool(), snap.as_ref()) else {
+                    return;
+                };
+                let t = Instant::now();
+                while pool.ready(snap) < 1 && t.elapsed() < Duration::from_secs(30) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // Let the refill's restore finish settling (CPU).
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            })
+        };
+        rows.push((
+            "qemu warm pool".into(),
+            series("pool", &pooled, o.runs, Some(&wait_ready)).await,
+            "≤ 50",
+        ));
+        pooled.shutdown().await;
+    }
 
     println!(
         "\n## job accepted → first byte of `echo hi` ({} runs each)\n",
