@@ -9,23 +9,39 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes the `<prefix><pid>-<n>` directories in `parent` whose process is gone.
-pub(crate) fn remove_dead_run_dirs(parent: &Path, prefix: &str) {
+/// Whether the process whose id starts `rest` (`<pid>-…`) is alive; `false` when `rest`
+/// starts with no process id.
+pub(crate) fn owner_alive(rest: &str) -> bool {
+    owner_pid(rest).is_some_and(process_alive)
+}
+
+fn owner_pid(rest: &str) -> Option<u32> {
+    rest.split('-').next().and_then(|p| p.parse().ok())
+}
+
+/// Removes, with `remove`, the entries `<prefix><pid>-…` of directory `parent` whose
+/// process is gone (entries without a process id are left alone).
+pub(crate) fn remove_dead(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(prefix) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !process_alive(pid) {
-            let _ = std::fs::remove_dir_all(e.path());
+        let dead = name
+            .strip_prefix(prefix)
+            .and_then(owner_pid)
+            .is_some_and(|pid| !process_alive(pid));
+        if dead {
+            remove(&e.path());
         }
     }
+}
+
+/// Removes the `<prefix><pid>-<n>` directories in `parent` whose process is gone.
+pub(crate) fn remove_dead_run_dirs(parent: &Path, prefix: &str) {
+    remove_dead(parent, prefix, |p| {
+        let _ = std::fs::remove_dir_all(p);
+    });
 }
 
 #[cfg(test)]

@@ -116,22 +116,7 @@ fn remove(path: &Path) {
 /// predecessor's namespaces until it too is gone; runners that share `/run`
 /// must share a pid namespace, or one removes the other's.
 pub(crate) fn remove_dead(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !crate::leftovers::process_alive(pid) {
-            remove(&e.path());
-        }
-    }
+    crate::leftovers::remove_dead(dir, PREFIX, remove);
 }
 
 #[cfg(test)]

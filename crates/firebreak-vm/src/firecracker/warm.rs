@@ -276,7 +276,7 @@ impl SnapshotCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
-                !pid_alive(rest)
+                !crate::leftovers::owner_alive(rest)
             } else if name.starts_with('.') {
                 false
             } else {
@@ -294,7 +294,7 @@ impl SnapshotCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = match name.split_once(".new-") {
-                Some((_, rest)) => !pid_alive(rest),
+                Some((_, rest)) => !crate::leftovers::owner_alive(rest),
                 None => !e.path().exists(),
             };
             if stale && std::fs::remove_file(e.path()).is_ok() {
@@ -303,15 +303,6 @@ impl SnapshotCache {
         }
         removed
     }
-}
-
-/// Whether the process whose id starts `<pid>-…` is alive.
-fn pid_alive(pid_dash_rest: &str) -> bool {
-    pid_dash_rest
-        .split('-')
-        .next()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(crate::leftovers::process_alive)
 }
 
 /// Whether every file the snapshot in `dir` was taken from is as it was.
