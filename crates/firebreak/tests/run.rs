@@ -1723,6 +1723,35 @@ fn json_output_stays_json_when_the_workflow_is_invalid() {
 }
 
 #[test]
+fn workflow_warnings_are_reported_and_the_run_goes_on() {
+    // GitHub's parser accepts `tags` beside `tags-ignore`; GitHub.com refuses it.
+    let r = repo(&[(
+        WF,
+        "on:\n  push:\n    tags: [v1]\n    tags-ignore: [v0]\n    branches: [main, master]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-a-step\n",
+    )]);
+    let o = r.run(&["--sandbox", "host"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("ran-a-step"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains(":4:5: warning: `tags` and `tags-ignore` both filter `push`"),
+        "{o:?}"
+    );
+    let o = r.run(&["--json", "--sandbox", "host"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let warning = o
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "workflow_warning")
+        .unwrap_or_else(|| panic!("no workflow_warning record: {o:?}"));
+    assert_eq!(
+        (warning["line"].as_u64(), warning["col"].as_u64()),
+        (Some(4), Some(5))
+    );
+}
+
+#[test]
 fn closing_stdout_early_stops_the_listing_quietly() {
     // ~30 workflows × 256 legs: far more than a pipe holds.
     let legs = (0..128)

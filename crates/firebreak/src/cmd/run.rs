@@ -250,6 +250,32 @@ fn jailer_config(
     Ok(Some(j))
 }
 
+/// A workflow's error (stdout: the run stops) or warning (stderr, beside the run's
+/// output), as `path:line:col: …` or a `workflow_error` / `workflow_warning` JSON record.
+fn print_diagnostic(
+    json: bool,
+    shown: &str,
+    d: &firebreak_workflow::Diagnostic,
+    warning: bool,
+) -> Result<()> {
+    if json {
+        let event = if warning {
+            "workflow_warning"
+        } else {
+            "workflow_error"
+        };
+        crate::outln!(
+            "{}",
+            serde_json::json!({"event": event, "path": shown, "line": d.line, "col": d.col, "message": d.message})
+        )?;
+    } else if warning {
+        eprintln!("{}:{}:{}: warning: {}", shown, d.line, d.col, d.message);
+    } else {
+        crate::outln!("{}:{}:{}: {}", shown, d.line, d.col, d.message)?;
+    }
+    Ok(())
+}
+
 fn usage(msg: impl std::fmt::Display) -> Result<ExitCode> {
     eprintln!("{}: {msg}", style::error_label());
     Ok(ExitCode::from(2))
@@ -378,25 +404,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         reusable.extend(pf.called);
         let p = pf.parsed;
         for d in &p.diagnostics {
-            if args.json {
-                crate::outln!(
-                    "{}",
-                    serde_json::json!({"event": "workflow_error", "path": shown, "line": d.line, "col": d.col, "message": d.message})
-                )?;
-            } else {
-                crate::outln!("{}:{}:{}: {}", shown, d.line, d.col, d.message)?;
-            }
+            print_diagnostic(args.json, &shown, d, false)?;
             bad = true;
         }
         for w in &p.warnings {
-            if args.json {
-                crate::outln!(
-                    "{}",
-                    serde_json::json!({"event": "workflow_warning", "path": shown, "line": w.line, "col": w.col, "message": w.message})
-                )?;
-            } else {
-                eprintln!("{}:{}:{}: warning: {}", shown, w.line, w.col, w.message);
-            }
+            print_diagnostic(args.json, &shown, w, true)?;
         }
         if let Some(w) = p.workflow {
             let rel = std::fs::canonicalize(&f.path)
