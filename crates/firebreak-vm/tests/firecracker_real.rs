@@ -363,21 +363,13 @@ fn jail(parent: &str) -> Result<Jail, String> {
     })
 }
 
-/// Removes the cgroups the jailer leaves behind for VM `id` under `parent`, and `parent`.
-fn remove_jailer_cgroups(version: u8, parent: &str, id: Option<&str>) {
+/// Removes the cgroups the jailer leaves behind under `parent` (one per VM), and `parent`.
+fn remove_jailer_cgroups(version: u8, parent: &str) {
     for c in ["cpu", "memory", "pids"] {
         if let Some(d) = cgroup_root(version, c).map(|r| r.join(parent)) {
-            match id {
-                Some(id) => {
-                    let _ = std::fs::remove_dir(d.join(id));
-                }
-                // Every VM's: the test knows only its parent.
-                None => {
-                    for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                        if e.path().is_dir() {
-                            let _ = std::fs::remove_dir(e.path());
-                        }
-                    }
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir(e.path());
                 }
             }
             let _ = std::fs::remove_dir(&d);
@@ -479,7 +471,7 @@ async fn real_jailer_jails_firecracker_as_the_backend_asks() {
     let _ = child.kill().await;
     let _ = child.wait().await;
     // The jailer leaves its cgroups behind: remove the VM's and the test's parent.
-    remove_jailer_cgroups(version, &parent, Some(&id));
+    remove_jailer_cgroups(version, &parent);
     let state = outcome.unwrap_or_else(|e| panic!("{e}\n{}", log()));
     assert_eq!(state, "Running");
     assert_eq!(
@@ -565,7 +557,7 @@ async fn real_jailer_runs_a_vm_without_network_in_a_network_namespace_of_its_own
     if let Ok(mut vm) = booted {
         vm.kill().await;
     }
-    remove_jailer_cgroups(version, &parent, None);
+    remove_jailer_cgroups(version, &parent);
     let (ns, files) = seen.expect("a jailed Firecracker process of this test");
     assert_ne!(ns, ours, "the VM runs in the host's network namespace");
     assert!(
