@@ -22,7 +22,7 @@ const PREFIX: &str = "fbvm-";
 
 /// Why a VM's network namespace could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("network namespace {}: {op}: {source} (making one needs root, as the jailer does)", path.display())]
+#[error("network namespace {}: {op}: {source} (making one needs root, as the jailer does; `--jailer-netns host` keeps jailed VMs in the host's namespace)", path.display())]
 pub struct NetnsError {
     /// The namespace's file.
     pub path: PathBuf,
