@@ -1680,6 +1680,36 @@ fn jailer_settings_are_checked_before_any_job_runs() {
 }
 
 #[test]
+fn vm_start_cold_and_a_warm_pool_are_refused_together() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-a-step\n",
+    )]);
+    // A pool holds VMs restored from snapshots; cold starts take none: the pair is a
+    // contradiction, refused before any job runs, for either microVM backend.
+    for sandbox in ["qemu", "firecracker"] {
+        let o = r.run(&[
+            "--sandbox",
+            sandbox,
+            "--vm-start",
+            "cold",
+            "--warm-pool",
+            "1",
+        ]);
+        assert_eq!(o.code, 2, "{o:?}");
+        assert!(o.stderr.contains("--vm-start cold boots every VM"), "{o:?}");
+        assert!(!o.has("ran-a-step"), "{o:?}");
+    }
+    // An unknown start mode lists the ones there are.
+    let o = r.run(&["--sandbox", "qemu", "--vm-start", "warm"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.stderr.contains("snapshot") && o.stderr.contains("cold"),
+        "{o:?}"
+    );
+}
+
+#[test]
 fn list_and_dry_run_show_the_selection_a_run_would_make() {
     let r = repo(&[(
         WF,

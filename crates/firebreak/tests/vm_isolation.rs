@@ -2,8 +2,9 @@
 //! is not usable): a workflow whose jobs prove the isolation a user is promised. Each job runs
 //! in its own guest kernel, sees none of the host's files, has no network unless it asks with
 //! the `network` runs-on label, gets a larger root filesystem with a disk label, and a memory
-//! bomb fails only the job that set it off. Also: the warm pool, and a job whose VM stops
-//! answering fails at once (`--vm-hang-timeout`).
+//! bomb fails only the job that set it off. Also: the warm pool, cold starts without
+//! snapshots (`--vm-start cold`), and a job whose VM stops answering fails at once
+//! (`--vm-hang-timeout`).
 //!
 //! Needs QEMU and a guest image (`firebreak image build`). Without `FIREBREAK_VM_TESTS=1` the
 //! test prints SKIPPED and passes; with it (as `scripts/test` sets) a missing image fails it.
@@ -285,6 +286,57 @@ fn later_jobs_take_a_vm_from_the_warm_pool_and_no_vm_outlives_the_run() {
         .filter(|n| n.starts_with(&marker))
         .collect();
     assert!(dirs.is_empty(), "VM run directories left behind: {dirs:?}");
+}
+
+#[test]
+fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
+    if !vm_ready() {
+        return;
+    }
+    // A VM size no other test uses (1 vCPU, 320 MiB), so that its snapshot is this test's
+    // alone: in the default mode the first job would take it and the second restore it.
+    let image = firebreak_vm::image::ImageStore::open_default()
+        .latest()
+        .expect("image");
+    let snapshots = firebreak_vm::snapshot::snapshots_dir(&image);
+    let this_size = || -> Vec<String> {
+        std::fs::read_dir(&snapshots)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("1c-320m-"))
+            .collect()
+    };
+    for n in this_size() {
+        let _ = std::fs::remove_dir_all(snapshots.join(n));
+    }
+    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 320mb]\n    steps:\n      - run: echo first ran\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 320mb]\n    steps:\n      - run: echo second ran\n";
+    let (_dir, repo) = repo(&[(".github/workflows/cold.yml", wf)]);
+    let r = run_qemu(&repo, &["--vm-start", "cold"]);
+    let ctx = &r.ctx;
+    assert_eq!(r.code, Some(0), "{ctx}");
+    assert!(
+        r.has("[first] first ran") && r.has("[second] second ran"),
+        "{ctx}"
+    );
+    for job in ["first", "second"] {
+        let vm_line = r
+            .log
+            .iter()
+            .find(|l| l.starts_with(&format!("[{job}] qemu VM")))
+            .unwrap_or_else(|| panic!("no VM note for {job}\n{ctx}"));
+        assert!(
+            vm_line.contains("booted") && !vm_line.contains("snapshot"),
+            "{vm_line}\n{ctx}"
+        );
+    }
+    assert!(!r.has("took the VM snapshot"), "{ctx}");
+    assert!(
+        this_size().is_empty(),
+        "a snapshot was taken: {:?}",
+        this_size()
+    );
 }
 
 #[test]

@@ -70,6 +70,17 @@ pub enum SandboxKind {
     Firecracker,
 }
 
+/// How each job's microVM starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VmStart {
+    /// Restore a clone of a snapshot of a VM booted once for the job's VM size (the first
+    /// job of a size takes it; ~0.2 s under TCG instead of a boot's ~1–2 s).
+    Snapshot,
+    /// Boot every job's kernel: no job's VM resumes a saved VM (for hosts whose policy
+    /// wants each job's kernel booted afresh, or to rule snapshots out when debugging).
+    Cold,
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The event to simulate.
@@ -143,6 +154,17 @@ pub struct RunArgs {
     /// starts).
     #[arg(long = "warm-pool", value_name = "N", default_value_t = 0)]
     warm_pool: usize,
+    /// How each job's microVM starts: `snapshot` restores a clone of a snapshot of a VM
+    /// booted once per VM size, `cold` boots every job's kernel (qemu and firecracker
+    /// sandboxes).
+    #[arg(
+        long = "vm-start",
+        value_enum,
+        value_name = "snapshot|cold",
+        default_value = "snapshot",
+        env = "FIREBREAK_VM_START"
+    )]
+    vm_start: VmStart,
     /// Guest memory (MiB) all microVMs of this run may use at once, pooled ones included;
     /// a job waits for room (default: half of the host's memory).
     #[arg(long = "vm-memory-budget", value_name = "MIB")]
@@ -652,6 +674,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let mut fc_provider: Option<Arc<firebreak_vm::firecracker::FirecrackerProvider>> = None;
     let hang_timeout =
         (args.vm_hang_timeout > 0).then(|| std::time::Duration::from_secs(args.vm_hang_timeout));
+    if args.vm_start == VmStart::Cold && args.warm_pool > 0 {
+        return usage(
+            "--warm-pool keeps VMs restored from snapshots ready, and --vm-start cold boots every VM: use one of them"
+                .to_string(),
+        );
+    }
     for (kind, name) in [
         (SandboxKind::Qemu, "qemu"),
         (SandboxKind::Firecracker, "firecracker"),
@@ -687,6 +715,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                     (None, Some(mib)) => fc.with_memory_budget(mib),
                     (None, None) => fc,
                 };
+                let fc = match args.vm_start {
+                    VmStart::Snapshot => fc,
+                    VmStart::Cold => fc.without_snapshots(),
+                };
                 let fc = Arc::new(fc.with_pool(args.warm_pool));
                 fc_provider = Some(fc.clone());
                 fc
@@ -701,6 +733,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                             // A run of one job would start a standby QEMU for
                             // nothing (and take its CPU from that job).
                             standby: job_runs(&the_plan.workflows) > 1,
+                            start: match args.vm_start {
+                                VmStart::Snapshot => firebreak_vm::Start::Snapshot,
+                                VmStart::Cold => firebreak_vm::Start::Cold,
+                            },
                             ..Default::default()
                         },
                     )
