@@ -102,19 +102,18 @@ impl IdBuilder {
         } else {
             self.name.push('_');
         }
-        let keep = |c: char| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        };
+        // Runs of kept bytes are copied whole; every other character becomes one `_`.
+        let kept = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
         for part in parts {
-            if part.is_ascii() {
-                // one character per byte
-                self.name.extend(part.bytes().map(|b| keep(char::from(b))));
-            } else {
-                self.name.extend(part.chars().map(keep));
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let n = rest.bytes().position(|b| !kept(b)).unwrap_or(rest.len());
+                self.name.push_str(&rest[..n]);
+                let Some(c) = rest[n..].chars().next() else {
+                    break;
+                };
+                self.name.push('_');
+                rest = &rest[n + c.len_utf8()..];
             }
         }
     }
@@ -1361,6 +1360,14 @@ mod tests {
         }
         b.append_segment("__run");
         assert!(b.build().is_err());
+        // Every character outside [A-Za-z0-9_-] becomes one `_`, multi-byte ones included;
+        // a leading digit or dash gets a `_` before it; parts join without a separator.
+        let mut b = IdBuilder::default();
+        b.append_parts(&["9 é/ü", "x..y"]);
+        assert_eq!(b.build().as_deref(), Ok("_9____x__y"));
+        b.append_parts(&["-a"]);
+        b.append_parts(&["b日本"]);
+        assert_eq!(b.build().as_deref(), Ok("_-a_b__"));
         assert_eq!(action_step_id("docker://alpine:latest"), "alpine:latest");
         assert_eq!(
             action_step_id("org with space/repo with space@v2"),
