@@ -10,8 +10,9 @@
 //! every step to a blocking thread and back. In a guest restored from a
 //! snapshot under TCG those hops are code translated anew on the job's
 //! critical path (about 4,000 guest instructions of the first job's requests).
-//! Only work that can take long (removing a tree, tar streams) goes to the
-//! blocking pool.
+//! Only work that can take long goes to the blocking pool: removing a tree, tar
+//! streams, and reading or writing a FIFO or a device, which can block for as
+//! long as its other end likes (a job may make its `$GITHUB_OUTPUT` one).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -685,21 +686,55 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
     send(&out, id, Response::Exited { status }, b"").await;
 }
 
+/// Whether `path` is something other than a regular file or a directory (a FIFO, a device,
+/// a socket): opening it, reading it or writing it may block for as long as its other end
+/// likes, so such files are served through tokio's blocking pool, never on the task.
+fn is_special(path: &str) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Where an upload goes.
+enum Sink {
+    File(std::fs::File),
+    Special(tokio::fs::File),
+}
+
+impl Sink {
+    async fn create(path: &str) -> std::io::Result<Sink> {
+        if is_special(path) {
+            return Ok(Sink::Special(tokio::fs::File::create(path).await?));
+        }
+        if let Some(parent) = Path::new(path).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        Ok(Sink::File(std::fs::File::create(path)?))
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_all(data),
+            Sink::Special(f) => f.write_all(data).await,
+        }
+    }
+
+    async fn finish(self) -> std::io::Result<()> {
+        match self {
+            Sink::File(_) => Ok(()),
+            Sink::Special(mut f) => f.flush().await,
+        }
+    }
+}
+
 async fn write_file(
     path: &str,
     mode: Option<u32>,
     mut rx: mpsc::Receiver<Chunk>,
 ) -> std::io::Result<()> {
-    let mut result = (|| {
-        if let Some(parent) = Path::new(path).parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::File::create(path)
-    })();
+    let mut result = Sink::create(path).await;
     // Keep consuming until eof even after an error, so the upload ends cleanly.
     while let Some((data, eof)) = rx.recv().await {
         if let Ok(f) = &mut result {
-            if let Err(e) = f.write_all(&data) {
+            if let Err(e) = f.write_all(&data).await {
                 result = Err(e);
             }
         }
@@ -707,24 +742,36 @@ async fn write_file(
             break;
         }
     }
-    let f = result?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode.unwrap_or(0o644)))
+    result?.finish().await?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.unwrap_or(0o644)))
 }
 
 async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
-    let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.is_dir() {
+    if std::fs::metadata(path)?.is_dir() {
         return Err(std::io::Error::other("is a directory"));
     }
     let mut buf = vec![0u8; CHUNK_LEN];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            send(out, id, Response::Data { eof: true }, b"").await;
-            return Ok(());
+    if is_special(path) {
+        let mut f = tokio::fs::File::open(path).await?;
+        loop {
+            let n = f.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            send(out, id, Response::Data { eof: false }, &buf[..n]).await;
         }
-        send(out, id, Response::Data { eof: false }, &buf[..n]).await;
+    } else {
+        let mut f = std::fs::File::open(path)?;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            send(out, id, Response::Data { eof: false }, &buf[..n]).await;
+        }
     }
+    send(out, id, Response::Data { eof: true }, b"").await;
+    Ok(())
 }
 
 async fn remove(path: &str) -> std::io::Result<()> {

@@ -367,6 +367,90 @@ async fn files_write_read_stat_remove() {
     assert!(matches!(err, ClientError::Agent { .. }), "{err}");
 }
 
+/// Reading or writing a FIFO waits for its other end, however long that takes (a job can
+/// make its `$GITHUB_OUTPUT` one): the agent must go on serving meanwhile. The agent here has
+/// a runtime of its own with two workers, as in a guest, so that one stuck on such a file
+/// would show as unanswered pings rather than as a stalled test.
+#[tokio::test]
+async fn fifos_being_read_or_written_do_not_stall_the_agent() {
+    let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("agent runtime");
+        rt.block_on(async move {
+            a.set_nonblocking(true).expect("nonblocking");
+            let a = UnixStream::from_std(a).expect("stream");
+            let (ar, aw) = a.into_split();
+            let _ = serve(ar, aw, Arc::new(AgentConfig::default())).await;
+        });
+    });
+    b.set_nonblocking(true).expect("nonblocking");
+    let (br, bw) = UnixStream::from_std(b).expect("stream").into_split();
+    let c = Arc::new(AgentClient::new(br, bw));
+    c.hello().await.expect("hello");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = |name: &str| {
+        let p = dir.path().join(name);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        p
+    };
+    let readers: Vec<_> = (0..3).map(|i| fifo(&format!("r{i}"))).collect();
+    let written = fifo("w");
+    let mut reads = Vec::new();
+    for p in &readers {
+        let (c, p) = (c.clone(), p.to_string_lossy().into_owned());
+        reads.push(tokio::spawn(async move { c.read_file(&p).await }));
+    }
+    let write = {
+        let (c, p) = (c.clone(), written.to_string_lossy().into_owned());
+        tokio::spawn(async move { c.write_file(&p, b"to the reader", None).await })
+    };
+    // Four requests now wait on FIFOs with nobody at the other end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(5), c.ping())
+        .await
+        .expect("the agent answers while FIFOs are pending")
+        .expect("ping");
+    let (out, _, st) =
+        tokio::time::timeout(Duration::from_secs(10), run(&c, sh("echo still here")))
+            .await
+            .expect("an exec runs while FIFOs are pending");
+    assert_eq!(
+        (out.as_slice(), st),
+        (&b"still here\n"[..], ExitStatus::Exited { code: 0 })
+    );
+
+    // The other ends arrive: every request completes with the data.
+    let ends = readers.clone();
+    let w = written.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        for (i, p) in ends.iter().enumerate() {
+            std::fs::write(p, format!("fifo {i}")).expect("write fifo");
+        }
+        std::fs::read(&w).expect("read fifo")
+    })
+    .await
+    .expect("join");
+    assert_eq!(got, b"to the reader");
+    for (i, r) in reads.into_iter().enumerate() {
+        let data = tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .expect("read ends")
+            .expect("join")
+            .expect("read");
+        assert_eq!(data, Some(format!("fifo {i}").into_bytes()));
+    }
+    tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .expect("write ends")
+        .expect("join")
+        .expect("write");
+}
+
 #[tokio::test]
 async fn tar_in_and_out_keep_modes_and_symlinks() {
     let (c, _s) = pair().await;
