@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -707,7 +707,16 @@ impl Sink {
         if let Some(parent) = Path::new(path).parent() {
             std::fs::create_dir_all(parent)?;
         }
-        Ok(Sink::File(std::fs::File::create(path)?))
+        // O_NONBLOCK: should the path turn into a FIFO after the check, opening it fails
+        // instead of waiting (it changes nothing for a regular file).
+        Ok(Sink::File(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(path)?,
+        ))
     }
 
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -761,7 +770,11 @@ async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
             send(out, id, Response::Data { eof: false }, &buf[..n]).await;
         }
     } else {
-        let mut f = std::fs::File::open(path)?;
+        // O_NONBLOCK as in `Sink::create`.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)?;
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {
