@@ -686,11 +686,26 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
     send(&out, id, Response::Exited { status }, b"").await;
 }
 
-/// Whether `path` is something other than a regular file or a directory (a FIFO, a device,
+/// Whether `meta` is something other than a regular file or a directory (a FIFO, a device,
 /// a socket): opening it, reading it or writing it may block for as long as its other end
 /// likes, so such files are served through tokio's blocking pool, never on the task.
-fn is_special(path: &str) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+fn is_special(meta: &std::fs::Metadata) -> bool {
+    !meta.is_file() && !meta.is_dir()
+}
+
+/// Opens the regular file `path` on the task, `O_NONBLOCK` so that a path swapped for a FIFO
+/// after the caller's check cannot make the open wait; the opened file is checked again and
+/// anything but a regular file is refused. (Regular files ignore `O_NONBLOCK`, except the few
+/// kernel files that stream, such as `/proc/kmsg`, which then answer "would block" at once.)
+fn open_regular(path: &str, opts: &mut std::fs::OpenOptions) -> std::io::Result<std::fs::File> {
+    let f = opts.custom_flags(nix::libc::O_NONBLOCK).open(path)?;
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(std::io::Error::other(
+            "not a regular file (it changed while being opened)",
+        ))
+    }
 }
 
 /// Where an upload goes.
@@ -701,22 +716,15 @@ enum Sink {
 
 impl Sink {
     async fn create(path: &str) -> std::io::Result<Sink> {
-        if is_special(path) {
+        if std::fs::metadata(path).is_ok_and(|m| is_special(&m)) {
             return Ok(Sink::Special(tokio::fs::File::create(path).await?));
         }
         if let Some(parent) = Path::new(path).parent() {
             std::fs::create_dir_all(parent)?;
         }
-        // O_NONBLOCK: should the path turn into a FIFO after the check, opening it fails
-        // instead of waiting (it changes nothing for a regular file).
-        Ok(Sink::File(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(nix::libc::O_NONBLOCK)
-                .open(path)?,
-        ))
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        Ok(Sink::File(open_regular(path, &mut opts)?))
     }
 
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -756,11 +764,12 @@ async fn write_file(
 }
 
 async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
-    if std::fs::metadata(path)?.is_dir() {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
         return Err(std::io::Error::other("is a directory"));
     }
     let mut buf = vec![0u8; CHUNK_LEN];
-    if is_special(path) {
+    if is_special(&meta) {
         let mut f = tokio::fs::File::open(path).await?;
         loop {
             let n = f.read(&mut buf).await?;
@@ -770,11 +779,7 @@ async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
             send(out, id, Response::Data { eof: false }, &buf[..n]).await;
         }
     } else {
-        // O_NONBLOCK as in `Sink::create`.
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(path)?;
+        let mut f = open_regular(path, std::fs::OpenOptions::new().read(true))?;
         loop {
             let n = f.read(&mut buf)?;
             if n == 0 {
@@ -920,4 +925,31 @@ pub async fn send_raw<W: AsyncWrite + Unpin>(
     body: &[u8],
 ) -> Result<(), FrameError> {
     write_frame(w, id, req, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO met where a regular file was expected (a path swapped after the check) is
+    /// refused at once, for reading and for writing, instead of waiting for its other end.
+    #[test]
+    fn open_regular_refuses_a_fifo_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let p = fifo.to_string_lossy().into_owned();
+        let read = open_regular(&p, std::fs::OpenOptions::new().read(true));
+        assert!(read.is_err(), "read open of a FIFO: {read:?}");
+        let write = open_regular(&p, std::fs::OpenOptions::new().write(true));
+        assert!(write.is_err(), "write open of a FIFO: {write:?}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let ok = open_regular(
+            &file.to_string_lossy(),
+            std::fs::OpenOptions::new().read(true),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 }

@@ -138,6 +138,11 @@ impl QemuProvider {
     pub async fn prewarm(&self, spec: &JobSpec) -> Result<Snapshot, SandboxError> {
         let image = self.image().map_err(unavailable)?;
         let cfg = self.config_for(spec);
+        if cfg.start == Start::Cold {
+            return Err(unavailable(
+                "this provider boots every VM (Start::Cold): there is no snapshot to prepare",
+            ));
+        }
         let (snap, _) = snapshot::ensure(&image, &cfg)
             .await
             .map_err(|e| unavailable(e.to_string()))?;

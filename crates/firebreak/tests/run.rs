@@ -1700,6 +1700,17 @@ fn vm_start_cold_and_a_warm_pool_are_refused_together() {
         assert!(o.stderr.contains("--vm-start cold boots every VM"), "{o:?}");
         assert!(!o.has("ran-a-step"), "{o:?}");
     }
+    // Without a microVM sandbox neither option means anything, and nothing is refused.
+    let o = r.run(&[
+        "--sandbox",
+        "host",
+        "--vm-start",
+        "cold",
+        "--warm-pool",
+        "1",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("ran-a-step"), "{o:?}");
     // An unknown start mode lists the ones there are.
     let o = r.run(&["--sandbox", "qemu", "--vm-start", "warm"]);
     assert_eq!(o.code, 2, "{o:?}");

@@ -293,11 +293,14 @@ fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
     if !vm_ready() {
         return;
     }
-    // A VM size no other test uses (1 vCPU, 320 MiB), so that its snapshot is this test's
+    // A VM size no other test uses (1 vCPU, 288 MiB), so that its snapshot is this test's
     // alone: in the default mode the first job would take it and the second restore it.
-    let image = firebreak_vm::image::ImageStore::open_default()
-        .latest()
-        .expect("image");
+    // The image is the one `firebreak run` picks: $FIREBREAK_IMAGE, else the newest.
+    let store = firebreak_vm::image::ImageStore::open_default();
+    let image = match std::env::var("FIREBREAK_IMAGE") {
+        Ok(h) if !h.is_empty() => store.get(&h).expect("image").expect("FIREBREAK_IMAGE"),
+        _ => store.latest().expect("image"),
+    };
     let snapshots = firebreak_vm::snapshot::snapshots_dir(&image);
     let this_size = || -> Vec<String> {
         std::fs::read_dir(&snapshots)
@@ -305,13 +308,13 @@ fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("1c-320m-"))
+            .filter(|n| n.starts_with("1c-288m-"))
             .collect()
     };
     for n in this_size() {
         let _ = std::fs::remove_dir_all(snapshots.join(n));
     }
-    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 320mb]\n    steps:\n      - run: echo first ran\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 320mb]\n    steps:\n      - run: echo second ran\n";
+    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 288mb]\n    steps:\n      - run: echo first ran\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 288mb]\n    steps:\n      - run: echo second ran\n";
     let (_dir, repo) = repo(&[(".github/workflows/cold.yml", wf)]);
     let r = run_qemu(&repo, &["--vm-start", "cold"]);
     let ctx = &r.ctx;

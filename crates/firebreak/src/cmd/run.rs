@@ -674,12 +674,6 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let mut fc_provider: Option<Arc<firebreak_vm::firecracker::FirecrackerProvider>> = None;
     let hang_timeout =
         (args.vm_hang_timeout > 0).then(|| std::time::Duration::from_secs(args.vm_hang_timeout));
-    if args.vm_start == VmStart::Cold && args.warm_pool > 0 {
-        return usage(
-            "--warm-pool keeps VMs restored from snapshots ready, and --vm-start cold boots every VM: use one of them"
-                .to_string(),
-        );
-    }
     for (kind, name) in [
         (SandboxKind::Qemu, "qemu"),
         (SandboxKind::Firecracker, "firecracker"),
@@ -691,6 +685,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 .any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == name));
         if !wanted {
             continue;
+        }
+        if args.vm_start == VmStart::Cold && args.warm_pool > 0 {
+            return usage(
+                "--warm-pool keeps VMs restored from snapshots ready, and --vm-start cold boots every VM: use one of them"
+                    .to_string(),
+            );
         }
         let store = firebreak_vm::ImageStore::open_default();
         let vm: Arc<dyn SandboxProvider> = match kind {
