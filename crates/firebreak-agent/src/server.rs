@@ -763,33 +763,46 @@ async fn write_file(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode.unwrap_or(0o644)))
 }
 
+/// Where a download comes from: the counterpart of [`Sink`].
+enum Source {
+    File(std::fs::File),
+    Special(tokio::fs::File),
+}
+
+impl Source {
+    async fn open(path: &str) -> std::io::Result<Source> {
+        let meta = std::fs::metadata(path)?;
+        if meta.is_dir() {
+            return Err(std::io::Error::other("is a directory"));
+        }
+        if is_special(&meta) {
+            return Ok(Source::Special(tokio::fs::File::open(path).await?));
+        }
+        Ok(Source::File(open_regular(
+            path,
+            std::fs::OpenOptions::new().read(true),
+        )?))
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::File(f) => f.read(buf),
+            Source::Special(f) => f.read(buf).await,
+        }
+    }
+}
+
 async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_dir() {
-        return Err(std::io::Error::other("is a directory"));
-    }
+    let mut f = Source::open(path).await?;
     let mut buf = vec![0u8; CHUNK_LEN];
-    if is_special(&meta) {
-        let mut f = tokio::fs::File::open(path).await?;
-        loop {
-            let n = f.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            send(out, id, Response::Data { eof: false }, &buf[..n]).await;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            send(out, id, Response::Data { eof: true }, b"").await;
+            return Ok(());
         }
-    } else {
-        let mut f = open_regular(path, std::fs::OpenOptions::new().read(true))?;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            send(out, id, Response::Data { eof: false }, &buf[..n]).await;
-        }
+        send(out, id, Response::Data { eof: false }, &buf[..n]).await;
     }
-    send(out, id, Response::Data { eof: true }, b"").await;
-    Ok(())
 }
 
 async fn remove(path: &str) -> std::io::Result<()> {

@@ -688,8 +688,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         }
         if args.vm_start == VmStart::Cold && args.warm_pool > 0 {
             return usage(
-                "--warm-pool keeps VMs restored from snapshots ready, and --vm-start cold boots every VM: use one of them"
-                    .to_string(),
+                "--warm-pool keeps VMs restored from snapshots ready, and --vm-start cold boots every VM: use one of them",
             );
         }
         let store = firebreak_vm::ImageStore::open_default();
