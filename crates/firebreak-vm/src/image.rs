@@ -663,8 +663,7 @@ impl ImageStore {
                 let Some(rest) = name.strip_prefix(".tmp-") else {
                     continue;
                 };
-                let pid: Option<u32> = rest.rsplit('-').next().and_then(|p| p.parse().ok());
-                if !pid.is_some_and(crate::leftovers::process_alive) {
+                if crate::leftovers::abandoned(&e.path(), rest) {
                     let _ = std::fs::remove_dir_all(e.path());
                     report.removed.push(e.path());
                 }
@@ -716,9 +715,9 @@ impl ImageStore {
 
         let staging = self
             .images_dir()
-            .join(format!(".tmp-{hash}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+            .join(format!(".tmp-{}-{hash}", crate::leftovers::tag()));
+        let claim =
+            crate::leftovers::Claim::create_dir(&staging).map_err(io_err("create", &staging))?;
         let result = self.build_in(
             spec,
             &mirror,
@@ -736,6 +735,8 @@ impl ImageStore {
             Ok(mut manifest) => {
                 manifest.build_seconds = t0.elapsed().as_secs_f64();
                 write_manifest(&staging, &manifest)?;
+                // A finished image needs no owner: the lock file goes before the rename.
+                claim.disown();
                 match std::fs::rename(&staging, &final_dir) {
                     Ok(()) => {}
                     // Someone else finished the same recipe first: use theirs.
@@ -791,9 +792,9 @@ impl ImageStore {
         }
         let staging = self
             .bases_dir()
-            .join(format!(".tmp-{key}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+            .join(format!(".tmp-{}-{key}", crate::leftovers::tag()));
+        let claim =
+            crate::leftovers::Claim::create_dir(&staging).map_err(io_err("create", &staging))?;
         let res = (|| {
             let debs = self.root.join("debs");
             std::fs::create_dir_all(&debs).map_err(io_err("create", &debs))?;
@@ -825,6 +826,7 @@ impl ImageStore {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
+        claim.disown();
         if std::fs::rename(&staging, &dir).is_err() {
             let _ = std::fs::remove_dir_all(&staging);
             if !dir.join("release").is_file() {

@@ -144,14 +144,16 @@ pub fn ensure(
         )));
         return Ok(k);
     }
-    let staging = kernels_dir.join(format!(".tmp-{key}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+    let staging = kernels_dir.join(format!(".tmp-{}-{key}", crate::leftovers::tag()));
+    let claim =
+        crate::leftovers::Claim::create_dir(&staging).map_err(io_err("create", &staging))?;
     let res = build_in(&tarball, &staging, progress);
     if let Err(e) = res {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
+    // A finished kernel needs no owner: the lock file goes before the rename.
+    claim.disown();
     if std::fs::rename(&staging, &dir).is_err() {
         // Someone else finished the same kernel first: use theirs.
         let _ = std::fs::remove_dir_all(&staging);

@@ -245,8 +245,7 @@ pub fn prune_stale(image: &Image) -> Vec<PathBuf> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
-            let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-            !pid.is_some_and(crate::leftovers::process_alive)
+            crate::leftovers::abandoned(&e.path(), rest)
         } else {
             match read_meta(&e.path()) {
                 Some(m) => m.image_identity != ident || m.format != SNAPSHOT_FORMAT,
@@ -486,15 +485,15 @@ async fn build_once(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot
     let name = snapshot_name(image, cfg, kvm);
     let parent = snapshots_dir(image);
     let tmp = parent.join(format!(
-        ".tmp-{name}-{}-{}",
-        std::process::id(),
+        ".tmp-{}-{}-{name}",
+        crate::leftovers::tag(),
         BUILD_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let io = |op: &'static str, p: &Path| {
         let path = p.to_path_buf();
         move |source| VmError::Io { op, path, source }
     };
-    std::fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
+    let claim = crate::leftovers::Claim::create_dir(&tmp).map_err(io("create", &tmp))?;
     let res = match build_in(image, cfg, kvm, &name, &tmp, t0).await {
         Ok(meta) => verify(image, cfg, &tmp, &meta).await.map(|()| meta),
         Err(e) => Err(e),
@@ -507,6 +506,8 @@ async fn build_once(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot
         }
     };
     let dir = parent.join(&name);
+    // A finished snapshot needs no owner: the lock file goes before the rename.
+    claim.disown();
     if std::fs::rename(&tmp, &dir).is_err() {
         // Someone else finished first (or a broken leftover is in the way).
         let _ = std::fs::remove_dir_all(&tmp);
@@ -785,8 +786,11 @@ mod tests {
         assert!(find(&img, &cfg, false).is_none(), "no RAM file yet");
         std::fs::write(dir.join("ram.img"), "r").expect("write");
         assert_eq!(find(&img, &cfg, false).map(|s| s.meta), Some(meta));
-        let junk = snapshots_dir(&img).join(".tmp-x-999999999-0");
-        std::fs::create_dir_all(&junk).expect("mkdir");
+        // A build whose maker died (its lock is free) goes; one under way stays.
+        let junk = snapshots_dir(&img).join(".tmp-999999999-0000abcd-0-x");
+        drop(crate::leftovers::Claim::create_dir(&junk).expect("claim"));
+        let building = snapshots_dir(&img).join(format!(".tmp-{}-0-x", crate::leftovers::tag()));
+        let _claim = crate::leftovers::Claim::create_dir(&building).expect("claim");
         assert_eq!(prune_stale(&img), vec![junk]);
         assert!(dir.exists());
         // Rewriting the kernel invalidates it.

@@ -936,10 +936,12 @@ async fn the_snapshot_cache_keys_by_shape_and_files() {
 
     // A rebuilt kernel: the old snapshot is not found, and pruning removes
     // it and its alias, and the alias of the snapshot discarded before;
-    // leftovers of a dead process go too, this process's own stay.
-    let dead = cache.dir().join(".tmp-999999999-0");
+    // leftovers of a dead process (a lock file nobody holds) go too; one just made, its
+    // lock file not yet there, stays.
+    let dead = cache.dir().join(".tmp-999999999-0000abcd-0");
     let ours = cache.dir().join(format!(".tmp-{}-77", std::process::id()));
     std::fs::create_dir(&dead).expect("mkdir");
+    std::fs::write(dead.join(".owner"), "999999999\n").expect("owner");
     std::fs::create_dir(&ours).expect("mkdir");
     std::fs::write(&files.vmlinux, b"ELF, rebuilt").expect("rewrite kernel");
     assert_eq!(cache.find(&files, &cfg), None);

@@ -116,7 +116,7 @@ pub(super) fn point_symlink(link: &Path, target: &Path) -> Result<(), Firecracke
     let mut tmp = link.as_os_str().to_owned();
     tmp.push(format!(
         ".new-{}-{}",
-        std::process::id(),
+        crate::leftovers::tag(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let tmp = PathBuf::from(tmp);
@@ -623,6 +623,9 @@ struct RunLayout {
     /// The VM's own network namespace (jailed, without network), removed
     /// when the last copy of the layout goes.
     netns: Option<Arc<VmNetns>>,
+    /// The claim on an unjailed run directory (see [`crate::leftovers`]), held until the
+    /// last copy of the layout goes, after teardown removed the directory.
+    _claim: Option<Arc<crate::leftovers::Claim>>,
 }
 
 impl RunLayout {
@@ -811,7 +814,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         .or_else(find_firecracker)
         .ok_or(FirecrackerError::NotFound)?;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let id = format!("fb-{}-{seq}", std::process::id());
+    let id = format!("fb-{}-{seq}", crate::leftovers::tag());
     let layout = match &cfg.jailer {
         Some(j) => {
             let dir = j.chroot_dir(&binary, &id);
@@ -826,17 +829,19 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
                 remove,
                 jailed: true,
                 netns,
+                _claim: None,
             }
         }
         None => {
             let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-            crate::leftovers::remove_dead_run_dirs(&parent, "fcvm-");
-            let dir = parent.join(format!("fcvm-{}-{seq}", std::process::id()));
+            let (dir, claim) = crate::leftovers::new_run_dir(&parent, "fcvm-", seq)
+                .map_err(io_err("create a run directory in", &parent))?;
             RunLayout {
                 remove: dir.clone(),
                 dir,
                 jailed: false,
                 netns: None,
+                _claim: Some(Arc::new(claim)),
             }
         }
     };
@@ -1492,6 +1497,7 @@ mod tests {
             remove: jail.clone(),
             jailed: true,
             netns: None,
+            _claim: None,
         };
         let j = JailerConfig::new("/j", 4321, 4322);
         let shared = tmp.path().join("vmlinux");

@@ -201,6 +201,7 @@ impl SnapshotCache {
             })?;
         std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
         let tmp = self.tmp_dir();
+        let claim = crate::leftovers::Claim::create_dir(&tmp).map_err(io_err("create", &tmp))?;
         let done = self.dir.join(name);
         let taken = vm.snapshot(&tmp, true).await.and_then(|_| {
             let list: Vec<TakenFrom> = taken_from(files, cfg)
@@ -217,7 +218,9 @@ impl SnapshotCache {
                 })?;
             std::fs::write(tmp.join(FILES), json).map_err(io_err("write", tmp.join(FILES)))
         });
-        let placed = taken.and_then(|()| match std::fs::rename(&tmp, &done) {
+        // A finished snapshot needs no owner: the lock file goes before the rename.
+        let placed = taken.map(|()| claim.disown());
+        let placed = placed.and_then(|()| match std::fs::rename(&tmp, &done) {
             Ok(()) => Ok(()),
             // Someone else's complete snapshot is already there.
             Err(_) if Snapshot::open(&done).is_ok() => Ok(()),
@@ -242,7 +245,7 @@ impl SnapshotCache {
     fn tmp_dir(&self) -> PathBuf {
         self.dir.join(format!(
             ".tmp-{}-{}",
-            std::process::id(),
+            crate::leftovers::tag(),
             TMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ))
     }
@@ -276,7 +279,7 @@ impl SnapshotCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
-                !crate::leftovers::owner_alive(rest)
+                crate::leftovers::abandoned(&e.path(), rest)
             } else if name.starts_with('.') {
                 false
             } else {
@@ -294,7 +297,7 @@ impl SnapshotCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = match name.split_once(".new-") {
-                Some((_, rest)) => !crate::leftovers::owner_alive(rest),
+                Some((_, rest)) => crate::leftovers::abandoned(&e.path(), rest),
                 None => !e.path().exists(),
             };
             if stale && std::fs::remove_file(e.path()).is_ok() {

@@ -39,6 +39,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::image::Image;
+use crate::leftovers::Claim;
 use crate::log_tail::tail;
 use crate::qmp::Qmp;
 use crate::tools;
@@ -305,6 +306,8 @@ pub struct BootStats {
 pub struct QemuVm {
     child: Option<Child>,
     run_dir: PathBuf,
+    /// Held until the run directory is removed (see [`crate::leftovers`]).
+    _claim: Option<Claim>,
     client: Arc<AgentClient>,
     info: AgentInfo,
     stats: BootStats,
@@ -389,16 +392,12 @@ pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError>
     }
 }
 
-fn new_run_dir(cfg: &VmConfig) -> Result<PathBuf, VmError> {
+/// A new run directory (sockets, logs, the overlay), claimed by this process and removed
+/// when the VM is dropped; abandoned ones beside it go first.
+fn new_run_dir(cfg: &VmConfig) -> Result<(PathBuf, Claim), VmError> {
     let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-    crate::leftovers::remove_dead_run_dirs(&parent, "fbvm-");
-    let run_dir = parent.join(format!(
-        "fbvm-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&run_dir).map_err(io_err("create", &run_dir))?;
-    Ok(run_dir)
+    crate::leftovers::new_run_dir(&parent, "fbvm-", SEQ.fetch_add(1, Ordering::Relaxed))
+        .map_err(io_err("create a run directory in", &parent))
 }
 
 fn spawn_qemu(
@@ -525,7 +524,7 @@ impl QemuVm {
         } else {
             Duration::from_secs(30)
         });
-        let run_dir = new_run_dir(cfg)?;
+        let (run_dir, claim) = new_run_dir(cfg)?;
         let t0 = Instant::now();
         let mut last = (String::new(), String::new());
         let attempts = cfg.boot_attempts.max(1);
@@ -573,6 +572,7 @@ impl QemuVm {
                     let mut vm = QemuVm {
                         child: Some(child),
                         run_dir,
+                        _claim: Some(claim),
                         client: Arc::new(client),
                         info,
                         stats,
@@ -802,6 +802,7 @@ impl QemuVm {
 pub(crate) struct Incoming {
     child: Option<Child>,
     run_dir: PathBuf,
+    claim: Option<Claim>,
     transport: VirtioSerialSocket,
     stream: Option<(crate::transport::BoxRead, crate::transport::BoxWrite)>,
     /// Set for snapshots whose RAM is a file (the stream is loaded over
@@ -831,7 +832,7 @@ impl Incoming {
         need(&tools::QEMU_IMG)?;
         let kvm = snap.meta.kvm;
         let timeout = restore_timeout(cfg);
-        let run_dir = new_run_dir(cfg)?;
+        let (run_dir, claim) = new_run_dir(cfg)?;
         // The clone's copy-on-write layer over the snapshot's disk: QEMU's
         // own temporary overlay (`snapshot=on`), created in-process (no
         // `qemu-img` run) in the run directory (TMPDIR), so it goes with it.
@@ -875,6 +876,7 @@ impl Incoming {
                 path: run_dir.join("agent.sock"),
             },
             run_dir,
+            claim: Some(claim),
             stream: None,
             qmp: None,
             state_uri,
@@ -1020,6 +1022,7 @@ impl Incoming {
         let mut vm = QemuVm {
             child: self.child.take(),
             run_dir: std::mem::take(&mut self.run_dir),
+            _claim: self.claim.take(),
             client: Arc::new(client),
             info,
             stats: BootStats {
