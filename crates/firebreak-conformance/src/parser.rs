@@ -112,6 +112,7 @@ pub fn run(dir: &Path) -> anyhow::Result<crate::Tally> {
         let opts = ParseOptions {
             allow_background_steps: case.options.contains("allowBackgroundSteps: true"),
             reusable_workflows: Some(case.reusable.iter().cloned().collect()),
+            unresolved_reusable: defaults.unresolved_reusable,
             max_depth: option_number(&case.options, "max-depth").unwrap_or(defaults.max_depth),
             max_file_size: option_number(&case.options, "max-file-size")
                 .unwrap_or(defaults.max_file_size),

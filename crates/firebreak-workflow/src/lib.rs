@@ -69,12 +69,27 @@ pub struct ParseOptions {
     /// every reusable-workflow job must find its workflow here and its `with`/`secrets` are
     /// checked against the called workflow's `on.workflow_call`.
     pub reusable_workflows: Option<IndexMap<String, String>>,
+    /// What a reusable-workflow job whose workflow is not in `reusable_workflows` gets.
+    pub unresolved_reusable: UnresolvedReusable,
     /// How deep reusable workflows may call each other (the caller is depth 0).
     pub max_nested_reusable_depth: usize,
     /// Maximum number of jobs, counting the jobs of called workflows (`None`: no limit).
     pub max_job_limit: Option<usize>,
     /// The repository's default `GITHUB_TOKEN` permissions, granted to jobs that set none.
     pub permissions_policy: PermissionsPolicy,
+}
+
+/// What a call to a reusable workflow whose source was not supplied gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnresolvedReusable {
+    /// An error at its `uses:` (the source of every called workflow was expected).
+    #[default]
+    Error,
+    /// An error for a local one (`./.github/workflows/x.yml`, which the repository should
+    /// hold); a remote one (`owner/repo/…@ref`) is left unchecked and unloaded.
+    ErrorIfLocal,
+    /// Left unchecked and unloaded (the caller could not look for it).
+    Skip,
 }
 
 /// The repository setting for the default `GITHUB_TOKEN` permissions.
@@ -94,6 +109,7 @@ impl Default for ParseOptions {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             allow_background_steps: false,
             reusable_workflows: None,
+            unresolved_reusable: UnresolvedReusable::Error,
             max_nested_reusable_depth: DEFAULT_MAX_NESTED_REUSABLE_DEPTH,
             max_job_limit: None,
             permissions_policy: PermissionsPolicy::LimitedRead,

@@ -165,6 +165,13 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
         let Some(config) = wf.on.get(&event.name) else {
             continue;
         };
+        if let Some(error) = conflicting_filters(&event.name, config) {
+            // GitHub's parser accepts the file (`check` warns); GitHub.com fails the run.
+            let mut wp = plan_workflow(path, wf);
+            wp.errors.insert(0, error);
+            out.workflows.push(wp);
+            continue;
+        }
         if let Err(reason) = triggers(&event.name, config, event) {
             out.filtered_out.push(FilteredOut {
                 path: path.to_string(),
@@ -199,6 +206,38 @@ fn default_types(event: &str) -> Option<&'static [&'static str]> {
         "pull_request" | "pull_request_target" => Some(&["opened", "synchronize", "reopened"]),
         _ => None,
     }
+}
+
+/// The error GitHub.com gives a run of event `name` whose configuration sets a filter and its
+/// `-ignore` form together, which its parser accepts but its trigger refuses.
+fn conflicting_filters(name: &str, c: &EventConfig) -> Option<String> {
+    let pairs: &[(&str, bool)] = match name {
+        "push" => &[
+            (
+                "branches",
+                c.branches.is_some() && c.branches_ignore.is_some(),
+            ),
+            ("tags", c.tags.is_some() && c.tags_ignore.is_some()),
+            ("paths", c.paths.is_some() && c.paths_ignore.is_some()),
+        ],
+        "pull_request" | "pull_request_target" => &[
+            (
+                "branches",
+                c.branches.is_some() && c.branches_ignore.is_some(),
+            ),
+            ("paths", c.paths.is_some() && c.paths_ignore.is_some()),
+        ],
+        "workflow_run" => &[(
+            "branches",
+            c.branches.is_some() && c.branches_ignore.is_some(),
+        )],
+        _ => &[],
+    };
+    let (key, _) = pairs.iter().find(|(_, both)| *both)?;
+    Some(format!(
+        "`{key}` and `{key}-ignore` both filter `{name}`: GitHub fails this workflow's run \
+         (you may only define one of them for an event; list the exclusions in `{key}` as `!` patterns)"
+    ))
 }
 
 /// `Ok` when the event passes the workflow's configuration for it, else why not.

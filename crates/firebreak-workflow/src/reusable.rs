@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use crate::convert::Converter;
 use crate::diag::{Diags, Pos};
 use crate::model::{JobKind, Permissions, Workflow};
-use crate::{read_root, reader, ParseOptions, PermissionsPolicy};
+use crate::{read_root, reader, ParseOptions, PermissionsPolicy, UnresolvedReusable};
 
 /// Scopes in the order GitHub lists them; `read-all` / `write-all` expand to these.
 const SCOPES: &[&str] = &[
@@ -193,8 +193,23 @@ impl<'a> Loader<'a> {
                 continue;
             }
             let Some(src) = lookup(self.called, &rj.uses) else {
-                self.diags
-                    .error(file, Some(rj.uses_pos), "Unable to find reusable workflow");
+                let local = rj.uses.starts_with("./");
+                match (self.opts.unresolved_reusable, local) {
+                    (UnresolvedReusable::Skip, _) | (UnresolvedReusable::ErrorIfLocal, false) => {}
+                    (_, true) => self.diags.error(
+                        file,
+                        Some(rj.uses_pos),
+                        format!(
+                            "Unable to find reusable workflow '{}': the repository has no such file",
+                            rj.uses
+                        ),
+                    ),
+                    (UnresolvedReusable::Error, false) => self.diags.error(
+                        file,
+                        Some(rj.uses_pos),
+                        "Unable to find reusable workflow",
+                    ),
+                }
                 continue;
             };
             self.files += 1;

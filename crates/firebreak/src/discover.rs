@@ -137,39 +137,61 @@ pub struct ParsedFile {
     pub called: IndexMap<String, Arc<firebreak_workflow::Workflow>>,
 }
 
-/// Parses `source` (shown as `shown` in messages). When it calls local reusable workflows
-/// (`uses: ./.github/workflows/x.yml`) and all of them can be read from `repo`, the parser
-/// gets their sources and checks each call (inputs, secrets, outputs) as GitHub does.
+/// The file a diagnostic of the workflow shown as `shown` is in: `shown` itself, or, for an
+/// error inside a local workflow it calls, that workflow's path in the repository
+/// (`.github/workflows/x.yml`).
+pub fn diagnostic_file<'a>(shown: &'a str, d: &'a firebreak_workflow::Diagnostic) -> &'a str {
+    if d.file.is_empty() || d.file == shown {
+        shown
+    } else {
+        d.file.strip_prefix("./").unwrap_or(&d.file)
+    }
+}
+
+/// Parses `source` (shown as `shown` in messages) with the local reusable workflows it calls
+/// (`uses: ./.github/workflows/x.yml`, directly or through another), read from `repo`, and
+/// checks each such call (inputs, secrets, outputs, permissions) as GitHub does. A local
+/// workflow the repository lacks is an error at its `uses:` when `repo` has a
+/// `.github/workflows` folder (else the call could not be looked up, and is left unchecked,
+/// as a remote one — `owner/repo/…@ref` — always is).
 pub fn parse_with_local_calls(repo: &Path, shown: &str, source: &str) -> ParsedFile {
     let mut parsed = firebreak_workflow::parse_workflow(shown, source);
     let mut called = IndexMap::new();
     if let Some(w) = &parsed.workflow {
+        if !w
+            .jobs
+            .iter()
+            .any(|j| matches!(j.kind, firebreak_workflow::JobKind::Reusable(_)))
+        {
+            return ParsedFile { parsed, called };
+        }
         let mut sources = IndexMap::new();
-        let mut complete = true;
-        reusable_sources(repo, w, &mut sources, &mut complete, 0);
+        reusable_sources(repo, w, &mut sources, 0);
         for (uses, src) in &sources {
             if let Some(c) = firebreak_workflow::parse_workflow(uses, src).workflow {
                 called.insert(uses.clone(), Arc::new(c));
             }
         }
-        if !sources.is_empty() && complete {
-            let opts = firebreak_workflow::ParseOptions {
-                reusable_workflows: Some(sources),
-                ..Default::default()
-            };
-            parsed = firebreak_workflow::parse_workflow_with(shown, source, &opts);
-        }
+        let opts = firebreak_workflow::ParseOptions {
+            reusable_workflows: Some(sources),
+            unresolved_reusable: if repo.join(".github/workflows").is_dir() {
+                firebreak_workflow::UnresolvedReusable::ErrorIfLocal
+            } else {
+                firebreak_workflow::UnresolvedReusable::Skip
+            },
+            ..Default::default()
+        };
+        parsed = firebreak_workflow::parse_workflow_with(shown, source, &opts);
     }
     ParsedFile { parsed, called }
 }
 
-/// Collects the sources of the local workflows `wf` calls, recursively up to GitHub's
-/// nesting limit; `complete` turns false when one is remote or cannot be read.
+/// Collects the sources of the local workflows `wf` calls that `repo` holds, recursively up
+/// to GitHub's nesting limit.
 fn reusable_sources(
     repo: &Path,
     wf: &firebreak_workflow::Workflow,
     acc: &mut IndexMap<String, String>,
-    complete: &mut bool,
     depth: usize,
 ) {
     for job in &wf.jobs {
@@ -180,17 +202,15 @@ fn reusable_sources(
             continue;
         }
         let Some(rel) = r.uses.strip_prefix("./") else {
-            *complete = false;
             continue;
         };
         let Ok(src) = std::fs::read_to_string(repo.join(rel)) else {
-            *complete = false;
             continue;
         };
         acc.insert(r.uses.clone(), src.clone());
         if depth < firebreak_workflow::DEFAULT_MAX_NESTED_REUSABLE_DEPTH {
             if let Some(called) = firebreak_workflow::parse_workflow(&r.uses, &src).workflow {
-                reusable_sources(repo, &called, acc, complete, depth + 1);
+                reusable_sources(repo, &called, acc, depth + 1);
             }
         }
     }

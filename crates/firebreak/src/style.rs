@@ -69,3 +69,69 @@ pub fn err_yellow(text: &str) -> String {
 pub fn error_label() -> String {
     err_red("error")
 }
+
+/// `text` with control characters written as escapes (`\n`, `\t`, `\x1b`…): for names
+/// and values from a workflow file printed in a table, which a newline would break and an
+/// escape sequence could use to rewrite the terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // `is_control` is Unicode's Cc: C0, DEL and C1, all below U+0100.
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A workflow error or warning as one line: `path:line:col: message` (`path: message` for
+/// one GitHub gives no position, such as an empty file), control characters escaped.
+pub fn diagnostic_line(path: &str, line: u32, col: u32, message: &str, warning: bool) -> String {
+    let label = if warning { "warning: " } else { "" };
+    let text = if line == 0 {
+        format!("{path}: {label}{message}")
+    } else {
+        format!("{path}:{line}:{col}: {label}{message}")
+    };
+    printable(&text).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{diagnostic_line, printable};
+
+    #[test]
+    fn a_diagnostic_without_a_position_names_only_its_file() {
+        assert_eq!(
+            diagnostic_line("a.yml", 3, 7, "bad", false),
+            "a.yml:3:7: bad"
+        );
+        assert_eq!(
+            diagnostic_line("a.yml", 3, 7, "odd", true),
+            "a.yml:3:7: warning: odd"
+        );
+        assert_eq!(
+            diagnostic_line("e.yml", 0, 0, "empty", false),
+            "e.yml: empty"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            printable("build (ubuntu, 3.12) ✓"),
+            "build (ubuntu, 3.12) ✓"
+        );
+        assert_eq!(
+            printable("a\nb\tc\u{1b}[2Jd\u{85}"),
+            "a\\nb\\tc\\x1b[2Jd\\x85"
+        );
+    }
+}

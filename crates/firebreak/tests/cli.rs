@@ -471,3 +471,139 @@ fn doctor_reports_every_backend_as_json() {
         .collect();
     assert!(left.is_empty(), "doctor left {left:?}");
 }
+
+#[test]
+fn plan_runs_the_valid_workflows_when_another_is_invalid() {
+    let d = repo();
+    std::fs::write(d.path().join(".github/workflows/broken.yml"), BAD).expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", ".", "--event-file", "push.json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("build (a, 1)") && out.contains("test"),
+        "{out}"
+    );
+    assert!(
+        err.contains(".github/workflows/broken.yml:7:9: Unexpected value 'bogus'"),
+        "{err}"
+    );
+    assert!(
+        err.contains(".github/workflows/broken.yml is invalid"),
+        "{err}"
+    );
+    let (code, out, _) = firebreak(
+        d.path(),
+        &["plan", ".", "--event-file", "push.json", "--format", "json"],
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(v["workflows"][0]["path"], ".github/workflows/ci.yml");
+    assert_eq!(v["invalid"][0]["path"], ".github/workflows/broken.yml");
+    assert_eq!(v["invalid"][0]["errors"][0]["line"], 7);
+}
+
+#[test]
+fn plan_lists_a_called_workflows_jobs_and_check_finds_missing_local_ones() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let wf = d.path().join(".github/workflows");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(
+        wf.join("called.yml"),
+        "on:\n  workflow_call:\n    inputs:\n      who: {required: true, type: string}\njobs:\n  hi:\n    strategy: {matrix: {n: [1, 2]}}\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ inputs.who }}\n",
+    )
+    .expect("write");
+    // A remote call cannot be looked up: it does not stop the local one being checked.
+    let caller = "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n    with: {who: me}\n  remote:\n    uses: octo/repo/.github/workflows/x.yml@v1\n";
+    std::fs::write(wf.join("caller.yml"), caller).expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", ".github/workflows/caller.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("call / hi (1)") && out.contains("call / hi (2)"),
+        "{out}"
+    );
+    std::fs::write(
+        wf.join("caller.yml"),
+        format!("{caller}    needs: call\n  gone:\n    uses: ./.github/workflows/gone.yml\n  bad:\n    uses: ./.github/workflows/called.yml\n"),
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["check", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "caller.yml:10:11: Unable to find reusable workflow './.github/workflows/gone.yml'"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("caller.yml:12:11: Input who is required"),
+        "{out}"
+    );
+}
+
+#[test]
+fn plan_fails_a_workflow_that_filters_an_event_both_ways() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("both.yml"),
+        "on:\n  push:\n    branches: [main]\n    branches-ignore: [dev]\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )
+    .expect("write");
+    std::fs::write(d.path().join("push.json"), r#"{"ref":"refs/heads/main"}"#).expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", "both.yml", "--event-file", "push.json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("`branches` and `branches-ignore` both filter `push`: GitHub fails"),
+        "{out}"
+    );
+}
+
+#[test]
+fn plan_escapes_control_characters_in_names() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("ctl.yml"),
+        "name: \"evil\\e[2J\"\non: push\njobs:\n  a:\n    name: \"two\\nlines\"\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", "ctl.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert!(out.contains("evil\\x1b[2J"), "{out}");
+}
+
+#[test]
+fn an_error_inside_a_called_workflow_names_that_file_and_positionless_ones_no_line() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let wf = d.path().join(".github/workflows");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(
+        wf.join("caller.yml"),
+        "on: push\njobs:\n  c:\n    uses: ./.github/workflows/called.yml\n",
+    )
+    .expect("write");
+    std::fs::write(
+        wf.join("called.yml"),
+        "on:\n  workflow_call:\njobs:\n  hi:\n    runs-on: x\n    steps:\n      - run: echo\n        bogus: 1\n",
+    )
+    .expect("write");
+    let (code, out, _) = firebreak(d.path(), &["check", ".github/workflows/caller.yml"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.trim(),
+        ".github/workflows/called.yml:8:9: Unexpected value 'bogus'"
+    );
+    let (_, out, _) = firebreak(
+        d.path(),
+        &["check", ".github/workflows/caller.yml", "--format", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["files"][0]["path"], ".github/workflows/caller.yml");
+    assert_eq!(
+        v["files"][0]["errors"][0]["file"],
+        ".github/workflows/called.yml"
+    );
+    // An empty file has no position to name.
+    std::fs::write(d.path().join("empty.yml"), "").expect("write");
+    let (code, out, _) = firebreak(d.path(), &["check", "empty.yml"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("empty.yml: "), "{out}");
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
+use crate::discover::{diagnostic_file, parse_with_local_calls, read_workflows, repo_root};
 use crate::{style, Format};
 
 #[derive(Serialize)]
@@ -20,6 +20,9 @@ struct FileReport {
 
 #[derive(Serialize)]
 struct ErrorReport {
+    /// Set when the error is in a local workflow the file calls (its repository path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
     line: u32,
     col: u32,
     message: String,
@@ -46,6 +49,9 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
         let report = |list: &[firebreak_workflow::Diagnostic]| -> Vec<ErrorReport> {
             list.iter()
                 .map(|d| ErrorReport {
+                    file: Some(diagnostic_file(&file.display, d))
+                        .filter(|f| *f != file.display)
+                        .map(str::to_string),
                     line: d.line,
                     col: d.col,
                     message: d.message.clone(),
@@ -81,10 +87,14 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
         Format::Text => {
             for r in &reports {
                 for e in &r.errors {
-                    crate::outln!("{}:{}:{}: {}", r.path, e.line, e.col, e.message)?;
+                    let path = e.file.as_deref().unwrap_or(&r.path);
+                    let line = style::diagnostic_line(path, e.line, e.col, &e.message, false);
+                    crate::outln!("{line}")?;
                 }
                 for w in &r.warnings {
-                    crate::outln!("{}:{}:{}: warning: {}", r.path, w.line, w.col, w.message)?;
+                    let path = w.file.as_deref().unwrap_or(&r.path);
+                    let line = style::diagnostic_line(path, w.line, w.col, &w.message, true);
+                    crate::outln!("{line}")?;
                 }
             }
             for u in &unreadable {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
-use firebreak_workflow::plan::{Event, MatrixPlan, Plan};
+use firebreak_workflow::plan::{Event, JobPlan, MatrixPlan, Plan};
 
 use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
@@ -39,24 +39,31 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     }
     let files = read_workflows(std::slice::from_ref(&path)).all()?;
     let root = repo_root(&path);
+    // An invalid workflow does not stop the others: GitHub runs the valid ones and fails
+    // only the runs of the invalid one.
     let mut parsed = Vec::new();
-    let mut invalid = false;
+    let mut invalid = Vec::new();
     for f in &files {
         let p = parse_with_local_calls(&root, &f.display, &f.source).parsed;
         for d in &p.diagnostics {
-            eprintln!("{d}");
+            eprintln!(
+                "{}",
+                style::diagnostic_line(
+                    crate::discover::diagnostic_file(&f.display, d),
+                    d.line,
+                    d.col,
+                    &d.message,
+                    false
+                )
+            );
         }
         match p.workflow {
             Some(w) if p.diagnostics.is_empty() => parsed.push((f.display.clone(), Arc::new(w))),
-            _ => invalid = true,
+            _ => invalid.push(Invalid {
+                path: f.display.clone(),
+                errors: p.diagnostics,
+            }),
         }
-    }
-    if invalid {
-        eprintln!(
-            "{}: fix the workflow errors above, then plan again",
-            style::error_label()
-        );
-        return Ok(ExitCode::from(1));
     }
 
     let gs = git_state(&root);
@@ -85,16 +92,41 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let plan = firebreak_workflow::plan::plan(&parsed, &event);
 
     match args.format {
-        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&plan)?)?,
+        Format::Json => {
+            let mut doc = serde_json::to_value(&plan)?;
+            if let Some(obj) = doc.as_object_mut() {
+                obj.insert("invalid".into(), serde_json::to_value(&invalid)?);
+            }
+            crate::outln!("{}", serde_json::to_string_pretty(&doc)?)?
+        }
         Format::Text => print_text(&plan)?,
+    }
+    if !invalid.is_empty() {
+        eprintln!(
+            "{}: {} (errors above): GitHub would fail its runs and run the others",
+            style::error_label(),
+            match invalid.as_slice() {
+                [one] => format!("{} is invalid", style::printable(&one.path)),
+                many => format!("{} workflow files are invalid", many.len()),
+            }
+        );
     }
     // A workflow that triggers but cannot be planned (a matrix over 256 legs, a `needs`
     // cycle through a called workflow…) would fail its run: the plan is invalid too.
-    Ok(if plan.workflows.iter().any(|w| !w.errors.is_empty()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if !invalid.is_empty() || plan.workflows.iter().any(|w| !w.errors.is_empty()) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+/// A workflow file left out of the plan for its errors.
+#[derive(serde::Serialize)]
+struct Invalid {
+    path: String,
+    errors: Vec<firebreak_workflow::Diagnostic>,
 }
 
 fn print_text(plan: &Plan) -> std::io::Result<()> {
@@ -112,47 +144,11 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
     for wf in &plan.workflows {
         crate::outln!(
             "{} {}",
-            style::bold(&wf.name),
-            style::dim(&format!("({})", wf.path))
+            style::bold(&style::printable(&wf.name)),
+            style::dim(&format!("({})", style::printable(&wf.path)))
         )?;
-        let rows: Vec<[String; 4]> = wf
-            .jobs
-            .iter()
-            .flat_map(|job| {
-                let needs = if job.needs.is_empty() {
-                    "-".to_string()
-                } else {
-                    job.needs.join(", ")
-                };
-                let legs: Vec<String> = match &job.matrix {
-                    MatrixPlan::None => vec![job.id.clone()],
-                    MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect(),
-                    MatrixPlan::Deferred { contexts } => {
-                        vec![format!(
-                            "{} (matrix decided at run time from {})",
-                            job.id,
-                            if contexts.is_empty() {
-                                "its expression".to_string()
-                            } else {
-                                contexts.join(", ")
-                            }
-                        )]
-                    }
-                    MatrixPlan::Invalid { error } => {
-                        vec![format!("{} (invalid matrix: {error})", job.id)]
-                    }
-                };
-                let layer = (job.layer + 1).to_string();
-                let cond = job.if_condition.clone();
-                legs.into_iter().enumerate().map(move |(i, leg)| {
-                    if i == 0 {
-                        [layer.clone(), leg, needs.clone(), cond.clone()]
-                    } else {
-                        [String::new(), leg, String::new(), String::new()]
-                    }
-                })
-            })
-            .collect();
+        let mut rows = Vec::new();
+        job_rows(&wf.jobs, "", true, &mut rows);
         let header = ["stage", "job", "needs", "if"];
         let widths: Vec<usize> = (0..4)
             .map(|c| {
@@ -179,7 +175,7 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
             crate::outln!("{}", line([&r[0], &r[1], &r[2], &r[3]]))?;
         }
         for e in &wf.errors {
-            crate::outln!("  {}: {e}", style::red("error"))?;
+            crate::outln!("  {}: {}", style::red("error"), style::printable(e))?;
         }
     }
     for f in &plan.filtered_out {
@@ -190,4 +186,61 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The table rows of `jobs` (stage, job, needs, if), one per matrix leg; the jobs of a called
+/// workflow follow each leg of the job that calls it, as `caller / called` the way GitHub
+/// names them, with the stage left to the caller's row.
+fn job_rows(jobs: &[JobPlan], prefix: &str, top: bool, rows: &mut Vec<[String; 4]>) {
+    for job in jobs {
+        let needs = if job.needs.is_empty() {
+            "-".to_string()
+        } else {
+            job.needs.join(", ")
+        };
+        let legs: Vec<String> = match &job.matrix {
+            MatrixPlan::None => vec![job.id.clone()],
+            MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect(),
+            MatrixPlan::Deferred { contexts } => {
+                vec![format!(
+                    "{} (matrix decided at run time from {})",
+                    job.id,
+                    if contexts.is_empty() {
+                        "its expression".to_string()
+                    } else {
+                        contexts.join(", ")
+                    }
+                )]
+            }
+            MatrixPlan::Invalid { error } => {
+                vec![format!("{} (invalid matrix: {error})", job.id)]
+            }
+        };
+        let layer = if top {
+            (job.layer + 1).to_string()
+        } else {
+            String::new()
+        };
+        for (i, leg) in legs.iter().enumerate() {
+            let name = format!("{prefix}{leg}");
+            rows.push(if i == 0 {
+                [
+                    layer.clone(),
+                    style::printable(&name).into_owned(),
+                    style::printable(&needs).into_owned(),
+                    style::printable(&job.if_condition).into_owned(),
+                ]
+            } else {
+                [
+                    String::new(),
+                    style::printable(&name).into_owned(),
+                    String::new(),
+                    String::new(),
+                ]
+            });
+            if let Some(called) = &job.called {
+                job_rows(&called.jobs, &format!("{name} / "), false, rows);
+            }
+        }
+    }
 }

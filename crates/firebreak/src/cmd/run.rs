@@ -280,6 +280,7 @@ fn print_diagnostic(
     d: &firebreak_workflow::Diagnostic,
     warning: bool,
 ) -> Result<()> {
+    let shown = crate::discover::diagnostic_file(shown, d);
     if json {
         let event = if warning {
             "workflow_warning"
@@ -291,9 +292,13 @@ fn print_diagnostic(
             serde_json::json!({"event": event, "path": shown, "line": d.line, "col": d.col, "message": d.message})
         )?;
     } else if warning {
-        eprintln!("{}:{}:{}: warning: {}", shown, d.line, d.col, d.message);
+        eprintln!(
+            "{}",
+            style::diagnostic_line(shown, d.line, d.col, &d.message, true)
+        );
     } else {
-        crate::outln!("{}:{}:{}: {}", shown, d.line, d.col, d.message)?;
+        let line = style::diagnostic_line(shown, d.line, d.col, &d.message, false);
+        crate::outln!("{line}")?;
     }
     Ok(())
 }
