@@ -472,6 +472,19 @@ fn doctor_reports_every_backend_as_json() {
     assert!(left.is_empty(), "doctor left {left:?}");
 }
 
+/// A temporary folder holding `files` (path → contents), folders made as needed.
+fn folder_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (path, text) in files {
+        let p = d.path().join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+    }
+    d
+}
+
 #[test]
 fn plan_runs_the_valid_workflows_when_another_is_invalid() {
     let d = repo();
@@ -503,17 +516,16 @@ fn plan_runs_the_valid_workflows_when_another_is_invalid() {
 
 #[test]
 fn plan_lists_a_called_workflows_jobs_and_check_finds_missing_local_ones() {
-    let d = tempfile::tempdir().expect("tempdir");
-    let wf = d.path().join(".github/workflows");
-    std::fs::create_dir_all(&wf).expect("mkdir");
-    std::fs::write(
-        wf.join("called.yml"),
-        "on:\n  workflow_call:\n    inputs:\n      who: {required: true, type: string}\njobs:\n  hi:\n    strategy: {matrix: {n: [1, 2]}}\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ inputs.who }}\n",
-    )
-    .expect("write");
     // A remote call cannot be looked up: it does not stop the local one being checked.
     let caller = "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n    with: {who: me}\n  remote:\n    uses: octo/repo/.github/workflows/x.yml@v1\n";
-    std::fs::write(wf.join("caller.yml"), caller).expect("write");
+    let d = folder_with(&[
+        (
+            ".github/workflows/called.yml",
+            "on:\n  workflow_call:\n    inputs:\n      who: {required: true, type: string}\njobs:\n  hi:\n    strategy: {matrix: {n: [1, 2]}}\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ inputs.who }}\n",
+        ),
+        (".github/workflows/caller.yml", caller),
+    ]);
+    let wf = d.path().join(".github/workflows");
     let (code, out, err) = firebreak(d.path(), &["plan", ".github/workflows/caller.yml"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -541,13 +553,13 @@ fn plan_lists_a_called_workflows_jobs_and_check_finds_missing_local_ones() {
 
 #[test]
 fn plan_fails_a_workflow_that_filters_an_event_both_ways() {
-    let d = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        d.path().join("both.yml"),
-        "on:\n  push:\n    branches: [main]\n    branches-ignore: [dev]\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
-    )
-    .expect("write");
-    std::fs::write(d.path().join("push.json"), r#"{"ref":"refs/heads/main"}"#).expect("write");
+    let d = folder_with(&[
+        (
+            "both.yml",
+            "on:\n  push:\n    branches: [main]\n    branches-ignore: [dev]\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+        ),
+        ("push.json", r#"{"ref":"refs/heads/main"}"#),
+    ]);
     let (code, out, err) = firebreak(d.path(), &["plan", "both.yml", "--event-file", "push.json"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -558,12 +570,10 @@ fn plan_fails_a_workflow_that_filters_an_event_both_ways() {
 
 #[test]
 fn plan_escapes_control_characters_in_names() {
-    let d = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        d.path().join("ctl.yml"),
-        "name: \"evil\\e[2J\"\non: push\njobs:\n  a:\n    name: \"two\\nlines\"\n    runs-on: x\n    steps:\n      - run: echo\n",
-    )
-    .expect("write");
+    let d = folder_with(&[(
+        "ctl.yml",
+        "name: \"evil\\e[2J\"\non: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )]);
     let (code, out, err) = firebreak(d.path(), &["plan", "ctl.yml"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains('\x1b'), "{out:?}");
@@ -572,19 +582,17 @@ fn plan_escapes_control_characters_in_names() {
 
 #[test]
 fn an_error_inside_a_called_workflow_names_that_file_and_positionless_ones_no_line() {
-    let d = tempfile::tempdir().expect("tempdir");
-    let wf = d.path().join(".github/workflows");
-    std::fs::create_dir_all(&wf).expect("mkdir");
-    std::fs::write(
-        wf.join("caller.yml"),
-        "on: push\njobs:\n  c:\n    uses: ./.github/workflows/called.yml\n",
-    )
-    .expect("write");
-    std::fs::write(
-        wf.join("called.yml"),
-        "on:\n  workflow_call:\njobs:\n  hi:\n    runs-on: x\n    steps:\n      - run: echo\n        bogus: 1\n",
-    )
-    .expect("write");
+    let d = folder_with(&[
+        (
+            ".github/workflows/caller.yml",
+            "on: push\njobs:\n  c:\n    uses: ./.github/workflows/called.yml\n",
+        ),
+        (
+            ".github/workflows/called.yml",
+            "on:\n  workflow_call:\njobs:\n  hi:\n    runs-on: x\n    steps:\n      - run: echo\n        bogus: 1\n",
+        ),
+        ("empty.yml", ""),
+    ]);
     let (code, out, _) = firebreak(d.path(), &["check", ".github/workflows/caller.yml"]);
     assert_eq!(code, 1);
     assert_eq!(
@@ -602,7 +610,6 @@ fn an_error_inside_a_called_workflow_names_that_file_and_positionless_ones_no_li
         ".github/workflows/called.yml"
     );
     // An empty file has no position to name.
-    std::fs::write(d.path().join("empty.yml"), "").expect("write");
     let (code, out, _) = firebreak(d.path(), &["check", "empty.yml"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("empty.yml: "), "{out}");
