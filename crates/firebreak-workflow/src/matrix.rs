@@ -104,7 +104,7 @@ pub enum MatrixError {
     TooManyLegs,
     /// firebreak's own guard (see [`MAX_CROSS_PRODUCT`]).
     #[error("Matrix cross product of {0} combinations is too large to expand")]
-    CrossProductTooLarge(u64),
+    CrossProductTooLarge(u128),
 }
 
 /// One expanded leg.
@@ -213,14 +213,14 @@ pub fn expand_legs(matrix: &IndexMap<String, Value>) -> Result<Vec<Leg>, MatrixE
     let product = if vectors.is_empty() {
         0u64
     } else {
-        vectors.iter().try_fold(1u64, |acc, (_, v)| {
-            let size = acc.saturating_mul(v.len() as u64);
-            if size > MAX_CROSS_PRODUCT {
-                Err(MatrixError::CrossProductTooLarge(size))
-            } else {
-                Ok(size)
-            }
-        })?
+        // The whole product, for the message (u128: 26 keys of 9 values overflow u64).
+        let size = vectors
+            .iter()
+            .fold(1u128, |acc, (_, v)| acc.saturating_mul(v.len() as u128));
+        match u64::try_from(size) {
+            Ok(n) if n <= MAX_CROSS_PRODUCT => n,
+            _ => return Err(MatrixError::CrossProductTooLarge(size)),
+        }
     };
 
     let mut legs: Vec<Leg> = Vec::new();
@@ -955,11 +955,14 @@ mod tests {
             ("d", arr(sixteen.clone())),
             ("e", arr(sixteen)),
             ("f", arr(vec![num(1.0), num(2.0)])),
+            ("g", arr(vec![num(1.0), num(2.0), num(3.0)])),
         ]);
-        assert!(matches!(
+        // The message counts every combination, not where counting passed the guard:
+        // 16^5 × 2 × 3.
+        assert_eq!(
             expand(&huge),
-            Err(MatrixError::CrossProductTooLarge(_))
-        ));
+            Err(MatrixError::CrossProductTooLarge(6_291_456))
+        );
     }
 
     #[test]

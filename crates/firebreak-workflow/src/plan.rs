@@ -367,19 +367,11 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
             // `${{ }}` in the matrix, or a whole `strategy: ${{ }}`: when it reads no context
             // (`fromJSON('…')`), its value is the same at run time, so the legs are known now.
             (m, _) => {
-                let m = m.as_ref();
-                let t = m.unwrap_or(&s.token);
-                let contexts = contexts_of(t);
+                let contexts = contexts_of(m.as_ref().unwrap_or(&s.token));
                 if !contexts.is_empty() {
                     MatrixPlan::Deferred { contexts }
                 } else {
-                    match t.evaluate_merged(&EmptyContext) {
-                        Ok(v) if m.is_some() => expand_value(v, job),
-                        Ok(v) => expand_value(v.get("matrix").cloned().unwrap_or(Value::Null), job),
-                        Err(e) => MatrixPlan::Invalid {
-                            error: e.to_string(),
-                        },
-                    }
+                    evaluate_matrix(job, &EmptyContext)
                 }
             }
         },
@@ -401,6 +393,43 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
             JobKind::Steps(_) => None,
         },
         job: Arc::clone(job),
+    }
+}
+
+/// The matrix of `job` (whose strategy holds expressions) evaluated over `ctx`, expanded.
+fn evaluate_matrix(job: &Job, ctx: &dyn firebreak_expr::Context) -> MatrixPlan {
+    let Some(s) = job.strategy.as_ref() else {
+        return MatrixPlan::None;
+    };
+    let m = s.matrix.as_ref();
+    match m.unwrap_or(&s.token).evaluate_merged(ctx) {
+        Ok(v) if m.is_some() => expand_value(v, job),
+        Ok(v) => expand_value(v.get("matrix").cloned().unwrap_or(Value::Null), job),
+        Err(e) => MatrixPlan::Invalid {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// Expands the matrices of `plan` left to run time whose expressions read only contexts
+/// `ctx` knows (`known`: lower-case names such as `github` and `inputs`), as the run will
+/// expand them: with the event known, `fromJSON(inputs.oses)` is decided when planning.
+pub fn resolve_deferred(
+    plan: &mut WorkflowPlan,
+    known: &[&str],
+    ctx: &dyn firebreak_expr::Context,
+) {
+    for jp in &mut plan.jobs {
+        let MatrixPlan::Deferred { contexts } = &jp.matrix else {
+            continue;
+        };
+        if !contexts.iter().all(|c| known.contains(&c.as_str())) {
+            continue;
+        }
+        jp.matrix = evaluate_matrix(&jp.job, ctx);
+        if let MatrixPlan::Invalid { error } = &jp.matrix {
+            plan.errors.push(format!("Job '{}': {error}", jp.id));
+        }
     }
 }
 

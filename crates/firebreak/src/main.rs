@@ -7,6 +7,7 @@ mod cmd;
 mod discover;
 mod events;
 mod gitinfo;
+mod jobif;
 mod style;
 
 use std::path::PathBuf;

@@ -614,3 +614,107 @@ fn an_error_inside_a_called_workflow_names_that_file_and_positionless_ones_no_li
     assert_eq!(code, 1);
     assert!(out.starts_with("empty.yml: "), "{out}");
 }
+
+#[test]
+fn plan_marks_the_jobs_github_would_skip_for_the_event() {
+    let d = folder_with(&[
+        (
+            "w.yml",
+            "on: [push, pull_request]\njobs:\n  pr-only:\n    if: github.event_name == 'pull_request'\n    runs-on: x\n    steps:\n      - run: echo\n  after:\n    needs: pr-only\n    runs-on: x\n    steps:\n      - run: echo\n  cleanup:\n    needs: pr-only\n    if: always()\n    runs-on: x\n    steps:\n      - run: echo\n  gated:\n    if: vars.DEPLOY == 'yes'\n    runs-on: x\n    steps:\n      - run: echo\n",
+        ),
+        ("push.json", r#"{"ref":"refs/heads/main"}"#),
+    ]);
+    let (code, out, err) = firebreak(d.path(), &["plan", "w.yml", "--event-file", "push.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |job: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(job))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("pr-only").ends_with("→ skipped"), "{out}");
+    assert!(line("after").ends_with("→ skipped"), "{out}");
+    assert!(!line("cleanup").contains("skipped"), "{out}");
+    assert!(!line("gated").contains("skipped"), "{out}");
+    let (_, out, _) = firebreak(
+        d.path(),
+        &[
+            "plan",
+            "w.yml",
+            "--event-file",
+            "push.json",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let results: Vec<(String, String)> = v["workflows"][0]["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap_or("").into(),
+                j["if_result"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    let want = |id: &str, r: &str| results.contains(&(id.to_string(), r.to_string()));
+    assert!(
+        want("pr-only", "skipped") && want("after", "skipped"),
+        "{results:?}"
+    );
+    assert!(
+        want("cleanup", "runs") && want("gated", "undecided"),
+        "{results:?}"
+    );
+    // On a pull request the first job runs.
+    std::fs::write(
+        d.path().join("pr.json"),
+        r#"{"pull_request":{"base":{"ref":"main"}},"action":"opened"}"#,
+    )
+    .expect("write");
+    let (_, out, _) = firebreak(
+        d.path(),
+        &[
+            "plan",
+            "w.yml",
+            "--event",
+            "pull_request",
+            "--event-file",
+            "pr.json",
+        ],
+    );
+    assert!(!out.contains("skipped"), "{out}");
+}
+
+#[test]
+fn plan_expands_a_matrix_built_from_the_events_inputs() {
+    let d = folder_with(&[
+        (
+            "w.yml",
+            "on:\n  workflow_dispatch:\n    inputs:\n      oses: {type: string, default: '[\"a\"]'}\njobs:\n  build:\n    strategy:\n      matrix:\n        os: ${{ fromJSON(inputs.oses) }}\n    runs-on: x\n    steps:\n      - run: echo\n  later:\n    strategy:\n      matrix:\n        v: ${{ fromJSON(vars.VERSIONS) }}\n    runs-on: x\n    steps:\n      - run: echo\n",
+        ),
+        ("wd.json", r#"{"inputs":{"oses":"[\"linux\",\"mac\"]"}}"#),
+    ]);
+    let (code, out, err) = firebreak(
+        d.path(),
+        &[
+            "plan",
+            "w.yml",
+            "--event",
+            "workflow_dispatch",
+            "--event-file",
+            "wd.json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("build (linux)") && out.contains("build (mac)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("later (matrix decided at run time from vars)"),
+        "{out}"
+    );
+}

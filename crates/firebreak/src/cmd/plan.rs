@@ -1,15 +1,19 @@
 //! `firebreak plan`: which workflows an event triggers and the jobs they would run, in order,
 //! with their matrix values. Nothing is executed.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
+use firebreak_expr::Value;
 use firebreak_workflow::plan::{Event, JobPlan, MatrixPlan, Plan};
+use indexmap::IndexMap;
 
 use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
+use crate::jobif::{self, Verdict};
 use crate::{style, Format};
 
 #[derive(clap::Args)]
@@ -89,17 +93,57 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         payload,
         changed_files,
     };
-    let plan = firebreak_workflow::plan::plan(&parsed, &event);
+    let mut plan = firebreak_workflow::plan::plan(&parsed, &event);
+    let repository = event
+        .payload
+        .pointer("/repository/full_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or(gs.repository.clone())
+        .unwrap_or_else(|| local_repository(&root));
+    let verdicts: Vec<HashMap<String, Verdict>> = plan
+        .workflows
+        .iter_mut()
+        .map(|wf| {
+            let mut facts = firebreak_runner::context::RunFacts::new(
+                &event.name,
+                event.payload.clone(),
+                &repository,
+                "",
+                "",
+                "",
+            );
+            facts.workflow = wf.name.clone();
+            facts.workflow_path = Some(wf.path.clone());
+            let github = Value::from_json(&firebreak_runner::context::github_context(&facts));
+            let inputs = Value::from_json(
+                event
+                    .payload
+                    .get("inputs")
+                    .unwrap_or(&serde_json::Value::Null),
+            );
+            // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.
+            let known: IndexMap<String, Value> = [
+                ("github".to_string(), github.clone()),
+                ("inputs".to_string(), inputs.clone()),
+            ]
+            .into_iter()
+            .collect();
+            firebreak_workflow::plan::resolve_deferred(wf, &["github", "inputs"], &known);
+            jobif::decide(wf, &github, &inputs)
+        })
+        .collect();
 
     match args.format {
         Format::Json => {
             let mut doc = serde_json::to_value(&plan)?;
+            add_verdicts(&mut doc, &verdicts);
             if let Some(obj) = doc.as_object_mut() {
                 obj.insert("invalid".into(), serde_json::to_value(&invalid)?);
             }
             crate::outln!("{}", serde_json::to_string_pretty(&doc)?)?
         }
-        Format::Text => print_text(&plan)?,
+        Format::Text => print_text(&plan, &verdicts)?,
     }
     if !invalid.is_empty() {
         eprintln!(
@@ -129,7 +173,26 @@ struct Invalid {
     errors: Vec<firebreak_workflow::Diagnostic>,
 }
 
-fn print_text(plan: &Plan) -> std::io::Result<()> {
+/// Adds each job's `"if_result"` (`runs`, `skipped`, `undecided`) to the plan's JSON.
+fn add_verdicts(doc: &mut serde_json::Value, verdicts: &[HashMap<String, Verdict>]) {
+    let Some(wfs) = doc.get_mut("workflows").and_then(|w| w.as_array_mut()) else {
+        return;
+    };
+    for (wf, v) in wfs.iter_mut().zip(verdicts) {
+        let Some(jobs) = wf.get_mut("jobs").and_then(|j| j.as_array_mut()) else {
+            continue;
+        };
+        for job in jobs {
+            let id = job["id"].as_str().unwrap_or_default().to_ascii_lowercase();
+            let verdict = v.get(&id).copied().unwrap_or(Verdict::Undecided);
+            if let Some(o) = job.as_object_mut() {
+                o.insert("if_result".into(), verdict.as_str().into());
+            }
+        }
+    }
+}
+
+fn print_text(plan: &Plan, verdicts: &[HashMap<String, Verdict>]) -> std::io::Result<()> {
     if let Some(marker) = plan.skip_ci {
         crate::outln!(
             "{}",
@@ -141,14 +204,14 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
     if plan.workflows.is_empty() {
         crate::outln!("No workflow runs on `{}`.", plan.event)?;
     }
-    for wf in &plan.workflows {
+    for (wi, wf) in plan.workflows.iter().enumerate() {
         crate::outln!(
             "{} {}",
             style::bold(&style::printable(&wf.name)),
             style::dim(&format!("({})", style::printable(&wf.path)))
         )?;
         let mut rows = Vec::new();
-        job_rows(&wf.jobs, "", true, &mut rows);
+        job_rows(&wf.jobs, "", verdicts.get(wi), &mut rows);
         let header = ["stage", "job", "needs", "if"];
         let widths: Vec<usize> = (0..4)
             .map(|c| {
@@ -191,8 +254,22 @@ fn print_text(plan: &Plan) -> std::io::Result<()> {
 /// The table rows of `jobs` (stage, job, needs, if), one per matrix leg; the jobs of a called
 /// workflow follow each leg of the job that calls it, as `caller / called` the way GitHub
 /// names them, with the stage left to the caller's row.
-fn job_rows(jobs: &[JobPlan], prefix: &str, top: bool, rows: &mut Vec<[String; 4]>) {
+fn job_rows(
+    jobs: &[JobPlan],
+    prefix: &str,
+    top: Option<&HashMap<String, Verdict>>,
+    rows: &mut Vec<[String; 4]>,
+) {
     for job in jobs {
+        let top_verdict = top.map(|v| {
+            v.get(&job.id.to_ascii_lowercase())
+                .copied()
+                .unwrap_or(Verdict::Undecided)
+        });
+        let cond = match top_verdict {
+            Some(Verdict::Skipped) => format!("{}  → skipped", job.if_condition),
+            _ => job.if_condition.clone(),
+        };
         let needs = if job.needs.is_empty() {
             "-".to_string()
         } else {
@@ -216,7 +293,7 @@ fn job_rows(jobs: &[JobPlan], prefix: &str, top: bool, rows: &mut Vec<[String; 4
                 vec![format!("{} (invalid matrix: {error})", job.id)]
             }
         };
-        let layer = if top {
+        let layer = if top.is_some() {
             (job.layer + 1).to_string()
         } else {
             String::new()
@@ -228,7 +305,7 @@ fn job_rows(jobs: &[JobPlan], prefix: &str, top: bool, rows: &mut Vec<[String; 4
                     layer.clone(),
                     style::printable(&name).into_owned(),
                     style::printable(&needs).into_owned(),
-                    style::printable(&job.if_condition).into_owned(),
+                    style::printable(&cond).into_owned(),
                 ]
             } else {
                 [
@@ -238,8 +315,8 @@ fn job_rows(jobs: &[JobPlan], prefix: &str, top: bool, rows: &mut Vec<[String; 4
                     String::new(),
                 ]
             });
-            if let Some(called) = &job.called {
-                job_rows(&called.jobs, &format!("{name} / "), false, rows);
+            if let (Some(called), false) = (&job.called, top_verdict == Some(Verdict::Skipped)) {
+                job_rows(&called.jobs, &format!("{name} / "), None, rows);
             }
         }
     }

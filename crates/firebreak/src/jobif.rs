@@ -1,0 +1,214 @@
+//! What `plan` can tell of a job's `if:` before anything runs: with the event known, a job
+//! whose condition reads only `github` and `inputs` (and status functions) is decided — it
+//! runs, or GitHub skips it — and so, through `needs`, are the jobs after a skipped one.
+//! Anything that reads `vars`, `needs`, or a status that depends on how the jobs it needs
+//! end, stays undecided.
+
+use std::collections::HashMap;
+
+use firebreak_expr::{Context, EvalError, Value};
+use firebreak_workflow::plan::WorkflowPlan;
+
+/// What the plan says of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its `if:` holds whatever the jobs it needs do (or they all succeed, for the default
+    /// `success()`): it runs when they do.
+    Runs,
+    /// GitHub skips it: its `if:` is false for this event.
+    Skipped,
+    /// Its `if:` depends on what only the run knows (`vars`, `needs` outputs, whether the
+    /// jobs it needs fail).
+    Undecided,
+}
+
+impl Verdict {
+    /// The word `--format json` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Runs => "runs",
+            Verdict::Skipped => "skipped",
+            Verdict::Undecided => "undecided",
+        }
+    }
+}
+
+/// The status functions as they would answer for a job: every job it needs succeeded
+/// (`Ok`), one failed (`Failed`), or one was skipped (`Skipped`).
+#[derive(Debug, Clone, Copy)]
+enum Needs {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+/// The contexts a job-level `if:` may read that the plan knows, and the status functions.
+struct PlanContext<'a> {
+    github: &'a Value,
+    inputs: &'a Value,
+    needs: Needs,
+}
+
+impl Context for PlanContext<'_> {
+    fn named_value(&self, name: &str) -> Option<Value> {
+        if name.eq_ignore_ascii_case("github") {
+            Some(self.github.clone())
+        } else if name.eq_ignore_ascii_case("inputs") {
+            Some(self.inputs.clone())
+        } else {
+            None
+        }
+    }
+
+    fn call(&self, name: &str, _args: &[Value]) -> Option<Result<Value, EvalError>> {
+        let v = match (name.to_ascii_lowercase().as_str(), self.needs) {
+            ("success", Needs::Ok) | ("always", _) | ("failure", Needs::Failed) => true,
+            ("success" | "failure" | "cancelled", _) => false,
+            _ => return None,
+        };
+        Some(Ok(Value::Bool(v)))
+    }
+}
+
+/// Decides each job of `plan` (its own jobs, not those of called workflows) for an event
+/// whose `github` context is `github` and whose `inputs` are `inputs`.
+pub fn decide(plan: &WorkflowPlan, github: &Value, inputs: &Value) -> HashMap<String, Verdict> {
+    let mut out: HashMap<String, Verdict> = HashMap::new();
+    // Jobs come in stage order: every job a job needs is decided before it.
+    for job in &plan.jobs {
+        let verdict = decide_one(&job.if_condition, &job.needs, &out, github, inputs);
+        out.insert(job.id.to_ascii_lowercase(), verdict);
+    }
+    out
+}
+
+fn decide_one(
+    condition: &str,
+    needs: &[String],
+    decided: &HashMap<String, Verdict>,
+    github: &Value,
+    inputs: &Value,
+) -> Verdict {
+    let Ok(expr) = firebreak_expr::parse(condition) else {
+        return Verdict::Undecided;
+    };
+    let known = ["github", "inputs"];
+    if expr
+        .named_values()
+        .iter()
+        .any(|n| !known.contains(&n.as_str()))
+    {
+        return Verdict::Undecided;
+    }
+    let verdicts: Vec<Verdict> = needs
+        .iter()
+        .map(|n| {
+            decided
+                .get(&n.to_ascii_lowercase())
+                .copied()
+                .unwrap_or(Verdict::Undecided)
+        })
+        .collect();
+    let eval = |needs: Needs| {
+        let ctx = PlanContext {
+            github,
+            inputs,
+            needs,
+        };
+        firebreak_expr::evaluate(&expr, &ctx).map(|v| v.is_truthy())
+    };
+    let cases: Vec<Needs> = if verdicts.contains(&Verdict::Skipped) {
+        vec![Needs::Skipped]
+    } else if needs.is_empty() {
+        vec![Needs::Ok]
+    } else {
+        // How the jobs it needs end is the run's to know: decided only when it does not
+        // matter (a `failure()` would also see a cancelled run, which the plan leaves out).
+        vec![Needs::Ok, Needs::Failed]
+    };
+    let results: Result<Vec<bool>, _> = cases.into_iter().map(eval).collect();
+    match results.as_deref() {
+        Ok(rs) if rs.iter().all(|r| *r) => Verdict::Runs,
+        Ok(rs) if rs.iter().all(|r| !r) => Verdict::Skipped,
+        // The default `success()`: it runs when the jobs it needs succeed, if they run.
+        Ok([true, false]) if !verdicts.contains(&Verdict::Undecided) => Verdict::Runs,
+        _ => Verdict::Undecided,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github(event: &str) -> Value {
+        Value::from_json(&serde_json::json!({"event_name": event, "ref": "refs/heads/main"}))
+    }
+
+    fn one(cond: &str, needs: &[&str], decided: &[(&str, Verdict)], event: &str) -> Verdict {
+        let needs: Vec<String> = needs.iter().map(|s| s.to_string()).collect();
+        let decided: HashMap<String, Verdict> =
+            decided.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        decide_one(cond, &needs, &decided, &github(event), &Value::Null)
+    }
+
+    #[test]
+    fn a_job_without_needs_is_decided_by_the_event() {
+        let cond = "success() && (github.event_name == 'pull_request')";
+        assert_eq!(one(cond, &[], &[], "push"), Verdict::Skipped);
+        assert_eq!(one(cond, &[], &[], "pull_request"), Verdict::Runs);
+        assert_eq!(
+            one("success() && (false)", &[], &[], "push"),
+            Verdict::Skipped
+        );
+        assert_eq!(one("success()", &[], &[], "push"), Verdict::Runs);
+    }
+
+    #[test]
+    fn what_the_plan_cannot_know_stays_undecided() {
+        assert_eq!(
+            one("success() && (vars.DEPLOY == 'yes')", &[], &[], "push"),
+            Verdict::Undecided
+        );
+        assert_eq!(
+            one(
+                "success() && (needs.a.outputs.go == 'true')",
+                &["a"],
+                &[("a", Verdict::Runs)],
+                "push"
+            ),
+            Verdict::Undecided
+        );
+        // Whether `a` fails is the run's to know.
+        assert_eq!(
+            one("failure()", &["a"], &[("a", Verdict::Runs)], "push"),
+            Verdict::Undecided
+        );
+    }
+
+    #[test]
+    fn a_skipped_need_skips_the_job_unless_it_asks_for_always() {
+        let skipped = [("a", Verdict::Skipped)];
+        assert_eq!(one("success()", &["a"], &skipped, "push"), Verdict::Skipped);
+        assert_eq!(one("always()", &["a"], &skipped, "push"), Verdict::Runs);
+        assert_eq!(one("failure()", &["a"], &skipped, "push"), Verdict::Skipped);
+        // After a job that runs, `success()` holds if it succeeds: the job runs when it does.
+        assert_eq!(
+            one("success()", &["a"], &[("a", Verdict::Runs)], "push"),
+            Verdict::Runs
+        );
+        assert_eq!(
+            one("success()", &["a"], &[("a", Verdict::Undecided)], "push"),
+            Verdict::Undecided
+        );
+        // False whatever `a` does.
+        assert_eq!(
+            one(
+                "success() && (github.event_name == 'x')",
+                &["a"],
+                &[("a", Verdict::Runs)],
+                "push"
+            ),
+            Verdict::Skipped
+        );
+    }
+}
