@@ -1,13 +1,21 @@
 //! The guest's job cgroup: one cgroup v2 directory that holds every process
 //! of the job (all the agent's per-command cgroups live inside it), with the
-//! `pids` and `memory` controllers, mounted over `/sys/fs/cgroup` so that
+//! `pids`, `memory` and `cpu` controllers, mounted over `/sys/fs/cgroup` so that
 //! the job sees it as the root. The agent itself stays outside, so the
-//! job's OOM killer and pids limit never reach it.
+//! job's OOM killer and pids limit never reach it, and the job's CPU weight is
+//! the lowest there is: a job that keeps every vCPU busy (a fork bomb spinning
+//! at its pids limit) runs as fast as ever while the agent idles, but the agent
+//! gets the CPU the moment it has work, so it still answers the host (pings,
+//! cancellation, the next step).
 //!
 //! Done here rather than by a shell script the host runs: under TCG every
 //! process a script starts costs 50–100 ms, and the script started eight.
 
 use std::path::{Path, PathBuf};
+
+/// The job cgroup's `cpu.weight`: cgroup v2's lowest (the agent, outside it, has the
+/// default 100).
+pub const JOB_CPU_WEIGHT: u32 = 1;
 
 /// What [`prepare`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +28,9 @@ pub struct Prepared {
 }
 
 /// Creates the job cgroup `name` under `root` (a cgroup2 mount), enables the
-/// `pids` and `memory` controllers for it, sets its `memory.max` to the
-/// guest's available memory (`MemAvailable` of `meminfo`) less `reserve_mib`,
-/// and bind-mounts it over `root`. Each step that fails leaves the next to
+/// `pids`, `memory` and `cpu` controllers for it, sets its `memory.max` to the
+/// guest's available memory (`MemAvailable` of `meminfo`) less `reserve_mib`
+/// and its `cpu.weight` to [`JOB_CPU_WEIGHT`], and bind-mounts it over `root`. Each step that fails leaves the next to
 /// do what it can; the result says what holds. Then flushes the disks.
 pub fn prepare(root: &Path, meminfo: &Path, name: &str, reserve_mib: u64) -> Prepared {
     if let Some(job) = configure(root, meminfo, name, reserve_mib) {
@@ -47,14 +55,13 @@ pub fn prepare(root: &Path, meminfo: &Path, name: &str, reserve_mib: u64) -> Pre
 /// The steps of [`prepare`] before the mount: controllers, directory, limit.
 /// Returns the job cgroup's directory if it exists.
 fn configure(root: &Path, meminfo: &Path, name: &str, reserve_mib: u64) -> Option<PathBuf> {
-    // One controller missing must not stop the other.
-    for c in ["+pids +memory", "+pids", "+memory"] {
-        if std::fs::write(root.join("cgroup.subtree_control"), c).is_ok() {
-            break;
-        }
+    // One at a time: a controller missing must not stop the others.
+    for c in ["+pids", "+memory", "+cpu"] {
+        let _ = std::fs::write(root.join("cgroup.subtree_control"), c);
     }
     let job = root.join(name);
     std::fs::create_dir_all(&job).ok()?;
+    let _ = std::fs::write(job.join("cpu.weight"), JOB_CPU_WEIGHT.to_string());
     if let Some(limit) = std::fs::read_to_string(meminfo)
         .ok()
         .and_then(|m| available_kib(&m))
@@ -101,9 +108,14 @@ mod tests {
         assert_eq!(job, root.join("job"));
         let written = std::fs::read_to_string(job.join("memory.max")).expect("memory.max");
         assert_eq!(written, ((196_608 - 24 * 1024) * 1024).to_string());
+        // Controllers are enabled one by one (a plain file keeps the last).
         assert_eq!(
             std::fs::read_to_string(root.join("cgroup.subtree_control")).expect("control"),
-            "+pids +memory"
+            "+cpu"
+        );
+        assert_eq!(
+            std::fs::read_to_string(job.join("cpu.weight")).expect("cpu.weight"),
+            "1"
         );
         // Unreadable meminfo: the directory, no limit.
         let job = configure(&root, &dir.path().join("none"), "job2", 24).expect("job dir");

@@ -13,10 +13,11 @@
 //!   socket pair in tests.
 //! * [`client`] — the host side ([`client::AgentClient`]).
 //! * [`vsock`] — the agent's vsock listener (Firecracker).
-//! * [`jobcgroup`], [`thrash`], [`netif`], [`entropy`] — guest setup done
-//!   with the agent's own system calls: the job cgroup, the guard that ends
-//!   a job thrashing under its memory limit, the loopback interface, the
-//!   kernel's random generator.
+//! * [`jobcgroup`], [`thrash`], [`forkguard`], [`netif`], [`entropy`] — guest
+//!   setup done with the agent's own system calls: the job cgroup, the guards
+//!   that end a job thrashing under its memory limit or fork-bombing against
+//!   its process limit (what they did reaches the running commands' logs
+//!   through [`guard`]), the loopback interface, the kernel's random generator.
 //!
 //! The `firebreak-agent` binary is the guest's init: mounted as
 //! `/sbin/firebreak-agent` in the rootfs, started by the initramfs with
@@ -38,6 +39,8 @@
 pub mod cgroup;
 pub mod client;
 pub mod entropy;
+pub mod forkguard;
+pub mod guard;
 pub mod jobcgroup;
 pub mod netif;
 pub mod port;

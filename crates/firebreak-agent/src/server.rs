@@ -410,6 +410,9 @@ where
                             // it, since it kills among the processes below.
                             if p.memory_max.is_some() {
                                 crate::thrash::start(root.to_path_buf());
+                                if p.pids {
+                                    crate::forkguard::start(root.to_path_buf());
+                                }
                             }
                             Response::Prepared {
                                 pids: p.pids,
@@ -615,6 +618,7 @@ async fn pump<R: AsyncRead + Unpin>(mut r: R, stream: OutStream, id: u64, out: O
 }
 
 async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
+    let started = std::time::Instant::now();
     send(&out, id, Response::Started { pid: run.pid }, b"").await;
     let mut pumps = JoinSet::new();
     if let Some(o) = run.child.stdout.take() {
@@ -682,6 +686,18 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
         // Fails while background processes live on in it; they are killed
         // with the VM.
         let _ = std::fs::remove_dir(cg);
+    }
+    for note in crate::guard::since(started) {
+        let line = format!("firebreak-agent: {note}\n");
+        send(
+            &out,
+            id,
+            Response::Output {
+                stream: OutStream::Stderr,
+            },
+            line.as_bytes(),
+        )
+        .await;
     }
     send(&out, id, Response::Exited { status }, b"").await;
 }

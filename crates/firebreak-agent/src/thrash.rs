@@ -10,7 +10,9 @@
 //! more than half of every second for [`SUSTAINED`] seconds with all its
 //! tasks stalled on memory, the process with the largest resident set in the
 //! cgroup is killed (`SIGKILL`, as the OOM killer would), and the kernel log
-//! says so.
+//! and the running commands' logs say so ([`crate::guard`]). A job of more than
+//! [`crate::forkguard::SWARM`] processes — a fork bomb that met the memory limit before the pids
+//! limit, which is the usual case — loses all of them (`cgroup.kill`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -39,7 +41,7 @@ pub fn full_total_us(pressure: &str) -> Option<u64> {
 #[derive(Debug, Default)]
 pub struct Detector {
     last: Option<u64>,
-    streak: u32,
+    streak: crate::guard::Streak,
 }
 
 impl Detector {
@@ -51,16 +53,8 @@ impl Detector {
         let Some(prev) = prev else { return false };
         let stalled = total_us.saturating_sub(prev) as f64 / 1e6;
         let wall = elapsed.as_secs_f64();
-        if wall > 0.0 && stalled / wall > THRESHOLD {
-            self.streak += 1;
-        } else {
-            self.streak = 0;
-        }
-        if self.streak >= SUSTAINED {
-            self.streak = 0;
-            return true;
-        }
-        false
+        self.streak
+            .add(wall > 0.0 && stalled / wall > THRESHOLD, SUSTAINED)
     }
 }
 
@@ -68,41 +62,47 @@ impl Detector {
 /// later calls do nothing).
 pub fn start(root: PathBuf) {
     static STARTED: OnceLock<()> = OnceLock::new();
-    if STARTED.set(()).is_err() || !root.join("memory.pressure").is_file() {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("thrash-guard".into())
-        .spawn(move || watch(&root));
-    if let Err(e) = spawned {
-        eprintln!("firebreak-agent: no memory thrash guard: {e}");
-    }
-}
-
-fn watch(root: &Path) {
     let mut d = Detector::default();
     let mut at = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let Some(total) = std::fs::read_to_string(root.join("memory.pressure"))
-            .ok()
-            .and_then(|p| full_total_us(&p))
-        else {
-            continue;
-        };
-        let now = Instant::now();
-        if d.observe(total, now.duration_since(at)) {
-            kill_biggest(root);
-        }
-        at = now;
-    }
+    crate::guard::watch(
+        &STARTED,
+        "thrash-guard",
+        root,
+        "memory.pressure",
+        move |root, p| {
+            let Some(total) = full_total_us(p) else {
+                return;
+            };
+            let now = Instant::now();
+            if d.observe(total, now.duration_since(at)) {
+                kill_biggest(root);
+            }
+            at = now;
+        },
+    );
 }
 
 /// Kills the process with the largest resident set among those in `root`
-/// and its descendant cgroups, and says so in the kernel log.
+/// and its descendant cgroups, and says so in the kernel log; a job of more
+/// than [`crate::forkguard::SWARM`] processes (a fork bomb that ran into the memory limit before
+/// the pids limit) loses all of them instead.
 fn kill_biggest(root: &Path) {
     let page = 4096u64;
-    let biggest = pids_under(root)
+    let pids = pids_under(root);
+    if pids.len() as u64 > crate::forkguard::SWARM
+        && std::fs::write(root.join("cgroup.kill"), b"1").is_ok()
+    {
+        let msg = format!(
+            "the job stayed stalled on memory for {SUSTAINED} s with {} processes (a fork bomb?): \
+             every process of the job was killed",
+            pids.len()
+        );
+        let _ = std::fs::write("/dev/kmsg", format!("{KMSG_PREFIX}: {msg}\n"));
+        eprintln!("firebreak-agent: {msg}");
+        crate::guard::record(msg);
+        return;
+    }
+    let biggest = pids
         .into_iter()
         .filter_map(|pid| {
             let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -121,6 +121,11 @@ fn kill_biggest(root: &Path) {
         );
         let _ = std::fs::write("/dev/kmsg", &msg);
         eprint!("firebreak-agent: {msg}");
+        crate::guard::record(format!(
+            "the job stayed stalled on memory for {SUSTAINED} s: its biggest process, {pid} ({}, {} MiB), was killed",
+            comm.trim(),
+            rss >> 20
+        ));
     }
 }
 

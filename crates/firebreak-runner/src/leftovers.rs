@@ -6,7 +6,7 @@
 //! containers sharing the cache volume). A directory is [claimed](Claim) as it is made: its
 //! maker holds an exclusive `flock` on `<dir>/.owner` for as long as it uses the directory,
 //! and the kernel drops the lock when the process dies, however it dies (its VMs die with
-//! it: see `setpriv --pdeathsig`). A lock is seen from every pid namespace, so an entry is
+//! it: see `setpriv --pdeathsig` in `firebreak-vm`). A lock is seen from every pid namespace, so an entry is
 //! [abandoned] only when nobody holds its lock. An entry without the file (a symbolic link,
 //! one made by an older firebreak, or one made a moment ago) goes only when it is an hour old
 //! and the process its name starts with is gone.
@@ -26,7 +26,7 @@ const UNCLAIMED_GRACE: Duration = Duration::from_secs(3600);
 
 /// This process's tag for the names of what it makes: its process id, then a random nonce
 /// drawn once per process.
-pub(crate) fn tag() -> &'static str {
+pub fn tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
         let nonce = RandomState::new().hash_one(std::process::id()) as u32;
@@ -46,14 +46,14 @@ fn owner_pid(rest: &str) -> Option<u32> {
 
 /// A directory in use: an exclusive lock on its `.owner` file, held until drop.
 #[derive(Debug)]
-pub(crate) struct Claim {
+pub struct Claim {
     file: File,
     path: PathBuf,
 }
 
 impl Claim {
     /// Creates directory `dir` (and its parents) and claims it.
-    pub(crate) fn create_dir(dir: &Path) -> std::io::Result<Claim> {
+    pub fn create_dir(dir: &Path) -> std::io::Result<Claim> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(OWNER);
         let mut file = File::create(&path)?;
@@ -65,7 +65,7 @@ impl Claim {
 
     /// Removes the lock file, then gives the lock up: for a directory about to be renamed
     /// into place as a finished image or snapshot, which needs no owner.
-    pub(crate) fn disown(self) {
+    pub fn disown(self) {
         let _ = std::fs::remove_file(&self.path);
         drop(self.file);
     }
@@ -74,7 +74,7 @@ impl Claim {
 /// Whether `path`, an entry named `<prefix><rest>` with `rest` starting with its maker's
 /// tag, is abandoned: its `.owner` lock is free, or it has none, is an hour old and its
 /// maker's process id is not alive here.
-pub(crate) fn abandoned(path: &Path, rest: &str) -> bool {
+pub fn abandoned(path: &Path, rest: &str) -> bool {
     match File::open(path.join(OWNER)) {
         // Held for the check only; whoever removes the entry next takes it with it.
         Ok(f) => match f.try_lock() {
@@ -95,7 +95,7 @@ pub(crate) fn abandoned(path: &Path, rest: &str) -> bool {
 
 /// Removes, with `remove`, the entries `<prefix><tag>…` of directory `parent` that are
 /// [abandoned].
-pub(crate) fn remove_abandoned(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
+pub fn remove_abandoned(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return;
     };
@@ -110,7 +110,7 @@ pub(crate) fn remove_abandoned(parent: &Path, prefix: &str, remove: impl Fn(&Pat
 }
 
 /// Removes the abandoned `<prefix><tag>-<n>` directories in `parent`.
-pub(crate) fn remove_abandoned_dirs(parent: &Path, prefix: &str) {
+pub fn remove_abandoned_dirs(parent: &Path, prefix: &str) {
     remove_abandoned(parent, prefix, |p| {
         let _ = std::fs::remove_dir_all(p);
     });
@@ -120,7 +120,7 @@ pub(crate) fn remove_abandoned_dirs(parent: &Path, prefix: &str) {
 /// hold a lock file (network namespaces' mount points). A process id in use again keeps its
 /// dead predecessor's entries until it too is gone, and runners sharing `parent` must share
 /// a pid namespace.
-pub(crate) fn remove_dead(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
+pub fn remove_dead(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return;
     };
@@ -138,11 +138,7 @@ pub(crate) fn remove_dead(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
 
 /// Makes the run directory `<parent>/<prefix><tag>-<n>` and claims it, first removing the
 /// abandoned ones beside it. The caller removes it, then drops the claim.
-pub(crate) fn new_run_dir(
-    parent: &Path,
-    prefix: &str,
-    n: u64,
-) -> std::io::Result<(PathBuf, Claim)> {
+pub fn new_run_dir(parent: &Path, prefix: &str, n: u64) -> std::io::Result<(PathBuf, Claim)> {
     remove_abandoned_dirs(parent, prefix);
     let path = parent.join(format!("{prefix}{}-{n}", tag()));
     let claim = Claim::create_dir(&path)?;

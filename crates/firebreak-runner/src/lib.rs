@@ -84,6 +84,7 @@ pub mod commands;
 pub mod context;
 pub mod executor;
 pub mod file_commands;
+pub mod leftovers;
 pub mod mask;
 pub mod sandbox;
 pub mod shell;

@@ -23,6 +23,14 @@
 
 use std::time::{Duration, Instant};
 
+const USAGE: &str =
+    "usage: sandbox_bench [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] \
+[--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby] [--no-pool] [--cpu LIST] \
+[--cmdline ARG]\n\
+Times job accepted -> first byte of `echo hi` for host, namespace and QEMU cold boot, snapshot \
+restore and warm pool (median, p90), then fills a warm pool as large as the memory budget \
+allows and reports how many VMs run at once, their RSS and idle CPU.";
+
 use firebreak_runner::sandbox::{
     ExecRequest, HostProvider, JobSpec, NamespaceConfig, NamespaceProvider, OutputEvent,
     SandboxProvider,
@@ -90,8 +98,12 @@ fn parse() -> Opts {
                     }
                 }
             }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => {
-                eprintln!("unknown argument {other}");
+                eprintln!("unknown argument {other}\n{USAGE}");
                 std::process::exit(2);
             }
         }

@@ -94,13 +94,11 @@ impl<V: GuestVm> AgentSandbox<V> {
     /// closes).
     pub(crate) fn watch_liveness(&self, limit: Duration) {
         let client = self.client.clone();
-        let vm = self.vm.clone();
-        let destroyed = self.destroyed.clone();
-        let hung = self.hung.clone();
+        let killer = self.killer();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(limit / 4).await;
-                if destroyed.load(Ordering::SeqCst) {
+                if killer.destroyed.load(Ordering::SeqCst) {
                     return;
                 }
                 match tokio::time::timeout(limit, client.ping()).await {
@@ -108,15 +106,14 @@ impl<V: GuestVm> AgentSandbox<V> {
                     // The connection is gone: requests report that themselves.
                     Ok(Err(_)) => return,
                     Err(_) => {
-                        let _ = hung.set(format!(
-                            "the VM stopped answering (its agent left a ping unanswered for {:.0}s) and was killed; \
-                             the job may have wedged the guest: run it again, or with --sandbox namespace to see where it hangs \
-                             (a guest that is only slow on this host gets longer with --vm-hang-timeout SECS)",
-                            limit.as_secs_f64()
-                        ));
-                        destroyed.store(true, Ordering::SeqCst);
-                        // Dropping the VM kills it; the agent connection closes.
-                        drop(vm.lock().await.take());
+                        killer
+                            .kill(format!(
+                                "the VM stopped answering (its agent left a ping unanswered for {:.0}s) and was killed; \
+                                 the job may have wedged the guest: run it again, or with --sandbox namespace to see where it hangs \
+                                 (a guest that is only slow on this host gets longer with --vm-hang-timeout SECS)",
+                                limit.as_secs_f64()
+                            ))
+                            .await;
                         return;
                     }
                 }
@@ -124,6 +121,14 @@ impl<V: GuestVm> AgentSandbox<V> {
         });
         if let Some(old) = lock(&self.liveness).replace(task) {
             old.abort();
+        }
+    }
+
+    fn killer(&self) -> Killer<V> {
+        Killer {
+            vm: self.vm.clone(),
+            destroyed: self.destroyed.clone(),
+            hung: self.hung.clone(),
         }
     }
 
@@ -185,6 +190,28 @@ impl<V: GuestVm> AgentSandbox<V> {
         }
     }
 }
+
+/// What kills a job's VM from a task of its own, saying why.
+struct Killer<V: GuestVm> {
+    vm: Arc<Mutex<Option<V>>>,
+    destroyed: Arc<AtomicBool>,
+    hung: Arc<OnceLock<String>>,
+}
+
+impl<V: GuestVm> Killer<V> {
+    /// Kills the VM; requests in flight and later ones fail with `reason`.
+    async fn kill(&self, reason: String) {
+        let _ = self.hung.set(reason);
+        self.destroyed.store(true, Ordering::SeqCst);
+        // Dropping the VM kills it; the agent connection closes.
+        drop(self.vm.lock().await.take());
+    }
+}
+
+/// How long a cancelled command may take to stop (the agent kills its process tree at once)
+/// before its VM is killed instead: a guest that cannot do it in this time is wedged, and
+/// the job's timeout or Ctrl-C must not wait on it.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(15);
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -271,9 +298,29 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
     ) -> BoxFuture<'a, Result<ExitStatus, SandboxError>> {
         Box::pin(async move {
             self.live()?;
-            exec(&self.client, &self.layout, req, output)
-                .await
-                .map_err(|e| self.explain(e))
+            let cancel = req.cancel.clone();
+            let run = exec(&self.client, &self.layout, req, output);
+            tokio::pin!(run);
+            let stuck = async {
+                match &cancel {
+                    Some(c) => c.cancelled().await,
+                    None => std::future::pending().await,
+                }
+                tokio::time::sleep(CANCEL_GRACE).await;
+            };
+            tokio::select! {
+                r = &mut run => r.map_err(|e| self.explain(e)),
+                () = stuck => {
+                    self.killer()
+                        .kill(format!(
+                            "the command was cancelled (a timeout or Ctrl-C) and had not stopped {:.0}s later: \
+                             the guest may be wedged (a fork bomb, a kernel stuck on I/O), so its VM was killed",
+                            CANCEL_GRACE.as_secs_f64()
+                        ))
+                        .await;
+                    Err(self.explain(SandboxError::Destroyed))
+                }
+            }
         })
     }
 
@@ -566,6 +613,76 @@ mod tests {
         s.push(b"c\n\xffd", |l| got.push(l));
         s.finish(|l| got.push(l));
         assert_eq!(got, ["a", "bc", "\u{fffd}d"]);
+    }
+
+    /// A VM whose only trace is whether it is still there.
+    struct FakeVm(Arc<AtomicBool>);
+
+    impl GuestVm for FakeVm {
+        const BACKEND: &'static str = "fake";
+        fn discard(&mut self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    impl Drop for FakeVm {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// An agent that starts every command and then neither ends it nor heeds a cancel, as a
+    /// wedged guest would; it still answers pings.
+    async fn wedged_agent(stream: tokio::io::DuplexStream) {
+        use firebreak_agent::protocol::{read_frame, write_frame, Request, Response};
+        let (mut r, mut w) = tokio::io::split(stream);
+        while let Ok(f) = read_frame::<_, Request>(&mut r).await {
+            let reply = match f.msg {
+                Request::Exec(_) => Response::Started { pid: 42 },
+                Request::Ping => Response::Ok,
+                _ => continue,
+            };
+            if write_frame(&mut w, f.id, &reply, b"").await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_command_that_does_not_stop_gets_its_vm_killed() {
+        let (host, guest) = tokio::io::duplex(1 << 16);
+        tokio::spawn(wedged_agent(guest));
+        let (r, w) = tokio::io::split(host);
+        let gone = Arc::new(AtomicBool::new(false));
+        let sb = AgentSandbox::new(
+            Arc::new(AgentClient::new(r, w)),
+            FakeVm(gone.clone()),
+            JobLayout::new("/home/runner", "repo"),
+            Vec::new(),
+            VmOrigin::Pool,
+        );
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut req = ExecRequest::new(["sleep", "1000"]);
+        req.cancel = Some(token.clone());
+        let (tx, _rx) = mpsc::channel(16);
+        let run = sb.exec(req, tx);
+        tokio::pin!(run);
+        // Running, and not cancelled: nothing happens however long it runs.
+        assert!(tokio::time::timeout(CANCEL_GRACE * 4, &mut run)
+            .await
+            .is_err());
+        assert!(!gone.load(Ordering::SeqCst));
+        token.cancel();
+        let err = tokio::time::timeout(CANCEL_GRACE * 2, run)
+            .await
+            .expect("still waiting on the wedged guest")
+            .expect_err("the command cannot have ended");
+        assert!(gone.load(Ordering::SeqCst), "the VM is still there");
+        assert!(err.to_string().contains("its VM was killed"), "{err}");
+        // Later requests say why too.
+        let (tx, _rx) = mpsc::channel(16);
+        let later = sb.exec(ExecRequest::new(["true"]), tx).await;
+        assert!(later.is_err_and(|e| e.to_string().contains("was cancelled")));
     }
 
     #[test]

@@ -79,6 +79,38 @@ fn tool_check(t: &Tool) -> Check {
     }
 }
 
+/// QEMU's version, judged against what firebreak is tested with (bookworm's 7.2): under
+/// QEMU 10.0's software emulation Debian's cloud kernel failed most cold boots here.
+fn qemu_version_check() -> Option<Check> {
+    let qemu = tools::find(tools::QEMU.name)?;
+    let out = std::process::Command::new(&qemu)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = qemu_version(&text)?;
+    let major = version.split('.').next()?.parse::<u32>().ok()?;
+    Some(Check {
+        name: "QEMU version".into(),
+        ok: major < 10,
+        detail: if major < 10 {
+            format!("{version} (firebreak is tested with Debian bookworm's 7.2)")
+        } else {
+            format!(
+                "{version}: under QEMU 10's software emulation (TCG) Debian's kernel failed most cold \
+                 boots here; firebreak is tested with bookworm's 7.2 (apt-get install \
+                 qemu-system-x86/bookworm); KVM hosts are not affected"
+            )
+        },
+    })
+}
+
+/// `7.2.22` from `QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)`.
+fn qemu_version(text: &str) -> Option<&str> {
+    let rest = text.split("QEMU emulator version ").nth(1)?;
+    rest.split_whitespace().next()
+}
+
 fn cpu_has_virt() -> bool {
     std::fs::read_to_string("/proc/cpuinfo")
         .map(|c| {
@@ -125,6 +157,9 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
                 detail: "busybox is dynamically linked: apt-get install busybox-static".into(),
             });
         }
+    }
+    if let Some(c) = qemu_version_check() {
+        checks.push(c);
     }
     let root = nix::unistd::Uid::effective().is_root();
     checks.push(Check {
@@ -391,5 +426,25 @@ impl fmt::Display for DoctorReport {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_qemus_version_line() {
+        assert_eq!(
+            qemu_version(
+                "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright"
+            ),
+            Some("7.2.22")
+        );
+        assert_eq!(
+            qemu_version("QEMU emulator version 10.0.2\n"),
+            Some("10.0.2")
+        );
+        assert_eq!(qemu_version("something else"), None);
     }
 }

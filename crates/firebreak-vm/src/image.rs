@@ -45,6 +45,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
     "python3",
+    // `python` as GitHub's images have it: the `shell: python` of a step runs `python {0}`.
+    "python-is-python3",
     "nodejs",
     "tar",
     "gzip",
@@ -257,17 +259,9 @@ impl Image {
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs.ext4")
     }
-    /// Bytes on disk used by the image.
+    /// Bytes on disk used by the image, the VM snapshots taken of it included.
     pub fn disk_usage(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.blocks() * 512)
-                    .sum()
-            })
-            .unwrap_or(0)
+        du_bytes(&self.dir)
     }
 }
 
@@ -646,7 +640,7 @@ impl ImageStore {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('.') && !used.contains(&name) {
-                    report.freed_bytes += tree_bytes(&e.path());
+                    report.freed_bytes += du_bytes(&e.path());
                     std::fs::remove_dir_all(e.path()).map_err(io_err("remove", e.path()))?;
                     report.removed.push(e.path());
                 }
@@ -663,7 +657,7 @@ impl ImageStore {
                 let Some(rest) = name.strip_prefix(".tmp-") else {
                     continue;
                 };
-                if crate::leftovers::abandoned(&e.path(), rest) {
+                if firebreak_runner::leftovers::abandoned(&e.path(), rest) {
                     let _ = std::fs::remove_dir_all(e.path());
                     report.removed.push(e.path());
                 }
@@ -713,11 +707,12 @@ impl ImageStore {
             return Err(ImageError::NeedsRoot("debootstrap"));
         }
 
-        let staging = self
-            .images_dir()
-            .join(format!(".tmp-{}-{hash}", crate::leftovers::tag()));
-        let claim =
-            crate::leftovers::Claim::create_dir(&staging).map_err(io_err("create", &staging))?;
+        let staging = self.images_dir().join(format!(
+            ".tmp-{}-{hash}",
+            firebreak_runner::leftovers::tag()
+        ));
+        let claim = firebreak_runner::leftovers::Claim::create_dir(&staging)
+            .map_err(io_err("create", &staging))?;
         let result = self.build_in(
             spec,
             &mirror,
@@ -792,9 +787,9 @@ impl ImageStore {
         }
         let staging = self
             .bases_dir()
-            .join(format!(".tmp-{}-{key}", crate::leftovers::tag()));
-        let claim =
-            crate::leftovers::Claim::create_dir(&staging).map_err(io_err("create", &staging))?;
+            .join(format!(".tmp-{}-{key}", firebreak_runner::leftovers::tag()));
+        let claim = firebreak_runner::leftovers::Claim::create_dir(&staging)
+            .map_err(io_err("create", &staging))?;
         let res = (|| {
             let debs = self.root.join("debs");
             std::fs::create_dir_all(&debs).map_err(io_err("create", &debs))?;
@@ -1467,7 +1462,21 @@ fn tidy_rootfs(rootfs: &Path) -> Result<(), ImageError> {
 }
 
 /// Bytes used by a tree, counted in 4 KiB blocks per file.
+/// What the tree under `root` needs in an ext4 file system: each entry's length rounded up
+/// to 4 KiB blocks, plus an inode (for sizing the root filesystem).
 fn tree_bytes(root: &Path) -> u64 {
+    walk_sum(root, |m| m.len().div_ceil(4096) * 4096 + 256)
+}
+
+/// Bytes on disk under `root` (allocated blocks, as `du` counts them: a sparse snapshot RAM
+/// file counts what it holds, not its length).
+fn du_bytes(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walk_sum(root, |m| m.blocks() * 512)
+}
+
+/// The sum of `size` over every entry below `root`, symbolic links not followed.
+fn walk_sum(root: &Path, size: impl Fn(&std::fs::Metadata) -> u64) -> u64 {
     let mut total = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1476,7 +1485,7 @@ fn tree_bytes(root: &Path) -> u64 {
         };
         for e in rd.flatten() {
             let Ok(m) = e.metadata() else { continue };
-            total += m.len().div_ceil(4096) * 4096 + 256;
+            total += size(&m);
             if m.is_dir() {
                 stack.push(e.path());
             }

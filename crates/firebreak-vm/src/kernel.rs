@@ -144,9 +144,9 @@ pub fn ensure(
         )));
         return Ok(k);
     }
-    let staging = kernels_dir.join(format!(".tmp-{}-{key}", crate::leftovers::tag()));
-    let claim =
-        crate::leftovers::Claim::create_dir(&staging).map_err(io_err("create", &staging))?;
+    let staging = kernels_dir.join(format!(".tmp-{}-{key}", firebreak_runner::leftovers::tag()));
+    let claim = firebreak_runner::leftovers::Claim::create_dir(&staging)
+        .map_err(io_err("create", &staging))?;
     let res = build_in(&tarball, &staging, progress);
     if let Err(e) = res {
         let _ = std::fs::remove_dir_all(&staging);

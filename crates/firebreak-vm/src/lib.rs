@@ -66,7 +66,6 @@ pub mod doctor;
 pub mod firecracker;
 pub mod image;
 pub mod kernel;
-mod leftovers;
 mod log_tail;
 pub mod pool;
 pub mod qemu;

@@ -21,8 +21,13 @@
 //! never the agent, and so does the agent's guard when the job stays stalled
 //! on memory, see `firebreak_agent::thrash`); a pids limit for all the job's processes together
 //! (`max_pids`, default [`default_pids_max`]) on the same cgroup, which
-//! holds the agent's per-command cgroups ([`snapshot::JOB_CGROUP`]); and the
-//! job timeout ([`VmConfig::job_timeout`]) kills the whole VM.
+//! holds the agent's per-command cgroups ([`snapshot::JOB_CGROUP`]), whose
+//! lowest CPU weight keeps the agent answering however busy the job is. A
+//! cancelled command (the job's timeout, Ctrl-C) that has not stopped
+//! [`crate::agent_ops::CANCEL_GRACE`] later gets its whole VM killed, and so
+//! does a VM whose agent stops answering pings (`unresponsive_after`);
+//! [`VmConfig::job_timeout`] bounds a VM's life outright where the caller
+//! knows it.
 
 use std::path::Path;
 use std::sync::Arc;

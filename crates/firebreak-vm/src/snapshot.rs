@@ -245,7 +245,7 @@ pub fn prune_stale(image: &Image) -> Vec<PathBuf> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
-            crate::leftovers::abandoned(&e.path(), rest)
+            firebreak_runner::leftovers::abandoned(&e.path(), rest)
         } else {
             match read_meta(&e.path()) {
                 Some(m) => m.image_identity != ident || m.format != SNAPSHOT_FORMAT,
@@ -486,14 +486,14 @@ async fn build_once(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot
     let parent = snapshots_dir(image);
     let tmp = parent.join(format!(
         ".tmp-{}-{}-{name}",
-        crate::leftovers::tag(),
+        firebreak_runner::leftovers::tag(),
         BUILD_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let io = |op: &'static str, p: &Path| {
         let path = p.to_path_buf();
         move |source| VmError::Io { op, path, source }
     };
-    let claim = crate::leftovers::Claim::create_dir(&tmp).map_err(io("create", &tmp))?;
+    let claim = firebreak_runner::leftovers::Claim::create_dir(&tmp).map_err(io("create", &tmp))?;
     let res = match build_in(image, cfg, kvm, &name, &tmp, t0).await {
         Ok(meta) => verify(image, cfg, &tmp, &meta).await.map(|()| meta),
         Err(e) => Err(e),
@@ -788,9 +788,10 @@ mod tests {
         assert_eq!(find(&img, &cfg, false).map(|s| s.meta), Some(meta));
         // A build whose maker died (its lock is free) goes; one under way stays.
         let junk = snapshots_dir(&img).join(".tmp-999999999-0000abcd-0-x");
-        drop(crate::leftovers::Claim::create_dir(&junk).expect("claim"));
-        let building = snapshots_dir(&img).join(format!(".tmp-{}-0-x", crate::leftovers::tag()));
-        let _claim = crate::leftovers::Claim::create_dir(&building).expect("claim");
+        drop(firebreak_runner::leftovers::Claim::create_dir(&junk).expect("claim"));
+        let building =
+            snapshots_dir(&img).join(format!(".tmp-{}-0-x", firebreak_runner::leftovers::tag()));
+        let _claim = firebreak_runner::leftovers::Claim::create_dir(&building).expect("claim");
         assert_eq!(prune_stale(&img), vec![junk]);
         assert!(dir.exists());
         // Rewriting the kernel invalidates it.

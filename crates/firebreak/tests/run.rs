@@ -1562,8 +1562,9 @@ fn reusable_workflow_with_matrix_and_an_unavailable_remote_one() {
 fn a_workflow_or_job_env_opts_into_the_network() {
     // Interfaces other than loopback, from the job's own view of the network.
     let probe = r#"echo "netdevs=$(awk 'NR > 2 && $1 != "lo:" { n++ } END { print n + 0 }' /proc/net/dev)""#;
+    // A job's own `env` overrides the workflow's: `optout` stays on loopback.
     let whole = format!(
-        "on: push\nenv:\n  FIREBREAK_NETWORK: true\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          {probe}\n"
+        "on: push\nenv:\n  FIREBREAK_NETWORK: true\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          {probe}\n  optout:\n    runs-on: ubuntu-latest\n    needs: a\n    env:\n      FIREBREAK_NETWORK: false\n    steps:\n      - run: |\n          {probe}\n"
     );
     let per_job = format!(
         "on: push\njobs:\n  asks:\n    runs-on: ubuntu-latest\n    env:\n      FIREBREAK_NETWORK: 'yes'\n    steps:\n      - run: |\n          {probe}\n  plain:\n    runs-on: ubuntu-latest\n    needs: asks\n    env:\n      FIREBREAK_NETWORK: false\n    steps:\n      - run: |\n          {probe}\n"
@@ -1585,10 +1586,24 @@ fn a_workflow_or_job_env_opts_into_the_network() {
         return;
     }
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.has("| netdevs="), "{o:?}");
-    assert!(
-        !o.has("| netdevs=0"),
+    let netdevs = |job: &str| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("[{job}]")) && l.contains("| netdevs="))
+            .and_then(|l| l.rsplit("netdevs=").next())
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    assert_ne!(
+        netdevs("a"),
+        Some("0".into()),
         "the workflow asked for the network: {o:?}"
+    );
+    assert!(netdevs("a").is_some(), "{o:?}");
+    assert_eq!(
+        netdevs("optout"),
+        Some("0".into()),
+        "the job opted out: {o:?}"
     );
     let o = r.run(&["push", "--sandbox", "namespace", "-W", &wf("per-job.yml")]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -1765,17 +1780,25 @@ fn json_output_stays_json_when_the_workflow_is_invalid() {
 
 #[test]
 fn workflow_warnings_are_reported_and_the_run_goes_on() {
-    // GitHub's parser accepts `tags` beside `tags-ignore`; GitHub.com refuses it.
+    // GitHub's parser accepts `tags` beside `tags-ignore`; GitHub.com fails the run of the
+    // event they filter (here `pull_request`), not the runs of other events.
     let r = repo(&[(
         WF,
-        "on:\n  push:\n    tags: [v1]\n    tags-ignore: [v0]\n    branches: [main, master]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-a-step\n",
+        "on:\n  pull_request:\n    branches: [v1]\n    branches-ignore: [v0]\n  push:\n    branches: [main, master]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-a-step\n",
     )]);
     let o = r.run(&["--sandbox", "host"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("ran-a-step"), "{o:?}");
     assert!(
         o.stderr
-            .contains(":4:5: warning: `tags` and `tags-ignore` both filter `push`"),
+            .contains(":4:5: warning: `branches` and `branches-ignore` both filter `pull_request`"),
+        "{o:?}"
+    );
+    let o = r.run(&["pull_request", "--sandbox", "host"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(!o.has("ran-a-step"), "{o:?}");
+    assert!(
+        o.has("`branches` and `branches-ignore` both filter `pull_request`: GitHub fails this workflow's run"),
         "{o:?}"
     );
     let o = r.run(&["--json", "--sandbox", "host"]);
@@ -2035,4 +2058,62 @@ fn paths_filters_decide_whether_a_push_runs_as_plan_says() {
     let o = r.host(&["--changed-file", "src/main.rs"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("| built"), "{o:?}");
+}
+
+/// A run killed outright (SIGKILL) leaves its scratch folder behind; the next run removes
+/// it, but not the folder of a run still going (its lock is held).
+#[test]
+fn a_killed_runs_scratch_folder_goes_with_the_next_run_and_a_live_ones_stays() {
+    let r = repo(&[(
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ok\n",
+    )]);
+    let tmp = r.path().join(".firebreak/tmp");
+    let dead = tmp.join("run-999999999-0000abcd-0");
+    let live = tmp.join("run-999999998-0000abcd-0");
+    for d in [&dead, &live] {
+        std::fs::create_dir_all(d.join("source")).expect("mkdir");
+        std::fs::write(d.join(".owner"), "999999999\n").expect("owner");
+    }
+    // `--close`: the lock stays with flock(1) itself while it waits for `sleep`.
+    let mut holder = Command::new("flock")
+        .arg("--close")
+        .arg(live.join(".owner"))
+        .args(["sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flock(1)");
+    // flock(1) takes the lock soon after it starts; wait for it.
+    let t = std::time::Instant::now();
+    loop {
+        let probe = std::fs::File::open(live.join(".owner")).expect("open");
+        match probe.try_lock() {
+            Ok(()) => {
+                drop(probe);
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(10),
+                    "flock never took the lock"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(_) => break,
+        }
+    }
+    let o = r.host(&[]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!dead.exists(), "the killed run's folder is still there");
+    assert!(live.exists(), "a live run's folder was removed");
+    // This run's own folder went when it ended.
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("run-999999998-0000abcd-0")]
+    );
 }

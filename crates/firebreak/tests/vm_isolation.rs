@@ -2,9 +2,9 @@
 //! is not usable): a workflow whose jobs prove the isolation a user is promised. Each job runs
 //! in its own guest kernel, sees none of the host's files, has no network unless it asks with
 //! the `network` runs-on label, gets a larger root filesystem with a disk label, and a memory
-//! bomb fails only the job that set it off. Also: the warm pool, cold starts without
-//! snapshots (`--vm-start cold`), and a job whose VM stops answering fails at once
-//! (`--vm-hang-timeout`).
+//! bomb or a fork bomb fails only the job that set it off. Also: the warm pool, cold starts
+//! without snapshots (`--vm-start cold`), a job whose VM stops answering fails at once
+//! (`--vm-hang-timeout`), and Ctrl-C leaves `always()` steps a VM to run in.
 //!
 //! Needs QEMU and a guest image (`firebreak image build`). Without `FIREBREAK_VM_TESTS=1` the
 //! test prints SKIPPED and passes; with it (as `scripts/test` sets) a missing image fails it.
@@ -50,6 +50,12 @@ jobs:
           test "$(cat /proc/sys/kernel/random/boot_id)" != "@HOST_BOOT_ID@"
           test "$(nproc)" = 1
           echo "memory $(sed -n 's/^MemTotal: *//p' /proc/meminfo)"
+      # Nothing of the host's environment: the guest's own PATH, no host toolchains.
+      - run: |
+          test "$PATH" = /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin || { echo "PATH=$PATH"; exit 1; }
+          test -z "${RUSTUP_HOME:-}${CARGO_HOME:-}"
+      - shell: python
+        run: import sys; print("python", sys.version_info[0])
   files:
     runs-on: [ubuntu-latest, 1cpu, 512mb]
     steps:
@@ -93,6 +99,16 @@ jobs:
           while True:
               a.append(b"x" * (16 << 20))
           '
+  forkbomb:
+    runs-on: [ubuntu-latest, 1cpu, 512mb]
+    steps:
+      # The step outlasts the bomb's growth to a limit (under TCG a bomb of bash functions
+      # grows by ~60 processes a second), so the guard ends it, not the step's own end.
+      - run: |
+          bomb() { bomb | bomb & }; bomb
+          sleep 150
+      - if: always()
+        run: echo "fork bomb over, $(ls /proc | grep -c '^[0-9]') processes"
   survivor:
     needs: bomb
     if: always()
@@ -234,12 +250,28 @@ fn a_workflow_in_microvms_proves_isolation() {
         assert_eq!(r.result(id), "success", "job {id}\n{ctx}");
     }
     assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
+    // The fork bomb fails its job (a guard kills all its processes, saying so in the step's
+    // log) and leaves the job's later steps a guest that works.
+    assert_eq!(
+        r.result("forkbomb"),
+        "failure",
+        "the fork bomb's job\n{ctx}"
+    );
+    assert!(
+        r.has("(a fork bomb?): every process of the job was killed"),
+        "{ctx}"
+    );
+    assert!(r.has("[forkbomb] fork bomb over, "), "{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
     assert!(
         r.has("host files invisible") && r.has("network unreachable"),
         "{ctx}"
     );
     assert!(r.has("network opted in"), "{ctx}");
+    assert!(
+        r.has("[kernel] python 3"),
+        "`shell: python` in the guest\n{ctx}"
+    );
     // hashFiles inside the guest: the digest of README.txt's digest, as GitHub computes it.
     use sha2::{Digest, Sha256};
     let inner = Sha256::digest(b"checked out\n");
@@ -314,13 +346,17 @@ fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
     for n in this_size() {
         let _ = std::fs::remove_dir_all(snapshots.join(n));
     }
-    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 288mb]\n    steps:\n      - run: echo first ran\n  second:\n    needs: first\n    runs-on: [ubuntu-latest, 1cpu, 288mb]\n    steps:\n      - run: echo second ran\n";
+    // The second job has no size labels: --vm-cpus and --vm-memory size it the same.
+    let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 288mb]\n    steps:\n      - run: echo first ran\n  second:\n    needs: first\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"second ran with $(nproc) vCPU\"\n";
     let (_dir, repo) = repo(&[(".github/workflows/cold.yml", wf)]);
-    let r = run_qemu(&repo, &["--vm-start", "cold"]);
+    let r = run_qemu(
+        &repo,
+        &["--vm-start", "cold", "--vm-cpus", "1", "--vm-memory", "288"],
+    );
     let ctx = &r.ctx;
     assert_eq!(r.code, Some(0), "{ctx}");
     assert!(
-        r.has("[first] first ran") && r.has("[second] second ran"),
+        r.has("[first] first ran") && r.has("[second] second ran with 1 vCPU"),
         "{ctx}"
     );
     for job in ["first", "second"] {
@@ -333,6 +369,7 @@ fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
             vm_line.contains("booted") && !vm_line.contains("snapshot"),
             "{vm_line}\n{ctx}"
         );
+        assert!(vm_line.contains("1 vCPU, 288 MiB"), "{vm_line}\n{ctx}");
     }
     assert!(!r.has("took the VM snapshot"), "{ctx}");
     assert!(
@@ -369,4 +406,64 @@ fn a_job_whose_vm_stops_answering_fails_at_once_with_vm_hang_timeout() {
         took < std::time::Duration::from_secs(600),
         "{took:?}\n{ctx}"
     );
+}
+
+/// Ctrl-C in a terminal reaches every process of the foreground group: the run cancels its
+/// steps and runs the `always()` ones in the same VM, which the signal must not have killed.
+#[test]
+fn ctrl_c_cancels_the_steps_and_always_steps_still_run_in_the_vm() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    if !vm_ready() {
+        return;
+    }
+    let wf = "on: push\njobs:\n  ctrlc:\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: echo sleeping; sleep 300\n      - if: always()\n        run: echo \"cleanup ran in $(uname -r)\"\n";
+    let (_dir, repo) = repo(&[(".github/workflows/ctrlc.yml", wf)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", "--sandbox", "qemu", "--json", "--offline", "-C"])
+        .arg(&repo)
+        .env("NO_COLOR", "1")
+        // A foreground job of its own, as a shell would start it.
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("run firebreak");
+    let pid = child.id();
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("read");
+        let sleeping = line.contains("\"line\":\"sleeping\"");
+        lines.push(line);
+        if sleeping {
+            // The terminal's Ctrl-C: SIGINT to the whole process group.
+            let st = Command::new("kill")
+                .args(["-INT", "--", &format!("-{pid}")])
+                .status()
+                .expect("kill");
+            assert!(st.success());
+        }
+    }
+    let status = child.wait().expect("wait");
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ctx = lines.join("\n");
+    assert_eq!(status.code(), Some(1), "{ctx}");
+    assert!(
+        events.iter().any(|e| e["event"] == "output"
+            && e["line"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("cleanup ran in "))),
+        "the always() step did not run in the VM\n{ctx}"
+    );
+    let result = events
+        .iter()
+        .find(|e| e["event"] == "run_finished")
+        .map(|f| f["workflows"][0]["jobs"][0]["result"].clone());
+    assert_eq!(result, Some(serde_json::json!("cancelled")), "{ctx}");
+    let left = procs::with_cmdline(&format!("fbvm-{pid}-"));
+    assert!(left.is_empty(), "VMs outlived the run: {left:?}");
 }

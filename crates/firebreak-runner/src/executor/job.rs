@@ -100,14 +100,16 @@ pub const NETWORK_ENV: &str = "FIREBREAK_NETWORK";
 /// True when `env` (a workflow's or job's `env:` mapping) sets [`NETWORK_ENV`] to `true`, `1`
 /// or `yes`. An `env` that does not evaluate is reported where the job's environment is built,
 /// and asks for nothing here.
+/// What `FIREBREAK_NETWORK` in `env` says: `Some(true)` for `true`/`1`/`yes`, `Some(false)` for
+/// any other value, `None` when `env` does not set it.
 fn env_asks_for_network(
     env: Option<&firebreak_workflow::Token>,
     ctx: &dyn firebreak_expr::Context,
-) -> bool {
+) -> Option<bool> {
     eval_string_map(env, ctx)
         .ok()
         .and_then(|m| m.get(NETWORK_ENV).cloned())
-        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
 }
 
 #[derive(Clone)]
@@ -299,10 +301,13 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
         .unwrap_or("repo")
         .to_string();
     let mut jspec = JobSpec::new(spec.sandbox_id.clone(), workspace_name);
-    jspec.network = cfg.network
-        || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL))
-        || env_asks_for_network(sh.workflow.env.as_ref(), &ctx)
-        || env_asks_for_network(steps_job.env.as_ref(), &ctx);
+    // A job's own `env` overrides the workflow's, as for any variable: a job can opt out of a
+    // workflow-wide `FIREBREAK_NETWORK: true` with `false`.
+    let env_network = env_asks_for_network(steps_job.env.as_ref(), &ctx)
+        .or_else(|| env_asks_for_network(sh.workflow.env.as_ref(), &ctx))
+        .unwrap_or(false);
+    jspec.network =
+        cfg.network || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL)) || env_network;
     jspec.limits = super::sizes::limits_from_labels(&labels);
     let sb = provider
         .create(jspec)
@@ -485,7 +490,7 @@ impl LegRunner {
         c.cancelled = self.cancelled();
         // hashFiles reads the workspace through the host path where the job shares it
         // (the local backends), else through the sandbox.
-        if matches!(self.sb.backend(), "host" | "namespace") {
+        if self.shares_host_programs() {
             c.workspace = Some(self.layout.workspace.clone());
         } else {
             c.guest_files = Some(super::hashfiles::GuestFiles {
@@ -693,18 +698,22 @@ impl LegRunner {
             "HOME".to_string(),
             self.layout.home.to_string_lossy().into_owned(),
         );
-        e.insert("PATH".to_string(), self.sh.cfg.base_path.clone());
-        e.insert(
-            "LANG".to_string(),
-            std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
-        );
-        e.extend(
-            self.sh
-                .cfg
-                .extra_env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        e.insert("PATH".to_string(), self.base_path().to_string());
+        if self.shares_host_programs() {
+            e.insert(
+                "LANG".to_string(),
+                std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+            );
+            e.extend(
+                self.sh
+                    .cfg
+                    .extra_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        } else {
+            e.insert("LANG".to_string(), "C.UTF-8".to_string());
+        }
         e.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut gh = self.github.clone();
         if let Some(o) = gh.as_object_mut() {
@@ -821,6 +830,23 @@ impl LegRunner {
             .unwrap_or(false);
         self.bash_probe.insert(path, b);
         b
+    }
+
+    /// Whether the job runs on the host's own system (`host`, `namespace`), where the runner's
+    /// `PATH`, toolchains (`RUSTUP_HOME`) and `LANG` apply and the workspace is a host folder;
+    /// not in a microVM, whose guest image is a system of its own.
+    fn shares_host_programs(&self) -> bool {
+        matches!(self.sb.backend(), "host" | "namespace")
+    }
+
+    /// The `PATH` processes start with (before `GITHUB_PATH` prepends): the runner's where the
+    /// job shares the host's programs, else the guest's standard one.
+    fn base_path(&self) -> &str {
+        if self.shares_host_programs() {
+            &self.sh.cfg.base_path
+        } else {
+            GUEST_PATH
+        }
     }
 
     /// What kills the next step: the job's cancellation while the job runs; once it is
@@ -1343,7 +1369,7 @@ impl LegRunner {
                         self.pre_done.insert(state_key.clone());
                         let cond = pre_if.clone().unwrap_or_else(|| "always()".into());
                         if ictx.condition(&cond).unwrap_or(false) {
-                            let script = node_script(&self.sh.cfg.base_path, &info.path, pre);
+                            let script = node_script(self.base_path(), &info.path, pre);
                             let o = self
                                 .run_node_entry(script, action_env.clone(), &state_key, timeout)
                                 .await;
@@ -1360,7 +1386,7 @@ impl LegRunner {
                 self.check_node_version(using);
                 let o = self
                     .run_node_entry(
-                        node_script(&self.sh.cfg.base_path, &info.path, main),
+                        node_script(self.base_path(), &info.path, main),
                         action_env.clone(),
                         &state_key,
                         timeout,
@@ -1369,7 +1395,7 @@ impl LegRunner {
                 if let Some(post) = post {
                     self.post.push(PostStep {
                         name: format!("Post {name}"),
-                        script: node_script(&self.sh.cfg.base_path, &info.path, post),
+                        script: node_script(self.base_path(), &info.path, post),
                         condition: post_if.clone().unwrap_or_else(|| "always()".into()),
                         env: action_env,
                         state_key,
@@ -1525,7 +1551,7 @@ impl LegRunner {
         let aenv = self.node_env(&s, &env, &step.id, &info, &inputs);
         let o = self
             .run_node_entry(
-                node_script(&self.sh.cfg.base_path, &info.path, pre),
+                node_script(self.base_path(), &info.path, pre),
                 aenv,
                 &state_key,
                 None,
@@ -1747,6 +1773,10 @@ fn node_script(base_path: &str, dir: &str, entry: &str) -> String {
         sh_quote(&p.to_string_lossy())
     )
 }
+
+/// The `PATH` of a job in a guest system of its own (a microVM): Debian's, as its login
+/// shells set it for root.
+const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// GitHub's default display name of a step.
 pub fn default_step_name(step: &Step) -> String {

@@ -116,7 +116,7 @@ fn remove(path: &Path) {
 /// predecessor's namespaces until it too is gone; runners that share `/run`
 /// must share a pid namespace, or one removes the other's.
 pub(crate) fn remove_dead(dir: &Path) {
-    crate::leftovers::remove_dead(dir, PREFIX, remove);
+    firebreak_runner::leftovers::remove_dead(dir, PREFIX, remove);
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub(super) fn point_symlink(link: &Path, target: &Path) -> Result<(), Firecracke
     let mut tmp = link.as_os_str().to_owned();
     tmp.push(format!(
         ".new-{}-{}",
-        crate::leftovers::tag(),
+        firebreak_runner::leftovers::tag(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let tmp = PathBuf::from(tmp);
@@ -623,9 +623,9 @@ struct RunLayout {
     /// The VM's own network namespace (jailed, without network), removed
     /// when the last copy of the layout goes.
     netns: Option<Arc<VmNetns>>,
-    /// The claim on an unjailed run directory (see [`crate::leftovers`]), held until the
+    /// The claim on an unjailed run directory (see [`firebreak_runner::leftovers`]), held until the
     /// last copy of the layout goes, after teardown removed the directory.
-    _claim: Option<Arc<crate::leftovers::Claim>>,
+    _claim: Option<Arc<firebreak_runner::leftovers::Claim>>,
 }
 
 impl RunLayout {
@@ -814,7 +814,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         .or_else(find_firecracker)
         .ok_or(FirecrackerError::NotFound)?;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let id = format!("fb-{}-{seq}", crate::leftovers::tag());
+    let id = format!("fb-{}-{seq}", firebreak_runner::leftovers::tag());
     let layout = match &cfg.jailer {
         Some(j) => {
             let dir = j.chroot_dir(&binary, &id);
@@ -834,7 +834,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         }
         None => {
             let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-            let (dir, claim) = crate::leftovers::new_run_dir(&parent, "fcvm-", seq)
+            let (dir, claim) = firebreak_runner::leftovers::new_run_dir(&parent, "fcvm-", seq)
                 .map_err(io_err("create a run directory in", &parent))?;
             RunLayout {
                 remove: dir.clone(),
@@ -884,6 +884,9 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(console))
         .stderr(Stdio::from(log))
+        // A process group of its own: Ctrl-C in the terminal is the runner's to handle
+        // (cancel the steps, run `always()` ones), not a signal that kills the VM under them.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {

@@ -201,7 +201,8 @@ impl SnapshotCache {
             })?;
         std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
         let tmp = self.tmp_dir();
-        let claim = crate::leftovers::Claim::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let claim =
+            firebreak_runner::leftovers::Claim::create_dir(&tmp).map_err(io_err("create", &tmp))?;
         let done = self.dir.join(name);
         let taken = vm.snapshot(&tmp, true).await.and_then(|_| {
             let list: Vec<TakenFrom> = taken_from(files, cfg)
@@ -245,7 +246,7 @@ impl SnapshotCache {
     fn tmp_dir(&self) -> PathBuf {
         self.dir.join(format!(
             ".tmp-{}-{}",
-            crate::leftovers::tag(),
+            firebreak_runner::leftovers::tag(),
             TMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ))
     }
@@ -279,7 +280,7 @@ impl SnapshotCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
-                crate::leftovers::abandoned(&e.path(), rest)
+                firebreak_runner::leftovers::abandoned(&e.path(), rest)
             } else if name.starts_with('.') {
                 false
             } else {
@@ -297,7 +298,7 @@ impl SnapshotCache {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = match name.split_once(".new-") {
-                Some((_, rest)) => crate::leftovers::abandoned(&e.path(), rest),
+                Some((_, rest)) => firebreak_runner::leftovers::abandoned(&e.path(), rest),
                 None => !e.path().exists(),
             };
             if stale && std::fs::remove_file(e.path()).is_ok() {

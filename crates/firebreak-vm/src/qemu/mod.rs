@@ -39,11 +39,11 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::image::Image;
-use crate::leftovers::Claim;
 use crate::log_tail::tail;
 use crate::qmp::Qmp;
 use crate::tools;
 use crate::transport::{connect_agent, connect_stream, handshake, VirtioSerialSocket};
+use firebreak_runner::leftovers::Claim;
 
 /// Which accelerator to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -306,7 +306,7 @@ pub struct BootStats {
 pub struct QemuVm {
     child: Option<Child>,
     run_dir: PathBuf,
-    /// Held until the run directory is removed (see [`crate::leftovers`]).
+    /// Held until the run directory is removed (see [`firebreak_runner::leftovers`]).
     _claim: Option<Claim>,
     client: Arc<AgentClient>,
     info: AgentInfo,
@@ -396,7 +396,7 @@ pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError>
 /// when the VM is dropped; abandoned ones beside it go first.
 fn new_run_dir(cfg: &VmConfig) -> Result<(PathBuf, Claim), VmError> {
     let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-    crate::leftovers::new_run_dir(&parent, "fbvm-", SEQ.fetch_add(1, Ordering::Relaxed))
+    firebreak_runner::leftovers::new_run_dir(&parent, "fbvm-", SEQ.fetch_add(1, Ordering::Relaxed))
         .map_err(io_err("create a run directory in", &parent))
 }
 
@@ -419,7 +419,7 @@ fn spawn_qemu_in(
     let qemu_log =
         std::fs::File::create(run_dir.join("qemu.log")).map_err(io_err("create", run_dir))?;
     // `setpriv --pdeathsig KILL` (util-linux) makes the kernel kill QEMU if
-    // we die without running destructors (SIGKILL, Ctrl-C), so no VM
+    // we die without running destructors (SIGKILL, a second Ctrl-C), so no VM
     // outlives its runner. setpriv execs QEMU: the child's pid is QEMU's.
     // `nice -n N` (coreutils) execs the rest at that niceness, inherited by
     // every QEMU thread.
@@ -445,6 +445,9 @@ fn spawn_qemu_in(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(qemu_log))
+        // A process group of its own: Ctrl-C in the terminal is the runner's to handle
+        // (cancel the steps, run `always()` ones), not a signal that kills the VM under them.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(io_err("start", qemu))

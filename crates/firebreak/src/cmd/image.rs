@@ -22,7 +22,8 @@ use crate::{style, Format};
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Build the default guest image (or find it in the cache). Needs root, debootstrap,
-    /// e2fsprogs, cpio and a static firebreak-agent; the first build takes minutes.
+    /// e2fsprogs, busybox-static, lz4 and a static firebreak-agent; the first build takes
+    /// minutes.
     Build {
         /// The static guest agent to install (default: $FIREBREAK_AGENT, beside this binary, or
         /// target/x86_64-unknown-linux-gnu/release/firebreak-agent).

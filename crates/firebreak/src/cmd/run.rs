@@ -165,6 +165,24 @@ pub struct RunArgs {
         env = "FIREBREAK_VM_START"
     )]
     vm_start: VmStart,
+    /// vCPUs of a job's microVM when its `runs-on` labels give no size (`2cpu`, `4-cores`…).
+    #[arg(
+        long = "vm-cpus",
+        value_name = "N",
+        default_value_t = 2,
+        env = "FIREBREAK_VM_CPUS",
+        value_parser = clap::value_parser!(u32).range(1..=256)
+    )]
+    vm_cpus: u32,
+    /// Guest memory (MiB) of a job's microVM when its `runs-on` labels give no size (`4gb`…).
+    #[arg(
+        long = "vm-memory",
+        value_name = "MIB",
+        default_value_t = 2048,
+        env = "FIREBREAK_VM_MEMORY",
+        value_parser = clap::value_parser!(u64).range(128..=1_048_576)
+    )]
+    vm_memory: u64,
     /// Guest memory (MiB) all microVMs of this run may use at once, pooled ones included;
     /// a job waits for room (default: half of the host's memory).
     #[arg(long = "vm-memory-budget", value_name = "MIB")]
@@ -638,26 +656,29 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    // Each is claimed for the run (see `firebreak_runner::leftovers`): what a run killed
+    // outright (SIGKILL) left behind goes when the next run starts.
     // Staged next to the repository when possible (same file system: hard links), else in /tmp.
-    let scratch = {
-        let near = repo
-            .join(".firebreak/tmp")
-            .join(format!("{}-{nanos}", std::process::id()));
-        if std::fs::create_dir_all(&near).is_ok() {
+    let (scratch, scratch_claim) = match scratch_dir(&repo.join(".firebreak/tmp")) {
+        Ok(d) => {
             let _ = std::fs::write(repo.join(".firebreak/.gitignore"), "*\n");
-            near
-        } else {
-            std::env::temp_dir().join(format!("firebreak-run-{}-{nanos}", std::process::id()))
+            d
         }
+        Err(_) => scratch_dir(&std::env::temp_dir())
+            .with_context(|| format!("creating a folder in {}", std::env::temp_dir().display()))?,
     };
     let source = scratch.join("source");
     // Job trees live outside /tmp: the namespace sandbox mounts the job's own /tmp there.
-    let jobs_dir = cache_home()
-        .join("jobs")
-        .join(format!("{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&jobs_dir)
-        .with_context(|| format!("creating {}", jobs_dir.display()))?;
-    let cleanup = (Cleanup(scratch.clone()), Cleanup(jobs_dir.clone()));
+    let (jobs_dir, jobs_claim) = scratch_dir(&cache_home().join("jobs")).with_context(|| {
+        format!(
+            "creating a folder in {}",
+            cache_home().join("jobs").display()
+        )
+    })?;
+    let cleanup = (
+        Cleanup(scratch.clone(), scratch_claim),
+        Cleanup(jobs_dir.clone(), jobs_claim),
+    );
     let mut providers: IndexMap<String, Arc<dyn SandboxProvider>> = IndexMap::new();
     providers.insert(
         "host".into(),
@@ -709,6 +730,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                     firebreak_vm::firecracker::FirecrackerConfig {
                         unresponsive_after: hang_timeout,
                         jailer,
+                        vcpus: args.vm_cpus,
+                        memory_mib: args.vm_memory,
                         ..Default::default()
                     },
                 );
@@ -734,6 +757,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         args.image.clone(),
                         firebreak_vm::VmConfig {
                             unresponsive_after: hang_timeout,
+                            vcpus: args.vm_cpus,
+                            memory_mib: args.vm_memory,
                             // A run of one job would start a standby QEMU for
                             // nothing (and take its CPU from that job).
                             standby: job_runs(&the_plan.workflows) > 1,
@@ -1159,7 +1184,29 @@ fn toolchains(path: &str) -> (Vec<PathBuf>, IndexMap<String, String>) {
     (binds, env)
 }
 
-struct Cleanup(PathBuf);
+/// A folder of this run's own in `parent` (`run-<tag>-<n>`), claimed until the run ends; the
+/// abandoned ones of runs that were killed are removed first (unmounting what they left
+/// mounted; never deleting through a mount).
+fn scratch_dir(parent: &Path) -> std::io::Result<(PathBuf, firebreak_runner::leftovers::Claim)> {
+    use firebreak_runner::leftovers;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    leftovers::remove_abandoned(parent, "run-", |p| {
+        if firebreak_runner::sandbox::unmount_all_under(p).is_empty() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    });
+    leftovers::new_run_dir(
+        parent,
+        "run-",
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// Removes a run's folder when the run ends, then gives up its claim.
+struct Cleanup(
+    PathBuf,
+    #[allow(dead_code)] firebreak_runner::leftovers::Claim,
+);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
