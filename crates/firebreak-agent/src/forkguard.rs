@@ -6,8 +6,8 @@
 //! with them, until the job's timeout (six hours by default). A bomb meets
 //! one of two limits first: `pids.max` (then `pids.events` counts the forks it
 //! refused) or, in a small guest, `memory.max` (then the OOM killer picks off
-//! one process after another, counted by `memory.events`, or reclaim keeps it
-//! just under the limit, counted there too, while the rest fork again). This
+//! one process after another, or reclaim keeps it just under the limit, both
+//! counted in `memory.events`, while the rest fork again). This
 //! guard reads both every second: when forks were refused, or a job of more
 //! than [`SWARM`] processes ran into its memory limit, in each of
 //! [`SUSTAINED`] seconds in a row, every process of the job is killed
@@ -43,7 +43,8 @@ pub fn counter(events: &str, key: &str) -> Option<u64> {
 pub struct Sample {
     /// Forks refused at `pids.max` so far (`pids.events`' `max`).
     pub refused_forks: u64,
-    /// Processes the OOM killer killed so far (`memory.events`' `oom_kill`).
+    /// The job's processes any OOM killer killed so far, its cgroup's or, when the job ran
+    /// the whole guest out of memory, the kernel's (`memory.events`' `oom_kill`).
     pub oom_kills: u64,
     /// Times the job ran into `memory.max` so far (`memory.events`' `max`): each time its
     /// processes had to reclaim memory before they could go on.

@@ -531,6 +531,7 @@ fn start_exec(
     });
     let mut cmd = Command::new(&resolved);
     cmd.args(&spec.argv[1..]);
+    crate::cgroup::reset_oom_score_before_exec(&mut cmd);
     if let Some(cg) = &cgroup {
         crate::cgroup::enter_before_exec(&mut cmd, cg).map_err(|e| {
             Response::error(ErrorKind::Spawn, format!("cgroup {}: {e}", cg.display()))

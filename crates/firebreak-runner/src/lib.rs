@@ -88,4 +88,5 @@ pub mod leftovers;
 pub mod mask;
 pub mod sandbox;
 pub mod shell;
+pub mod spawn;
 pub mod step;

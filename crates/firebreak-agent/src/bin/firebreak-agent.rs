@@ -86,7 +86,17 @@ fn fork_agent() -> Option<u32> {
     // `Command`s are waited for inline), so the child of this `fork` is a
     // whole copy and may do anything, including start a runtime.
     match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => std::process::exit(serve_default()),
+        Ok(nix::unistd::ForkResult::Child) => {
+            // The OOM killer must never pick the agent: a job that runs the guest out of
+            // memory loses its own processes (which reset this before they exec), not the
+            // host's connection.
+            if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+                log(&format!(
+                    "cannot protect the agent from the OOM killer: {e}"
+                ));
+            }
+            std::process::exit(serve_default())
+        }
         Ok(nix::unistd::ForkResult::Parent { child }) => u32::try_from(child.as_raw()).ok(),
         Err(e) => {
             log(&format!("cannot start agent: {e}"));

@@ -39,10 +39,12 @@ pub(crate) async fn run(
         })
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
-        program: program.to_string(),
-        source,
-    })?;
+    // `bwrap --die-with-parent` dies with the thread that starts it: see `crate::spawn`.
+    let mut child =
+        crate::spawn::spawn_from_stable_thread(cmd).map_err(|source| SandboxError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
     let pid = child.id();
 
     if let (Some(data), Some(mut stdin)) = (sup.stdin, child.stdin.take()) {

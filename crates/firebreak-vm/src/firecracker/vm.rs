@@ -879,20 +879,20 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         None => Command::new(&program),
     };
     let t0 = Instant::now();
-    let child = cmd
-        .args(&args)
+    cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(console))
         .stderr(Stdio::from(log))
         // A process group of its own: Ctrl-C in the terminal is the runner's to handle
         // (cancel the steps, run `always()` ones), not a signal that kills the VM under them.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&layout.remove);
-            io_err("start", &program)(e)
-        })?;
+        .kill_on_drop(true);
+    // The pdeathsig is tied to the thread that starts Firecracker: see
+    // `firebreak_runner::spawn`.
+    let child = firebreak_runner::spawn::spawn_from_stable_thread(cmd).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&layout.remove);
+        io_err("start", &program)(e)
+    })?;
     let api = FirecrackerApi::new(layout.host("api.sock")).with_timeout(cfg.api_timeout);
     let mut s = Spawned {
         id,

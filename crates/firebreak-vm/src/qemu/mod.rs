@@ -448,9 +448,9 @@ fn spawn_qemu_in(
         // A process group of its own: Ctrl-C in the terminal is the runner's to handle
         // (cancel the steps, run `always()` ones), not a signal that kills the VM under them.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(io_err("start", qemu))
+        .kill_on_drop(true);
+    // The pdeathsig is tied to the thread that starts QEMU: see `firebreak_runner::spawn`.
+    firebreak_runner::spawn::spawn_from_stable_thread(cmd).map_err(io_err("start", qemu))
 }
 
 /// Waits until QEMU's socket chardev `id` has a client (`query-chardev`
