@@ -30,8 +30,9 @@ pub struct Prepared {
 /// Creates the job cgroup `name` under `root` (a cgroup2 mount), enables the
 /// `pids`, `memory` and `cpu` controllers for it, sets its `memory.max` to the
 /// guest's available memory (`MemAvailable` of `meminfo`) less `reserve_mib`
-/// and its `cpu.weight` to [`JOB_CPU_WEIGHT`], and bind-mounts it over `root`. Each step that fails leaves the next to
-/// do what it can; the result says what holds. Then flushes the disks.
+/// and its `cpu.weight` to [`JOB_CPU_WEIGHT`], and bind-mounts it over `root`.
+/// Each step that fails leaves the next to do what it can; the result says what
+/// holds. Then flushes the disks.
 pub fn prepare(root: &Path, meminfo: &Path, name: &str, reserve_mib: u64) -> Prepared {
     if let Some(job) = configure(root, meminfo, name, reserve_mib) {
         let _ = nix::mount::mount(

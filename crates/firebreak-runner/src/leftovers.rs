@@ -11,7 +11,7 @@
 //! one made by an older firebreak, or one made a moment ago) goes only when it is an hour old
 //! and the process its name starts with is gone.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,11 +77,8 @@ impl Claim {
 pub fn abandoned(path: &Path, rest: &str) -> bool {
     match File::open(path.join(OWNER)) {
         // Held for the check only; whoever removes the entry next takes it with it.
-        Ok(f) => match f.try_lock() {
-            Ok(()) => true,
-            Err(TryLockError::WouldBlock) => false,
-            Err(TryLockError::Error(_)) => false,
-        },
+        // Busy (`WouldBlock`) or not lockable at all: left alone.
+        Ok(f) => f.try_lock().is_ok(),
         Err(_) => {
             let old = std::fs::symlink_metadata(path)
                 .and_then(|m| m.modified())
@@ -93,27 +90,36 @@ pub fn abandoned(path: &Path, rest: &str) -> bool {
     }
 }
 
-/// Removes, with `remove`, the entries `<prefix><tag>…` of directory `parent` that are
-/// [abandoned].
-pub fn remove_abandoned(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
+/// Removes, with `remove`, the entries `<prefix><rest>` of directory `parent` for which
+/// `gone(path, rest)` holds.
+fn remove_where(
+    parent: &Path,
+    prefix: &str,
+    gone: impl Fn(&Path, &str) -> bool,
+    remove: impl Fn(&Path),
+) {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(rest) = name.strip_prefix(prefix) {
-            if abandoned(&e.path(), rest) {
+            if gone(&e.path(), rest) {
                 remove(&e.path());
             }
         }
     }
 }
 
-/// Removes the abandoned `<prefix><tag>-<n>` directories in `parent`.
-pub fn remove_abandoned_dirs(parent: &Path, prefix: &str) {
-    remove_abandoned(parent, prefix, |p| {
-        let _ = std::fs::remove_dir_all(p);
-    });
+/// Removes, with `remove`, the entries `<prefix><tag>…` of directory `parent` that are
+/// [abandoned].
+pub fn remove_abandoned(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
+    remove_where(parent, prefix, abandoned, remove);
+}
+
+/// Removes a directory tree, for [`new_run_dir`] where nothing can be mounted inside.
+pub fn remove_tree(path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
 }
 
 /// Removes the `<prefix><pid>-…` entries of `parent` whose process is gone, for what cannot
@@ -121,25 +127,20 @@ pub fn remove_abandoned_dirs(parent: &Path, prefix: &str) {
 /// dead predecessor's entries until it too is gone, and runners sharing `parent` must share
 /// a pid namespace.
 pub fn remove_dead(parent: &Path, prefix: &str, remove: impl Fn(&Path)) {
-    let Ok(rd) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let dead = name
-            .strip_prefix(prefix)
-            .and_then(owner_pid)
-            .is_some_and(|pid| !process_alive(pid));
-        if dead {
-            remove(&e.path());
-        }
-    }
+    let dead = |_: &Path, rest: &str| owner_pid(rest).is_some_and(|pid| !process_alive(pid));
+    remove_where(parent, prefix, dead, remove);
 }
 
-/// Makes the run directory `<parent>/<prefix><tag>-<n>` and claims it, first removing the
-/// abandoned ones beside it. The caller removes it, then drops the claim.
-pub fn new_run_dir(parent: &Path, prefix: &str, n: u64) -> std::io::Result<(PathBuf, Claim)> {
-    remove_abandoned_dirs(parent, prefix);
+/// Makes the run directory `<parent>/<prefix><tag>-<n>` and claims it, first removing with
+/// `remove` the abandoned ones beside it ([`remove_tree`], or what first unmounts what a
+/// dead run left mounted). The caller removes it, then drops the claim.
+pub fn new_run_dir(
+    parent: &Path,
+    prefix: &str,
+    n: u64,
+    remove: impl Fn(&Path),
+) -> std::io::Result<(PathBuf, Claim)> {
+    remove_abandoned(parent, prefix, remove);
     let path = parent.join(format!("{prefix}{}-{n}", tag()));
     let claim = Claim::create_dir(&path)?;
     Ok((path, claim))
@@ -164,11 +165,11 @@ mod tests {
         let dir = d.path().join("fbvm-999999999-0000abcd-0");
         let claim = Claim::create_dir(&dir).expect("claim");
         assert!(!abandoned(&dir, "999999999-0000abcd-0"));
-        remove_abandoned_dirs(d.path(), "fbvm-");
+        remove_abandoned(d.path(), "fbvm-", remove_tree);
         assert!(dir.exists(), "a live claim's directory was removed");
         drop(claim);
         assert!(abandoned(&dir, "999999999-0000abcd-0"));
-        remove_abandoned_dirs(d.path(), "fbvm-");
+        remove_abandoned(d.path(), "fbvm-", remove_tree);
         assert!(!dir.exists());
     }
 
@@ -199,7 +200,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        remove_abandoned_dirs(d.path(), ".tmp-");
+        remove_abandoned(d.path(), ".tmp-", remove_tree);
         assert!(dir.exists());
         let _ = child.kill();
         let _ = child.wait();
@@ -221,7 +222,7 @@ mod tests {
                 .and_then(|f| f.set_modified(hour_ago))
                 .expect("set mtime");
         }
-        remove_abandoned_dirs(d.path(), "fbvm-");
+        remove_abandoned(d.path(), "fbvm-", remove_tree);
         assert!(fresh.exists(), "a directory being made was removed");
         assert!(old_mine.exists(), "a live process's directory was removed");
         assert!(!old_dead.exists());
@@ -230,12 +231,12 @@ mod tests {
     #[test]
     fn a_new_run_dir_clears_abandoned_ones_and_not_live_ones() {
         let d = tempfile::tempdir().expect("tempdir");
-        let (path, claim) = new_run_dir(d.path(), "fbvm-", 7).expect("run dir");
+        let (path, claim) = new_run_dir(d.path(), "fbvm-", 7, remove_tree).expect("run dir");
         assert!(path.ends_with(format!("fbvm-{}-7", tag())));
-        let (_, _again) = new_run_dir(d.path(), "fbvm-", 8).expect("second");
+        let (_, _again) = new_run_dir(d.path(), "fbvm-", 8, remove_tree).expect("second");
         assert!(path.exists(), "a sibling's creation removed a live run dir");
         drop(claim);
-        let (_, _third) = new_run_dir(d.path(), "fbvm-", 9).expect("third");
+        let (_, _third) = new_run_dir(d.path(), "fbvm-", 9, remove_tree).expect("third");
         assert!(!path.exists(), "an abandoned run dir was kept");
     }
 

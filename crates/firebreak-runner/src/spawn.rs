@@ -9,7 +9,7 @@
 //! nothing in its logs. Spawned from this thread, such a process dies only with the runner.
 
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 type Job = (
     tokio::process::Command,
@@ -22,7 +22,8 @@ type Job = (
 pub fn spawn_from_stable_thread(
     cmd: tokio::process::Command,
 ) -> std::io::Result<tokio::process::Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    // `Sender` is `Sync`: every caller sends on the one sender.
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|e| std::io::Error::other(format!("no tokio runtime to spawn in: {e}")))?;
     let tx = SPAWNER.get_or_init(|| {
@@ -38,13 +39,10 @@ pub fn spawn_from_stable_thread(
         if let Err(e) = started {
             eprintln!("firebreak: no spawner thread ({e}); processes start from their callers");
         }
-        Mutex::new(tx)
+        tx
     });
     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-    let sent = tx
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .send((cmd, handle, reply_tx));
+    let sent = tx.send((cmd, handle, reply_tx));
     match sent {
         Ok(()) => reply_rx
             .recv()

@@ -47,8 +47,9 @@ pub struct AgentSandbox<V: GuestVm> {
     vm: Arc<Mutex<Option<V>>>,
     destroyed: Arc<AtomicBool>,
     origin: VmOrigin,
-    /// Why the VM was killed as hung (see [`AgentSandbox::watch_liveness`]).
-    hung: Arc<OnceLock<String>>,
+    /// Why the VM was killed: found hung ([`AgentSandbox::watch_liveness`]), or a cancelled
+    /// command it did not stop ([`CANCEL_GRACE`]).
+    killed_why: Arc<OnceLock<String>>,
     liveness: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -81,7 +82,7 @@ impl<V: GuestVm> AgentSandbox<V> {
             vm: Arc::new(Mutex::new(Some(vm))),
             destroyed: Arc::new(AtomicBool::new(false)),
             origin,
-            hung: Arc::new(OnceLock::new()),
+            killed_why: Arc::new(OnceLock::new()),
             liveness: std::sync::Mutex::new(None),
         }
     }
@@ -128,7 +129,7 @@ impl<V: GuestVm> AgentSandbox<V> {
         Killer {
             vm: self.vm.clone(),
             destroyed: self.destroyed.clone(),
-            hung: self.hung.clone(),
+            killed_why: self.killed_why.clone(),
         }
     }
 
@@ -138,9 +139,9 @@ impl<V: GuestVm> AgentSandbox<V> {
         }
     }
 
-    /// `e`, or why the VM was killed when it was found hung.
+    /// `e`, or why the VM was killed when it was.
     fn explain(&self, e: SandboxError) -> SandboxError {
-        match self.hung.get() {
+        match self.killed_why.get() {
             Some(reason) => SandboxError::Unavailable {
                 backend: V::BACKEND,
                 reason: reason.clone(),
@@ -195,13 +196,13 @@ impl<V: GuestVm> AgentSandbox<V> {
 struct Killer<V: GuestVm> {
     vm: Arc<Mutex<Option<V>>>,
     destroyed: Arc<AtomicBool>,
-    hung: Arc<OnceLock<String>>,
+    killed_why: Arc<OnceLock<String>>,
 }
 
 impl<V: GuestVm> Killer<V> {
     /// Kills the VM; requests in flight and later ones fail with `reason`.
     async fn kill(&self, reason: String) {
-        let _ = self.hung.set(reason);
+        let _ = self.killed_why.set(reason);
         self.destroyed.store(true, Ordering::SeqCst);
         // Dropping the VM kills it; the agent connection closes.
         drop(self.vm.lock().await.take());

@@ -211,26 +211,16 @@ fn default_types(event: &str) -> Option<&'static [&'static str]> {
 /// The error GitHub.com gives a run of event `name` whose configuration sets a filter and its
 /// `-ignore` form together, which its parser accepts but its trigger refuses.
 fn conflicting_filters(name: &str, c: &EventConfig) -> Option<String> {
+    let branches = (
+        "branches",
+        c.branches.is_some() && c.branches_ignore.is_some(),
+    );
+    let tags = ("tags", c.tags.is_some() && c.tags_ignore.is_some());
+    let paths = ("paths", c.paths.is_some() && c.paths_ignore.is_some());
     let pairs: &[(&str, bool)] = match name {
-        "push" => &[
-            (
-                "branches",
-                c.branches.is_some() && c.branches_ignore.is_some(),
-            ),
-            ("tags", c.tags.is_some() && c.tags_ignore.is_some()),
-            ("paths", c.paths.is_some() && c.paths_ignore.is_some()),
-        ],
-        "pull_request" | "pull_request_target" => &[
-            (
-                "branches",
-                c.branches.is_some() && c.branches_ignore.is_some(),
-            ),
-            ("paths", c.paths.is_some() && c.paths_ignore.is_some()),
-        ],
-        "workflow_run" => &[(
-            "branches",
-            c.branches.is_some() && c.branches_ignore.is_some(),
-        )],
+        "push" => &[branches, tags, paths],
+        "pull_request" | "pull_request_target" => &[branches, paths],
+        "workflow_run" => &[branches],
         _ => &[],
     };
     let (key, _) = pairs.iter().find(|(_, both)| *both)?;

@@ -148,6 +148,18 @@ pub fn diagnostic_file<'a>(shown: &'a str, d: &'a firebreak_workflow::Diagnostic
     }
 }
 
+/// A diagnostic of the workflow shown as `shown` as one line, naming the file it is in (see
+/// [`diagnostic_file`] and [`crate::style::diagnostic_line`]).
+pub fn diagnostic_line(shown: &str, d: &firebreak_workflow::Diagnostic, warning: bool) -> String {
+    crate::style::diagnostic_line(
+        diagnostic_file(shown, d),
+        d.line,
+        d.col,
+        &d.message,
+        warning,
+    )
+}
+
 /// Parses `source` (shown as `shown` in messages) with the local reusable workflows it calls
 /// (`uses: ./.github/workflows/x.yml`, directly or through another), read from `repo`, and
 /// checks each such call (inputs, secrets, outputs, permissions) as GitHub does. A local
@@ -166,12 +178,7 @@ pub fn parse_with_local_calls(repo: &Path, shown: &str, source: &str) -> ParsedF
             return ParsedFile { parsed, called };
         }
         let mut sources = IndexMap::new();
-        reusable_sources(repo, w, &mut sources, 0);
-        for (uses, src) in &sources {
-            if let Some(c) = firebreak_workflow::parse_workflow(uses, src).workflow {
-                called.insert(uses.clone(), Arc::new(c));
-            }
-        }
+        reusable_sources(repo, w, &mut sources, &mut called, 0);
         let opts = firebreak_workflow::ParseOptions {
             reusable_workflows: Some(sources),
             unresolved_reusable: if repo.join(".github/workflows").is_dir() {
@@ -187,11 +194,12 @@ pub fn parse_with_local_calls(repo: &Path, shown: &str, source: &str) -> ParsedF
 }
 
 /// Collects the sources of the local workflows `wf` calls that `repo` holds, recursively up
-/// to GitHub's nesting limit.
+/// to GitHub's nesting limit, and in `called` each one that parses.
 fn reusable_sources(
     repo: &Path,
     wf: &firebreak_workflow::Workflow,
     acc: &mut IndexMap<String, String>,
+    called: &mut IndexMap<String, Arc<firebreak_workflow::Workflow>>,
     depth: usize,
 ) {
     for job in &wf.jobs {
@@ -207,10 +215,13 @@ fn reusable_sources(
         let Ok(src) = std::fs::read_to_string(repo.join(rel)) else {
             continue;
         };
-        acc.insert(r.uses.clone(), src.clone());
-        if depth < firebreak_workflow::DEFAULT_MAX_NESTED_REUSABLE_DEPTH {
-            if let Some(called) = firebreak_workflow::parse_workflow(&r.uses, &src).workflow {
-                reusable_sources(repo, &called, acc, depth + 1);
+        let parsed = firebreak_workflow::parse_workflow(&r.uses, &src).workflow;
+        acc.insert(r.uses.clone(), src);
+        if let Some(c) = parsed {
+            let c = Arc::new(c);
+            called.insert(r.uses.clone(), c.clone());
+            if depth < firebreak_workflow::DEFAULT_MAX_NESTED_REUSABLE_DEPTH {
+                reusable_sources(repo, &c, acc, called, depth + 1);
             }
         }
     }

@@ -42,6 +42,19 @@ enum Needs {
     Skipped,
 }
 
+/// The contexts the event settles before a run: what [`event_context`] answers.
+pub const KNOWN_CONTEXTS: [&str; 2] = ["github", "inputs"];
+
+/// The event's contexts ([`KNOWN_CONTEXTS`]) for an expression evaluated when planning, such
+/// as a matrix built from `inputs`.
+pub fn event_context<'a>(github: &'a Value, inputs: &'a Value) -> impl Context + 'a {
+    PlanContext {
+        github,
+        inputs,
+        needs: Needs::Ok,
+    }
+}
+
 /// The contexts a job-level `if:` may read that the plan knows, and the status functions.
 struct PlanContext<'a> {
     github: &'a Value,
@@ -92,11 +105,10 @@ fn decide_one(
     let Ok(expr) = firebreak_expr::parse(condition) else {
         return Verdict::Undecided;
     };
-    let known = ["github", "inputs"];
     if expr
         .named_values()
         .iter()
-        .any(|n| !known.contains(&n.as_str()))
+        .any(|n| !KNOWN_CONTEXTS.contains(&n.as_str()))
     {
         return Verdict::Undecided;
     }

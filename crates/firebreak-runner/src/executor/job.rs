@@ -97,11 +97,10 @@ pub const NETWORK_LABEL: &str = "network";
 /// the workflow stays valid there.
 pub const NETWORK_ENV: &str = "FIREBREAK_NETWORK";
 
-/// True when `env` (a workflow's or job's `env:` mapping) sets [`NETWORK_ENV`] to `true`, `1`
-/// or `yes`. An `env` that does not evaluate is reported where the job's environment is built,
-/// and asks for nothing here.
-/// What `FIREBREAK_NETWORK` in `env` says: `Some(true)` for `true`/`1`/`yes`, `Some(false)` for
-/// any other value, `None` when `env` does not set it.
+/// What [`NETWORK_ENV`] in `env` (a workflow's or job's `env:` mapping) says: `Some(true)` for
+/// `true`, `1` or `yes`, `Some(false)` for any other value, `None` when `env` does not set it.
+/// An `env` that does not evaluate is reported where the job's environment is built, and
+/// sets nothing here.
 fn env_asks_for_network(
     env: Option<&firebreak_workflow::Token>,
     ctx: &dyn firebreak_expr::Context,

@@ -834,8 +834,13 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         }
         None => {
             let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-            let (dir, claim) = firebreak_runner::leftovers::new_run_dir(&parent, "fcvm-", seq)
-                .map_err(io_err("create a run directory in", &parent))?;
+            let (dir, claim) = firebreak_runner::leftovers::new_run_dir(
+                &parent,
+                "fcvm-",
+                seq,
+                firebreak_runner::leftovers::remove_tree,
+            )
+            .map_err(io_err("create a run directory in", &parent))?;
             RunLayout {
                 remove: dir.clone(),
                 dir,

@@ -396,8 +396,14 @@ pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError>
 /// when the VM is dropped; abandoned ones beside it go first.
 fn new_run_dir(cfg: &VmConfig) -> Result<(PathBuf, Claim), VmError> {
     let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
-    firebreak_runner::leftovers::new_run_dir(&parent, "fbvm-", SEQ.fetch_add(1, Ordering::Relaxed))
-        .map_err(io_err("create a run directory in", &parent))
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    firebreak_runner::leftovers::new_run_dir(
+        &parent,
+        "fbvm-",
+        n,
+        firebreak_runner::leftovers::remove_tree,
+    )
+    .map_err(io_err("create a run directory in", &parent))
 }
 
 fn spawn_qemu(

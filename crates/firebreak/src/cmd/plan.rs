@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Result;
 use firebreak_expr::Value;
 use firebreak_workflow::plan::{Event, JobPlan, MatrixPlan, Plan};
-use indexmap::IndexMap;
 
 use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
@@ -50,16 +49,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     for f in &files {
         let p = parse_with_local_calls(&root, &f.display, &f.source).parsed;
         for d in &p.diagnostics {
-            eprintln!(
-                "{}",
-                style::diagnostic_line(
-                    crate::discover::diagnostic_file(&f.display, d),
-                    d.line,
-                    d.col,
-                    &d.message,
-                    false
-                )
-            );
+            eprintln!("{}", crate::discover::diagnostic_line(&f.display, d, false));
         }
         match p.workflow {
             Some(w) if p.diagnostics.is_empty() => parsed.push((f.display.clone(), Arc::new(w))),
@@ -123,13 +113,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
                     .unwrap_or(&serde_json::Value::Null),
             );
             // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.
-            let known: IndexMap<String, Value> = [
-                ("github".to_string(), github.clone()),
-                ("inputs".to_string(), inputs.clone()),
-            ]
-            .into_iter()
-            .collect();
-            firebreak_workflow::plan::resolve_deferred(wf, &["github", "inputs"], &known);
+            firebreak_workflow::plan::resolve_deferred(
+                wf,
+                &jobif::KNOWN_CONTEXTS,
+                &jobif::event_context(&github, &inputs),
+            );
             jobif::decide(wf, &github, &inputs)
         })
         .collect();

@@ -298,25 +298,21 @@ fn print_diagnostic(
     d: &firebreak_workflow::Diagnostic,
     warning: bool,
 ) -> Result<()> {
-    let shown = crate::discover::diagnostic_file(shown, d);
     if json {
         let event = if warning {
             "workflow_warning"
         } else {
             "workflow_error"
         };
+        let path = crate::discover::diagnostic_file(shown, d);
         crate::outln!(
             "{}",
-            serde_json::json!({"event": event, "path": shown, "line": d.line, "col": d.col, "message": d.message})
+            serde_json::json!({"event": event, "path": path, "line": d.line, "col": d.col, "message": d.message})
         )?;
     } else if warning {
-        eprintln!(
-            "{}",
-            style::diagnostic_line(shown, d.line, d.col, &d.message, true)
-        );
+        eprintln!("{}", crate::discover::diagnostic_line(shown, d, true));
     } else {
-        let line = style::diagnostic_line(shown, d.line, d.col, &d.message, false);
-        crate::outln!("{line}")?;
+        crate::outln!("{}", crate::discover::diagnostic_line(shown, d, false))?;
     }
     Ok(())
 }
@@ -1188,18 +1184,13 @@ fn toolchains(path: &str) -> (Vec<PathBuf>, IndexMap<String, String>) {
 /// abandoned ones of runs that were killed are removed first (unmounting what they left
 /// mounted; never deleting through a mount).
 fn scratch_dir(parent: &Path) -> std::io::Result<(PathBuf, firebreak_runner::leftovers::Claim)> {
-    use firebreak_runner::leftovers;
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    leftovers::remove_abandoned(parent, "run-", |p| {
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    firebreak_runner::leftovers::new_run_dir(parent, "run-", n, |p| {
         if firebreak_runner::sandbox::unmount_all_under(p).is_empty() {
             let _ = std::fs::remove_dir_all(p);
         }
-    });
-    leftovers::new_run_dir(
-        parent,
-        "run-",
-        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-    )
+    })
 }
 
 /// Removes a run's folder when the run ends, then gives up its claim.
