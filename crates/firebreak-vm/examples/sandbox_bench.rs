@@ -1,7 +1,7 @@
 //! `bench/sandbox`: job accepted → first byte of output, per sandbox kind.
 //!
 //! ```text
-//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby] [--no-pool]
+//! cargo run --release -p firebreak-vm --example sandbox_bench -- [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] [--budget MIB] [--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby] [--no-pool]
 //! ```
 //!
 //! For each kind it calls `SandboxProvider::create` (the clock starts
@@ -17,19 +17,24 @@
 //! kernel, `--kernel package` with Debian's; `--image HASH` a given image, for comparing
 //! two agents or kernels).
 //!
-//! Then capacity: a warm pool as large as the default memory budget allows
-//! (half the host's RAM, 320 MiB charged per 256 MiB VM), how many VMs it
-//! holds, their host RSS and their CPU use while idle.
+//! Then capacity: a warm pool as large as the memory budget allows
+//! (`--budget MIB`; by default half the host's RAM, 320 MiB charged per
+//! 256 MiB VM), how many VMs it holds, their host RSS, the host memory they
+//! took and their CPU use while idle; then every pooled VM gets a job at
+//! once (a command that prints a line and keeps its guest busy for 5 s):
+//! how many ran together, how long the last waited for its first byte, and
+//! how long the host took to spawn `/bin/true` meanwhile.
 
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
     "usage: sandbox_bench [--runs N] [--no-cold] [--no-capacity] [--capacity-max N] \
-[--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby] [--no-pool] [--cpu LIST] \
+[--budget MIB] [--vcpus N] [--kernel package|minimal] [--image HASH] [--no-standby] [--no-pool] [--cpu LIST] \
 [--cmdline ARG]\n\
 Times job accepted -> first byte of `echo hi` for host, namespace and QEMU cold boot, snapshot \
 restore and warm pool (median, p90), then fills a warm pool as large as the memory budget \
-allows and reports how many VMs run at once, their RSS and idle CPU.";
+allows (--budget MIB; default half the host's RAM), reports their RSS and idle CPU, then gives \
+every one of them a job at once and reports how many ran together and how the host responded.";
 
 use firebreak_runner::sandbox::{
     ExecRequest, HostProvider, JobSpec, NamespaceConfig, NamespaceProvider, OutputEvent,
@@ -49,6 +54,8 @@ struct Opts {
     cold: bool,
     capacity: bool,
     capacity_max: Option<usize>,
+    /// Memory budget for the capacity run (MiB; `None`: half the host's RAM).
+    budget: Option<u64>,
     vcpus: u32,
     kernel: Option<KernelKind>,
     image: Option<String>,
@@ -67,6 +74,7 @@ fn parse() -> Opts {
         cold: true,
         capacity: true,
         capacity_max: None,
+        budget: None,
         vcpus: 1,
         kernel: None,
         image: None,
@@ -87,6 +95,13 @@ fn parse() -> Opts {
             "--cmdline" => o.cmdline.extend(args.next()),
             "--image" => o.image = args.next(),
             "--capacity-max" => o.capacity_max = args.next().and_then(|v| v.parse().ok()),
+            "--budget" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(mib) => o.budget = Some(mib),
+                None => {
+                    eprintln!("--budget takes a number of MiB\n{USAGE}");
+                    std::process::exit(2);
+                }
+            },
             "--vcpus" => o.vcpus = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--kernel" => {
                 o.kernel = match args.next().as_deref() {
@@ -364,14 +379,22 @@ async fn run() -> i32 {
     }
 
     if o.capacity {
-        capacity(&store, hash, &cfg, o.capacity_max).await;
+        capacity(&store, hash, &cfg, o.capacity_max, o.budget).await;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     0
 }
 
-async fn capacity(store: &ImageStore, hash: Option<String>, cfg: &VmConfig, max: Option<usize>) {
-    let budget = MemoryBudget::host_default_mib();
+async fn capacity(
+    store: &ImageStore,
+    hash: Option<String>,
+    cfg: &VmConfig,
+    max: Option<usize>,
+    budget: Option<u64>,
+) {
+    let default_budget = budget.is_none();
+    let budget = budget.unwrap_or_else(MemoryBudget::host_default_mib);
+    let avail_before = mem_available_mib();
     let fit = (budget / vm_cost_mib(cfg)) as usize;
     let size = max.map_or(fit, |m| m.min(fit));
     eprintln!("capacity: budget {budget} MiB → {fit} VMs of 256 MiB; filling a pool of {size}");
@@ -400,6 +423,7 @@ async fn capacity(store: &ImageStore, hash: Option<String>, cfg: &VmConfig, max:
     }
     let fill = t.elapsed();
     // Idle: let the last restores settle, then measure.
+    let avail_filled = mem_available_mib();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pids = pool.ready_pids();
     let ticks0: u64 = pids.iter().filter_map(|p| proc_cpu_ticks(*p)).sum();
@@ -419,7 +443,14 @@ async fn capacity(store: &ImageStore, hash: Option<String>, cfg: &VmConfig, max:
     );
     println!("| measure | value |");
     println!("|---|---:|");
-    println!("| memory budget (half of host RAM) | {budget} MiB |");
+    println!(
+        "| memory budget ({}) | {budget} MiB |",
+        if default_budget {
+            "half of host RAM"
+        } else {
+            "--budget"
+        }
+    );
     println!(
         "| charged per VM (guest + QEMU overhead) | {} MiB |",
         vm_cost_mib(cfg)
@@ -436,7 +467,143 @@ async fn capacity(store: &ImageStore, hash: Option<String>, cfg: &VmConfig, max:
         "| host CPU, all idle VMs together / per VM | {cpu_pct_total:.1}% / {:.2}% of a core |",
         cpu_pct_total / n
     );
+    if let (Some(a), Some(b)) = (avail_before, avail_filled) {
+        println!(
+            "| host MemAvailable before / with the pool full | {a} / {b} MiB ({:.0} MiB per VM) |",
+            a.saturating_sub(b) as f64 / n
+        );
+    }
+    all_at_once(&p, pids.len()).await;
     p.shutdown().await;
+}
+
+/// `MemAvailable` from `/proc/meminfo`, MiB.
+fn mem_available_mib() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = t
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+/// Gives `n` jobs to the pool at once, each running a command that prints
+/// a line and then stays busy for a few seconds, and reports how many of
+/// them ran together, how long the last one waited for its first byte, and
+/// how long a host `/bin/true` took to spawn and exit meanwhile.
+async fn all_at_once(p: &QemuProvider, n: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if n == 0 {
+        return;
+    }
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut jobs = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (p, running, peak, done) = (p.clone(), running.clone(), peak.clone(), done.clone());
+        jobs.spawn(async move {
+            let result = async {
+                let sb = p
+                    .create(JobSpec::new(format!("all-{i}"), "bench"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<OutputEvent>(16);
+                // Busy, not asleep: every guest computes while the others do.
+                let req = ExecRequest::new([
+                    "sh",
+                    "-c",
+                    "echo up; end=$(($(date +%s) + 5)); while [ $(date +%s) -lt $end ]; do :; done",
+                ])
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+                let exec = sb.exec(req, tx);
+                tokio::pin!(exec);
+                let mut first = None;
+                let mut status = None;
+                loop {
+                    tokio::select! {
+                        ev = rx.recv(), if first.is_none() => match ev {
+                            Some(_) => {
+                                first = Some(t0.elapsed());
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                peak.fetch_max(now, Ordering::SeqCst);
+                            }
+                            None => break,
+                        },
+                        r = &mut exec => { status = Some(r); break; }
+                    }
+                }
+                let status = match status {
+                    Some(s) => s,
+                    None => exec.await,
+                };
+                if first.is_some() {
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+                let _ = sb.destroy().await;
+                status.map_err(|e| e.to_string())?;
+                first.ok_or_else(|| "no output".to_string())
+            }
+            .await;
+            done.fetch_add(1, Ordering::SeqCst);
+            result
+        });
+    }
+    // The host while they run: spawn `/bin/true` every 200 ms.
+    let mut host = Vec::new();
+    let mut min_avail = mem_available_mib();
+    while done.load(Ordering::SeqCst) < n && t0.elapsed() < Duration::from_secs(600) {
+        let t = Instant::now();
+        if std::process::Command::new("/bin/true").status().is_ok() {
+            host.push(ms(t.elapsed()));
+        }
+        min_avail = match (min_avail, mem_available_mib()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut firsts = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(r) = jobs.join_next().await {
+        match r {
+            Ok(Ok(first)) => firsts.push(ms(first)),
+            Ok(Err(e)) => failed.push(e),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    let (med, p90, _) = stats(&mut firsts);
+    let last = firsts.last().copied().unwrap_or(f64::NAN);
+    let (host_med, _, _) = stats(&mut host);
+    let host_max = host.last().copied().unwrap_or(f64::NAN);
+    println!("\n## all at once: one job per pooled VM, each busy for 5 s\n");
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!(
+        "| jobs that printed their first line / failed | {} / {} |",
+        firsts.len(),
+        failed.len()
+    );
+    println!(
+        "| jobs running at the same moment, at most | {} |",
+        peak.load(Ordering::SeqCst)
+    );
+    println!(
+        "| all given → first byte, median / p90 / last | {med:.0} / {p90:.0} / {last:.0} ms |"
+    );
+    println!("| host `/bin/true` meanwhile, median / max | {host_med:.1} / {host_max:.1} ms |");
+    if let Some(a) = min_avail {
+        println!("| host MemAvailable, lowest | {a} MiB |");
+    }
+    println!("| all done in | {:.1} s |", t0.elapsed().as_secs_f64());
+    for e in failed.iter().take(5) {
+        eprintln!("  all-at-once job failed: {e}");
+    }
 }
 
 async fn bench_local(o: &Opts) -> i32 {
