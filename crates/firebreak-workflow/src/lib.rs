@@ -141,6 +141,31 @@ impl Parsed {
     }
 }
 
+/// A workflow file's bytes as text. Workflow files are UTF-8 (a byte-order mark is
+/// allowed); anything else is a [`Diagnostic`] at the line and column of the first byte
+/// that is not, so an editor can jump to it.
+pub fn decode_source<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+        // The prefix is valid UTF-8 by definition; columns count characters, as the
+        // parser's do.
+        let text = std::str::from_utf8(valid).unwrap_or_default();
+        let line = text.matches('\n').count() + 1;
+        let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+        Diagnostic::new(
+            file,
+            Some(Pos {
+                line: u32::try_from(line).unwrap_or(u32::MAX),
+                col: u32::try_from(col).unwrap_or(u32::MAX),
+            }),
+            format!(
+                "the file is not valid UTF-8 (byte 0x{byte:02x} here); save the workflow as UTF-8 text"
+            ),
+        )
+    })
+}
+
 /// Parses and validates a workflow file. `file` names the file in diagnostics.
 pub fn parse_workflow(file: &str, src: &str) -> Parsed {
     parse_workflow_with(file, src, &ParseOptions::default())

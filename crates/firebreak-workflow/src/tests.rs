@@ -576,3 +576,20 @@ fn duplicate_keys_are_found_whatever_their_case_and_order() {
         ]
     );
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_named_at_its_first_bad_byte() {
+    let bytes = b"on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \xc3\xa9t\xff\n";
+    let d = decode_source("w.yml", bytes).expect_err("not UTF-8");
+    // Line 6; `      - run: echo ét` is 20 characters, so the bad byte is column 21.
+    assert_eq!(
+        d.to_string(),
+        "w.yml:6:21: the file is not valid UTF-8 (byte 0xff here); save the workflow as UTF-8 text"
+    );
+    let first = decode_source("w.yml", b"\xfeon: push\n").expect_err("not UTF-8");
+    assert_eq!((first.line, first.col), (1, 1));
+    assert_eq!(
+        decode_source("w.yml", "\u{feff}on: push\n".as_bytes()),
+        Ok("\u{feff}on: push\n")
+    );
+}

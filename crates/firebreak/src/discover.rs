@@ -13,7 +13,30 @@ pub struct WorkflowFile {
     /// The path as the user should see it in `path:line:col` messages.
     pub display: String,
     pub path: PathBuf,
-    pub source: String,
+    /// The file's text, or why it has none (it is not UTF-8): an error in the file, reported
+    /// as the parser's are, not a file that could not be read.
+    source: Result<String, firebreak_workflow::Diagnostic>,
+}
+
+impl WorkflowFile {
+    /// The file parsed as [`parse_with_local_calls`] does, shown as `shown` in messages; a
+    /// file that is not UTF-8 is an invalid workflow whose one error names the first bad byte.
+    pub fn parse(&self, repo: &Path, shown: &str) -> ParsedFile {
+        match &self.source {
+            Ok(text) => parse_with_local_calls(repo, shown, text),
+            Err(d) => ParsedFile {
+                parsed: firebreak_workflow::Parsed {
+                    workflow: None,
+                    diagnostics: vec![firebreak_workflow::Diagnostic {
+                        file: shown.to_string(),
+                        ..d.clone()
+                    }],
+                    warnings: Vec::new(),
+                },
+                called: IndexMap::new(),
+            },
+        }
+    }
 }
 
 /// What reading the command line's paths gave: the files read, and each path (or file) that
@@ -77,10 +100,10 @@ fn display(path: &Path) -> String {
 
 fn read_file(path: PathBuf) -> Result<WorkflowFile> {
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let source =
-        String::from_utf8(bytes).map_err(|_| anyhow!("{} is not valid UTF-8", path.display()))?;
+    let display = display(&path);
+    let source = firebreak_workflow::decode_source(&display, &bytes).map(str::to_string);
     Ok(WorkflowFile {
-        display: display(&path),
+        display,
         path,
         source,
     })

@@ -56,7 +56,8 @@ enum Command {
     /// Run a repository's workflows locally, as GitHub would for an event.
     ///
     /// Exit status: 0 when every job succeeded, 1 when any job failed, 2 on usage or
-    /// workflow errors (reported as by `firebreak check`).
+    /// workflow errors (reported as by `firebreak check`; an invalid workflow is left out and
+    /// the others still run, as on GitHub).
     Run(Box<cmd::run::RunArgs>),
     /// Build, list and prune guest images for the microVM sandboxes.
     #[command(subcommand)]

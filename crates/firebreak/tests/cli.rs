@@ -281,6 +281,7 @@ fn check_and_plan_judge_local_reusable_calls_as_run_does() {
 #[test]
 fn check_reports_every_readable_file_when_one_is_unreadable() {
     let d = repo();
+    // Not UTF-8: an invalid workflow, its error at the first bad byte (line 2, after `# caf`).
     std::fs::write(d.path().join("latin1.yml"), b"on: push\n# caf\xe9\n").expect("write");
     let (code, out, err) = firebreak(d.path(), &["check", "bad.yml", "latin1.yml", "nope.yml"]);
     assert_eq!(code, 2, "{out}{err}");
@@ -288,21 +289,27 @@ fn check_reports_every_readable_file_when_one_is_unreadable() {
         out.contains("bad.yml:7:9: Unexpected value 'bogus'"),
         "{out}"
     );
-    assert!(err.contains("latin1.yml is not valid UTF-8"), "{err}");
+    assert!(
+        out.contains("latin1.yml:2:6: the file is not valid UTF-8 (byte 0xe9 here)"),
+        "{out}"
+    );
     assert!(err.contains("cannot read nope.yml"), "{err}");
     assert!(
-        err.contains("1 workflow file checked, 1 invalid, 2 unreadable"),
+        err.contains("2 workflow files checked, 2 invalid, 1 unreadable"),
         "{err}"
     );
     let (code, out, _) = firebreak(
         d.path(),
         &["check", "bad.yml", "latin1.yml", "--format", "json"],
     );
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["valid"], false);
     assert_eq!(v["files"][0]["path"], "bad.yml");
-    assert_eq!(v["unreadable"][0]["path"], "latin1.yml");
+    assert_eq!(v["files"][1]["path"], "latin1.yml");
+    assert_eq!(v["files"][1]["errors"][0]["line"], 2);
+    assert_eq!(v["files"][1]["errors"][0]["col"], 6);
+    assert_eq!(v["unreadable"].as_array().map(Vec::len), Some(0));
 }
 
 #[test]

@@ -1144,6 +1144,59 @@ fn workflow_errors_exit_2_with_positions() {
 }
 
 #[test]
+fn an_invalid_workflow_fails_alone_and_the_others_run() {
+    // As on GitHub: the invalid file's run fails, the other workflows run. Files here: one
+    // with a bad expression, one that is not UTF-8, one whose push filters contradict each
+    // other (GitHub's parser accepts it, GitHub.com fails its run), and a good one.
+    let r = repo(&[
+        (
+            ".github/workflows/bad.yml",
+            "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ${{ nope( }}\n",
+        ),
+        (
+            ".github/workflows/conflict.yml",
+            "on:\n  push:\n    branches: [main]\n    branches-ignore: [x]\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo conflict-ran\n",
+        ),
+        (
+            ".github/workflows/good.yml",
+            "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo good-ran\n",
+        ),
+    ]);
+    std::fs::write(
+        r.dir.path().join(".github/workflows/latin1.yml"),
+        b"on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo caf\xe9\n",
+    )
+    .expect("write latin1.yml");
+    let o = r.host(&[]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.has("good-ran"), "{o:?}");
+    assert!(!o.has("conflict-ran"), "{o:?}");
+    assert!(o.stdout.contains(".github/workflows/bad.yml:6:"), "{o:?}");
+    assert!(
+        o.stdout.contains(
+            ".github/workflows/latin1.yml:6:22: the file is not valid UTF-8 (byte 0xe9 here)"
+        ),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains("not run, the errors above:")
+            && o.stderr.contains(".github/workflows/bad.yml")
+            && o.stderr.contains(".github/workflows/latin1.yml")
+            && o.stderr.contains(".github/workflows/conflict.yml"),
+        "{o:?}"
+    );
+    // Only invalid workflows left: nothing runs.
+    std::fs::remove_file(r.dir.path().join(".github/workflows/good.yml")).expect("rm good.yml");
+    let o = r.host(&[]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("nothing was run"), "{o:?}");
+    assert!(!o.has("conflict-ran"), "{o:?}");
+    // Listing shows what would run and still says the run would not be clean.
+    let o = r.run(&["--list"]);
+    assert_eq!(o.code, 2, "{o:?}");
+}
+
+#[test]
 fn json_stream_list_and_dry_run() {
     let r = repo(&[(WF, "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo hi\n  b:\n    needs: a\n    runs-on: x\n    steps:\n      - name: second\n        run: echo there\n")]);
     let o = r.host(&["--json"]);

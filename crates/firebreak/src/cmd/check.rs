@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::discover::{diagnostic_file, parse_with_local_calls, read_workflows, repo_root};
+use crate::discover::{diagnostic_file, read_workflows, repo_root};
 use crate::{style, Format};
 
 #[derive(Serialize)]
@@ -45,7 +45,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
     let mut reports = Vec::with_capacity(read.files.len());
     for file in &read.files {
         let root = repo_root(&file.path);
-        let parsed = parse_with_local_calls(&root, &file.display, &file.source).parsed;
+        let parsed = file.parse(&root, &file.display).parsed;
         let report = |list: &[firebreak_workflow::Diagnostic]| -> Vec<ErrorReport> {
             list.iter()
                 .map(|d| ErrorReport {

@@ -10,7 +10,7 @@ use anyhow::Result;
 use firebreak_expr::Value;
 use firebreak_workflow::plan::{Event, JobPlan, MatrixPlan, Plan};
 
-use crate::discover::{parse_with_local_calls, read_workflows, repo_root};
+use crate::discover::{read_workflows, repo_root};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::jobif::{self, Verdict};
 use crate::{style, Format};
@@ -47,7 +47,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let mut parsed = Vec::new();
     let mut invalid = Vec::new();
     for f in &files {
-        let p = parse_with_local_calls(&root, &f.display, &f.source).parsed;
+        let p = f.parse(&root, &f.display).parsed;
         for d in &p.diagnostics {
             eprintln!("{}", crate::discover::diagnostic_line(&f.display, d, false));
         }

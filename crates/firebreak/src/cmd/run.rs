@@ -1,7 +1,9 @@
 //! `firebreak run`: run a repository's workflows locally with GitHub's runtime semantics.
 //!
 //! * Workflows: `-W FILE|DIR`, default `<repo>/.github/workflows`. Every file is validated
-//!   first; errors are printed as `path:line:col: message` and the exit status is 2.
+//!   first; errors are printed as `path:line:col: message`, the invalid files (and triggered
+//!   workflows that cannot be planned) are left out, the others run, as on GitHub, and the
+//!   exit status is 2.
 //! * The event (default `push`) and its payload: `--event-file`, or one synthesised from the
 //!   repository's git state (sha, ref, repository, `head_commit`, `pusher`, `sender`, …).
 //!   The repository is read from the `origin` remote; without one it is `local/<folder>`.
@@ -50,7 +52,7 @@ use firebreak_workflow::plan::{self, MatrixPlan};
 use indexmap::IndexMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::discover::{parse_with_local_calls, read_workflows};
+use crate::discover::read_workflows;
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
 use crate::style;
 use report::Reporter;
@@ -425,7 +427,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     };
     let mut parsed = Vec::new();
     let mut reusable: IndexMap<String, Arc<firebreak_workflow::Workflow>> = IndexMap::new();
-    let mut bad = false;
+    // Workflow files with errors: reported, left out, and the run's exit status is 2; the
+    // others run, as GitHub runs them and fails only the invalid one's runs.
+    let mut invalid: Vec<String> = Vec::new();
     let cwd = std::env::current_dir()
         .ok()
         .and_then(|d| std::fs::canonicalize(d).ok());
@@ -441,17 +445,18 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| f.display.clone());
         // Local reusable workflows (`uses: ./.github/workflows/x.yml`) are loaded and handed to
         // the parser, which checks the call and attaches the called workflow to the job.
-        let pf = parse_with_local_calls(&repo, &shown, &f.source);
+        let pf = f.parse(&repo, &shown);
         reusable.extend(pf.called);
         let p = pf.parsed;
         for d in &p.diagnostics {
             print_diagnostic(args.json, &shown, d, false)?;
-            bad = true;
         }
         for w in &p.warnings {
             print_diagnostic(args.json, &shown, w, true)?;
         }
-        if let Some(w) = p.workflow {
+        if !p.diagnostics.is_empty() {
+            invalid.push(shown);
+        } else if let Some(w) = p.workflow {
             let rel = std::fs::canonicalize(&f.path)
                 .ok()
                 .and_then(|abs| {
@@ -463,7 +468,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             parsed.push((rel, Arc::new(w)));
         }
     }
-    if bad {
+    if parsed.is_empty() && !invalid.is_empty() {
         eprintln!(
             "{}",
             style::err_red("the workflows have errors; nothing was run")
@@ -554,7 +559,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 "  (paths filters see the files HEAD's commit changed; name others with --changed-file)"
             );
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if invalid.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
     }
     if !args.job.is_empty() && !the_plan.workflows.is_empty() {
         the_plan.workflows.retain(|w| {
@@ -583,7 +592,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             list::select_jobs(w, &only);
             list::select_legs(w, &matrix_filter);
         }
-        return list::print(&the_plan, args.dry_run, args.json);
+        let code = list::print(&the_plan, args.dry_run, args.json)?;
+        return Ok(if invalid.is_empty() || code != ExitCode::SUCCESS {
+            code
+        } else {
+            ExitCode::from(2)
+        });
     }
     if args.event == "workflow_dispatch" {
         // Inputs given for one of several dispatched workflows are not "unexpected" for the
@@ -600,20 +614,30 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             }
         }
     }
+    // A triggered workflow that cannot be planned (filters that contradict each other, a
+    // matrix over 256 legs…) fails alone, as its run does on GitHub.
     for w in &the_plan.workflows {
-        if !w.errors.is_empty() {
-            for e in &w.errors {
-                if args.json {
-                    crate::outln!(
-                        "{}",
-                        serde_json::json!({"event": "workflow_error", "path": w.path, "message": e})
-                    )?;
-                } else {
-                    crate::outln!("{}: {e}", w.path)?;
-                }
+        for e in &w.errors {
+            if args.json {
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"event": "workflow_error", "path": w.path, "message": e})
+                )?;
+            } else {
+                crate::outln!("{}: {e}", w.path)?;
             }
-            return Ok(ExitCode::from(2));
         }
+        if !w.errors.is_empty() {
+            invalid.push(w.path.clone());
+        }
+    }
+    the_plan.workflows.retain(|w| w.errors.is_empty());
+    if the_plan.workflows.is_empty() {
+        eprintln!(
+            "{}",
+            style::err_red("the workflows have errors; nothing was run")
+        );
+        return Ok(ExitCode::from(2));
     }
     // ---- secrets, vars
     let mut secrets = IndexMap::new();
@@ -1005,6 +1029,18 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let mut reporter = rep_task.await.context("the reporter stopped")?;
     reporter.summary(&outcomes, &run_dir);
     drop(cleanup);
+    if !invalid.is_empty() {
+        if !args.json {
+            eprintln!(
+                "{}",
+                style::err_red(&format!(
+                    "not run, the errors above: {}",
+                    invalid.join(", ")
+                ))
+            );
+        }
+        exit = 2;
+    }
     Ok(ExitCode::from(exit))
 }
 
