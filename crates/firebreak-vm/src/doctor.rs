@@ -332,6 +332,15 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
                 .into(),
         );
     }
+    qnotes.push(match crate::qemu::UserNet::on_this_host() {
+        crate::qemu::UserNet::Passt(bin) => format!(
+            "jobs that opt into the network reach out through passt ({}), without the host's loopback",
+            bin.display()
+        ),
+        crate::qemu::UserNet::Slirp => {
+            "jobs that opt into the network use QEMU's slirp, which lets them reach services on the host's loopback through 10.0.2.2: apt-get install passt to keep it out of reach".into()
+        }
+    });
     backends.push(BackendStatus {
         name: "qemu".into(),
         works: qemu_ok && !images.is_empty(),

@@ -80,6 +80,6 @@ pub use agent_ops::{AgentSandbox, GuestVm};
 pub use doctor::{doctor, DoctorOptions, DoctorReport};
 pub use image::{BuildEvent, Image, ImageError, ImageSpec, ImageStore, KernelKind};
 pub use pool::{MemoryBudget, Pool, PoolConfig, Spare, WarmPool};
-pub use qemu::{Accel, Machine, QemuVm, Start, VmConfig, VmError};
+pub use qemu::{Accel, Machine, QemuVm, Start, UserNet, VmConfig, VmError};
 pub use sandbox::{QemuProvider, VmOrigin, VmSandbox};
 pub use snapshot::Snapshot;

@@ -391,6 +391,13 @@ impl SandboxProvider for QemuProvider {
                 }
                 let how = describe_start(&vm, &cfg, origin, t0.elapsed());
                 notes.push(how);
+                if cfg.network
+                    && crate::qemu::UserNet::on_this_host() == crate::qemu::UserNet::Slirp
+                {
+                    notes.push(
+                        "network through QEMU's slirp: this job can reach services on the host's loopback at 10.0.2.2 (install passt to prevent it)".into(),
+                    );
+                }
                 let layout = JobLayout::new(GUEST_ROOT, &ws);
                 let mut sb = VmSandbox::new(vm.client(), vm, layout, notes, origin);
                 // A cold-booted VM is the last resort: give it longer.

@@ -368,12 +368,35 @@ async fn agent_survives_a_host_reconnect_and_network_is_opt_in() {
         text.contains("10.0.2.15/24") && text.contains("default via 10.0.2.2"),
         "{text}"
     );
-    // Whether slirp reaches a mirror depends on the host's network; report only.
+    // Whether the guest reaches a mirror depends on the host's network; report only.
     let (out, _, st) = run(vm.client(), "curl -sS -o /dev/null -w '%{http_code}' --max-time 20 http://deb.debian.org/debian/dists/bookworm/Release").await;
     eprintln!(
-        "guest → deb.debian.org: {st:?} HTTP {}",
+        "guest → deb.debian.org ({:?}): {st:?} HTTP {}",
+        firebreak_vm::UserNet::on_this_host(),
         String::from_utf8_lossy(&out)
     );
+    // A service listening only on the host's loopback. slirp hands the guest's connections
+    // to 10.0.2.2 to it; passt (`--no-map-gw`) must not.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let script: &'static str = Box::leak(
+        format!(
+            "if timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/{port}' 2>/dev/null; then echo reached; else echo refused; fi"
+        )
+        .into_boxed_str(),
+    );
+    let (out, _, _) = run(vm.client(), script).await;
+    let verdict = String::from_utf8_lossy(&out).trim().to_string();
+    match firebreak_vm::UserNet::on_this_host() {
+        firebreak_vm::UserNet::Passt(_) => assert_eq!(
+            verdict, "refused",
+            "through passt the guest must not reach the host's loopback"
+        ),
+        firebreak_vm::UserNet::Slirp => {
+            eprintln!("slirp: host loopback from the guest: {verdict}")
+        }
+    }
+    drop(listener);
 
     // Snapshot-style reconnect: the host end goes away and comes back.
     let old = vm.client();

@@ -83,6 +83,13 @@ jobs:
           ip -o -4 addr show | grep -q ' 10.0.2.15/24 '
           ip route | grep -q '^default via 10.0.2.2'
           echo "network opted in"
+          # A service only on the host's loopback (@LOOPBACK_EXPECTED@ through this host's
+          # user-mode network).
+          if timeout 5 bash -c 'exec 3<>/dev/tcp/10.0.2.2/@HOST_PORT@' 2>/dev/null; then
+            echo "host loopback: reached"
+          else
+            echo "host loopback: refused"
+          fi
   roomy:
     runs-on: [ubuntu-latest, 1cpu, 512mb, 8gb-disk]
     steps:
@@ -237,7 +244,18 @@ fn a_workflow_in_microvms_proves_isolation() {
     // A file only the host has, beside (not inside) the repository.
     let secret = dir.path().join("host-only-secret");
     std::fs::write(&secret, "host secret").expect("secret");
+    // Listens only on the host's loopback: passt must keep a job away from it; QEMU's slirp
+    // (hosts without passt) hands the guest's 10.0.2.2 to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let passt = matches!(
+        firebreak_vm::UserNet::on_this_host(),
+        firebreak_vm::UserNet::Passt(_)
+    );
+    let loopback = if passt { "refused" } else { "reached" };
     let wf = WORKFLOW
+        .replace("@HOST_PORT@", &port.to_string())
+        .replace("@LOOPBACK_EXPECTED@", loopback)
         .replace("@HOST_BOOT_ID@", &boot_id)
         .replace("@HOST_SECRET@", &secret.to_string_lossy())
         .replace("@HOST_REPO@", &repo.to_string_lossy());
@@ -268,6 +286,17 @@ fn a_workflow_in_microvms_proves_isolation() {
         "{ctx}"
     );
     assert!(r.has("network opted in"), "{ctx}");
+    assert!(
+        r.has(&format!("host loopback: {loopback}")),
+        "a network job and the host's loopback (passt: {passt})\n{ctx}"
+    );
+    // Without passt the job's log says what its network lets it reach.
+    assert_eq!(
+        r.has("network through QEMU's slirp: this job can reach services on the host's loopback"),
+        !passt,
+        "{ctx}"
+    );
+    drop(listener);
     assert!(
         r.has("[kernel] python 3"),
         "`shell: python` in the guest\n{ctx}"

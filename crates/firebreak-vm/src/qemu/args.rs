@@ -266,7 +266,7 @@ pub(crate) fn qemu_args_with_drive(
     push(rng);
     if cfg.network {
         push("-netdev");
-        push("user,id=net0");
+        push(&super::UserNet::on_this_host().netdev(dir));
         push("-device");
         push(&format!("{net},netdev=net0"));
     }

@@ -5,8 +5,9 @@
 //! qcow2 -b base -F raw`), so the image is never written and a VM starts in
 //! milliseconds of disk work. The agent is reached through a virtio-serial
 //! port on a Unix-socket chardev ([`VirtioSerialSocket`]). No network unless
-//! asked (then `-netdev user`, addresses set by the agent from
-//! `firebreak.net=user` on the kernel command line).
+//! asked (then user-mode networking through passt or QEMU's slirp, see
+//! [`UserNet`]; addresses set by the agent from `firebreak.net=user` on the
+//! kernel command line).
 //!
 //! Acceleration: KVM only when a probe boot proves it works ([`probe_kvm`]),
 //! else TCG. The machine is `microvm` by default: no firmware tables, no PCI
@@ -22,6 +23,9 @@
 
 mod args;
 mod kvm;
+mod net;
+
+pub use net::UserNet;
 
 pub(crate) use args::{qemu_args, qemu_args_with_drive, RamBacking};
 pub use kvm::{kvm_is_pvm, probe_kvm, probe_kvm_uncached, KvmProbe};
@@ -77,7 +81,8 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// Guest memory (`-m`), MiB.
     pub memory_mib: u64,
-    /// Give the guest user-mode networking (NAT, outbound only).
+    /// Give the guest user-mode networking (NAT, outbound only): passt where the host has
+    /// it, else QEMU's slirp (see [`UserNet`]).
     pub network: bool,
     /// Accelerator choice.
     pub accel: Accel,
@@ -317,6 +322,8 @@ pub struct QemuVm {
     niced: bool,
     /// The snapshot a restored VM was cloned from.
     snapshot: Option<crate::snapshot::Snapshot>,
+    /// passt, for a VM with networking on a host that has it (see [`UserNet`]).
+    _net: Option<net::Passt>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -397,12 +404,10 @@ pub async fn resolve_kvm(image: &Image, cfg: &VmConfig) -> Result<bool, VmError>
 fn new_run_dir(cfg: &VmConfig) -> Result<(PathBuf, Claim), VmError> {
     let parent = cfg.run_parent.clone().unwrap_or_else(std::env::temp_dir);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    firebreak_runner::leftovers::new_run_dir(
-        &parent,
-        "fbvm-",
-        n,
-        firebreak_runner::leftovers::remove_tree,
-    )
+    firebreak_runner::leftovers::new_run_dir(&parent, "fbvm-", n, |dir| {
+        net::stop_abandoned(dir);
+        firebreak_runner::leftovers::remove_tree(dir);
+    })
     .map_err(io_err("create a run directory in", &parent))
 }
 
@@ -543,6 +548,10 @@ impl QemuVm {
             }
             create_overlay(&image.rootfs(), &run_dir.join("overlay.qcow2")).await?;
             let ta = Instant::now();
+            let passt = match cfg.network {
+                true => net::start(&UserNet::on_this_host(), &run_dir).await?,
+                false => None,
+            };
             let mut child = spawn_qemu(
                 &qemu,
                 qemu_args(image, cfg, kvm, &run_dir, true),
@@ -589,6 +598,7 @@ impl QemuVm {
                         lease: None,
                         niced: cfg.nice.is_some(),
                         snapshot: None,
+                        _net: passt,
                     };
                     if let Some(limit) = cfg.job_timeout {
                         vm.arm_job_timeout(limit);
@@ -825,6 +835,8 @@ pub(crate) struct Incoming {
     /// The state is loaded and the VM paused ([`Incoming::preload`]): a
     /// provider's standby.
     loaded: bool,
+    /// passt, for a VM with networking (see [`UserNet`]).
+    net: Option<net::Passt>,
 }
 
 impl Incoming {
@@ -872,6 +884,16 @@ impl Incoming {
             args.push(state_uri.clone().into());
         }
         let spawned = Instant::now();
+        let passt = match cfg.network {
+            true => match net::start(&UserNet::on_this_host(), &run_dir).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&run_dir);
+                    return Err(e);
+                }
+            },
+            false => None,
+        };
         let child = match spawn_qemu_in(&qemu, args, &run_dir, &[("TMPDIR", &run_dir)], cfg.nice) {
             Ok(c) => c,
             Err(e) => {
@@ -894,6 +916,7 @@ impl Incoming {
             nice: cfg.nice,
             spawned,
             loaded: false,
+            net: passt,
         };
         let deferred = ram_file.is_some();
         let qmp_sock = me.run_dir.join("qmp.sock");
@@ -1046,6 +1069,7 @@ impl Incoming {
             lease: None,
             niced: self.nice.is_some(),
             snapshot: Some(self.snap.clone()),
+            _net: self.net.take(),
         };
         // The guest's clock stopped at snapshot time and every clone starts
         // with the same entropy pool: the caller refreshes both.
