@@ -4,7 +4,7 @@
 //! Each corpus file may start with `# expect: ok` or `# expect: error`; without it the file
 //! only has to parse without panicking. Add a file here for every input that once crashed.
 
-use firebreak_workflow::{parse_workflow, parse_workflow_with, ParseOptions};
+use firebreak_workflow::{decode_source, parse_workflow, parse_workflow_with, ParseOptions};
 use proptest::prelude::*;
 
 const SEEDS: &[&str] = &[
@@ -50,6 +50,22 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(src in ".{0,300}") {
         check(&src);
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_text_or_an_error_at_the_first_bad_byte(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        match decode_source("w.yml", &bytes) {
+            Ok(text) => check(text),
+            Err(d) => {
+                let bad = std::str::from_utf8(&bytes).expect_err("decode_source refused it").valid_up_to();
+                let before = String::from_utf8_lossy(&bytes[..bad]);
+                prop_assert_eq!(d.line as usize, before.matches('\n').count() + 1);
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                prop_assert_eq!(d.col as usize, before[line_start..].chars().count() + 1);
+            }
+        }
     }
 
     #[test]
