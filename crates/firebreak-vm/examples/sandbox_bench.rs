@@ -23,7 +23,9 @@
 //! took and their CPU use while idle; then every pooled VM gets a job at
 //! once (a command that prints a line and keeps its guest busy for 5 s):
 //! how many ran together, how long the last waited for its first byte, and
-//! how long the host took to spawn `/bin/true` meanwhile.
+//! how long the host took to spawn `/bin/true` meanwhile. The idle CPU is
+//! measured over 10 s starting `SANDBOX_BENCH_SETTLE_SECS` (default 3) after
+//! the pool filled.
 
 use std::time::{Duration, Instant};
 
@@ -424,7 +426,11 @@ async fn capacity(
     let fill = t.elapsed();
     // Idle: let the last restores settle, then measure.
     let avail_filled = mem_available_mib();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settle = std::env::var("SANDBOX_BENCH_SETTLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    tokio::time::sleep(Duration::from_secs(settle)).await;
     let pids = pool.ready_pids();
     let ticks0: u64 = pids.iter().filter_map(|p| proc_cpu_ticks(*p)).sum();
     let window = Duration::from_secs(10);
