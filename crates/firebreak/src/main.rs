@@ -7,6 +7,7 @@ mod cmd;
 mod discover;
 mod events;
 mod gitinfo;
+mod inputs;
 mod jobif;
 mod style;
 

@@ -725,3 +725,87 @@ fn plan_expands_a_matrix_built_from_the_events_inputs() {
         "{out}"
     );
 }
+
+const DISPATCH: &str = r#"on:
+  workflow_dispatch:
+    inputs:
+      oses:
+        default: '["a","b"]'
+      flag:
+        type: boolean
+        default: true
+jobs:
+  x:
+    if: inputs.flag
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        os: ${{ fromJSON(inputs.oses) }}
+    steps:
+      - run: echo ${{ matrix.os }}
+  y:
+    if: ${{ !inputs.flag }}
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo y
+"#;
+
+#[test]
+fn a_dispatch_plan_sees_the_inputs_the_run_will_see() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join("d.yml"), DISPATCH).expect("write");
+    let verdicts = |out: &str| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(out).expect("json");
+        v["workflows"][0]["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| {
+                (
+                    j["id"].as_str().unwrap_or_default().to_string(),
+                    j["if_result"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let plan_dispatch = |extra: &[&str]| {
+        let mut args = vec!["plan", "d.yml", "--event", "workflow_dispatch"];
+        args.extend_from_slice(extra);
+        firebreak(d.path(), &args)
+    };
+    // No payload inputs: the declared defaults, typed (`flag` is the boolean true).
+    let (code, out, err) = plan_dispatch(&["--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let legs: Vec<&str> = v["workflows"][0]["jobs"][0]["matrix"]["legs"]
+        .as_array()
+        .expect("the matrix from the default is expanded")
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(legs, ["x (a)", "x (b)"]);
+    assert_eq!(
+        verdicts(&out),
+        [("x".into(), "runs".into()), ("y".into(), "skipped".into())]
+    );
+    // The payload's inputs are strings, as GitHub sends them: "false" is the boolean false.
+    std::fs::write(d.path().join("ev.json"), r#"{"inputs":{"flag":"false"}}"#).expect("write");
+    let (code, out, err) = plan_dispatch(&["--event-file", "ev.json", "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        verdicts(&out),
+        [("x".into(), "skipped".into()), ("y".into(), "runs".into())]
+    );
+    // What GitHub would refuse is the workflow's error.
+    std::fs::write(
+        d.path().join("bad.json"),
+        r#"{"inputs":{"flag":"maybe","zzz":"1"}}"#,
+    )
+    .expect("write");
+    let (code, out, err) = plan_dispatch(&["--event-file", "bad.json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("GitHub would refuse this dispatch: Unexpected inputs provided: [\"zzz\"]; Provided value 'maybe' for input 'flag' is not a boolean"),
+        "{out}"
+    );
+}

@@ -1973,6 +1973,54 @@ fn dispatch_inputs_are_checked_as_github_checks_them() {
 }
 
 #[test]
+fn a_dispatch_event_files_inputs_are_the_runs_and_input_overrides_them() {
+    let r = repo(&[(
+        WF,
+        "on:\n  workflow_dispatch:\n    inputs:\n      name:\n        default: world\n      flag:\n        type: boolean\n        default: true\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo \"inputs=${{ inputs.name }} event=${{ github.event.inputs.name }} flag=${{ inputs.flag }}\"\n",
+    )]);
+    let ev = r.dir.path().join("ev.json");
+    let ev = ev.to_str().expect("utf-8 path");
+    let bad = r.dir.path().join("bad.json");
+    let bad = bad.to_str().expect("utf-8 path");
+    std::fs::write(ev, r#"{"inputs":{"name":"payload","flag":"false"}}"#).expect("write ev.json");
+    let o = r.run(&["workflow_dispatch", "--sandbox", "host", "--event-file", ev]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| inputs=payload event=payload flag=false"), "{o:?}");
+    let o = r.run(&[
+        "workflow_dispatch",
+        "--sandbox",
+        "host",
+        "--event-file",
+        ev,
+        "--input",
+        "NAME=cli",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| inputs=cli event=cli flag=false"), "{o:?}");
+    // An event file's inputs are checked as --input's are.
+    std::fs::write(bad, r#"{"inputs":{"flag":"maybe"}}"#).expect("write bad.json");
+    let o = r.run(&[
+        "workflow_dispatch",
+        "--sandbox",
+        "host",
+        "--event-file",
+        bad,
+    ]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("Provided value 'maybe' for input 'flag' is not a boolean"),
+        "{o:?}"
+    );
+    // `--list --json` prints the plan as `firebreak plan --format json` does.
+    let o = r.run(&["workflow_dispatch", "--list", "--json", "--event-file", ev]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("one JSON document");
+    assert_eq!(v["workflows"][0]["jobs"][0]["if_result"], "runs", "{o:?}");
+    assert!(v["invalid"].is_array(), "{o:?}");
+}
+
+#[test]
 fn inputs_for_one_of_several_dispatched_workflows_are_not_unexpected_in_the_others() {
     let r = repo(&[
         (

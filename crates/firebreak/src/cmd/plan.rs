@@ -91,44 +91,12 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         .map(str::to_string)
         .or(gs.repository.clone())
         .unwrap_or_else(|| local_repository(&root));
-    let verdicts: Vec<HashMap<String, Verdict>> = plan
-        .workflows
-        .iter_mut()
-        .map(|wf| {
-            let mut facts = firebreak_runner::context::RunFacts::new(
-                &event.name,
-                event.payload.clone(),
-                &repository,
-                "",
-                "",
-                "",
-            );
-            facts.workflow = wf.name.clone();
-            facts.workflow_path = Some(wf.path.clone());
-            let github = Value::from_json(&firebreak_runner::context::github_context(&facts));
-            let inputs = Value::from_json(
-                event
-                    .payload
-                    .get("inputs")
-                    .unwrap_or(&serde_json::Value::Null),
-            );
-            // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.
-            firebreak_workflow::plan::resolve_deferred(
-                wf,
-                &jobif::KNOWN_CONTEXTS,
-                &jobif::event_context(&github, &inputs),
-            );
-            jobif::decide(wf, &github, &inputs)
-        })
-        .collect();
+    let given = crate::inputs::given(&event.payload, &indexmap::IndexMap::new());
+    let verdicts = settle(&mut plan, &event, &repository, &given);
 
     match args.format {
         Format::Json => {
-            let mut doc = serde_json::to_value(&plan)?;
-            add_verdicts(&mut doc, &verdicts);
-            if let Some(obj) = doc.as_object_mut() {
-                obj.insert("invalid".into(), serde_json::to_value(&invalid)?);
-            }
+            let doc = json_doc(&plan, &verdicts, &invalid)?;
             crate::outln!("{}", serde_json::to_string_pretty(&doc)?)?
         }
         Format::Text => print_text(&plan, &verdicts)?,
@@ -154,11 +122,80 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     )
 }
 
+/// Settles in each triggered workflow of `plan` what the event already decides, with the
+/// values the run will see: the `inputs` context (declared inputs with their defaults and
+/// types, over them the `given` ones) and `github` (whose `event.inputs` a dispatch fills
+/// in as GitHub's payload does). Matrices built from them are expanded, each job's `if:` is
+/// decided where it can be (the verdicts returned, one map per workflow), and a dispatch
+/// GitHub would refuse (an undeclared input, a required one missing, a choice outside its
+/// options…) becomes the workflow's error.
+pub fn settle(
+    plan: &mut Plan,
+    event: &Event,
+    repository: &str,
+    given: &indexmap::IndexMap<String, String>,
+) -> Vec<HashMap<String, Verdict>> {
+    let dispatch = event.name == "workflow_dispatch";
+    // GitHub dispatches one workflow at a time: inputs meant for one of several are not
+    // "unexpected" in the others.
+    let single = plan.workflows.len() == 1;
+    plan.workflows
+        .iter_mut()
+        .map(|wf| {
+            let inputs = crate::inputs::workflow_inputs(&wf.workflow, &event.name, given);
+            let mut payload = event.payload.clone();
+            if dispatch {
+                crate::inputs::dispatch_event_inputs(&mut payload, &inputs);
+                let refused = crate::inputs::dispatch_input_errors(&wf.workflow, given, single);
+                if !refused.is_empty() {
+                    wf.errors.push(format!(
+                        "GitHub would refuse this dispatch: {}",
+                        refused.join("; ")
+                    ));
+                }
+            }
+            let mut facts = firebreak_runner::context::RunFacts::new(
+                &event.name,
+                payload,
+                repository,
+                "",
+                "",
+                "",
+            );
+            facts.workflow = wf.name.clone();
+            facts.workflow_path = Some(wf.path.clone());
+            let github = Value::from_json(&firebreak_runner::context::github_context(&facts));
+            // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.
+            firebreak_workflow::plan::resolve_deferred(
+                wf,
+                &jobif::KNOWN_CONTEXTS,
+                &jobif::event_context(&github, &inputs),
+            );
+            jobif::decide(wf, &github, &inputs)
+        })
+        .collect()
+}
+
+/// The plan as `--format json` prints it: the plan, each job's `"if_result"`, and the
+/// workflow files left out for their errors under `"invalid"`.
+pub fn json_doc(
+    plan: &Plan,
+    verdicts: &[HashMap<String, Verdict>],
+    invalid: &[Invalid],
+) -> Result<serde_json::Value> {
+    let mut doc = serde_json::to_value(plan)?;
+    add_verdicts(&mut doc, verdicts);
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("invalid".into(), serde_json::to_value(invalid)?);
+    }
+    Ok(doc)
+}
+
 /// A workflow file left out of the plan for its errors.
 #[derive(serde::Serialize)]
-struct Invalid {
-    path: String,
-    errors: Vec<firebreak_workflow::Diagnostic>,
+pub struct Invalid {
+    pub path: String,
+    pub errors: Vec<firebreak_workflow::Diagnostic>,
 }
 
 /// Adds each job's `"if_result"` (`runs`, `skipped`, `undecided`) to the plan's JSON.

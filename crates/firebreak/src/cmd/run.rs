@@ -501,14 +501,15 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             synthesize_payload(&gs, &args.event, &repository, &actor)
         }
     };
-    // inputs
-    let mut inputs_map = IndexMap::new();
+    // inputs: the event file's, then --input over them
+    let mut cli_inputs = IndexMap::new();
     for i in &args.input {
         let Some((k, v)) = split_kv(i, '=') else {
             return usage(format!("--input {i}: expected NAME=VALUE"));
         };
-        inputs_map.insert(k, v);
+        cli_inputs.insert(k, v);
     }
+    let inputs_map = crate::inputs::given(&payload, &cli_inputs);
     if !inputs_map.is_empty() {
         if let Some(o) = payload.as_object_mut() {
             o.insert(
@@ -586,13 +587,25 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         );
     }
     if args.list || args.dry_run {
-        // What this run would do: the same job and leg selection, nothing executed.
+        // As `firebreak plan` settles it (matrices from the event expanded, `if:` decided),
+        // then what this run would do: the same job and leg selection, nothing executed.
+        let verdicts = crate::cmd::plan::settle(&mut the_plan, &event, &repository, &inputs_map);
         for w in &mut the_plan.workflows {
             let only = jobs_of(w, &args.job);
             list::select_jobs(w, &only);
             list::select_legs(w, &matrix_filter);
         }
-        let code = list::print(&the_plan, args.dry_run, args.json)?;
+        let code = if args.json {
+            let doc = crate::cmd::plan::json_doc(&the_plan, &verdicts, &[])?;
+            crate::outln!("{}", serde_json::to_string(&doc)?)?;
+            if the_plan.workflows.iter().any(|w| !w.errors.is_empty()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        } else {
+            list::print(&the_plan, args.dry_run, false)?
+        };
         return Ok(if invalid.is_empty() || code != ExitCode::SUCCESS {
             code
         } else {
@@ -604,7 +617,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         // others: that check needs a single workflow (GitHub dispatches one at a time).
         let single = the_plan.workflows.len() == 1;
         for w in &the_plan.workflows {
-            let errors = dispatch_input_errors(&w.workflow, &inputs_map, single);
+            let errors = crate::inputs::dispatch_input_errors(&w.workflow, &inputs_map, single);
             if !errors.is_empty() {
                 return usage(format!(
                     "{}: GitHub would refuse this dispatch: {}",
@@ -965,10 +978,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     }
     for (i, w) in the_plan.workflows.iter().enumerate() {
         let only = jobs_of(w, &args.job);
-        let inputs = workflow_inputs(&w.workflow, &args.event, &inputs_map);
+        let inputs = crate::inputs::workflow_inputs(&w.workflow, &args.event, &inputs_map);
         let mut event = cfg.event.clone();
         if args.event == "workflow_dispatch" {
-            dispatch_event_inputs(&mut event, &inputs);
+            crate::inputs::dispatch_event_inputs(&mut event, &inputs);
         }
         if args.event == "schedule" {
             scheduled_by(&mut event, &w.workflow);
@@ -1059,128 +1072,6 @@ fn scheduled_by(event: &mut serde_json::Value, wf: &firebreak_workflow::Workflow
         o.entry("schedule")
             .or_insert(serde_json::Value::String(cron));
     }
-}
-
-/// What GitHub refuses in a `workflow_dispatch` (its API answers 422): inputs the workflow
-/// does not declare, required inputs without a value or default, a `choice` outside its
-/// options, a `boolean` that is neither `true` nor `false`.
-fn dispatch_input_errors(
-    wf: &firebreak_workflow::Workflow,
-    given: &IndexMap<String, String>,
-    check_unexpected: bool,
-) -> Vec<String> {
-    use firebreak_workflow::InputType;
-    let Some(defs) = wf.on.get("workflow_dispatch").map(|c| &c.inputs) else {
-        return Vec::new();
-    };
-    let find = |k: &str| given.iter().find(|(g, _)| g.eq_ignore_ascii_case(k));
-    let mut errors = Vec::new();
-    let unexpected: Vec<String> = given
-        .keys()
-        .filter(|g| !defs.keys().any(|k| k.eq_ignore_ascii_case(g)))
-        .map(|g| format!("{g:?}"))
-        .collect();
-    if check_unexpected && !unexpected.is_empty() {
-        errors.push(format!(
-            "Unexpected inputs provided: [{}]",
-            unexpected.join(", ")
-        ));
-    }
-    for (k, d) in defs {
-        let default = d
-            .default
-            .as_ref()
-            .and_then(|t| t.literal_value())
-            .map(|v| v.to_coerced_string())
-            .filter(|v| !v.is_empty());
-        match find(k).map(|(_, v)| v.as_str()) {
-            None | Some("") if d.required && default.is_none() => {
-                errors.push(format!("Required input '{k}' not provided"));
-            }
-            Some(v) if d.input_type == InputType::Choice => {
-                let options = d.options.as_deref().unwrap_or_default();
-                if !options.iter().any(|o| o == v) {
-                    errors.push(format!(
-                        "Provided value '{v}' for input '{k}' not in the list of allowed values ({})",
-                        options.join(", ")
-                    ));
-                }
-            }
-            Some(v)
-                if d.input_type == InputType::Boolean
-                    && !v.eq_ignore_ascii_case("true")
-                    && !v.eq_ignore_ascii_case("false") =>
-            {
-                errors.push(format!(
-                    "Provided value '{v}' for input '{k}' is not a boolean (true or false)"
-                ));
-            }
-            Some(v)
-                if d.input_type == InputType::Number
-                    && !v.trim().parse::<f64>().is_ok_and(f64::is_finite) =>
-            {
-                errors.push(format!(
-                    "Provided value '{v}' for input '{k}' is not a number"
-                ));
-            }
-            _ => {}
-        }
-    }
-    errors
-}
-
-/// `github.event.inputs` of a `workflow_dispatch`: every declared input with its value or
-/// default, as the strings GitHub's payload carries (`true`, not a boolean); the `inputs`
-/// context keeps the types.
-fn dispatch_event_inputs(event: &mut serde_json::Value, inputs: &Value) {
-    let (Some(o), Value::Object(m)) = (event.as_object_mut(), inputs) else {
-        return;
-    };
-    let strings: serde_json::Map<String, serde_json::Value> = m
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_coerced_string())))
-        .collect();
-    o.insert("inputs".into(), serde_json::Value::Object(strings));
-}
-
-/// The `inputs` context: the workflow's declared inputs for this event with their defaults
-/// (booleans and numbers typed), overridden by `--input` values.
-fn workflow_inputs(
-    wf: &firebreak_workflow::Workflow,
-    event: &str,
-    given: &IndexMap<String, String>,
-) -> Value {
-    use firebreak_workflow::InputType;
-    let mut out: IndexMap<String, Value> = IndexMap::new();
-    let defs = wf
-        .on
-        .get(event)
-        .map(|c| c.inputs.clone())
-        .unwrap_or_default();
-    for (k, d) in &defs {
-        let raw = given
-            .iter()
-            .find(|(g, _)| g.eq_ignore_ascii_case(k))
-            .map(|(_, v)| Value::String(v.clone()))
-            .or_else(|| d.default.as_ref().and_then(|t| t.literal_value()));
-        let v = match (d.input_type, raw) {
-            (InputType::Boolean, Some(v)) => Value::Bool(
-                matches!(&v, Value::Bool(true))
-                    || v.to_coerced_string().eq_ignore_ascii_case("true"),
-            ),
-            (InputType::Boolean, None) => Value::Bool(false),
-            (InputType::Number, Some(v)) => Value::Number(v.to_number()),
-            (_, Some(v)) => Value::String(v.to_coerced_string()),
-            (_, None) => Value::String(String::new()),
-        };
-        out.insert(k.clone(), v);
-    }
-    for (k, v) in given {
-        if !out.keys().any(|o| o.eq_ignore_ascii_case(k)) {
-            out.insert(k.clone(), Value::String(v.clone()));
-        }
-    }
-    Value::Object(out)
 }
 
 /// Tools installed outside the system folders stay usable in jobs: every `PATH` folder outside
