@@ -9,6 +9,9 @@
 //! * `convert` + [`model`] — the typed [`Workflow`] (events, jobs, steps, default step ids,
 //!   `if` conditions) and GitHub's post-read checks (ids, `needs`, containers, reusable
 //!   workflow inputs/secrets);
+//! * [`refusals`] — what GitHub's parser accepts but GitHub.com refuses when it creates a run
+//!   (jobs without steps, unresolvable reusable-workflow references): warnings here, errors of
+//!   the triggered workflow in a plan;
 //! * [`plan`] — which workflows an event triggers and the jobs/matrix legs to run
 //!   (using [`filter`], [`graph`] and [`matrix`]).
 //!
@@ -27,6 +30,7 @@ mod exprs;
 pub mod model;
 pub mod plan;
 mod reader;
+pub mod refusals;
 mod reusable;
 mod schema;
 pub mod token;
@@ -218,6 +222,14 @@ pub fn parse_workflow_with(file: &str, src: &str, opts: &ParseOptions) -> Parsed
             diagnostics: diags.list,
             warnings: diags.warnings,
         };
+    }
+    // Valid to GitHub's parser, refused by GitHub.com when a run is created.
+    for r in refusals::refusals(&workflow) {
+        diags.warn(
+            file,
+            Some(r.pos),
+            format!("GitHub.com fails this workflow's runs: {}", r.message),
+        );
     }
     Parsed {
         workflow: Some(workflow),

@@ -165,10 +165,14 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
         let Some(config) = wf.on.get(&event.name) else {
             continue;
         };
+        // What GitHub's parser accepts (`check` warns) and GitHub.com refuses: the run fails.
+        let refused = crate::refusals::refusals(wf)
+            .into_iter()
+            .map(|r| format!("line {}: {}", r.pos.line, r.message));
         if let Some(error) = conflicting_filters(&event.name, config) {
-            // GitHub's parser accepts the file (`check` warns); GitHub.com fails the run.
             let mut wp = plan_workflow(path, wf);
             wp.errors.insert(0, error);
+            wp.errors.extend(refused);
             out.workflows.push(wp);
             continue;
         }
@@ -179,7 +183,11 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
             });
             continue;
         }
-        out.workflows.push(plan_workflow(path, wf));
+        let mut wp = plan_workflow(path, wf);
+        let planning = std::mem::take(&mut wp.errors);
+        wp.errors.extend(refused);
+        wp.errors.extend(planning);
+        out.workflows.push(wp);
     }
     out
 }

@@ -593,3 +593,34 @@ fn a_file_that_is_not_utf8_is_named_at_its_first_bad_byte() {
         Ok("\u{feff}on: push\n")
     );
 }
+
+#[test]
+fn what_github_com_refuses_is_a_warning_and_fails_the_planned_run() {
+    let src = "on: push\njobs:\n  a:\n    runs-on: x\n  b:\n    runs-on: x\n    steps: []\n  c:\n    uses: org/repo/.github/workflows/x.yml\n  d:\n    uses: ./ci/x.yml\n  e:\n    runs-on: x\n    steps:\n      - run: echo ok\n";
+    let parsed = parse_workflow("w.yml", src);
+    assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+    let warnings: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "w.yml:3:3: GitHub.com fails this workflow's runs: No steps defined in `steps` and no workflow called in `uses` for the following jobs: a, b",
+            "w.yml:9:11: GitHub.com fails this workflow's runs: invalid value workflow reference: no version specified",
+            "w.yml:11:11: GitHub.com fails this workflow's runs: invalid value workflow reference: references to workflows must be rooted in '.github/workflows'",
+        ]
+    );
+    let wf = std::sync::Arc::new(parsed.workflow.expect("valid to the parser"));
+    let event = plan::Event {
+        name: "push".into(),
+        payload: serde_json::json!({"ref": "refs/heads/main"}),
+        changed_files: None,
+    };
+    let p = plan::plan(&[("w.yml", wf)], &event);
+    assert_eq!(
+        p.workflows[0].errors,
+        [
+            "line 3: No steps defined in `steps` and no workflow called in `uses` for the following jobs: a, b",
+            "line 9: invalid value workflow reference: no version specified",
+            "line 11: invalid value workflow reference: references to workflows must be rooted in '.github/workflows'",
+        ]
+    );
+}

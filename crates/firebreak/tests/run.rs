@@ -1161,6 +1161,11 @@ fn an_invalid_workflow_fails_alone_and_the_others_run() {
             ".github/workflows/good.yml",
             "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo good-ran\n",
         ),
+        // GitHub.com refuses a job with no steps (its parser accepts it): the whole run fails.
+        (
+            ".github/workflows/nosteps.yml",
+            "on: push\njobs:\n  empty:\n    runs-on: x\n  k:\n    runs-on: x\n    steps:\n      - run: echo nosteps-ran\n",
+        ),
     ]);
     std::fs::write(
         r.dir.path().join(".github/workflows/latin1.yml"),
@@ -1182,7 +1187,13 @@ fn an_invalid_workflow_fails_alone_and_the_others_run() {
         o.stderr.contains("not run, the errors above:")
             && o.stderr.contains(".github/workflows/bad.yml")
             && o.stderr.contains(".github/workflows/latin1.yml")
-            && o.stderr.contains(".github/workflows/conflict.yml"),
+            && o.stderr.contains(".github/workflows/conflict.yml")
+            && o.stderr.contains(".github/workflows/nosteps.yml"),
+        "{o:?}"
+    );
+    assert!(!o.has("nosteps-ran"), "{o:?}");
+    assert!(
+        o.stdout.contains(".github/workflows/nosteps.yml: line 3: No steps defined in `steps` and no workflow called in `uses` for the following jobs: empty"),
         "{o:?}"
     );
     // Only invalid workflows left: nothing runs.
