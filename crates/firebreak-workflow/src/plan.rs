@@ -10,6 +10,7 @@
 //! marked deferred when they contain `${{ }}` expressions (the executor evaluates them once the
 //! contexts they read, such as `needs`, exist).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use firebreak_expr::{EmptyContext, Value};
@@ -103,6 +104,10 @@ pub struct JobPlan {
     pub id: String,
     /// Display name token (may be an expression using `matrix`).
     pub name: Token,
+    /// The name of a job without a matrix whose `name:` is an expression, evaluated when
+    /// planning ([`resolve_names`]).
+    #[serde(rename = "display-name", skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     /// Layer index in [`WorkflowPlan::layers`].
     pub layer: usize,
     pub needs: Vec<String>,
@@ -377,6 +382,7 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
     JobPlan {
         id: job.id.clone(),
         name: job.name.clone(),
+        display_name: None,
         layer,
         needs: job.needs.clone(),
         if_condition: job.if_condition.clone(),
@@ -427,6 +433,61 @@ pub fn resolve_deferred(
         jp.matrix = evaluate_matrix(&jp.job, ctx);
         if let MatrixPlan::Invalid { error } = &jp.matrix {
             plan.errors.push(format!("Job '{}': {error}", jp.id));
+        }
+    }
+}
+
+/// Names jobs and legs whose `name:` is an expression reading only contexts `ctx` knows
+/// (`known`, lower-case) besides `matrix`, as the run will name them: each leg's name
+/// evaluated with its own matrix (legs whose names come out the same get `#2`, `#3`…), and
+/// a job without a matrix gets [`JobPlan::display_name`].
+pub fn resolve_names(plan: &mut WorkflowPlan, known: &[&str], ctx: &dyn firebreak_expr::Context) {
+    struct WithMatrix<'a> {
+        inner: &'a dyn firebreak_expr::Context,
+        matrix: Value,
+    }
+    impl firebreak_expr::Context for WithMatrix<'_> {
+        fn named_value(&self, name: &str) -> Option<Value> {
+            if name == "matrix" {
+                Some(self.matrix.clone())
+            } else {
+                self.inner.named_value(name)
+            }
+        }
+    }
+    for jp in &mut plan.jobs {
+        if !jp.name.contains_expression()
+            || !contexts_of(&jp.name)
+                .iter()
+                .all(|c| c == "matrix" || known.contains(&c.as_str()))
+        {
+            continue;
+        }
+        let name_with = |matrix: Value| {
+            jp.name
+                .evaluate_string(&WithMatrix { inner: ctx, matrix })
+                .ok()
+                // An empty name falls back to the default one, as the run's does.
+                .filter(|n| !n.trim().is_empty())
+        };
+        match &jp.matrix {
+            MatrixPlan::Legs { legs } => {
+                let names: Vec<Option<String>> = legs
+                    .iter()
+                    .map(|l| name_with(Value::from_json(&l.matrix)))
+                    .collect();
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                if let MatrixPlan::Legs { legs } = &mut jp.matrix {
+                    for (leg, name) in legs.iter_mut().zip(names) {
+                        let Some(name) = name else { continue };
+                        let n = seen.entry(name.clone()).or_insert(0);
+                        *n += 1;
+                        leg.name = if *n > 1 { format!("{name} #{n}") } else { name };
+                    }
+                }
+            }
+            MatrixPlan::None => jp.display_name = name_with(Value::Null),
+            _ => {}
         }
     }
 }

@@ -809,3 +809,41 @@ fn a_dispatch_plan_sees_the_inputs_the_run_will_see() {
         "{out}"
     );
 }
+
+#[test]
+fn plan_names_jobs_and_legs_as_the_run_does_when_their_name_is_an_expression() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("w.yml"),
+        "on: push\njobs:\n  a:\n    name: Build ${{ matrix.os }}\n    strategy:\n      matrix:\n        os: [u, w]\n        v: [1, 2]\n    runs-on: x\n    steps:\n      - run: echo\n  c:\n    name: ${{ github.ref_name }} test\n    runs-on: x\n    steps:\n      - run: echo\n  d:\n    name: ${{ needs.c.outputs.x }}\n    needs: c\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )
+    .expect("write");
+    std::fs::write(d.path().join("push.json"), r#"{"ref":"refs/heads/main"}"#).expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", "w.yml", "--event-file", "push.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let names: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .map(|l| {
+            let cells: Vec<&str> = l.split("  ").filter(|c| !c.trim().is_empty()).collect();
+            // A leg's first line starts with its stage; continuation lines do not.
+            match cells.first().map(|c| c.trim().parse::<u32>().is_ok()) {
+                Some(true) => cells.get(1).map_or("", |c| c.trim()),
+                _ => cells.first().map_or("", |c| c.trim()),
+            }
+        })
+        .collect();
+    // Legs named alike get `#2`, as in the run; a name reading `needs` is left to the run.
+    assert_eq!(
+        names,
+        [
+            "Build u",
+            "Build u #2",
+            "Build w",
+            "Build w #2",
+            "main test",
+            "d"
+        ],
+        "{out}"
+    );
+}

@@ -2229,3 +2229,14 @@ fn a_killed_runs_scratch_folder_goes_with_the_next_run_and_a_live_ones_stays() {
         vec![std::ffi::OsString::from("run-999999998-0000abcd-0")]
     );
 }
+
+#[test]
+fn a_job_name_that_evaluates_to_nothing_falls_back_to_the_job_id() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  named:\n    name: ${{ github.event.nothing }}\n    runs-on: x\n    steps:\n      - run: echo step-of-named\n",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("[named]   | step-of-named"), "{o:?}");
+}

@@ -405,7 +405,12 @@ pub async fn run_workflow(
                 let mut mctx = base_ctx.clone();
                 mctx.set("matrix", mval.clone());
                 let name = if name_token.contains_expression() {
-                    eval_string(&name_token, &mctx).unwrap_or_else(|_| display.clone())
+                    // A name that evaluates to nothing falls back to the job's id, as an
+                    // empty literal name does.
+                    eval_string(&name_token, &mctx)
+                        .ok()
+                        .filter(|n| !n.trim().is_empty())
+                        .unwrap_or_else(|| display.clone())
                 } else if has_matrix && !m.is_empty() {
                     leg_name.clone()
                 } else {

@@ -166,11 +166,10 @@ pub fn settle(
             facts.workflow_path = Some(wf.path.clone());
             let github = Value::from_json(&firebreak_runner::context::github_context(&facts));
             // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.
-            firebreak_workflow::plan::resolve_deferred(
-                wf,
-                &jobif::KNOWN_CONTEXTS,
-                &jobif::event_context(&github, &inputs),
-            );
+            let known = jobif::event_context(&github, &inputs);
+            firebreak_workflow::plan::resolve_deferred(wf, &jobif::KNOWN_CONTEXTS, &known);
+            // Names such as `Build ${{ matrix.os }}`, as the run will show them.
+            firebreak_workflow::plan::resolve_names(wf, &jobif::KNOWN_CONTEXTS, &known);
             jobif::decide(wf, &github, &inputs)
         })
         .collect()
@@ -301,7 +300,7 @@ fn job_rows(
             job.needs.join(", ")
         };
         let legs: Vec<String> = match &job.matrix {
-            MatrixPlan::None => vec![job.id.clone()],
+            MatrixPlan::None => vec![job.display_name.clone().unwrap_or_else(|| job.id.clone())],
             MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect(),
             MatrixPlan::Deferred { contexts } => {
                 vec![format!(
