@@ -209,6 +209,35 @@ fn ref_filter(c: &EventConfig) -> Filters<'_> {
     }
 }
 
+/// An event configuration's ref filters alone.
+fn without_paths(c: &EventConfig) -> Filters<'_> {
+    Filters {
+        paths: None,
+        paths_ignore: None,
+        ..ref_filter(c)
+    }
+}
+
+/// Why an event whose ref passes did not pass `paths`/`paths-ignore`, naming the files.
+fn paths_refusal(event: &str, files: Option<&[String]>) -> String {
+    match files.unwrap_or_default() {
+        [] => format!("no changed files to pass the {event} paths filters"),
+        files => {
+            let shown: Vec<&str> = files.iter().take(5).map(String::as_str).collect();
+            let more = files.len().saturating_sub(shown.len());
+            format!(
+                "no changed file passes the {event} paths filters (changed: {}{})",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        }
+    }
+}
+
 fn payload_str<'a>(payload: &'a serde_json::Value, pointer: &str) -> Option<&'a str> {
     payload.pointer(pointer).and_then(|v| v.as_str())
 }
@@ -262,17 +291,25 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
         "push" => {
             let git_ref = payload_str(&event.payload, "/ref").unwrap_or("");
             if !filter::push_matches_in(ref_filter(config), git_ref, files) {
-                return Err(format!(
-                    "ref '{git_ref}' or changed paths do not pass the push filters"
-                ));
+                return Err(
+                    if filter::push_matches_in(without_paths(config), git_ref, None) {
+                        paths_refusal(name, files)
+                    } else {
+                        format!("ref '{git_ref}' does not pass the push filters")
+                    },
+                );
             }
         }
         "pull_request" | "pull_request_target" => {
             let base = payload_str(&event.payload, "/pull_request/base/ref").unwrap_or("");
             if !filter::pull_request_matches_in(ref_filter(config), base, files) {
-                return Err(format!(
-                    "base branch '{base}' or changed paths do not pass the {name} filters"
-                ));
+                return Err(
+                    if filter::pull_request_matches_in(without_paths(config), base, None) {
+                        paths_refusal(name, files)
+                    } else {
+                        format!("base branch '{base}' does not pass the {name} filters")
+                    },
+                );
             }
         }
         "merge_group" => {

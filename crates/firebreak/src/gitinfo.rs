@@ -186,6 +186,75 @@ pub fn changed_files_for(gs: &GitState, event: &str, given: &[String]) -> Option
     }
 }
 
+/// The files `event` changed, for `paths` filters: those `given` on the command line
+/// (`--changed-file`), else what an event file's payload says ([`changed_files_in_payload`]:
+/// a webhook replayed from GitHub is judged by its own commits), else [`changed_files_for`]'s
+/// (also for a payload synthesised from HEAD, which they describe).
+pub fn event_changed_files(
+    repo: &Path,
+    gs: &GitState,
+    event: &str,
+    event_file: Option<&Value>,
+    given: &[String],
+) -> Option<Vec<String>> {
+    if !given.is_empty() {
+        return Some(given.to_vec());
+    }
+    event_file
+        .and_then(|payload| changed_files_in_payload(repo, event, payload))
+        .or_else(|| changed_files_for(gs, event, &[]))
+}
+
+/// The files a payload says its event changed, as GitHub computes them for `paths` filters:
+/// a push's diff from `before` to `after` when the repository has both commits (a new
+/// branch's all-zero `before` has none), else the union of its `commits`' `added`,
+/// `removed` and `modified`; a pull request's diff from where its head left its base
+/// (`base.sha...head.sha`). `None` when the payload does not tell.
+pub fn changed_files_in_payload(repo: &Path, event: &str, payload: &Value) -> Option<Vec<String>> {
+    let sha = |pointer: &str| {
+        payload
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && !s.bytes().all(|b| b == b'0'))
+            .map(str::to_string)
+    };
+    let diff = |range: String| {
+        git(repo, &["diff", "--name-only", "--no-renames", &range, "--"])
+            .map(|out| out.lines().map(str::to_string).collect::<Vec<_>>())
+    };
+    match event {
+        "push" => {
+            if let (Some(before), Some(after)) = (sha("/before"), sha("/after")) {
+                if let Some(files) = diff(format!("{before}..{after}")) {
+                    return Some(files);
+                }
+            }
+            let commits = payload.get("commits")?.as_array()?;
+            let mut files: Vec<String> = Vec::new();
+            for c in commits {
+                for key in ["added", "removed", "modified"] {
+                    for f in c.get(key).and_then(Value::as_array).into_iter().flatten() {
+                        if let Some(f) = f.as_str() {
+                            if !files.iter().any(|x| x == f) {
+                                files.push(f.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            (!commits.is_empty()).then_some(files)
+        }
+        "pull_request" | "pull_request_target" => {
+            let (base, head) = (
+                sha("/pull_request/base/sha")?,
+                sha("/pull_request/head/sha")?,
+            );
+            diff(format!("{base}...{head}"))
+        }
+        _ => None,
+    }
+}
+
 /// `local/<folder name>`: the repository name when there is no `origin` remote.
 pub fn local_repository(repo: &Path) -> String {
     let folder = std::fs::canonicalize(repo)

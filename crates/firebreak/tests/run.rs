@@ -2165,11 +2165,38 @@ fn paths_filters_decide_whether_a_push_runs_as_plan_says() {
     let o = r.host(&[]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!o.has("built"), "{o:?}");
-    assert!(o.stderr.contains("changed paths do not pass"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("no changed file passes the push paths filters (changed: README.md)"),
+        "{o:?}"
+    );
     // Naming other changed files runs it.
     let o = r.host(&["--changed-file", "src/main.rs"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("| built"), "{o:?}");
+    // An event file is judged by its own push: `before..after` when the repository has
+    // both commits, else its commits' file lists.
+    let head = git(r.path(), &["rev-parse", "HEAD"]);
+    let first = git(r.path(), &["rev-parse", "HEAD~1"]);
+    let ev = r.path().join("ev.json");
+    let ev_path = ev.to_str().expect("utf-8 path");
+    std::fs::write(
+        &ev,
+        format!(r#"{{"ref":"refs/heads/main","before":"{first}","after":"{head}"}}"#),
+    )
+    .expect("write");
+    let o = r.host(&["--event-file", ev_path]);
+    assert!(!o.has("built"), "the docs commit alone: {o:?}");
+    std::fs::write(
+        &ev,
+        r#"{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"1111111111111111111111111111111111111111","commits":[{"added":[],"removed":[],"modified":["src/main.rs"]}]}"#,
+    )
+    .expect("write");
+    let o = r.host(&["--event-file", ev_path]);
+    assert!(
+        o.has("| built"),
+        "the payload's commits name src/main.rs: {o:?}"
+    );
 }
 
 /// A run killed outright (SIGKILL) leaves its scratch folder behind; the next run removes

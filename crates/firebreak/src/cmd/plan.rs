@@ -25,7 +25,9 @@ pub struct PlanArgs {
     /// The event's webhook payload (JSON). Default: one synthesised from the repository's HEAD.
     #[arg(long)]
     event_file: Option<PathBuf>,
-    /// Files the event changed, for `paths` filters (repeatable). Default: the files changed by
+    /// Files the event changed, for `paths` filters (repeatable). Default: with `--event-file`,
+    /// the payload's push (`before..after` when the repository has both, else its commits'
+    /// file lists) or pull request (`base.sha...head.sha`); otherwise the files changed by
     /// HEAD's commit when the repository is a git checkout, else unknown (path filters pass).
     #[arg(long = "changed-file", value_name = "PATH")]
     changed_files: Vec<String>,
@@ -77,7 +79,13 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
             synthesize_payload(&gs, &args.event, &repository, &default_actor(&root))
         }
     };
-    let changed_files = crate::gitinfo::changed_files_for(&gs, &args.event, &args.changed_files);
+    let changed_files = crate::gitinfo::event_changed_files(
+        &root,
+        &gs,
+        &args.event,
+        args.event_file.is_some().then_some(&payload),
+        &args.changed_files,
+    );
     let event = Event {
         name: args.event.clone(),
         payload,

@@ -116,8 +116,9 @@ pub struct RunArgs {
     #[arg(long = "matrix")]
     matrix: Vec<String>,
     /// Files the event changed, for `paths`/`paths-ignore` filters (repeatable). Default, as
-    /// for `firebreak plan`: the files HEAD's commit changed (a pull request's: every file
-    /// since its branch left the default branch); uncommitted edits are not among them.
+    /// for `firebreak plan`: what an `--event-file`'s push or pull request changed, else the
+    /// files HEAD's commit changed (a pull request's: every file since its branch left the
+    /// default branch); uncommitted edits are not among them.
     #[arg(long = "changed-file", value_name = "PATH")]
     changed_files: Vec<String>,
     /// Sandbox backend (default: namespace when bubblewrap works here, else host).
@@ -540,7 +541,13 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     let event = plan::Event {
         name: args.event.clone(),
         payload: payload.clone(),
-        changed_files: crate::gitinfo::changed_files_for(&gs, &args.event, &args.changed_files),
+        changed_files: crate::gitinfo::event_changed_files(
+            &repo,
+            &gs,
+            &args.event,
+            args.event_file.is_some().then_some(&payload),
+            &args.changed_files,
+        ),
     };
     let mut the_plan = plan::plan(&parsed, &event);
     let mut matrix_filter = Vec::new();
