@@ -186,8 +186,10 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u64).range(128..=1_048_576)
     )]
     vm_memory: u64,
-    /// Guest memory (MiB) all microVMs of this run may use at once, pooled ones included;
-    /// a job waits for room (default: half of the host's memory).
+    /// Memory (MiB) all microVMs of this run may use at once, pooled ones included: each
+    /// VM counts its guest memory plus its VMM's own (64 MiB for QEMU; 64 MiB and 1/16 of
+    /// the guest's for Firecracker); a job waits up to 120 s for room (default: half of the
+    /// host's memory).
     #[arg(long = "vm-memory-budget", value_name = "MIB")]
     vm_memory_budget: Option<u64>,
     /// Seconds a job's microVM may leave the host's liveness pings unanswered before it
