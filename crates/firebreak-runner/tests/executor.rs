@@ -41,6 +41,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         action_cache: dir.join("cache"),
         offline: true,
         network: true,
+        network_by_default: false,
         only_jobs: Vec::new(),
         matrix_filter: Vec::new(),
         cancel: CancellationToken::new(),

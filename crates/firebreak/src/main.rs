@@ -9,6 +9,7 @@ mod events;
 mod gitinfo;
 mod inputs;
 mod jobif;
+mod repo_config;
 mod style;
 
 use std::path::PathBuf;

@@ -1622,6 +1622,24 @@ fn reusable_workflow_with_matrix_and_an_unavailable_remote_one() {
 
 /// A workflow opts every job into network access with `FIREBREAK_NETWORK: true` in its
 /// top-level `env`, a job with its own `env`; the rest stay on loopback only.
+/// The `netdevs=N` (interfaces other than loopback) a job's step printed.
+fn netdevs(stdout: &str, job: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("[{job}]")) && l.contains("| netdevs="))
+        .and_then(|l| l.rsplit("netdevs=").next())
+        .map(|n| n.trim().to_string())
+}
+
+/// Whether a run failed only because the namespace sandbox is unavailable here (said so).
+fn namespace_unavailable(o: &Out) -> bool {
+    let skip = o.code == 2 && o.stderr.contains("namespace");
+    if skip {
+        eprintln!("SKIPPED: the namespace sandbox is unavailable here: {o:?}");
+    }
+    skip
+}
+
 #[test]
 fn a_workflow_or_job_env_opts_into_the_network() {
     // Interfaces other than loopback, from the job's own view of the network.
@@ -1645,19 +1663,11 @@ fn a_workflow_or_job_env_opts_into_the_network() {
             .to_string()
     };
     let o = r.run(&["push", "--sandbox", "namespace", "-W", &wf("whole.yml")]);
-    if o.code == 2 && o.stderr.contains("namespace") {
-        eprintln!("SKIPPED: the namespace sandbox is unavailable here: {o:?}");
+    if namespace_unavailable(&o) {
         return;
     }
     assert_eq!(o.code, 0, "{o:?}");
-    let netdevs = |job: &str| {
-        o.stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("[{job}]")) && l.contains("| netdevs="))
-            .and_then(|l| l.rsplit("netdevs=").next())
-            .map(str::trim)
-            .map(str::to_string)
-    };
+    let netdevs = |job: &str| netdevs(&o.stdout, job);
     assert_ne!(
         netdevs("a"),
         Some("0".into()),
@@ -1691,6 +1701,43 @@ fn a_workflow_or_job_env_opts_into_the_network() {
         "{o:?}"
     );
     assert!(plain.contains("| netdevs=0"), "{o:?}");
+}
+
+#[test]
+fn a_repository_opts_its_jobs_into_the_network_in_its_settings_file() {
+    let probe = r#"echo "netdevs=$(awk 'NR > 2 && $1 != "lo:" { n++ } END { print n + 0 }' /proc/net/dev)""#;
+    let wf = format!(
+        "on: push\njobs:\n  quiet:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          {probe}\n  optout:\n    runs-on: ubuntu-latest\n    needs: quiet\n    env:\n      FIREBREAK_NETWORK: false\n    steps:\n      - run: |\n          {probe}\n"
+    );
+    let r = repo(&[
+        (WF, wf.as_str()),
+        (".github/firebreak.yml", "network: true\n"),
+    ]);
+    let o = r.run(&["push", "--sandbox", "namespace"]);
+    if namespace_unavailable(&o) {
+        return;
+    }
+    assert_eq!(o.code, 0, "{o:?}");
+    let netdevs = |job: &str| netdevs(&o.stdout, job);
+    assert!(
+        netdevs("quiet").is_some_and(|n| n != "0"),
+        "the repository opted in: {o:?}"
+    );
+    assert_eq!(
+        netdevs("optout"),
+        Some("0".into()),
+        "the job opted out: {o:?}"
+    );
+    // A mistake in the file stops the run before anything runs, naming the setting.
+    std::fs::write(r.path().join(".github/firebreak.yml"), "netwrk: true\n").expect("write");
+    let o = r.run(&["push", "--sandbox", "namespace"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.stderr
+            .contains(".github/firebreak.yml: unknown setting `netwrk`"),
+        "{o:?}"
+    );
+    assert!(!o.has("netdevs="), "{o:?}");
 }
 
 /// A size label out of range is named in the job log as ignored, not taken for an unknown

@@ -375,13 +375,14 @@ fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
     for n in this_size() {
         let _ = std::fs::remove_dir_all(snapshots.join(n));
     }
-    // The second job has no size labels: --vm-cpus and --vm-memory size it the same.
+    // The second job has no size labels: the repository's settings file (memory) and
+    // --vm-cpus (which wins over the file's cpus) size it the same.
     let wf = "on: push\njobs:\n  first:\n    runs-on: [ubuntu-latest, 1cpu, 288mb]\n    steps:\n      - run: echo first ran\n  second:\n    needs: first\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"second ran with $(nproc) vCPU\"\n";
-    let (_dir, repo) = repo(&[(".github/workflows/cold.yml", wf)]);
-    let r = run_qemu(
-        &repo,
-        &["--vm-start", "cold", "--vm-cpus", "1", "--vm-memory", "288"],
-    );
+    let (_dir, repo) = repo(&[
+        (".github/workflows/cold.yml", wf),
+        (".github/firebreak.yml", "vm:\n  cpus: 3\n  memory: 288\n"),
+    ]);
+    let r = run_qemu(&repo, &["--vm-start", "cold", "--vm-cpus", "1"]);
     let ctx = &r.ctx;
     assert_eq!(r.code, Some(0), "{ctx}");
     assert!(

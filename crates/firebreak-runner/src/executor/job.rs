@@ -304,7 +304,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
     // workflow-wide `FIREBREAK_NETWORK: true` with `false`.
     let env_network = env_asks_for_network(steps_job.env.as_ref(), &ctx)
         .or_else(|| env_asks_for_network(sh.workflow.env.as_ref(), &ctx))
-        .unwrap_or(false);
+        .unwrap_or(cfg.network_by_default);
     jspec.network =
         cfg.network || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL)) || env_network;
     jspec.limits = super::sizes::limits_from_labels(&labels);

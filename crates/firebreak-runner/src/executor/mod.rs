@@ -102,8 +102,11 @@ pub struct RunConfig {
     pub action_cache: PathBuf,
     /// Never fetch actions.
     pub offline: bool,
-    /// Network access inside sandboxes.
+    /// Network access inside sandboxes, for every job.
     pub network: bool,
+    /// Whether a job whose workflow and own `env` say nothing of `FIREBREAK_NETWORK` gets
+    /// network access (a repository's `network: true` setting); they can still say `false`.
+    pub network_by_default: bool,
     /// Run only these jobs (ids, case-insensitive) and what they need.
     pub only_jobs: Vec<String>,
     /// Run only legs whose matrix has these values (`--matrix k:v`).

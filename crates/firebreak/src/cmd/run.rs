@@ -148,7 +148,8 @@ pub struct RunArgs {
     /// Give jobs network access. Without it, namespace sandboxes get their own network
     /// namespace with only loopback and microVMs no network device (host sandboxes always
     /// share the host's network); a workflow opts in with `FIREBREAK_NETWORK: true` in its
-    /// `env`, a job with the same in its own `env` or with the `network` runs-on label.
+    /// `env`, a job with the same in its own `env` or with the `network` runs-on label, a
+    /// repository with `network: true` in its `.github/firebreak.yml`.
     #[arg(long)]
     network: bool,
     /// Keep N restored microVMs ready per VM size while the run lasts, refilled in the
@@ -168,24 +169,24 @@ pub struct RunArgs {
         env = "FIREBREAK_VM_START"
     )]
     vm_start: VmStart,
-    /// vCPUs of a job's microVM when its `runs-on` labels give no size (`2cpu`, `4-cores`…).
+    /// vCPUs of a job's microVM when its `runs-on` labels give no size (`2cpu`, `4-cores`…)
+    /// [default: the repository's `.github/firebreak.yml` `vm.cpus`, else 2].
     #[arg(
         long = "vm-cpus",
         value_name = "N",
-        default_value_t = 2,
         env = "FIREBREAK_VM_CPUS",
         value_parser = clap::value_parser!(u32).range(1..=256)
     )]
-    vm_cpus: u32,
-    /// Guest memory (MiB) of a job's microVM when its `runs-on` labels give no size (`4gb`…).
+    vm_cpus: Option<u32>,
+    /// Guest memory (MiB) of a job's microVM when its `runs-on` labels give no size (`4gb`…)
+    /// [default: the repository's `.github/firebreak.yml` `vm.memory`, else 2048].
     #[arg(
         long = "vm-memory",
         value_name = "MIB",
-        default_value_t = 2048,
         env = "FIREBREAK_VM_MEMORY",
         value_parser = clap::value_parser!(u64).range(128..=1_048_576)
     )]
-    vm_memory: u64,
+    vm_memory: Option<u64>,
     /// Memory (MiB) all microVMs of this run may use at once, pooled ones included: each
     /// VM counts its guest memory plus its VMM's own (64 MiB for QEMU; 64 MiB and 1/16 of
     /// the guest's for Firecracker); a job waits up to 120 s for room (default: half of the
@@ -419,6 +420,13 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         Ok(p) if p.is_dir() => p,
         _ => return usage(format!("{} is not a directory", args.repo.display())),
     };
+    // The repository's own settings (`.github/firebreak.yml`), below the command line's.
+    let repo_cfg = match crate::repo_config::load(&repo) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let vm_cpus = args.vm_cpus.or(repo_cfg.vm_cpus).unwrap_or(2);
+    let vm_memory = args.vm_memory.or(repo_cfg.vm_memory_mib).unwrap_or(2048);
     // ---- workflows
     let wf_input = args
         .workflows
@@ -772,8 +780,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                     firebreak_vm::firecracker::FirecrackerConfig {
                         unresponsive_after: hang_timeout,
                         jailer,
-                        vcpus: args.vm_cpus,
-                        memory_mib: args.vm_memory,
+                        vcpus: vm_cpus,
+                        memory_mib: vm_memory,
                         ..Default::default()
                     },
                 );
@@ -799,8 +807,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         args.image.clone(),
                         firebreak_vm::VmConfig {
                             unresponsive_after: hang_timeout,
-                            vcpus: args.vm_cpus,
-                            memory_mib: args.vm_memory,
+                            vcpus: vm_cpus,
+                            memory_mib: vm_memory,
                             // A run of one job would start a standby QEMU for
                             // nothing (and take its CPU from that job).
                             standby: job_runs(&the_plan.workflows) > 1,
@@ -961,6 +969,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| cache_home().join("actions")),
         offline: args.offline,
         network: args.network,
+        network_by_default: repo_cfg.network.unwrap_or(false),
         only_jobs: args.job.clone(),
         matrix_filter,
         cancel: cancel.clone(),
