@@ -151,6 +151,38 @@ pub struct MatrixLeg {
     pub name: String,
     /// The leg's `matrix` context.
     pub matrix: serde_json::Value,
+    /// How many leading entries of `matrix` its name shows (GitHub names a cross-product leg
+    /// by its vector values only; what `include` adds to it is in `matrix` alone).
+    #[serde(skip)]
+    pub named: usize,
+}
+
+impl MatrixLeg {
+    /// The leg's name, followed by the values it does not show (`build (a, 1)  + color:
+    /// pink`): how a plan lists it.
+    pub fn label(&self) -> String {
+        match self.unnamed_values() {
+            extra if extra.is_empty() => self.name.clone(),
+            extra => format!("{}  + {}", self.name, extra.join(", ")),
+        }
+    }
+
+    /// The `matrix` values the leg's name does not show, as `key: value` (what `include`
+    /// added to a combination).
+    pub fn unnamed_values(&self) -> Vec<String> {
+        self.matrix
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .skip(self.named)
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => format!("{k}: {s}"),
+                        other => format!("{k}: {other}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Plans `event` against `workflows` (`(path, workflow)` pairs, already parsed).
@@ -570,6 +602,7 @@ fn expand_value(m: Value, job: &Job) -> MatrixPlan {
             legs: vec![MatrixLeg {
                 name: job.name.as_str().unwrap_or(&job.id).to_string(),
                 matrix: serde_json::Value::Null,
+                named: 0,
             }],
         },
         Ok(legs) => {
@@ -579,6 +612,7 @@ fn expand_value(m: Value, job: &Job) -> MatrixPlan {
                     .into_iter()
                     .map(|l| MatrixLeg {
                         name: l.name(job_name),
+                        named: l.name_len,
                         // `Value::Object(map).to_json()`, moving the leg's keys and values.
                         matrix: Value::Object(l.matrix).into_json(),
                     })

@@ -847,3 +847,26 @@ fn plan_names_jobs_and_legs_as_the_run_does_when_their_name_is_an_expression() {
         "{out}"
     );
 }
+
+#[test]
+fn plan_shows_what_include_adds_beside_each_legs_name() {
+    // GitHub's documented example of `include` expanding a matrix.
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("w.yml"),
+        "on: push\njobs:\n  example_matrix:\n    strategy:\n      matrix:\n        fruit: [apple, pear]\n        animal: [cat, dog]\n        include:\n          - color: green\n          - color: pink\n            animal: cat\n          - fruit: apple\n            shape: circle\n          - fruit: banana\n          - fruit: banana\n            animal: cat\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["plan", "w.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for leg in [
+        "example_matrix (apple, cat)  + color: pink, shape: circle",
+        "example_matrix (apple, dog)  + color: green, shape: circle",
+        "example_matrix (pear, cat)  + color: pink",
+        "example_matrix (pear, dog)  + color: green",
+        "example_matrix (banana)",
+        "example_matrix (banana, cat)",
+    ] {
+        assert!(out.contains(leg), "{leg}\n{out}");
+    }
+}

@@ -309,7 +309,8 @@ fn job_rows(
         };
         let legs: Vec<String> = match &job.matrix {
             MatrixPlan::None => vec![job.display_name.clone().unwrap_or_else(|| job.id.clone())],
-            MatrixPlan::Legs { legs } => legs.iter().map(|l| l.name.clone()).collect(),
+            // What `include` added to a combination is not in its name: shown beside it.
+            MatrixPlan::Legs { legs } => legs.iter().map(|l| l.label()).collect(),
             MatrixPlan::Deferred { contexts } => {
                 vec![format!(
                     "{} (matrix decided at run time from {})",

@@ -76,7 +76,7 @@ pub fn print(p: &Plan, dry: bool, json: bool) -> Result<ExitCode> {
                     }
                     MatrixPlan::Legs { legs } => {
                         for l in legs {
-                            crate::outln!("        - {}", l.name)?;
+                            crate::outln!("        - {}", l.label())?;
                         }
                     }
                     MatrixPlan::Deferred { contexts } => crate::outln!(
