@@ -211,9 +211,40 @@ pub fn parse_with_local_calls(repo: &Path, shown: &str, source: &str) -> ParsedF
             },
             ..Default::default()
         };
+        let skipped = matches!(
+            opts.unresolved_reusable,
+            firebreak_workflow::UnresolvedReusable::Skip
+        );
         parsed = firebreak_workflow::parse_workflow_with(shown, source, &opts);
+        if skipped {
+            note_unchecked_local_calls(shown, &mut parsed);
+        }
     }
     ParsedFile { parsed, called }
+}
+
+/// A warning at each local call (`uses: ./.github/workflows/x.yml`) that could not be
+/// checked because the file was read outside a repository's `.github/workflows`, so that
+/// silence does not pass for a checked call.
+fn note_unchecked_local_calls(shown: &str, parsed: &mut firebreak_workflow::Parsed) {
+    let Some(w) = &parsed.workflow else {
+        return;
+    };
+    for job in &w.jobs {
+        let firebreak_workflow::JobKind::Reusable(r) = &job.kind else {
+            continue;
+        };
+        if r.uses.starts_with("./") && r.called.is_none() {
+            parsed.warnings.push(firebreak_workflow::Diagnostic::new(
+                shown,
+                Some(r.uses_pos),
+                format!(
+                    "the call to {} was not checked: no .github/workflows folder holds this file (check the repository instead)",
+                    r.uses
+                ),
+            ));
+        }
+    }
 }
 
 /// Collects the sources of the local workflows `wf` calls that `repo` holds, recursively up

@@ -870,3 +870,23 @@ fn plan_shows_what_include_adds_beside_each_legs_name() {
         assert!(out.contains(leg), "{leg}\n{out}");
     }
 }
+
+#[test]
+fn a_local_call_that_cannot_be_looked_up_is_said_to_be_unchecked() {
+    // A file outside any repository's .github/workflows: the called workflow cannot be found,
+    // so the call is not checked, and check says so instead of passing it silently.
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        d.path().join("caller.yml"),
+        "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n",
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(d.path(), &["check", "caller.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(
+            "caller.yml:4:11: warning: the call to ./.github/workflows/called.yml was not checked"
+        ),
+        "{out}{err}"
+    );
+}
