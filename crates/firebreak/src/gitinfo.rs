@@ -79,6 +79,37 @@ fn git(repo: &Path, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// HEAD's commit's files, as a webhook commit lists them: added, removed and modified (a
+/// rename counts as removed and added, a type change as modified).
+fn files_by_change(repo: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut added, mut removed, mut modified) = (Vec::new(), Vec::new(), Vec::new());
+    let out = git(
+        repo,
+        &[
+            "diff-tree",
+            "--no-commit-id",
+            "--name-status",
+            "--no-renames",
+            "-r",
+            "--root",
+            "HEAD",
+        ],
+    )
+    .unwrap_or_default();
+    for line in out.lines() {
+        let Some((status, path)) = line.split_once('\t') else {
+            continue;
+        };
+        let list = match status.chars().next() {
+            Some('A') => &mut added,
+            Some('D') => &mut removed,
+            _ => &mut modified,
+        };
+        list.push(path.to_string());
+    }
+    (added, removed, modified)
+}
+
 /// `owner/name` from a remote URL such as `git@github.com:o/n.git` or `https://host/o/n`.
 pub fn repository_from_url(url: &str) -> Option<String> {
     let u = url.trim().trim_end_matches('/').trim_end_matches(".git");
@@ -126,11 +157,13 @@ pub fn git_state(repo: &Path) -> GitState {
     let head_commit = if sha.is_empty() {
         Value::Null
     } else {
+        let (added, removed, modified) = files_by_change(repo);
         json!({
             "id": sha, "tree_id": git(repo, &["rev-parse", "HEAD^{tree}"]).unwrap_or_default(),
             "message": g(5).trim_end(), "timestamp": g(4),
             "author": {"name": g(0), "email": g(1), "username": g(0)},
             "committer": {"name": g(2), "email": g(3), "username": g(2)},
+            "added": added, "removed": removed, "modified": modified,
         })
     };
     let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
@@ -390,6 +423,21 @@ mod tests {
         assert_eq!(
             changed_files_for(&gs, "push", &[]),
             Some(vec!["c.md".to_string()])
+        );
+        // The head commit lists its files as a webhook's commits do.
+        std::fs::write(d.path().join("c.md"), "c2").expect("write");
+        std::fs::remove_file(d.path().join("src/b.rs")).expect("rm");
+        std::fs::write(d.path().join("d.txt"), "d").expect("write");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "d"]);
+        let head = git_state(d.path()).head_commit;
+        assert_eq!(
+            (&head["added"], &head["removed"], &head["modified"]),
+            (
+                &serde_json::json!(["d.txt"]),
+                &serde_json::json!(["src/b.rs"]),
+                &serde_json::json!(["c.md"])
+            )
         );
         // On the default branch, a pull request's paths are HEAD's commit's, not nothing.
         run(&["checkout", "-q", "main"]);
