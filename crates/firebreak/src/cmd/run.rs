@@ -323,6 +323,15 @@ fn print_diagnostic(
     Ok(())
 }
 
+/// Every workflow the run would start has errors (printed above): exit 2, nothing run.
+fn nothing_run() -> ExitCode {
+    eprintln!(
+        "{}",
+        style::err_red("the workflows have errors; nothing was run")
+    );
+    ExitCode::from(2)
+}
+
 fn usage(msg: impl std::fmt::Display) -> Result<ExitCode> {
     eprintln!("{}: {msg}", style::error_label());
     Ok(ExitCode::from(2))
@@ -480,11 +489,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         }
     }
     if parsed.is_empty() && !invalid.is_empty() {
-        eprintln!(
-            "{}",
-            style::err_red("the workflows have errors; nothing was run")
-        );
-        return Ok(ExitCode::from(2));
+        return Ok(nothing_run());
     }
     // ---- event
     let gs = git_state(&repo);
@@ -612,17 +617,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             list::select_jobs(w, &only);
             list::select_legs(w, &matrix_filter);
         }
-        let code = if args.json {
-            let doc = crate::cmd::plan::json_doc(&the_plan, &verdicts, &[])?;
-            crate::outln!("{}", serde_json::to_string(&doc)?)?;
-            if the_plan.workflows.iter().any(|w| !w.errors.is_empty()) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            }
-        } else {
-            list::print(&the_plan, args.dry_run, false)?
-        };
+        let code = list::print(&the_plan, args.dry_run, args.json, &verdicts)?;
         return Ok(if invalid.is_empty() || code != ExitCode::SUCCESS {
             code
         } else {
@@ -663,11 +658,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     }
     the_plan.workflows.retain(|w| w.errors.is_empty());
     if the_plan.workflows.is_empty() {
-        eprintln!(
-            "{}",
-            style::err_red("the workflows have errors; nothing was run")
-        );
-        return Ok(ExitCode::from(2));
+        return Ok(nothing_run());
     }
     // ---- secrets, vars
     let mut secrets = IndexMap::new();

@@ -1,6 +1,7 @@
 //! `firebreak run --list` / `--dry-run`: what the run would do, with the same job and matrix
 //! selection (`-j`, `--matrix`) a real run applies, and nothing executed.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -39,16 +40,23 @@ pub fn select_legs(w: &mut WorkflowPlan, filter: &[(String, String)]) {
     }
 }
 
-/// Prints the (already selected) plan: as text, or as `firebreak plan --format json` does.
-/// Exit 2 when a workflow could not be planned, as a run would.
-pub fn print(p: &Plan, dry: bool, json: bool) -> Result<ExitCode> {
+/// Prints the (already selected and settled) plan: as text, or as `firebreak plan --format
+/// json` does, with the `if:` verdicts of [`crate::cmd::plan::settle`]. Exit 2 when a
+/// workflow could not be planned, as a run would.
+pub fn print(
+    p: &Plan,
+    dry: bool,
+    json: bool,
+    verdicts: &[HashMap<String, crate::jobif::Verdict>],
+) -> Result<ExitCode> {
     let code = if p.workflows.iter().any(|w| !w.errors.is_empty()) {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     };
     if json {
-        crate::outln!("{}", serde_json::to_string(p)?)?;
+        let doc = crate::cmd::plan::json_doc(p, verdicts, &[])?;
+        crate::outln!("{}", serde_json::to_string(&doc)?)?;
         return Ok(code);
     }
     if p.workflows.is_empty() {
