@@ -79,10 +79,9 @@ fn git(repo: &Path, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// HEAD's commit's files, as a webhook commit lists them: added, removed and modified (a
-/// rename counts as removed and added, a type change as modified).
-fn files_by_change(repo: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let (mut added, mut removed, mut modified) = (Vec::new(), Vec::new(), Vec::new());
+/// HEAD's commit's files with their change (`A`dded, `D`eleted, anything else modified;
+/// renames as a deletion and an addition), in git's order; `None` without a commit.
+fn head_commit_changes(repo: &Path) -> Option<Vec<(char, String)>> {
     let out = git(
         repo,
         &[
@@ -94,20 +93,15 @@ fn files_by_change(repo: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
             "--root",
             "HEAD",
         ],
+    )?;
+    Some(
+        out.lines()
+            .filter_map(|line| {
+                let (status, path) = line.split_once('\t')?;
+                Some((status.chars().next().unwrap_or('M'), path.to_string()))
+            })
+            .collect(),
     )
-    .unwrap_or_default();
-    for line in out.lines() {
-        let Some((status, path)) = line.split_once('\t') else {
-            continue;
-        };
-        let list = match status.chars().next() {
-            Some('A') => &mut added,
-            Some('D') => &mut removed,
-            _ => &mut modified,
-        };
-        list.push(path.to_string());
-    }
-    (added, removed, modified)
 }
 
 /// `owner/name` from a remote URL such as `git@github.com:o/n.git` or `https://host/o/n`.
@@ -154,10 +148,22 @@ pub fn git_state(repo: &Path) -> GitState {
     .unwrap_or_default();
     let f: Vec<&str> = fmt.splitn(6, '\0').collect();
     let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
+    let changes = head_commit_changes(repo);
     let head_commit = if sha.is_empty() {
         Value::Null
     } else {
-        let (added, removed, modified) = files_by_change(repo);
+        // As a webhook's commit lists them.
+        let with = |want: &dyn Fn(char) -> bool| -> Vec<&str> {
+            changes
+                .iter()
+                .flatten()
+                .filter(|(c, _)| want(*c))
+                .map(|(_, p)| p.as_str())
+                .collect()
+        };
+        let added = with(&|c| c == 'A');
+        let removed = with(&|c| c == 'D');
+        let modified = with(&|c| c != 'A' && c != 'D');
         json!({
             "id": sha, "tree_id": git(repo, &["rev-parse", "HEAD^{tree}"]).unwrap_or_default(),
             "message": g(5).trim_end(), "timestamp": g(4),
@@ -168,18 +174,7 @@ pub fn git_state(repo: &Path) -> GitState {
     };
     let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
     let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
-    let changed_files = git(
-        repo,
-        &[
-            "diff-tree",
-            "--no-commit-id",
-            "--name-only",
-            "-r",
-            "--root",
-            "HEAD",
-        ],
-    )
-    .map(|s| s.lines().map(str::to_string).collect());
+    let changed_files = changes.map(|c| c.into_iter().map(|(_, path)| path).collect());
     let default_branch = default_branch(repo, &branch);
     let merge_base = git(repo, &["merge-base", &default_branch, "HEAD"]).unwrap_or_default();
     // On the default branch itself the merge base is HEAD and the diff empty: a pull
