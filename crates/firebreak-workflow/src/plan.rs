@@ -203,27 +203,22 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
             continue;
         };
         // What GitHub's parser accepts (`check` warns) and GitHub.com refuses: the run fails.
+        // Filters that contradict each other fail it whatever the event's ref and paths.
+        let conflict = conflicting_filters(&event.name, config);
+        if conflict.is_none() {
+            if let Err(reason) = triggers(&event.name, config, event) {
+                out.filtered_out.push(FilteredOut {
+                    path: path.to_string(),
+                    reason,
+                });
+                continue;
+            }
+        }
         let refused = crate::refusals::refusals(wf)
             .into_iter()
             .map(|r| format!("line {}: {}", r.pos.line, r.message));
-        if let Some(error) = conflicting_filters(&event.name, config) {
-            let mut wp = plan_workflow(path, wf);
-            wp.errors.insert(0, error);
-            wp.errors.extend(refused);
-            out.workflows.push(wp);
-            continue;
-        }
-        if let Err(reason) = triggers(&event.name, config, event) {
-            out.filtered_out.push(FilteredOut {
-                path: path.to_string(),
-                reason,
-            });
-            continue;
-        }
         let mut wp = plan_workflow(path, wf);
-        let planning = std::mem::take(&mut wp.errors);
-        wp.errors.extend(refused);
-        wp.errors.extend(planning);
+        wp.errors.splice(0..0, conflict.into_iter().chain(refused));
         out.workflows.push(wp);
     }
     out
@@ -506,6 +501,27 @@ pub fn resolve_deferred(
     }
 }
 
+/// Tells apart a job's legs whose names come out the same (`name: build ${{ matrix.os }}`
+/// over more keys than `os`): the second and later get `#2`, `#3`… appended, so that they
+/// do not share a log or a console prefix. The plan and the run name legs through it.
+#[derive(Debug, Default)]
+pub struct LegNames {
+    seen: HashMap<String, usize>,
+}
+
+impl LegNames {
+    /// `name`, or `name #N` for its N-th use.
+    pub fn unique(&mut self, name: String) -> String {
+        let n = self.seen.entry(name.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            format!("{name} #{n}")
+        } else {
+            name
+        }
+    }
+}
+
 /// Names jobs and legs whose `name:` is an expression reading only contexts `ctx` knows
 /// (`known`, lower-case) besides `matrix`, as the run will name them: each leg's name
 /// evaluated with its own matrix (legs whose names come out the same get `#2`, `#3`…), and
@@ -545,13 +561,12 @@ pub fn resolve_names(plan: &mut WorkflowPlan, known: &[&str], ctx: &dyn firebrea
                     .iter()
                     .map(|l| name_with(Value::from_json(&l.matrix)))
                     .collect();
-                let mut seen: HashMap<String, usize> = HashMap::new();
+                let mut alike = LegNames::default();
                 if let MatrixPlan::Legs { legs } = &mut jp.matrix {
                     for (leg, name) in legs.iter_mut().zip(names) {
-                        let Some(name) = name else { continue };
-                        let n = seen.entry(name.clone()).or_insert(0);
-                        *n += 1;
-                        leg.name = if *n > 1 { format!("{name} #{n}") } else { name };
+                        if let Some(name) = name {
+                            leg.name = alike.unique(name);
+                        }
                     }
                 }
             }

@@ -393,10 +393,8 @@ pub async fn run_workflow(
             let per_job = Arc::new(Semaphore::new(max_parallel.max(1)));
             let mut specs = Vec::new();
             let has_matrix = !matches!(jp.matrix, MatrixPlan::None) || total > 1;
-            // Legs whose names come out the same (`name: build ${{ matrix.os }}` over more
-            // keys than `os`) would share a log and a console prefix: the later ones get
-            // `#2`, `#3`… appended.
-            let mut seen: HashMap<String, usize> = HashMap::new();
+            // Legs whose names come out the same get `#2`, `#3`… appended.
+            let mut alike = firebreak_workflow::plan::LegNames::default();
             for (idx, (m, leg_name)) in legs.iter().enumerate() {
                 // A job without a matrix (or whose every combination was excluded) has a
                 // `null` matrix context, as on GitHub.
@@ -419,9 +417,7 @@ pub async fn run_workflow(
                 } else {
                     display.clone()
                 };
-                let n = seen.entry(name.clone()).or_insert(0);
-                *n += 1;
-                let name = if *n > 1 { format!("{name} #{n}") } else { name };
+                let name = alike.unique(name);
                 let mut strategy = IndexMap::new();
                 strategy.insert("fail-fast".to_string(), Value::Bool(fail_fast));
                 strategy.insert("job-index".to_string(), Value::Number(idx as f64));
