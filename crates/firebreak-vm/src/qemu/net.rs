@@ -40,12 +40,20 @@ pub enum UserNet {
 }
 
 impl UserNet {
-    /// passt when it is installed and `FIREBREAK_QEMU_NET` is not `slirp`.
+    /// passt when it is installed and `FIREBREAK_QEMU_NET` is not `slirp`. Decided once per
+    /// process, so that a VM's command line, its passt and its job's notes agree.
     pub fn on_this_host() -> UserNet {
-        if std::env::var("FIREBREAK_QEMU_NET").is_ok_and(|v| v.eq_ignore_ascii_case("slirp")) {
-            return UserNet::Slirp;
-        }
-        tools::find(PASST.name).map_or(UserNet::Slirp, UserNet::Passt)
+        static CHOICE: std::sync::OnceLock<UserNet> = std::sync::OnceLock::new();
+        CHOICE
+            .get_or_init(|| {
+                if std::env::var("FIREBREAK_QEMU_NET")
+                    .is_ok_and(|v| v.eq_ignore_ascii_case("slirp"))
+                {
+                    return UserNet::Slirp;
+                }
+                tools::find(PASST.name).map_or(UserNet::Slirp, UserNet::Passt)
+            })
+            .clone()
     }
 
     /// QEMU's `-netdev` value for a VM whose run directory is `dir`.
@@ -109,7 +117,9 @@ pub(crate) async fn start(net: &UserNet, dir: &Path) -> Result<Option<Passt>, Vm
                 "--clear-groups".into(),
             ]);
         }
-        // As for QEMU: gone with the runner, however it ends.
+        // Gone with the runner until passt enters a user namespace of its own, which clears
+        // the parent-death signal; after that `--one-off` ends it with QEMU, and the sweep of
+        // abandoned run directories ([`stop_abandoned`]) covers a runner gone before QEMU.
         argv.extend(["--pdeathsig".into(), "KILL".into(), "--".into()]);
     } else if nix::unistd::geteuid().is_root() {
         return Err(VmError::MissingTool {
