@@ -90,18 +90,8 @@ fn invalid(file: &str, message: impl Into<String>) -> ActionError {
     }
 }
 
-fn scalar_string(n: &YNode) -> Option<String> {
-    match &n.kind {
-        YKind::Str { value, .. } => Some(value.to_string()),
-        YKind::Bool(b) => Some(b.to_string()),
-        YKind::Number(x) => Some(crate::token::format_number(*x)),
-        YKind::Null => None,
-        _ => None,
-    }
-}
-
 fn key(n: &YNode) -> String {
-    scalar_string(n).unwrap_or_default()
+    n.scalar_string().unwrap_or_default()
 }
 
 fn get<'a, 's>(n: &'a YNode<'s>, k: &str) -> Option<&'a YNode<'s>> {
@@ -112,7 +102,7 @@ fn get<'a, 's>(n: &'a YNode<'s>, k: &str) -> Option<&'a YNode<'s>> {
 }
 
 fn get_str(n: &YNode, k: &str) -> Option<String> {
-    get(n, k).and_then(scalar_string)
+    get(n, k).and_then(YNode::scalar_string)
 }
 
 fn truthy(n: Option<&YNode>) -> bool {
@@ -120,26 +110,6 @@ fn truthy(n: Option<&YNode>) -> bool {
         Some(YKind::Bool(b)) => *b,
         Some(YKind::Str { value, .. }) => value.eq_ignore_ascii_case("true"),
         _ => false,
-    }
-}
-
-fn to_json(n: &YNode) -> serde_json::Value {
-    use serde_json::Value as J;
-    match &n.kind {
-        YKind::Null => J::Null,
-        YKind::Bool(b) => J::Bool(*b),
-        YKind::Number(x) => serde_json::Number::from_f64(*x)
-            .map(J::Number)
-            .unwrap_or(J::Null),
-        YKind::Str { value, .. } => J::String(value.to_string()),
-        YKind::Seq(items) => J::Array(items.iter().map(to_json).collect()),
-        YKind::Map(pairs) => {
-            let mut m = serde_json::Map::new();
-            for (k, v) in pairs {
-                m.insert(key(k), to_json(v));
-            }
-            J::Object(m)
-        }
     }
 }
 
@@ -239,7 +209,7 @@ fn composite_steps(file: &str, steps: &YNode) -> Result<Vec<Step>, ActionError> 
     }
     let doc = serde_json::json!({
         "on": "push",
-        "jobs": { "composite": { "runs-on": "composite", "steps": to_json(steps) } }
+        "jobs": { "composite": { "runs-on": "composite", "steps": steps.to_json() } }
     });
     let parsed = crate::parse_workflow(file, &doc.to_string());
     if !parsed.diagnostics.is_empty() {

@@ -174,35 +174,8 @@ pub fn decode_source<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnos
 /// read by the same YAML 1.2 front end as workflows: `Null` for an empty document, a
 /// [`Diagnostic`] at the syntax error otherwise. Mapping keys become strings.
 pub fn yaml_to_json(file: &str, src: &str) -> Result<serde_json::Value, Diagnostic> {
-    fn json(n: &yaml::YNode<'_>) -> serde_json::Value {
-        use yaml::YKind;
-        match &n.kind {
-            YKind::Null => serde_json::Value::Null,
-            YKind::Bool(b) => serde_json::Value::Bool(*b),
-            // Whole numbers stay integers (`cpus: 4` is 4, not 4.0).
-            YKind::Number(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => {
-                serde_json::Value::Number((*x as i64).into())
-            }
-            YKind::Number(x) => serde_json::Number::from_f64(*x)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            YKind::Str { value, .. } => serde_json::Value::String(value.to_string()),
-            YKind::Seq(items) => serde_json::Value::Array(items.iter().map(json).collect()),
-            YKind::Map(pairs) => serde_json::Value::Object(
-                pairs
-                    .iter()
-                    .map(|(k, v)| {
-                        let key = match json(k) {
-                            serde_json::Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        (key, json(v))
-                    })
-                    .collect(),
-            ),
-        }
-    }
     match yaml::load_with_depth(src, yaml::DEFAULT_MAX_DEPTH) {
-        Ok(Some(root)) => Ok(json(&root)),
+        Ok(Some(root)) => Ok(root.to_json()),
         Ok(None) => Ok(serde_json::Value::Null),
         Err(e) => Err(Diagnostic::new(file, e.pos, e.message)),
     }

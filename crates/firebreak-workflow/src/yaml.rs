@@ -64,6 +64,37 @@ pub struct YNode<'s> {
     pub kind: YKind<'s>,
 }
 
+impl YNode<'_> {
+    /// A scalar's text (numbers as the expression engine prints them); `None` for null and
+    /// collections.
+    pub fn scalar_string(&self) -> Option<String> {
+        match &self.kind {
+            YKind::Str { value, .. } => Some(value.to_string()),
+            YKind::Bool(b) => Some(b.to_string()),
+            YKind::Number(x) => Some(crate::token::format_number(*x)),
+            _ => None,
+        }
+    }
+
+    /// The node as JSON: whole numbers as integers, mapping keys as their scalar text.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.kind {
+            YKind::Null => J::Null,
+            YKind::Bool(b) => J::Bool(*b),
+            YKind::Number(x) => crate::token::number_json(*x),
+            YKind::Str { value, .. } => J::String(value.to_string()),
+            YKind::Seq(items) => J::Array(items.iter().map(YNode::to_json).collect()),
+            YKind::Map(pairs) => J::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.scalar_string().unwrap_or_default(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum YKind<'s> {
     Null,
