@@ -80,6 +80,10 @@ pub(crate) struct Passt {
     _child: Child,
 }
 
+/// What to do when passt will not start here.
+const FALLBACK: &str = "FIREBREAK_QEMU_NET=slirp uses QEMU's own network instead, which lets \
+     the job reach the host's loopback";
+
 /// How long passt may take to listen (it starts in a few milliseconds).
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -172,7 +176,7 @@ pub(crate) async fn start(net: &UserNet, dir: &Path) -> Result<Option<Passt>, Vm
             return Err(VmError::Command {
                 command: "passt".into(),
                 output: format!(
-                    "exited ({st}) before listening: {}",
+                    "exited ({st}) before listening: {} ({FALLBACK})",
                     std::fs::read_to_string(&log_path)
                         .unwrap_or_default()
                         .lines()
@@ -187,7 +191,7 @@ pub(crate) async fn start(net: &UserNet, dir: &Path) -> Result<Option<Passt>, Vm
             return Err(VmError::Command {
                 command: "passt".into(),
                 output: format!(
-                    "not listening on {} after {LISTEN_TIMEOUT:?}",
+                    "not listening on {} after {LISTEN_TIMEOUT:?} ({FALLBACK})",
                     sock.display()
                 ),
             });
