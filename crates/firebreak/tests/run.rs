@@ -2014,9 +2014,10 @@ fn dispatch_inputs_are_checked_as_github_checks_them() {
         "Provided value 'yes' for input 'flag' is not a boolean",
         "Provided value 'abc' for input 'num' is not a number",
     ] {
-        assert!(o.stderr.contains(e), "{e}: {o:?}");
+        assert!(o.has(e), "{e}: {o:?}");
     }
     assert!(!o.has("ran"), "{o:?}");
+    assert!(o.stderr.contains("nothing was run"), "{o:?}");
     let o = r.run(&[
         "workflow_dispatch",
         "--sandbox",
@@ -2028,6 +2029,29 @@ fn dispatch_inputs_are_checked_as_github_checks_them() {
     ]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("| ran prod"), "{o:?}");
+}
+
+#[test]
+fn a_refused_dispatch_leaves_out_that_workflow_only() {
+    let r = repo(&[
+        (
+            ".github/workflows/a.yml",
+            "on:\n  workflow_dispatch:\n    inputs:\n      must:\n        required: true\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ran-a\n",
+        ),
+        (
+            ".github/workflows/b.yml",
+            "on: workflow_dispatch\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ran-b\n",
+        ),
+    ]);
+    let o = r.run(&["workflow_dispatch", "--sandbox", "host"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.has(".github/workflows/a.yml: GitHub would refuse this dispatch: Required input 'must' not provided"),
+        "{o:?}"
+    );
+    assert!(o.has("| ran-b"), "{o:?}");
+    assert!(!o.has("ran-a"), "{o:?}");
+    assert!(o.stderr.contains("not run, the errors above:"), "{o:?}");
 }
 
 #[test]
@@ -2066,8 +2090,7 @@ fn a_dispatch_event_files_inputs_are_the_runs_and_input_overrides_them() {
     ]);
     assert_eq!(o.code, 2, "{o:?}");
     assert!(
-        o.stderr
-            .contains("Provided value 'maybe' for input 'flag' is not a boolean"),
+        o.has("Provided value 'maybe' for input 'flag' is not a boolean"),
         "{o:?}"
     );
     // `--list --json` prints the plan as `firebreak plan --format json` does.

@@ -628,12 +628,13 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         // Inputs given for one of several dispatched workflows are not "unexpected" for the
         // others: that check needs a single workflow (GitHub dispatches one at a time).
         let single = the_plan.workflows.len() == 1;
-        for w in &the_plan.workflows {
+        // A refused dispatch is that workflow's error, reported and left out like the ones
+        // below (and as `firebreak plan` shows it), not a usage error for the whole run.
+        for w in &mut the_plan.workflows {
             let errors = crate::inputs::dispatch_input_errors(&w.workflow, &inputs_map, single);
             if !errors.is_empty() {
-                return usage(format!(
-                    "{}: GitHub would refuse this dispatch: {}",
-                    w.path,
+                w.errors.push(format!(
+                    "GitHub would refuse this dispatch: {}",
                     errors.join("; ")
                 ));
             }
