@@ -153,41 +153,83 @@ fn is_pull_request_event(name: &str) -> bool {
     )
 }
 
-/// The ref and sha GitHub uses for an event when the caller does not know
-/// better: `(ref, sha)`, each possibly empty.
+/// The ref and sha GitHub gives a run of `event_name` ("Events that trigger workflows",
+/// the `GITHUB_REF` and `GITHUB_SHA` of each event), as far as the payload tells: `(ref,
+/// sha)`, each possibly empty (the caller fills them from the repository). Events the table
+/// gives "the default branch" and "its last commit" (issues, `workflow_run`, `delete`,
+/// `pull_request_target` on GitHub.com, a `push` that deleted its branch…) get the payload's
+/// `repository.default_branch` and no sha: a payload does not carry that commit.
 pub fn default_ref_and_sha(event_name: &str, event: &Value) -> (String, String) {
-    let ref_ = if is_pull_request_event(event_name) && event_name != "pull_request_target" {
-        s(event, &["pull_request", "number"])
-            .or_else(|| s(event, &["number"]))
-            .map(|n| format!("refs/pull/{n}/merge"))
-    } else if event_name == "release" {
-        s(event, &["release", "tag_name"]).map(|t| format!("refs/tags/{t}"))
-    } else if matches!(event_name, "create" | "delete") {
-        match (s(event, &["ref"]), s(event, &["ref_type"])) {
-            (Some(r), Some(t)) if t == "tag" => Some(format!("refs/tags/{r}")),
-            (Some(r), _) if !r.starts_with("refs/") => Some(format!("refs/heads/{r}")),
-            (r, _) => r,
+    let default_branch =
+        || s(event, &["repository", "default_branch"]).map(|b| format!("refs/heads/{b}"));
+    let branch_or_tag = |r: String| {
+        if r.starts_with("refs/") {
+            r
+        } else {
+            format!("refs/heads/{r}")
         }
-    } else if event_name == "pull_request_target" {
-        s(event, &["pull_request", "base", "ref"]).map(|b| format!("refs/heads/{b}"))
-    } else {
-        s(event, &["ref"])
     };
-    let ref_ = ref_
-        .or_else(|| s(event, &["repository", "default_branch"]).map(|b| format!("refs/heads/{b}")))
-        .unwrap_or_default();
-    let sha = if is_pull_request_event(event_name) && event_name != "pull_request_target" {
-        s(event, &["pull_request", "merge_commit_sha"])
-            .or_else(|| s(event, &["pull_request", "head", "sha"]))
-    } else if event_name == "pull_request_target" {
-        s(event, &["pull_request", "base", "sha"])
-    } else if event_name == "push" {
-        s(event, &["after"])
-    } else {
-        s(event, &["head_commit", "id"]).or_else(|| s(event, &["workflow_run", "head_sha"]))
-    }
-    .unwrap_or_default();
-    (ref_, sha)
+    let (ref_, sha) = match event_name {
+        "pull_request" | "pull_request_review" | "pull_request_review_comment" => {
+            let merged = event_name == "pull_request"
+                && s(event, &["action"]).as_deref() == Some("closed")
+                && event.pointer("/pull_request/merged") == Some(&Value::Bool(true));
+            let ref_ = if merged {
+                // Merged: the branch it was merged into.
+                s(event, &["pull_request", "base", "ref"]).map(branch_or_tag)
+            } else {
+                s(event, &["pull_request", "number"])
+                    .or_else(|| s(event, &["number"]))
+                    .map(|n| format!("refs/pull/{n}/merge"))
+            };
+            let sha = s(event, &["pull_request", "merge_commit_sha"])
+                .or_else(|| s(event, &["pull_request", "head", "sha"]));
+            (ref_, sha)
+        }
+        // GitHub.com runs it on the default branch (GHES before 3.20: the base branch); the
+        // base's sha is that branch's last commit when the base is the default branch.
+        "pull_request_target" => {
+            let base = s(event, &["pull_request", "base", "ref"]);
+            let default = s(event, &["repository", "default_branch"]);
+            let sha = match (&base, &default) {
+                (Some(b), Some(d)) if b == d => s(event, &["pull_request", "base", "sha"]),
+                (Some(_), None) => s(event, &["pull_request", "base", "sha"]),
+                _ => None,
+            };
+            (default.or(base).map(|b| format!("refs/heads/{b}")), sha)
+        }
+        "push" if event.get("deleted") == Some(&Value::Bool(true)) => (default_branch(), None),
+        "push" => (s(event, &["ref"]), s(event, &["after"])),
+        "release" => (
+            s(event, &["release", "tag_name"]).map(|t| format!("refs/tags/{t}")),
+            None,
+        ),
+        "create" => {
+            let ref_ = match (s(event, &["ref"]), s(event, &["ref_type"])) {
+                (Some(r), Some(t)) if t == "tag" && !r.starts_with("refs/") => {
+                    Some(format!("refs/tags/{r}"))
+                }
+                (r, _) => r.map(branch_or_tag),
+            };
+            (ref_, None)
+        }
+        "merge_group" => (
+            s(event, &["merge_group", "head_ref"]),
+            s(event, &["merge_group", "head_sha"]),
+        ),
+        // The branch or tag deployed (none when the deployment names a commit).
+        "deployment" | "deployment_status" => {
+            let sha = s(event, &["deployment", "sha"]);
+            let ref_ = s(event, &["deployment", "ref"])
+                .filter(|r| Some(r) != sha.as_ref())
+                .map(branch_or_tag);
+            (ref_, sha)
+        }
+        "workflow_dispatch" => (s(event, &["ref"]), None),
+        _ => (None, None),
+    };
+    let ref_ = ref_.or_else(default_branch).unwrap_or_default();
+    (ref_, sha.unwrap_or_default())
 }
 
 /// `refs/heads/main` → `main`, `refs/tags/v1` → `v1`, `refs/pull/7/merge` →
@@ -648,6 +690,95 @@ mod tests {
         ));
         assert_eq!(t["ref"], "refs/heads/main");
         assert_eq!(t["sha"], "b4se");
+    }
+
+    #[test]
+    fn each_event_gets_the_ref_and_sha_githubs_table_gives_it() {
+        let repo = json!({"default_branch": "main"});
+        let rs = |event: &str, payload: Value| {
+            let mut payload = payload;
+            payload["repository"] = repo.clone();
+            default_ref_and_sha(event, &payload)
+        };
+        let pair = |r: &str, s: &str| (r.to_string(), s.to_string());
+        let pr = json!({"number": 7, "merge_commit_sha": "m3rge", "merged": true,
+            "head": {"ref": "feat", "sha": "h34d"}, "base": {"ref": "rel", "sha": "b4se"}});
+        // A merged pull request: the branch it was merged into; closed unmerged: the merge ref.
+        assert_eq!(
+            rs(
+                "pull_request",
+                json!({"action": "closed", "pull_request": pr})
+            ),
+            pair("refs/heads/rel", "m3rge")
+        );
+        let mut unmerged = pr.clone();
+        unmerged["merged"] = json!(false);
+        assert_eq!(
+            rs(
+                "pull_request",
+                json!({"action": "closed", "pull_request": unmerged})
+            )
+            .0,
+            "refs/pull/7/merge"
+        );
+        // pull_request_target into another branch than the default: the default branch, whose
+        // last commit the payload does not carry.
+        assert_eq!(
+            rs("pull_request_target", json!({"pull_request": pr})),
+            pair("refs/heads/main", "")
+        );
+        // Default branch, no sha: workflow_run, delete, a push that deleted its branch.
+        assert_eq!(
+            rs(
+                "workflow_run",
+                json!({"workflow_run": {"head_branch": "feat", "head_sha": "w"}})
+            ),
+            pair("refs/heads/main", "")
+        );
+        assert_eq!(
+            rs("delete", json!({"ref": "feat", "ref_type": "branch"})),
+            pair("refs/heads/main", "")
+        );
+        assert_eq!(
+            rs(
+                "push",
+                json!({"ref": "refs/heads/feat", "deleted": true, "after": "0000"})
+            ),
+            pair("refs/heads/main", "")
+        );
+        assert_eq!(
+            rs(
+                "issues",
+                json!({"action": "opened", "head_commit": {"id": "x"}})
+            ),
+            pair("refs/heads/main", "")
+        );
+        assert_eq!(
+            rs("create", json!({"ref": "feat", "ref_type": "branch"})).0,
+            "refs/heads/feat"
+        );
+        assert_eq!(
+            rs(
+                "merge_group",
+                json!({"merge_group": {"head_ref": "refs/heads/gh-readonly-queue/main/pr-7-abc", "head_sha": "q"}})
+            ),
+            pair("refs/heads/gh-readonly-queue/main/pr-7-abc", "q")
+        );
+        assert_eq!(
+            rs(
+                "deployment",
+                json!({"deployment": {"ref": "v1", "sha": "d"}})
+            ),
+            pair("refs/heads/v1", "d")
+        );
+        assert_eq!(
+            rs(
+                "deployment_status",
+                json!({"deployment": {"ref": "d", "sha": "d"}})
+            ),
+            pair("refs/heads/main", "d"),
+            "a deployment of a commit has no ref of its own"
+        );
     }
 
     #[test]
