@@ -398,7 +398,14 @@ impl Converter<'_> {
 
     fn inputs(&mut self, t: &Token, workflow_call: bool) -> IndexMap<String, InputDef> {
         let mut out = IndexMap::new();
-        for (k, v) in t.as_map().unwrap_or(&[]) {
+        let pairs = t.as_map().unwrap_or(&[]);
+        // GitHub's parser takes any number; GitHub.com refuses a dispatch of a workflow that
+        // declares more (a warning here, the dispatch's error in a plan).
+        if let Some((k, _)) = pairs.get(MAX_DISPATCH_INPUTS).filter(|_| !workflow_call) {
+            self.diags
+                .warn(&self.file, Some(k.pos), DISPATCH_INPUTS_LIMIT);
+        }
+        for (k, v) in pairs {
             let name = k.literal_display();
             let mut def = InputDef::default();
             for (pk, pv) in v.as_map().unwrap_or(&[]) {
@@ -1260,6 +1267,13 @@ fn action_step_id_parts(uses: &str) -> [&str; 3] {
 }
 
 /// A step's `uses:` must be `docker://…`, a local path (`./…`), or `{org}/{repo}[/path]@ref`.
+/// How many inputs GitHub.com lets a `workflow_dispatch` event declare.
+pub const MAX_DISPATCH_INPUTS: usize = 25;
+
+/// GitHub.com's refusal of a `workflow_dispatch` with more than [`MAX_DISPATCH_INPUTS`].
+pub const DISPATCH_INPUTS_LIMIT: &str =
+    "you may only define up to 25 `inputs` for a `workflow_dispatch` event";
+
 fn valid_step_uses(uses: &str) -> bool {
     if uses.starts_with("docker://")
         || uses.starts_with("./")

@@ -44,9 +44,11 @@ pub struct Plan {
     /// Workflows that listen to the event but whose filters excluded it, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filtered_out: Vec<FilteredOut>,
-    /// The skip instruction (`[skip ci]`…) in the head commit's message of a `push` or
-    /// `pull_request`: GitHub starts none of these runs. The workflows are still planned, so
-    /// that a local run can be asked for them.
+    /// The skip instruction (`[skip ci]`…, or a `skip-checks: true` trailer) in the head
+    /// commit's message of a `push` or `pull_request`: GitHub starts none of these runs. The
+    /// workflows are still planned, so that a local run can be asked for them. A pull
+    /// request's payload does not carry its head commit's message: the caller that can read
+    /// the repository fills it in ([`skip_instruction`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_ci: Option<&'static str>,
 }
@@ -61,19 +63,38 @@ pub const SKIP_CI_MARKERS: [&str; 5] = [
     "[actions skip]",
 ];
 
-/// The skip instruction in the head commit's message of `event`, if GitHub would skip it.
-fn skip_ci(event: &Event) -> Option<&'static str> {
-    if !matches!(
-        event.name.as_str(),
-        "push" | "pull_request" | "pull_request_target"
-    ) {
+/// The skip instruction in `message`, the head commit's message of event `event`, if GitHub
+/// would start no run for it: one of [`SKIP_CI_MARKERS`] anywhere, or `skip-checks: true`
+/// (or `skip-checks:true`) as the last trailer of a trailer block that two empty lines set
+/// apart. Only `push` and `pull_request` are skipped so (not `pull_request_target`).
+pub fn skip_instruction(event: &str, message: &str) -> Option<&'static str> {
+    if !matches!(event, "push" | "pull_request") {
         return None;
     }
+    if let Some(m) = SKIP_CI_MARKERS.into_iter().find(|m| message.contains(m)) {
+        return Some(m);
+    }
+    let body = message.trim_end();
+    let last = body.lines().last()?.trim_end();
+    if !matches!(last, "skip-checks: true" | "skip-checks:true") {
+        return None;
+    }
+    // The trailer block: the last lines up to the first empty one, which must be the second
+    // of two empty lines.
+    let lines: Vec<&str> = body.lines().collect();
+    let start = lines.iter().rposition(|l| l.trim().is_empty())?;
+    let two_empty = start >= 1 && lines.get(start - 1).is_some_and(|l| l.trim().is_empty());
+    two_empty.then_some("skip-checks: true")
+}
+
+/// The skip instruction in the head commit's message of `event`'s payload, if GitHub would
+/// skip it.
+fn skip_ci(event: &Event) -> Option<&'static str> {
     let message = event
         .payload
         .pointer("/head_commit/message")
         .and_then(|m| m.as_str())?;
-    SKIP_CI_MARKERS.into_iter().find(|m| message.contains(m))
+    skip_instruction(&event.name, message)
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -299,9 +320,69 @@ fn conflicting_filters(name: &str, c: &EventConfig) -> Option<String> {
     ))
 }
 
+/// The only activity type of events that GitHub triggers for one alone, whatever `types:`
+/// says ("Events that trigger workflows").
+fn only_supported_type(event: &str) -> Option<&'static str> {
+    match event {
+        "check_suite" => Some("completed"),
+        "merge_group" => Some("checks_requested"),
+        "watch" => Some("started"),
+        _ => None,
+    }
+}
+
+/// Why GitHub starts no workflow at all for this occurrence of the event, whatever the
+/// workflow's configuration says ("Events that trigger workflows"), if it does not.
+fn never_triggers(name: &str, payload: &serde_json::Value) -> Option<String> {
+    let action = payload_str(payload, "/action");
+    if let (Some(only), Some(action)) = (only_supported_type(name), action) {
+        if action != only {
+            return Some(format!(
+                "GitHub triggers workflows only for the '{only}' activity of {name}, not '{action}'"
+            ));
+        }
+    }
+    let is_true = |pointer: &str| payload.pointer(pointer) == Some(&serde_json::Value::Bool(true));
+    match name {
+        "release"
+            if is_true("/release/draft")
+                && matches!(action, Some("created" | "edited" | "deleted")) =>
+        {
+            Some(format!(
+                "GitHub triggers no workflow for the '{}' activity of a draft release",
+                action.unwrap_or_default()
+            ))
+        }
+        "deployment_status"
+            if payload_str(payload, "/deployment_status/state") == Some("inactive") =>
+        {
+            Some("GitHub triggers no workflow for an inactive deployment status".into())
+        }
+        "pull_request"
+            if payload.pointer("/pull_request/mergeable") == Some(&serde_json::Value::Bool(false)) =>
+        {
+            Some("the pull request has a merge conflict: GitHub runs no pull_request workflow until it is resolved".into())
+        }
+        "check_run" | "check_suite" => {
+            let app = if name == "check_run" {
+                "/check_run/check_suite/app/slug"
+            } else {
+                "/check_suite/app/slug"
+            };
+            (payload_str(payload, app) == Some("github-actions")).then(|| {
+                format!("the check suite comes from GitHub Actions: GitHub triggers no {name} workflow for it (no recursion)")
+            })
+        }
+        _ => None,
+    }
+}
+
 /// `Ok` when the event passes the workflow's configuration for it, else why not.
 fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), String> {
     let files = event.changed_files.as_deref();
+    if let Some(why) = never_triggers(name, &event.payload) {
+        return Err(why);
+    }
     // activity types
     let action = payload_str(&event.payload, "/action");
     let types: Option<Vec<&str>> = config
@@ -715,6 +796,61 @@ mod tests {
     }
 
     #[test]
+    fn events_github_starts_no_workflow_for() {
+        let w = wf("on: [release, deployment_status, pull_request, pull_request_target, check_run, check_suite, merge_group, watch]\njobs:\n  c:\n    runs-on: x\n");
+        let wfs = vec![("c.yml", w)];
+        let outcome = |name: &str, payload: serde_json::Value| {
+            let p = plan(
+                &wfs,
+                &Event {
+                    name: name.into(),
+                    payload,
+                    changed_files: None,
+                },
+            );
+            match (p.workflows.len(), p.filtered_out.first()) {
+                (1, _) => Ok(()),
+                (_, Some(f)) => Err(f.reason.clone()),
+                _ => Err(String::new()),
+            }
+        };
+        let pr = |mergeable: serde_json::Value| serde_json::json!({"action": "opened", "pull_request": {"base": {"ref": "main"}, "mergeable": mergeable}});
+        // Draft releases: not for created/edited/deleted; published ones run.
+        let draft =
+            |action: &str| serde_json::json!({"action": action, "release": {"draft": true}});
+        assert!(outcome("release", draft("created")).is_err_and(|e| e.contains("draft release")));
+        assert!(outcome("release", draft("published")).is_ok());
+        assert!(outcome(
+            "deployment_status",
+            serde_json::json!({"deployment_status": {"state": "inactive"}})
+        )
+        .is_err());
+        assert!(outcome(
+            "deployment_status",
+            serde_json::json!({"deployment_status": {"state": "success"}})
+        )
+        .is_ok());
+        // A merge conflict stops pull_request, not pull_request_target; unknown (null) runs.
+        assert!(outcome("pull_request", pr(serde_json::json!(false)))
+            .is_err_and(|e| e.contains("merge conflict")));
+        assert!(outcome("pull_request", pr(serde_json::Value::Null)).is_ok());
+        assert!(outcome("pull_request_target", pr(serde_json::json!(false))).is_ok());
+        // No recursion through GitHub Actions' own check suites.
+        let suite = |slug: &str| serde_json::json!({"action": "completed", "check_suite": {"app": {"slug": slug}}});
+        assert!(outcome("check_suite", suite("github-actions")).is_err());
+        assert!(outcome("check_suite", suite("ci-app")).is_ok());
+        assert!(outcome("check_run", serde_json::json!({"action": "completed", "check_run": {"check_suite": {"app": {"slug": "github-actions"}}}})).is_err());
+        // One supported activity type, whatever `types:` says.
+        assert!(
+            outcome("check_suite", serde_json::json!({"action": "requested"}))
+                .is_err_and(|e| e.contains("'completed'"))
+        );
+        assert!(outcome("merge_group", serde_json::json!({"action": "destroyed"})).is_err());
+        assert!(outcome("merge_group", serde_json::json!({"action": "checks_requested", "merge_group": {"base_ref": "refs/heads/main"}})).is_ok());
+        assert!(outcome("watch", serde_json::json!({"action": "started"})).is_ok());
+    }
+
+    #[test]
     fn jobs_in_topological_order_with_matrix() {
         let w = wf(concat!(
             "on: push\njobs:\n",
@@ -806,6 +942,37 @@ mod tests {
             &with_message("workflow_dispatch", "[skip ci]"),
         );
         assert_eq!(p.skip_ci, None);
+    }
+
+    #[test]
+    fn skip_instructions_are_the_markers_and_a_set_apart_skip_checks_trailer() {
+        assert_eq!(
+            skip_instruction("pull_request", "x [no ci]"),
+            Some("[no ci]")
+        );
+        // pull_request_target runs are not skipped by a commit message.
+        assert_eq!(skip_instruction("pull_request_target", "x [skip ci]"), None);
+        for m in [
+            "fix typo\n\n\nskip-checks: true",
+            "fix typo\n\n\nskip-checks:true\n",
+            "fix\n\nbody\n\n\nSigned-off-by: a <a@b>\nskip-checks: true",
+        ] {
+            assert_eq!(
+                skip_instruction("push", m),
+                Some("skip-checks: true"),
+                "{m:?}"
+            );
+        }
+        for m in [
+            // One empty line (what git leaves without --cleanup=verbatim).
+            "fix typo\n\nskip-checks: true",
+            // Not the last trailer.
+            "fix typo\n\n\nskip-checks: true\nSigned-off-by: a <a@b>",
+            "skip-checks: true",
+            "fix\n\n\nskip-checks: false",
+        ] {
+            assert_eq!(skip_instruction("push", m), None, "{m:?}");
+        }
     }
 
     #[test]

@@ -624,3 +624,33 @@ fn what_github_com_refuses_is_a_warning_and_fails_the_planned_run() {
         ]
     );
 }
+
+#[test]
+fn more_than_25_dispatch_inputs_is_a_warning_at_the_26th() {
+    let inputs = |n: usize| {
+        (0..n)
+            .map(|i| format!("      i{i}:\n        type: string\n        default: x\n"))
+            .collect::<String>()
+    };
+    let src = |event: &str, n: usize| {
+        format!(
+            "on:\n  {event}:\n    inputs:\n{}jobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+            inputs(n)
+        )
+    };
+    let warnings = |src: &str| -> Vec<String> {
+        let parsed = parse_workflow("w.yml", src);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        parsed.warnings.iter().map(ToString::to_string).collect()
+    };
+    assert!(warnings(&src("workflow_dispatch", 25)).is_empty());
+    // The 26th input is on line 4 + 3 × 25.
+    assert_eq!(
+        warnings(&src("workflow_dispatch", 26)),
+        ["w.yml:79:7: you may only define up to 25 `inputs` for a `workflow_dispatch` event"]
+    );
+    assert!(
+        warnings(&src("workflow_call", 30)).is_empty(),
+        "no such limit for workflow_call"
+    );
+}

@@ -234,10 +234,12 @@ pub fn event_changed_files(
 }
 
 /// The files a payload says its event changed, as GitHub computes them for `paths` filters:
-/// a push's diff from `before` to `after` when the repository has both commits (a new
-/// branch's all-zero `before` has none), else the union of its `commits`' `added`,
-/// `removed` and `modified`; a pull request's diff from where its head left its base
-/// (`base.sha...head.sha`). `None` when the payload does not tell.
+/// a push's diff from `before` to `after` when the repository has both commits; for a new
+/// branch (an all-zero `before`), or a `before` this clone lacks, the diff from the parent
+/// of the deepest commit pushed (the first of `commits`) to `after`; else the union of its
+/// `commits`' `added`, `removed` and `modified` (what non-Actions webhooks carry); a pull
+/// request's diff from where its head left its base (`base.sha...head.sha`). `None` when the
+/// payload does not tell.
 pub fn changed_files_in_payload(repo: &Path, event: &str, payload: &Value) -> Option<Vec<String>> {
     let sha = |pointer: &str| {
         payload
@@ -252,15 +254,66 @@ pub fn changed_files_in_payload(repo: &Path, event: &str, payload: &Value) -> Op
     };
     match event {
         "push" => {
-            if let (Some(before), Some(after)) = (sha("/before"), sha("/after")) {
+            let after = sha("/after");
+            if let (Some(before), Some(after)) = (sha("/before"), &after) {
                 if let Some(files) = diff(format!("{before}..{after}")) {
                     return Some(files);
                 }
             }
             let commits = payload.get("commits")?.as_array()?;
+            // A new branch (or a `before` this clone lacks): GitHub diffs from the parent of
+            // the deepest commit pushed, the first of `commits`, to the head.
+            let deepest = commits
+                .first()
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty() && !id.starts_with('-'));
+            let head = after.or_else(|| {
+                commits
+                    .last()
+                    .and_then(|c| c.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            if let (Some(deepest), Some(head)) = (deepest, head.filter(|h| !h.starts_with('-'))) {
+                let parent = format!("{deepest}^");
+                if git(
+                    repo,
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        &format!("{head}^{{commit}}"),
+                    ],
+                )
+                .is_some()
+                {
+                    match git(repo, &["rev-parse", "--verify", "--quiet", &parent]) {
+                        Some(_) => {
+                            if let Some(files) = diff(format!("{parent}..{head}")) {
+                                return Some(files);
+                            }
+                        }
+                        // The deepest commit is a root: everything up to the head is new.
+                        None if git(repo, &["cat-file", "-e", deepest]).is_some() => {
+                            return git(repo, &["ls-tree", "-r", "--name-only", &head])
+                                .map(|out| out.lines().map(str::to_string).collect());
+                        }
+                        None => {}
+                    }
+                }
+            }
+            let keys = ["added", "removed", "modified"];
+            let listed = commits
+                .iter()
+                .any(|c| keys.iter().any(|k| c.get(k).is_some()));
+            if !listed {
+                // Commits this clone lacks, without their files (an Actions payload).
+                return None;
+            }
             let mut files: Vec<String> = Vec::new();
             for c in commits {
-                for key in ["added", "removed", "modified"] {
+                for key in keys {
                     for f in c.get(key).and_then(Value::as_array).into_iter().flatten() {
                         if let Some(f) = f.as_str() {
                             if !files.iter().any(|x| x == f) {
@@ -270,7 +323,7 @@ pub fn changed_files_in_payload(repo: &Path, event: &str, payload: &Value) -> Op
                     }
                 }
             }
-            (!commits.is_empty()).then_some(files)
+            Some(files)
         }
         "pull_request" | "pull_request_target" => {
             let (base, head) = (
@@ -281,6 +334,26 @@ pub fn changed_files_in_payload(repo: &Path, event: &str, payload: &Value) -> Op
         }
         _ => None,
     }
+}
+
+/// The skip instruction in a pull request's head commit's message, read from the repository
+/// (its payload carries the head's sha, not its message): GitHub starts no `pull_request` run
+/// for it ([`firebreak_workflow::plan::skip_instruction`]). `None` for other events, which
+/// carry their head commit's message, or when the repository lacks the commit.
+pub fn pull_request_skip_instruction(
+    repo: &Path,
+    event: &str,
+    payload: &Value,
+) -> Option<&'static str> {
+    if event != "pull_request" {
+        return None;
+    }
+    let head = payload
+        .pointer("/pull_request/head/sha")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && !s.starts_with('-'))?;
+    let message = git(repo, &["log", "-1", "--format=%B", head, "--"])?;
+    firebreak_workflow::plan::skip_instruction(event, &message)
 }
 
 /// `local/<folder name>`: the repository name when there is no `origin` remote.

@@ -45,6 +45,9 @@ pub fn dispatch_input_errors(
     };
     let find = |k: &str| given.iter().find(|(g, _)| g.eq_ignore_ascii_case(k));
     let mut errors = Vec::new();
+    if defs.len() > firebreak_workflow::MAX_DISPATCH_INPUTS {
+        errors.push(firebreak_workflow::DISPATCH_INPUTS_LIMIT.to_string());
+    }
     let unexpected: Vec<String> = given
         .keys()
         .filter(|g| !defs.keys().any(|k| k.eq_ignore_ascii_case(g)))

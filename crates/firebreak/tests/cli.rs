@@ -422,6 +422,31 @@ fn plan_notes_a_skip_instruction_in_the_head_commit() {
     let (_, out, _) = firebreak(d.path(), &["plan", ".", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["skip_ci"], "[skip ci]");
+    // A pull request's head commit (read from the repository: its payload has no message)
+    // skips `pull_request` runs, not `pull_request_target` ones.
+    let skip = |event: &str| {
+        let (code, out, err) = firebreak(
+            d.path(),
+            &["plan", ".", "--event", event, "--format", "json"],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["skip_ci"].clone()
+    };
+    assert_eq!(skip("pull_request"), "[skip ci]");
+    assert_eq!(skip("pull_request_target"), serde_json::Value::Null);
+    // The `skip-checks: true` trailer, set apart by two empty lines (kept by
+    // --cleanup=verbatim), skips as the markers do.
+    git(&[
+        "commit",
+        "-q",
+        "--allow-empty",
+        "--cleanup=verbatim",
+        "-m",
+        "fix typo\n\n\nskip-checks: true",
+    ]);
+    assert_eq!(skip("push"), "skip-checks: true");
+    assert_eq!(skip("pull_request"), "skip-checks: true");
 }
 
 /// `doctor --format json` names every backend with whether it works and why; the host

@@ -2052,6 +2052,22 @@ fn a_refused_dispatch_leaves_out_that_workflow_only() {
     assert!(o.has("| ran-b"), "{o:?}");
     assert!(!o.has("ran-a"), "{o:?}");
     assert!(o.stderr.contains("not run, the errors above:"), "{o:?}");
+    // More inputs than GitHub.com lets a dispatch declare: refused however it is given.
+    let many: String = (0..26)
+        .map(|i| format!("      i{i}:\n        default: x\n"))
+        .collect();
+    std::fs::write(
+        r.dir.path().join(".github/workflows/a.yml"),
+        format!("on:\n  workflow_dispatch:\n    inputs:\n{many}jobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ran-a\n"),
+    )
+    .expect("write");
+    let o = r.run(&["workflow_dispatch", "--sandbox", "host"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.has("a.yml: GitHub would refuse this dispatch: you may only define up to 25 `inputs` for a `workflow_dispatch` event"),
+        "{o:?}"
+    );
+    assert!(!o.has("ran-a"), "{o:?}");
 }
 
 #[test]
@@ -2267,6 +2283,27 @@ fn paths_filters_decide_whether_a_push_runs_as_plan_says() {
         o.has("| built"),
         "the payload's commits name src/main.rs: {o:?}"
     );
+    // A new branch, as an Actions payload carries it (commit ids, no file lists): the diff
+    // from the parent of the deepest commit pushed to `after`.
+    let new_branch = |commits: &[&str]| {
+        let ids: Vec<String> = commits
+            .iter()
+            .map(|c| format!(r#"{{"id":"{c}"}}"#))
+            .collect();
+        format!(
+            r#"{{"ref":"refs/heads/feat","before":"0000000000000000000000000000000000000000","after":"{head}","created":true,"commits":[{}]}}"#,
+            ids.join(",")
+        )
+    };
+    std::fs::write(&ev, new_branch(&[&head])).expect("write");
+    let o = r.host(&["--event-file", ev_path]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!o.has("built"), "only the docs commit is new: {o:?}");
+    assert!(o.stderr.contains("(changed: README.md)"), "{o:?}");
+    // From the root commit on, every file is new.
+    std::fs::write(&ev, new_branch(&[&first, &head])).expect("write");
+    let o = r.host(&["--event-file", ev_path]);
+    assert!(o.has("| built"), "src/main.rs is among the new: {o:?}");
 }
 
 /// A run killed outright (SIGKILL) leaves its scratch folder behind; the next run removes

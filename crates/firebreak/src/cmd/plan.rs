@@ -92,6 +92,9 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         changed_files,
     };
     let mut plan = firebreak_workflow::plan::plan(&parsed, &event);
+    plan.skip_ci = plan.skip_ci.or_else(|| {
+        crate::gitinfo::pull_request_skip_instruction(&root, &event.name, &event.payload)
+    });
     let repository = event
         .payload
         .pointer("/repository/full_name")

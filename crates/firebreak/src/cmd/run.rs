@@ -565,6 +565,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         ),
     };
     let mut the_plan = plan::plan(&parsed, &event);
+    the_plan.skip_ci = the_plan.skip_ci.or_else(|| {
+        crate::gitinfo::pull_request_skip_instruction(&repo, &event.name, &event.payload)
+    });
     let mut matrix_filter = Vec::new();
     for m in &args.matrix {
         let Some((k, v)) = split_kv(m, ':') else {
