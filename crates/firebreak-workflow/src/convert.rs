@@ -1289,8 +1289,11 @@ fn valid_step_uses(uses: &str) -> bool {
     if at.is_empty() {
         return false;
     }
-    let mut path = path.split(['/', '\\']);
-    matches!((path.next(), path.next()), (Some(owner), Some(repo)) if !owner.is_empty() && !repo.is_empty())
+    // Empty segments are dropped, as GitHub's C# parser does (`owner//repo@v1` is valid).
+    path.split(['/', '\\'])
+        .filter(|s| !s.is_empty())
+        .nth(1)
+        .is_some()
 }
 
 fn outputs(t: &Token) -> IndexMap<String, OutputDef> {

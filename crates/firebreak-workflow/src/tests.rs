@@ -366,6 +366,17 @@ fn step_uses_format() {
         errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: badrepo@v1\n"),
         ["w.yml:6:15: Expected format {org}/{repo}[/path]@ref. Actual 'badrepo@v1'"]
     );
+    // Empty path segments do not count, as in GitHub's C# parser.
+    for fine in ["owner//repo@v1", "/owner/repo@v1", "owner/repo/sub/dir@v1"] {
+        let src =
+            format!("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: {fine}\n");
+        assert!(errors(&src).is_empty(), "{fine}");
+    }
+    for bad in ["owner//@v1", "//repo@v1", "owner/repo@", "owner/repo"] {
+        let src =
+            format!("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: {bad}\n");
+        assert_eq!(errors(&src).len(), 1, "{bad}");
+    }
 }
 
 #[test]
