@@ -192,6 +192,13 @@ impl QemuProvider {
         notes: &mut Vec<String>,
     ) -> Result<(QemuVm, VmOrigin), SandboxError> {
         if cfg.start == Start::Snapshot {
+            // Taking the snapshot boots a VM of this size: charge it to the budget like any
+            // other (a VM larger than the whole budget fails here, before anything boots),
+            // and let the VM restored from it keep the charge.
+            let mut build_lease = match snapshot::existing(image, cfg).await {
+                Ok(Some(_)) => None,
+                _ => Some(self.lease_for(cfg).await?),
+            };
             match snapshot::ensure(image, cfg).await {
                 Ok((snap, built)) => {
                     if built {
@@ -210,7 +217,10 @@ impl QemuProvider {
                             return Ok((vm, VmOrigin::Pool));
                         }
                     }
-                    let lease = self.lease_for(cfg).await?;
+                    let lease = match build_lease.take() {
+                        Some(l) => l,
+                        None => self.lease_for(cfg).await?,
+                    };
                     // Clock and entropy are refreshed by `create`, together
                     // with the job's first requests.
                     let res = match self.standby.take(&snap, cfg) {
@@ -235,8 +245,21 @@ impl QemuProvider {
                 }
                 Err(e) => notes.push(format!("no VM snapshot ({e}); booting")),
             }
+            if let Some(lease) = build_lease {
+                return self.boot_cold(image, cfg, lease).await;
+            }
         }
         let lease = self.lease_for(cfg).await?;
+        self.boot_cold(image, cfg, lease).await
+    }
+
+    /// Boots a VM for one job, charged to `lease`.
+    async fn boot_cold(
+        &self,
+        image: &Image,
+        cfg: &VmConfig,
+        lease: crate::pool::Lease,
+    ) -> Result<(QemuVm, VmOrigin), SandboxError> {
         let mut vm = QemuVm::boot(image, cfg)
             .await
             .map_err(|e| unavailable(e.to_string()))?;

@@ -232,6 +232,49 @@ fn qemu_niceness() -> Vec<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_larger_than_the_budget_fails_before_anything_boots() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    // 1 GiB of guest memory (1,088 MiB charged) against a budget of 700 MiB: no snapshot of
+    // that size may be taken (it would boot such a VM) and no VM started.
+    let big = VmConfig {
+        memory_mib: 1024,
+        ..small()
+    };
+    let p = provider(&img, big.clone()).with_pool(PoolConfig {
+        size: 0,
+        memory_budget_mib: Some(700),
+    });
+    let before = snapshot::existing(&img, &big)
+        .await
+        .expect("snapshot lookup");
+    let t = Instant::now();
+    let err = match p.create(JobSpec::new("too-big", "hello")).await {
+        Ok(_) => panic!("a VM over the whole budget was created"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("does not fit the memory budget of 700 MiB"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "failed after {:?}",
+        t.elapsed()
+    );
+    if before.is_none() {
+        assert!(
+            snapshot::existing(&img, &big)
+                .await
+                .expect("lookup")
+                .is_none(),
+            "no snapshot taken for a VM that cannot run"
+        );
+    }
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_takes_from_the_pool_and_the_pool_keeps_to_its_budget() {
     let img = image_or_skip!();
     let _g = SERIAL.lock().await;

@@ -495,6 +495,13 @@ jobs:
     // fail-fast (the default) cancelled production before it started.
     assert!(!o.has("deploying production"), "{o:?}");
     assert!(o.has("deploy (production)  cancelled"), "{o:?}");
+    // Not even started: the failing leg's slot goes to it only after the cancellation.
+    assert!(
+        !o.stdout
+            .lines()
+            .any(|l| l.contains("deploy (production)") && l.contains("job started")),
+        "{o:?}"
+    );
 }
 
 #[test]

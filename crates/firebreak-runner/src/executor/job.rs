@@ -181,14 +181,24 @@ pub(crate) async fn run_leg(sh: Arc<WorkflowShared>, spec: LegSpec) -> LegResult
             r
         }
         Err(msg) => {
+            // Cancelled before it could start (fail-fast, Ctrl-C): cancelled, not failed.
+            let cancelled = spec.cancel.is_cancelled();
             events.send(Event::Output {
                 job: key.clone(),
                 step: None,
-                kind: LineKind::Error,
+                kind: if cancelled {
+                    LineKind::Info
+                } else {
+                    LineKind::Error
+                },
                 line: msg,
             });
             LegResult {
-                result: Conclusion::Failure,
+                result: if cancelled {
+                    Conclusion::Cancelled
+                } else {
+                    Conclusion::Failure
+                },
                 outputs: IndexMap::new(),
                 continue_on_error: false,
                 nested: Vec::new(),
@@ -308,10 +318,16 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
     jspec.network =
         cfg.network || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL)) || env_network;
     jspec.limits = super::sizes::limits_from_labels(&labels);
-    let sb = provider
-        .create(jspec)
-        .await
-        .map_err(|e| format!("cannot create the {backend} sandbox: {e}"))?;
+    // A run cancelled while the sandbox is being made (a VM booting, a snapshot being
+    // taken) does not wait for it: dropping `create` kills what it started.
+    let sb = tokio::select! {
+        sb = provider.create(jspec) => {
+            sb.map_err(|e| format!("cannot create the {backend} sandbox: {e}"))?
+        }
+        () = spec.cancel.cancelled() => {
+            return Err(format!("cancelled while its {backend} sandbox was being made"));
+        }
+    };
     let layout = sb.layout().clone();
     let event_path = layout.temp.join("_github_workflow").join("event.json");
     let payload = serde_json::to_vec_pretty(&cfg.event).unwrap_or_default();

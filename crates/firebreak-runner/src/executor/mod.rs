@@ -455,20 +455,25 @@ pub async fn run_workflow(
                         // calling job's `max-parallel` still holds its legs back, in matrix
                         // order, and fail-fast cancels those still waiting.
                         let permit = tokio::select! {
-                            p = per_job.clone().acquire_owned() => p.ok(),
+                            biased;
                             _ = ff.cancelled() => None,
+                            p = per_job.clone().acquire_owned() => p.ok(),
                         };
                         set.spawn(async move {
                             let name = spec.key.name.clone();
                             let key = spec.key.clone();
                             let t0 = Instant::now();
-                            let r = match permit {
-                                Some(_p) => reusable::run_reusable(sh.clone(), spec).await,
-                                None => cancelled_leg(&sh, key),
+                            let (r, held) = match permit {
+                                Some(p) => {
+                                    (reusable::run_reusable(sh.clone(), spec).await, Some(p))
+                                }
+                                None => (cancelled_leg(&sh, key), None),
                             };
+                            // Cancel the others before the slot goes to the next leg.
                             if r.result == Conclusion::Failure && fail_fast {
                                 ff.cancel();
                             }
+                            drop(held);
                             (i, name, r, t0.elapsed().as_millis() as u64)
                         });
                         continue;
@@ -482,20 +487,24 @@ pub async fn run_workflow(
                         (a, b)
                     };
                     let permits = tokio::select! {
-                        p = permits => Some(p),
+                        biased;
                         _ = ff.cancelled() => None,
+                        p = permits => Some(p),
                     };
                     set.spawn(async move {
                         let name = spec.key.name.clone();
                         let key = spec.key.clone();
                         let t0 = Instant::now();
-                        let r = match permits {
-                            Some(_p) => run_leg(sh.clone(), spec).await,
-                            None => cancelled_leg(&sh, key),
+                        let (r, held) = match permits {
+                            Some(p) => (run_leg(sh.clone(), spec).await, Some(p)),
+                            None => (cancelled_leg(&sh, key), None),
                         };
+                        // Fail-fast cancels the legs still waiting before this one's slot
+                        // is free: GitHub starts none of them.
                         if r.result == Conclusion::Failure && fail_fast {
                             ff.cancel();
                         }
+                        drop(held);
                         (i, name, r, t0.elapsed().as_millis() as u64)
                     });
                 }
