@@ -73,6 +73,35 @@ fn configure(root: &Path, meminfo: &Path, name: &str, reserve_mib: u64) -> Optio
     Some(job)
 }
 
+/// How many of the job's processes the kernel's OOM killer has killed so far (`oom_kill` in
+/// the job cgroup `root`'s `memory.events`, which counts its whole subtree); `None` without
+/// the memory controller.
+pub fn oom_kills(root: &Path) -> Option<u64> {
+    let events = std::fs::read_to_string(root.join("memory.events")).ok()?;
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
+/// What the agent says when the OOM killer killed `n` of the job's processes while a
+/// command ran, with the job's memory limit (`memory.max` under `root`).
+pub fn oom_note(root: &Path, n: u64) -> String {
+    let limit = std::fs::read_to_string(root.join("memory.max"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|b| {
+            format!(
+                " (the job's processes may use {} MiB of this VM's memory)",
+                b >> 20
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "out of memory: the kernel killed {n} of the job's processes while this command ran{limit}; \
+         a larger VM (a runs-on label such as `4gb`) has more"
+    )
+}
+
 /// `MemAvailable` in KiB from the text of `/proc/meminfo`.
 fn available_kib(meminfo: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| {
@@ -87,6 +116,25 @@ fn available_kib(meminfo: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn oom_kills_are_read_from_memory_events() {
+        let d = tempfile::tempdir().expect("tempdir");
+        assert_eq!(super::oom_kills(d.path()), None);
+        std::fs::write(
+            d.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 2\noom_kill 3\noom_group_kill 0\n",
+        )
+        .expect("write");
+        std::fs::write(d.path().join("memory.max"), "209715200\n").expect("write");
+        assert_eq!(super::oom_kills(d.path()), Some(3));
+        let note = super::oom_note(d.path(), 1);
+        assert!(
+            note.starts_with("out of memory: the kernel killed 1 of the job's processes"),
+            "{note}"
+        );
+        assert!(note.contains("may use 200 MiB"), "{note}");
+    }
+
     use super::*;
 
     #[test]

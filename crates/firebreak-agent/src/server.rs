@@ -474,6 +474,8 @@ struct Running {
     timeout: Option<Duration>,
     drain_grace: Duration,
     cgroup: Option<PathBuf>,
+    /// The job cgroup and its OOM kill count when the command started.
+    oom_before: Option<(PathBuf, u64)>,
 }
 
 /// Finds `prog` the way `execvp` would, with the PATH of the job's env.
@@ -579,6 +581,10 @@ fn start_exec(
         timeout: spec.timeout_ms.map(Duration::from_millis),
         drain_grace: Duration::from_millis(spec.drain_grace_ms),
         cgroup,
+        oom_before: cfg
+            .cgroup_root
+            .as_ref()
+            .and_then(|r| Some((r.clone(), crate::jobcgroup::oom_kills(r)?))),
     })
 }
 
@@ -688,7 +694,12 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
         // with the VM.
         let _ = std::fs::remove_dir(cg);
     }
-    for note in crate::guard::since(started) {
+    // A process the kernel's OOM killer took shows only as "Killed" in a shell's output.
+    let oom = run.oom_before.as_ref().and_then(|(root, before)| {
+        let now = crate::jobcgroup::oom_kills(root)?;
+        (now > *before).then(|| crate::jobcgroup::oom_note(root, now - before))
+    });
+    for note in oom.into_iter().chain(crate::guard::since(started)) {
         let line = format!("firebreak-agent: {note}\n");
         send(
             &out,

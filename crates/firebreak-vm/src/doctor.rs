@@ -337,10 +337,16 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
             "jobs that opt into the network reach out through passt ({}), without the host's loopback",
             bin.display()
         ),
-        crate::qemu::UserNet::Slirp => {
-            "jobs that opt into the network use QEMU's slirp, which lets them reach services on the host's loopback through 10.0.2.2: apt-get install passt to keep it out of reach".into()
-        }
+        crate::qemu::UserNet::Slirp => format!(
+            "jobs that opt into the network use QEMU's slirp, which lets them reach services on the host's loopback through 10.0.2.2: {}",
+            crate::qemu::UserNet::slirp_remedy()
+        ),
     });
+    if let Some(v) = crate::qemu::UserNet::unknown_setting() {
+        qnotes.push(format!(
+            "FIREBREAK_QEMU_NET={v} is ignored: it takes `passt` or `slirp`"
+        ));
+    }
     backends.push(BackendStatus {
         name: "qemu".into(),
         works: qemu_ok && !images.is_empty(),

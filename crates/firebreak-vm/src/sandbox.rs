@@ -315,8 +315,16 @@ fn describe_start(vm: &QemuVm, cfg: &VmConfig, origin: VmOrigin, took: Duration)
         VmOrigin::Restored => "restored from its snapshot".to_string(),
         VmOrigin::Cold => format!("booted ({} attempt(s))", stats.attempts),
     };
+    // Whether the job may reach the network, and how to change it: a job that cannot
+    // resolve a host name should not have to guess why.
+    let net = if cfg.network {
+        "with network"
+    } else {
+        "no network: opt in with FIREBREAK_NETWORK: true in the workflow's or job's env, the \
+         `network` runs-on label or `network: true` in .github/firebreak.yml"
+    };
     format!(
-        "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}) {how} in {:.2}s",
+        "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}; {net}) {how} in {:.2}s",
         if stats.kvm { "KVM" } else { "TCG" },
         cfg.vcpus,
         cfg.memory_mib,
@@ -417,9 +425,10 @@ impl SandboxProvider for QemuProvider {
                 if cfg.network
                     && crate::qemu::UserNet::on_this_host() == crate::qemu::UserNet::Slirp
                 {
-                    notes.push(
-                        "network through QEMU's slirp: this job can reach services on the host's loopback at 10.0.2.2 (install passt to prevent it)".into(),
-                    );
+                    notes.push(format!(
+                        "network through QEMU's slirp: this job can reach services on the host's loopback at 10.0.2.2 ({})",
+                        crate::qemu::UserNet::slirp_remedy()
+                    ));
                 }
                 let layout = JobLayout::new(GUEST_ROOT, &ws);
                 let mut sb = VmSandbox::new(vm.client(), vm, layout, notes, origin);

@@ -366,6 +366,14 @@ async fn a_memory_bomb_fails_the_job_only() {
     // stdout's `status` and the shell's `Killed` on stderr come through two
     // pipes, in either order.
     assert!(lines.iter().any(|l| l == "status 137"), "{lines:?}");
+    // And the command's log says why, whichever of the two acted.
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("firebreak-agent: out of memory: the kernel killed")
+                || (l.starts_with("firebreak-agent: ") && l.contains("memory"))
+        ),
+        "no line saying why: {lines:?}"
+    );
     // The guest's OOM killer did it, and the agent is still there.
     // The job cgroup's OOM killer or the agent's thrash guard, never the
     // guest-wide OOM killer.

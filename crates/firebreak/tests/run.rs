@@ -861,6 +861,25 @@ jobs:
     let o = r.host(&["-P", "macos-latest=host", "-j", "ok"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!o.has("default Linux environment"), "{o:?}");
+    // The workflow's header names the mapping; backends are named in any case.
+    let o = r.host(&["-P", "macos-latest=Namespace", "-j", "ok"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.has("host sandbox; runs-on macos-latest: namespace)"),
+        "{o:?}"
+    );
+    // A misspelt sandbox is refused (the job would otherwise get other isolation than
+    // asked); an act container image is not supported, and only a warning.
+    let o = r.host(&["-P", "macos-latest=qmeu", "-j", "ok"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(
+        o.stderr.contains("-P macos-latest=qmeu: unknown sandbox 'qmeu'; expected host, namespace, qemu or firecracker"),
+        "{o:?}"
+    );
+    assert!(!o.has("ran on linux"), "{o:?}");
+    let o = r.host(&["-P", "macos-latest=node:16-buster-slim", "-j", "ok"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("images are not supported"), "{o:?}");
 }
 
 #[test]

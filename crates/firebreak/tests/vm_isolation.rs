@@ -268,6 +268,13 @@ fn a_workflow_in_microvms_proves_isolation() {
         assert_eq!(r.result(id), "success", "job {id}\n{ctx}");
     }
     assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
+    // Its log says why (the kernel's OOM killer or the agent's thrash guard acted).
+    assert!(
+        r.log.iter().any(|l| l.starts_with("[bomb]")
+            && l.contains("firebreak-agent: ")
+            && l.contains("memory")),
+        "{ctx}"
+    );
     // The fork bomb fails its job (a guard kills all its processes, saying so in the step's
     // log) and leaves the job's later steps a guest that works.
     assert_eq!(
@@ -286,6 +293,19 @@ fn a_workflow_in_microvms_proves_isolation() {
         "{ctx}"
     );
     assert!(r.has("network opted in"), "{ctx}");
+    // Each job's log says whether its VM has a network, and how to opt in.
+    let vm_note = |job: &str| {
+        r.log
+            .iter()
+            .find(|l| l.starts_with(&format!("[{job}] qemu VM")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no VM note for {job}\n{ctx}"))
+    };
+    assert!(
+        vm_note("network").contains("no network: opt in with FIREBREAK_NETWORK: true"),
+        "{ctx}"
+    );
+    assert!(vm_note("online").contains("; with network)"), "{ctx}");
     assert!(
         r.has(&format!("host loopback: {loopback}")),
         "a network job and the host's loopback (passt: {passt})\n{ctx}"

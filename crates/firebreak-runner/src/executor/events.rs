@@ -84,8 +84,11 @@ pub enum Event {
         name: String,
         /// The event name.
         event_name: String,
-        /// Sandbox backend.
+        /// Sandbox backend of jobs whose `runs-on` no `-P` mapping names.
         sandbox: String,
+        /// `runs-on` labels mapped to other backends (`-P LABEL=BACKEND`), lower case.
+        #[serde(skip_serializing_if = "indexmap::IndexMap::is_empty")]
+        mapped: indexmap::IndexMap<String, String>,
     },
     /// A job (leg) got its sandbox and begins its steps.
     JobStarted {

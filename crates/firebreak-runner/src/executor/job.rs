@@ -287,7 +287,7 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
             .collect();
         if !odd.is_empty() {
             warnings.push(format!(
-                "runs-on {}: firebreak runs this job in the default Linux environment ({} sandbox); map labels with -P LABEL=host|namespace",
+                "runs-on {}: firebreak runs this job in the default Linux environment ({} sandbox); map labels with -P LABEL=host|namespace|qemu|firecracker",
                 odd.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", "),
                 backend
             ));

@@ -389,17 +389,22 @@ pub fn locate_agent() -> Result<PathBuf, ImageError> {
     candidates.push(PathBuf::from(
         "target/x86_64-unknown-linux-gnu/release/firebreak-agent",
     ));
-    let mut last = None;
+    // Every place looked at, with why it would not do: one found but dynamically linked
+    // is worth knowing about.
+    let mut tried = Vec::new();
     for c in candidates {
         match check_agent(&c) {
             Ok(()) => return Ok(absolute(&c)),
-            Err(e) => last = Some(e),
+            Err(ImageError::BadAgent { path, reason }) => {
+                tried.push(format!("{}: {reason}", path.display()))
+            }
+            Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or(ImageError::BadAgent {
+    Err(ImageError::BadAgent {
         path: PathBuf::from("firebreak-agent"),
-        reason: "not found".into(),
-    }))
+        reason: format!("none usable ({})", tried.join("; ")),
+    })
 }
 
 /// The cache of built images.

@@ -46,14 +46,29 @@ impl UserNet {
         static CHOICE: std::sync::OnceLock<UserNet> = std::sync::OnceLock::new();
         CHOICE
             .get_or_init(|| {
-                if std::env::var("FIREBREAK_QEMU_NET")
-                    .is_ok_and(|v| v.eq_ignore_ascii_case("slirp"))
-                {
+                if slirp_asked() {
                     return UserNet::Slirp;
                 }
                 tools::find(PASST.name).map_or(UserNet::Slirp, UserNet::Passt)
             })
             .clone()
+    }
+
+    /// What would keep a slirp network from reaching the host's loopback here: passt, or not
+    /// asking for slirp.
+    pub fn slirp_remedy() -> &'static str {
+        if slirp_asked() {
+            "FIREBREAK_QEMU_NET=slirp chose it; unset it to use passt"
+        } else {
+            "apt-get install passt to keep it out of reach"
+        }
+    }
+
+    /// A `FIREBREAK_QEMU_NET` that is neither `passt` nor `slirp` (and so changes nothing).
+    pub fn unknown_setting() -> Option<String> {
+        std::env::var("FIREBREAK_QEMU_NET").ok().filter(|v| {
+            !v.is_empty() && !v.eq_ignore_ascii_case("slirp") && !v.eq_ignore_ascii_case("passt")
+        })
     }
 
     /// QEMU's `-netdev` value for a VM whose run directory is `dir`.
@@ -66,6 +81,11 @@ impl UserNet {
             UserNet::Slirp => "user,id=net0".into(),
         }
     }
+}
+
+/// Whether `FIREBREAK_QEMU_NET` asks for slirp.
+fn slirp_asked() -> bool {
+    std::env::var("FIREBREAK_QEMU_NET").is_ok_and(|v| v.eq_ignore_ascii_case("slirp"))
 }
 
 /// Where passt listens for the VM whose run directory is `dir`.

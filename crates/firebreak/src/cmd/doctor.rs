@@ -75,8 +75,9 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
                     style::red("✗")
                 };
                 crate::outln!("  {mark} {}", b.name)?;
-                for n in &b.notes {
-                    crate::outln!("      {}", style::dim(n))?;
+                // A note of several lines (a probe's error output) stays indented.
+                for line in b.notes.iter().flat_map(|n| n.lines()) {
+                    crate::outln!("      {}", style::dim(line))?;
                 }
             }
             crate::outln!("{}", style::bold("Host checks"))?;
@@ -86,7 +87,11 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
                 } else {
                     style::red("✗")
                 };
-                crate::outln!("  {mark} {}: {}", c.name, c.detail)?;
+                let mut lines = c.detail.lines();
+                crate::outln!("  {mark} {}: {}", c.name, lines.next().unwrap_or_default())?;
+                for more in lines {
+                    crate::outln!("      {more}")?;
+                }
             }
         }
     }

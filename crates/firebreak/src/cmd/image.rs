@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use firebreak_vm::image::{locate_agent, BuildEvent};
 use firebreak_vm::{ImageSpec, ImageStore, KernelKind};
@@ -68,8 +68,6 @@ impl From<KernelArg> for KernelKind {
     }
 }
 
-const AGENT_HINT: &str = "build the agent with: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p firebreak-agent --target x86_64-unknown-linux-gnu";
-
 pub fn run(cmd: &ImageCommand) -> Result<ExitCode> {
     let store = ImageStore::open_default();
     match cmd {
@@ -99,7 +97,8 @@ fn build(
 ) -> Result<ExitCode> {
     let agent = match agent {
         Some(a) => a,
-        None => locate_agent().with_context(|| AGENT_HINT.to_string())?,
+        // Its error names where it looked and how to build one.
+        None => locate_agent()?,
     };
     let mut spec = ImageSpec::new(agent).with_kernel(kernel);
     spec.packages.extend(packages.iter().cloned());

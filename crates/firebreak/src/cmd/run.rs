@@ -827,7 +827,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         if !vprobe.available {
             let notes = vprobe.notes.join("; ");
             // Point at `image build` only when the image is what is missing.
-            let next = if notes.contains("image") {
+            let next = if notes.contains("image") && !notes.contains("firebreak image build") {
                 "see `firebreak doctor`; build an image with `firebreak image build`"
             } else {
                 "see `firebreak doctor`"
@@ -835,6 +835,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             return usage(format!(
                 "the {name} sandbox is unavailable here: {notes} ({next})"
             ));
+        }
+        if let Some(v) = firebreak_vm::qemu::UserNet::unknown_setting() {
+            eprintln!(
+                "{}: FIREBREAK_QEMU_NET={v} is ignored: it takes `passt` or `slirp`",
+                style::err_yellow("warning")
+            );
         }
         providers.insert(name.into(), vm);
     }
@@ -868,12 +874,22 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 "-P {p}: expected LABEL=host|namespace|qemu|firecracker"
             ));
         };
-        let backend = match env.trim() {
+        let backend = match env.trim().to_ascii_lowercase().as_str() {
             "host" | "-self-hosted" | "self-hosted" => "host",
             "namespace" => "namespace",
             "qemu" => "qemu",
             "firecracker" => "firecracker",
-            other => {
+            // A bare word is a sandbox misspelt, not one of act's container images
+            // (`node:16-buster-slim`, `catthehacker/ubuntu:act-latest`): running the job in
+            // another sandbox than the one asked for would be the wrong isolation.
+            other if !other.contains([':', '/', '.', '@']) => {
+                return usage(format!(
+                    "-P {p}: unknown sandbox '{}'; expected host, namespace, qemu or firecracker",
+                    env.trim()
+                ));
+            }
+            _ => {
+                let other = env.trim();
                 eprintln!("{}: -P {label}={other}: images are not supported; the job runs in the {default_backend} sandbox", style::err_yellow("warning"));
                 default_backend.as_str()
             }
@@ -948,7 +964,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         inputs: Value::from_json(&serde_json::to_value(&inputs_map).unwrap_or_default()),
         providers,
         default_backend: default_backend.clone(),
-        label_map,
+        label_map: label_map.clone(),
         slots: Arc::new(tokio::sync::Semaphore::new(
             args.jobs
                 .unwrap_or_else(|| {
@@ -987,6 +1003,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             name: w.name.clone(),
             event_name: args.event.clone(),
             sandbox: default_backend.clone(),
+            mapped: label_map.clone(),
         });
     }
     for (i, w) in the_plan.workflows.iter().enumerate() {

@@ -267,14 +267,23 @@ impl Reporter {
                 name,
                 event_name,
                 sandbox,
+                mapped,
             } => {
                 self.workflows.insert(path.clone(), name.clone());
                 if !self.json {
+                    // `-P` mappings: "namespace sandbox; runs-on isolated: qemu".
+                    let mapped: String = mapped
+                        .iter()
+                        .filter(|(_, b)| *b != sandbox)
+                        .map(|(l, b)| format!("; runs-on {l}: {b}"))
+                        .collect();
                     let line = format!(
                         "{} {} {}",
                         style::bold("▶ workflow"),
                         style::bold(name),
-                        style::dim(&format!("({path}, event {event_name}, {sandbox} sandbox)"))
+                        style::dim(&format!(
+                            "({path}, event {event_name}, {sandbox} sandbox{mapped})"
+                        ))
                     );
                     self.say(&line);
                 }
