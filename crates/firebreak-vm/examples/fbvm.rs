@@ -69,9 +69,18 @@ fn main() {
         },
         Some("prune") => {
             let keep = args.get(1).and_then(|k| k.parse().ok()).unwrap_or(1);
-            match store.prune(keep) {
+            let opts = firebreak_vm::image::PruneOptions {
+                keep,
+                ..Default::default()
+            };
+            match store.prune(opts) {
                 Ok(r) => {
-                    println!("removed {} ({} MiB)", r.removed.len(), r.freed_bytes >> 20);
+                    println!(
+                        "removed {} image(s) and {} other folder(s) ({} MiB)",
+                        r.images.len(),
+                        r.other.len(),
+                        r.freed_bytes >> 20
+                    );
                     0
                 }
                 Err(e) => {

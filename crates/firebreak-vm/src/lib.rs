@@ -28,7 +28,7 @@
 //!                         (blocking, minutes the first time: run it in spawn_blocking;
 //!                          --kernel minimal: ImageSpec::new(..).with_kernel(KernelKind::Minimal))
 //! firebreak image list    ImageStore::open_default().list()          -> Vec<Image> (newest first)
-//! firebreak image prune   ImageStore::open_default().prune(keep)     -> PruneReport
+//! firebreak image prune   ImageStore::open_default().prune(opts)     -> PruneReport
 //! firebreak doctor        doctor(&DoctorOptions::default()).await    -> DoctorReport (Display + Serialize)
 //! --sandbox qemu          QemuProvider::new(ImageStore::open_default(), None, VmConfig::default())
 //!                         (VmConfig::start defaults to Start::Snapshot: first job takes the

@@ -123,11 +123,26 @@ impl QemuProvider {
     }
 
     /// The VM configuration a job with `spec` gets.
+    /// What `create` says about a job's VM size when it differs from what the job asked.
+    fn size_notes(spec: &JobSpec) -> Vec<String> {
+        spec.limits
+            .memory_bytes
+            .filter(|b| (b >> 20) < MIN_MEMORY_MIB)
+            .map(|b| {
+                format!(
+                    "{} MiB of memory asked for; a VM gets at least {MIN_MEMORY_MIB} MiB",
+                    b >> 20
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
     pub fn config_for(&self, spec: &JobSpec) -> VmConfig {
         let mut cfg = self.config.clone();
         cfg.network = spec.network;
         if let Some(bytes) = spec.limits.memory_bytes {
-            cfg.memory_mib = (bytes >> 20).max(128);
+            cfg.memory_mib = (bytes >> 20).max(MIN_MEMORY_MIB);
         }
         if let Some(m) = spec.limits.cpu_millis {
             cfg.vcpus = m.div_ceil(1000).max(1);
@@ -202,11 +217,13 @@ impl QemuProvider {
             match snapshot::ensure(image, cfg).await {
                 Ok((snap, built)) => {
                     if built {
+                        // On disk: the guest's RAM file (sparse: what the guest used) and
+                        // disk, besides the small device-state stream.
                         notes.push(format!(
-                            "took the VM snapshot {} ({:.1}s, {} MB)",
+                            "took the VM snapshot {} ({:.1}s, {} MiB on disk)",
                             snap.meta.key,
                             snap.meta.build_seconds,
-                            snap.meta.state_bytes / 1_000_000
+                            crate::image::du_bytes(&snap.dir) >> 20
                         ));
                     }
                     if let Some(pool) = &self.pool {
@@ -284,6 +301,10 @@ impl QemuProvider {
         }
     }
 }
+
+/// The least guest memory a VM gets, whatever a job's label asks (Debian's kernel and the
+/// agent need about this much to run a job's tools).
+pub const MIN_MEMORY_MIB: u64 = 128;
 
 fn unavailable(reason: impl Into<String>) -> SandboxError {
     SandboxError::Unavailable {
@@ -386,13 +407,13 @@ impl SandboxProvider for QemuProvider {
                 .limits
                 .max_pids
                 .unwrap_or_else(|| default_pids_max(cfg.memory_mib));
-            let mut notes = Vec::new();
+            let mut notes = Self::size_notes(&spec);
             let mut failed_clones = 0;
             // Growing the root filesystem is part of getting the VM ready.
             let disk = spec.limits.disk_bytes.map(|b| {
                 if b > cfg.max_disk_bytes {
                     notes.push(format!(
-                        "disk size {:.0} GiB capped to this host's maximum of {:.0} GiB",
+                        "disk size {:.0} GiB capped to {:.0} GiB, the most a job's disk may grow to",
                         gib(b),
                         gib(cfg.max_disk_bytes)
                     ));

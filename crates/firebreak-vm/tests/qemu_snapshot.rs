@@ -672,7 +672,7 @@ async fn a_disk_size_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
     let sb = p.create(spec).await.expect("create");
     let notes = sb.notes().join("\n");
     assert!(
-        notes.contains("disk size 8 GiB capped to this host's maximum of 7 GiB"),
+        notes.contains("disk size 8 GiB capped to 7 GiB, the most a job's disk may grow to"),
         "{notes}"
     );
     assert!(notes.contains("root filesystem grown from"), "{notes}");

@@ -1727,6 +1727,22 @@ fn a_workflow_or_job_env_opts_into_the_network() {
         "{o:?}"
     );
     assert!(plain.contains("| netdevs=0"), "{o:?}");
+    // A value that is neither true nor false is named, and the job stays offline.
+    let unclear = format!(
+        "on: push\njobs:\n  unsure:\n    runs-on: ubuntu-latest\n    env:\n      FIREBREAK_NETWORK: maybe\n    steps:\n      - run: |\n          {probe}\n"
+    );
+    std::fs::write(r.path().join(".github/workflows/unclear.yml"), unclear).expect("write");
+    let o = r.run(&["push", "--sandbox", "namespace", "-W", &wf("unclear.yml")]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.has("FIREBREAK_NETWORK: 'maybe' is neither true nor false; the job runs without network"),
+        "{o:?}"
+    );
+    assert_eq!(
+        self::netdevs(&o.stdout, "unsure"),
+        Some("0".into()),
+        "{o:?}"
+    );
 }
 
 #[test]

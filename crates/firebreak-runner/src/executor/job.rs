@@ -104,11 +104,21 @@ pub const NETWORK_ENV: &str = "FIREBREAK_NETWORK";
 fn env_asks_for_network(
     env: Option<&firebreak_workflow::Token>,
     ctx: &dyn firebreak_expr::Context,
-) -> Option<bool> {
-    eval_string_map(env, ctx)
-        .ok()
-        .and_then(|m| m.get(NETWORK_ENV).cloned())
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+) -> Option<Result<bool, String>> {
+    let v = eval_string_map(env, ctx).ok()?.get(NETWORK_ENV).cloned()?;
+    Some(network_setting(&v))
+}
+
+/// `FIREBREAK_NETWORK`'s value: `true`/`1`/`yes` opt in, `false`/`0`/`no`/empty out (any
+/// case); anything else is refused (and the job stays offline).
+fn network_setting(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(format!(
+            "{NETWORK_ENV}: '{v}' is neither true nor false; the job runs without network"
+        )),
+    }
 }
 
 #[derive(Clone)]
@@ -312,9 +322,16 @@ async fn prepare(sh: &Arc<WorkflowShared>, spec: &LegSpec) -> Result<LegRunner, 
     let mut jspec = JobSpec::new(spec.sandbox_id.clone(), workspace_name);
     // A job's own `env` overrides the workflow's, as for any variable: a job can opt out of a
     // workflow-wide `FIREBREAK_NETWORK: true` with `false`.
-    let env_network = env_asks_for_network(steps_job.env.as_ref(), &ctx)
+    let env_network = match env_asks_for_network(steps_job.env.as_ref(), &ctx)
         .or_else(|| env_asks_for_network(sh.workflow.env.as_ref(), &ctx))
-        .unwrap_or(cfg.network_by_default);
+    {
+        Some(Ok(b)) => b,
+        Some(Err(why)) => {
+            warnings.push(why);
+            false
+        }
+        None => cfg.network_by_default,
+    };
     jspec.network =
         cfg.network || labels.iter().any(|l| l.eq_ignore_ascii_case(NETWORK_LABEL)) || env_network;
     jspec.limits = super::sizes::limits_from_labels(&labels);

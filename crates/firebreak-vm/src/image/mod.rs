@@ -23,7 +23,7 @@
 //! kept in `<cache>/debs`. [`ImageStore::prune`] removes old images and the
 //! base trees no remaining image uses.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,7 +42,8 @@ pub use rootfs::extract_vmlinux;
 
 use initramfs::{resolve_modules, write_initramfs, INITRAMFS_MODULES, INIT_SCRIPT};
 use mirror::host_mirror;
-use rootfs::{du_bytes, find_kernel, install_agent, tidy_rootfs, tree_bytes};
+pub(crate) use rootfs::du_bytes;
+use rootfs::{find_kernel, install_agent, tidy_rootfs, tree_bytes};
 
 /// Bumped whenever the build steps change what ends up in an image.
 pub const BUILDER_VERSION: u32 = 2;
@@ -413,13 +414,30 @@ pub struct ImageStore {
     root: PathBuf,
 }
 
-/// What [`ImageStore::prune`] removed.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What [`ImageStore::prune`] removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default)]
 pub struct PruneReport {
-    /// Removed directories.
-    pub removed: Vec<PathBuf>,
+    /// Images removed, newest first.
+    pub images: Vec<Image>,
+    /// Snapshot directories removed from the images kept.
+    pub snapshots: Vec<PathBuf>,
+    /// Other directories removed: base trees and kernels no image kept uses, leftovers of
+    /// builds whose process is gone.
+    pub other: Vec<PathBuf>,
     /// Bytes freed.
     pub freed_bytes: u64,
+}
+
+/// What [`ImageStore::prune`] removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// How many of the newest images of each kernel kind to keep.
+    pub keep: usize,
+    /// Also remove the snapshots of the images kept (each is taken again when a VM of its
+    /// size is next needed): one accumulates for every VM size and network setting used.
+    pub snapshots: bool,
+    /// Only report what would be removed.
+    pub dry_run: bool,
 }
 
 impl ImageStore {
@@ -494,17 +512,46 @@ impl ImageStore {
             .ok_or_else(|| ImageError::NoImage(self.images_dir()))
     }
 
-    /// Removes all but the `keep` newest images, plus leftovers of builds
-    /// whose process is gone.
-    pub fn prune(&self, keep: usize) -> Result<PruneReport, ImageError> {
+    /// Removes all but the `keep` newest images of each kernel kind (so that keeping one
+    /// keeps the newest image on Debian's kernel and the newest on the minimal one), the base
+    /// trees and kernels no remaining image uses, leftovers of builds whose process is gone,
+    /// and with `snapshots` the snapshots of the images kept. A dry run removes nothing.
+    pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport, ImageError> {
         let mut report = PruneReport::default();
-        for img in self.list()?.into_iter().skip(keep) {
+        let remove = |dir: &Path| -> Result<(), ImageError> {
+            if opts.dry_run {
+                return Ok(());
+            }
+            std::fs::remove_dir_all(dir).map_err(io_err("remove", dir))
+        };
+        let mut kept_per_kind: BTreeMap<String, usize> = BTreeMap::new();
+        let mut remaining = Vec::new();
+        for img in self.list()? {
+            let kept = kept_per_kind
+                .entry(format!("{:?}", img.manifest.kernel))
+                .or_default();
+            if *kept < opts.keep {
+                *kept += 1;
+                remaining.push(img);
+                continue;
+            }
             report.freed_bytes += img.disk_usage();
-            std::fs::remove_dir_all(&img.dir).map_err(io_err("remove", &img.dir))?;
-            report.removed.push(img.dir);
+            remove(&img.dir)?;
+            report.images.push(img);
         }
-        // Base trees no remaining image uses.
-        let remaining = self.list()?;
+        if opts.snapshots {
+            for img in &remaining {
+                let Ok(rd) = std::fs::read_dir(img.dir.join("snapshots")) else {
+                    continue;
+                };
+                for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                    report.freed_bytes += du_bytes(&e.path());
+                    remove(&e.path())?;
+                    report.snapshots.push(e.path());
+                }
+            }
+        }
+        // Base trees and kernels no remaining image uses.
         let used_bases: BTreeSet<String> =
             remaining.iter().map(|i| i.manifest.base.clone()).collect();
         let used_kernels: BTreeSet<String> = remaining
@@ -522,8 +569,8 @@ impl ImageStore {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('.') && !used.contains(&name) {
                     report.freed_bytes += du_bytes(&e.path());
-                    std::fs::remove_dir_all(e.path()).map_err(io_err("remove", e.path()))?;
-                    report.removed.push(e.path());
+                    remove(&e.path())?;
+                    report.other.push(e.path());
                 }
             }
         }
@@ -533,15 +580,16 @@ impl ImageStore {
             .flatten()
             .flatten()
         {
-            {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(rest) = name.strip_prefix(".tmp-") else {
-                    continue;
-                };
-                if firebreak_runner::leftovers::abandoned(&e.path(), rest) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(".tmp-") else {
+                continue;
+            };
+            if firebreak_runner::leftovers::abandoned(&e.path(), rest) {
+                report.freed_bytes += du_bytes(&e.path());
+                if !opts.dry_run {
                     let _ = std::fs::remove_dir_all(e.path());
-                    report.removed.push(e.path());
                 }
+                report.other.push(e.path());
             }
         }
         Ok(report)
@@ -1059,6 +1107,86 @@ mod tests {
         let m: Manifest = serde_json::from_str(old).expect("old manifest");
         assert_eq!(m.kernel, KernelKind::Package);
         assert_eq!(m.kernel_build, None);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_of_each_kernel_kind_and_lists_what_goes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::new(d.path());
+        // (hash, kernel, created, base, kernel build)
+        let images = [
+            ("new-min", "minimal", 40, "b-min", Some("k1")),
+            ("new-pkg", "package", 30, "b-pkg", None),
+            ("old-min", "minimal", 20, "b-min", Some("k0")),
+            ("old-pkg", "package", 10, "b-old", None),
+        ];
+        for (hash, kernel, created, base, kb) in images {
+            let dir = store.images_dir().join(hash);
+            std::fs::create_dir_all(dir.join("snapshots/1c-256m-nonet-x")).expect("mkdir");
+            let m = serde_json::json!({"hash": hash, "builder_version": 2, "created_unix": created,
+                "suite": "bookworm", "mirror": "m", "packages": [], "base": base,
+                "kernel_release": "r", "kernel": kernel, "kernel_build": kb,
+                "agent_sha256": "a", "modules": [], "rootfs_bytes": 0, "build_seconds": 0.0});
+            std::fs::write(dir.join("manifest.json"), m.to_string()).expect("manifest");
+            let img = Image {
+                dir: dir.clone(),
+                manifest: serde_json::from_value(m).expect("a manifest"),
+            };
+            for f in [img.kernel(), img.initramfs(), img.rootfs()] {
+                std::fs::write(f, b"x").expect("write");
+            }
+        }
+        for dir in [
+            "bases/b-min",
+            "bases/b-pkg",
+            "bases/b-old",
+            "kernels/k0",
+            "kernels/k1",
+        ] {
+            std::fs::create_dir_all(d.path().join(dir)).expect("mkdir");
+        }
+        let names = |r: &PruneReport| {
+            let mut v: Vec<String> = r.images.iter().map(|i| i.manifest.hash.clone()).collect();
+            v.extend(
+                r.other
+                    .iter()
+                    .map(|p| p.strip_prefix(d.path()).unwrap_or(p).display().to_string()),
+            );
+            v
+        };
+        let opts = PruneOptions {
+            keep: 1,
+            snapshots: false,
+            dry_run: true,
+        };
+        let dry = store.prune(opts).expect("dry run");
+        assert_eq!(
+            names(&dry),
+            ["old-min", "old-pkg", "bases/b-old", "kernels/k0"]
+        );
+        assert_eq!(
+            store.list().expect("list").len(),
+            4,
+            "a dry run removes nothing"
+        );
+        let done = store
+            .prune(PruneOptions {
+                dry_run: false,
+                snapshots: true,
+                ..opts
+            })
+            .expect("prune");
+        assert_eq!(names(&done), names(&dry));
+        let left: Vec<String> = store
+            .list()
+            .expect("list")
+            .iter()
+            .map(|i| i.manifest.hash.clone())
+            .collect();
+        assert_eq!(left, ["new-min", "new-pkg"]);
+        assert_eq!(done.snapshots.len(), 2, "the kept images' snapshots");
+        assert!(!d.path().join("bases/b-old").exists() && d.path().join("bases/b-min").exists());
+        assert!(!d.path().join("kernels/k0").exists() && d.path().join("kernels/k1").exists());
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub(super) fn tree_bytes(root: &Path) -> u64 {
 
 /// Bytes on disk under `root` (allocated blocks, as `du` counts them: a sparse snapshot RAM
 /// file counts what it holds, not its length).
-pub(super) fn du_bytes(root: &Path) -> u64 {
+pub(crate) fn du_bytes(root: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     walk_sum(root, |m| m.blocks() * 512)
 }

@@ -39,16 +39,28 @@ pub enum ImageCommand {
         #[arg(long, value_enum, default_value = "package")]
         kernel: KernelArg,
     },
-    /// List built images, newest first.
+    /// List built images, newest first (the first is the one jobs use unless --image says
+    /// otherwise).
     List {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Same as `--format json`.
+        #[arg(long)]
+        json: bool,
     },
-    /// Remove all but the newest images.
+    /// Remove old images: all but the newest of each kernel kind, and the base trees and
+    /// kernels only they used. Lists what it removes.
     Prune {
-        /// How many images to keep.
+        /// How many of the newest images of each kernel kind (Debian's, minimal) to keep.
         #[arg(long, default_value_t = 1)]
         keep: usize,
+        /// Also remove the snapshots of the images kept (one accumulates per VM size and
+        /// network setting used; each is taken again when next needed).
+        #[arg(long)]
+        snapshots: bool,
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -76,16 +88,21 @@ pub fn run(cmd: &ImageCommand) -> Result<ExitCode> {
             packages,
             kernel,
         } => build(&store, agent.clone(), packages, (*kernel).into()),
-        ImageCommand::List { format } => list(&store, *format),
-        ImageCommand::Prune { keep } => {
-            let report = store.prune(*keep)?;
-            crate::outln!(
-                "removed {} image(s), freed {:.1} MiB",
-                report.removed.len(),
-                report.freed_bytes as f64 / (1024.0 * 1024.0)
-            )?;
-            Ok(ExitCode::SUCCESS)
+        ImageCommand::List { format, json } => {
+            list(&store, if *json { Format::Json } else { *format })
         }
+        ImageCommand::Prune {
+            keep,
+            snapshots,
+            dry_run,
+        } => prune(
+            &store,
+            firebreak_vm::image::PruneOptions {
+                keep: *keep,
+                snapshots: *snapshots,
+                dry_run: *dry_run,
+            },
+        ),
     }
 }
 
@@ -142,17 +159,45 @@ fn build(
     Ok(ExitCode::SUCCESS)
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `Debian's 6.1.0-50-cloud-amd64` / `minimal 6.1.192-firebreak`.
+fn kernel_of(m: &firebreak_vm::image::Manifest) -> String {
+    match m.kernel {
+        KernelKind::Package => format!("Debian's {}", m.kernel_release),
+        KernelKind::Minimal => format!("minimal {}", m.kernel_release),
+    }
+}
+
+/// How long ago `unix` seconds was: `3 h ago`, `2 d ago`.
+fn age(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(unix);
+    match s {
+        0..120 => format!("{s} s ago"),
+        120..7200 => format!("{} min ago", s / 60),
+        7200..172_800 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
 fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
     let images = store.list()?;
     match format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = images
                 .iter()
-                .map(|i| {
+                .enumerate()
+                .map(|(i, img)| {
                     serde_json::json!({
-                        "dir": i.dir.display().to_string(),
-                        "manifest": i.manifest,
-                        "disk_bytes": i.disk_usage(),
+                        "dir": img.dir.display().to_string(),
+                        "manifest": img.manifest,
+                        "disk_bytes": img.disk_usage(),
+                        "default": i == 0,
                     })
                 })
                 .collect();
@@ -161,19 +206,94 @@ fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
         Format::Text => {
             if images.is_empty() {
                 crate::outln!("no images yet: build one with `firebreak image build`")?;
+                return Ok(ExitCode::SUCCESS);
             }
-            for i in &images {
-                let m = &i.manifest;
+            let rows: Vec<[String; 5]> = images
+                .iter()
+                .map(|i| {
+                    let m = &i.manifest;
+                    [
+                        m.hash.clone(),
+                        kernel_of(m),
+                        age(m.created_unix),
+                        mib(i.disk_usage()),
+                        i.dir.display().to_string(),
+                    ]
+                })
+                .collect();
+            let header = ["IMAGE", "KERNEL", "BUILT", "ON DISK", "FOLDER"];
+            let width = |c: usize| {
+                rows.iter()
+                    .map(|r| r[c].chars().count())
+                    .chain([header[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            };
+            let w: Vec<usize> = (0..4).map(width).collect();
+            crate::outln!(
+                "{}",
+                style::bold(&format!(
+                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+                    header[0],
+                    header[1],
+                    header[2],
+                    header[3],
+                    header[4],
+                    w0 = w[0],
+                    w1 = w[1],
+                    w2 = w[2],
+                    w3 = w[3]
+                ))
+            )?;
+            for (i, r) in rows.iter().enumerate() {
+                let mark = if i == 0 { "  (default)" } else { "" };
                 crate::outln!(
-                    "{}  {}  kernel {}  {:.0} MiB on disk  {}",
-                    style::bold(&m.hash),
-                    m.suite,
-                    m.kernel_release,
-                    i.disk_usage() as f64 / (1024.0 * 1024.0),
-                    style::dim(&i.dir.display().to_string())
+                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}{mark}",
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    style::dim(&r[4]),
+                    w0 = w[0],
+                    w1 = w[1],
+                    w2 = w[2],
+                    w3 = w[3]
                 )?;
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(store: &ImageStore, opts: firebreak_vm::image::PruneOptions) -> Result<ExitCode> {
+    let r = store.prune(opts)?;
+    let verb = if opts.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for img in &r.images {
+        let m = &img.manifest;
+        crate::outln!(
+            "{verb} image {}  ({}, built {}, {})",
+            m.hash,
+            kernel_of(m),
+            age(m.created_unix),
+            mib(img.disk_usage())
+        )?;
+    }
+    for s in &r.snapshots {
+        crate::outln!("{verb} snapshot {}", s.display())?;
+    }
+    for o in &r.other {
+        crate::outln!("{verb} {}", o.display())?;
+    }
+    crate::outln!(
+        "{verb} {} image(s), {} snapshot(s), {} other folder(s): {}",
+        r.images.len(),
+        r.snapshots.len(),
+        r.other.len(),
+        mib(r.freed_bytes)
+    )?;
     Ok(ExitCode::SUCCESS)
 }

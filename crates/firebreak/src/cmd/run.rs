@@ -750,10 +750,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         (SandboxKind::Firecracker, "firecracker"),
     ] {
         let wanted = args.sandbox == Some(kind)
-            || args
-                .platform
-                .iter()
-                .any(|p| p.split_once('=').is_some_and(|(_, e)| e.trim() == name));
+            || args.platform.iter().any(|p| {
+                p.split_once('=')
+                    .is_some_and(|(_, e)| e.trim().eq_ignore_ascii_case(name))
+            });
         if !wanted {
             continue;
         }
@@ -836,13 +836,35 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 "the {name} sandbox is unavailable here: {notes} ({next})"
             ));
         }
-        if let Some(v) = firebreak_vm::qemu::UserNet::unknown_setting() {
+        if let (SandboxKind::Qemu, Some(v)) = (kind, firebreak_vm::qemu::UserNet::unknown_setting())
+        {
             eprintln!(
                 "{}: FIREBREAK_QEMU_NET={v} is ignored: it takes `passt` or `slirp`",
                 style::err_yellow("warning")
             );
         }
         providers.insert(name.into(), vm);
+    }
+    if qemu_pool.is_none() && fc_provider.is_none() {
+        // Options that only shape microVMs, given to a run that makes none.
+        let ignored: Vec<&str> = [
+            (args.warm_pool > 0, "--warm-pool"),
+            (args.vm_start == VmStart::Cold, "--vm-start"),
+            (args.vm_cpus.is_some(), "--vm-cpus"),
+            (args.vm_memory.is_some(), "--vm-memory"),
+            (args.vm_memory_budget.is_some(), "--vm-memory-budget"),
+            (args.jailer.is_some(), "--jailer"),
+        ]
+        .into_iter()
+        .filter_map(|(given, name)| given.then_some(name))
+        .collect();
+        if !ignored.is_empty() {
+            eprintln!(
+                "{}: {} only apply to microVM sandboxes (--sandbox qemu|firecracker, or -P LABEL=qemu); ignored",
+                style::err_yellow("warning"),
+                ignored.join(", ")
+            );
+        }
     }
     let default_backend = match args.sandbox {
         Some(SandboxKind::Qemu) => "qemu".to_string(),
