@@ -65,6 +65,11 @@ pub struct ExecSpec {
     /// After the main process exits, how long to keep reading output held
     /// open by background processes.
     pub drain_grace_ms: u64,
+    /// On timeout or cancellation, SIGINT to the process, 7.5 s later SIGTERM, 2.5 s later
+    /// its tree is killed (as GitHub's runner stops a step); otherwise it is killed at once.
+    /// Absent (an older host): false.
+    #[serde(default)]
+    pub interrupt_first: bool,
 }
 
 impl ExecSpec {
@@ -81,6 +86,7 @@ impl ExecSpec {
             timeout_ms: None,
             stdin: false,
             drain_grace_ms: 200,
+            interrupt_first: false,
         }
     }
 

@@ -476,6 +476,8 @@ struct Running {
     cgroup: Option<PathBuf>,
     /// The job cgroup and its OOM kill count when the command started.
     oom_before: Option<(PathBuf, u64)>,
+    /// SIGINT, then SIGTERM, before the tree is killed ([`ExecSpec::interrupt_first`]).
+    interrupt_first: bool,
 }
 
 /// Finds `prog` the way `execvp` would, with the PATH of the job's env.
@@ -581,12 +583,38 @@ fn start_exec(
         timeout: spec.timeout_ms.map(Duration::from_millis),
         drain_grace: Duration::from_millis(spec.drain_grace_ms),
         cgroup,
+        interrupt_first: spec.interrupt_first,
         oom_before: cfg
             .cgroup_root
             .as_ref()
             .and_then(|r| Some((r.clone(), crate::jobcgroup::oom_kills(r)?))),
     })
 }
+
+/// How GitHub's runner stops a step, which the host asks for with
+/// [`ExecSpec::interrupt_first`]: SIGINT to the command's process, 7.5 s to exit, then SIGTERM
+/// and 2.5 s. Returns when it has exited or the time is up (its tree is killed next).
+async fn ask_to_stop(run: &mut Running) {
+    let Ok(pid) = i32::try_from(run.pid) else {
+        return;
+    };
+    for (signal, grace) in [
+        (Signal::SIGINT, INTERRUPT_GRACE),
+        (Signal::SIGTERM, TERMINATE_GRACE),
+    ] {
+        if nix::sys::signal::kill(Pid::from_raw(pid), signal).is_err() {
+            return;
+        }
+        if tokio::time::timeout(grace, run.child.wait()).await.is_ok() {
+            return;
+        }
+    }
+}
+
+/// How long a command asked to stop with SIGINT has before SIGTERM.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(7500);
+/// How long it then has before its tree is killed.
+pub const TERMINATE_GRACE: Duration = Duration::from_millis(2500);
 
 fn kill_tree(pid: u32, cgroup: Option<&Path>) {
     if let Some(cg) = cgroup {
@@ -652,13 +680,20 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
             None => std::future::pending().await,
         }
     };
-    let killed = tokio::select! {
-        res = run.child.wait() => match res {
-            Ok(st) => Ok(st),
-            Err(e) => Err(e),
-        },
-        _ = timeout => { kill_tree(run.pid, run.cgroup.as_deref()); Err(std::io::Error::other("timeout")) }
-        _ = run.cancel.notified() => { kill_tree(run.pid, run.cgroup.as_deref()); Err(std::io::Error::other("cancel")) }
+    let stop = tokio::select! {
+        res = run.child.wait() => Err(res),
+        _ = timeout => Ok("timeout"),
+        _ = run.cancel.notified() => Ok("cancel"),
+    };
+    let killed = match stop {
+        Err(res) => res,
+        Ok(why) => {
+            if run.interrupt_first {
+                ask_to_stop(&mut run).await;
+            }
+            kill_tree(run.pid, run.cgroup.as_deref());
+            Err(std::io::Error::other(why))
+        }
     };
     let status = match killed {
         Ok(st) => match (st.code(), st.signal()) {

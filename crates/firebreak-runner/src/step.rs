@@ -209,6 +209,8 @@ pub async fn run_script_step(
     ));
     req.timeout = step.timeout;
     req.cancel = step.cancel.clone();
+    // Stopped as GitHub's runner stops a step: SIGINT, SIGTERM, then killed.
+    req.interrupt_first = true;
 
     let mut settings =
         CommandSettings::from_env(step.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -135,6 +135,67 @@ async fn cancellation_kills_and_reports_cancelled() -> TestResult {
     Ok(())
 }
 
+/// GitHub's runner stops a step with SIGINT, then SIGTERM 7.5 s later, then kills it 2.5 s
+/// after that: a step's `trap`s run.
+#[tokio::test]
+async fn a_step_asked_to_stop_gets_sigint_then_sigterm_then_is_killed() -> TestResult {
+    let t = tempfile::tempdir()?;
+    let sb = sandbox(t.path(), "j-int").await?;
+    let stop_after = |ms: u64| {
+        let token = CancellationToken::new();
+        let c = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            c.cancel();
+        });
+        token
+    };
+    // A shell that traps SIGINT cleans up and exits at once.
+    let mut req =
+        common::bash("trap 'echo cleaned up on INT; exit 3' INT; echo ready; sleep 27301 & wait")
+            .cancel(stop_after(500));
+    req.interrupt_first = true;
+    let t0 = Instant::now();
+    let (st, out) = run(sb.as_ref(), req).await?;
+    assert_eq!(st, ExitStatus::Cancelled);
+    assert_eq!(out.stdout(), ["ready", "cleaned up on INT"]);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // One that ignores SIGINT hears SIGTERM 7.5 s later.
+    let mut req = common::bash(
+        "trap '' INT; trap 'echo cleaned up on TERM; exit 4' TERM; sleep 27302 & wait",
+    )
+    .timeout(Duration::from_millis(300));
+    req.interrupt_first = true;
+    let t0 = Instant::now();
+    let (st, out) = run(sb.as_ref(), req).await?;
+    assert_eq!(st, ExitStatus::TimedOut);
+    assert_eq!(out.stdout(), ["cleaned up on TERM"]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(7500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // One that ignores both is killed 2.5 s after that, with what it started.
+    let mut req = common::bash("trap '' INT TERM; sleep 27303 & wait").cancel(stop_after(100));
+    req.interrupt_first = true;
+    let t0 = Instant::now();
+    let (st, _) = run(sb.as_ref(), req).await?;
+    assert_eq!(st, ExitStatus::Cancelled);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(10_000),
+        "{:?}",
+        t0.elapsed()
+    );
+    for m in ["sleep 27301", "sleep 27302", "sleep 27303"] {
+        assert!(
+            wait_gone(m, Duration::from_secs(2)).await.is_empty(),
+            "{m} survived"
+        );
+    }
+    sb.destroy().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn background_process_holding_stdout_does_not_block_and_destroy_kills_it() -> TestResult {
     let t = tempfile::tempdir()?;

@@ -184,6 +184,29 @@ async fn timeout_kills_the_process_tree() -> TestResult {
     Ok(())
 }
 
+/// Inside the namespace sandbox the signal goes to the command, not to bwrap.
+#[tokio::test]
+async fn a_step_asked_to_stop_hears_sigint_inside_the_sandbox() -> TestResult {
+    let t = tempfile::tempdir()?;
+    let Some(sb) = sandbox(t.path(), JobSpec::new("int", "hello")).await? else {
+        return Ok(());
+    };
+    let mut req =
+        common::bash("trap 'echo cleaned up on INT; exit 3' INT; echo ready; sleep 27304 & wait")
+            .timeout(Duration::from_millis(800));
+    req.interrupt_first = true;
+    let t0 = Instant::now();
+    let (st, out) = run(sb.as_ref(), req).await?;
+    assert_eq!(st, ExitStatus::TimedOut);
+    assert_eq!(out.stdout(), ["ready", "cleaned up on INT"]);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(wait_gone("sleep 27304", Duration::from_secs(2))
+        .await
+        .is_empty());
+    sb.destroy().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn background_processes_end_with_the_step() -> TestResult {
     let t = tempfile::tempdir()?;

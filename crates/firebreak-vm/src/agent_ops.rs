@@ -209,8 +209,8 @@ impl<V: GuestVm> Killer<V> {
     }
 }
 
-/// How long a cancelled command may take to stop (the agent kills its process tree at once)
-/// before its VM is killed instead: a guest that cannot do it in this time is wedged, and
+/// How long a cancelled command may take to stop (the agent kills its process tree at once,
+/// or after GitHub's SIGINT and SIGTERM graces when asked to) before its VM is killed instead: a guest that cannot do it in this time is wedged, and
 /// the job's timeout or Ctrl-C must not wait on it.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(15);
 
@@ -300,6 +300,14 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
         Box::pin(async move {
             self.live()?;
             let cancel = req.cancel.clone();
+            // A command asked to stop gently has GitHub's SIGINT and SIGTERM graces first.
+            let grace = if req.interrupt_first {
+                CANCEL_GRACE
+                    + firebreak_runner::sandbox::INTERRUPT_GRACE
+                    + firebreak_runner::sandbox::TERMINATE_GRACE
+            } else {
+                CANCEL_GRACE
+            };
             let run = exec(&self.client, &self.layout, req, output);
             tokio::pin!(run);
             let stuck = async {
@@ -307,7 +315,7 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
                     Some(c) => c.cancelled().await,
                     None => std::future::pending().await,
                 }
-                tokio::time::sleep(CANCEL_GRACE).await;
+                tokio::time::sleep(grace).await;
             };
             tokio::select! {
                 r = &mut run => r.map_err(|e| self.explain(e)),
@@ -316,7 +324,7 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
                         .kill(format!(
                             "the command was cancelled (a timeout or Ctrl-C) and had not stopped {:.0}s later: \
                              the guest may be wedged (a fork bomb, a kernel stuck on I/O), so its VM was killed",
-                            CANCEL_GRACE.as_secs_f64()
+                            grace.as_secs_f64()
                         ))
                         .await;
                     Err(self.explain(SandboxError::Destroyed))
@@ -505,6 +513,7 @@ async fn exec(
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         stdin: req.stdin.is_some(),
         drain_grace_ms: u64::try_from(req.drain_grace.as_millis()).unwrap_or(u64::MAX),
+        interrupt_first: req.interrupt_first,
     };
     let mut h = client.exec(spec).await.map_err(|e| match e {
         ClientError::Agent { message, .. } => SandboxError::Spawn {

@@ -399,6 +399,36 @@ async fn a_memory_bomb_fails_the_job_only() {
     sb.destroy().await.expect("destroy");
 }
 
+/// A step's command is stopped as GitHub's runner stops it (SIGINT first), in a guest too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_asked_to_stop_hears_sigint_in_the_guest() {
+    let img = image_or_skip!();
+    let _g = SERIAL.lock().await;
+    let p = provider(&img, small());
+    let sb = p
+        .create(JobSpec::new("interrupt", "hello"))
+        .await
+        .expect("create");
+    let mut req = ExecRequest::new([
+        "/bin/bash",
+        "-c",
+        "trap 'echo cleaned up on INT; exit 3' INT; echo ready; sleep 31419 & wait",
+    ])
+    .env("PATH", PATH)
+    .timeout(Duration::from_secs(2));
+    req.interrupt_first = true;
+    let t = Instant::now();
+    let (st, lines) = run(sb.as_ref(), req).await;
+    eprintln!("{st:?} {lines:?} after {:?}", t.elapsed());
+    assert_eq!(st, ExitStatus::TimedOut);
+    assert_eq!(lines, ["ready", "cleaned up on INT"]);
+    assert!(t.elapsed() < Duration::from_secs(7), "{:?}", t.elapsed());
+    let (_, lines) = run(sb.as_ref(), sh("pgrep -c -f 'sleep 3141[9]' || true")).await;
+    assert_eq!(lines, ["0"], "the command's tree is gone");
+    sb.destroy().await.expect("destroy");
+    p.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fork_bomb_fails_the_job_only() {
     let img = image_or_skip!();

@@ -1285,7 +1285,7 @@ jobs:
   j:
     runs-on: ubuntu-latest
     steps:
-      - run: echo started; sleep 30; echo not-here
+      - run: trap 'echo trapped INT; exit 130' INT; echo started; sleep 30 & wait; echo not-here
       - run: echo "default step"
       - if: always()
         run: echo "always step"
@@ -1337,6 +1337,8 @@ jobs:
         !o.has("| not-here") && !o.has("| default step") && !o.has("| k ran"),
         "{o:?}"
     );
+    // The step's process heard SIGINT first, as under GitHub's runner: its trap ran.
+    assert!(o.has("| trapped INT"), "{o:?}");
     assert!(o.has("| always step"), "{o:?}");
     assert!(o.has("| cancelled step cancelled"), "{o:?}");
 }

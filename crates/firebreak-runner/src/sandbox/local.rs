@@ -334,6 +334,7 @@ impl<L: Launcher> Sandbox for LocalSandbox<L> {
                     cancel: req.cancel.clone(),
                     stdin: req.stdin.take(),
                     drain_grace: req.drain_grace,
+                    interrupt_first: req.interrupt_first,
                 },
                 output,
             )

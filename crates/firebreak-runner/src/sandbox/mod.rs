@@ -28,7 +28,10 @@
 //! than [`MAX_LINE_BYTES`] are split. The future resolves once the process has
 //! exited and both streams reached end of file (or, if a background process
 //! keeps a stream open, after [`ExecRequest::drain_grace`]). On timeout or
-//! cancellation the whole process tree is killed (SIGKILL) and the result is
+//! cancellation the whole process tree is killed (SIGKILL) — with
+//! [`ExecRequest::interrupt_first`], only after the main process had SIGINT and
+//! [`INTERRUPT_GRACE`], then SIGTERM and [`TERMINATE_GRACE`], to stop by itself, as
+//! GitHub's runner stops a step — and the result is
 //! [`ExitStatus::TimedOut`] / [`ExitStatus::Cancelled`]; it is not an error. A
 //! closed output channel does not stop the process: output is then discarded.
 //!
@@ -191,7 +194,19 @@ pub struct ExecRequest {
     /// lose the process's own last lines, still unread in the pipe: only for
     /// commands whose output does not matter.
     pub drain_grace: Duration,
+    /// On timeout or cancellation, first ask the main process to stop: SIGINT, then
+    /// [`INTERRUPT_GRACE`] later SIGTERM, then [`TERMINATE_GRACE`] later the tree is killed
+    /// (GitHub's runner does this to a step's process, so that its `trap`s run).
+    pub interrupt_first: bool,
 }
+
+/// How long a process asked to stop with SIGINT ([`ExecRequest::interrupt_first`]) has
+/// before SIGTERM: 7.5 s, as GitHub's runner gives a step.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(7500);
+
+/// How long a process sent SIGTERM after [`INTERRUPT_GRACE`] has before its tree is
+/// killed: 2.5 s, as GitHub's runner gives a step.
+pub const TERMINATE_GRACE: Duration = Duration::from_millis(2500);
 
 impl std::fmt::Debug for ExecRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,6 +218,7 @@ impl std::fmt::Debug for ExecRequest {
             .field("cancel", &self.cancel.is_some())
             .field("stdin", &self.stdin.as_ref().map(Vec::len))
             .field("drain_grace", &self.drain_grace)
+            .field("interrupt_first", &self.interrupt_first)
             .finish()
     }
 }
@@ -222,6 +238,7 @@ impl ExecRequest {
             cancel: None,
             stdin: None,
             drain_grace: Duration::from_millis(500),
+            interrupt_first: false,
         }
     }
 

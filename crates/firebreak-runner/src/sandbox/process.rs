@@ -20,6 +20,8 @@ pub(crate) struct Supervise {
     pub(crate) cancel: Option<tokio_util::sync::CancellationToken>,
     pub(crate) stdin: Option<Vec<u8>>,
     pub(crate) drain_grace: Duration,
+    /// SIGINT, then SIGTERM, to the main process before the tree is killed.
+    pub(crate) interrupt_first: bool,
 }
 
 /// Spawns `cmd` (already configured with program, args, env, cwd) in a new
@@ -101,6 +103,9 @@ pub(crate) async fn run(
             } else {
                 ExitStatus::TimedOut
             };
+            if let (Some(pid), true) = (pid, sup.interrupt_first) {
+                ask_to_stop(pid, &mut child).await;
+            }
             if let Some(pid) = pid {
                 kill_tree(pid);
             }
@@ -185,6 +190,63 @@ async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
 
 /// SIGKILLs `pid`, its process group, and every descendant found in /proc
 /// (descendants that moved to another session or group included).
+/// GitHub's runner's way to stop a step: SIGINT to its main process, [`INTERRUPT_GRACE`]
+/// to exit, then SIGTERM and [`TERMINATE_GRACE`]. Returns when the process has exited or the
+/// time is up (the caller then kills the tree).
+async fn ask_to_stop(pid: u32, child: &mut tokio::process::Child) {
+    let Some(main) = main_process(pid) else {
+        return;
+    };
+    for (signal, grace) in [
+        (Signal::SIGINT, super::INTERRUPT_GRACE),
+        (Signal::SIGTERM, super::TERMINATE_GRACE),
+    ] {
+        if kill(Pid::from_raw(main), signal).is_err() {
+            return;
+        }
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+}
+
+/// The process a command runs as: the child itself, or under the namespace sandbox the
+/// first process below `bwrap` (the sandbox's own processes are not the command).
+fn main_process(pid: u32) -> Option<i32> {
+    let pid = i32::try_from(pid).ok()?;
+    let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    if comm(pid).trim() != "bwrap" {
+        return Some(pid);
+    }
+    // Breadth-first: bwrap's own helper comes before the command it starts.
+    let mut level = vec![pid];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for p in level {
+            for c in children_of(p) {
+                if comm(c).trim() != "bwrap" {
+                    return Some(c);
+                }
+                next.push(c);
+            }
+        }
+        level = next;
+    }
+    None
+}
+
+/// The direct children of `pid`, from /proc.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| parent_pid(*p) == Some(pid))
+        .collect()
+}
+
 pub(crate) fn kill_tree(pid: u32) {
     let Ok(raw) = i32::try_from(pid) else { return };
     let root = Pid::from_raw(raw);
