@@ -943,6 +943,7 @@ jobs:
           ref: other
           path: o
       - run: echo "content $(cat o/file.txt) on $(git -C o rev-parse --abbrev-ref HEAD) commit ${{ steps.co.outputs.commit }}"
+      - run: echo "untracked in o $(ls o/untracked.txt 2>/dev/null || echo none)"
       - uses: actions/checkout@v4
         with:
           ref: HEAD
@@ -964,8 +965,11 @@ jobs:
     git(&["checkout", "-q", "main"]);
     // An edit not committed: a `ref:` naming the commit the copy is at keeps it.
     std::fs::write(r.path().join("file.txt"), "edited").expect("write");
+    // An untracked file is the working tree's, not the other ref's.
+    std::fs::write(r.path().join("untracked.txt"), "mine").expect("write");
     let o = r.host(&[]);
     assert!(o.has("| same commit keeps edited"), "{o:?}");
+    assert!(o.has("| untracked in o none"), "{o:?}");
     assert!(
         o.has(&format!("| content other-content on other commit {other}")),
         "{o:?}"

@@ -1752,6 +1752,9 @@ target=$(git rev-parse --verify -q {rc}) || {{
 }}
 if [ "$target" != "$(git rev-parse HEAD)" ]; then
   git -c advice.detachedHead=false checkout --force --quiet {r} -- || exit 1
+  # The working tree's other files (untracked, ignored) are not the other ref's: a fresh
+  # checkout of it, as GitHub's, has none.
+  git clean -ffdxq || exit 1
   echo "Checked out {raw} at $(git rev-parse --short=12 HEAD)"
 fi
 echo "ref={raw}" >> "$GITHUB_OUTPUT"
