@@ -79,7 +79,7 @@ type Out = mpsc::Sender<Vec<u8>>;
 struct ExecCtl {
     pid: u32,
     stdin: Option<mpsc::Sender<Chunk>>,
-    cancel: Arc<Notify>,
+    cancel: Arc<Cancels>,
     cgroup: Option<PathBuf>,
 }
 
@@ -246,7 +246,7 @@ where
             Request::Cancel { exec } => {
                 let found = match lock(&routes).get(&exec) {
                     Some(Route::Exec(ctl)) => {
-                        ctl.cancel.notify_one();
+                        ctl.cancel.cancel();
                         true
                     }
                     _ => false,
@@ -469,7 +469,7 @@ fn io_response(path: &str, e: &std::io::Error) -> Response {
 struct Running {
     child: tokio::process::Child,
     pid: u32,
-    cancel: Arc<Notify>,
+    cancel: Arc<Cancels>,
     stdin_rx: Option<mpsc::Receiver<Chunk>>,
     timeout: Option<Duration>,
     drain_grace: Duration,
@@ -559,7 +559,7 @@ fn start_exec(
         .spawn()
         .map_err(|e| Response::error(ErrorKind::Spawn, format!("cannot start {prog}: {e}")))?;
     let pid = child.id().unwrap_or(0);
-    let cancel = Arc::new(Notify::new());
+    let cancel = Arc::new(Cancels::default());
     let (stdin_tx, stdin_rx) = if spec.stdin {
         let (tx, rx) = mpsc::channel(16);
         (Some(tx), Some(rx))
@@ -591,9 +591,36 @@ fn start_exec(
     })
 }
 
+/// The host's cancellations of one command: the first stops it (at once, or with SIGINT and
+/// SIGTERM first), a second ends those graces.
+#[derive(Default)]
+struct Cancels {
+    notify: Notify,
+    count: std::sync::atomic::AtomicU32,
+}
+
+impl Cancels {
+    fn cancel(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the command has been cancelled `n` times or more.
+    async fn at_least(&self, n: u32) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// How GitHub's runner stops a step, which the host asks for with
 /// [`ExecSpec::interrupt_first`]: SIGINT to the command's process, 7.5 s to exit, then SIGTERM
-/// and 2.5 s. Returns when it has exited or the time is up (its tree is killed next).
+/// and 2.5 s. Returns when it has exited, the time is up or the host cancels again (its
+/// tree is killed next).
 async fn ask_to_stop(run: &mut Running) {
     let Ok(pid) = i32::try_from(run.pid) else {
         return;
@@ -605,8 +632,14 @@ async fn ask_to_stop(run: &mut Running) {
         if nix::sys::signal::kill(Pid::from_raw(pid), signal).is_err() {
             return;
         }
-        if tokio::time::timeout(grace, run.child.wait()).await.is_ok() {
-            return;
+        tokio::select! {
+            r = tokio::time::timeout(grace, run.child.wait()) => {
+                if r.is_ok() {
+                    return;
+                }
+            }
+            // A second cancellation (the host's second Ctrl-C): no more waiting.
+            () = run.cancel.at_least(2) => return,
         }
     }
 }
@@ -683,7 +716,7 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
     let stop = tokio::select! {
         res = run.child.wait() => Err(res),
         _ = timeout => Ok("timeout"),
-        _ = run.cancel.notified() => Ok("cancel"),
+        () = run.cancel.at_least(1) => Ok("cancel"),
     };
     let killed = match stop {
         Err(res) => res,

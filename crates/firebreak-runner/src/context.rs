@@ -217,12 +217,14 @@ pub fn default_ref_and_sha(event_name: &str, event: &Value) -> (String, String) 
             s(event, &["merge_group", "head_ref"]),
             s(event, &["merge_group", "head_sha"]),
         ),
-        // The branch or tag deployed (none when the deployment names a commit).
+        // The branch or tag deployed; none (empty, not the default branch) when the
+        // deployment names a commit.
         "deployment" | "deployment_status" => {
             let sha = s(event, &["deployment", "sha"]);
-            let ref_ = s(event, &["deployment", "ref"])
-                .filter(|r| Some(r) != sha.as_ref())
-                .map(branch_or_tag);
+            let ref_ = match s(event, &["deployment", "ref"]) {
+                Some(r) if Some(&r) == sha.as_ref() => Some(String::new()),
+                r => r.map(branch_or_tag),
+            };
             (ref_, sha)
         }
         "workflow_dispatch" => (s(event, &["ref"]), None),
@@ -776,8 +778,8 @@ mod tests {
                 "deployment_status",
                 json!({"deployment": {"ref": "d", "sha": "d"}})
             ),
-            pair("refs/heads/main", "d"),
-            "a deployment of a commit has no ref of its own"
+            pair("", "d"),
+            "a deployment of a commit has no ref"
         );
     }
 

@@ -54,6 +54,9 @@ pub struct ScriptStep {
     pub display_name: String,
     /// Job cancellation.
     pub cancel: Option<CancellationToken>,
+    /// The run's kill (a second Ctrl-C): the step's process tree is killed at once, even
+    /// while it is being asked to stop with SIGINT/SIGTERM.
+    pub kill: Option<CancellationToken>,
     /// Step debug logging (`ACTIONS_STEP_DEBUG` as a secret or variable):
     /// show `::debug::` and echo commands. Also on when `env` has
     /// `ACTIONS_STEP_DEBUG=true`.
@@ -209,8 +212,10 @@ pub async fn run_script_step(
     ));
     req.timeout = step.timeout;
     req.cancel = step.cancel.clone();
-    // Stopped as GitHub's runner stops a step: SIGINT, SIGTERM, then killed.
+    // Stopped as GitHub's runner stops a step: SIGINT, SIGTERM, then killed; at once on the
+    // run's kill.
     req.interrupt_first = true;
+    req.kill = step.kill.clone();
 
     let mut settings =
         CommandSettings::from_env(step.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));

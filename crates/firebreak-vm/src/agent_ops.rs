@@ -532,13 +532,29 @@ async fn exec(
         (Stream::Stderr, LineSplitter::default()),
     ];
     let cancel = req.cancel.clone();
+    let kill = req.kill.clone();
     let mut cancel_sent = false;
+    let mut kill_sent = false;
     loop {
         let ev = tokio::select! {
             ev = h.next() => ev,
             _ = async { match &cancel { Some(t) => t.cancelled().await, None => std::future::pending().await } }, if !cancel_sent => {
                 cancel_sent = true;
                 let _ = client.cancel(h.id()).await;
+                continue;
+            }
+            // The run's kill: a cancel, or a second one, which cuts the agent's
+            // SIGINT/SIGTERM graces short.
+            _ = async { match &kill { Some(t) => t.cancelled().await, None => std::future::pending().await } }, if !kill_sent => {
+                kill_sent = true;
+                if cancel_sent {
+                    let _ = client.cancel(h.id()).await;
+                } else {
+                    // Cancel twice: the first starts the graces, the second ends them.
+                    cancel_sent = true;
+                    let _ = client.cancel(h.id()).await;
+                    let _ = client.cancel(h.id()).await;
+                }
                 continue;
             }
         };

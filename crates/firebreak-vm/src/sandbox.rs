@@ -122,7 +122,6 @@ impl QemuProvider {
         self.pool.as_ref()
     }
 
-    /// The VM configuration a job with `spec` gets.
     /// What `create` says about a job's VM size when it differs from what the job asked.
     fn size_notes(spec: &JobSpec) -> Vec<String> {
         spec.limits
@@ -138,6 +137,7 @@ impl QemuProvider {
             .collect()
     }
 
+    /// The VM configuration a job with `spec` gets.
     pub fn config_for(&self, spec: &JobSpec) -> VmConfig {
         let mut cfg = self.config.clone();
         cfg.network = spec.network;
@@ -163,9 +163,15 @@ impl QemuProvider {
                 "this provider boots every VM (Start::Cold): there is no snapshot to prepare",
             ));
         }
+        // Taking the snapshot boots a VM: charged to the budget while it runs.
+        let _building = match snapshot::existing(&image, &cfg).await {
+            Ok(Some(_)) => None,
+            _ => Some(self.lease_for(&cfg).await?),
+        };
         let (snap, _) = snapshot::ensure(&image, &cfg)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
+        drop(_building);
         if let Some(p) = &self.pool {
             p.keep_warm(&(image.clone(), cfg.clone()), &snap);
         } else {

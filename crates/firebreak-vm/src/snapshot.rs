@@ -274,15 +274,15 @@ pub(crate) fn build_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
         .clone()
 }
 
-/// The snapshot for `cfg`, taken now if there is none (one build at a time
-/// per snapshot in this process; concurrent processes race harmlessly: the
-/// first complete one wins). Returns whether it was built by this call.
 /// The snapshot for `cfg` if it has been taken already (nothing is built).
 pub async fn existing(image: &Image, cfg: &VmConfig) -> Result<Option<Snapshot>, VmError> {
     let kvm = resolve_kvm(image, cfg).await?;
     Ok(find(image, cfg, kvm))
 }
 
+/// The snapshot for `cfg`, taken now if there is none (one build at a time
+/// per snapshot in this process; concurrent processes race harmlessly: the
+/// first complete one wins). Returns whether it was built by this call.
 pub async fn ensure(image: &Image, cfg: &VmConfig) -> Result<(Snapshot, bool), VmError> {
     let kvm = resolve_kvm(image, cfg).await?;
     if let Some(s) = find(image, cfg, kvm) {

@@ -1266,7 +1266,6 @@ fn action_step_id_parts(uses: &str) -> [&str; 3] {
     ["", "", ""]
 }
 
-/// A step's `uses:` must be `docker://…`, a local path (`./…`), or `{org}/{repo}[/path]@ref`.
 /// How many inputs GitHub.com lets a `workflow_dispatch` event declare.
 pub const MAX_DISPATCH_INPUTS: usize = 25;
 
@@ -1274,6 +1273,7 @@ pub const MAX_DISPATCH_INPUTS: usize = 25;
 pub const DISPATCH_INPUTS_LIMIT: &str =
     "you may only define up to 25 `inputs` for a `workflow_dispatch` event";
 
+/// A step's `uses:` must be `docker://…`, a local path (`./…`), or `{org}/{repo}[/path]@ref`.
 fn valid_step_uses(uses: &str) -> bool {
     if uses.starts_with("docker://")
         || uses.starts_with("./")

@@ -69,6 +69,8 @@ fn git(repo: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
+        // File names as they are (not "\303\251t\303\251.md"), for paths filters.
+        .args(["-c", "core.quotePath=false"])
         .args(args)
         .stderr(std::process::Stdio::null())
         .output()

@@ -1300,6 +1300,12 @@ jobs:
     runs-on: ubuntu-latest
     steps:
       - run: echo "k ran"
+  cleanup:
+    needs: j
+    if: always()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "cleanup ran"
 "#,
     )]);
     let t0 = Instant::now();
@@ -1343,6 +1349,8 @@ jobs:
     );
     // The step's process heard SIGINT first, as under GitHub's runner: its trap ran.
     assert!(o.has("| trapped INT"), "{o:?}");
+    // A job whose `if:` holds after the cancellation (`always()`) still runs.
+    assert!(o.has("| cleanup ran"), "{o:?}");
     assert!(o.has("| always step"), "{o:?}");
     assert!(o.has("| cancelled step cancelled"), "{o:?}");
 }

@@ -1153,6 +1153,7 @@ impl LegRunner {
             env: penv,
             timeout,
             cancel,
+            kill: Some(self.sh.cfg.kill.clone()),
             debug,
             bash_available,
             files: self.step_files.clone(),
@@ -1510,6 +1511,7 @@ impl LegRunner {
             env,
             timeout,
             cancel,
+            kill: Some(self.sh.cfg.kill.clone()),
             debug: false,
             bash_available: None,
             files: self.step_files.clone(),
@@ -1753,8 +1755,8 @@ target=$(git rev-parse --verify -q {rc}) || {{
 if [ "$target" != "$(git rev-parse HEAD)" ]; then
   git -c advice.detachedHead=false checkout --force --quiet {r} -- || exit 1
   # The working tree's other files (untracked, ignored) are not the other ref's: a fresh
-  # checkout of it, as GitHub's, has none.
-  git clean -ffdxq || exit 1
+  # checkout of it, as GitHub's, has none (`clean: false` keeps them, as there).
+  if [ {clean} = true ]; then git clean -ffdxq || exit 1; fi
   echo "Checked out {raw} at $(git rev-parse --short=12 HEAD)"
 fi
 echo "ref={raw}" >> "$GITHUB_OUTPUT"
@@ -1764,6 +1766,15 @@ echo "commit=$target" >> "$GITHUB_OUTPUT"
                 r = sh_quote(wanted),
                 rc = sh_quote(&format!("{wanted}^{{commit}}")),
                 raw = wanted.replace(['"', '\\', '$', '`', '\n', '\''], ""),
+                // actions/checkout's `clean` input (default true).
+                clean = if with
+                    .get("clean")
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("false"))
+                {
+                    "false"
+                } else {
+                    "true"
+                },
             );
             let cancel = Some(self.step_cancel.take().unwrap_or_else(|| self.step_token()));
             let o = self
@@ -1774,6 +1785,7 @@ echo "commit=$target" >> "$GITHUB_OUTPUT"
                     env,
                     timeout: None,
                     cancel,
+                    kill: Some(self.sh.cfg.kill.clone()),
                     debug: false,
                     bash_available: None,
                     files: self.step_files.clone(),

@@ -389,7 +389,14 @@ pub async fn run_workflow(
                 .map(|n| n as usize)
                 .unwrap_or(total);
             let job = Arc::clone(&jp.job);
-            let ff_token = cfg.cancel.child_token();
+            // A job that starts after the run was cancelled (its `if:` holds anyway:
+            // `always()`, `cancelled()`) runs until the second Ctrl-C, not until the first,
+            // which has already happened; fail-fast still cancels its other legs.
+            let ff_token = if cfg.cancel.is_cancelled() {
+                cfg.kill.child_token()
+            } else {
+                cfg.cancel.child_token()
+            };
             let per_job = Arc::new(Semaphore::new(max_parallel.max(1)));
             let mut specs = Vec::new();
             let has_matrix = !matches!(jp.matrix, MatrixPlan::None) || total > 1;

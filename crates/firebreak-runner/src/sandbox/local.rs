@@ -335,6 +335,7 @@ impl<L: Launcher> Sandbox for LocalSandbox<L> {
                     stdin: req.stdin.take(),
                     drain_grace: req.drain_grace,
                     interrupt_first: req.interrupt_first,
+                    kill: req.kill.clone(),
                 },
                 output,
             )

@@ -198,6 +198,9 @@ pub struct ExecRequest {
     /// [`INTERRUPT_GRACE`] later SIGTERM, then [`TERMINATE_GRACE`] later the tree is killed
     /// (GitHub's runner does this to a step's process, so that its `trap`s run).
     pub interrupt_first: bool,
+    /// Kill the process tree at once when this is cancelled, also while
+    /// [`Self::interrupt_first`] is waiting for the process to stop (a second Ctrl-C).
+    pub kill: Option<CancellationToken>,
 }
 
 /// How long a process asked to stop with SIGINT ([`ExecRequest::interrupt_first`]) has
@@ -219,6 +222,7 @@ impl std::fmt::Debug for ExecRequest {
             .field("stdin", &self.stdin.as_ref().map(Vec::len))
             .field("drain_grace", &self.drain_grace)
             .field("interrupt_first", &self.interrupt_first)
+            .field("kill", &self.kill.is_some())
             .finish()
     }
 }
@@ -239,6 +243,7 @@ impl ExecRequest {
             stdin: None,
             drain_grace: Duration::from_millis(500),
             interrupt_first: false,
+            kill: None,
         }
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Supervise {
     pub(crate) drain_grace: Duration,
     /// SIGINT, then SIGTERM, to the main process before the tree is killed.
     pub(crate) interrupt_first: bool,
+    /// Kills the tree at once, also during the SIGINT/SIGTERM graces.
+    pub(crate) kill: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Spawns `cmd` (already configured with program, args, env, cwd) in a new
@@ -79,6 +81,12 @@ pub(crate) async fn run(
         }
     };
 
+    let killed = async {
+        match &sup.kill {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let status = tokio::select! {
         res = child.wait() => {
             let st = res.map_err(|e| SandboxError::io("wait for", program, e))?;
@@ -86,6 +94,7 @@ pub(crate) async fn run(
         }
         _ = cancelled => None,
         _ = timed_out => None,
+        _ = killed => None,
     };
 
     let result = match status {
@@ -103,11 +112,23 @@ pub(crate) async fn run(
             } else {
                 ExitStatus::TimedOut
             };
-            if let (Some(pid), true) = (pid, sup.interrupt_first) {
-                ask_to_stop(pid, &mut child).await;
+            let kill_now = sup.kill.as_ref().is_some_and(|t| t.is_cancelled());
+            let mut reaped = false;
+            let mut others = Vec::new();
+            if let (Some(pid), true, false) = (pid, sup.interrupt_first, kill_now) {
+                // What the command started, noted before it is signalled: once it has
+                // exited, processes that left its group are no longer found below it.
+                others = i32::try_from(pid).map(descendants_of).unwrap_or_default();
+                reaped = ask_to_stop(pid, &mut child, sup.kill.as_ref()).await;
             }
             if let Some(pid) = pid {
-                kill_tree(pid);
+                if reaped {
+                    // Its pid may be another process's by now: only its group and what
+                    // it started are killed.
+                    kill_group_and(pid, &others);
+                } else {
+                    kill_tree(pid);
+                }
             }
             let _ = child.kill().await;
             let _ = child.wait().await;
@@ -188,25 +209,53 @@ async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
     }
 }
 
-/// SIGKILLs `pid`, its process group, and every descendant found in /proc
-/// (descendants that moved to another session or group included).
-/// GitHub's runner's way to stop a step: SIGINT to its main process, [`INTERRUPT_GRACE`]
-/// to exit, then SIGTERM and [`TERMINATE_GRACE`]. Returns when the process has exited or the
-/// time is up (the caller then kills the tree).
-async fn ask_to_stop(pid: u32, child: &mut tokio::process::Child) {
+/// GitHub's runner's way to stop a step: SIGINT to its main process, [`super::INTERRUPT_GRACE`]
+/// to exit, then SIGTERM and [`super::TERMINATE_GRACE`]. Returns when the process has exited (true:
+/// it has been reaped), the time is up or `kill` is cancelled (false; the caller then kills
+/// the tree).
+async fn ask_to_stop(
+    pid: u32,
+    child: &mut tokio::process::Child,
+    kill_now: Option<&tokio_util::sync::CancellationToken>,
+) -> bool {
     let Some(main) = main_process(pid) else {
-        return;
+        return false;
     };
     for (signal, grace) in [
         (Signal::SIGINT, super::INTERRUPT_GRACE),
         (Signal::SIGTERM, super::TERMINATE_GRACE),
     ] {
         if kill(Pid::from_raw(main), signal).is_err() {
-            return;
+            return false;
         }
-        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
-            return;
+        let killed = async {
+            match kill_now {
+                Some(t) => t.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(grace, child.wait()) => {
+                if r.is_ok() {
+                    return true;
+                }
+            }
+            () = killed => return false,
         }
+    }
+    false
+}
+
+/// Kills the process group `pid` led and the processes in `others` (after its leader was
+/// reaped, when `pid` itself may name another process).
+fn kill_group_and(pid: u32, others: &[i32]) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+    }
+    for d in others {
+        let p = Pid::from_raw(*d);
+        let _ = kill(p, Signal::SIGKILL);
+        let _ = killpg(p, Signal::SIGKILL);
     }
 }
 
@@ -247,6 +296,8 @@ fn children_of(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// SIGKILLs `pid`, its process group, and every descendant found in /proc
+/// (descendants that moved to another session or group included).
 pub(crate) fn kill_tree(pid: u32) {
     let Ok(raw) = i32::try_from(pid) else { return };
     let root = Pid::from_raw(raw);

@@ -128,6 +128,19 @@ pub(super) fn resolve_modules(
     Ok(order)
 }
 
+/// A writer whose `flush` does nothing: the cpio crate flushes after each entry, which on
+/// a gzip stream would end a compression block every time.
+struct NoFlush<W: Write>(W);
+
+impl<W: Write> Write for NoFlush<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The `newc` archive (the format the kernel unpacks) being written, with the next inode
 /// number to give.
 struct Archive<W: Write> {
@@ -200,7 +213,10 @@ pub(super) fn write_initramfs(
         std::io::BufWriter::new(file),
         flate2::Compression::default(),
     );
-    let mut c = Archive { w: gz, ino: 0 };
+    let mut c = Archive {
+        w: NoFlush(gz),
+        ino: 0,
+    };
     let bb = std::fs::read(busybox).map_err(io_err("read", busybox))?;
     let res: std::io::Result<()> = (|| {
         for d in ["bin", "dev", "lib", "lib/modules", "proc", "sys", "newroot"] {
@@ -238,7 +254,7 @@ pub(super) fn write_initramfs(
         )
         .map_err(io_err("write", out))?;
     }
-    let gz = c.finish().map_err(io_err("write", out))?;
+    let gz = c.finish().map_err(io_err("write", out))?.0;
     let w = gz.finish().map_err(io_err("compress", out))?;
     let mut file = w
         .into_inner()

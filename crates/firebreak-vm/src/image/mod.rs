@@ -417,8 +417,8 @@ pub struct ImageStore {
 /// What [`ImageStore::prune`] removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, Default)]
 pub struct PruneReport {
-    /// Images removed, newest first.
-    pub images: Vec<Image>,
+    /// Images removed, newest first, with the bytes each took on disk.
+    pub images: Vec<(Image, u64)>,
     /// Snapshot directories removed from the images kept.
     pub snapshots: Vec<PathBuf>,
     /// Other directories removed: base trees and kernels no image kept uses, leftovers of
@@ -535,16 +535,24 @@ impl ImageStore {
                 remaining.push(img);
                 continue;
             }
-            report.freed_bytes += img.disk_usage();
+            let bytes = img.disk_usage();
+            report.freed_bytes += bytes;
             remove(&img.dir)?;
-            report.images.push(img);
+            report.images.push((img, bytes));
         }
         if opts.snapshots {
-            for img in &remaining {
-                let Ok(rd) = std::fs::read_dir(img.dir.join("snapshots")) else {
+            // Completed snapshots only: `.tmp-…` builds (maybe another run's, going on) and
+            // Firecracker's `.drives` are left to the sweeps of abandoned leftovers.
+            for dir in remaining
+                .iter()
+                .flat_map(|i| [i.dir.join("snapshots"), i.dir.join("firecracker-snapshots")])
+            {
+                let Ok(rd) = std::fs::read_dir(&dir) else {
                     continue;
                 };
-                for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                for e in rd.flatten().filter(|e| {
+                    e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.')
+                }) {
                     report.freed_bytes += du_bytes(&e.path());
                     remove(&e.path())?;
                     report.snapshots.push(e.path());
@@ -1123,6 +1131,9 @@ mod tests {
         for (hash, kernel, created, base, kb) in images {
             let dir = store.images_dir().join(hash);
             std::fs::create_dir_all(dir.join("snapshots/1c-256m-nonet-x")).expect("mkdir");
+            std::fs::create_dir_all(dir.join("snapshots/.tmp-1-2-building")).expect("mkdir");
+            std::fs::create_dir_all(dir.join("firecracker-snapshots/2c-512m-plain-x"))
+                .expect("mkdir");
             let m = serde_json::json!({"hash": hash, "builder_version": 2, "created_unix": created,
                 "suite": "bookworm", "mirror": "m", "packages": [], "base": base,
                 "kernel_release": "r", "kernel": kernel, "kernel_build": kb,
@@ -1146,7 +1157,11 @@ mod tests {
             std::fs::create_dir_all(d.path().join(dir)).expect("mkdir");
         }
         let names = |r: &PruneReport| {
-            let mut v: Vec<String> = r.images.iter().map(|i| i.manifest.hash.clone()).collect();
+            let mut v: Vec<String> = r
+                .images
+                .iter()
+                .map(|(i, _)| i.manifest.hash.clone())
+                .collect();
             v.extend(
                 r.other
                     .iter()
@@ -1184,7 +1199,17 @@ mod tests {
             .map(|i| i.manifest.hash.clone())
             .collect();
         assert_eq!(left, ["new-min", "new-pkg"]);
-        assert_eq!(done.snapshots.len(), 2, "the kept images' snapshots");
+        assert_eq!(
+            done.snapshots.len(),
+            4,
+            "the kept images' QEMU and Firecracker snapshots"
+        );
+        assert!(
+            d.path()
+                .join("images/new-min/snapshots/.tmp-1-2-building")
+                .exists(),
+            "a snapshot being built is left alone"
+        );
         assert!(!d.path().join("bases/b-old").exists() && d.path().join("bases/b-min").exists());
         assert!(!d.path().join("kernels/k0").exists() && d.path().join("kernels/k1").exists());
     }

@@ -39,8 +39,8 @@ pub enum ImageCommand {
         #[arg(long, value_enum, default_value = "package")]
         kernel: KernelArg,
     },
-    /// List built images, newest first (the first is the one jobs use unless --image says
-    /// otherwise).
+    /// List built images, newest first; `(default)` marks the one `run` boots ($FIREBREAK_IMAGE's,
+    /// else the newest).
     List {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -187,17 +187,24 @@ fn age(unix: u64) -> String {
 
 fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
     let images = store.list()?;
+    // The image `run` boots: $FIREBREAK_IMAGE's (a hash or prefix), else the newest.
+    let chosen = std::env::var("FIREBREAK_IMAGE")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .and_then(|h| store.get(&h).ok().flatten())
+        .map(|i| i.manifest.hash)
+        .or_else(|| images.first().map(|i| i.manifest.hash.clone()));
+    let is_default = |i: &firebreak_vm::image::Image| chosen.as_deref() == Some(&i.manifest.hash);
     match format {
         Format::Json => {
             let rows: Vec<serde_json::Value> = images
                 .iter()
-                .enumerate()
-                .map(|(i, img)| {
+                .map(|img| {
                     serde_json::json!({
                         "dir": img.dir.display().to_string(),
                         "manifest": img.manifest,
                         "disk_bytes": img.disk_usage(),
-                        "default": i == 0,
+                        "default": is_default(img),
                     })
                 })
                 .collect();
@@ -245,8 +252,8 @@ fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
                     w3 = w[3]
                 ))
             )?;
-            for (i, r) in rows.iter().enumerate() {
-                let mark = if i == 0 { "  (default)" } else { "" };
+            for (img, r) in images.iter().zip(&rows) {
+                let mark = if is_default(img) { "  (default)" } else { "" };
                 crate::outln!(
                     "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}{mark}",
                     r[0],
@@ -272,14 +279,14 @@ fn prune(store: &ImageStore, opts: firebreak_vm::image::PruneOptions) -> Result<
     } else {
         "removed"
     };
-    for img in &r.images {
+    for (img, bytes) in &r.images {
         let m = &img.manifest;
         crate::outln!(
             "{verb} image {}  ({}, built {}, {})",
             m.hash,
             kernel_of(m),
             age(m.created_unix),
-            mib(img.disk_usage())
+            mib(*bytes)
         )?;
     }
     for s in &r.snapshots {

@@ -539,7 +539,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if sha.is_empty() {
         sha = gs.sha.clone();
     }
-    if git_ref.is_empty() {
+    // (A deployment of a commit has no ref on GitHub: left empty.)
+    if git_ref.is_empty() && !matches!(args.event.as_str(), "deployment" | "deployment_status") {
         git_ref = gs.git_ref.clone();
     }
     let actor = args
@@ -847,13 +848,28 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     }
     if qemu_pool.is_none() && fc_provider.is_none() {
         // Options that only shape microVMs, given to a run that makes none.
+        // Values from the environment (FIREBREAK_VM_CPUS…) may be set for every run: only
+        // what the command line gave is named.
+        let from_env = |var: &str| std::env::var_os(var).is_some();
         let ignored: Vec<&str> = [
             (args.warm_pool > 0, "--warm-pool"),
-            (args.vm_start == VmStart::Cold, "--vm-start"),
-            (args.vm_cpus.is_some(), "--vm-cpus"),
-            (args.vm_memory.is_some(), "--vm-memory"),
+            (
+                args.vm_start == VmStart::Cold && !from_env("FIREBREAK_VM_START"),
+                "--vm-start",
+            ),
+            (
+                args.vm_cpus.is_some() && !from_env("FIREBREAK_VM_CPUS"),
+                "--vm-cpus",
+            ),
+            (
+                args.vm_memory.is_some() && !from_env("FIREBREAK_VM_MEMORY"),
+                "--vm-memory",
+            ),
             (args.vm_memory_budget.is_some(), "--vm-memory-budget"),
-            (args.jailer.is_some(), "--jailer"),
+            (
+                args.jailer.is_some() && !from_env("FIREBREAK_JAILER_BIN"),
+                "--jailer",
+            ),
         ]
         .into_iter()
         .filter_map(|(given, name)| given.then_some(name))
