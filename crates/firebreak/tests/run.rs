@@ -2292,6 +2292,25 @@ jobs:
 }
 
 #[test]
+fn paths_filters_see_non_ascii_file_names_as_they_are() {
+    let r = repo(&[
+        (
+            WF,
+            "on:\n  push:\n    paths-ignore: ['**.md']\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo built\n",
+        ),
+        ("src/main.rs", "fn main() {}\n"),
+    ]);
+    // git quotes such names by default ("\303\251t\303\251.md"), which no pattern matches.
+    std::fs::write(r.path().join("été.md"), "docs\n").expect("write");
+    git(r.path(), &["add", "-A"]);
+    git(r.path(), &["commit", "-qm", "docs"]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!o.has("built"), "{o:?}");
+    assert!(o.stderr.contains("(changed: été.md)"), "{o:?}");
+}
+
+#[test]
 fn paths_filters_decide_whether_a_push_runs_as_plan_says() {
     let r = repo(&[
         (
