@@ -332,6 +332,23 @@ async fn kill_vm(sb: &VmSandbox) {
 }
 
 /// The job-log note saying how the VM was obtained.
+/// A note when a job's disk may grow past what the host has free where the VM's disk
+/// overlay lives: the overlay is sparse, so nothing fails until the job writes that much.
+/// `dir`: where the overlay lives; `base`: the image's root filesystem, which the overlay
+/// need not hold.
+fn disk_space_note(dir: &Path, base: u64, disk_bytes: u64) -> Option<String> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    (disk_bytes.saturating_sub(base) > free).then(|| {
+        format!(
+            "the job's disk may grow to {:.0} GiB, but the host has only {:.1} GiB free where it lives ({}): the job fails if it writes more",
+            gib(disk_bytes),
+            gib(free),
+            dir.display()
+        )
+    })
+}
+
 fn describe_start(vm: &QemuVm, cfg: &VmConfig, origin: VmOrigin, took: Duration) -> String {
     let stats = vm.boot_stats();
     let how = match origin {
@@ -449,6 +466,10 @@ impl SandboxProvider for QemuProvider {
                 }
                 let how = describe_start(&vm, &cfg, origin, t0.elapsed());
                 notes.push(how);
+                let base = std::fs::metadata(image.rootfs()).map_or(0, |m| m.len());
+                if let Some(note) = disk.and_then(|b| disk_space_note(vm.run_dir(), base, b)) {
+                    notes.push(note);
+                }
                 if cfg.network
                     && crate::qemu::UserNet::on_this_host() == crate::qemu::UserNet::Slirp
                 {
@@ -668,5 +689,16 @@ impl AgentSandbox<QemuVm> {
 
     async fn make_layout(&self) -> Result<(), SandboxError> {
         self.make_layout_with(false).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_disk_larger_than_the_hosts_free_space_is_noted() {
+        let d = tempfile::tempdir().expect("tempdir");
+        assert_eq!(super::disk_space_note(d.path(), 0, 1 << 20), None);
+        let note = super::disk_space_note(d.path(), 0, u64::MAX / 2).expect("a note");
+        assert!(note.contains("but the host has only"), "{note}");
     }
 }
