@@ -118,7 +118,12 @@ pub(crate) async fn run(
             if let (Some(pid), true, false) = (pid, sup.interrupt_first, kill_now) {
                 // What the command started, noted before it is signalled: once it has
                 // exited, processes that left its group are no longer found below it.
-                others = i32::try_from(pid).map(descendants_of).unwrap_or_default();
+                others = i32::try_from(pid)
+                    .map(descendants_of)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| Some((p, start_time(p)?)))
+                    .collect();
                 reaped = ask_to_stop(pid, &mut child, sup.kill.as_ref()).await;
             }
             if let Some(pid) = pid {
@@ -246,17 +251,26 @@ async fn ask_to_stop(
     false
 }
 
-/// Kills the process group `pid` led and the processes in `others` (after its leader was
-/// reaped, when `pid` itself may name another process).
-fn kill_group_and(pid: u32, others: &[i32]) {
+/// Kills the process group `pid` led and the processes in `others` that are still the ones
+/// noted (pid and start time: pids are reused), after its leader was reaped, when `pid`
+/// itself may name another process.
+fn kill_group_and(pid: u32, others: &[(i32, u64)]) {
     if let Ok(raw) = i32::try_from(pid) {
         let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
     }
-    for d in others {
-        let p = Pid::from_raw(*d);
-        let _ = kill(p, Signal::SIGKILL);
-        let _ = killpg(p, Signal::SIGKILL);
+    for (d, started) in others {
+        if start_time(*d) == Some(*started) {
+            let _ = kill(Pid::from_raw(*d), Signal::SIGKILL);
+        }
     }
+}
+
+/// When process `pid` started (clock ticks since boot, `/proc/PID/stat` field 22).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields from the state (field 3) on: the start time is the 20th of them.
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The process a command runs as: the child itself, or under the namespace sandbox the
@@ -384,6 +398,17 @@ pub(crate) fn kill_tracked(key: &str, value: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_process_start_time_tells_a_reused_pid_apart() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let t = super::start_time(me).expect("own start time");
+        assert_eq!(super::start_time(me), Some(t), "stable");
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let _ = child.wait();
+        assert_eq!(super::start_time(pid), None, "gone once reaped");
+    }
+
     use super::*;
 
     #[tokio::test]
