@@ -163,11 +163,7 @@ impl QemuProvider {
                 "this provider boots every VM (Start::Cold): there is no snapshot to prepare",
             ));
         }
-        // Taking the snapshot boots a VM: charged to the budget while it runs.
-        let _building = match snapshot::existing(&image, &cfg).await {
-            Ok(Some(_)) => None,
-            _ => Some(self.lease_for(&cfg).await?),
-        };
+        let _building = self.snapshot_lease(&image, &cfg).await?;
         let (snap, _) = snapshot::ensure(&image, &cfg)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
@@ -205,6 +201,20 @@ impl QemuProvider {
             .map_err(|e| unavailable(e.to_string()))
     }
 
+    /// The budget's charge for the VM that takes `cfg`'s snapshot, when it is yet to be
+    /// taken (none when it exists): a VM larger than the whole budget fails here, before
+    /// anything boots.
+    async fn snapshot_lease(
+        &self,
+        image: &Image,
+        cfg: &VmConfig,
+    ) -> Result<Option<crate::pool::Lease>, SandboxError> {
+        match snapshot::existing(image, cfg).await {
+            Ok(Some(_)) => Ok(None),
+            _ => self.lease_for(cfg).await.map(Some),
+        }
+    }
+
     /// A VM for one job, and how it was obtained (notes for the job log).
     async fn start_vm(
         &self,
@@ -216,10 +226,7 @@ impl QemuProvider {
             // Taking the snapshot boots a VM of this size: charge it to the budget like any
             // other (a VM larger than the whole budget fails here, before anything boots),
             // and let the VM restored from it keep the charge.
-            let mut build_lease = match snapshot::existing(image, cfg).await {
-                Ok(Some(_)) => None,
-                _ => Some(self.lease_for(cfg).await?),
-            };
+            let mut build_lease = self.snapshot_lease(image, cfg).await?;
             match snapshot::ensure(image, cfg).await {
                 Ok((snap, built)) => {
                     if built {

@@ -115,16 +115,19 @@ pub(crate) async fn run(
             let kill_now = sup.kill.as_ref().is_some_and(|t| t.is_cancelled());
             let mut reaped = false;
             let mut others = Vec::new();
-            if let (Some(pid), true, false) = (pid, sup.interrupt_first, kill_now) {
-                // What the command started, noted before it is signalled: once it has
-                // exited, processes that left its group are no longer found below it.
-                others = i32::try_from(pid)
-                    .map(descendants_of)
-                    .unwrap_or_default()
+            let root = pid.and_then(|p| i32::try_from(p).ok());
+            if let (Some(root), true, false) = (root, sup.interrupt_first, kill_now) {
+                // One look at the process table: what the command started, noted before it
+                // is signalled (once it has exited, processes that left its group are no
+                // longer found below it), and the process to signal.
+                let tree = process_tree();
+                others = descendants_in(&tree, root)
                     .into_iter()
                     .filter_map(|p| Some((p, start_time(p)?)))
                     .collect();
-                reaped = ask_to_stop(pid, &mut child, sup.kill.as_ref()).await;
+                if let Some(main) = main_process(&tree, root) {
+                    reaped = ask_to_stop(main, &mut child, sup.kill.as_ref()).await;
+                }
             }
             if let Some(pid) = pid {
                 if reaped {
@@ -219,13 +222,10 @@ async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
 /// it has been reaped), the time is up or `kill` is cancelled (false; the caller then kills
 /// the tree).
 async fn ask_to_stop(
-    pid: u32,
+    main: i32,
     child: &mut tokio::process::Child,
     kill_now: Option<&tokio_util::sync::CancellationToken>,
 ) -> bool {
-    let Some(main) = main_process(pid) else {
-        return false;
-    };
     for (signal, grace) in [
         (Signal::SIGINT, super::INTERRUPT_GRACE),
         (Signal::SIGTERM, super::TERMINATE_GRACE),
@@ -267,16 +267,12 @@ fn kill_group_and(pid: u32, others: &[(i32, u64)]) {
 
 /// When process `pid` started (clock ticks since boot, `/proc/PID/stat` field 22).
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    // Fields from the state (field 3) on: the start time is the 20th of them.
-    after.split_whitespace().nth(19)?.parse().ok()
+    stat_field(pid, 22)?.parse().ok()
 }
 
 /// The process a command runs as: the child itself, or under the namespace sandbox the
 /// first process below `bwrap` (the sandbox's own processes are not the command).
-fn main_process(pid: u32) -> Option<i32> {
-    let pid = i32::try_from(pid).ok()?;
+fn main_process(tree: &ProcessTree, pid: i32) -> Option<i32> {
     let comm = |p: i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
     if comm(pid).trim() != "bwrap" {
         return Some(pid);
@@ -286,7 +282,7 @@ fn main_process(pid: u32) -> Option<i32> {
     while !level.is_empty() {
         let mut next = Vec::new();
         for p in level {
-            for c in children_of(p) {
+            for &c in tree.get(&p).into_iter().flatten() {
                 if comm(c).trim() != "bwrap" {
                     return Some(c);
                 }
@@ -296,18 +292,6 @@ fn main_process(pid: u32) -> Option<i32> {
         level = next;
     }
     None
-}
-
-/// The direct children of `pid`, from /proc.
-fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| parent_pid(*p) == Some(pid))
-        .collect()
 }
 
 /// SIGKILLs `pid`, its process group, and every descendant found in /proc
@@ -329,7 +313,14 @@ pub(crate) fn kill_tree(pid: u32) {
 
 /// Every process whose ancestry leads to `root`, from /proc.
 pub(crate) fn descendants_of(root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    descendants_in(&process_tree(), root)
+}
+
+/// Each process's children, from one pass over /proc.
+type ProcessTree = HashMap<i32, Vec<i32>>;
+
+fn process_tree() -> ProcessTree {
+    let mut children: ProcessTree = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -340,11 +331,16 @@ pub(crate) fn descendants_of(root: i32) -> Vec<i32> {
             }
         }
     }
+    children
+}
+
+/// Every process below `root` in `tree`.
+fn descendants_in(tree: &ProcessTree, root: i32) -> Vec<i32> {
     let mut seen = HashSet::new();
     let mut stack = vec![root];
     let mut out = Vec::new();
     while let Some(p) = stack.pop() {
-        if let Some(kids) = children.get(&p) {
+        if let Some(kids) = tree.get(&p) {
             for k in kids {
                 if seen.insert(*k) {
                     out.push(*k);
@@ -357,10 +353,18 @@ pub(crate) fn descendants_of(root: i32) -> Vec<i32> {
 }
 
 fn parent_pid(pid: i32) -> Option<i32> {
+    stat_field(pid, 4)?.parse().ok()
+}
+
+/// Field `n` (1-based, as proc(5) numbers them; from 3 on) of `/proc/PID/stat`.
+fn stat_field(pid: i32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces: skip past it.
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    after
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)
+        .map(str::to_string)
 }
 
 /// PIDs whose environment contains `key=value` exactly (used to find what a
