@@ -218,7 +218,8 @@ pub fn default_ref_and_sha(event_name: &str, event: &Value) -> (String, String) 
             s(event, &["merge_group", "head_sha"]),
         ),
         // The branch or tag deployed; none (empty, not the default branch) when the
-        // deployment names a commit.
+        // deployment names a commit. A bare name is taken for a branch: the payload does not
+        // say, and only the repository knows a tag (`firebreak run` asks it).
         "deployment" | "deployment_status" => {
             let sha = s(event, &["deployment", "sha"]);
             let ref_ = match s(event, &["deployment", "ref"]) {

@@ -358,6 +358,23 @@ pub fn pull_request_skip_instruction(
     firebreak_workflow::plan::skip_instruction(event, &message)
 }
 
+/// The full ref of a `deployment`/`deployment_status` event's `deployment.ref` when it names
+/// a tag of the repository: `refs/tags/<name>`. The payload names a branch, a tag or a sha
+/// without saying which; GitHub's `GITHUB_REF` is the tag's full ref for a tag, and
+/// [`firebreak_runner::context::default_ref_and_sha`], which sees only the payload, takes a
+/// bare name for a branch. Git's order decides a name that is both (the tag).
+pub fn deployed_tag(repo: &Path, event: &str, payload: &Value) -> Option<String> {
+    if !matches!(event, "deployment" | "deployment_status") {
+        return None;
+    }
+    let name = payload
+        .pointer("/deployment/ref")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty() && !r.starts_with("refs/") && !r.starts_with('-'))?;
+    let full = format!("refs/tags/{name}");
+    git(repo, &["show-ref", "--verify", "--quiet", &full]).map(|_| full)
+}
+
 /// `local/<folder name>`: the repository name when there is no `origin` remote.
 pub fn local_repository(repo: &Path) -> String {
     let folder = std::fs::canonicalize(repo)
@@ -509,6 +526,20 @@ mod tests {
                 &serde_json::json!(["c.md"])
             )
         );
+        // A deployment of a tag runs on the tag's ref; of a branch or a sha, not.
+        run(&["tag", "v1.0"]);
+        let deploy = |r: &str| serde_json::json!({"deployment": {"ref": r, "sha": "x"}});
+        assert_eq!(
+            deployed_tag(d.path(), "deployment", &deploy("v1.0")).as_deref(),
+            Some("refs/tags/v1.0")
+        );
+        assert_eq!(
+            deployed_tag(d.path(), "deployment_status", &deploy("v1.0")).as_deref(),
+            Some("refs/tags/v1.0")
+        );
+        assert_eq!(deployed_tag(d.path(), "deployment", &deploy("main")), None);
+        assert_eq!(deployed_tag(d.path(), "deployment", &deploy("v2")), None);
+        assert_eq!(deployed_tag(d.path(), "push", &deploy("v1.0")), None);
         // On the default branch, a pull request's paths are HEAD's commit's, not nothing.
         run(&["checkout", "-q", "main"]);
         let gs = git_state(d.path());

@@ -2449,3 +2449,35 @@ fn a_job_name_that_evaluates_to_nothing_falls_back_to_the_job_id() {
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("[named]   | step-of-named"), "{o:?}");
 }
+
+#[test]
+fn a_deployment_runs_on_the_ref_it_deploys() {
+    let r = repo(&[(
+        WF,
+        "on: deployment\njobs:\n  d:\n    runs-on: x\n    steps:\n      - run: echo \"ref=[$GITHUB_REF] type=[${{ github.ref_type }}] env=${{ github.event.deployment.environment }}\"\n",
+    )]);
+    git(r.path(), &["tag", "v1.0"]);
+    let head = git(r.path(), &["rev-parse", "HEAD"]);
+    let ev = r.path().join("ev.json");
+    let ev_path = ev.to_str().expect("utf-8 path");
+    let deploy = |ref_: &str| {
+        std::fs::write(
+            &ev,
+            format!(
+                r#"{{"deployment":{{"ref":"{ref_}","sha":"{head}","environment":"prod"}},"repository":{{"default_branch":"main"}}}}"#
+            ),
+        )
+        .expect("write");
+        r.run(&["deployment", "--sandbox", "host", "--event-file", ev_path])
+    };
+    // A tag: its full ref, not refs/heads/<tag>.
+    let o = deploy("v1.0");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("ref=[refs/tags/v1.0] type=[tag] env=prod"), "{o:?}");
+    // A branch.
+    let o = deploy("main");
+    assert!(o.has("ref=[refs/heads/main] type=[branch]"), "{o:?}");
+    // A commit: no ref at all.
+    let o = deploy(&head);
+    assert!(o.has("ref=[] type=[]"), "{o:?}");
+}

@@ -536,6 +536,9 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     }
     let (mut git_ref, mut sha) =
         firebreak_runner::context::default_ref_and_sha(&args.event, &payload);
+    if let Some(tag) = crate::gitinfo::deployed_tag(&repo, &args.event, &payload) {
+        git_ref = tag;
+    }
     if sha.is_empty() {
         sha = gs.sha.clone();
     }
