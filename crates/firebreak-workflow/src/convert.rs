@@ -318,6 +318,7 @@ impl Converter<'_> {
                         continue;
                     };
                     self.warn_both_filters(&name, &props);
+                    self.warn_bad_patterns(&name, &props);
                     for (pk, pv) in props {
                         match pk.as_str().unwrap_or("") {
                             "types" => cfg.types = Some(into_str_list(pv)),
@@ -364,6 +365,36 @@ impl Converter<'_> {
                          allow for one event; list the exclusions in `{with}` as `!` patterns"
                     ),
                 );
+            }
+        }
+    }
+
+    /// GitHub's parser takes any string as a filter pattern; GitHub.com fails the run when
+    /// an event comes and a pattern does not compile (an unclosed `[`, `C++`…). A warning, at
+    /// the pattern.
+    fn warn_bad_patterns(&mut self, event: &str, props: &[(Token, Token)]) {
+        for (k, v) in props {
+            if !k
+                .as_str()
+                .is_some_and(|k| crate::filter::PATTERN_KEYS.contains(&k))
+            {
+                continue;
+            }
+            let items = match &v.kind {
+                TokenKind::Seq(items) => items.as_slice(),
+                TokenKind::String(_) => std::slice::from_ref(v),
+                _ => &[],
+            };
+            for item in items {
+                if let Some(Err(e)) = item.as_str().map(crate::filter::validate_pattern) {
+                    self.diags.warn(
+                        &self.file,
+                        Some(item.pos),
+                        format!(
+                            "{e}: GitHub fails this workflow's run when a `{event}` event comes"
+                        ),
+                    );
+                }
             }
         }
     }

@@ -225,7 +225,8 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
         };
         // What GitHub's parser accepts (`check` warns) and GitHub.com refuses: the run fails.
         // Filters that contradict each other fail it whatever the event's ref and paths.
-        let conflict = conflicting_filters(&event.name, config);
+        let conflict =
+            conflicting_filters(&event.name, config).or_else(|| malformed_pattern(config));
         if conflict.is_none() {
             if let Err(reason) = triggers(&event.name, config, event) {
                 out.filtered_out.push(FilteredOut {
@@ -318,6 +319,30 @@ fn conflicting_filters(name: &str, c: &EventConfig) -> Option<String> {
         "`{key}` and `{key}-ignore` both filter `{name}`: GitHub fails this workflow's run \
          (you may only define one of them for an event; list the exclusions in `{key}` as `!` patterns)"
     ))
+}
+
+/// The error GitHub.com gives a run whose event configuration has a filter pattern that does
+/// not compile (its parser accepts any string; `check` warns).
+fn malformed_pattern(c: &EventConfig) -> Option<String> {
+    let lists = [
+        &c.branches,
+        &c.branches_ignore,
+        &c.tags,
+        &c.tags_ignore,
+        &c.paths,
+        &c.paths_ignore,
+        &c.workflows,
+    ];
+    lists
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|p| filter::validate_pattern(p).err())
+        .map(|e| {
+            format!(
+                "{e}: GitHub fails this workflow's run; fix or escape the pattern (`\\[`, `\\+`)"
+            )
+        })
 }
 
 /// The only activity type of events that GitHub triggers for one alone, whatever `types:`

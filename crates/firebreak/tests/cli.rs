@@ -601,6 +601,36 @@ fn plan_fails_a_workflow_that_filters_an_event_both_ways() {
 }
 
 #[test]
+fn a_malformed_filter_pattern_is_a_warning_and_fails_the_run_it_would_start() {
+    let d = folder_with(&[
+        (
+            "bad.yml",
+            "on:\n  push:\n    branches: [main, 'rel[1']\n  workflow_run:\n    workflows: C++\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+        ),
+        ("push.json", r#"{"ref":"refs/heads/main"}"#),
+    ]);
+    // GitHub's parser takes the file: valid, with a warning at each pattern.
+    let (code, out, err) = firebreak(d.path(), &["check", "bad.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "bad.yml:3:22: warning: Invalid filter pattern 'rel[1': missing closing bracket ']' after '[' (at character 3): GitHub fails this workflow's run when a `push` event comes",
+            "bad.yml:5:16: warning: Invalid filter pattern 'C++': nested quantifier (at character 2): GitHub fails this workflow's run when a `workflow_run` event comes",
+        ],
+        "{out}"
+    );
+    // An event that reaches it: the run fails, whatever the ref.
+    let (code, out, err) = firebreak(d.path(), &["plan", "bad.yml", "--event-file", "push.json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("Invalid filter pattern 'rel[1': missing closing bracket"),
+        "{out}"
+    );
+}
+
+#[test]
 fn plan_escapes_control_characters_in_names() {
     let d = folder_with(&[(
         "ctl.yml",
