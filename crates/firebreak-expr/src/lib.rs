@@ -53,7 +53,7 @@ pub use eval::{evaluate, Context, EmptyContext, EvalError, MAX_MEMORY};
 pub use lexer::MAX_EXPRESSION_LENGTH;
 pub use parser::{parse, parse_allowed, Allowed, Expr, ParseError, MAX_DEPTH};
 pub use template::{parse_template, parse_template_allowed, Segment, Template, TemplateError};
-pub use value::Value;
+pub use value::{format_number, Value};
 
 /// Names of the built-in functions (as GitHub spells them).
 pub const BUILTIN_FUNCTIONS: [&str; 8] = [

@@ -298,7 +298,7 @@ pub(crate) fn lookup<'a, V>(map: &'a IndexMap<String, V>, key: &str) -> Option<&
 
 /// Formats a number like .NET's `G15` with the invariant culture (what the runner does), except
 /// that negative zero prints as `0`.
-pub(crate) fn format_number(n: f64) -> String {
+pub fn format_number(n: f64) -> String {
     if n.is_nan() {
         return "NaN".to_string();
     }

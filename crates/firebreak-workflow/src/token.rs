@@ -56,44 +56,12 @@ pub struct ExprToken {
     pub source: Option<String>,
 }
 
-/// Formats a number the way JavaScript's `String(n)` does (GitHub's reader and expression
-/// engine share this formatting).
-pub fn format_number(n: f64) -> String {
-    if n.is_nan() {
-        return "NaN".to_string();
-    }
-    if n.is_infinite() {
-        return if n > 0.0 {
-            "Infinity".to_string()
-        } else {
-            "-Infinity".to_string()
-        };
-    }
-    if n == 0.0 {
-        return "0".to_string();
-    }
-    let abs = n.abs();
-    if (1e-7..1e21).contains(&abs) {
-        if n.fract() == 0.0 {
-            return format!("{}", n as i128);
-        }
-        let s = format!("{n}");
-        return s;
-    }
-    // exponent form: shortest round-trip digits
-    let s = format!("{n:e}"); // like 1.5e21 or 1e-7
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let e = if e.starts_with('-') {
-                e.to_string()
-            } else {
-                format!("+{e}")
-            };
-            format!("{m}e{e}")
-        }
-        None => s,
-    }
-}
+/// Formats a number as GitHub's workflow reader turns a number literal into a string where a
+/// string is wanted (`env: {V: 1.10}` gives `1.1`): .NET's `G15`, as the runner's
+/// `NumberToken.ToString()` (GitHub's TypeScript parser writes JavaScript's `String(n)`
+/// instead, which differs from 16 significant digits on: `1234567890123456` is
+/// `1.23456789012346E+15` here and on GitHub.com).
+pub use firebreak_expr::format_number;
 
 impl Token {
     pub fn new(pos: Pos, kind: TokenKind) -> Self {
@@ -342,11 +310,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn js_numbers() {
+    fn numbers_as_the_runner_writes_them() {
         assert_eq!(format_number(1.0), "1");
         assert_eq!(format_number(-755.0), "-755");
-        assert_eq!(format_number(1.5), "1.5");
-        assert_eq!(format_number(1e21), "1e+21");
+        assert_eq!(format_number(1.1), "1.1");
+        assert_eq!(format_number(123456789012345.0), "123456789012345");
+        assert_eq!(format_number(1234567890123456.0), "1.23456789012346E+15");
+        assert_eq!(format_number(1e21), "1E+21");
+        assert_eq!(format_number(0.00001), "1E-05");
         assert_eq!(format_number(f64::INFINITY), "Infinity");
         assert_eq!(format_number(0.1), "0.1");
     }

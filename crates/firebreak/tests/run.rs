@@ -2481,3 +2481,19 @@ fn a_deployment_runs_on_the_ref_it_deploys() {
     let o = deploy(&head);
     assert!(o.has("ref=[] type=[]"), "{o:?}");
 }
+
+#[test]
+fn number_literals_reach_steps_as_the_runner_writes_them() {
+    // GitHub turns a number where a string is wanted into .NET's G15 text: `1.10` is `1.1`,
+    // 16 significant digits and more go to exponent form.
+    let r = repo(&[(
+        WF,
+        "on: push\nenv:\n  A: 1.10\n  B: 1234567890123456\n  C: 0x10\n  D: 123456789012345\n  E: 1e3\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"[$A] [$B] [$C] [$D] [$E]\"\n",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.has("[1.1] [1.23456789012346E+15] [16] [123456789012345] [1000]"),
+        "{o:?}"
+    );
+}
