@@ -6,6 +6,14 @@ use std::path::Path;
 /// `Ok` when `name` is an event a workflow can trigger on; else a message that says what to
 /// type instead (the closest event name, or where the list is).
 pub fn check_event_name(name: &str) -> Result<(), String> {
+    if name == "workflow_call" {
+        return Err(
+            "'workflow_call' is no event GitHub sends: a workflow with `on: workflow_call` \
+             runs when a job of another workflow calls it (`uses: ./.github/workflows/<file>`); \
+             run the event that starts the calling workflow"
+                .into(),
+        );
+    }
     if firebreak_workflow::event_names().any(|e| e == name) {
         return Ok(());
     }
@@ -44,6 +52,23 @@ pub fn read_event_file(path: &Path) -> Result<serde_json::Value, String> {
     }
 }
 
+/// `github.event.schedule` of a scheduled run of `wf`: its first `cron` (GitHub sends the one
+/// that fired), unless the payload already has one.
+pub fn fill_schedule(event: &mut serde_json::Value, wf: &firebreak_workflow::Workflow) {
+    let Some(cron) = wf
+        .on
+        .get("schedule")
+        .and_then(|c| c.schedule.first())
+        .map(|s| s.cron.clone())
+    else {
+        return;
+    };
+    if let Some(o) = event.as_object_mut() {
+        o.entry("schedule")
+            .or_insert(serde_json::Value::String(cron));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +81,11 @@ mod tests {
         assert!(e.contains("did you mean 'push'?"), "{e}");
         let e = check_event_name("pull-request").err().unwrap_or_default();
         assert!(e.contains("did you mean 'pull_request'?"), "{e}");
+        let e = check_event_name("workflow_call").err().unwrap_or_default();
+        assert!(
+            e.contains("runs when a job of another workflow calls it"),
+            "{e}"
+        );
         let e = check_event_name("Push").err().unwrap_or_default();
         assert!(e.contains("did you mean 'push'?"), "{e}");
         let e = check_event_name("deploy-the-thing")

@@ -14,9 +14,12 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Default)]
 pub struct GitState {
     pub sha: String,
-    /// `refs/heads/<branch>`, else `refs/tags/<tag>` when HEAD is exactly a tag.
+    /// `refs/heads/<branch>`; for a detached HEAD the ref of a tag, else of a branch (local,
+    /// then remote-tracking), at HEAD's commit; empty when none is.
     pub git_ref: String,
     pub branch: String,
+    /// HEAD is no branch (a CI checkout of a commit, a rebase…).
+    pub detached: bool,
     /// HEAD's parent (`0000…` for a root commit).
     pub before: String,
     /// `owner/name` from the `origin` remote.
@@ -121,6 +124,71 @@ pub fn repository_from_url(url: &str) -> Option<String> {
     }
 }
 
+/// The ref an event at a detached HEAD most likely names: a tag at HEAD's commit, else a local
+/// branch there (the default branch first), else a remote-tracking one (`origin/x` →
+/// `refs/heads/x`). `None` when no ref points at the commit.
+fn ref_at_detached_head(repo: &Path) -> Option<String> {
+    let at = |prefix: &str| -> Vec<String> {
+        git(
+            repo,
+            &[
+                "for-each-ref",
+                "--points-at",
+                "HEAD",
+                "--format=%(refname)",
+                prefix,
+            ],
+        )
+        .map(|out| out.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+    };
+    if let Some(tag) = at("refs/tags").into_iter().next() {
+        return Some(tag);
+    }
+    let local = at("refs/heads");
+    let default = format!("refs/heads/{}", default_branch(repo, ""));
+    if local.contains(&default) {
+        return Some(default);
+    }
+    if let Some(b) = local.into_iter().next() {
+        return Some(b);
+    }
+    at("refs/remotes")
+        .into_iter()
+        .filter(|r| !r.ends_with("/HEAD"))
+        .find_map(|r| {
+            let rest = r.strip_prefix("refs/remotes/")?;
+            let (_, branch) = rest.split_once('/')?;
+            Some(format!("refs/heads/{branch}"))
+        })
+}
+
+/// Makes `gs` describe an event on `r` (`--ref`): a full ref as it is, a bare name as a
+/// branch.
+pub fn set_ref(gs: &mut GitState, r: &str) {
+    gs.git_ref = if r.starts_with("refs/") {
+        r.to_string()
+    } else {
+        format!("refs/heads/{r}")
+    };
+    gs.branch = gs
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .unwrap_or_default()
+        .to_string();
+}
+
+/// A `workflow_dispatch` payload names the ref it was dispatched on (GitHub's default: the
+/// default branch); with `--ref`, that one.
+pub fn dispatch_on(payload: &mut Value, event: &str, gs: &GitState) {
+    if event != "workflow_dispatch" {
+        return;
+    }
+    if let Some(o) = payload.as_object_mut() {
+        o.insert("ref".into(), Value::String(gs.git_ref.clone()));
+    }
+}
+
 /// Reads what it can; a folder that is not a git repository gives empty fields.
 pub fn git_state(repo: &Path) -> GitState {
     let sha = git(repo, &["rev-parse", "HEAD"]).unwrap_or_default();
@@ -130,12 +198,18 @@ pub fn git_state(repo: &Path) -> GitState {
         .and_then(|r| r.strip_prefix("refs/heads/"))
         .unwrap_or("")
         .to_string();
+    let detached = symbolic.is_none() && !sha.is_empty();
     let git_ref = symbolic
         .or_else(|| {
-            git(repo, &["describe", "--tags", "--exact-match", "HEAD"])
-                .map(|t| format!("refs/tags/{t}"))
+            (!sha.is_empty())
+                .then(|| ref_at_detached_head(repo))
+                .flatten()
         })
         .unwrap_or_default();
+    let branch = match git_ref.strip_prefix("refs/heads/") {
+        Some(b) if branch.is_empty() => b.to_string(),
+        _ => branch,
+    };
     let before = git(repo, &["rev-parse", "HEAD~1"]).unwrap_or_else(|| "0".repeat(40));
     let repository =
         git(repo, &["remote", "get-url", "origin"]).and_then(|u| repository_from_url(&u));
@@ -189,6 +263,7 @@ pub fn git_state(repo: &Path) -> GitState {
         sha,
         git_ref,
         branch,
+        detached,
         before,
         repository,
         head_commit,
@@ -462,6 +537,61 @@ mod tests {
         assert_eq!(p["sender"]["login"], "me");
         let pr = synthesize_payload(&gs, "pull_request", "o/n", "me");
         assert_eq!(pr["pull_request"]["head"]["sha"], "abc");
+    }
+
+    #[test]
+    fn a_detached_head_takes_the_ref_that_points_at_it() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(d.path())
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .output()
+                .expect("git")
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        run(&["init", "-q", "-b", "main"]);
+        run(&["commit", "-q", "--allow-empty", "-m", "a"]);
+        run(&["branch", "topic"]);
+        run(&["checkout", "-q", "--detach"]);
+        // Two branches at HEAD: the default one.
+        let gs = git_state(d.path());
+        assert!(gs.detached);
+        assert_eq!(
+            (gs.git_ref.as_str(), gs.branch.as_str()),
+            ("refs/heads/main", "main")
+        );
+        // A tag at HEAD wins.
+        run(&["tag", "v1"]);
+        assert_eq!(git_state(d.path()).git_ref, "refs/tags/v1");
+        // A commit no local ref points at, but a remote-tracking branch does.
+        run(&["commit", "-q", "--allow-empty", "-m", "b"]);
+        run(&["update-ref", "refs/remotes/origin/feature", "HEAD"]);
+        assert_eq!(git_state(d.path()).git_ref, "refs/heads/feature");
+        // None: empty, and `--ref` names one.
+        run(&["commit", "-q", "--allow-empty", "-m", "c"]);
+        let mut gs = git_state(d.path());
+        assert_eq!(gs.git_ref, "");
+        set_ref(&mut gs, "release/1");
+        assert_eq!(
+            (gs.git_ref.as_str(), gs.branch.as_str()),
+            ("refs/heads/release/1", "release/1")
+        );
+        set_ref(&mut gs, "refs/tags/v2");
+        assert_eq!(
+            (gs.git_ref.as_str(), gs.branch.as_str()),
+            ("refs/tags/v2", "")
+        );
+        // On a branch, not detached.
+        run(&["checkout", "-q", "topic"]);
+        assert!(!git_state(d.path()).detached);
     }
 
     #[test]

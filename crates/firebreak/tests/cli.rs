@@ -631,6 +631,103 @@ fn a_malformed_filter_pattern_is_a_warning_and_fails_the_run_it_would_start() {
 }
 
 #[test]
+fn a_scheduled_plan_sees_the_cron_a_run_would() {
+    let d = folder_with(&[(
+        "s.yml",
+        "on:\n  schedule:\n    - cron: '0 3 * * 1'\n    - cron: '0 0 * * *'\njobs:\n  mon:\n    if: github.event.schedule == '0 3 * * 1'\n    runs-on: x\n    steps:\n      - run: echo\n  daily:\n    if: github.event.schedule == '0 0 * * *'\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )]);
+    let (code, out, err) = firebreak(
+        d.path(),
+        &["plan", "s.yml", "--event", "schedule", "--format", "json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let jobs = &v["workflows"][0]["jobs"];
+    assert_eq!(jobs[0]["id"], "mon");
+    assert_eq!(jobs[0]["if_result"], "runs", "{out}");
+    assert_eq!(jobs[1]["if_result"], "skipped", "{out}");
+    // `workflow_call` is not an event anything sends.
+    let (code, _, err) = firebreak(d.path(), &["plan", "s.yml", "--event", "workflow_call"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("runs when a job of another workflow calls it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plan_and_run_take_the_ref_from_the_command_line() {
+    let d = folder_with(&[(
+        ".github/workflows/r.yml",
+        "on:\n  push:\n    branches: ['release/**']\n  workflow_dispatch:\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"ref=${{ github.ref }}\"\n",
+    )]);
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(d.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .expect("git")
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "a"]);
+    // On main the branch filter excludes the push; `--ref` names a release branch.
+    let (code, out, _) = firebreak(d.path(), &["plan", "--format", "json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("does not pass the push filters"), "{out}");
+    let (code, out, err) = firebreak(d.path(), &["plan", "--ref", "release/2.0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("r.yml"), "{out}");
+    let (code, out, err) = firebreak(
+        d.path(),
+        &[
+            "run",
+            "--sandbox",
+            "host",
+            "--offline",
+            "--ref",
+            "release/2.0",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ref=refs/heads/release/2.0"), "{out}");
+    let (code, out, err) = firebreak(
+        d.path(),
+        &[
+            "run",
+            "workflow_dispatch",
+            "--sandbox",
+            "host",
+            "--offline",
+            "--ref",
+            "refs/tags/v3",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ref=refs/tags/v3"), "{out}");
+    // A detached HEAD with no ref at it: said, and how to name one.
+    git(&["commit", "-q", "--allow-empty", "-m", "b"]);
+    git(&["checkout", "-q", "--detach"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "c"]);
+    let (_, _, err) = firebreak(d.path(), &["run", "--sandbox", "host", "--offline"]);
+    assert!(
+        err.contains("HEAD is detached and no branch or tag points at its commit"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("paths filters see"),
+        "no paths filter to blame: {err}"
+    );
+}
+
+#[test]
 fn plan_escapes_control_characters_in_names() {
     let d = folder_with(&[(
         "ctl.yml",

@@ -25,6 +25,10 @@ pub struct PlanArgs {
     /// The event's webhook payload (JSON). Default: one synthesised from the repository's HEAD.
     #[arg(long)]
     event_file: Option<PathBuf>,
+    /// The ref the synthesised event is for: `refs/heads/NAME`, `refs/tags/NAME`, or a branch
+    /// name. Default: HEAD's branch; at a detached HEAD, a tag or branch pointing at it.
+    #[arg(long = "ref", value_name = "REF", conflicts_with = "event_file")]
+    git_ref: Option<String>,
     /// Files the event changed, for `paths` filters (repeatable). Default: with `--event-file`,
     /// the payload's push (`before..after` when the repository has both, else its commits'
     /// file lists) or pull request (`base.sha...head.sha`); otherwise the files changed by
@@ -62,7 +66,10 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         }
     }
 
-    let gs = git_state(&root);
+    let mut gs = git_state(&root);
+    if let Some(r) = &args.git_ref {
+        crate::gitinfo::set_ref(&mut gs, r);
+    }
     let payload = match &args.event_file {
         Some(f) => match crate::events::read_event_file(f) {
             Ok(v) => v,
@@ -76,7 +83,11 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
                 .repository
                 .clone()
                 .unwrap_or_else(|| local_repository(&root));
-            synthesize_payload(&gs, &args.event, &repository, &default_actor(&root))
+            let mut p = synthesize_payload(&gs, &args.event, &repository, &default_actor(&root));
+            if args.git_ref.is_some() {
+                crate::gitinfo::dispatch_on(&mut p, &args.event, &gs);
+            }
+            p
         }
     };
     let changed_files = crate::gitinfo::event_changed_files(
@@ -155,6 +166,9 @@ pub fn settle(
         .map(|wf| {
             let inputs = crate::inputs::workflow_inputs(&wf.workflow, &event.name, given);
             let mut payload = event.payload.clone();
+            if event.name == "schedule" {
+                crate::events::fill_schedule(&mut payload, &wf.workflow);
+            }
             if dispatch {
                 crate::inputs::dispatch_event_inputs(&mut payload, &inputs);
                 let refused = crate::inputs::dispatch_input_errors(&wf.workflow, given, single);

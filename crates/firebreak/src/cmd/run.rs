@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// The event payload (JSON); default: synthesised from the repository's git state.
     #[arg(long)]
     event_file: Option<PathBuf>,
+    /// The ref the synthesised event is for: `refs/heads/NAME`, `refs/tags/NAME`, or a branch
+    /// name. Default: HEAD's branch; at a detached HEAD, a tag or branch pointing at it.
+    #[arg(long = "ref", value_name = "REF", conflicts_with = "event_file")]
+    git_ref: Option<String>,
     /// A secret, NAME=VALUE, or NAME to take the value from the environment; repeatable.
     #[arg(short = 's', long = "secret")]
     secret: Vec<String>,
@@ -492,7 +496,21 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         return Ok(nothing_run());
     }
     // ---- event
-    let gs = git_state(&repo);
+    let mut gs = git_state(&repo);
+    if let Some(r) = &args.git_ref {
+        crate::gitinfo::set_ref(&mut gs, r);
+    } else if gs.detached
+        && gs.git_ref.is_empty()
+        && args.event_file.is_none()
+        && !args.json
+        && !args.list
+        && !args.dry_run
+    {
+        eprintln!(
+            "{}: HEAD is detached and no branch or tag points at its commit: github.ref is empty (name one with --ref, e.g. --ref main)",
+            style::err_dim("note")
+        );
+    }
     let repository = match args.repository.clone().or(gs.repository.clone()) {
         Some(r) => r,
         None => {
@@ -514,7 +532,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         },
         None => {
             let actor = args.actor.clone().unwrap_or_else(|| default_actor.clone());
-            synthesize_payload(&gs, &args.event, &repository, &actor)
+            let mut p = synthesize_payload(&gs, &args.event, &repository, &actor);
+            if args.git_ref.is_some() {
+                crate::gitinfo::dispatch_on(&mut p, &args.event, &gs);
+            }
+            p
         }
     };
     // inputs: the event file's, then --input over them
@@ -538,6 +560,11 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         firebreak_runner::context::default_ref_and_sha(&args.event, &payload);
     if let Some(tag) = crate::gitinfo::deployed_tag(&repo, &args.event, &payload) {
         git_ref = tag;
+    }
+    // `--ref` is the event's ref, whatever GitHub's table gives the event (a pull request
+    // keeps its merge ref: `--ref` named its head branch).
+    if args.git_ref.is_some() && !args.event.starts_with("pull_request") {
+        git_ref = gs.git_ref.clone();
     }
     if sha.is_empty() {
         sha = gs.sha.clone();
@@ -584,7 +611,12 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         for f in &the_plan.filtered_out {
             eprintln!("  {}: {}", f.path, f.reason);
         }
-        if !the_plan.filtered_out.is_empty() && args.changed_files.is_empty() {
+        if args.changed_files.is_empty()
+            && the_plan
+                .filtered_out
+                .iter()
+                .any(|f| f.reason.contains("paths filters"))
+        {
             eprintln!(
                 "  (paths filters see the files HEAD's commit changed; name others with --changed-file)"
             );
@@ -1055,7 +1087,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             crate::inputs::dispatch_event_inputs(&mut event, &inputs);
         }
         if args.event == "schedule" {
-            scheduled_by(&mut event, &w.workflow);
+            crate::events::fill_schedule(&mut event, &w.workflow);
         }
         let wcfg = Arc::new(RunConfig {
             inputs,
@@ -1126,23 +1158,6 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         exit = 2;
     }
     Ok(ExitCode::from(exit))
-}
-
-/// `github.event.schedule` of a scheduled run: the workflow's first `cron` (GitHub sends the
-/// one that fired), unless the event file gave one.
-fn scheduled_by(event: &mut serde_json::Value, wf: &firebreak_workflow::Workflow) {
-    let Some(cron) = wf
-        .on
-        .get("schedule")
-        .and_then(|c| c.schedule.first())
-        .map(|s| s.cron.clone())
-    else {
-        return;
-    };
-    if let Some(o) = event.as_object_mut() {
-        o.entry("schedule")
-            .or_insert(serde_json::Value::String(cron));
-    }
 }
 
 /// Tools installed outside the system folders stay usable in jobs: every `PATH` folder outside
