@@ -26,6 +26,43 @@ pub trait GuestVm: Send + 'static {
     /// it needs a clean power-off, and waiting for one cost seconds where the guest cannot
     /// power its machine off (a kernel without ACPI on `microvm` only halts).
     fn discard(&mut self) -> BoxFuture<'_, ()>;
+    /// Grows the VM's root drive to `bytes` and lets the guest see the new capacity (a
+    /// virtio config interrupt); the filesystem on it is the caller's
+    /// ([`AgentSandbox::grow_root_fs`]).
+    fn grow_root_drive(&mut self, bytes: u64) -> BoxFuture<'_, Result<(), String>>;
+}
+
+pub(crate) fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
+}
+
+/// A job's disk size from its `runs-on` label, at most `max` (noted when capped).
+pub(crate) fn capped_disk(bytes: u64, max: u64, notes: &mut Vec<String>) -> u64 {
+    if bytes > max {
+        notes.push(format!(
+            "disk size {:.0} GiB capped to {:.0} GiB, the most a job's disk may grow to",
+            gib(bytes),
+            gib(max)
+        ));
+    }
+    bytes.min(max)
+}
+
+/// A note when a job's disk may grow past what the host has free where the VM's disk
+/// lives: the disk file is sparse (or an overlay), so nothing fails until the job writes
+/// that much. `dir`: where it lives; `base`: the image's root filesystem, which the VM's
+/// disk need not hold again.
+pub(crate) fn disk_space_note(dir: &Path, base: u64, disk_bytes: u64) -> Option<String> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    (disk_bytes.saturating_sub(base) > free).then(|| {
+        format!(
+            "the job's disk may grow to {:.0} GiB, but the host has only {:.1} GiB free where it lives ({}): the job fails if it writes more",
+            gib(disk_bytes),
+            gib(free),
+            dir.display()
+        )
+    })
 }
 
 /// How a job's VM was obtained.
@@ -65,6 +102,71 @@ impl<V: GuestVm> AgentSandbox<V> {
     pub(crate) async fn take_vm(&self) -> Option<V> {
         self.destroyed.store(true, Ordering::SeqCst);
         self.vm.lock().await.take()
+    }
+
+    /// Gives the job a root filesystem of `bytes` (a `runs-on` disk label): grows the VM's
+    /// root drive ([`GuestVm::grow_root_drive`]), waits for the guest to see it, then grows
+    /// the mounted ext4 online (`resize2fs`). The image's filesystem cannot shrink: a
+    /// smaller size is noted as not applied.
+    pub(crate) async fn grow_root_fs(&mut self, bytes: u64) -> Result<(), SandboxError> {
+        let t0 = std::time::Instant::now();
+        const SECTORS: &str = "/sys/block/vda/size";
+        let unavailable = |reason: String| SandboxError::Unavailable {
+            backend: V::BACKEND,
+            reason,
+        };
+        let sectors = self
+            .client
+            .read_file(SECTORS)
+            .await
+            .map_err(|e| agent_err("read", Path::new(SECTORS), e))?
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
+            .ok_or_else(|| unavailable("cannot read the size of the guest's root disk".into()))?;
+        let current = sectors * 512;
+        let want = bytes.div_ceil(1 << 20) << 20;
+        if want <= current {
+            if want < current {
+                self.notes.push(format!(
+                    "disk size {:.1} GiB not applied: the image's root filesystem is {:.1} GiB and cannot shrink",
+                    gib(want),
+                    gib(current)
+                ));
+            }
+            return Ok(());
+        }
+        match self.vm.lock().await.as_mut() {
+            Some(vm) => vm
+                .grow_root_drive(want)
+                .await
+                .map_err(|e| unavailable(format!("cannot grow the root disk: {e}")))?,
+            None => return Err(SandboxError::Destroyed),
+        }
+        // The guest learns the new capacity from a config interrupt: wait for it, then
+        // grow the mounted filesystem.
+        let script = format!(
+            "i=0; while [ \"$(cat {SECTORS})\" != {} ]; do i=$((i+1)); [ $i -gt 500 ] && {{ echo 'the guest did not see the larger disk' >&2; exit 1; }}; sleep 0.01; done; exec resize2fs /dev/vda",
+            want / 512
+        );
+        let spec =
+            ExecSpec::new(["/bin/sh", "-c", &script]).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let run = async { self.client.exec(spec).await?.collect().await };
+        let (_, err, status) = run
+            .await
+            .map_err(|e| unavailable(format!("resize2fs: {e}")))?;
+        if !matches!(status, firebreak_agent::ExitStatus::Exited { code: 0 }) {
+            return Err(unavailable(format!(
+                "cannot grow the root filesystem to {:.1} GiB ({status:?}): {}",
+                gib(want),
+                String::from_utf8_lossy(&err).trim()
+            )));
+        }
+        self.notes.push(format!(
+            "root filesystem grown from {:.1} to {:.1} GiB in {:.2}s",
+            gib(current),
+            gib(want),
+            t0.elapsed().as_secs_f64()
+        ));
+        Ok(())
     }
 
     /// `client` is `vm`'s agent connection.
@@ -648,6 +750,9 @@ mod tests {
         const BACKEND: &'static str = "fake";
         fn discard(&mut self) -> BoxFuture<'_, ()> {
             Box::pin(async {})
+        }
+        fn grow_root_drive(&mut self, _bytes: u64) -> BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Err("a fake VM has no drive".into()) })
         }
     }
 

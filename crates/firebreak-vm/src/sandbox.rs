@@ -29,7 +29,6 @@
 //! [`VmConfig::job_timeout`] bounds a VM's life outright where the caller
 //! knows it.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ use firebreak_runner::sandbox::{
 };
 
 pub use crate::agent_ops::VmOrigin;
-use crate::agent_ops::{agent_err, sanitize, AgentSandbox, GuestVm};
+use crate::agent_ops::{capped_disk, disk_space_note, sanitize, AgentSandbox, GuestVm};
 use crate::image::{Image, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
 use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
@@ -327,10 +326,6 @@ fn unavailable(reason: impl Into<String>) -> SandboxError {
 }
 
 /// Bytes as GiB, for notes.
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / f64::from(1u32 << 30)
-}
-
 /// Kills a sandbox's VM without asking its agent (which stopped answering).
 async fn kill_vm(sb: &VmSandbox) {
     if let Some(mut vm) = sb.take_vm().await {
@@ -339,23 +334,6 @@ async fn kill_vm(sb: &VmSandbox) {
 }
 
 /// The job-log note saying how the VM was obtained.
-/// A note when a job's disk may grow past what the host has free where the VM's disk
-/// overlay lives: the overlay is sparse, so nothing fails until the job writes that much.
-/// `dir`: where the overlay lives; `base`: the image's root filesystem, which the overlay
-/// need not hold.
-fn disk_space_note(dir: &Path, base: u64, disk_bytes: u64) -> Option<String> {
-    let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    let free = st.blocks_available().saturating_mul(st.fragment_size());
-    (disk_bytes.saturating_sub(base) > free).then(|| {
-        format!(
-            "the job's disk may grow to {:.0} GiB, but the host has only {:.1} GiB free where it lives ({}): the job fails if it writes more",
-            gib(disk_bytes),
-            gib(free),
-            dir.display()
-        )
-    })
-}
-
 fn describe_start(vm: &QemuVm, cfg: &VmConfig, origin: VmOrigin, took: Duration) -> String {
     let stats = vm.boot_stats();
     let how = match origin {
@@ -440,16 +418,10 @@ impl SandboxProvider for QemuProvider {
             let mut notes = Self::size_notes(&spec);
             let mut failed_clones = 0;
             // Growing the root filesystem is part of getting the VM ready.
-            let disk = spec.limits.disk_bytes.map(|b| {
-                if b > cfg.max_disk_bytes {
-                    notes.push(format!(
-                        "disk size {:.0} GiB capped to {:.0} GiB, the most a job's disk may grow to",
-                        gib(b),
-                        gib(cfg.max_disk_bytes)
-                    ));
-                }
-                b.min(cfg.max_disk_bytes)
-            });
+            let disk = spec
+                .limits
+                .disk_bytes
+                .map(|b| capped_disk(b, cfg.max_disk_bytes, &mut notes));
             // resize2fs's time grows with the size (under TCG, ~1.5 s to 20 GiB).
             let grow_allowance = Duration::from_secs(disk.map_or(0, |b| 10 + (b >> 30)));
             loop {
@@ -573,6 +545,23 @@ impl GuestVm for QemuVm {
     fn discard(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(QemuVm::kill(self))
     }
+
+    /// QMP `block_resize`: the clone's overlay only stores what the guest writes.
+    fn grow_root_drive(&mut self, bytes: u64) -> BoxFuture<'_, Result<(), String>> {
+        let socket = self.qmp_socket();
+        Box::pin(async move {
+            let mut qmp = crate::qmp::Qmp::connect(&socket, Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_string())?;
+            qmp.execute(
+                "block_resize",
+                Some(serde_json::json!({ "device": "root", "size": bytes })),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    }
 }
 
 impl AgentSandbox<QemuVm> {
@@ -623,74 +612,6 @@ impl AgentSandbox<QemuVm> {
         if let Err(e) = limit {
             self.notes.push(format!("max_pids not applied: {e}"));
         }
-        Ok(())
-    }
-
-    /// Gives the job a root filesystem of `bytes` (a `runs-on` disk label):
-    /// grows the VM's root drive (QMP `block_resize`; the clone's overlay
-    /// only stores what the guest writes) and then the mounted ext4 online
-    /// (`resize2fs`). The image's filesystem cannot shrink: a smaller size
-    /// is noted as not applied.
-    async fn grow_root_fs(&mut self, bytes: u64) -> Result<(), SandboxError> {
-        let t0 = std::time::Instant::now();
-        const SECTORS: &str = "/sys/block/vda/size";
-        let sectors = self
-            .client
-            .read_file(SECTORS)
-            .await
-            .map_err(|e| agent_err("read", Path::new(SECTORS), e))?
-            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
-            .ok_or_else(|| unavailable("cannot read the size of the guest's root disk"))?;
-        let current = sectors * 512;
-        let want = bytes.div_ceil(1 << 20) << 20;
-        if want <= current {
-            if want < current {
-                self.notes.push(format!(
-                    "disk size {:.1} GiB not applied: the image's root filesystem is {:.1} GiB and cannot shrink",
-                    gib(want),
-                    gib(current)
-                ));
-            }
-            return Ok(());
-        }
-        let qmp_socket = match self.vm().lock().await.as_ref() {
-            Some(vm) => vm.qmp_socket(),
-            None => return Err(SandboxError::Destroyed),
-        };
-        let mut qmp = crate::qmp::Qmp::connect(&qmp_socket, Duration::from_secs(5))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        qmp.execute(
-            "block_resize",
-            Some(serde_json::json!({ "device": "root", "size": want })),
-        )
-        .await
-        .map_err(|e| unavailable(format!("cannot grow the root disk: {e}")))?;
-        // The guest learns the new capacity from a config interrupt: wait
-        // for it, then grow the mounted filesystem.
-        let script = format!(
-            "i=0; while [ \"$(cat {SECTORS})\" != {} ]; do i=$((i+1)); [ $i -gt 500 ] && {{ echo 'the guest did not see the larger disk' >&2; exit 1; }}; sleep 0.01; done; exec resize2fs /dev/vda",
-            want / 512
-        );
-        let spec = firebreak_agent::ExecSpec::new(["/bin/sh", "-c", &script])
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        let run = async { self.client.exec(spec).await?.collect().await };
-        let (_, err, status) = run
-            .await
-            .map_err(|e| unavailable(format!("resize2fs: {e}")))?;
-        if !matches!(status, firebreak_agent::ExitStatus::Exited { code: 0 }) {
-            return Err(unavailable(format!(
-                "cannot grow the root filesystem to {:.1} GiB ({status:?}): {}",
-                gib(want),
-                String::from_utf8_lossy(&err).trim()
-            )));
-        }
-        self.notes.push(format!(
-            "root filesystem grown from {:.1} to {:.1} GiB in {:.2}s",
-            gib(current),
-            gib(want),
-            t0.elapsed().as_secs_f64()
-        ));
         Ok(())
     }
 

@@ -718,6 +718,45 @@ async fn boots_runs_a_job_and_tears_down() {
     ));
 }
 
+/// A `runs-on` disk label: the VM's disk copy grows (sparsely) and Firecracker is told to
+/// reopen it, which hands the guest its new capacity. (The guest's `resize2fs` needs a real
+/// guest: `firecracker_real.rs`.)
+#[tokio::test]
+async fn growing_the_root_drive_grows_the_copy_and_reopens_it() {
+    let fake = FakeFirecracker::start();
+    let img = tempfile::tempdir().expect("tempdir");
+    let files = fake_image(img.path());
+    let vm = FirecrackerVm::boot(&files, &fake.config())
+        .await
+        .expect("boot");
+    let disk = vm.run_dir().join("rootfs.ext4");
+    vm.grow_root_drive(256 << 20).await.expect("grow");
+    let meta = std::fs::metadata(&disk).expect("stat");
+    assert_eq!(meta.len(), 256 << 20);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() < 1024,
+        "still sparse ({} blocks)",
+        meta.blocks()
+    );
+    assert_eq!(
+        fake.log(0).last().cloned(),
+        Some(seen(
+            "PATCH",
+            "/drives/rootfs",
+            json!({"drive_id": "rootfs", "path_on_host": vm.drive_path().to_string_lossy()})
+        ))
+    );
+    // Never smaller: the base image stays whole.
+    vm.grow_root_drive(1 << 20).await.expect("no shrink");
+    assert_eq!(std::fs::metadata(&disk).expect("stat").len(), 256 << 20);
+    // The base image is untouched.
+    assert_eq!(
+        std::fs::metadata(&files.rootfs).expect("stat").len(),
+        64 << 20
+    );
+}
+
 #[tokio::test]
 async fn snapshot_then_restore_sends_the_clone_sequence() {
     let fake = FakeFirecracker::start();

@@ -172,6 +172,16 @@ async fn real_firecracker_provider_snapshots_the_first_job_and_restores_the_next
     assert!(notes.contains("restored from its snapshot"), "{notes}");
     assert!(second.layout().workspace.starts_with("/home/runner"));
     second.destroy().await.expect("destroy");
+    // A disk label: the clone's root filesystem grown online.
+    let mut spec = JobSpec::new("third", "repo");
+    spec.limits.disk_bytes = Some(8 << 30);
+    let third = provider
+        .create(spec)
+        .await
+        .unwrap_or_else(|e| panic!("third job: {e}"));
+    let notes = third.notes().join("\n");
+    assert!(notes.contains("root filesystem grown from"), "{notes}");
+    third.destroy().await.expect("destroy");
 }
 
 /// Every request the backend makes, sent to a real Firecracker: each must be accepted as
@@ -287,7 +297,7 @@ async fn real_firecracker_accepts_every_request_the_backend_sends() {
     clone
         .patch_drive(&PartialDrive {
             drive_id: "rootfs".into(),
-            path_on_host: Some(copy),
+            path_on_host: Some(copy.clone()),
         })
         .await
         .unwrap_or_else(|e| panic!("drive swap: {e}\n{}", log_of("second")));
@@ -296,6 +306,19 @@ async fn real_firecracker_accepts_every_request_the_backend_sends() {
         clone.describe_instance().await.expect("GET /").state,
         "Running"
     );
+    // A `runs-on` disk label on a running VM: its file grown, the same path reopened.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copy)
+        .and_then(|f| f.set_len(128 << 20))
+        .expect("grow the disk");
+    clone
+        .patch_drive(&PartialDrive {
+            drive_id: "rootfs".into(),
+            path_on_host: Some(copy),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("drive regrow: {e}\n{}", log_of("second")));
     assert!(
         d.join("second-v.sock").exists(),
         "the clone's vsock socket is its own"

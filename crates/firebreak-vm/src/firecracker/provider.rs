@@ -20,7 +20,7 @@ use super::vm::{
     FirecrackerVm, Snapshot,
 };
 use super::warm::SnapshotCache;
-use crate::agent_ops::{sanitize, AgentSandbox, GuestVm, VmOrigin};
+use crate::agent_ops::{capped_disk, disk_space_note, sanitize, AgentSandbox, GuestVm, VmOrigin};
 use crate::image::{Image, ImageStore};
 use crate::pool::{Lease, MemoryBudget};
 use crate::sandbox::{default_pids_max, BUDGET_WAIT};
@@ -229,9 +229,10 @@ impl SandboxProvider for FirecrackerProvider {
             if let Some(m) = spec.limits.cpu_millis {
                 cfg.vcpus = m.div_ceil(1000).clamp(1, 32);
             }
-            if spec.limits.disk_bytes.is_some() {
-                notes.push("disk size is not applied in the firecracker sandbox yet".to_string());
-            }
+            let disk = spec
+                .limits
+                .disk_bytes
+                .map(|b| capped_disk(b, cfg.max_disk_bytes, &mut notes));
             if spec.network && cfg.network.is_none() {
                 notes.push(
                     "network requested but no TAP device is configured: the guest has none"
@@ -283,8 +284,20 @@ impl SandboxProvider for FirecrackerProvider {
                 },
                 t0.elapsed().as_secs_f64() * 1e3
             ));
+            if let Some(note) = disk.and_then(|b| {
+                let base = std::fs::metadata(self.image().ok()?.rootfs()).ok()?.len();
+                disk_space_note(vm.run_dir(), base, b)
+            }) {
+                notes.push(note);
+            }
             let mut sb = FirecrackerSandbox::for_job(vm, Path::new(GUEST_ROOT), &ws, notes);
             sb.ready_for_job(pids_max, origin).await?;
+            if let Some(bytes) = disk {
+                if let Err(e) = sb.grow_root_fs(bytes).await {
+                    let _ = sb.destroy().await;
+                    return Err(e);
+                }
+            }
             if let Some(limit) = cfg.unresponsive_after {
                 sb.watch_liveness(limit);
             }
@@ -440,6 +453,14 @@ impl GuestVm for FirecrackerVm {
 
     fn discard(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(FirecrackerVm::kill(self))
+    }
+
+    fn grow_root_drive(&mut self, bytes: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            FirecrackerVm::grow_root_drive(self, bytes)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

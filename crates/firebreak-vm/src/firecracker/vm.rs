@@ -427,6 +427,9 @@ pub struct FirecrackerConfig {
     /// outlives the VM) instead of the VM's run directory. Clones reopen the
     /// recorded path while their snapshot loads.
     pub drive_alias: Option<PathBuf>,
+    /// The most a job's root filesystem may grow to (a `runs-on` disk label above it is
+    /// capped), as [`VmConfig::max_disk_bytes`](crate::VmConfig::max_disk_bytes).
+    pub max_disk_bytes: u64,
 }
 
 impl Default for FirecrackerConfig {
@@ -448,6 +451,7 @@ impl Default for FirecrackerConfig {
             api_timeout: Duration::from_secs(10),
             unresponsive_after: Some(Duration::from_secs(120)),
             drive_alias: None,
+            max_disk_bytes: 64 << 30,
         }
     }
 }
@@ -1278,6 +1282,28 @@ impl FirecrackerVm {
 
     /// The root drive's path as Firecracker was given it (what a snapshot of
     /// this VM records).
+    /// Grows the root drive's file (this VM's copy-on-write copy) to `bytes`, sparsely, and
+    /// has Firecracker reopen it (`PATCH /drives/rootfs`), which updates the virtio-blk
+    /// capacity and tells the guest with a config interrupt. Never shrinks the file.
+    pub async fn grow_root_drive(&self, bytes: u64) -> Result<(), FirecrackerError> {
+        let disk = self.layout.host(Snapshot::DISK);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .map_err(io_err("open", &disk))?;
+        let len = f.metadata().map_err(io_err("stat", &disk))?.len();
+        if bytes > len {
+            f.set_len(bytes).map_err(io_err("grow", &disk))?;
+        }
+        self.api
+            .patch_drive(&PartialDrive {
+                drive_id: ROOT_DRIVE_ID.into(),
+                path_on_host: Some(self.drive_path.clone()),
+            })
+            .await?;
+        Ok(())
+    }
+
     pub fn drive_path(&self) -> &Path {
         &self.drive_path
     }
