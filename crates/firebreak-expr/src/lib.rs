@@ -51,7 +51,7 @@ mod value;
 
 pub use eval::{evaluate, Context, EmptyContext, EvalError, MAX_MEMORY};
 pub use lexer::MAX_EXPRESSION_LENGTH;
-pub use parser::{parse, parse_allowed, Allowed, Expr, ParseError, MAX_DEPTH};
+pub use parser::{builtin_arity, parse, parse_allowed, Allowed, Expr, ParseError, MAX_DEPTH};
 pub use template::{parse_template, parse_template_allowed, Segment, Template, TemplateError};
 pub use value::{format_number, Value};
 

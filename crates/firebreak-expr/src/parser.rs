@@ -189,6 +189,38 @@ impl Expr {
         self.root.as_ref().is_some_and(walk)
     }
 
+    /// True when the expression is (or, after an `&&`, ends with) a `format()` call whose
+    /// format string holds text besides `{N}` placeholders: what a condition such as
+    /// `if: push == ${{ github.event_name }}` becomes, a non-empty string that is always
+    /// truthy (GitHub's language service reports it).
+    pub fn is_format_with_literal_text(&self) -> bool {
+        fn check(n: &Node) -> bool {
+            match n {
+                Node::And(v) if v.len() == 2 => check(&v[1]),
+                Node::Call(name, args) if name == "format" => match args.first() {
+                    Some(Node::String(s)) => {
+                        let mut in_token = false;
+                        s.trim().chars().any(|c| match (in_token, c) {
+                            (false, '{') => {
+                                in_token = true;
+                                false
+                            }
+                            (true, '}') => {
+                                in_token = false;
+                                false
+                            }
+                            (true, '0'..='9') => false,
+                            _ => true,
+                        })
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+        self.root.as_ref().is_some_and(check)
+    }
+
     /// True for an empty (or all-whitespace) expression.
     pub fn is_empty(&self) -> bool {
         self.root.is_none()
@@ -297,13 +329,14 @@ fn push_flat_and(args: &mut Vec<Node>, n: Node) {
 }
 
 /// Argument counts of the built-in functions (lower-cased name → (min, max)).
-pub(crate) fn builtin_arity(name: &str) -> Option<(usize, usize)> {
+pub fn builtin_arity(name: &str) -> Option<(usize, usize)> {
     Some(match name {
         "contains" | "startswith" | "endswith" => (2, 2),
         "format" => (1, 255),
         "join" => (1, 2),
         "tojson" | "fromjson" => (1, 1),
-        "case" => (3, usize::MAX),
+        // GitHub's runner registers it with at most `Byte.MaxValue` arguments, as `format`.
+        "case" => (3, 255),
         _ => return None,
     })
 }

@@ -641,11 +641,33 @@ impl Converter<'_> {
             crate::reader::allowed_for(ctx),
             &mut self.scratch,
         ) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                self.warn_literal_text(t.pos, &condition);
+                Some(c)
+            }
             Err(e) => {
                 self.error(t.pos, e);
                 None
             }
+        }
+    }
+
+    /// A condition with text outside `${{ }}` (`if: push == ${{ github.event_name }}`) is a
+    /// string, always truthy: valid to GitHub's parser, an error in its language service; a
+    /// warning here.
+    fn warn_literal_text(&mut self, pos: Pos, condition: &str) {
+        let maybe_format = condition
+            .as_bytes()
+            .windows(7)
+            .any(|w| w.eq_ignore_ascii_case(b"format("));
+        if maybe_format
+            && firebreak_expr::parse(condition).is_ok_and(|e| e.is_format_with_literal_text())
+        {
+            self.diags.warn(
+                &self.file,
+                Some(pos),
+                "Conditional expression contains literal text outside replacement tokens. This will cause the expression to always evaluate to truthy. Did you mean to put the entire expression inside ${{ }}?",
+            );
         }
     }
 
@@ -757,16 +779,31 @@ impl Converter<'_> {
         (job, need_tokens)
     }
 
-    fn container(&mut self, t: &Token, _service: bool) {
+    /// GitHub's checks of a job's `container` or a `services` entry (`service`): an image
+    /// that is empty once `docker://` is taken off is an error when it had that prefix or
+    /// belongs to a service (a job's `container: ''` means none, in GitHub's C# parser); a
+    /// mapping without `image` is one too (its TypeScript parser). Left to the run when
+    /// anything in it is an expression.
+    fn container(&mut self, t: &Token, service: bool) {
         if t.contains_expression() {
             return;
         }
-        let Some(pairs) = t.as_map() else { return };
-        let image = pairs
-            .iter()
-            .find(|(k, _)| k.as_str() == Some("image"))
-            .and_then(|(_, v)| v.as_str());
-        if image.is_none_or(str::is_empty) {
+        let image = match &t.kind {
+            TokenKind::String(s) => Some(s.as_ref()),
+            TokenKind::Map(pairs) => {
+                match pairs.iter().find(|(k, _)| k.as_str() == Some("image")) {
+                    Some((_, v)) => v.as_str(),
+                    None => {
+                        self.error(t.pos, "Container image cannot be empty");
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some(image) = image else { return };
+        let trimmed = image.strip_prefix("docker://");
+        if trimmed.unwrap_or(image).is_empty() && (trimmed.is_some() || service) {
             self.error(t.pos, "Container image cannot be empty");
         }
     }
@@ -818,10 +855,15 @@ impl Converter<'_> {
         if strategy.contains_expression() {
             return;
         }
-        for (k, v) in pairs {
-            let (Some(which), Some(items)) = (k.as_str(), v.as_seq()) else {
-                continue;
-            };
+        // GitHub's matrix builder reads every include before any exclude, whatever their
+        // order in the file: so are its errors reported.
+        let lists = ["include", "exclude"].into_iter().flat_map(|which| {
+            pairs
+                .iter()
+                .filter(move |(k, _)| k.as_str() == Some(which))
+                .filter_map(move |(_, v)| Some((which, v.as_seq()?)))
+        });
+        for (which, items) in lists {
             for item in items {
                 let Some(entry) = item.as_map() else { continue };
                 match (which, entry.is_empty()) {

@@ -57,19 +57,55 @@ const DOW: Range = Range {
     names: DAYS,
 };
 
-/// JavaScript's unary `+` on a string.
+/// JavaScript's unary `+` on a string (GitHub's TypeScript parser reads each cron number so):
+/// surrounding white space ignored, empty → 0, decimal with an optional sign, fraction and
+/// exponent (`+5`, `1.`, `.5`, `1e1`), `0x`/`0o`/`0b` integers without a sign, `Infinity`;
+/// anything else NaN.
 fn js_num(s: &str) -> f64 {
     let t = s.trim();
     if t.is_empty() {
         return 0.0;
     }
-    if t.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && t.chars().filter(|c| *c == '.').count() <= 1
-        && t != "."
-    {
-        return t.parse().unwrap_or(f64::NAN);
+    let radix = match t.get(..2) {
+        Some("0x" | "0X") => Some(16),
+        Some("0o" | "0O") => Some(8),
+        Some("0b" | "0B") => Some(2),
+        _ => None,
+    };
+    if let Some(radix) = radix {
+        let digits = &t[2..];
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return f64::NAN;
+        }
+        return digits
+            .chars()
+            .filter_map(|c| c.to_digit(radix))
+            .fold(0.0, |n, d| n * f64::from(radix) + f64::from(d));
     }
-    f64::NAN
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if unsigned == "Infinity" {
+        return if t.starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+    }
+    // digits [. digits] | . digits, then [e|E [sign] digits]
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |x: &str| x.chars().all(|c| c.is_ascii_digit());
+    let mantissa_ok = all_digits(int) && all_digits(frac) && !(int.is_empty() && frac.is_empty());
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && all_digits(e)
+    });
+    if !mantissa_ok || !exponent_ok {
+        return f64::NAN;
+    }
+    t.parse().unwrap_or(f64::NAN)
 }
 
 fn name_value(value: &str, range: &Range) -> Option<u32> {
@@ -165,5 +201,37 @@ mod tests {
         assert!(!is_valid_cron("60 * * * *"));
         assert!(!is_valid_cron("* * * * 7"));
         assert!(!is_valid_cron("5-1 * * * *"));
+    }
+
+    /// Numbers as JavaScript's unary `+` reads them, as GitHub's TypeScript parser does.
+    #[test]
+    fn numbers_read_as_javascript_does() {
+        for ok in [
+            "+5 * * * *",
+            "0x1f * * * *",
+            "0b11 * * * *",
+            "0o7 * * * *",
+            "1e1 * * * *",
+            "1. * * * *",
+            ".5e1 * * * *",
+            "*/0x2 * * * *",
+        ] {
+            assert!(is_valid_cron(ok), "{ok}");
+        }
+        for bad in [
+            "0x * * * *",
+            "0xg * * * *",
+            "-0x1 * * * *",
+            "1e * * * *",
+            ". * * * *",
+            "inf * * * *",
+            "NaN * * * *",
+            "Infinity * * * *",
+            "5x * * * *",
+        ] {
+            assert!(!is_valid_cron(bad), "{bad}");
+        }
+        assert_eq!(super::js_num(" 12 "), 12.0);
+        assert_eq!(super::js_num("-Infinity"), f64::NEG_INFINITY);
     }
 }

@@ -519,19 +519,19 @@ impl<U: Unit> P<'_, U> {
             }
             self.expression()?;
             args += 1;
-            if !self.check(T::RParen) && !self.eat(T::Comma) {
-                return Err(self.unexpected());
+            if !self.check(T::RParen) {
+                if !self.eat(T::Comma) {
+                    return Err(self.unexpected());
+                }
+                // No trailing comma: `f(1,)` is an error, as in GitHub's runner (and ours).
+                if self.check(T::RParen) {
+                    return Err(self.unexpected());
+                }
             }
         }
-        let builtin: Option<(usize, usize)> = match lower {
-            "contains" | "startswith" | "endswith" => Some((2, 2)),
-            "format" => Some((1, usize::MAX)),
-            "join" => Some((1, 2)),
-            "tojson" | "fromjson" => Some((1, 1)),
-            "case" => Some((3, usize::MAX)),
-            _ => None,
-        };
-        let bounds = builtin.or_else(|| {
+        // The built-in functions' counts are the expression engine's, so that `check` and
+        // `run` agree.
+        let bounds = firebreak_expr::builtin_arity(lower).or_else(|| {
             self.allowed
                 .functions
                 .iter()
@@ -547,6 +547,12 @@ impl<U: Unit> P<'_, U> {
                 return Err(self.error_at("Too many parameters supplied", ident))
             }
             _ => {}
+        }
+        if lower == "case" && args.is_multiple_of(2) {
+            return Err(self.error_at(
+                "Even number of parameters supplied, requires an odd number of parameters",
+                ident,
+            ));
         }
         if matches!(lower, "success" | "failure" | "cancelled" | "always") {
             self.status_call = true;

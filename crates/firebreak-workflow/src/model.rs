@@ -238,6 +238,13 @@ pub struct StepsJob {
     pub steps: Vec<Step>,
 }
 
+/// The repository path a local `uses:` names: after `./` (the workflow's repository at the
+/// running commit) or `$/` (GitHub's newer spelling of the same, "the self repository");
+/// `None` for a remote reference (`owner/repo/...@ref`) or `docker://`.
+pub fn local_uses_path(uses: &str) -> Option<&str> {
+    uses.strip_prefix("./").or_else(|| uses.strip_prefix("$/"))
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ReusableJob {
     /// `uses:` — `owner/repo/path@ref` or `./path`.

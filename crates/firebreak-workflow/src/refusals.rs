@@ -47,21 +47,31 @@ pub fn refusals(wf: &Workflow) -> Vec<Refusal> {
     out
 }
 
-const ROOT: &str = ".github/workflows/";
+/// Where called workflows live: `.github/workflows`, or `.github/workflows-lab` (accepted by
+/// GitHub's language service beside it).
+const ROOTS: [&str; 2] = [".github/workflows/", ".github/workflows-lab/"];
 
-/// Why GitHub cannot resolve a job's `uses:` (`owner/repo/.github/workflows/file@ref` or
-/// `./.github/workflows/file`), if it cannot. An expression is left to the run.
+/// Why GitHub cannot resolve a job's `uses:` (`owner/repo/.github/workflows/file@ref`,
+/// `./.github/workflows/file` or `$/.github/workflows/file`), if it cannot. An expression is
+/// left to the run.
 fn reference_problem(uses: &str) -> Option<&'static str> {
     if uses.contains("${{") {
         return None;
     }
-    if let Some(local) = uses.strip_prefix("./") {
-        return match local.strip_prefix(ROOT) {
+    if let Some(local) = crate::model::local_uses_path(uses) {
+        if uses.contains('@') {
+            return Some("cannot specify version when calling local workflows");
+        }
+        return match ROOTS.iter().find_map(|r| local.strip_prefix(r)) {
             None => Some("references to workflows must be rooted in '.github/workflows'"),
             Some(file) => top_level(file),
         };
     }
-    let Some(at) = uses.find(ROOT) else {
+    let Some((at, root)) = ROOTS
+        .iter()
+        .filter_map(|r| uses.find(r).map(|at| (at, r.len())))
+        .min()
+    else {
         return Some("references to workflows must be rooted in '.github/workflows'");
     };
     let prefix = uses.get(..at).unwrap_or_default();
@@ -69,7 +79,7 @@ fn reference_problem(uses: &str) -> Option<&'static str> {
     if !prefix.ends_with('/') || owner_repo.len() != 2 || owner_repo.iter().any(|s| s.is_empty()) {
         return Some("references to workflows must be prefixed with format 'owner/repository/'");
     }
-    let rest = uses.get(at + ROOT.len()..).unwrap_or_default();
+    let rest = uses.get(at + root..).unwrap_or_default();
     match rest.split_once('@') {
         Some((file, version)) if !version.is_empty() => top_level(file),
         _ => Some("no version specified"),
@@ -92,6 +102,9 @@ mod tests {
             "octo/repo/.github/workflows/ci.yml@v1",
             "octo/repo/.github/workflows/ci.yml@0123abcd",
             "./.github/workflows/ci.yml",
+            "$/.github/workflows/ci.yml",
+            "./.github/workflows-lab/ci.yml",
+            "octo/repo/.github/workflows-lab/ci.yml@v1",
             "octo/${{ inputs.repo }}/x@v1",
         ] {
             assert_eq!(reference_problem(ok), None, "{ok}");
@@ -111,6 +124,11 @@ mod tests {
                 "must be rooted in '.github/workflows'",
             ),
             ("./ci/build.yml", "must be rooted in '.github/workflows'"),
+            ("$/ci/build.yml", "must be rooted in '.github/workflows'"),
+            (
+                "./.github/workflows/ci.yml@v1",
+                "cannot specify version when calling local workflows",
+            ),
             (
                 "my-org/.github/workflows/A.yaml",
                 "prefixed with format 'owner/repository/'",

@@ -193,7 +193,7 @@ impl<'a> Loader<'a> {
                 continue;
             }
             let Some(src) = lookup(self.called, &rj.uses) else {
-                let local = rj.uses.starts_with("./");
+                let local = crate::model::local_uses_path(&rj.uses).is_some();
                 match (self.opts.unresolved_reusable, local) {
                     (UnresolvedReusable::Skip, _) | (UnresolvedReusable::ErrorIfLocal, false) => {}
                     (_, true) => self.diags.error(

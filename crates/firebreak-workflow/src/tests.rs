@@ -250,6 +250,35 @@ fn containers_and_matrix() {
         errors("on: push\njobs:\n  a:\n    runs-on: x\n    container:\n      options: y\n"),
         ["w.yml:6:7: Container image cannot be empty"]
     );
+    // `docker://` and nothing else, or a service without an image: errors in GitHub's C#
+    // parser; a job's `container: ''` means no container there.
+    let job = |rest: &str| {
+        format!("on: push\njobs:\n  a:\n    runs-on: x\n{rest}    steps:\n      - run: echo\n")
+    };
+    assert_eq!(
+        errors(&job("    container: docker://\n")),
+        ["w.yml:5:16: Container image cannot be empty"]
+    );
+    assert_eq!(
+        errors(&job("    container:\n      image: docker://\n")),
+        ["w.yml:6:7: Container image cannot be empty"]
+    );
+    assert_eq!(
+        errors(&job(
+            "    services:\n      db: docker://\n      web:\n        image: docker://\n"
+        )),
+        [
+            "w.yml:6:11: Container image cannot be empty",
+            "w.yml:8:9: Container image cannot be empty"
+        ]
+    );
+    assert!(errors(&job("    container: ''\n")).is_empty());
+    // (An empty `image:` is the schema's error: it wants a non-empty string.)
+    assert_eq!(
+        errors(&job("    container:\n      image: ''\n")),
+        ["w.yml:6:14: Unexpected value ''"]
+    );
+    assert!(errors(&job("    container: docker://alpine\n")).is_empty());
     assert_eq!(
         errors(
             "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: []\n"
@@ -288,6 +317,16 @@ fn literal_matrices_are_checked_when_read() {
         [
             "w.yml:7:9: Matrix must define at least one vector",
             "w.yml:8:13: Matrix exclude key 'os' does not match any key within the matrix",
+        ]
+    );
+    // Includes are read before excludes, whatever the order in the file.
+    assert_eq!(
+        errors(&job(
+            "        os: [a]\n        exclude:\n          - foo: a\n        include:\n          - {}\n"
+        )),
+        [
+            "w.yml:11:13: Matrix include mapping does not contain any values",
+            "w.yml:9:13: Matrix exclude key 'foo' does not match any key within the matrix",
         ]
     );
     // Keys compare ignoring case; an empty vector is no key to exclude by.
@@ -664,4 +703,47 @@ fn more_than_25_dispatch_inputs_is_a_warning_at_the_26th() {
         warnings(&src("workflow_call", 30)).is_empty(),
         "no such limit for workflow_call"
     );
+}
+
+/// A condition with literal text around `${{ }}` is always truthy: a warning, the file valid.
+#[test]
+fn conditions_with_literal_text_are_warned_of() {
+    let warnings = |src: &str| -> Vec<String> {
+        let p = crate::parse_workflow("w.yml", src);
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        p.warnings.iter().map(|d| d.to_string()).collect()
+    };
+    let wf = |job_if: &str, step_if: &str| {
+        format!("on: push\njobs:\n  a:\n    if: {job_if}\n    runs-on: x\n    steps:\n      - if: {step_if}\n        run: echo\n")
+    };
+    let msg = "Conditional expression contains literal text outside replacement tokens";
+    let w = warnings(&wf(
+        "push == ${{ github.event_name }}",
+        "success == ${{ job.status }}",
+    ));
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("w.yml:4:9: ") && w[0].contains(msg),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("w.yml:7:13: ") && w[1].contains(msg),
+        "{w:?}"
+    );
+    assert_eq!(
+        warnings(&wf(
+            "${{ format('event is {0}', github.event_name) }}",
+            "${{ format('{{{0}', 'x') }}"
+        ))
+        .len(),
+        2
+    );
+    for fine in [
+        "${{ format('{0}', github.event_name) }}",
+        "${{ format('{0}{1}', github.event_name, 'x') }}",
+        "github.event_name == 'push'",
+        "${{ github.event_name == 'push' }}",
+    ] {
+        assert!(warnings(&wf(fine, "always()")).is_empty(), "{fine}");
+    }
 }

@@ -234,7 +234,7 @@ fn note_unchecked_local_calls(shown: &str, parsed: &mut firebreak_workflow::Pars
         let firebreak_workflow::JobKind::Reusable(r) = &job.kind else {
             continue;
         };
-        if r.uses.starts_with("./") && r.called.is_none() {
+        if firebreak_workflow::local_uses_path(&r.uses).is_some() && r.called.is_none() {
             parsed.warnings.push(firebreak_workflow::Diagnostic::new(
                 shown,
                 Some(r.uses_pos),
@@ -263,7 +263,7 @@ fn reusable_sources(
         if acc.contains_key(&r.uses) {
             continue;
         }
-        let Some(rel) = r.uses.strip_prefix("./") else {
+        let Some(rel) = firebreak_workflow::local_uses_path(&r.uses) else {
             continue;
         };
         let Ok(src) = std::fs::read_to_string(repo.join(rel)) else {

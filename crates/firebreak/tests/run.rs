@@ -2497,3 +2497,27 @@ fn number_literals_reach_steps_as_the_runner_writes_them() {
         "{o:?}"
     );
 }
+
+#[test]
+fn self_repository_references_run_like_local_ones() {
+    // `$/path` is GitHub's newer spelling of `./path`, for called workflows and actions (an
+    // action's, like `./`'s, read from the checked-out workspace).
+    let r = repo(&[
+        (
+            WF,
+            "on: push\njobs:\n  call:\n    uses: $/.github/workflows/reuse.yml\n    with:\n      who: mona\n  act:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n      - uses: $/.github/actions/hi\n        with:\n          who: lisa\n",
+        ),
+        (
+            ".github/workflows/reuse.yml",
+            "on:\n  workflow_call:\n    inputs:\n      who: { type: string }\njobs:\n  inner:\n    runs-on: x\n    steps:\n      - run: echo \"called for ${{ inputs.who }}\"\n",
+        ),
+        (
+            ".github/actions/hi/action.yml",
+            "name: hi\ninputs:\n  who: {}\nruns:\n  using: composite\n  steps:\n    - run: echo \"action for ${{ inputs.who }}\"\n      shell: bash\n",
+        ),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("| called for mona"), "{o:?}");
+    assert!(o.has("| action for lisa"), "{o:?}");
+}

@@ -45,6 +45,10 @@ impl ActionRef {
         if u.starts_with("./") || u == "." || u.starts_with(".\\") {
             return Ok(ActionRef::Local(u.to_string()));
         }
+        // `$/path`: GitHub's newer spelling of `./path` (the workflow's own repository).
+        if let Some(rest) = u.strip_prefix("$/") {
+            return Ok(ActionRef::Local(format!("./{rest}")));
+        }
         let (name, git_ref) = u.split_once('@').ok_or_else(|| {
             format!(
                 "'{u}' is not a valid action reference (expected owner/repo[/path]@ref or ./path)"

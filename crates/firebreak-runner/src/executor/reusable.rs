@@ -190,7 +190,9 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
             }
             m
         };
-        let path = r.uses.trim_start_matches("./").to_string();
+        let path = firebreak_workflow::local_uses_path(&r.uses)
+            .unwrap_or(&r.uses)
+            .to_string();
         let ev = plan::Event {
             name: "workflow_call".into(),
             payload: cfg.event.clone(),
