@@ -221,6 +221,65 @@ impl Expr {
         self.root.as_ref().is_some_and(check)
     }
 
+    /// The errors GitHub's runner will give, when it evaluates them, the `format()` calls
+    /// whose format string is a literal: a malformed placeholder ("The following format
+    /// string is invalid") or one past the arguments given ("… references more arguments
+    /// than were supplied"). Each call is evaluated with empty strings for its arguments.
+    pub fn format_string_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.visit(&mut |n| {
+            let Node::Call(name, args) = n else { return };
+            let (true, Some(Node::String(fmt))) = (name == "format", args.first()) else {
+                return;
+            };
+            let probe = Node::Call(
+                "format".into(),
+                std::iter::once(Node::String(fmt.clone()))
+                    .chain((1..args.len()).map(|_| Node::String(String::new())))
+                    .collect(),
+            );
+            let expr = Expr {
+                src: String::new(),
+                root: Some(probe),
+            };
+            if let Err(
+                e @ (crate::EvalError::InvalidFormatString(_)
+                | crate::EvalError::FormatArgumentIndex(_)),
+            ) = crate::evaluate(&expr, &crate::EmptyContext)
+            {
+                out.push(e.to_string());
+            }
+        });
+        out
+    }
+
+    /// Calls `f` on every node of the tree, parents before their children, left to right.
+    fn visit(&self, f: &mut impl FnMut(&Node)) {
+        fn walk(n: &Node, f: &mut impl FnMut(&Node)) {
+            f(n);
+            match n {
+                Node::Call(_, args) | Node::And(args) | Node::Or(args) => {
+                    args.iter().for_each(|a| walk(a, f));
+                }
+                Node::Index(a, b) => {
+                    walk(a, f);
+                    if let Some(b) = b {
+                        walk(b, f);
+                    }
+                }
+                Node::Not(a) => walk(a, f),
+                Node::Cmp(_, a, b) => {
+                    walk(a, f);
+                    walk(b, f);
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = &self.root {
+            walk(r, f);
+        }
+    }
+
     /// True for an empty (or all-whitespace) expression.
     pub fn is_empty(&self) -> bool {
         self.root.is_none()
@@ -228,30 +287,14 @@ impl Expr {
 
     /// Lower-cased names of the contexts the expression reads (each once, in order of first use).
     pub fn named_values(&self) -> Vec<String> {
-        fn walk(n: &Node, out: &mut Vec<String>) {
-            match n {
-                Node::Named(name) if !out.contains(name) => out.push(name.clone()),
-                Node::Call(_, args) | Node::And(args) | Node::Or(args) => {
-                    args.iter().for_each(|a| walk(a, out));
+        let mut out: Vec<String> = Vec::new();
+        self.visit(&mut |n| {
+            if let Node::Named(name) = n {
+                if !out.contains(name) {
+                    out.push(name.clone());
                 }
-                Node::Index(a, b) => {
-                    walk(a, out);
-                    if let Some(b) = b {
-                        walk(b, out);
-                    }
-                }
-                Node::Not(a) => walk(a, out),
-                Node::Cmp(_, a, b) => {
-                    walk(a, out);
-                    walk(b, out);
-                }
-                _ => {}
             }
-        }
-        let mut out = Vec::new();
-        if let Some(r) = &self.root {
-            walk(r, &mut out);
-        }
+        });
         out
     }
 }

@@ -642,7 +642,9 @@ impl Converter<'_> {
             &mut self.scratch,
         ) {
             Ok(c) => {
-                self.warn_literal_text(t.pos, &condition);
+                // A `${{ }}` condition's format() calls were looked at when it was read.
+                let read = matches!(t.kind, TokenKind::Expr(_));
+                self.warn_literal_text(t.pos, &condition, !read);
                 Some(c)
             }
             Err(e) => {
@@ -654,15 +656,20 @@ impl Converter<'_> {
 
     /// A condition with text outside `${{ }}` (`if: push == ${{ github.event_name }}`) is a
     /// string, always truthy: valid to GitHub's parser, an error in its language service; a
-    /// warning here.
-    fn warn_literal_text(&mut self, pos: Pos, condition: &str) {
-        let maybe_format = condition
-            .as_bytes()
-            .windows(7)
-            .any(|w| w.eq_ignore_ascii_case(b"format("));
-        if maybe_format
-            && firebreak_expr::parse(condition).is_ok_and(|e| e.is_format_with_literal_text())
-        {
+    /// warning here. So are `format()` calls the runner will refuse.
+    fn warn_literal_text(&mut self, pos: Pos, condition: &str, format_calls: bool) {
+        if !crate::exprs::mentions_format(condition) {
+            return;
+        }
+        let Ok(parsed) = firebreak_expr::parse(condition) else {
+            return;
+        };
+        if format_calls {
+            for w in parsed.format_string_problems() {
+                self.diags.warn(&self.file, Some(pos), w);
+            }
+        }
+        if parsed.is_format_with_literal_text() {
             self.diags.warn(
                 &self.file,
                 Some(pos),

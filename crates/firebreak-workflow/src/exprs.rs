@@ -581,6 +581,24 @@ impl<U: Unit> P<'_, U> {
     }
 }
 
+/// Whether `expr` may call `format()` (a cheap test before parsing it again for warnings).
+pub(crate) fn mentions_format(expr: &str) -> bool {
+    expr.as_bytes()
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"format("))
+}
+
+/// Warnings about an expression that checked fine: the errors GitHub's runner will give its
+/// `format()` calls ([`firebreak_expr::Expr::format_string_problems`]).
+pub(crate) fn format_warnings(expr: &str) -> Vec<String> {
+    if !mentions_format(expr) {
+        return Vec::new();
+    }
+    firebreak_expr::parse(expr)
+        .map(|e| e.format_string_problems())
+        .unwrap_or_default()
+}
+
 /// What a successful check found out about an expression.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Checked {

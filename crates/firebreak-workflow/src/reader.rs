@@ -782,6 +782,9 @@ impl Reader<'_> {
                         return Shape::Insert;
                     }
                     Ok(ParsedExpr::Basic(e)) => {
+                        for w in exprs::format_warnings(e) {
+                            self.diags.warn(self.file, Some(pos), w);
+                        }
                         // `e` is `raw_expr` trimmed
                         let at = start_expr + 3 + (raw_expr.len() - raw_expr.trim_start().len());
                         segments.push(Seg {

@@ -747,3 +747,23 @@ fn conditions_with_literal_text_are_warned_of() {
         assert!(warnings(&wf(fine, "always()")).is_empty(), "{fine}");
     }
 }
+
+/// `format()` calls the runner will refuse when it evaluates them: warnings, once each.
+#[test]
+fn format_strings_the_runner_refuses_are_warned_of() {
+    let src = "on: push\njobs:\n  a:\n    if: ${{ format('{1}', github.sha) == 'x' }}\n    runs-on: x\n    env:\n      A: ${{ format('{0} {1}', 'a') }}\n      B: ${{ format('{0', 'a') }}\n      C: ${{ format('{0}{{}}', 'a') }}\n    steps:\n      - if: format('{{0}} {2}', 1, 2) == 'x'\n        run: echo ${{ format('x {0}}', 1) }}\n";
+    let p = crate::parse_workflow("w.yml", src);
+    assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+    let mut w: Vec<String> = p.warnings.iter().map(|d| d.to_string()).collect();
+    w.sort();
+    assert_eq!(
+        w,
+        [
+            "w.yml:11:13: The following format string references more arguments than were supplied: {{0}} {2}",
+            "w.yml:12:14: The following format string is invalid: x {0}}",
+            "w.yml:4:9: The following format string references more arguments than were supplied: {1}",
+            "w.yml:7:10: The following format string references more arguments than were supplied: {0} {1}",
+            "w.yml:8:10: The following format string is invalid: {0",
+        ]
+    );
+}
