@@ -170,12 +170,17 @@ fn js_number(s: &str) -> Option<f64> {
     t.parse::<f64>().ok()
 }
 
+/// GitHub's message for an expression error at character `start` of `input`. The position
+/// GitHub gives is 1-based in UTF-16 code units (both its parsers count so): a character
+/// outside the Basic Multilingual Plane before the error counts twice.
 fn err<U: Unit>(kind: &str, lexeme: &[U], start: usize, input: &str) -> String {
     let lexeme: String = lexeme.iter().map(|u| u.ch()).collect();
-    format!(
-        "{kind}: '{lexeme}'. Located at position {} within expression: {input}",
-        start + 1
-    )
+    let position = if input.is_ascii() {
+        start
+    } else {
+        input.chars().take(start).map(char::len_utf16).sum()
+    } + 1;
+    format!("{kind}: '{lexeme}'. Located at position {position} within expression: {input}")
 }
 
 fn lex<U: Unit>(input: &str, chars: &[U], toks: &mut Vec<Tok>) -> Result<(), String> {
@@ -889,8 +894,8 @@ mod tests {
         assert!(check("(", &a).is_err());
     }
 
-    /// ASCII expressions are checked over their bytes, others over their chars: positions,
-    /// lexemes and lengths are characters either way.
+    /// ASCII expressions are checked over their bytes, others over their chars: lexemes and
+    /// lengths are characters either way, positions UTF-16 code units (as GitHub's).
     #[test]
     fn non_ascii_expressions_count_characters() {
         let a = allowed(&["github"]);
@@ -906,6 +911,9 @@ mod tests {
         );
         let e = check("'ascii' == 'x' && nope.x", &a).expect_err("an error");
         assert!(e.contains("Located at position 19 within"), "{e}");
+        // Positions are GitHub's: UTF-16 code units, so an emoji counts twice.
+        let e = check("'😀' == nope.x", &a).expect_err("an error");
+        assert!(e.contains("Located at position 9 within"), "{e}");
         assert_eq!(check("'é' == github.x", &a).expect("ok").chars, 15);
         assert_eq!(check("'e' == github.x", &a).expect("ok").chars, 15);
     }

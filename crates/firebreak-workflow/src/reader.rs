@@ -999,7 +999,25 @@ fn match_insert(trimmed: &str) -> Option<Result<(), String>> {
     if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
         return None;
     }
-    let params = rest.split_whitespace().count();
+    // Parameters are split at white space outside quotes and parentheses (GitHub's C#
+    // reader): `insert 'a b'` has one.
+    let (mut params, mut in_param, mut in_string, mut parens) = (0, false, false, 0i32);
+    for c in rest.chars() {
+        if c.is_whitespace() && !in_string && parens == 0 {
+            in_param = false;
+            continue;
+        }
+        if !in_param {
+            params += 1;
+            in_param = true;
+        }
+        match c {
+            '\'' => in_string = !in_string,
+            '(' if !in_string => parens += 1,
+            ')' if !in_string => parens -= 1,
+            _ => {}
+        }
+    }
     if params != 0 {
         return Some(Err(format!(
             "Exactly 0 parameter(s) were expected following the directive 'insert'. Actual parameter count: {params}"

@@ -767,3 +767,22 @@ fn format_strings_the_runner_refuses_are_warned_of() {
         ]
     );
 }
+
+/// `insert` takes no parameters; a quoted or parenthesised one counts once, as GitHub counts.
+#[test]
+fn insert_directive_parameters_are_counted_as_github_counts_them() {
+    let wf = |v: &str| {
+        format!("on: push\njobs:\n  a:\n    runs-on: x\n    env:\n      ${{{{ {v} }}}}: x\n    steps:\n      - run: echo\n")
+    };
+    let count = |v: &str| {
+        errors(&wf(v)).iter().find_map(|e| {
+            e.split("Actual parameter count: ")
+                .nth(1)
+                .map(str::to_string)
+        })
+    };
+    assert_eq!(count("insert 'a b'").as_deref(), Some("1"));
+    assert_eq!(count("insert f(a, b)").as_deref(), Some("1"));
+    assert_eq!(count("insert a  b").as_deref(), Some("2"));
+    assert_eq!(count("insert"), None);
+}
