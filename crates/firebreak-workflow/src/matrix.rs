@@ -355,8 +355,19 @@ fn collect_leaves<'a>(
 
 fn leaves_match(leaves: &[(Vec<PathStep<'_>>, &Value)], combo: &IndexMap<String, Value>) -> bool {
     leaves.iter().all(|(path, leaf)| {
-        let found = lookup(combo, path);
-        loose_eq(found.unwrap_or(&Value::Null), leaf)
+        let found = lookup(combo, path).unwrap_or(&Value::Null);
+        match leaf {
+            // GitHub writes a filter's number into an expression as text (G15) and compares
+            // the number read back: beyond 15 significant digits it no longer equals the
+            // vector's own value.
+            Value::Number(n) => {
+                let written = firebreak_expr::format_number(*n)
+                    .parse()
+                    .unwrap_or(f64::NAN);
+                loose_eq(found, &Value::Number(written))
+            }
+            _ => loose_eq(found, leaf),
+        }
     })
 }
 
@@ -370,6 +381,16 @@ fn lookup<'v>(combo: &'v IndexMap<String, Value>, path: &[PathStep<'_>]) -> Opti
         cur = match (step, cur) {
             (PathStep::Key(k), Value::Object(m)) => get_ignore_case(m, k)?,
             (PathStep::Index(i), Value::Array(a)) => a.get(*i)?,
+            // The expression's index converts, as GitHub's does: a key that is a whole
+            // number indexes an array, an index names an object's key.
+            (PathStep::Key(k), Value::Array(a)) => {
+                let n = Value::String((*k).into()).to_number();
+                if !(n.is_finite() && n >= 0.0 && n.fract() == 0.0) {
+                    return None;
+                }
+                a.get(n as usize)?
+            }
+            (PathStep::Index(i), Value::Object(m)) => get_ignore_case(m, &i.to_string())?,
             _ => return None,
         };
     }
@@ -1017,6 +1038,60 @@ mod tests {
         let legs = expand_legs(&matrix).unwrap_or_default();
         assert_eq!(legs[0].name("test"), "test (a)");
         assert_eq!(leg_name("test", &legs[0].matrix), "test (a, true)");
+    }
+
+    /// Filter numbers go through GitHub's expression text (G15): past 15 significant digits
+    /// they no longer equal the vector's value, so neither exclude nor include matches.
+    #[test]
+    fn filter_numbers_are_compared_as_github_writes_them() {
+        let big = 1_234_567_890_123_456_789.0;
+        let matrix = m(vec![
+            ("id", arr(vec![num(big), num(2.0)])),
+            (
+                "include",
+                arr(vec![obj(vec![("id", num(big)), ("label", st("big"))])]),
+            ),
+            ("exclude", arr(vec![obj(vec![("id", num(big))])])),
+        ]);
+        assert_eq!(
+            expand_rendered(&matrix),
+            [
+                "{id: 1.23456789012346E+18}",
+                "{id: 2}",
+                "{id: 1.23456789012346E+18, label: big}"
+            ]
+        );
+        // 15 digits or fewer: the same number.
+        let matrix = m(vec![
+            ("id", arr(vec![num(123_456_789_012_345.0), num(2.0)])),
+            (
+                "exclude",
+                arr(vec![obj(vec![("id", num(123_456_789_012_345.0))])]),
+            ),
+        ]);
+        assert_eq!(expand_rendered(&matrix), ["{id: 2}"]);
+    }
+
+    /// A filter's path indexes as an expression does: a whole-number key into an array, an
+    /// index into an object's key.
+    #[test]
+    fn filter_paths_cross_arrays_and_objects() {
+        let matrix = m(vec![
+            ("cfg", arr(vec![strs(&["x", "y"]), strs(&["z"])])),
+            (
+                "exclude",
+                arr(vec![obj(vec![("cfg", obj(vec![("0", st("x"))]))])]),
+            ),
+        ]);
+        assert_eq!(expand_rendered(&matrix), ["{cfg: [z]}"]);
+        let matrix = m(vec![
+            (
+                "cfg",
+                arr(vec![obj(vec![("0", st("x"))]), obj(vec![("0", st("z"))])]),
+            ),
+            ("exclude", arr(vec![obj(vec![("cfg", strs(&["x"]))])])),
+        ]);
+        assert_eq!(expand_rendered(&matrix), ["{cfg: {0: z}}"]);
     }
 
     #[test]

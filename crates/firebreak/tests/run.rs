@@ -2521,3 +2521,47 @@ fn self_repository_references_run_like_local_ones() {
     assert!(o.has("| called for mona"), "{o:?}");
     assert!(o.has("| action for lisa"), "{o:?}");
 }
+
+#[test]
+fn strategy_settings_are_evaluated_and_type_checked_as_on_github() {
+    // A strategy that is one expression keeps its fail-fast and max-parallel; a value of
+    // the wrong type from an expression fails the job; without combinations max-parallel is 1.
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  whole:
+    strategy: ${{ fromJSON('{"fail-fast":false,"max-parallel":1,"matrix":{"os":["a","b"]}}') }}
+    runs-on: x
+    steps:
+      - run: echo "whole ${{ matrix.os }} ff=${{ strategy.fail-fast }} mp=${{ strategy.max-parallel }}"
+      - if: matrix.os == 'a'
+        run: exit 1
+  typed:
+    strategy:
+      fail-fast: ${{ github.event_name }}
+      matrix:
+        os: [a]
+    runs-on: x
+    steps:
+      - run: echo typed ran
+  single:
+    strategy:
+      max-parallel: 3
+    runs-on: x
+    steps:
+      - run: echo "single mp=${{ strategy.max-parallel }} total=${{ strategy.job-total }}"
+"#,
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    // fail-fast false: leg b runs although leg a failed.
+    assert!(o.has("whole a ff=false mp=1"), "{o:?}");
+    assert!(o.has("whole b ff=false mp=1"), "{o:?}");
+    assert!(
+        o.has("Error when evaluating 'strategy' for job 'typed'. Unexpected value 'push'"),
+        "{o:?}"
+    );
+    assert!(!o.has("typed ran"), "{o:?}");
+    assert!(o.has("single mp=1 total=1"), "{o:?}");
+}

@@ -365,29 +365,22 @@ pub async fn run_workflow(
             } else {
                 legs
             };
-            let strat_ctx = base_ctx.clone();
-            let fail_fast = jp
-                .job
-                .strategy
-                .as_ref()
-                .and_then(|s| s.fail_fast.as_ref())
-                .map(|t| {
-                    eval_token(t, &strat_ctx)
-                        .map(|v| v.is_truthy())
-                        .unwrap_or(true)
-                })
-                .unwrap_or(true);
+            let (fail_fast, max_parallel) = match strategy_settings(jp, &base_ctx) {
+                Ok(s) => s,
+                Err(e) => {
+                    fail_now(&events, key, e, &mut done, &mut outcomes, &id);
+                    continue;
+                }
+            };
             let total = legs.len();
-            let max_parallel = jp
-                .job
-                .strategy
-                .as_ref()
-                .and_then(|s| s.max_parallel.as_ref())
-                .and_then(|t| eval_token(t, &strat_ctx).ok())
-                .map(|v| v.to_number())
-                .filter(|n| n.is_finite() && *n >= 1.0)
-                .map(|n| n as usize)
-                .unwrap_or(total);
+            // Without matrix combinations GitHub's one configuration has `max-parallel` 1.
+            let max_parallel = if legs.iter().all(|(m, _)| m.is_empty()) {
+                1
+            } else {
+                max_parallel
+                    .filter(|n| n.is_finite() && *n >= 1.0)
+                    .map_or(total, |n| n as usize)
+            };
             let job = Arc::clone(&jp.job);
             // A job that starts after the run was cancelled (its `if:` holds anyway:
             // `always()`, `cancelled()`) runs until the second Ctrl-C, not until the first,
@@ -758,6 +751,43 @@ fn cancelled_leg(sh: &WorkflowShared, key: JobKey) -> LegResult {
         continue_on_error: false,
         nested: Vec::new(),
     }
+}
+
+/// A job's `strategy.fail-fast` (default true) and `strategy.max-parallel` (none: every leg at
+/// once), evaluated as GitHub evaluates them: from the evaluated mapping when the whole
+/// strategy is one expression, and with their types checked: an expression that gives a
+/// string (`'false'`, `'2'`) fails the job, as GitHub's "Unexpected value" does.
+fn strategy_settings(
+    jp: &firebreak_workflow::plan::JobPlan,
+    ctx: &Contexts,
+) -> Result<(bool, Option<f64>), String> {
+    let Some(s) = jp.job.strategy.as_ref() else {
+        return Ok((true, None));
+    };
+    let prefix = format!("Error when evaluating 'strategy' for job '{}'.", jp.id);
+    let eval =
+        |t: &firebreak_workflow::Token| eval_token(t, ctx).map_err(|e| format!("{prefix} {e}"));
+    let (fail_fast, max_parallel) = if s.token.is_expression() {
+        let v = eval(&s.token)?;
+        (v.get("fail-fast").cloned(), v.get("max-parallel").cloned())
+    } else {
+        (
+            s.fail_fast.as_ref().map(eval).transpose()?,
+            s.max_parallel.as_ref().map(eval).transpose()?,
+        )
+    };
+    let unexpected = |v: &Value| format!("{prefix} Unexpected value '{}'", v.to_coerced_string());
+    let fail_fast = match fail_fast {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => return Err(unexpected(&other)),
+    };
+    let max_parallel = match max_parallel {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n),
+        Some(other) => return Err(unexpected(&other)),
+    };
+    Ok((fail_fast, max_parallel))
 }
 
 /// The legs of a job: literal (planned) or evaluated now.
