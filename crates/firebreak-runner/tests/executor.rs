@@ -52,6 +52,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         job_prefix: String::new(),
         reusable: Arc::new(IndexMap::new()),
         github_workflow: None,
+        concurrency: Default::default(),
     }
 }
 

@@ -2565,3 +2565,60 @@ jobs:
     assert!(!o.has("typed ran"), "{o:?}");
     assert!(o.has("single mp=1 total=1"), "{o:?}");
 }
+
+#[test]
+fn concurrency_groups_hold_one_running_and_one_waiting_job() {
+    // GitHub's rules within a run: one job of a group runs, one waits; a newer waiting job
+    // replaces the older, which is cancelled; with cancel-in-progress the running one is
+    // cancelled instead. Groups are evaluated per leg.
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  deploy:
+    strategy:
+      matrix:
+        n: [1, 2, 3]
+    concurrency: deploy-${{ github.ref }}
+    runs-on: x
+    steps:
+      - run: echo "start ${{ matrix.n }}"; sleep 0.3; echo "end ${{ matrix.n }}"
+  newest:
+    strategy:
+      matrix:
+        n: [1, 2]
+    concurrency:
+      group: newest
+      cancel-in-progress: true
+    runs-on: x
+    steps:
+      - run: echo "newest ${{ matrix.n }}"
+  apart:
+    strategy:
+      matrix:
+        n: [1, 2]
+    concurrency: apart-${{ matrix.n }}
+    runs-on: x
+    steps:
+      - run: echo "apart ${{ matrix.n }}"
+"#,
+    )]);
+    let o = r.host(&[]);
+    let waiting =
+        "Canceling since a higher priority waiting request for 'deploy-refs/heads/main' exists";
+    assert!(o.has(waiting), "{o:?}");
+    assert!(o.has("start 1") && o.has("start 3"), "{o:?}");
+    assert!(!o.has("start 2"), "the replaced leg never starts: {o:?}");
+    let (end1, start3) = (
+        o.stdout.find("end 1").expect("end 1"),
+        o.stdout.find("start 3").expect("start 3"),
+    );
+    assert!(end1 < start3, "the third waits for the first: {o:?}");
+    assert!(
+        o.has("Canceling since a higher priority waiting request for 'newest' exists"),
+        "{o:?}"
+    );
+    assert!(o.has("newest 2"), "{o:?}");
+    assert!(!o.has("newest 1"), "{o:?}");
+    assert!(o.has("apart 1") && o.has("apart 2"), "{o:?}");
+}

@@ -26,6 +26,7 @@
 //! [`actions`].
 
 pub mod actions;
+mod concurrency;
 pub mod events;
 pub mod expr;
 pub mod hashfiles;
@@ -48,6 +49,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::SandboxProvider;
+pub use concurrency::Groups;
+use concurrency::NoTurn;
 use events::{Conclusion, Event, EventSender, JobKey};
 use expr::{eval_string, eval_token, Contexts, Status};
 use job::{run_leg, LegResult, LegSpec};
@@ -131,6 +134,9 @@ pub struct RunConfig {
     /// `github.workflow` and `github.workflow_ref` keep (GitHub associates the `github`
     /// context with the caller); `None`: the workflow's own.
     pub github_workflow: Option<(String, String)>,
+    /// The run's job-level `concurrency` groups, shared by its workflows and the workflows
+    /// they call.
+    pub concurrency: Arc<Groups>,
 }
 
 impl RunConfig {
@@ -395,6 +401,8 @@ pub async fn run_workflow(
             let has_matrix = !matches!(jp.matrix, MatrixPlan::None) || total > 1;
             // Legs whose names come out the same get `#2`, `#3`… appended.
             let mut alike = firebreak_workflow::plan::LegNames::default();
+            // Each leg's `concurrency:` group, evaluated with its matrix and strategy.
+            let mut groups: Vec<Result<Option<(String, bool)>, String>> = Vec::new();
             for (idx, (m, leg_name)) in legs.iter().enumerate() {
                 // A job without a matrix (or whose every combination was excluded) has a
                 // `null` matrix context, as on GitHub.
@@ -426,6 +434,14 @@ pub async fn run_workflow(
                     "max-parallel".to_string(),
                     Value::Number(max_parallel as f64),
                 );
+                groups.push(match &job.concurrency {
+                    Some(t) => {
+                        let mut cctx = mctx.clone();
+                        cctx.set("strategy", Value::Object(strategy.clone()));
+                        job_concurrency(t, &cctx)
+                    }
+                    None => Ok(None),
+                });
                 let seq = SANDBOX_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 specs.push(LegSpec {
                     job: job.clone(),
@@ -437,7 +453,8 @@ pub async fn run_workflow(
                     },
                     strategy: Value::Object(strategy),
                     needs: needs.clone(),
-                    cancel: ff_token.clone(),
+                    // Its own, so that a concurrency group can cancel this leg alone.
+                    cancel: ff_token.child_token(),
                     sandbox_id: format!("{}-{}", seq, job::sanitize(&jp.id)),
                 });
             }
@@ -447,9 +464,82 @@ pub async fn run_workflow(
             let calls_workflow = matches!(jp.job.kind, firebreak_workflow::JobKind::Reusable(_));
             running.spawn(async move {
                 let mut set = tokio::task::JoinSet::new();
-                for (i, spec) in specs.into_iter().enumerate() {
+                for (i, (spec, group)) in specs.into_iter().zip(groups).enumerate() {
                     let sh = sh.clone();
                     let ff = ff_token.clone();
+                    let group = match group {
+                        Ok(g) => g,
+                        Err(e) => {
+                            set.spawn(async move {
+                                let name = spec.key.name.clone();
+                                (i, name, failed_leg(&sh, spec.key, e), 0)
+                            });
+                            continue;
+                        }
+                    };
+                    // A leg in a concurrency group asks for its turn now, in matrix order,
+                    // and waits for it before it takes any slot.
+                    if let Some((group, cancel_in_progress)) = group {
+                        let say = {
+                            let (events, key) = (sh.events.clone(), spec.key.clone());
+                            let line = concurrency::superseded_message(&group);
+                            Box::new(move || {
+                                events.send(Event::Output {
+                                    job: key,
+                                    step: None,
+                                    kind: events::LineKind::Error,
+                                    line,
+                                });
+                            })
+                        };
+                        let ticket = sh.cfg.concurrency.request(
+                            &group,
+                            cancel_in_progress,
+                            spec.cancel.clone(),
+                            say,
+                        );
+                        let (per_job, global) = (per_job.clone(), global.clone());
+                        set.spawn(async move {
+                            let name = spec.key.name.clone();
+                            let key = spec.key.clone();
+                            let t0 = Instant::now();
+                            let slot = match ticket.wait().await {
+                                Ok(slot) => slot,
+                                Err(NoTurn::Superseded | NoTurn::Cancelled) => {
+                                    let r = cancelled_leg(&sh, key);
+                                    return (i, name, r, t0.elapsed().as_millis() as u64);
+                                }
+                            };
+                            let permits = async {
+                                let a = per_job.acquire_owned().await;
+                                let b = if calls_workflow {
+                                    None
+                                } else {
+                                    Some(global.acquire_owned().await)
+                                };
+                                (a, b)
+                            };
+                            let permits = tokio::select! {
+                                biased;
+                                _ = ff.cancelled() => None,
+                                p = permits => Some(p),
+                            };
+                            let (r, held) = match permits {
+                                Some(p) if calls_workflow => {
+                                    (reusable::run_reusable(sh.clone(), spec).await, Some(p))
+                                }
+                                Some(p) => (run_leg(sh.clone(), spec).await, Some(p)),
+                                None => (cancelled_leg(&sh, key), None),
+                            };
+                            if r.result == Conclusion::Failure && fail_fast {
+                                ff.cancel();
+                            }
+                            drop(held);
+                            drop(slot);
+                            (i, name, r, t0.elapsed().as_millis() as u64)
+                        });
+                        continue;
+                    }
                     if calls_workflow {
                         // The called workflow's jobs take the run's slots themselves; the
                         // calling job's `max-parallel` still holds its legs back, in matrix
@@ -735,6 +825,61 @@ pub(crate) fn job_facts(
 
 /// A leg's `matrix` context and display name.
 type NamedLeg = (IndexMap<String, Value>, String);
+
+/// A leg that failed before it started (its `concurrency:` could not be evaluated).
+fn failed_leg(sh: &WorkflowShared, key: JobKey, line: String) -> LegResult {
+    sh.events.send(Event::Output {
+        job: key.clone(),
+        step: None,
+        kind: events::LineKind::Error,
+        line,
+    });
+    sh.events.send(Event::JobFinished {
+        job: key,
+        result: Conclusion::Failure,
+        continue_on_error: false,
+        duration_ms: 0,
+        outputs: IndexMap::new(),
+    });
+    LegResult {
+        result: Conclusion::Failure,
+        outputs: IndexMap::new(),
+        continue_on_error: false,
+        nested: Vec::new(),
+    }
+}
+
+/// A job's `concurrency:` for one leg: its group (none when it comes out empty) and whether
+/// it cancels the group's running job. A string is the group; a mapping has `group` and
+/// `cancel-in-progress`.
+fn job_concurrency(
+    t: &firebreak_workflow::Token,
+    ctx: &Contexts,
+) -> Result<Option<(String, bool)>, String> {
+    let v = eval_token(t, ctx).map_err(|e| format!("Error when evaluating 'concurrency': {e}"))?;
+    let (group, cancel) = match &v {
+        Value::Object(m) => (
+            m.get("group").cloned().unwrap_or(Value::Null),
+            m.get("cancel-in-progress").cloned().unwrap_or(Value::Null),
+        ),
+        other => (other.clone(), Value::Null),
+    };
+    let group = match group {
+        Value::Null => String::new(),
+        g => g.to_coerced_string(),
+    };
+    let cancel = match cancel {
+        Value::Null => false,
+        Value::Bool(b) => b,
+        other => {
+            return Err(format!(
+                "Error when evaluating 'concurrency': Unexpected value '{}'",
+                other.to_coerced_string()
+            ))
+        }
+    };
+    Ok((!group.trim().is_empty()).then_some((group, cancel)))
+}
 
 /// A leg fail-fast cancelled before it started: reported as finished, cancelled.
 fn cancelled_leg(sh: &WorkflowShared, key: JobKey) -> LegResult {

@@ -1064,6 +1064,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         job_prefix: String::new(),
         reusable: Arc::new(reusable),
         github_workflow: None,
+        concurrency: Default::default(),
     });
     let (tx, rx) = EventSender::channel();
     let reporter = Reporter::new(args.json, run_dir.clone());
