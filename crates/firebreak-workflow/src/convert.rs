@@ -917,6 +917,16 @@ impl Converter<'_> {
                 "Concurrency group name must be less than 400 characters",
             );
         }
+        // GitHub's parser takes this pair; its service refuses it (a job fails here).
+        if t.get("queue").and_then(Token::as_str) == Some("max")
+            && t.get("cancel-in-progress").and_then(Token::as_bool) == Some(true)
+        {
+            self.diags.warn(
+                &self.file,
+                Some(t.pos),
+                "'queue: max' cannot be combined with 'cancel-in-progress: true'",
+            );
+        }
     }
 
     fn runs_on(&mut self, t: &Token) {

@@ -786,3 +786,19 @@ fn insert_directive_parameters_are_counted_as_github_counts_them() {
     assert_eq!(count("insert a  b").as_deref(), Some("2"));
     assert_eq!(count("insert"), None);
 }
+
+/// `queue: max` with `cancel-in-progress: true`: GitHub's parser takes it, its service does
+/// not; a warning.
+#[test]
+fn a_concurrency_queue_that_cancels_is_warned_of() {
+    let p = crate::parse_workflow(
+        "w.yml",
+        "on: push\nconcurrency:\n  group: g\n  queue: max\n  cancel-in-progress: true\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    );
+    assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+    let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        ["w.yml:3:3: 'queue: max' cannot be combined with 'cancel-in-progress: true'"]
+    );
+}

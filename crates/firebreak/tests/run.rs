@@ -2622,3 +2622,47 @@ jobs:
     assert!(!o.has("newest 1"), "{o:?}");
     assert!(o.has("apart 1") && o.has("apart 2"), "{o:?}");
 }
+
+#[test]
+fn a_concurrency_queue_runs_every_job_in_turn() {
+    // `queue: max`: jobs wait in line instead of replacing each other; group names ignore
+    // case; `queue: max` with `cancel-in-progress: true` is refused.
+    let r = repo(&[(
+        WF,
+        r#"on: push
+jobs:
+  line:
+    strategy:
+      matrix:
+        n: [1, 2, 3]
+    concurrency:
+      group: ${{ matrix.n == 2 && 'PROD' || 'prod' }}
+      queue: max
+    runs-on: x
+    steps:
+      - run: echo "start ${{ matrix.n }}"; sleep 0.2; echo "end ${{ matrix.n }}"
+  bad:
+    concurrency:
+      group: b-${{ github.sha }}
+      queue: max
+      cancel-in-progress: ${{ github.event_name == 'push' }}
+    runs-on: x
+    steps:
+      - run: echo bad ran
+"#,
+    )]);
+    let o = r.host(&[]);
+    for n in 1..=3 {
+        assert!(o.has(&format!("end {n}")), "{o:?}");
+    }
+    let pos = |s: &str| o.stdout.find(s).unwrap_or(usize::MAX);
+    assert!(
+        pos("end 1") < pos("start 2") && pos("end 2") < pos("start 3"),
+        "{o:?}"
+    );
+    assert!(
+        o.has("'queue: max' cannot be combined with 'cancel-in-progress: true'"),
+        "{o:?}"
+    );
+    assert!(!o.has("bad ran"), "{o:?}");
+}

@@ -1,20 +1,25 @@
 //! Job-level `concurrency:` within a run, as GitHub applies it: in a concurrency group at most
 //! one job runs and one waits. A job that comes while another waits replaces it (the waiting
 //! one is cancelled: "Canceling since a higher priority waiting request for 'G' exists"); with
-//! `cancel-in-progress: true` it cancels the running one too. Groups are shared by every
-//! workflow of a run (GitHub's are the repository's), so two workflows that deploy under one
-//! group take turns.
+//! `cancel-in-progress: true` it cancels the running one too. With `queue: max` jobs wait in
+//! line instead, first come first served, up to [`MAX_QUEUE`]; one more is cancelled. Group
+//! names ignore case (`prod` and `Prod` are one group). Groups are shared by every workflow of
+//! a run (GitHub's are the repository's), so two workflows that deploy under one group take
+//! turns.
 //!
 //! A leg asks for its group in matrix order, without waiting ([`Groups::request`]), so that
 //! a later leg can replace an earlier waiting one; it then waits for its turn
 //! ([`Ticket::wait`]) before it takes its `max-parallel` and run slots, and holds the group
 //! ([`Slot`]) until it finishes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+
+/// How many jobs may wait in a group with `queue: max`.
+pub(crate) const MAX_QUEUE: usize = 100;
 
 /// GitHub's message for a job a newer one replaced or cancelled.
 pub(crate) fn superseded_message(group: &str) -> String {
@@ -42,7 +47,8 @@ struct State {
 #[derive(Default)]
 struct Group {
     running: Option<Holder>,
-    waiting: Option<Waiter>,
+    /// First in line first; more than one only with `queue: max`.
+    waiting: VecDeque<Waiter>,
 }
 
 /// What it takes to cancel a job in the group: its token, and what to say first.
@@ -85,41 +91,53 @@ pub(crate) struct Slot(Place);
 
 impl Groups {
     /// Enters `group` for a leg that `cancel` cancels: running at once when the group is
-    /// free, else waiting, in place of the leg that waited before (which is told it was
-    /// superseded). With `cancel_in_progress` the running leg is cancelled, after
-    /// `on_cancel`; a leg's own `on_cancel` is kept for when a later one cancels it.
+    /// free, else waiting: in place of the legs that waited before (which are told they were
+    /// superseded), or with `queue_max` behind them. With `cancel_in_progress` the running
+    /// leg is cancelled, after its `on_cancel`; a leg's own `on_cancel` is kept for when a
+    /// later one cancels it.
     pub(crate) fn request(
         self: &Arc<Self>,
         group: &str,
         cancel_in_progress: bool,
+        queue_max: bool,
         cancel: CancellationToken,
         on_cancel: Box<dyn FnOnce() + Send>,
     ) -> Ticket {
+        let key = group.to_lowercase();
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         st.next_id += 1;
         let id = st.next_id;
-        let holder = Holder {
-            id,
-            cancel: cancel.clone(),
-            on_cancel,
-        };
-        let g = st.groups.entry(group.to_string()).or_default();
         let mut ticket = Ticket {
             place: Some(Place {
                 groups: Arc::clone(self),
-                group: group.to_string(),
+                group: key.clone(),
                 id,
             }),
-            cancel,
+            cancel: cancel.clone(),
             turn: None,
         };
+        let holder = Holder {
+            id,
+            cancel,
+            on_cancel,
+        };
+        let g = st.groups.entry(key).or_default();
         if g.running.is_none() {
             g.running = Some(holder);
             return ticket;
         }
-        if let Some(old) = g.waiting.take() {
-            (old.holder.on_cancel)();
-            let _ = old.wake.send(false);
+        let (wake, turn) = oneshot::channel();
+        ticket.turn = Some(turn);
+        if queue_max && g.waiting.len() >= MAX_QUEUE {
+            (holder.on_cancel)();
+            let _ = wake.send(false);
+            return ticket;
+        }
+        if !queue_max {
+            for old in g.waiting.drain(..) {
+                (old.holder.on_cancel)();
+                let _ = old.wake.send(false);
+            }
         }
         if cancel_in_progress {
             if let Some(r) = g.running.as_mut() {
@@ -128,28 +146,27 @@ impl Groups {
                 r.cancel.cancel();
             }
         }
-        let (wake, turn) = oneshot::channel();
-        g.waiting = Some(Waiter { holder, wake });
-        ticket.turn = Some(turn);
+        g.waiting.push_back(Waiter { holder, wake });
         ticket
     }
 
-    /// Frees `group` of the leg `id` (running or waiting); a waiting leg takes its place.
+    /// Frees `group` of the leg `id` (running or waiting); the first waiting leg takes its
+    /// place.
     fn leave(&self, group: &str, id: u64) {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(g) = st.groups.get_mut(group) else {
             return;
         };
-        if g.waiting.as_ref().is_some_and(|w| w.holder.id == id) {
-            g.waiting = None;
+        if let Some(i) = g.waiting.iter().position(|w| w.holder.id == id) {
+            g.waiting.remove(i);
         } else if g.running.as_ref().is_some_and(|r| r.id == id) {
             g.running = None;
-            if let Some(next) = g.waiting.take() {
+            if let Some(next) = g.waiting.pop_front() {
                 g.running = Some(next.holder);
                 let _ = next.wake.send(true);
             }
         }
-        if g.running.is_none() && g.waiting.is_none() {
+        if g.running.is_none() && g.waiting.is_empty() {
             st.groups.remove(group);
         }
     }
@@ -207,16 +224,17 @@ mod tests {
         let groups = Arc::new(Groups::default());
         let told = Arc::new(AtomicUsize::new(0));
         let t = told.clone();
-        let first = groups.request("deploy", false, CancellationToken::new(), quiet());
+        let first = groups.request("deploy", false, false, CancellationToken::new(), quiet());
         let second = groups.request(
             "deploy",
+            false,
             false,
             CancellationToken::new(),
             Box::new(move || {
                 t.fetch_add(1, Ordering::SeqCst);
             }),
         );
-        let third = groups.request("deploy", false, CancellationToken::new(), quiet());
+        let third = groups.request("deploy", false, false, CancellationToken::new(), quiet());
         let running = first.wait().await.expect("the first runs");
         assert_eq!(second.wait().await.err(), Some(NoTurn::Superseded));
         assert_eq!(told.load(Ordering::SeqCst), 1, "the replaced one was told");
@@ -228,7 +246,7 @@ mod tests {
         drop(slot);
         // Another group is independent, and a freed group is free again.
         assert!(groups
-            .request("deploy", false, CancellationToken::new(), quiet())
+            .request("deploy", false, false, CancellationToken::new(), quiet())
             .wait()
             .await
             .is_ok());
@@ -244,6 +262,7 @@ mod tests {
             .request(
                 "g",
                 false,
+                false,
                 running_cancel.clone(),
                 Box::new(move || {
                     s.fetch_add(1, Ordering::SeqCst);
@@ -252,7 +271,7 @@ mod tests {
             .wait()
             .await
             .expect("runs");
-        let second = groups.request("g", true, CancellationToken::new(), quiet());
+        let second = groups.request("g", true, false, CancellationToken::new(), quiet());
         assert!(running_cancel.is_cancelled());
         assert_eq!(said.load(Ordering::SeqCst), 1);
         let second = tokio::spawn(second.wait());
@@ -269,16 +288,53 @@ mod tests {
     async fn a_waiter_cancelled_leaves_the_group() {
         let groups = Arc::new(Groups::default());
         let first = groups
-            .request("g", false, CancellationToken::new(), quiet())
+            .request("g", false, false, CancellationToken::new(), quiet())
             .wait()
             .await
             .expect("runs");
         let cancel = CancellationToken::new();
-        let waiting = groups.request("g", false, cancel.clone(), quiet());
+        let waiting = groups.request("g", false, false, cancel.clone(), quiet());
         cancel.cancel();
         assert_eq!(waiting.wait().await.err(), Some(NoTurn::Cancelled));
         drop(first);
         // Nothing is left behind: the group is free.
         assert!(groups.inner.lock().expect("lock").groups.is_empty());
+    }
+
+    #[tokio::test]
+    async fn queue_max_waits_in_line_and_names_ignore_case() {
+        let groups = Arc::new(Groups::default());
+        let first = groups
+            .request("Prod", false, true, CancellationToken::new(), quiet())
+            .wait()
+            .await
+            .expect("runs");
+        let second = groups.request("prod", false, true, CancellationToken::new(), quiet());
+        let third = groups.request("PROD", false, true, CancellationToken::new(), quiet());
+        let (second, third) = (tokio::spawn(second.wait()), tokio::spawn(third.wait()));
+        tokio::task::yield_now().await;
+        assert!(
+            !second.is_finished() && !third.is_finished(),
+            "both wait, in line"
+        );
+        drop(first);
+        let second = second.await.expect("join").expect("the second runs next");
+        tokio::task::yield_now().await;
+        assert!(!third.is_finished(), "the third is behind it");
+        drop(second);
+        assert!(third.await.expect("join").is_ok());
+        // A full line turns one more away.
+        let running = groups
+            .request("q", false, true, CancellationToken::new(), quiet())
+            .wait()
+            .await
+            .expect("runs");
+        let line: Vec<Ticket> = (0..MAX_QUEUE)
+            .map(|_| groups.request("q", false, true, CancellationToken::new(), quiet()))
+            .collect();
+        let extra = groups.request("q", false, true, CancellationToken::new(), quiet());
+        assert_eq!(extra.wait().await.err(), Some(NoTurn::Superseded));
+        drop(line);
+        drop(running);
     }
 }

@@ -402,7 +402,7 @@ pub async fn run_workflow(
             // Legs whose names come out the same get `#2`, `#3`… appended.
             let mut alike = firebreak_workflow::plan::LegNames::default();
             // Each leg's `concurrency:` group, evaluated with its matrix and strategy.
-            let mut groups: Vec<Result<Option<(String, bool)>, String>> = Vec::new();
+            let mut groups: Vec<Result<Option<JobConcurrency>, String>> = Vec::new();
             for (idx, (m, leg_name)) in legs.iter().enumerate() {
                 // A job without a matrix (or whose every combination was excluded) has a
                 // `null` matrix context, as on GitHub.
@@ -479,7 +479,12 @@ pub async fn run_workflow(
                     };
                     // A leg in a concurrency group asks for its turn now, in matrix order,
                     // and waits for it before it takes any slot.
-                    if let Some((group, cancel_in_progress)) = group {
+                    if let Some(JobConcurrency {
+                        group,
+                        cancel_in_progress,
+                        queue_max,
+                    }) = group
+                    {
                         let say = {
                             let (events, key) = (sh.events.clone(), spec.key.clone());
                             let line = concurrency::superseded_message(&group);
@@ -495,6 +500,7 @@ pub async fn run_workflow(
                         let ticket = sh.cfg.concurrency.request(
                             &group,
                             cancel_in_progress,
+                            queue_max,
                             spec.cancel.clone(),
                             say,
                         );
@@ -849,36 +855,57 @@ fn failed_leg(sh: &WorkflowShared, key: JobKey, line: String) -> LegResult {
     }
 }
 
-/// A job's `concurrency:` for one leg: its group (none when it comes out empty) and whether
-/// it cancels the group's running job. A string is the group; a mapping has `group` and
-/// `cancel-in-progress`.
+/// A leg's `concurrency:`.
+struct JobConcurrency {
+    group: String,
+    cancel_in_progress: bool,
+    /// `queue: max`: wait in line rather than replace the waiting job.
+    queue_max: bool,
+}
+
+/// A job's `concurrency:` for one leg (none when its group comes out empty). A string is the
+/// group; a mapping has `group`, `cancel-in-progress` and `queue` (`single` or `max`, which
+/// GitHub does not let go with `cancel-in-progress: true`).
 fn job_concurrency(
     t: &firebreak_workflow::Token,
     ctx: &Contexts,
-) -> Result<Option<(String, bool)>, String> {
-    let v = eval_token(t, ctx).map_err(|e| format!("Error when evaluating 'concurrency': {e}"))?;
-    let (group, cancel) = match &v {
-        Value::Object(m) => (
-            m.get("group").cloned().unwrap_or(Value::Null),
-            m.get("cancel-in-progress").cloned().unwrap_or(Value::Null),
-        ),
-        other => (other.clone(), Value::Null),
+) -> Result<Option<JobConcurrency>, String> {
+    const PREFIX: &str = "Error when evaluating 'concurrency':";
+    let v = eval_token(t, ctx).map_err(|e| format!("{PREFIX} {e}"))?;
+    let field = |k: &str| match &v {
+        Value::Object(m) => m.get(k).cloned().unwrap_or(Value::Null),
+        _ => Value::Null,
     };
+    let group = match &v {
+        Value::Object(_) => field("group"),
+        other => other.clone(),
+    };
+    let unexpected = |x: &Value| format!("{PREFIX} Unexpected value '{}'", x.to_coerced_string());
     let group = match group {
         Value::Null => String::new(),
         g => g.to_coerced_string(),
     };
-    let cancel = match cancel {
+    let cancel_in_progress = match field("cancel-in-progress") {
         Value::Null => false,
         Value::Bool(b) => b,
-        other => {
-            return Err(format!(
-                "Error when evaluating 'concurrency': Unexpected value '{}'",
-                other.to_coerced_string()
-            ))
-        }
+        other => return Err(unexpected(&other)),
     };
-    Ok((!group.trim().is_empty()).then_some((group, cancel)))
+    let queue_max = match field("queue") {
+        Value::Null => false,
+        Value::String(q) if q == "single" => false,
+        Value::String(q) if q == "max" => true,
+        other => return Err(unexpected(&other)),
+    };
+    if queue_max && cancel_in_progress {
+        return Err(format!(
+            "{PREFIX} 'queue: max' cannot be combined with 'cancel-in-progress: true'"
+        ));
+    }
+    Ok((!group.trim().is_empty()).then_some(JobConcurrency {
+        group,
+        cancel_in_progress,
+        queue_max,
+    }))
 }
 
 /// A leg fail-fast cancelled before it started: reported as finished, cancelled.
