@@ -53,6 +53,7 @@ fn config(dir: &std::path::Path) -> RunConfig {
         reusable: Arc::new(IndexMap::new()),
         github_workflow: None,
         concurrency: Default::default(),
+        concurrency_held: Vec::new(),
     }
 }
 

@@ -2666,3 +2666,44 @@ jobs:
     );
     assert!(!o.has("bad ran"), "{o:?}");
 }
+
+#[test]
+fn concurrency_keeps_matrix_order_and_refuses_a_callers_own_group() {
+    // With max-parallel 1, legs in groups of their own still start in matrix order; a called
+    // job in its caller's group would wait forever: it is cancelled as a deadlock.
+    let r = repo(&[
+        (
+            WF,
+            r#"on: push
+jobs:
+  ordered:
+    strategy:
+      max-parallel: 1
+      matrix:
+        n: [1, 2, 3, 4]
+    concurrency: own-${{ matrix.n }}
+    runs-on: x
+    steps:
+      - run: echo "leg ${{ matrix.n }}"
+  call:
+    concurrency: Deploy
+    uses: ./.github/workflows/called.yml
+"#,
+        ),
+        (
+            ".github/workflows/called.yml",
+            "on: workflow_call\njobs:\n  inner:\n    concurrency: deploy\n    runs-on: x\n    steps:\n      - run: echo inner ran\n",
+        ),
+    ]);
+    let o = r.host(&[]);
+    let pos = |s: &str| o.stdout.find(s).unwrap_or(usize::MAX);
+    assert!(
+        pos("leg 1") < pos("leg 2") && pos("leg 2") < pos("leg 3") && pos("leg 3") < pos("leg 4"),
+        "{o:?}"
+    );
+    assert!(
+        o.has("Canceling since a deadlock for concurrency group 'deploy' was detected"),
+        "{o:?}"
+    );
+    assert!(!o.has("inner ran"), "{o:?}");
+}

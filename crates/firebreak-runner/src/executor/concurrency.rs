@@ -173,6 +173,17 @@ impl Groups {
 }
 
 impl Ticket {
+    /// A ticket that never gets a turn (a group the leg may not wait for).
+    pub(crate) fn refused(cancel: CancellationToken) -> Ticket {
+        let (wake, turn) = oneshot::channel();
+        let _ = wake.send(false);
+        Ticket {
+            place: None,
+            cancel,
+            turn: Some(turn),
+        }
+    }
+
     /// Waits for the leg's turn in its group.
     pub(crate) async fn wait(mut self) -> Result<Slot, NoTurn> {
         if let Some(turn) = self.turn.take() {

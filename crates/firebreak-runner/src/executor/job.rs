@@ -65,6 +65,8 @@ pub(crate) struct LegSpec {
     pub cancel: CancellationToken,
     /// Unique among the run's sandboxes.
     pub sandbox_id: String,
+    /// A reusable-workflow call's concurrency group, which the called jobs must not wait for.
+    pub held_group: Option<String>,
 }
 
 /// What a leg produced.

@@ -50,7 +50,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::SandboxProvider;
 pub use concurrency::Groups;
-use concurrency::NoTurn;
 use events::{Conclusion, Event, EventSender, JobKey};
 use expr::{eval_string, eval_token, Contexts, Status};
 use job::{run_leg, LegResult, LegSpec};
@@ -137,6 +136,8 @@ pub struct RunConfig {
     /// The run's job-level `concurrency` groups, shared by its workflows and the workflows
     /// they call.
     pub concurrency: Arc<Groups>,
+    /// Inside a called reusable workflow: the concurrency groups its calling jobs hold.
+    pub concurrency_held: Vec<String>,
 }
 
 impl RunConfig {
@@ -455,6 +456,7 @@ pub async fn run_workflow(
                     needs: needs.clone(),
                     // Its own, so that a concurrency group can cancel this leg alone.
                     cancel: ff_token.child_token(),
+                    held_group: None,
                     sandbox_id: format!("{}-{}", seq, job::sanitize(&jp.id)),
                 });
             }
@@ -464,84 +466,71 @@ pub async fn run_workflow(
             let calls_workflow = matches!(jp.job.kind, firebreak_workflow::JobKind::Reusable(_));
             running.spawn(async move {
                 let mut set = tokio::task::JoinSet::new();
-                for (i, (spec, group)) in specs.into_iter().zip(groups).enumerate() {
+                for (i, (mut spec, group)) in specs.into_iter().zip(groups).enumerate() {
                     let sh = sh.clone();
                     let ff = ff_token.clone();
                     let group = match group {
                         Ok(g) => g,
                         Err(e) => {
-                            set.spawn(async move {
-                                let name = spec.key.name.clone();
-                                (i, name, failed_leg(&sh, spec.key, e), 0)
-                            });
+                            let r = failed_leg(&sh, spec.key.clone(), e);
+                            if fail_fast {
+                                ff.cancel();
+                            }
+                            set.spawn(async move { (i, spec.key.name, r, 0) });
                             continue;
                         }
                     };
-                    // A leg in a concurrency group asks for its turn now, in matrix order,
-                    // and waits for it before it takes any slot.
-                    if let Some(JobConcurrency {
-                        group,
-                        cancel_in_progress,
-                        queue_max,
-                    }) = group
-                    {
-                        let say = {
-                            let (events, key) = (sh.events.clone(), spec.key.clone());
-                            let line = concurrency::superseded_message(&group);
-                            Box::new(move || {
-                                events.send(Event::Output {
-                                    job: key,
-                                    step: None,
-                                    kind: events::LineKind::Error,
-                                    line,
-                                });
-                            })
+                    // A leg in a concurrency group takes its `max-parallel` slot in matrix
+                    // order, as any leg; then, queued as GitHub queues it, asks for its turn in
+                    // the group (without waiting, so that a later leg can replace it) and
+                    // waits for that turn, then for a run slot.
+                    if let Some(conc) = group {
+                        let job_slot = tokio::select! {
+                            biased;
+                            _ = ff.cancelled() => None,
+                            p = per_job.clone().acquire_owned() => p.ok(),
                         };
-                        let ticket = sh.cfg.concurrency.request(
-                            &group,
-                            cancel_in_progress,
-                            queue_max,
-                            spec.cancel.clone(),
-                            say,
-                        );
-                        let (per_job, global) = (per_job.clone(), global.clone());
+                        let Some(job_slot) = job_slot else {
+                            let r = cancelled_leg(&sh, spec.key.clone());
+                            set.spawn(async move { (i, spec.key.name, r, 0) });
+                            continue;
+                        };
+                        let ticket = enter_group(&sh, &spec, &conc);
+                        if calls_workflow {
+                            spec.held_group = Some(conc.group.clone());
+                        }
+                        let global = global.clone();
                         set.spawn(async move {
                             let name = spec.key.name.clone();
                             let key = spec.key.clone();
-                            let t0 = Instant::now();
-                            let slot = match ticket.wait().await {
-                                Ok(slot) => slot,
-                                Err(NoTurn::Superseded | NoTurn::Cancelled) => {
-                                    let r = cancelled_leg(&sh, key);
-                                    return (i, name, r, t0.elapsed().as_millis() as u64);
-                                }
-                            };
-                            let permits = async {
-                                let a = per_job.acquire_owned().await;
-                                let b = if calls_workflow {
+                            let cancel = spec.cancel.clone();
+                            let ready = async {
+                                let slot = ticket.wait().await.ok()?;
+                                let run_slot = if calls_workflow {
                                     None
                                 } else {
-                                    Some(global.acquire_owned().await)
+                                    Some(global.acquire_owned().await.ok()?)
                                 };
-                                (a, b)
+                                Some((slot, run_slot))
                             };
-                            let permits = tokio::select! {
+                            let ready = tokio::select! {
                                 biased;
-                                _ = ff.cancelled() => None,
-                                p = permits => Some(p),
+                                _ = cancel.cancelled() => None,
+                                r = ready => r,
                             };
-                            let (r, held) = match permits {
-                                Some(p) if calls_workflow => {
-                                    (reusable::run_reusable(sh.clone(), spec).await, Some(p))
-                                }
-                                Some(p) => (run_leg(sh.clone(), spec).await, Some(p)),
-                                None => (cancelled_leg(&sh, key), None),
+                            let Some(held) = ready else {
+                                return (i, name, cancelled_leg(&sh, key), 0);
+                            };
+                            let t0 = Instant::now();
+                            let r = if calls_workflow {
+                                reusable::run_reusable(sh.clone(), spec).await
+                            } else {
+                                run_leg(sh.clone(), spec).await
                             };
                             if r.result == Conclusion::Failure && fail_fast {
                                 ff.cancel();
                             }
-                            drop(held);
-                            drop(slot);
+                            drop((held, job_slot));
                             (i, name, r, t0.elapsed().as_millis() as u64)
                         });
                         continue;
@@ -832,6 +821,43 @@ pub(crate) fn job_facts(
 /// A leg's `matrix` context and display name.
 type NamedLeg = (IndexMap<String, Value>, String);
 
+/// Puts a leg in its concurrency group ([`Groups::request`]): told, if a later job replaces
+/// or cancels it, with GitHub's message. A group that a calling job of this leg holds (the
+/// caller of a reusable workflow and the called job in one group) would wait forever: the
+/// leg is cancelled at once instead, as GitHub cancels such a deadlock.
+fn enter_group(sh: &WorkflowShared, spec: &LegSpec, conc: &JobConcurrency) -> concurrency::Ticket {
+    let (events, key) = (sh.events.clone(), spec.key.clone());
+    let say = move |line: String| {
+        move || {
+            events.send(Event::Output {
+                job: key,
+                step: None,
+                kind: events::LineKind::Error,
+                line,
+            })
+        }
+    };
+    let held_by_caller = sh
+        .cfg
+        .concurrency_held
+        .iter()
+        .any(|g| g.to_lowercase() == conc.group.to_lowercase());
+    if held_by_caller {
+        say(format!(
+            "Canceling since a deadlock for concurrency group '{}' was detected between a calling job and this one",
+            conc.group
+        ))();
+        return concurrency::Ticket::refused(spec.cancel.clone());
+    }
+    sh.cfg.concurrency.request(
+        &conc.group,
+        conc.cancel_in_progress,
+        conc.queue_max,
+        spec.cancel.clone(),
+        Box::new(say(concurrency::superseded_message(&conc.group))),
+    )
+}
+
 /// A leg that failed before it started (its `concurrency:` could not be evaluated).
 fn failed_leg(sh: &WorkflowShared, key: JobKey, line: String) -> LegResult {
     sh.events.send(Event::Output {
@@ -939,8 +965,12 @@ fn strategy_settings(
     let prefix = format!("Error when evaluating 'strategy' for job '{}'.", jp.id);
     let eval =
         |t: &firebreak_workflow::Token| eval_token(t, ctx).map_err(|e| format!("{prefix} {e}"));
+    let unexpected = |v: &Value| format!("{prefix} Unexpected value '{}'", v.to_coerced_string());
     let (fail_fast, max_parallel) = if s.token.is_expression() {
         let v = eval(&s.token)?;
+        if !matches!(v, Value::Object(_) | Value::Null) {
+            return Err(unexpected(&v));
+        }
         (v.get("fail-fast").cloned(), v.get("max-parallel").cloned())
     } else {
         (
@@ -948,7 +978,6 @@ fn strategy_settings(
             s.max_parallel.as_ref().map(eval).transpose()?,
         )
     };
-    let unexpected = |v: &Value| format!("{prefix} Unexpected value '{}'", v.to_coerced_string());
     let fail_fast = match fail_fast {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => b,

@@ -218,6 +218,12 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
             cancel: spec.cancel.child_token(),
             job_prefix: format!("{} / ", spec.key.name),
             github_workflow: Some(sh.github_workflow()),
+            concurrency_held: cfg
+                .concurrency_held
+                .iter()
+                .cloned()
+                .chain(spec.held_group.clone())
+                .collect(),
             ..(**cfg).clone()
         };
         let outcome = match run_workflow(&wp, &path, Arc::new(ncfg), sh.events.clone()).await {

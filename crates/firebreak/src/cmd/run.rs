@@ -30,7 +30,7 @@
 //! * Remote actions: `--action-cache DIR` (default `$XDG_CACHE_HOME/firebreak/actions`),
 //!   laid out as `DIR/owner/repo/ref/`; missing ones are fetched with git unless `--offline`.
 //!
-//! Exit status: 0 when every job succeeded, 1 when a job failed or the run was cancelled,
+//! Exit status: 0 when every job succeeded, 1 when a job failed or was cancelled,
 //! 2 on usage or workflow errors.
 
 mod list;
@@ -1065,6 +1065,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         reusable: Arc::new(reusable),
         github_workflow: None,
         concurrency: Default::default(),
+        concurrency_held: Vec::new(),
     });
     let (tx, rx) = EventSender::channel();
     let reporter = Reporter::new(args.json, run_dir.clone());
