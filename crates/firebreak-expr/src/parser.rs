@@ -189,14 +189,13 @@ impl Expr {
         self.root.as_ref().is_some_and(walk)
     }
 
-    /// True when the expression is (or, after an `&&`, ends with) a `format()` call whose
-    /// format string holds text besides `{N}` placeholders: what a condition such as
-    /// `if: push == ${{ github.event_name }}` becomes, a non-empty string that is always
-    /// truthy (GitHub's language service reports it).
+    /// True when the expression is a `format()` call whose format string holds text besides
+    /// `{N}` placeholders: what a condition such as `if: push == ${{ github.event_name }}`
+    /// becomes, a non-empty string that is always truthy (GitHub's language service reports
+    /// it).
     pub fn is_format_with_literal_text(&self) -> bool {
         fn check(n: &Node) -> bool {
             match n {
-                Node::And(v) if v.len() == 2 => check(&v[1]),
                 Node::Call(name, args) if name == "format" => match args.first() {
                     Some(Node::String(s)) => {
                         let mut in_token = false;

@@ -744,7 +744,7 @@ async fn growing_the_root_drive_grows_the_copy_and_reopens_it() {
         Some(seen(
             "PATCH",
             "/drives/rootfs",
-            json!({"drive_id": "rootfs", "path_on_host": vm.drive_path().to_string_lossy()})
+            json!({"drive_id": "rootfs", "path_on_host": disk.to_string_lossy()})
         ))
     );
     // Never smaller: the base image stays whole.

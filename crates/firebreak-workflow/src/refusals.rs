@@ -59,11 +59,18 @@ fn reference_problem(uses: &str) -> Option<&'static str> {
         return None;
     }
     if let Some(local) = crate::model::local_uses_path(uses) {
-        if uses.contains('@') {
-            return Some("cannot specify version when calling local workflows");
-        }
+        let self_repo = uses.starts_with("$/");
         return match ROOTS.iter().find_map(|r| local.strip_prefix(r)) {
+            None if self_repo => {
+                Some("self repository workflows must be rooted in '.github/workflows'")
+            }
             None => Some("references to workflows must be rooted in '.github/workflows'"),
+            Some(_) if uses.contains('@') && self_repo => {
+                Some("cannot specify version when calling self repository workflows")
+            }
+            Some(_) if uses.contains('@') => {
+                Some("cannot specify version when calling local workflows")
+            }
             Some(file) => top_level(file),
         };
     }
@@ -124,7 +131,12 @@ mod tests {
                 "must be rooted in '.github/workflows'",
             ),
             ("./ci/build.yml", "must be rooted in '.github/workflows'"),
-            ("$/ci/build.yml", "must be rooted in '.github/workflows'"),
+            ("$/ci/build.yml", "self repository workflows must be rooted"),
+            (
+                "$/.github/workflows/ci.yml@v1",
+                "cannot specify version when calling self repository workflows",
+            ),
+            ("./ci/build.yml@v1", "must be rooted in '.github/workflows'"),
             (
                 "./.github/workflows/ci.yml@v1",
                 "cannot specify version when calling local workflows",

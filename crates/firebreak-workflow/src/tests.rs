@@ -743,6 +743,7 @@ fn conditions_with_literal_text_are_warned_of() {
         "${{ format('{0}{1}', github.event_name, 'x') }}",
         "github.event_name == 'push'",
         "${{ github.event_name == 'push' }}",
+        "${{ github.event_name == 'push' && format('x{0}', github.sha) }}",
     ] {
         assert!(warnings(&wf(fine, "always()")).is_empty(), "{fine}");
     }

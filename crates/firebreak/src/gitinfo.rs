@@ -128,46 +128,58 @@ pub fn repository_from_url(url: &str) -> Option<String> {
 /// branch there (the default branch first), else a remote-tracking one (`origin/x` →
 /// `refs/heads/x`). `None` when no ref points at the commit.
 fn ref_at_detached_head(repo: &Path) -> Option<String> {
-    let at = |prefix: &str| -> Vec<String> {
+    let at = |prefix: &str, format: &str| -> Vec<String> {
         git(
             repo,
-            &[
-                "for-each-ref",
-                "--points-at",
-                "HEAD",
-                "--format=%(refname)",
-                prefix,
-            ],
+            &["for-each-ref", "--points-at", "HEAD", format, prefix],
         )
         .map(|out| out.lines().map(str::to_string).collect())
         .unwrap_or_default()
     };
-    if let Some(tag) = at("refs/tags").into_iter().next() {
-        return Some(tag);
+    // Annotated tags before lightweight ones (a release before a moving `latest`), as
+    // `git describe` prefers them.
+    let tags = at("refs/tags", "--format=%(objecttype) %(refname)");
+    let annotated = tags.iter().find_map(|t| t.strip_prefix("tag "));
+    let any = tags.iter().find_map(|t| t.split_once(' ').map(|(_, r)| r));
+    if let Some(tag) = annotated.or(any) {
+        return Some(tag.to_string());
     }
-    let local = at("refs/heads");
     let default = format!("refs/heads/{}", default_branch(repo, ""));
+    let local = at("refs/heads", "--format=%(refname)");
     if local.contains(&default) {
         return Some(default);
     }
     if let Some(b) = local.into_iter().next() {
         return Some(b);
     }
-    at("refs/remotes")
+    // Branches of a configured remote only (`refs/remotes/pull/7/merge`, which
+    // actions/checkout makes for a pull request, is no branch), the default one first.
+    let remotes: Vec<String> = git(repo, &["remote"])
+        .map(|o| o.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let branches: Vec<String> = at("refs/remotes", "--format=%(refname)")
         .into_iter()
-        .filter(|r| !r.ends_with("/HEAD"))
-        .find_map(|r| {
-            let rest = r.strip_prefix("refs/remotes/")?;
-            let (_, branch) = rest.split_once('/')?;
-            Some(format!("refs/heads/{branch}"))
+        .filter_map(|r| {
+            let (remote, branch) = r.strip_prefix("refs/remotes/")?.split_once('/')?;
+            (remotes.iter().any(|x| x == remote) && branch != "HEAD")
+                .then(|| format!("refs/heads/{branch}"))
         })
+        .collect();
+    branches
+        .iter()
+        .find(|b| **b == default)
+        .or(branches.first())
+        .cloned()
 }
 
-/// Makes `gs` describe an event on `r` (`--ref`): a full ref as it is, a bare name as a
-/// branch.
-pub fn set_ref(gs: &mut GitState, r: &str) {
+/// Makes `gs` describe an event on `r` (`--ref`): a full ref as it is; a bare name as a
+/// branch, unless `repo` has a tag of that name and no such branch.
+pub fn set_ref(repo: &Path, gs: &mut GitState, r: &str) {
+    let exists = |full: &str| git(repo, &["show-ref", "--verify", "--quiet", full]).is_some();
     gs.git_ref = if r.starts_with("refs/") {
         r.to_string()
+    } else if !exists(&format!("refs/heads/{r}")) && exists(&format!("refs/tags/{r}")) {
+        format!("refs/tags/{r}")
     } else {
         format!("refs/heads/{r}")
     };
@@ -568,26 +580,46 @@ mod tests {
             (gs.git_ref.as_str(), gs.branch.as_str()),
             ("refs/heads/main", "main")
         );
-        // A tag at HEAD wins.
-        run(&["tag", "v1"]);
+        // A tag at HEAD wins, an annotated one over a lightweight one.
+        run(&["tag", "latest"]);
+        run(&["tag", "-a", "v1", "-m", "release"]);
         assert_eq!(git_state(d.path()).git_ref, "refs/tags/v1");
         // A commit no local ref points at, but a remote-tracking branch does.
         run(&["commit", "-q", "--allow-empty", "-m", "b"]);
+        run(&["update-ref", "refs/remotes/pull/7/merge", "HEAD"]);
+        assert_eq!(
+            git_state(d.path()).git_ref,
+            "",
+            "a pull request's merge ref is no branch"
+        );
+        run(&["remote", "add", "origin", "https://example.com/o/r.git"]);
         run(&["update-ref", "refs/remotes/origin/feature", "HEAD"]);
         assert_eq!(git_state(d.path()).git_ref, "refs/heads/feature");
+        run(&["update-ref", "refs/remotes/origin/main", "HEAD"]);
+        assert_eq!(
+            git_state(d.path()).git_ref,
+            "refs/heads/main",
+            "the default branch first"
+        );
         // None: empty, and `--ref` names one.
         run(&["commit", "-q", "--allow-empty", "-m", "c"]);
         let mut gs = git_state(d.path());
         assert_eq!(gs.git_ref, "");
-        set_ref(&mut gs, "release/1");
+        set_ref(d.path(), &mut gs, "release/1");
         assert_eq!(
             (gs.git_ref.as_str(), gs.branch.as_str()),
             ("refs/heads/release/1", "release/1")
         );
-        set_ref(&mut gs, "refs/tags/v2");
+        set_ref(d.path(), &mut gs, "refs/tags/v2");
         assert_eq!(
             (gs.git_ref.as_str(), gs.branch.as_str()),
             ("refs/tags/v2", "")
+        );
+        // A bare name that is only a tag is the tag.
+        set_ref(d.path(), &mut gs, "v1");
+        assert_eq!(
+            (gs.git_ref.as_str(), gs.branch.as_str()),
+            ("refs/tags/v1", "")
         );
         // On a branch, not detached.
         run(&["checkout", "-q", "topic"]);

@@ -659,7 +659,7 @@ fn a_scheduled_plan_sees_the_cron_a_run_would() {
 fn plan_and_run_take_the_ref_from_the_command_line() {
     let d = folder_with(&[(
         ".github/workflows/r.yml",
-        "on:\n  push:\n    branches: ['release/**']\n  workflow_dispatch:\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"ref=${{ github.ref }}\"\n",
+        "on:\n  push:\n    branches: ['release/**']\n  workflow_dispatch:\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"ref=${{ github.ref }}\"\n  rel:\n    if: github.ref == 'refs/heads/release/2.0'\n    runs-on: x\n    steps:\n      - run: echo rel\n",
     )]);
     let git = |args: &[&str]| {
         let ok = std::process::Command::new("git")
@@ -712,6 +712,28 @@ fn plan_and_run_take_the_ref_from_the_command_line() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ref=refs/tags/v3"), "{out}");
+    // `plan` decides job conditions on the ref the run would have.
+    let verdict = |args: &[&str]| {
+        let (_, out, _) = firebreak(d.path(), args);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["workflows"][0]["jobs"][1]["if_result"].clone()
+    };
+    assert_eq!(
+        verdict(&["plan", "--event", "workflow_dispatch", "--format", "json"]),
+        "skipped"
+    );
+    assert_eq!(
+        verdict(&[
+            "plan",
+            "--event",
+            "workflow_dispatch",
+            "--ref",
+            "release/2.0",
+            "--format",
+            "json"
+        ]),
+        "runs"
+    );
     // A detached HEAD with no ref at it: said, and how to name one.
     git(&["commit", "-q", "--allow-empty", "-m", "b"]);
     git(&["checkout", "-q", "--detach"]);

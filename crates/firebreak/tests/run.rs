@@ -2500,12 +2500,13 @@ fn number_literals_reach_steps_as_the_runner_writes_them() {
 
 #[test]
 fn self_repository_references_run_like_local_ones() {
-    // `$/path` is GitHub's newer spelling of `./path`, for called workflows and actions (an
-    // action's, like `./`'s, read from the checked-out workspace).
+    // `$/path` names the workflow's own repository: a called workflow as `./` does, and an
+    // action taken from the repository at the run's commit, without a checkout (as GitHub
+    // downloads it).
     let r = repo(&[
         (
             WF,
-            "on: push\njobs:\n  call:\n    uses: $/.github/workflows/reuse.yml\n    with:\n      who: mona\n  act:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n      - uses: $/.github/actions/hi\n        with:\n          who: lisa\n",
+            "on: push\njobs:\n  call:\n    uses: $/.github/workflows/reuse.yml\n    with:\n      who: mona\n  act:\n    runs-on: x\n    steps:\n      - uses: $/.github/actions/hi\n        with:\n          who: lisa\n",
         ),
         (
             ".github/workflows/reuse.yml",

@@ -20,6 +20,9 @@ use std::time::Duration;
 pub enum ActionRef {
     /// `./path` (relative to the workspace).
     Local(String),
+    /// `$/path`: a folder of the workflow's own repository at the run's commit, taken from
+    /// the repository as GitHub downloads it, without a checkout (the path, without `$/`).
+    SelfRepo(String),
     /// `owner/repo[/path]@ref`.
     Remote {
         /// Owner.
@@ -45,9 +48,8 @@ impl ActionRef {
         if u.starts_with("./") || u == "." || u.starts_with(".\\") {
             return Ok(ActionRef::Local(u.to_string()));
         }
-        // `$/path`: GitHub's newer spelling of `./path` (the workflow's own repository).
         if let Some(rest) = u.strip_prefix("$/") {
-            return Ok(ActionRef::Local(format!("./{rest}")));
+            return Ok(ActionRef::SelfRepo(rest.to_string()));
         }
         let (name, git_ref) = u.split_once('@').ok_or_else(|| {
             format!(

@@ -1203,6 +1203,32 @@ impl LegRunner {
                 let m = self.read_manifest(&dir, p).await?;
                 Ok((ActionInfo { path: dir.to_string_lossy().into_owned(), repository: String::new(), git_ref: String::new() }, m))
             }
+            ActionRef::SelfRepo(rel) => {
+                let shown = format!("$/{rel}");
+                let source = self.sh.cfg.source().await?;
+                let host_dir = normalize(&source.join(rel.trim_start_matches('/')));
+                if !host_dir.starts_with(&source) {
+                    return Err(format!("action '{shown}' is outside the repository"));
+                }
+                let guest_root = self.layout.root.join("_actions").join("_self");
+                let dir = normalize(&guest_root.join(rel.trim_start_matches('/')));
+                if !dir.starts_with(&guest_root) {
+                    return Err(format!("action '{shown}' is outside the repository"));
+                }
+                if !self.copied.contains(&dir) {
+                    if !host_dir.is_dir() {
+                        return Err(format!("Can't find '{rel}' in the repository for action '{shown}'"));
+                    }
+                    self.sb
+                        .copy_in(&host_dir, &dir)
+                        .await
+                        .map_err(|e| format!("cannot copy action {shown} into the sandbox: {e}"))?;
+                    self.copied.insert(dir.clone());
+                }
+                let m = self.read_manifest(&dir, &shown).await?;
+                let (repository, git_ref) = (self.sh.cfg.repository.clone(), self.sh.cfg.sha.clone());
+                Ok((ActionInfo { path: dir.to_string_lossy().into_owned(), repository, git_ref }, m))
+            }
             ActionRef::Remote { owner, repo, path, git_ref } => {
                 let host_dir = {
                     let _guard = self.sh.fetch_lock.lock().await;
@@ -1540,7 +1566,7 @@ impl LegRunner {
         let Ok(r) = ActionRef::parse(uses) else {
             return;
         };
-        if !matches!(r, ActionRef::Remote { .. }) || r.is_checkout() {
+        if !matches!(r, ActionRef::Remote { .. } | ActionRef::SelfRepo(_)) || r.is_checkout() {
             return;
         }
         let Ok((info, manifest)) = self.resolve(&r).await else {

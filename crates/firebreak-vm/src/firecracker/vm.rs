@@ -1280,11 +1280,12 @@ impl FirecrackerVm {
         self.lease = Some(lease);
     }
 
-    /// The root drive's path as Firecracker was given it (what a snapshot of
-    /// this VM records).
     /// Grows the root drive's file (this VM's copy-on-write copy) to `bytes`, sparsely, and
     /// has Firecracker reopen it (`PATCH /drives/rootfs`), which updates the virtio-blk
-    /// capacity and tells the guest with a config interrupt. Never shrinks the file.
+    /// capacity and tells the guest with a config interrupt. Never shrinks the file. The
+    /// drive is reopened at the VM's own copy, not at [`FirecrackerVm::drive_path`]: a VM that
+    /// took the snapshot was attached through the cache's alias, which then leads to the
+    /// snapshot's disk.
     pub async fn grow_root_drive(&self, bytes: u64) -> Result<(), FirecrackerError> {
         let disk = self.layout.host(Snapshot::DISK);
         let f = std::fs::OpenOptions::new()
@@ -1298,12 +1299,14 @@ impl FirecrackerVm {
         self.api
             .patch_drive(&PartialDrive {
                 drive_id: ROOT_DRIVE_ID.into(),
-                path_on_host: Some(self.drive_path.clone()),
+                path_on_host: Some(self.layout.vmm(Snapshot::DISK)),
             })
             .await?;
         Ok(())
     }
 
+    /// The root drive's path as Firecracker was given it (what a snapshot of
+    /// this VM records).
     pub fn drive_path(&self) -> &Path {
         &self.drive_path
     }

@@ -68,7 +68,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
 
     let mut gs = git_state(&root);
     if let Some(r) = &args.git_ref {
-        crate::gitinfo::set_ref(&mut gs, r);
+        crate::gitinfo::set_ref(&root, &mut gs, r);
     }
     let payload = match &args.event_file {
         Some(f) => match crate::events::read_event_file(f) {
@@ -114,7 +114,15 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         .or(gs.repository.clone())
         .unwrap_or_else(|| local_repository(&root));
     let given = crate::inputs::given(&event.payload, &indexmap::IndexMap::new());
-    let verdicts = settle(&mut plan, &event, &repository, &given);
+    // The ref the run would give `github.ref` where the payload alone does not say it.
+    let mut git_ref = None;
+    if let Some(tag) = crate::gitinfo::deployed_tag(&root, &event.name, &event.payload) {
+        git_ref = Some(tag);
+    }
+    if args.git_ref.is_some() && !event.name.starts_with("pull_request") {
+        git_ref = Some(gs.git_ref.clone());
+    }
+    let verdicts = settle(&mut plan, &event, &repository, &given, git_ref.as_deref());
 
     match args.format {
         Format::Json => {
@@ -156,6 +164,7 @@ pub fn settle(
     event: &Event,
     repository: &str,
     given: &indexmap::IndexMap<String, String>,
+    git_ref: Option<&str>,
 ) -> Vec<HashMap<String, Verdict>> {
     let dispatch = event.name == "workflow_dispatch";
     // GitHub dispatches one workflow at a time: inputs meant for one of several are not
@@ -188,6 +197,7 @@ pub fn settle(
                 "",
             );
             facts.workflow = wf.name.clone();
+            facts.git_ref = git_ref.map(str::to_string);
             facts.workflow_path = Some(wf.path.clone());
             let github = Value::from_json(&firebreak_runner::context::github_context(&facts));
             // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.

@@ -498,9 +498,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     // ---- event
     let mut gs = git_state(&repo);
     if let Some(r) = &args.git_ref {
-        crate::gitinfo::set_ref(&mut gs, r);
+        crate::gitinfo::set_ref(&repo, &mut gs, r);
     } else if gs.detached
         && gs.git_ref.is_empty()
+        && args.event == "push"
         && args.event_file.is_none()
         && !args.json
         && !args.list
@@ -650,7 +651,13 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     if args.list || args.dry_run {
         // As `firebreak plan` settles it (matrices from the event expanded, `if:` decided),
         // then what this run would do: the same job and leg selection, nothing executed.
-        let verdicts = crate::cmd::plan::settle(&mut the_plan, &event, &repository, &inputs_map);
+        let verdicts = crate::cmd::plan::settle(
+            &mut the_plan,
+            &event,
+            &repository,
+            &inputs_map,
+            Some(&git_ref),
+        );
         for w in &mut the_plan.workflows {
             let only = jobs_of(w, &args.job);
             list::select_jobs(w, &only);
