@@ -20,6 +20,8 @@ pub struct GitState {
     pub branch: String,
     /// HEAD is no branch (a CI checkout of a commit, a rebase…).
     pub detached: bool,
+    /// `git_ref` is the one the command line named ([`set_ref`]), not HEAD's.
+    pub ref_named: bool,
     /// HEAD's parent (`0000…` for a root commit).
     pub before: String,
     /// `owner/name` from the `origin` remote.
@@ -125,9 +127,9 @@ pub fn repository_from_url(url: &str) -> Option<String> {
 }
 
 /// The ref an event at a detached HEAD most likely names: a tag at HEAD's commit, else a local
-/// branch there (the default branch first), else a remote-tracking one (`origin/x` →
+/// branch there (`default_branch` first), else a remote-tracking one (`origin/x` →
 /// `refs/heads/x`). `None` when no ref points at the commit.
-fn ref_at_detached_head(repo: &Path) -> Option<String> {
+fn ref_at_detached_head(repo: &Path, default_branch: &str) -> Option<String> {
     let at = |prefix: &str, format: &str| -> Vec<String> {
         git(
             repo,
@@ -144,7 +146,7 @@ fn ref_at_detached_head(repo: &Path) -> Option<String> {
     if let Some(tag) = annotated.or(any) {
         return Some(tag.to_string());
     }
-    let default = format!("refs/heads/{}", default_branch(repo, ""));
+    let default = format!("refs/heads/{default_branch}");
     let local = at("refs/heads", "--format=%(refname)");
     if local.contains(&default) {
         return Some(default);
@@ -188,17 +190,19 @@ pub fn set_ref(repo: &Path, gs: &mut GitState, r: &str) {
         .strip_prefix("refs/heads/")
         .unwrap_or_default()
         .to_string();
+    gs.ref_named = true;
 }
 
-/// A `workflow_dispatch` payload names the ref it was dispatched on (GitHub's default: the
-/// default branch); with `--ref`, that one.
-pub fn dispatch_on(payload: &mut Value, event: &str, gs: &GitState) {
-    if event != "workflow_dispatch" {
-        return;
+/// The ref a run gives `github.ref` where the payload alone does not say it right: the ref
+/// `--ref` named ([`GitState::ref_named`]; for every event but a pull request's, whose
+/// `--ref` named its head branch), else a deployment's tag ([`deployed_tag`]). `None`: the
+/// payload's, as GitHub's table of events gives it. `plan` and `run` both ask here, so a
+/// plan's job conditions see the run's ref.
+pub fn ref_override(repo: &Path, gs: &GitState, event: &str, payload: &Value) -> Option<String> {
+    if gs.ref_named && !event.starts_with("pull_request") {
+        return Some(gs.git_ref.clone());
     }
-    if let Some(o) = payload.as_object_mut() {
-        o.insert("ref".into(), Value::String(gs.git_ref.clone()));
-    }
+    deployed_tag(repo, event, payload)
 }
 
 /// Reads what it can; a folder that is not a git repository gives empty fields.
@@ -210,11 +214,13 @@ pub fn git_state(repo: &Path) -> GitState {
         .and_then(|r| r.strip_prefix("refs/heads/"))
         .unwrap_or("")
         .to_string();
+    // Of HEAD's own branch: a detached HEAD's is not derived from the ref found for it.
+    let default_branch = default_branch(repo, &branch);
     let detached = symbolic.is_none() && !sha.is_empty();
     let git_ref = symbolic
         .or_else(|| {
-            (!sha.is_empty())
-                .then(|| ref_at_detached_head(repo))
+            detached
+                .then(|| ref_at_detached_head(repo, &default_branch))
                 .flatten()
         })
         .unwrap_or_default();
@@ -263,7 +269,6 @@ pub fn git_state(repo: &Path) -> GitState {
     let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
     let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
     let changed_files = changes.map(|c| c.into_iter().map(|(_, path)| path).collect());
-    let default_branch = default_branch(repo, &branch);
     let merge_base = git(repo, &["merge-base", &default_branch, "HEAD"]).unwrap_or_default();
     // On the default branch itself the merge base is HEAD and the diff empty: a pull
     // request's paths are then taken as HEAD's commit's, like a push's.
@@ -276,6 +281,7 @@ pub fn git_state(repo: &Path) -> GitState {
         git_ref,
         branch,
         detached,
+        ref_named: false,
         before,
         repository,
         head_commit,
@@ -502,6 +508,11 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
             "commits": if gs.head_commit.is_null() { json!([]) } else { json!([gs.head_commit.clone()]) },
             "pusher": gs.pusher, "repository": repo_obj, "sender": {"login": actor},
         }),
+        // A dispatch names the ref it was dispatched on (GitHub's default: the default
+        // branch, which the payload then leaves to `repository.default_branch`).
+        "workflow_dispatch" if gs.ref_named => json!({
+            "ref": gs.git_ref, "repository": repo_obj, "sender": {"login": actor},
+        }),
         "pull_request" | "pull_request_target" => json!({
             "action": "opened", "number": 1,
             "pull_request": {
@@ -520,6 +531,23 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs git in `dir` as a fixed author and committer; fails the test on error.
+    fn git_in(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("git")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
 
     #[test]
     fn repository_names_from_remote_urls() {
@@ -554,21 +582,7 @@ mod tests {
     #[test]
     fn a_detached_head_takes_the_ref_that_points_at_it() {
         let d = tempfile::tempdir().expect("tempdir");
-        let run = |args: &[&str]| {
-            let ok = Command::new("git")
-                .arg("-C")
-                .arg(d.path())
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@example.com")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@example.com")
-                .output()
-                .expect("git")
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
+        let run = |args: &[&str]| git_in(d.path(), args);
         run(&["init", "-q", "-b", "main"]);
         run(&["commit", "-q", "--allow-empty", "-m", "a"]);
         run(&["branch", "topic"]);
@@ -629,21 +643,7 @@ mod tests {
     #[test]
     fn the_default_branch_is_the_repositorys_not_the_current_one() {
         let d = tempfile::tempdir().expect("tempdir");
-        let run = |args: &[&str]| {
-            let ok = Command::new("git")
-                .arg("-C")
-                .arg(d.path())
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@example.com")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@example.com")
-                .output()
-                .expect("git")
-                .status
-                .success();
-            assert!(ok, "git {args:?}");
-        };
+        let run = |args: &[&str]| git_in(d.path(), args);
         run(&["init", "-q", "-b", "main"]);
         std::fs::write(d.path().join("a.txt"), "a").expect("write");
         run(&["add", "-A"]);

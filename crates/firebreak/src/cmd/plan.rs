@@ -83,11 +83,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
                 .repository
                 .clone()
                 .unwrap_or_else(|| local_repository(&root));
-            let mut p = synthesize_payload(&gs, &args.event, &repository, &default_actor(&root));
-            if args.git_ref.is_some() {
-                crate::gitinfo::dispatch_on(&mut p, &args.event, &gs);
-            }
-            p
+            synthesize_payload(&gs, &args.event, &repository, &default_actor(&root))
         }
     };
     let changed_files = crate::gitinfo::event_changed_files(
@@ -114,14 +110,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         .or(gs.repository.clone())
         .unwrap_or_else(|| local_repository(&root));
     let given = crate::inputs::given(&event.payload, &indexmap::IndexMap::new());
-    // The ref the run would give `github.ref` where the payload alone does not say it.
-    let mut git_ref = None;
-    if let Some(tag) = crate::gitinfo::deployed_tag(&root, &event.name, &event.payload) {
-        git_ref = Some(tag);
-    }
-    if args.git_ref.is_some() && !event.name.starts_with("pull_request") {
-        git_ref = Some(gs.git_ref.clone());
-    }
+    let git_ref = crate::gitinfo::ref_override(&root, &gs, &event.name, &event.payload);
     let verdicts = settle(&mut plan, &event, &repository, &given, git_ref.as_deref());
 
     match args.format {

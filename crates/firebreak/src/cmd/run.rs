@@ -533,11 +533,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         },
         None => {
             let actor = args.actor.clone().unwrap_or_else(|| default_actor.clone());
-            let mut p = synthesize_payload(&gs, &args.event, &repository, &actor);
-            if args.git_ref.is_some() {
-                crate::gitinfo::dispatch_on(&mut p, &args.event, &gs);
-            }
-            p
+            synthesize_payload(&gs, &args.event, &repository, &actor)
         }
     };
     // inputs: the event file's, then --input over them
@@ -559,13 +555,8 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     }
     let (mut git_ref, mut sha) =
         firebreak_runner::context::default_ref_and_sha(&args.event, &payload);
-    if let Some(tag) = crate::gitinfo::deployed_tag(&repo, &args.event, &payload) {
-        git_ref = tag;
-    }
-    // `--ref` is the event's ref, whatever GitHub's table gives the event (a pull request
-    // keeps its merge ref: `--ref` named its head branch).
-    if args.git_ref.is_some() && !args.event.starts_with("pull_request") {
-        git_ref = gs.git_ref.clone();
+    if let Some(r) = crate::gitinfo::ref_override(&repo, &gs, &args.event, &payload) {
+        git_ref = r;
     }
     if sha.is_empty() {
         sha = gs.sha.clone();
