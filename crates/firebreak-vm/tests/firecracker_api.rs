@@ -618,14 +618,20 @@ fn fake_image(dir: &Path) -> BootFiles {
     files
 }
 
-#[tokio::test]
-async fn boots_runs_a_job_and_tears_down() {
-    let fake = FakeFirecracker::start();
+/// A VM booted by `fake` from a fake image (kept in the returned folder).
+async fn boot_fake(fake: &FakeFirecracker) -> (tempfile::TempDir, BootFiles, FirecrackerVm) {
     let img = tempfile::tempdir().expect("tempdir");
     let files = fake_image(img.path());
     let vm = FirecrackerVm::boot(&files, &fake.config())
         .await
         .expect("boot");
+    (img, files, vm)
+}
+
+#[tokio::test]
+async fn boots_runs_a_job_and_tears_down() {
+    let fake = FakeFirecracker::start();
+    let (_img, files, vm) = boot_fake(&fake).await;
     let run_dir = vm.run_dir().to_path_buf();
     let disk = std::fs::read(run_dir.join("rootfs.ext4")).expect("disk copy");
     assert!(disk.starts_with(b"ext4 base"));
@@ -724,11 +730,7 @@ async fn boots_runs_a_job_and_tears_down() {
 #[tokio::test]
 async fn growing_the_root_drive_grows_the_copy_and_reopens_it() {
     let fake = FakeFirecracker::start();
-    let img = tempfile::tempdir().expect("tempdir");
-    let files = fake_image(img.path());
-    let vm = FirecrackerVm::boot(&files, &fake.config())
-        .await
-        .expect("boot");
+    let (_img, files, vm) = boot_fake(&fake).await;
     let disk = vm.run_dir().join("rootfs.ext4");
     vm.grow_root_drive(256 << 20).await.expect("grow");
     let meta = std::fs::metadata(&disk).expect("stat");

@@ -658,10 +658,7 @@ impl Converter<'_> {
     /// string, always truthy: valid to GitHub's parser, an error in its language service; a
     /// warning here. So are `format()` calls the runner will refuse.
     fn warn_literal_text(&mut self, pos: Pos, condition: &str, format_calls: bool) {
-        if !crate::exprs::mentions_format(condition) {
-            return;
-        }
-        let Ok(parsed) = firebreak_expr::parse(condition) else {
+        let Some(parsed) = crate::exprs::parse_if_format(condition) else {
             return;
         };
         if format_calls {

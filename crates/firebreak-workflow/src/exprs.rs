@@ -586,20 +586,20 @@ impl<U: Unit> P<'_, U> {
     }
 }
 
-/// Whether `expr` may call `format()` (a cheap test before parsing it again for warnings).
-pub(crate) fn mentions_format(expr: &str) -> bool {
-    expr.as_bytes()
+/// An expression that checked fine, parsed again for what only its tree tells (warnings about
+/// `format()` calls), when it may call `format()`: a cheap test spares the others the parse.
+pub(crate) fn parse_if_format(expr: &str) -> Option<firebreak_expr::Expr> {
+    let mentions = expr
+        .as_bytes()
         .windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"format("))
+        .any(|w| w.eq_ignore_ascii_case(b"format("));
+    mentions.then(|| firebreak_expr::parse(expr).ok()).flatten()
 }
 
 /// Warnings about an expression that checked fine: the errors GitHub's runner will give its
 /// `format()` calls ([`firebreak_expr::Expr::format_string_problems`]).
 pub(crate) fn format_warnings(expr: &str) -> Vec<String> {
-    if !mentions_format(expr) {
-        return Vec::new();
-    }
-    firebreak_expr::parse(expr)
+    parse_if_format(expr)
         .map(|e| e.format_string_problems())
         .unwrap_or_default()
 }

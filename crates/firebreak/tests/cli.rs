@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 const CI: &str = r#"name: CI
 on:
   push:
@@ -397,18 +399,7 @@ fn colour_follows_the_stream_it_is_written_to() {
 fn plan_notes_a_skip_instruction_in_the_head_commit() {
     let d = repo();
     let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(d.path())
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("git")
-            .status
-            .success();
-        assert!(ok, "git {args:?}");
+        common::git(d.path(), args);
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);
@@ -662,18 +653,7 @@ fn plan_and_run_take_the_ref_from_the_command_line() {
         "on:\n  push:\n    branches: ['release/**']\n  workflow_dispatch:\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo \"ref=${{ github.ref }}\"\n  rel:\n    if: github.ref == 'refs/heads/release/2.0'\n    runs-on: x\n    steps:\n      - run: echo rel\n",
     )]);
     let git = |args: &[&str]| {
-        let ok = std::process::Command::new("git")
-            .arg("-C")
-            .arg(d.path())
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .status()
-            .expect("git")
-            .success();
-        assert!(ok, "git {args:?}");
+        common::git(d.path(), args);
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "-A"]);

@@ -21,6 +21,16 @@ use tokio_util::sync::CancellationToken;
 /// How many jobs may wait in a group with `queue: max`.
 pub(crate) const MAX_QUEUE: usize = 100;
 
+/// A group's key: its name ignoring case (`prod` and `Prod` are one group).
+fn group_key(group: &str) -> String {
+    group.to_lowercase()
+}
+
+/// Whether two group names name one group.
+pub(crate) fn same_group(a: &str, b: &str) -> bool {
+    group_key(a) == group_key(b)
+}
+
 /// GitHub's message for a job a newer one replaced or cancelled.
 pub(crate) fn superseded_message(group: &str) -> String {
     format!("Canceling since a higher priority waiting request for '{group}' exists")
@@ -103,7 +113,7 @@ impl Groups {
         cancel: CancellationToken,
         on_cancel: Box<dyn FnOnce() + Send>,
     ) -> Ticket {
-        let key = group.to_lowercase();
+        let key = group_key(group);
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         st.next_id += 1;
         let id = st.next_id;

@@ -841,7 +841,7 @@ fn enter_group(sh: &WorkflowShared, spec: &LegSpec, conc: &JobConcurrency) -> co
         .cfg
         .concurrency_held
         .iter()
-        .any(|g| g.to_lowercase() == conc.group.to_lowercase());
+        .any(|g| concurrency::same_group(g, &conc.group));
     if held_by_caller {
         say(format!(
             "Canceling since a deadlock for concurrency group '{}' was detected between a calling job and this one",
@@ -858,7 +858,8 @@ fn enter_group(sh: &WorkflowShared, spec: &LegSpec, conc: &JobConcurrency) -> co
     )
 }
 
-/// A leg that failed before it started (its `concurrency:` could not be evaluated).
+/// A leg that failed before it started (its `concurrency:` could not be evaluated): `line`
+/// said, then as [`cancelled_leg`], failed.
 fn failed_leg(sh: &WorkflowShared, key: JobKey, line: String) -> LegResult {
     sh.events.send(Event::Output {
         job: key.clone(),
@@ -866,19 +867,7 @@ fn failed_leg(sh: &WorkflowShared, key: JobKey, line: String) -> LegResult {
         kind: events::LineKind::Error,
         line,
     });
-    sh.events.send(Event::JobFinished {
-        job: key,
-        result: Conclusion::Failure,
-        continue_on_error: false,
-        duration_ms: 0,
-        outputs: IndexMap::new(),
-    });
-    LegResult {
-        result: Conclusion::Failure,
-        outputs: IndexMap::new(),
-        continue_on_error: false,
-        nested: Vec::new(),
-    }
+    unstarted_leg(sh, key, Conclusion::Failure)
 }
 
 /// A leg's `concurrency:`.
@@ -936,15 +925,20 @@ fn job_concurrency(
 
 /// A leg fail-fast cancelled before it started: reported as finished, cancelled.
 fn cancelled_leg(sh: &WorkflowShared, key: JobKey) -> LegResult {
+    unstarted_leg(sh, key, Conclusion::Cancelled)
+}
+
+/// A leg that ends before it starts, with `result`.
+fn unstarted_leg(sh: &WorkflowShared, key: JobKey, result: Conclusion) -> LegResult {
     sh.events.send(Event::JobFinished {
         job: key,
-        result: Conclusion::Cancelled,
+        result,
         continue_on_error: false,
         duration_ms: 0,
         outputs: IndexMap::new(),
     });
     LegResult {
-        result: Conclusion::Cancelled,
+        result,
         outputs: IndexMap::new(),
         continue_on_error: false,
         nested: Vec::new(),
