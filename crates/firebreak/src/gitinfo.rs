@@ -87,7 +87,9 @@ fn git(repo: &Path, args: &[&str]) -> Option<String> {
 }
 
 /// HEAD's commit's files with their change (`A`dded, `D`eleted, anything else modified;
-/// renames as a deletion and an addition), in git's order; `None` without a commit.
+/// renames as a deletion and an addition), in git's order; `None` without a commit. A merge
+/// commit's are those against its first parent, what pushing it onto that parent changes
+/// (plain `diff-tree` prints nothing for a merge).
 fn head_commit_changes(repo: &Path) -> Option<Vec<(char, String)>> {
     let out = git(
         repo,
@@ -96,6 +98,7 @@ fn head_commit_changes(repo: &Path) -> Option<Vec<(char, String)>> {
             "--no-commit-id",
             "--name-status",
             "--no-renames",
+            "--diff-merges=first-parent",
             "-r",
             "--root",
             "HEAD",
@@ -273,7 +276,19 @@ pub fn git_state(repo: &Path) -> GitState {
     // On the default branch itself the merge base is HEAD and the diff empty: a pull
     // request's paths are then taken as HEAD's commit's, like a push's.
     let pr_changed_files = (!merge_base.is_empty() && merge_base != sha)
-        .then(|| git(repo, &["diff", "--name-only", &merge_base, "HEAD"]))
+        .then(|| {
+            git(
+                repo,
+                &[
+                    "diff",
+                    "--name-only",
+                    "--no-renames",
+                    &merge_base,
+                    "HEAD",
+                    "--",
+                ],
+            )
+        })
         .flatten()
         .map(|s| s.lines().map(str::to_string).collect());
     GitState {
@@ -713,6 +728,53 @@ mod tests {
         assert_eq!(
             changed_files_for(&gs, "pull_request", &["x".to_string()]),
             Some(vec!["x".to_string()])
+        );
+    }
+
+    #[test]
+    fn merges_and_renames_count_the_files_they_change() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| git_in(d.path(), args);
+        let write = |p: &str| {
+            let path = d.path().join(p);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, p).expect("write");
+        };
+        run(&["init", "-q", "-b", "main"]);
+        write("src/a.rs");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "a"]);
+        run(&["checkout", "-q", "-b", "feature"]);
+        write("docs/b.md");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "b"]);
+        run(&["checkout", "-q", "main"]);
+        write("src/c.rs");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "c"]);
+        run(&["checkout", "-q", "feature"]);
+        run(&["merge", "-q", "main", "-m", "merge main"]);
+        // Pushing the merge onto `feature` brings main's file.
+        let gs = git_state(d.path());
+        assert_eq!(
+            changed_files_for(&gs, "push", &[]),
+            Some(vec!["src/c.rs".to_string()])
+        );
+        assert_eq!(gs.head_commit["added"], serde_json::json!(["src/c.rs"]));
+        // A rename is its old path's deletion and its new path's addition, in a pull
+        // request's diff as in a push's.
+        run(&["mv", "src/a.rs", "docs/a.rs"]);
+        run(&["commit", "-qm", "move"]);
+        let gs = git_state(d.path());
+        let both = Some(vec!["docs/a.rs".to_string(), "src/a.rs".to_string()]);
+        assert_eq!(changed_files_for(&gs, "push", &[]), both);
+        assert_eq!(
+            changed_files_for(&gs, "pull_request", &[]),
+            Some(vec![
+                "docs/a.rs".to_string(),
+                "docs/b.md".to_string(),
+                "src/a.rs".to_string()
+            ])
         );
     }
 }
