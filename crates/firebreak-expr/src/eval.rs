@@ -12,7 +12,8 @@ use indexmap::IndexMap;
 use crate::parser::{CmpOp, Expr, Node};
 use crate::value::{
     cmp_ignore_case, contains_ignore_case, ends_with_ignore_case, eq_ignore_case, format_number,
-    json_escape, lookup, newline_indent, parse_number, starts_with_ignore_case, utf16_len, Value,
+    index_ignoring_case, json_escape, lookup, newline_indent, parse_number,
+    starts_with_ignore_case, utf16_len, Value,
 };
 
 /// Memory GitHub lets one evaluation use (1 MiB, counted the way the runner counts it).
@@ -174,8 +175,17 @@ impl Val {
             serde_json::Value::Object(o) => {
                 let mut map = IndexMap::with_capacity(o.len());
                 for (k, v) in o {
-                    if lookup(&map, k).is_none() {
-                        map.insert(k.clone(), Val::from_json(v));
+                    // As the runner's case-insensitive dictionary: a later key that differs
+                    // only by case replaces the value and keeps the first key's spelling.
+                    match index_ignoring_case(&map, k) {
+                        Some(i) => {
+                            if let Some((_, slot)) = map.get_index_mut(i) {
+                                *slot = Val::from_json(v);
+                            }
+                        }
+                        None => {
+                            map.insert(k.clone(), Val::from_json(v));
+                        }
                     }
                 }
                 Val::Obj(Rc::new(map), false)

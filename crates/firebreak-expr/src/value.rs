@@ -66,7 +66,8 @@ impl Value {
         }
     }
 
-    /// Converts a JSON value. Duplicate object keys that differ only by case keep the first.
+    /// Converts a JSON value. Of object keys that differ only by case, the first's spelling and
+    /// place and the last's value are kept, as in the runner.
     pub fn from_json(v: &serde_json::Value) -> Value {
         match v {
             serde_json::Value::Null => Value::Null,
@@ -77,8 +78,17 @@ impl Value {
             serde_json::Value::Object(o) => {
                 let mut map = IndexMap::with_capacity(o.len());
                 for (k, v) in o {
-                    if lookup(&map, k).is_none() {
-                        map.insert(k.clone(), Value::from_json(v));
+                    // As the runner's case-insensitive dictionary: a later key that differs
+                    // only by case replaces the value and keeps the first key's spelling.
+                    match index_ignoring_case(&map, k) {
+                        Some(i) => {
+                            if let Some((_, slot)) = map.get_index_mut(i) {
+                                *slot = Value::from_json(v);
+                            }
+                        }
+                        None => {
+                            map.insert(k.clone(), Value::from_json(v));
+                        }
                     }
                 }
                 Value::Object(map)
@@ -281,6 +291,13 @@ pub(crate) fn number_to_json(n: f64) -> serde_json::Value {
         return serde_json::Value::Number(i.into());
     }
     serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// The index of `key` in a map ignoring case: the exact key first, then the first key equal
+/// ignoring case.
+pub(crate) fn index_ignoring_case<V>(map: &IndexMap<String, V>, key: &str) -> Option<usize> {
+    map.get_index_of(key)
+        .or_else(|| map.keys().position(|k| eq_ignore_case(k, key)))
 }
 
 /// Case-insensitive lookup in a map: exact key first, then the first key equal ignoring case.

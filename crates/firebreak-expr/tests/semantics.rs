@@ -141,6 +141,16 @@ fn functions() {
         eval("fromJSON('{\"A\": [1, true]}').a[1]"),
         Value::Bool(true)
     );
+    // Keys that differ only by case: the first's spelling and place, the last's value, as the
+    // runner's case-insensitive dictionary keeps them.
+    assert_eq!(
+        eval("toJSON(fromJSON('{\"a\": 1, \"b\": 0, \"A\": 2}'))"),
+        s("{\n  \"a\": 2,\n  \"b\": 0\n}")
+    );
+    assert_eq!(
+        Value::from_json(&serde_json::json!({"Key": 1, "KEY": 2})),
+        Value::Object(IndexMap::from([("Key".to_string(), Value::Number(2.0))]))
+    );
     assert_eq!(eval("case(false, 1, true, 2, 3)"), Value::Number(2.0));
     assert_eq!(eval("case(false, 1, 3)"), Value::Number(3.0));
 }

@@ -739,7 +739,10 @@ impl Converter<'_> {
                     }
                     steps_job.services = Some(v);
                 }
-                "snapshot" => steps_job.snapshot = Some(v),
+                "snapshot" => {
+                    self.snapshot(&v);
+                    steps_job.snapshot = Some(v);
+                }
                 "steps" => steps_job.steps = self.steps(v),
                 "strategy" => {
                     self.check_matrix(&v);
@@ -950,6 +953,31 @@ impl Converter<'_> {
                     v.pos,
                     format!("Invalid runs-on group name '{group}'. Please use 'organization/' or 'enterprise/' prefix to target a single runner group."),
                 ),
+            }
+        }
+    }
+
+    /// What the runner checks in a `snapshot:` mapping beyond its schema: the condition
+    /// (a step's contexts and status functions) and the `{major}.*` version, in the order
+    /// written; a bad version ends the check, as it ends the runner's.
+    fn snapshot(&mut self, t: &Token) {
+        let Some(pairs) = t.as_map() else { return };
+        for (k, v) in pairs {
+            match k.as_str() {
+                Some("if") => {
+                    self.if_cond(v, STEP_IF);
+                }
+                Some("version") if !v.is_expression() => {
+                    let Some(version) = v.as_str() else { continue };
+                    if !snapshot_version_is_valid(version) {
+                        self.error(
+                            t.pos,
+                            format!("Expected format '{{major-version}}.*' Actual '{version}'"),
+                        );
+                        return;
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1443,6 +1471,18 @@ fn strategy(t: Token) -> Strategy {
         max_parallel: t.get("max-parallel").cloned(),
         token: t,
     }
+}
+
+/// A snapshot's `version`: a major version as the runner reads one (digits only, within a
+/// 32-bit signed integer), then `.*`.
+fn snapshot_version_is_valid(version: &str) -> bool {
+    let Some((major, rest)) = version.split_once('.') else {
+        return false;
+    };
+    rest == "*"
+        && !major.is_empty()
+        && major.bytes().all(|b| b.is_ascii_digit())
+        && major.parse::<i32>().is_ok()
 }
 
 #[cfg(test)]

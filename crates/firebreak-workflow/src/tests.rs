@@ -803,3 +803,46 @@ fn a_concurrency_queue_that_cancels_is_warned_of() {
         ["w.yml:3:3: 'queue: max' cannot be combined with 'cancel-in-progress: true'"]
     );
 }
+
+#[test]
+fn columns_count_utf16_units_as_github_does() {
+    // The emoji is two UTF-16 units: `bogus` starts at unit 27, not character 26.
+    let flow = "on: push\njobs: {a: {runs-on: \"\u{1F600}\", bogus: 1, steps: [{run: x}]}}\n";
+    assert_eq!(errors(flow), ["w.yml:2:27: Unexpected value 'bogus'"]);
+    // The same through the complete YAML parser (an anchor sends it there).
+    let block = "on: push\njobs:\n  a: &j {runs-on: \"\u{1F600}\", bogus: 1, steps: [{run: x}]}\n";
+    assert_eq!(errors(block), ["w.yml:3:25: Unexpected value 'bogus'"]);
+    // Characters of the Basic Multilingual Plane are one unit, as before.
+    let bmp = "on: push\njobs: {a: {runs-on: \"é\", bogus: 1, steps: [{run: x}]}}\n";
+    assert_eq!(errors(bmp), ["w.yml:2:26: Unexpected value 'bogus'"]);
+}
+
+#[test]
+fn snapshot_mappings_are_checked_as_the_runner_does() {
+    let job = |snapshot: &str| {
+        format!("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{{run: x}}]\n    snapshot: {snapshot}\n")
+    };
+    assert_eq!(
+        errors(&job("{image-name: a, version: 2.*, if: github.ref}")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(&job("{image-name: a, version: abc}")),
+        ["w.yml:6:15: Expected format '{major-version}.*' Actual 'abc'"]
+    );
+    assert_eq!(
+        errors(&job("{image-name: a, version: -1.*}")),
+        ["w.yml:6:15: Expected format '{major-version}.*' Actual '-1.*'"]
+    );
+    let e = errors(&job("{image-name: a, if: \"secrets.x && always(1)\"}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("w.yml:6:35: Unrecognized named-value: 'secrets'"),
+        "{e:?}"
+    );
+    let e = errors(&job("{image-name: a, if: \"always(1)\"}"));
+    assert!(
+        e[0].starts_with("w.yml:6:35: Too many parameters supplied: 'always'"),
+        "{e:?}"
+    );
+}

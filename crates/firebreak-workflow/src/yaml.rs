@@ -201,7 +201,70 @@ pub fn load_full(src: &str, max_depth: usize) -> Result<Option<YNode<'static>>, 
         seq_items: Vec::new(),
         map_items: Vec::new(),
     };
-    loader.run(src)
+    let loaded = loader.run(src);
+    match Utf16Columns::of(src) {
+        None => loaded,
+        Some(cols) => match loaded {
+            Ok(mut root) => {
+                if let Some(root) = &mut root {
+                    cols.fix_tree(root);
+                }
+                Ok(root)
+            }
+            Err(mut e) => {
+                if let Some(pos) = &mut e.pos {
+                    cols.fix(pos);
+                }
+                Err(e)
+            }
+        },
+    }
+}
+
+/// Columns in UTF-16 units, as GitHub's parsers count them (YamlDotNet's cursor, JavaScript
+/// string offsets), where saphyr's markers count characters: the two differ only after a
+/// character outside the Basic Multilingual Plane (an emoji), which is two units.
+struct Utf16Columns<'s> {
+    lines: Vec<&'s str>,
+}
+
+impl<'s> Utf16Columns<'s> {
+    /// `None` when every column already agrees.
+    fn of(src: &'s str) -> Option<Self> {
+        src.chars()
+            .any(|c| c.len_utf16() == 2)
+            .then(|| Utf16Columns {
+                lines: src.split('\n').collect(),
+            })
+    }
+
+    fn fix(&self, pos: &mut Pos) {
+        let Some(line) = (pos.line as usize)
+            .checked_sub(1)
+            .and_then(|i| self.lines.get(i))
+        else {
+            return;
+        };
+        let before = pos.col.saturating_sub(1) as usize;
+        let wide = line
+            .chars()
+            .take(before)
+            .filter(|c| c.len_utf16() == 2)
+            .count();
+        pos.col += wide as u32;
+    }
+
+    fn fix_tree(&self, node: &mut YNode<'_>) {
+        self.fix(&mut node.pos);
+        match &mut node.kind {
+            YKind::Seq(items) => items.iter_mut().for_each(|n| self.fix_tree(n)),
+            YKind::Map(pairs) => pairs.iter_mut().for_each(|(k, v)| {
+                self.fix_tree(k);
+                self.fix_tree(v);
+            }),
+            _ => {}
+        }
+    }
 }
 
 /// Differential check of the [`fast`] scanner against [`load_full`] on `src`: `Ok(true)` when
@@ -523,6 +586,22 @@ impl Loader<'_> {
                 }
             }
             None => {
+                if let Some(name) = tag.and_then(local_tag_name) {
+                    // GitHub's runner knows only the core schema's tags.
+                    return Err(YamlError::at(
+                        None,
+                        if style == Style::Plain {
+                            format!("Unexpected tag '{name}'")
+                        } else {
+                            format!(
+                                "The scalar style '{}' on line {} and column {} is not valid with the tag '{name}'",
+                                style.name(),
+                                tag_pos.line,
+                                tag_pos.col
+                            )
+                        },
+                    ));
+                }
                 if style == Style::Plain && tag.is_none() {
                     resolve_plain_owned(value.into_owned())
                 } else {
@@ -625,6 +704,13 @@ fn core_tag_name(tag: &Tag) -> Option<&str> {
         }
     }
     None
+}
+
+/// A tag outside the core schema (`!custom`, `!<tag:example.com,2026:x>`), as written;
+/// `None` for the non-specific `!`, which only makes a scalar a string.
+fn local_tag_name(tag: &Tag) -> Option<String> {
+    let name = format!("{}{}", tag.handle, tag.suffix);
+    (core_tag_name(tag).is_none() && name != "!").then_some(name)
 }
 
 fn count_nodes(n: &YNode<'_>) -> usize {
@@ -781,6 +867,25 @@ mod tests {
 
     fn kind(s: &str) -> YKind<'static> {
         resolve_plain(s)
+    }
+
+    #[test]
+    fn tags_outside_the_core_schema_are_refused() {
+        let err = |src: &str| load(src).map(|_| ()).err().map(|e| e.message);
+        assert_eq!(
+            err("a: !custom x\n").as_deref(),
+            Some("Unexpected tag '!custom'")
+        );
+        assert_eq!(
+            err("a: !custom 'x'\n").as_deref(),
+            Some("The scalar style 'SingleQuoted' on line 1 and column 4 is not valid with the tag '!custom'")
+        );
+        assert_eq!(
+            err("a: !<tag:example.com,2026:x> x\n").as_deref(),
+            Some("Unexpected tag 'tag:example.com,2026:x'")
+        );
+        // The non-specific `!` and the core tags are fine.
+        assert_eq!(err("a: ! 1\nb: !!str 2\n"), None);
     }
 
     #[test]

@@ -188,12 +188,12 @@ impl<'s> Scanner<'s> {
         p >= self.b.len() || matches!(self.b[p], b' ' | b'\n' | b'\r')
     }
 
-    /// The 1-based column of byte `p` on the current line.
+    /// The 1-based column of byte `p` on the current line, in UTF-16 units as GitHub counts.
     fn col(&self, p: usize) -> u32 {
         let n = if self.ascii {
             p - self.line_start
         } else {
-            self.src[self.line_start..p].chars().count()
+            self.src[self.line_start..p].encode_utf16().count()
         };
         n as u32 + 1
     }
