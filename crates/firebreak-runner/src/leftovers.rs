@@ -71,6 +71,30 @@ impl Claim {
     }
 }
 
+/// Removes a directory when dropped unless [disarmed](Self::disarm): work that fails, or is
+/// cancelled at an `.await` (its future dropped, as Ctrl-C does), leaves nothing behind.
+#[derive(Debug)]
+pub struct DirGuard<'a>(Option<&'a Path>);
+
+impl<'a> DirGuard<'a> {
+    pub fn new(dir: &'a Path) -> Self {
+        DirGuard(Some(dir))
+    }
+
+    /// The directory is kept: something else owns (or has moved) it now.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DirGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Whether `path`, an entry named `<prefix><rest>` with `rest` starting with its maker's
 /// tag, is abandoned: its `.owner` lock is free, or it has none, is an hour old and its
 /// maker's process id is not alive here.

@@ -64,6 +64,7 @@
 mod agent_ops;
 pub mod doctor;
 pub mod firecracker;
+pub mod host_ledger;
 pub mod image;
 pub mod kernel;
 mod log_tail;

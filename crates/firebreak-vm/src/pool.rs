@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::host_ledger::HostLedger;
 use crate::image::Image;
 use crate::qemu::{QemuVm, VmConfig, VmError};
 use crate::snapshot::Snapshot;
@@ -52,6 +53,8 @@ pub struct MemoryBudget {
     freed: Notify,
     evictors: Evictors,
     closed: std::sync::atomic::AtomicBool,
+    /// Set by [`Self::count_host_wide`]: what other processes charge counts too.
+    ledger: std::sync::OnceLock<HostLedger>,
 }
 
 /// Ways to free memory held by idle VMs (warm pools) charged to a budget.
@@ -73,6 +76,7 @@ impl MemoryBudget {
             freed: Notify::new(),
             evictors: Evictors::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            ledger: std::sync::OnceLock::new(),
         })
     }
 
@@ -112,15 +116,52 @@ impl MemoryBudget {
         *lock(&self.used_mib)
     }
 
+    /// Makes the budget hold for every firebreak process on this host that counts in the
+    /// ledger in `dir` ([`crate::host_ledger::default_dir`]): what their VMs use is charged
+    /// against this budget too, and what this process's use is charged against theirs. Once
+    /// per budget; a second call changes nothing.
+    pub fn count_host_wide(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        if self.ledger.get().is_some() {
+            return Ok(());
+        }
+        let ledger = HostLedger::open(dir)?;
+        let used = lock(&self.used_mib);
+        ledger.transact(|_| (Some(*used), ()))?;
+        let _ = self.ledger.set(ledger);
+        Ok(())
+    }
+
     /// Charges `mib` if it fits (never once the budget is closed).
     pub fn try_acquire(self: &Arc<Self>, mib: u64) -> Result<Lease, VmError> {
         let mut used = lock(&self.used_mib);
-        if self.is_closed() || *used + mib > self.limit_mib {
-            return Err(VmError::OverBudget {
-                needed_mib: mib,
-                used_mib: *used,
-                limit_mib: self.limit_mib,
-            });
+        let over = |used: u64, elsewhere: u64| VmError::OverBudget {
+            needed_mib: mib,
+            used_mib: used + elsewhere,
+            elsewhere_mib: elsewhere,
+            limit_mib: self.limit_mib,
+        };
+        if self.is_closed() {
+            return Err(over(*used, 0));
+        }
+        let fits = |elsewhere: u64| elsewhere + *used + mib <= self.limit_mib;
+        match self.ledger.get() {
+            Some(ledger) => {
+                match ledger.transact(|elsewhere| {
+                    let ok = fits(elsewhere);
+                    (ok.then_some(*used + mib), (ok, elsewhere))
+                }) {
+                    Ok((true, _)) => {}
+                    Ok((false, elsewhere)) => return Err(over(*used, elsewhere)),
+                    // The ledger is unreadable: this process's own use still counts.
+                    Err(_) => {
+                        if !fits(0) {
+                            return Err(over(*used, 0));
+                        }
+                    }
+                }
+            }
+            None if !fits(0) => return Err(over(*used, 0)),
+            None => {}
         }
         *used += mib;
         Ok(Lease {
@@ -190,6 +231,9 @@ impl Drop for Lease {
         {
             let mut used = lock(&self.budget.used_mib);
             *used = used.saturating_sub(self.mib);
+            if let Some(ledger) = self.budget.ledger.get() {
+                let _ = ledger.transact(|_| (Some(*used), ()));
+            }
         }
         self.budget.freed.notify_waiters();
     }
@@ -584,6 +628,42 @@ mod tests {
         assert_eq!(l2.mib(), 320);
         assert!(b.try_acquire(cost).is_ok());
         assert!(MemoryBudget::host_default_mib() > 0);
+    }
+
+    #[test]
+    fn budgets_counted_host_wide_share_one_ceiling() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // Two runs at once, each with the whole budget of 1000 MiB.
+        let a = MemoryBudget::new(1000);
+        let b = MemoryBudget::new(1000);
+        let held_before = a.try_acquire(300).expect("charged before joining");
+        a.count_host_wide(d.path()).expect("a joins");
+        b.count_host_wide(d.path()).expect("b joins");
+        let la = a.try_acquire(300).expect("a: 600 of 1000");
+        let err = b.try_acquire(500).expect_err("600 + 500 > 1000");
+        assert!(
+            matches!(
+                err,
+                VmError::OverBudget {
+                    used_mib: 600,
+                    elsewhere_mib: 600,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("by other firebreak processes"),
+            "{err}"
+        );
+        let lb = b.try_acquire(400).expect("600 + 400 fits");
+        drop((la, held_before));
+        assert!(a.try_acquire(601).is_err(), "b's 400 still count");
+        let _la = a.try_acquire(600).expect("a's memory was returned");
+        drop(lb);
+        // A budget that left (its process ended) no longer counts.
+        drop(b);
+        assert!(a.try_acquire(400).is_ok());
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use firebreak_runner::sandbox::{
 
 pub use crate::agent_ops::VmOrigin;
 use crate::agent_ops::{capped_disk, disk_space_note, sanitize, AgentSandbox, GuestVm};
-use crate::image::{Image, ImageStore};
+use crate::image::{Image, ImageChoice, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
 use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
 use crate::snapshot::{self, Snapshot};
@@ -60,8 +60,7 @@ pub fn default_pids_max(memory_mib: u64) -> u32 {
 /// Creates QEMU sandboxes.
 #[derive(Debug, Clone)]
 pub struct QemuProvider {
-    store: ImageStore,
-    image: Option<String>,
+    images: ImageChoice,
     config: VmConfig,
     budget: Arc<MemoryBudget>,
     pool: Option<WarmPool>,
@@ -79,8 +78,7 @@ impl QemuProvider {
     /// [`MemoryBudget::host_default_mib`].
     pub fn new(store: ImageStore, image: Option<String>, config: VmConfig) -> Self {
         QemuProvider {
-            store,
-            image,
+            images: ImageChoice::new(store, image),
             config,
             budget: MemoryBudget::new(MemoryBudget::host_default_mib()),
             pool: None,
@@ -122,8 +120,9 @@ impl QemuProvider {
     }
 
     /// What `create` says about a job's VM size when it differs from what the job asked.
-    fn size_notes(spec: &JobSpec) -> Vec<String> {
-        spec.limits
+    fn size_notes(&self, spec: &JobSpec) -> Vec<String> {
+        let mut notes: Vec<String> = spec
+            .limits
             .memory_bytes
             .filter(|b| (b >> 20) < MIN_MEMORY_MIB)
             .map(|b| {
@@ -133,19 +132,34 @@ impl QemuProvider {
                 )
             })
             .into_iter()
-            .collect()
+            .collect();
+        let asked = self.asked_vcpus(spec);
+        let cores = host_cpus();
+        if asked > cores {
+            notes.push(format!(
+                "{asked} vCPUs asked for; this host has {cores} CPU(s), so the VM gets {cores}"
+            ));
+        }
+        notes
     }
 
-    /// The VM configuration a job with `spec` gets.
+    /// The vCPUs a job asks for: its `runs-on` size, else the configured count.
+    fn asked_vcpus(&self, spec: &JobSpec) -> u32 {
+        spec.limits
+            .cpu_millis
+            .map_or(self.config.vcpus, |m| m.div_ceil(1000))
+            .max(1)
+    }
+
+    /// The VM configuration a job with `spec` gets. Never more vCPUs than the host has
+    /// CPUs: more would only slow the guest (and, emulated, its boot) down.
     pub fn config_for(&self, spec: &JobSpec) -> VmConfig {
         let mut cfg = self.config.clone();
         cfg.network = spec.network;
         if let Some(bytes) = spec.limits.memory_bytes {
             cfg.memory_mib = (bytes >> 20).max(MIN_MEMORY_MIB);
         }
-        if let Some(m) = spec.limits.cpu_millis {
-            cfg.vcpus = m.div_ceil(1000).max(1);
-        }
+        cfg.vcpus = self.asked_vcpus(spec).min(host_cpus());
         cfg
     }
 
@@ -300,18 +314,13 @@ impl QemuProvider {
     }
 
     fn image(&self) -> Result<Image, String> {
-        match &self.image {
-            Some(h) => match self.store.get(h) {
-                Ok(Some(i)) => Ok(i),
-                Ok(None) => Err(format!(
-                    "no image {h} in {}",
-                    self.store.images_dir().display()
-                )),
-                Err(e) => Err(e.to_string()),
-            },
-            None => self.store.latest().map_err(|e| e.to_string()),
-        }
+        self.images.image()
     }
+}
+
+/// The CPUs this process may run on.
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
 /// The least guest memory a VM gets, whatever a job's label asks (Debian's kernel and the
@@ -415,7 +424,7 @@ impl SandboxProvider for QemuProvider {
                 .limits
                 .max_pids
                 .unwrap_or_else(|| default_pids_max(cfg.memory_mib));
-            let mut notes = Self::size_notes(&spec);
+            let mut notes = self.size_notes(&spec);
             let mut failed_clones = 0;
             // Growing the root filesystem is part of getting the VM ready.
             let disk = spec
@@ -628,5 +637,30 @@ mod tests {
         assert_eq!(super::disk_space_note(d.path(), 0, 1 << 20), None);
         let note = super::disk_space_note(d.path(), 0, u64::MAX / 2).expect("a note");
         assert!(note.contains("but the host has only"), "{note}");
+    }
+
+    #[test]
+    fn a_vm_never_gets_more_vcpus_than_the_host_has_cpus_and_the_job_hears_why() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let q = super::QemuProvider::new(
+            crate::ImageStore::new(d.path()),
+            None,
+            crate::VmConfig::default(),
+        );
+        let cores = super::host_cpus();
+        let mut spec = firebreak_runner::sandbox::JobSpec::new("j", "w");
+        spec.limits.cpu_millis = Some(1000);
+        assert_eq!(q.config_for(&spec).vcpus, 1);
+        assert!(q.size_notes(&spec).is_empty());
+        spec.limits.cpu_millis = Some((cores + 1) * 1000);
+        assert_eq!(q.config_for(&spec).vcpus, cores);
+        let notes = q.size_notes(&spec);
+        assert_eq!(
+            notes,
+            [format!(
+                "{} vCPUs asked for; this host has {cores} CPU(s), so the VM gets {cores}",
+                cores + 1
+            )]
+        );
     }
 }

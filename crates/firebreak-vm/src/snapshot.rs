@@ -500,23 +500,16 @@ async fn build_once(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot
         move |source| VmError::Io { op, path, source }
     };
     let claim = firebreak_runner::leftovers::Claim::create_dir(&tmp).map_err(io("create", &tmp))?;
-    let res = match build_in(image, cfg, kvm, &name, &tmp, t0).await {
-        Ok(meta) => verify(image, cfg, &tmp, &meta).await.map(|()| meta),
-        Err(e) => Err(e),
-    };
-    let meta = match res {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
+    // Failed or cancelled (the future dropped while a VM boots or saves): nothing is left.
+    let guard = firebreak_runner::leftovers::DirGuard::new(&tmp);
+    let meta = build_in(image, cfg, kvm, &name, &tmp, t0).await?;
+    verify(image, cfg, &tmp, &meta).await?;
     let dir = parent.join(&name);
     // A finished snapshot needs no owner: the lock file goes before the rename.
     claim.disown();
     if std::fs::rename(&tmp, &dir).is_err() {
         // Someone else finished first (or a broken leftover is in the way).
-        let _ = std::fs::remove_dir_all(&tmp);
+        drop(guard);
         if let Some(s) = load(&dir, &name) {
             return Ok(s);
         }
@@ -526,6 +519,7 @@ async fn build_once(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot
             dir.display()
         )));
     }
+    guard.disarm();
     Ok(Snapshot { dir, meta })
 }
 

@@ -21,7 +21,7 @@ use super::vm::{
 };
 use super::warm::SnapshotCache;
 use crate::agent_ops::{capped_disk, disk_space_note, sanitize, AgentSandbox, GuestVm, VmOrigin};
-use crate::image::{Image, ImageStore};
+use crate::image::{Image, ImageChoice, ImageStore};
 use crate::pool::{Lease, MemoryBudget};
 use crate::sandbox::{default_pids_max, BUDGET_WAIT};
 use crate::VmError;
@@ -40,11 +40,13 @@ fn unavailable(reason: impl Into<String>) -> SandboxError {
     }
 }
 
+/// The most vCPUs Firecracker gives a VM (its `MAX_SUPPORTED_VCPUS`).
+pub const MAX_VCPUS: u32 = 32;
+
 /// Creates Firecracker sandboxes.
 #[derive(Debug, Clone)]
 pub struct FirecrackerProvider {
-    store: ImageStore,
-    image: Option<String>,
+    images: ImageChoice,
     config: FirecrackerConfig,
     snapshot: Option<PathBuf>,
     warm_starts: bool,
@@ -58,8 +60,7 @@ impl FirecrackerProvider {
     /// from the [`JobSpec`].
     pub fn new(store: ImageStore, image: Option<String>, config: FirecrackerConfig) -> Self {
         FirecrackerProvider {
-            store,
-            image,
+            images: ImageChoice::new(store, image),
             config,
             snapshot: None,
             warm_starts: true,
@@ -132,17 +133,7 @@ impl FirecrackerProvider {
     }
 
     fn image(&self) -> Result<Image, String> {
-        match &self.image {
-            Some(h) => match self.store.get(h) {
-                Ok(Some(i)) => Ok(i),
-                Ok(None) => Err(format!(
-                    "no image {h} in {}",
-                    self.store.images_dir().display()
-                )),
-                Err(e) => Err(e.to_string()),
-            },
-            None => self.store.latest().map_err(|e| e.to_string()),
-        }
+        self.images.image()
     }
 }
 
@@ -227,8 +218,15 @@ impl SandboxProvider for FirecrackerProvider {
                 cfg.memory_mib = (bytes >> 20).max(128);
             }
             if let Some(m) = spec.limits.cpu_millis {
-                cfg.vcpus = m.div_ceil(1000).clamp(1, 32);
+                cfg.vcpus = m.div_ceil(1000);
             }
+            if cfg.vcpus > MAX_VCPUS {
+                notes.push(format!(
+                    "{} vCPUs asked for; a Firecracker VM has at most {MAX_VCPUS}",
+                    cfg.vcpus
+                ));
+            }
+            cfg.vcpus = cfg.vcpus.clamp(1, MAX_VCPUS);
             let disk = spec
                 .limits
                 .disk_bytes

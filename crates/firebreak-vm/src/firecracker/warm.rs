@@ -203,6 +203,8 @@ impl SnapshotCache {
         let tmp = self.tmp_dir();
         let claim =
             firebreak_runner::leftovers::Claim::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        // Gone however this ends: renamed into place, failed, or cancelled mid-snapshot.
+        let cleanup = firebreak_runner::leftovers::DirGuard::new(&tmp);
         let done = self.dir.join(name);
         let taken = vm.snapshot(&tmp, true).await.and_then(|_| {
             let list: Vec<TakenFrom> = taken_from(files, cfg)
@@ -227,7 +229,7 @@ impl SnapshotCache {
             Err(_) if Snapshot::open(&done).is_ok() => Ok(()),
             Err(e) => Err(io_err("rename", &done)(e)),
         });
-        let _ = std::fs::remove_dir_all(&tmp);
+        drop(cleanup);
         placed?;
         let snap = Snapshot::open(&done)?;
         // The alias the VM was booted through now leads clones to the

@@ -34,9 +34,12 @@ use sha2::{Digest, Sha256};
 
 use crate::tools::{self, Tool};
 
+mod hold;
 mod initramfs;
 mod mirror;
 mod rootfs;
+
+pub use hold::{ImageChoice, ImageHold};
 
 pub use rootfs::extract_vmlinux;
 
@@ -290,6 +293,17 @@ pub enum ImageError {
     /// No image in the cache.
     #[error("no image in {0}: run `firebreak image build`")]
     NoImage(PathBuf),
+    /// A hash prefix that more than one image's hash starts with.
+    #[error("image {prefix} is ambiguous: {} images start with it ({}); give more of the hash", .hashes.len(), .hashes.join(", "))]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// The hashes it matches.
+        hashes: Vec<String>,
+    },
+    /// The image was removed (by `firebreak image prune`) as a run was about to use it.
+    #[error("image {0} was removed by a prune: build one with `firebreak image build`")]
+    Removed(PathBuf),
     /// The kernel configuration lost an option of `kernel/firebreak.config`.
     #[error("kernel configuration {config} does not have {option} although kernel/firebreak.config asks for it (a dependency missing from the fragment, or an option this kernel version renamed)")]
     KernelConfig {
@@ -421,6 +435,9 @@ pub struct PruneReport {
     pub images: Vec<(Image, u64)>,
     /// Snapshot directories removed from the images kept.
     pub snapshots: Vec<PathBuf>,
+    /// Images kept beyond `keep`: held by a running `firebreak run` (their snapshots too),
+    /// or the one [`PruneOptions::selected`] names.
+    pub kept: Vec<(Image, KeptWhy)>,
     /// Other directories removed: base trees and kernels no image kept uses, leftovers of
     /// builds whose process is gone.
     pub other: Vec<PathBuf>,
@@ -428,9 +445,21 @@ pub struct PruneReport {
     pub freed_bytes: u64,
 }
 
+/// Why [`ImageStore::prune`] kept an image it would otherwise have removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptWhy {
+    /// A run holds it ([`Image::hold`]).
+    InUse,
+    /// [`PruneOptions::selected`] names it (`$FIREBREAK_IMAGE`).
+    Selected,
+}
+
 /// What [`ImageStore::prune`] removes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneOptions {
+    /// The hash of an image to keep whatever its age: the one `run` boots
+    /// (`$FIREBREAK_IMAGE`'s).
+    pub selected: Option<String>,
     /// How many of the newest images of each kernel kind to keep.
     pub keep: usize,
     /// Also remove the snapshots of the images kept (each is taken again when a VM of its
@@ -492,15 +521,20 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// The image with this hash (or unique hash prefix).
+    /// The image with this hash (or unique hash prefix); an error when several match.
     pub fn get(&self, hash: &str) -> Result<Option<Image>, ImageError> {
-        let all = self.list()?;
-        let mut hits = all
+        let mut hits: Vec<Image> = self
+            .list()?
             .into_iter()
-            .filter(|i| i.manifest.hash.starts_with(hash));
-        match (hits.next(), hits.next()) {
-            (Some(i), None) => Ok(Some(i)),
-            _ => Ok(None),
+            .filter(|i| i.manifest.hash.starts_with(hash))
+            .collect();
+        match hits.len() {
+            0 => Ok(None),
+            1 => Ok(hits.pop()),
+            _ => Err(ImageError::Ambiguous {
+                prefix: hash.to_string(),
+                hashes: hits.into_iter().map(|i| i.manifest.hash).collect(),
+            }),
         }
     }
 
@@ -535,6 +569,17 @@ impl ImageStore {
                 remaining.push(img);
                 continue;
             }
+            if opts.selected.as_deref() == Some(img.manifest.hash.as_str()) {
+                report.kept.push((img.clone(), KeptWhy::Selected));
+                remaining.push(img);
+                continue;
+            }
+            // Held while it goes, so that no run starts on it meanwhile.
+            let Some(_lock) = img.lock_unused()? else {
+                report.kept.push((img.clone(), KeptWhy::InUse));
+                remaining.push(img);
+                continue;
+            };
             let bytes = img.disk_usage();
             report.freed_bytes += bytes;
             remove(&img.dir)?;
@@ -542,10 +587,22 @@ impl ImageStore {
         }
         if opts.snapshots {
             // Completed snapshots only: `.tmp-…` builds (maybe another run's, going on) and
-            // Firecracker's `.drives` are left to the sweeps of abandoned leftovers.
-            for dir in remaining
+            // Firecracker's `.drives` are left to the sweeps of abandoned leftovers. Not
+            // those of an image a run holds: its pool restores from them.
+            let mut unused = Vec::new();
+            for img in &remaining {
+                match img.lock_unused()? {
+                    Some(lock) => unused.push((img, lock)),
+                    None => {
+                        if !report.kept.iter().any(|(k, _)| k.dir == img.dir) {
+                            report.kept.push((img.clone(), KeptWhy::InUse));
+                        }
+                    }
+                }
+            }
+            for dir in unused
                 .iter()
-                .flat_map(|i| [i.dir.join("snapshots"), i.dir.join("firecracker-snapshots")])
+                .flat_map(|(i, _)| [i.dir.join("snapshots"), i.dir.join("firecracker-snapshots")])
             {
                 let Ok(rd) = std::fs::read_dir(&dir) else {
                     continue;
@@ -1173,8 +1230,9 @@ mod tests {
             keep: 1,
             snapshots: false,
             dry_run: true,
+            selected: None,
         };
-        let dry = store.prune(opts).expect("dry run");
+        let dry = store.prune(opts.clone()).expect("dry run");
         assert_eq!(
             names(&dry),
             ["old-min", "old-pkg", "bases/b-old", "kernels/k0"]
@@ -1184,6 +1242,43 @@ mod tests {
             4,
             "a dry run removes nothing"
         );
+        // An image a run holds stays, snapshots and all; so does the one selected.
+        let get = |h: &str| store.get(h).expect("get").expect("image");
+        let held = get("old-min").hold().expect("hold");
+        let kept = store
+            .prune(PruneOptions {
+                selected: Some("old-pkg".into()),
+                ..opts.clone()
+            })
+            .expect("dry run");
+        assert!(names(&kept).is_empty(), "{:?}", names(&kept));
+        let why: Vec<(&str, KeptWhy)> = kept
+            .kept
+            .iter()
+            .map(|(i, w)| (i.manifest.hash.as_str(), *w))
+            .collect();
+        assert_eq!(
+            why,
+            [("old-min", KeptWhy::InUse), ("old-pkg", KeptWhy::Selected)]
+        );
+        let with_snapshots = store
+            .prune(PruneOptions {
+                snapshots: true,
+                ..opts.clone()
+            })
+            .expect("dry run");
+        assert!(with_snapshots
+            .snapshots
+            .iter()
+            .all(|p| !p.starts_with(d.path().join("images/old-min"))));
+        drop(held);
+        // A prefix two images share names neither.
+        let ambiguous = store.get("old-").expect_err("two images start with old-");
+        assert!(
+            ambiguous.to_string().contains("old-min, old-pkg"),
+            "{ambiguous}"
+        );
+        let doomed = get("old-pkg");
         let done = store
             .prune(PruneOptions {
                 dry_run: false,
@@ -1192,6 +1287,7 @@ mod tests {
             })
             .expect("prune");
         assert_eq!(names(&done), names(&dry));
+        assert!(matches!(doomed.hold(), Err(ImageError::Removed(_))));
         let left: Vec<String> = store
             .list()
             .expect("list")

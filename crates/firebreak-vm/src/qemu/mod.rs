@@ -47,7 +47,7 @@ use crate::log_tail::tail;
 use crate::qmp::Qmp;
 use crate::tools;
 use crate::transport::{connect_agent, connect_stream, handshake, VirtioSerialSocket};
-use firebreak_runner::leftovers::Claim;
+use firebreak_runner::leftovers::{Claim, DirGuard};
 
 /// Which accelerator to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -255,13 +255,16 @@ pub enum VmError {
     },
     /// Starting this VM would exceed the memory budget.
     #[error(
-        "memory budget exhausted: {needed_mib} MiB needed, {used_mib} of {limit_mib} MiB in use"
+        "memory budget exhausted: {needed_mib} MiB needed, {used_mib} of {limit_mib} MiB in use{}",
+        if *elsewhere_mib > 0 { format!(" ({elsewhere_mib} MiB of it by other firebreak processes on this host)") } else { String::new() }
     )]
     OverBudget {
         /// What the VM needs.
         needed_mib: u64,
-        /// In use by VMs now.
+        /// In use by VMs now, this process's and others'.
         used_mib: u64,
+        /// Of `used_mib`, what other firebreak processes on this host use.
+        elsewhere_mib: u64,
         /// The budget.
         limit_mib: u64,
     },
@@ -539,6 +542,7 @@ impl QemuVm {
             Duration::from_secs(30)
         });
         let (run_dir, claim) = new_run_dir(cfg)?;
+        let guard = DirGuard::new(&run_dir);
         let t0 = Instant::now();
         let mut last = (String::new(), String::new());
         let attempts = cfg.boot_attempts.max(1);
@@ -570,7 +574,6 @@ impl QemuVm {
                     }) => {
                         let _ = child.start_kill();
                         let _ = child.wait().await;
-                        let _ = std::fs::remove_dir_all(&run_dir);
                         return Err(VmError::AgentVersion { detail: message });
                     }
                     r => r.map_err(|e| e.to_string()),
@@ -579,6 +582,7 @@ impl QemuVm {
             };
             match outcome {
                 Ok((client, info)) => {
+                    guard.disarm();
                     let stats = BootStats {
                         attempts: attempt,
                         total: t0.elapsed(),
@@ -615,7 +619,7 @@ impl QemuVm {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&run_dir);
+        drop(guard);
         Err(VmError::BootFailed {
             attempts,
             reason: last.0,
@@ -854,6 +858,7 @@ impl Incoming {
         let kvm = snap.meta.kvm;
         let timeout = restore_timeout(cfg);
         let (run_dir, claim) = new_run_dir(cfg)?;
+        let guard = DirGuard::new(&run_dir);
         // The clone's copy-on-write layer over the snapshot's disk: QEMU's
         // own temporary overlay (`snapshot=on`), created in-process (no
         // `qemu-img` run) in the run directory (TMPDIR), so it goes with it.
@@ -885,22 +890,11 @@ impl Incoming {
         }
         let spawned = Instant::now();
         let passt = match cfg.network {
-            true => match net::start(&UserNet::on_this_host(), &run_dir).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                    return Err(e);
-                }
-            },
+            true => net::start(&UserNet::on_this_host(), &run_dir).await?,
             false => None,
         };
-        let child = match spawn_qemu_in(&qemu, args, &run_dir, &[("TMPDIR", &run_dir)], cfg.nice) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&run_dir);
-                return Err(e);
-            }
-        };
+        let child = spawn_qemu_in(&qemu, args, &run_dir, &[("TMPDIR", &run_dir)], cfg.nice)?;
+        guard.disarm();
         let mut me = Incoming {
             child: Some(child),
             transport: VirtioSerialSocket {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
-use firebreak_vm::image::{locate_agent, BuildEvent};
+use firebreak_vm::image::{locate_agent, BuildEvent, KeptWhy};
 use firebreak_vm::{ImageSpec, ImageStore, KernelKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,7 +49,8 @@ pub enum ImageCommand {
         json: bool,
     },
     /// Remove old images: all but the newest of each kernel kind, and the base trees and
-    /// kernels only they used. Lists what it removes.
+    /// kernels only they used. Lists what it removes. Never removes an image a running
+    /// `firebreak run` uses, nor the one $FIREBREAK_IMAGE selects.
     Prune {
         /// How many of the newest images of each kernel kind (Debian's, minimal) to keep.
         #[arg(long, default_value_t = 1)]
@@ -95,14 +96,15 @@ pub fn run(cmd: &ImageCommand) -> Result<ExitCode> {
             keep,
             snapshots,
             dry_run,
-        } => prune(
-            &store,
-            firebreak_vm::image::PruneOptions {
+        } => {
+            let opts = firebreak_vm::image::PruneOptions {
+                selected: selected_image(&store),
                 keep: *keep,
                 snapshots: *snapshots,
                 dry_run: *dry_run,
-            },
-        ),
+            };
+            prune(&store, opts)
+        }
     }
 }
 
@@ -185,15 +187,19 @@ fn age(unix: u64) -> String {
     }
 }
 
-fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
-    let images = store.list()?;
-    // The image `run` boots: $FIREBREAK_IMAGE's (a hash or prefix), else the newest.
-    let chosen = std::env::var("FIREBREAK_IMAGE")
+/// The hash of the image `$FIREBREAK_IMAGE` selects (a hash or a prefix of one), if any.
+fn selected_image(store: &ImageStore) -> Option<String> {
+    std::env::var("FIREBREAK_IMAGE")
         .ok()
         .filter(|h| !h.is_empty())
         .and_then(|h| store.get(&h).ok().flatten())
         .map(|i| i.manifest.hash)
-        .or_else(|| images.first().map(|i| i.manifest.hash.clone()));
+}
+
+fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
+    let images = store.list()?;
+    // The image `run` boots: $FIREBREAK_IMAGE's, else the newest.
+    let chosen = selected_image(store).or_else(|| images.first().map(|i| i.manifest.hash.clone()));
     let is_default = |i: &firebreak_vm::image::Image| chosen.as_deref() == Some(&i.manifest.hash);
     match format {
         Format::Json => {
@@ -273,7 +279,7 @@ fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
 }
 
 fn prune(store: &ImageStore, opts: firebreak_vm::image::PruneOptions) -> Result<ExitCode> {
-    let r = store.prune(opts)?;
+    let r = store.prune(opts.clone())?;
     let verb = if opts.dry_run {
         "would remove"
     } else {
@@ -291,6 +297,16 @@ fn prune(store: &ImageStore, opts: firebreak_vm::image::PruneOptions) -> Result<
     }
     for s in &r.snapshots {
         crate::outln!("{verb} snapshot {}", s.display())?;
+    }
+    for (img, why) in &r.kept {
+        let why = match why {
+            KeptWhy::InUse if opts.snapshots => {
+                "it and its snapshots are in use by a running `firebreak run`"
+            }
+            KeptWhy::InUse => "in use by a running `firebreak run`",
+            KeptWhy::Selected => "$FIREBREAK_IMAGE selects it",
+        };
+        crate::outln!("kept image {}: {why}", img.manifest.hash)?;
     }
     for o in &r.other {
         crate::outln!("{verb} {}", o.display())?;

@@ -409,12 +409,10 @@ fn state_home() -> PathBuf {
         .join("firebreak")
 }
 
+/// Where runs keep job scratch space and actions: the cache images live in too
+/// (`$FIREBREAK_CACHE_DIR`, else `$XDG_CACHE_HOME/firebreak`, else `~/.cache/firebreak`).
 fn cache_home() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("firebreak")
+    firebreak_vm::image::default_cache_dir()
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -861,7 +859,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         if !vprobe.available {
             let notes = vprobe.notes.join("; ");
             // Point at `image build` only when the image is what is missing.
-            let next = if notes.contains("image") && !notes.contains("firebreak image build") {
+            let next = if notes.contains("no image") && !notes.contains("firebreak image build") {
                 "see `firebreak doctor`; build an image with `firebreak image build`"
             } else {
                 "see `firebreak doctor`"
@@ -878,6 +876,21 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             );
         }
         providers.insert(name.into(), vm);
+    }
+    // The budget holds for every firebreak run on this host together, not each alone.
+    let budgets = qemu_pool
+        .iter()
+        .map(|q| q.budget())
+        .chain(fc_provider.iter().map(|f| f.budget()));
+    for budget in budgets {
+        let ledger = firebreak_vm::host_ledger::default_dir();
+        if let Err(e) = budget.count_host_wide(&ledger) {
+            eprintln!(
+                "{}: cannot share the VM memory budget with other runs through {} ({e}): this run counts only its own VMs",
+                style::err_yellow("warning"),
+                ledger.display()
+            );
+        }
     }
     if qemu_pool.is_none() && fc_provider.is_none() {
         // Options that only shape microVMs, given to a run that makes none.

@@ -1,0 +1,126 @@
+//! The memory every firebreak process on this host has charged to its VMs, so that one
+//! budget ([`crate::pool::MemoryBudget`]) holds for all of them together: two runs at once
+//! do not each take half of the host's memory.
+//!
+//! Each process keeps its total in `<dir>/<tag>-<n>.mib` (one per budget) and holds an exclusive `flock` on that
+//! file while it lives; the kernel drops the lock when the process dies, however it dies, so
+//! a file whose lock can be taken belongs to nobody and is removed. Sums and updates happen
+//! under an exclusive lock on `<dir>/.lock`, so two processes never both fit into the last
+//! free memory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// This process's entry in the host's ledger.
+#[derive(Debug)]
+pub(crate) struct HostLedger {
+    dir: PathBuf,
+    own_name: String,
+    own: File,
+}
+
+/// The ledger's directory when none is given: one per host, in its temporary directory.
+pub fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("firebreak-memory")
+}
+
+impl HostLedger {
+    /// Joins the ledger in `dir` (created if missing) with nothing charged yet.
+    pub(crate) fn open(dir: &Path) -> std::io::Result<HostLedger> {
+        std::fs::create_dir_all(dir)?;
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let own_name = format!("{}-{seq}.mib", firebreak_runner::leftovers::tag());
+        let own = File::create(dir.join(&own_name))?;
+        own.try_lock().map_err(std::io::Error::from)?;
+        let ledger = HostLedger {
+            dir: dir.to_path_buf(),
+            own_name,
+            own,
+        };
+        ledger.transact(|_| (Some(0), ()))?;
+        Ok(ledger)
+    }
+
+    /// Under the ledger's lock: `decide` gets what the other live processes have charged,
+    /// MiB, and returns this process's new total to record (`None`: record nothing).
+    pub(crate) fn transact<R>(
+        &self,
+        decide: impl FnOnce(u64) -> (Option<u64>, R),
+    ) -> std::io::Result<R> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        lock.lock()?;
+        let others = self.others()?;
+        let (total, out) = decide(others);
+        if let Some(total) = total {
+            let mut own = &self.own;
+            own.set_len(0)?;
+            std::os::unix::fs::FileExt::write_all_at(own, format!("{total}\n").as_bytes(), 0)?;
+            own.flush()?;
+        }
+        Ok(out)
+    }
+
+    /// What the other live processes have charged, MiB; entries of dead ones are removed.
+    fn others(&self) -> std::io::Result<u64> {
+        let mut sum = 0u64;
+        for e in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".mib") || name == self.own_name {
+                continue;
+            }
+            let Ok(mut f) = File::open(e.path()) else {
+                continue;
+            };
+            match f.try_lock_shared() {
+                // Nobody holds it: its process is gone.
+                Ok(()) => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    if f.read_to_string(&mut text).is_ok() {
+                        sum += text.trim().parse::<u64>().unwrap_or(0);
+                    }
+                }
+                Err(std::fs::TryLockError::Error(_)) => {}
+            }
+        }
+        Ok(sum)
+    }
+}
+
+impl Drop for HostLedger {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join(&self.own_name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_entry_counts_and_a_dead_one_goes() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let me = HostLedger::open(d.path()).expect("open");
+        // Another live process: its file is locked (here by another open file).
+        let other = File::create(d.path().join("99-x.mib")).expect("create");
+        other.try_lock().expect("lock");
+        std::fs::write(d.path().join("99-x.mib"), "300\n").expect("write");
+        // A dead one: nobody holds its lock.
+        std::fs::write(d.path().join("98-y.mib"), "5000\n").expect("write");
+        let seen = me.transact(|others| (Some(64), others)).expect("transact");
+        assert_eq!(seen, 300);
+        assert!(!d.path().join("98-y.mib").exists());
+        let own = d.path().join(&me.own_name);
+        assert_eq!(std::fs::read_to_string(&own).expect("read"), "64\n");
+        drop(me);
+        assert!(!own.exists(), "a process's entry goes with it");
+    }
+}

@@ -1,0 +1,135 @@
+//! Which image a run boots, and keeping it on disk while the run uses it.
+//!
+//! A run picks its image once ([`ImageChoice`]) and holds it ([`ImageHold`]): a shared
+//! `flock` on `<image>/.in-use`, which the kernel drops when the process ends, however it
+//! ends. [`super::ImageStore::prune`] removes an image only under an exclusive lock on the
+//! same file, so it skips an image some run holds, and a run that asks for an image while a
+//! prune removes it waits for the prune and then reports the image gone.
+
+use std::fs::{File, OpenOptions};
+use std::sync::{Arc, Mutex};
+
+use super::{Image, ImageError, ImageStore};
+
+/// The lock file inside an image's directory.
+const IN_USE: &str = ".in-use";
+
+/// A shared lock on an image: while one exists, `prune` leaves the image and its snapshots
+/// alone.
+#[derive(Debug)]
+pub struct ImageHold {
+    _file: File,
+}
+
+fn open_lock(image: &Image) -> Result<File, ImageError> {
+    let path = image.dir.join(IN_USE);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ImageError::Removed(image.dir.clone()),
+            _ => ImageError::Io {
+                op: "open",
+                path,
+                source: e,
+            },
+        })
+}
+
+impl Image {
+    /// Holds the image for as long as the returned value lives. Waits while a prune is
+    /// removing it, then fails with [`ImageError::Removed`].
+    pub fn hold(&self) -> Result<ImageHold, ImageError> {
+        let file = open_lock(self)?;
+        file.lock_shared().map_err(|e| ImageError::Io {
+            op: "lock",
+            path: self.dir.join(IN_USE),
+            source: e,
+        })?;
+        if !self.dir.join("manifest.json").is_file() {
+            return Err(ImageError::Removed(self.dir.clone()));
+        }
+        Ok(ImageHold { _file: file })
+    }
+
+    /// An exclusive lock on the image when no run holds it (`None` when one does), for a
+    /// prune to hold while it removes the image or its snapshots.
+    pub(super) fn lock_unused(&self) -> Result<Option<File>, ImageError> {
+        let file = open_lock(self)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(ImageError::Io {
+                op: "lock",
+                path: self.dir.join(IN_USE),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// The image a sandbox provider boots: the one whose hash starts with the prefix it was
+/// given, else the newest. Resolved at first use and then held for the provider's lifetime,
+/// so that every job of a run boots the same image (an image built meanwhile is for the next
+/// run) and no prune removes it under the run.
+#[derive(Debug, Clone)]
+pub struct ImageChoice {
+    store: ImageStore,
+    wanted: Option<String>,
+    chosen: Arc<Mutex<Option<Held>>>,
+}
+
+/// An image picked, and the lock that keeps it.
+#[derive(Debug)]
+struct Held {
+    image: Image,
+    _hold: ImageHold,
+}
+
+impl ImageChoice {
+    pub fn new(store: ImageStore, wanted: Option<String>) -> Self {
+        ImageChoice {
+            store,
+            wanted,
+            chosen: Arc::default(),
+        }
+    }
+
+    /// The store images come from.
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    /// The image, resolved and held on the first call. An error (no image yet) is not
+    /// remembered: a later call looks again.
+    pub fn image(&self) -> Result<Image, String> {
+        let mut chosen = self
+            .chosen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = chosen.as_ref() {
+            return Ok(held.image.clone());
+        }
+        let image = match &self.wanted {
+            Some(h) => match self.store.get(h) {
+                Ok(Some(i)) => i,
+                Ok(None) => {
+                    return Err(format!(
+                        "no image {h} in {}",
+                        self.store.images_dir().display()
+                    ))
+                }
+                Err(e) => return Err(e.to_string()),
+            },
+            None => self.store.latest().map_err(|e| e.to_string())?,
+        };
+        let hold = image.hold().map_err(|e| e.to_string())?;
+        *chosen = Some(Held {
+            image: image.clone(),
+            _hold: hold,
+        });
+        Ok(image)
+    }
+}
