@@ -683,7 +683,7 @@ pub fn resolve_names(plan: &mut WorkflowPlan, known: &[&str], ctx: &dyn firebrea
 }
 
 /// Contexts read by the expressions inside `t` (lower-case, first use first).
-fn contexts_of(t: &Token) -> Vec<String> {
+pub fn contexts_of(t: &Token) -> Vec<String> {
     fn walk(t: &Token, out: &mut Vec<String>) {
         match &t.kind {
             TokenKind::Expr(e) => {

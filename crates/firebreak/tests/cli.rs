@@ -575,6 +575,31 @@ fn plan_lists_a_called_workflows_jobs_and_check_finds_missing_local_ones() {
 }
 
 #[test]
+fn plan_expands_a_called_workflows_matrix_from_the_callers_settled_inputs() {
+    let called = "on:\n  workflow_call:\n    inputs:\n      oses: {type: string}\n      arch: {type: string, default: '${{ github.event_name }}-x'}\njobs:\n  build:\n    name: build ${{ inputs.arch }} ${{ matrix.os }}\n    strategy:\n      matrix:\n        os: ${{ fromJSON(inputs.oses) }}\n    runs-on: x\n    steps:\n      - run: echo\n";
+    // Literal inputs, inputs from the event, and one read from a job's outputs (known only
+    // when the run gets there).
+    let caller = "on: push\njobs:\n  lit:\n    uses: ./.github/workflows/called.yml\n    with: {oses: '[\"q\", \"r\"]'}\n  ev:\n    uses: ./.github/workflows/called.yml\n    with:\n      oses: ${{ format('[\"{0}\"]', github.event_name) }}\n  late:\n    needs: lit\n    uses: ./.github/workflows/called.yml\n    with:\n      oses: ${{ needs.lit.outputs.oses }}\n";
+    let d = folder_with(&[
+        (".github/workflows/called.yml", called),
+        (".github/workflows/caller.yml", caller),
+    ]);
+    let (code, out, err) = firebreak(d.path(), &["plan", ".github/workflows/caller.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for leg in [
+        "lit / build push-x q",
+        "lit / build push-x r",
+        "ev / build push-x push",
+    ] {
+        assert!(out.contains(leg), "{leg}\n{out}");
+    }
+    assert!(
+        out.contains("late / build (matrix decided at run time from inputs)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn plan_fails_a_workflow_that_filters_an_event_both_ways() {
     let d = folder_with(&[
         (

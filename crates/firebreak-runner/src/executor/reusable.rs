@@ -130,45 +130,12 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
             Some(Err(e)) => return fail(&sh, &spec, format!("with: {e}"), t0),
         };
         let call = called.on.get("workflow_call").cloned().unwrap_or_default();
-        let mut inputs: IndexMap<String, Value> = IndexMap::new();
-        for (k, def) in &call.inputs {
-            let given = with
-                .iter()
-                .find(|(w, _)| w.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone());
-            let raw = match given {
-                Some(v) => Some(v),
-                None => match &def.default {
-                    Some(t) => match eval_token(t, &ctx) {
-                        Ok(v) => Some(v),
-                        Err(e) => return fail(&sh, &spec, format!("input '{k}': {e}"), t0),
-                    },
-                    None => None,
-                },
-            };
-            // As GitHub evaluates them: a boolean or number input takes only a boolean or
-            // a number (`'false'` from `github.event.inputs` is an error there too); a
-            // string input takes any literal, turned into a string.
-            let v = match (def.input_type, raw) {
-                (InputType::Boolean, Some(Value::Bool(b))) => Ok(Value::Bool(b)),
-                (InputType::Boolean, None) => Ok(Value::Bool(false)),
-                (InputType::Number, Some(Value::Number(n))) => Ok(Value::Number(n)),
-                (InputType::Number, None) => Ok(Value::Number(0.0)),
-                (_, Some(Value::Object(_))) => Err("A mapping was not expected".to_string()),
-                (_, Some(Value::Array(_))) => Err("A sequence was not expected".to_string()),
-                (InputType::Boolean | InputType::Number, Some(v)) => {
-                    Err(format!("Unexpected value '{}'", v.to_coerced_string()))
-                }
-                (_, Some(v)) => Ok(Value::String(v.to_coerced_string())),
-                (_, None) => Ok(Value::String(String::new())),
-            };
-            match v {
-                Ok(v) => {
-                    inputs.insert(k.clone(), v);
-                }
-                Err(e) => return fail(&sh, &spec, format!("input '{k}': {e}"), t0),
-            }
-        }
+        let inputs = match called_inputs(&call.inputs, &with, &|t| {
+            eval_token(t, &ctx).map_err(|e| e.to_string())
+        }) {
+            Ok(i) => i,
+            Err(e) => return fail(&sh, &spec, e, t0),
+        };
         let secrets: IndexMap<String, String> = if r.inherit_secrets {
             cfg.secrets.clone()
         } else {
@@ -283,4 +250,43 @@ pub(crate) fn run_reusable(sh: Arc<WorkflowShared>, spec: LegSpec) -> BoxFut<'st
                 .collect(),
         }
     })
+}
+
+/// A called workflow's `inputs` context: each input `on.workflow_call.inputs` declares, from
+/// the caller's `with:` (keys compared ignoring case) or else its default (an expression
+/// evaluated by `default`), typed as GitHub does: a boolean or number input takes only a
+/// boolean or a number (`'false'` is an error there too), a string input any scalar, made a
+/// string; a missing one is `false`, `0` or `''`. The error names the input.
+pub fn called_inputs(
+    declared: &IndexMap<String, firebreak_workflow::InputDef>,
+    with: &IndexMap<String, Value>,
+    default: &dyn Fn(&firebreak_workflow::Token) -> Result<Value, String>,
+) -> Result<IndexMap<String, Value>, String> {
+    let mut inputs: IndexMap<String, Value> = IndexMap::new();
+    for (k, def) in declared {
+        let given = with
+            .iter()
+            .find(|(w, _)| w.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone());
+        let raw = match (given, &def.default) {
+            (Some(v), _) => Some(v),
+            (None, Some(t)) => Some(default(t).map_err(|e| format!("input '{k}': {e}"))?),
+            (None, None) => None,
+        };
+        let v = match (def.input_type, raw) {
+            (InputType::Boolean, Some(Value::Bool(b))) => Ok(Value::Bool(b)),
+            (InputType::Boolean, None) => Ok(Value::Bool(false)),
+            (InputType::Number, Some(Value::Number(n))) => Ok(Value::Number(n)),
+            (InputType::Number, None) => Ok(Value::Number(0.0)),
+            (_, Some(Value::Object(_))) => Err("A mapping was not expected".to_string()),
+            (_, Some(Value::Array(_))) => Err("A sequence was not expected".to_string()),
+            (InputType::Boolean | InputType::Number, Some(v)) => {
+                Err(format!("Unexpected value '{}'", v.to_coerced_string()))
+            }
+            (_, Some(v)) => Ok(Value::String(v.to_coerced_string())),
+            (_, None) => Ok(Value::String(String::new())),
+        };
+        inputs.insert(k.clone(), v.map_err(|e| format!("input '{k}': {e}"))?);
+    }
+    Ok(inputs)
 }

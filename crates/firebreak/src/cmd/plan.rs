@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use firebreak_expr::Value;
-use firebreak_workflow::plan::{Event, JobPlan, MatrixPlan, Plan};
+use firebreak_workflow::plan::{Event, JobPlan, MatrixPlan, Plan, WorkflowPlan};
 
 use crate::discover::{read_workflows, repo_root};
 use crate::gitinfo::{default_actor, git_state, local_repository, synthesize_payload};
@@ -194,9 +194,64 @@ pub fn settle(
             firebreak_workflow::plan::resolve_deferred(wf, &jobif::KNOWN_CONTEXTS, &known);
             // Names such as `Build ${{ matrix.os }}`, as the run will show them.
             firebreak_workflow::plan::resolve_names(wf, &jobif::KNOWN_CONTEXTS, &known);
+            settle_called(wf, &github, &inputs);
             jobif::decide(wf, &github, &inputs)
         })
         .collect()
+}
+
+/// Settles the workflows that `wf`'s jobs call as far as each caller's `with:` allows: when
+/// it (and the defaults of the inputs it leaves out) reads only what the event settles
+/// (`github`, the caller's own `inputs`), the called workflow's inputs are known now, and with
+/// them its matrices and job names built from them, as the run will expand them.
+fn settle_called(wf: &mut WorkflowPlan, github: &Value, inputs: &Value) {
+    let settled = |t: &firebreak_workflow::Token| {
+        firebreak_workflow::plan::contexts_of(t)
+            .iter()
+            .all(|c| jobif::KNOWN_CONTEXTS.contains(&c.as_str()))
+    };
+    let caller = jobif::event_context(github, inputs);
+    for jp in &mut wf.jobs {
+        let (Some(called), firebreak_workflow::JobKind::Reusable(r)) =
+            (jp.called.as_deref_mut(), &jp.job.kind)
+        else {
+            continue;
+        };
+        let with = match &r.with {
+            None => indexmap::IndexMap::new(),
+            Some(t) if settled(t) => match t.evaluate_merged(&caller) {
+                Ok(Value::Object(m)) => m,
+                Ok(Value::Null) => indexmap::IndexMap::new(),
+                // The run fails the job, saying why.
+                _ => continue,
+            },
+            Some(_) => continue,
+        };
+        let declared = called
+            .workflow
+            .on
+            .get("workflow_call")
+            .map(|c| c.inputs.clone())
+            .unwrap_or_default();
+        let defaults_settled = declared.iter().all(|(k, d)| {
+            with.keys().any(|w| w.eq_ignore_ascii_case(k)) || d.default.as_ref().is_none_or(settled)
+        });
+        if !defaults_settled {
+            continue;
+        }
+        let Ok(called_inputs) =
+            firebreak_runner::executor::reusable::called_inputs(&declared, &with, &|t| {
+                t.evaluate_merged(&caller).map_err(|e| e.to_string())
+            })
+        else {
+            continue;
+        };
+        let called_inputs = Value::Object(called_inputs);
+        let known = jobif::event_context(github, &called_inputs);
+        firebreak_workflow::plan::resolve_deferred(called, &jobif::KNOWN_CONTEXTS, &known);
+        firebreak_workflow::plan::resolve_names(called, &jobif::KNOWN_CONTEXTS, &known);
+        settle_called(called, github, &called_inputs);
+    }
 }
 
 /// The plan as `--format json` prints it: the plan, each job's `"if_result"`, and the
