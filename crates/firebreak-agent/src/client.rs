@@ -18,6 +18,16 @@ use crate::protocol::{
     OutStream, Request, Response, CHUNK_LEN, PROTOCOL_VERSION,
 };
 
+/// The most [`AgentClient::read_file`] takes from the guest: far more than a file command,
+/// an action's manifest or a kernel file the host reads, far less than would strain the host
+/// (the guest is not trusted: it could offer `/dev/zero`).
+pub const READ_FILE_LIMIT: u64 = 64 << 20;
+
+/// `s` without control characters, at most 200 of them: a guest's text bound for a log.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
 /// Errors of host-side calls.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -52,6 +62,15 @@ pub enum ClientError {
     /// The call did not finish in time.
     #[error("agent did not answer within {0:?}")]
     Timeout(Duration),
+    /// A guest file larger than the host takes: the guest is not trusted with the host's
+    /// memory.
+    #[error("{path} in the guest is larger than {} MiB: not read", .limit >> 20)]
+    TooLarge {
+        /// Guest path.
+        path: String,
+        /// The most the host takes, bytes.
+        limit: u64,
+    },
 }
 
 impl ClientError {
@@ -360,11 +379,18 @@ impl AgentClient {
                     init,
                 },
                 _,
-            ) => Ok(AgentInfo {
+            ) if protocol == PROTOCOL_VERSION => Ok(AgentInfo {
                 protocol,
-                agent_version,
-                kernel_release,
+                // Shown in job logs: the guest's words, without control characters.
+                agent_version: printable(&agent_version),
+                kernel_release: printable(&kernel_release),
                 init,
+            }),
+            (Response::Hello { protocol, .. }, _) => Err(ClientError::Agent {
+                kind: ErrorKind::Version,
+                message: format!(
+                    "the agent speaks protocol {protocol}, this host {PROTOCOL_VERSION}: build an image with this firebreak's agent (`firebreak image build`)"
+                ),
             }),
             (other, _) => Err(ClientError::from_response(other)),
         }
@@ -475,24 +501,50 @@ impl AgentClient {
         }
     }
 
-    /// Reads a whole guest file; a missing file is `Ok(None)`.
+    /// Reads a whole guest file of at most [`READ_FILE_LIMIT`] bytes; a missing file is
+    /// `Ok(None)`.
     pub async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        self.read_file_limited(path, READ_FILE_LIMIT).await
+    }
+
+    /// Reads a whole guest file of at most `limit` bytes; a missing file is `Ok(None)`. A
+    /// longer one (a multi-gigabyte file, `/dev/zero`, a FIFO that never ends) is
+    /// [`ClientError::TooLarge`]: the read stops there and the agent is told to stop sending.
+    pub async fn read_file_limited(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let req = Request::ReadFile {
+            path: path.to_string(),
+        };
+        let (id, mut rx) = self.start(&req, b"", 64).await?;
         let mut data = Vec::new();
-        let res = self
-            .download(
-                &Request::ReadFile {
-                    path: path.to_string(),
-                },
-                |b| {
-                    data.extend_from_slice(&b);
-                    Ok(())
-                },
-            )
-            .await;
-        match res {
-            Ok(()) => Ok(Some(data)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+        loop {
+            match rx.recv().await {
+                Some((Response::Data { eof }, body)) => {
+                    if (data.len() + body.len()) as u64 > limit {
+                        drop(rx);
+                        // An agent older than this request's cancellation says "unknown id".
+                        let _ = self.cancel(id).await;
+                        return Err(ClientError::TooLarge {
+                            path: path.to_string(),
+                            limit,
+                        });
+                    }
+                    data.extend_from_slice(&body);
+                    if eof {
+                        return Ok(Some(data));
+                    }
+                }
+                Some((other, _)) => {
+                    return match ClientError::from_response(other) {
+                        e if e.is_not_found() => Ok(None),
+                        e => Err(e),
+                    }
+                }
+                None => return Err(ClientError::Disconnected),
+            }
         }
     }
 
@@ -615,7 +667,9 @@ impl AgentClient {
                 pos: 0,
             };
             let mut ar = tar::Archive::new(&mut reader);
-            ar.set_preserve_permissions(true);
+            // Permission bits without setuid, setgid and sticky: the guest is not trusted to
+            // leave set-id programs on the host.
+            ar.set_preserve_permissions(false);
             ar.set_preserve_mtime(true);
             ar.set_overwrite(true);
             let res = ar.unpack(&dest);
@@ -679,7 +733,8 @@ impl AgentClient {
             .await
             .map_err(|e| host_err("write", e))?;
         use std::os::unix::fs::PermissionsExt;
-        tokio::fs::set_permissions(host_dest, std::fs::Permissions::from_mode(st.mode))
+        // Without setuid, setgid and sticky bits, as `tar_out` unpacks.
+        tokio::fs::set_permissions(host_dest, std::fs::Permissions::from_mode(st.mode & 0o777))
             .await
             .map_err(|e| host_err("chmod", e))
     }

@@ -86,6 +86,8 @@ struct ExecCtl {
 enum Route {
     Upload(mpsc::Sender<Chunk>),
     Exec(ExecCtl),
+    /// A file being read out: set to stop sending (the host took all it wants).
+    Download(Arc<std::sync::atomic::AtomicBool>),
 }
 
 type Routes = Arc<Mutex<HashMap<u64, Route>>>;
@@ -249,6 +251,10 @@ where
                         ctl.cancel.cancel();
                         true
                     }
+                    Some(Route::Download(stop)) => {
+                        stop.store(true, Ordering::SeqCst);
+                        true
+                    }
                     _ => false,
                 };
                 let resp = if found {
@@ -294,10 +300,14 @@ where
             }
             Request::ReadFile { path } => {
                 let out = out.clone();
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                lock(&routes).insert(id, Route::Download(stop.clone()));
+                let routes = routes.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = read_file(id, &path, &out).await {
+                    if let Err(e) = read_file(id, &path, &out, &stop).await {
                         send(&out, id, io_response(&path, &e), b"").await;
                     }
+                    lock(&routes).remove(&id);
                 });
             }
             Request::TarOut { path } => {
@@ -888,10 +898,20 @@ impl Source {
     }
 }
 
-async fn read_file(id: u64, path: &str, out: &Out) -> std::io::Result<()> {
+/// Sends the file's contents until its end, or until the host cancels the read (`Cancel`
+/// with this request's id: it has all it will take, as from an endless `/dev/zero`).
+async fn read_file(
+    id: u64,
+    path: &str,
+    out: &Out,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
     let mut f = Source::open(path).await?;
     let mut buf = vec![0u8; CHUNK_LEN];
     loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let n = f.read(&mut buf).await?;
         if n == 0 {
             send(out, id, Response::Data { eof: true }, b"").await;

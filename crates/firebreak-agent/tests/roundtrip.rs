@@ -855,3 +855,68 @@ async fn a_session_after_a_greeted_one_on_the_same_agent_counts_as_greeted() {
     drop((br, bw));
     let _ = server.await;
 }
+
+/// A guest file that never ends (`/dev/zero` behind a file command's path) costs the host
+/// at most the limit: the read fails, and the agent stops sending when told to.
+#[tokio::test]
+async fn an_endless_file_is_read_up_to_the_limit_and_the_agent_stops_sending() {
+    let (c, _s) = pair().await;
+    let err = c
+        .read_file_limited("/dev/zero", 1 << 20)
+        .await
+        .expect_err("endless");
+    assert!(
+        matches!(err, ClientError::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+    c.ping().await.expect("the session goes on");
+
+    // On the wire: once `Cancel` names the read, its frames stop.
+    use firebreak_agent::protocol::{read_frame, Frame, Response};
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (ar, aw) = a.into_split();
+    let _server = tokio::spawn(serve(ar, aw, Arc::new(AgentConfig::default())));
+    let (mut br, mut bw) = b.into_split();
+    let hello = Request::Hello {
+        protocol: firebreak_agent::PROTOCOL_VERSION,
+    };
+    send_raw(&mut bw, 9, &hello, b"").await.expect("hello");
+    let greeted: Frame<Response> = read_frame(&mut br).await.expect("hello reply");
+    assert!(matches!(greeted.msg, Response::Hello { .. }), "{:?}", greeted.msg);
+    let read = Request::ReadFile {
+        path: "/dev/zero".into(),
+    };
+    send_raw(&mut bw, 1, &read, b"").await.expect("read");
+    let first: Frame<Response> = read_frame(&mut br).await.expect("data");
+    assert_eq!(first.id, 1);
+    send_raw(&mut bw, 2, &Request::Cancel { exec: 1 }, b"")
+        .await
+        .expect("cancel");
+    let mut after_ok = None;
+    let mut n = 0u32;
+    loop {
+        let f: Frame<Response> = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut br))
+            .await
+            .expect("frames flow until the ping's answer")
+            .expect("frame");
+        match (f.id, after_ok) {
+            (2, _) => {
+                assert!(matches!(f.msg, Response::Ok), "{:?}", f.msg);
+                after_ok = Some(0u32);
+                send_raw(&mut bw, 3, &Request::Ping, b"")
+                    .await
+                    .expect("ping");
+            }
+            (1, Some(k)) => after_ok = Some(k + 1),
+            (1, None) => n += 1,
+            (3, Some(k)) => {
+                // What was already on its way when the cancel landed, no more.
+                assert!(k <= 2, "{k} frames of the read came after its cancel");
+                break;
+            }
+            other => panic!("unexpected frame {other:?}: {:?}", f.msg),
+        }
+        assert!(n < 100_000, "the read was never cancelled");
+    }
+}

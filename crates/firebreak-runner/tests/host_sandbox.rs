@@ -310,6 +310,27 @@ async fn files_in_and_out_are_confined_to_the_job() -> TestResult {
         Err(SandboxError::PathOutsideSandbox(_))
     ));
     assert!(!t.path().join("new").exists());
+    // A FIFO in a file's place is refused at once (no writer to wait for), and a file larger
+    // than the runner reads is refused rather than read into its memory.
+    let (st, _) = run(sb.as_ref(), sh("mkfifo fifo && truncate -s 65M huge")).await?;
+    assert!(st.success());
+    let fifo = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sb.read_file(&l.workspace.join("fifo")),
+    )
+    .await
+    .expect("no wait for a writer");
+    assert!(
+        fifo.as_ref()
+            .is_err_and(|e| e.to_string().contains("not a regular file")),
+        "{fifo:?}"
+    );
+    let huge = sb.read_file(&l.workspace.join("huge")).await;
+    assert!(
+        huge.as_ref()
+            .is_err_and(|e| e.to_string().contains("larger than 64 MiB")),
+        "{huge:?}"
+    );
 
     sb.remove(&l.workspace.join("made.txt")).await?;
     assert_eq!(sb.read_file(&l.workspace.join("made.txt")).await?, None);

@@ -358,12 +358,17 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     if fc.is_none() {
         fnotes.push("firecracker binary not installed".into());
     }
-    if kvm_works != Some(true) {
-        fnotes.push(if pvm {
-            "needs hardware KVM; this host's KVM is PVM-only".into()
-        } else {
-            "needs a working KVM".into()
-        });
+    match kvm_works {
+        Some(true) => {}
+        Some(false) if pvm => fnotes.push("needs hardware KVM; this host's KVM is PVM-only".into()),
+        Some(false) => fnotes.push("needs a working KVM".into()),
+        None => fnotes.push(
+            "needs a working KVM, which was not probed (--no-kvm-probe): whether it works here is unknown"
+                .into(),
+        ),
+    }
+    if images.is_empty() {
+        fnotes.push("no guest image: build one with `firebreak image build`".into());
     }
     fnotes.push(
         "used by `firebreak run --sandbox firecracker`; binary from $FIREBREAK_FIRECRACKER_BIN or PATH; not boot-tested by doctor"
@@ -390,7 +395,8 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     fnotes.push(jailer_netns_note());
     backends.push(BackendStatus {
         name: "firecracker".into(),
-        works: false,
+        // What it needs is here; a boot would prove more, which doctor does not try.
+        works: fc.is_some() && kvm_works == Some(true) && !images.is_empty(),
         notes: fnotes,
     });
 

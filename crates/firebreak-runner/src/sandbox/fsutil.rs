@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::SandboxError;
+use super::{SandboxError, READ_FILE_LIMIT};
 
 /// Canonical form of `path`'s parent must lie inside canonical `root`.
 /// Missing parents are created (each one checked) when `create_parents`.
@@ -59,11 +59,13 @@ pub(crate) fn check_inside(
 
 /// Reads a regular file without following a symlink in the last component.
 pub(crate) fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>, SandboxError> {
+    // Non-blocking: a FIFO a job left in a file's place must not make the open wait for a
+    // writer (it is refused below; regular files ignore the flag).
     let f = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path);
-    let mut f = match f {
+    let f = match f {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
@@ -71,9 +73,24 @@ pub(crate) fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>, SandboxError
         }
         Err(e) => return Err(SandboxError::io("open", path, e)),
     };
+    let refuse = |why: String| SandboxError::io("read", path, io::Error::other(why));
+    if !f
+        .metadata()
+        .map_err(|e| SandboxError::io("stat", path, e))?
+        .is_file()
+    {
+        return Err(refuse("not a regular file".to_string()));
+    }
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf)
+    f.take(READ_FILE_LIMIT + 1)
+        .read_to_end(&mut buf)
         .map_err(|e| SandboxError::io("read", path, e))?;
+    if buf.len() as u64 > READ_FILE_LIMIT {
+        return Err(refuse(format!(
+            "larger than {} MiB: not read",
+            READ_FILE_LIMIT >> 20
+        )));
+    }
     Ok(Some(buf))
 }
 

@@ -331,6 +331,9 @@ pub struct Probe {
     pub notes: Vec<String>,
 }
 
+/// The most [`Sandbox::read_file`] reads (64 MiB; the agent client's limit is the same).
+pub const READ_FILE_LIMIT: u64 = 64 << 20;
+
 /// Errors of the sandbox layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -435,7 +438,9 @@ pub trait Sandbox: Send + Sync {
         host_dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SandboxError>>;
 
-    /// Reads a whole guest file. A missing file is `Ok(None)`.
+    /// Reads a whole guest file of at most [`READ_FILE_LIMIT`] bytes; a missing file is
+    /// `Ok(None)`, a longer one (or, in local sandboxes, one that is not a regular file) an
+    /// error: a job must not be able to exhaust the runner's memory through a file command.
     fn read_file<'a>(
         &'a self,
         path: &'a Path,
