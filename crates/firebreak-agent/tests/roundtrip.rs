@@ -883,7 +883,11 @@ async fn an_endless_file_is_read_up_to_the_limit_and_the_agent_stops_sending() {
     };
     send_raw(&mut bw, 9, &hello, b"").await.expect("hello");
     let greeted: Frame<Response> = read_frame(&mut br).await.expect("hello reply");
-    assert!(matches!(greeted.msg, Response::Hello { .. }), "{:?}", greeted.msg);
+    assert!(
+        matches!(greeted.msg, Response::Hello { .. }),
+        "{:?}",
+        greeted.msg
+    );
     let read = Request::ReadFile {
         path: "/dev/zero".into(),
     };

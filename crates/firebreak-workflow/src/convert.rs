@@ -13,6 +13,9 @@ use crate::reader::if_condition;
 use crate::schema::{JOB_IF, STEP_IF};
 use crate::token::{Token, TokenKind};
 
+/// GitHub.com's error for `on: workflow_run` without `workflows:`, which its parser accepts.
+pub(crate) const WORKFLOW_RUN_WITHOUT_WORKFLOWS: &str = "`on.workflow_run` does not reference any workflows. See https://docs.github.com/actions/using-workflows/events-that-trigger-workflows#workflow-run for more information.";
+
 pub(crate) struct Converter<'a> {
     pub file: String,
     pub diags: &'a mut Diags,
@@ -290,19 +293,33 @@ impl Converter<'_> {
 
     fn on(&mut self, t: Token) -> IndexMap<String, EventConfig> {
         let mut out = IndexMap::new();
+        // Where `workflow_run` is named, for the warning below.
+        let mut workflow_run = None;
+        let mut seen = |name: &str, pos: Pos| {
+            if name == "workflow_run" {
+                workflow_run = Some(pos);
+            }
+        };
         match t.kind {
             TokenKind::String(s) => {
+                seen(&s, t.pos);
                 out.insert(s.into_owned(), EventConfig::default());
             }
             TokenKind::Seq(items) => {
-                for s in items.into_iter().filter_map(into_string) {
-                    out.insert(s, EventConfig::default());
+                for item in items {
+                    let pos = item.pos;
+                    if let Some(s) = into_string(item) {
+                        seen(&s, pos);
+                        out.insert(s, EventConfig::default());
+                    }
                 }
             }
             TokenKind::Map(pairs) => {
                 out.reserve(pairs.len());
                 for (k, v) in pairs {
+                    let pos = k.pos;
                     let name = into_string(k).unwrap_or_default();
+                    seen(&name, pos);
                     let mut cfg = EventConfig::default();
                     if matches!(v.kind, TokenKind::Null) {
                         out.insert(name, cfg);
@@ -341,6 +358,21 @@ impl Converter<'_> {
                 }
             }
             _ => {}
+        }
+        // GitHub's parser takes it; GitHub.com fails every run the workflow would have.
+        if let Some(pos) = workflow_run {
+            if out
+                .get("workflow_run")
+                .is_some_and(|c| c.workflows.is_none())
+            {
+                self.diags.warn(
+                    &self.file,
+                    Some(pos),
+                    format!(
+                        "GitHub.com fails this workflow's runs: {WORKFLOW_RUN_WITHOUT_WORKFLOWS}"
+                    ),
+                );
+            }
         }
         out
     }

@@ -511,6 +511,8 @@ impl<U: Unit> P<'_, U> {
                 .to_ascii_lowercase();
             &long
         };
+        // Arity errors name the call's `(`, as the runner's parser does (and our engine).
+        let lparen = self.peek();
         if !self.eat(T::LParen) {
             if !self.allowed.named.iter().any(|n| n == lower) {
                 return Err(self.error_at("Unrecognized named-value", ident));
@@ -546,17 +548,17 @@ impl<U: Unit> P<'_, U> {
         match bounds {
             None => return Err(self.error_at("Unrecognized function", ident)),
             Some((min, _)) if args < min => {
-                return Err(self.error_at("Too few parameters supplied", ident))
+                return Err(self.error_at("Too few parameters supplied", lparen))
             }
             Some((_, max)) if args > max => {
-                return Err(self.error_at("Too many parameters supplied", ident))
+                return Err(self.error_at("Too many parameters supplied", lparen))
             }
             _ => {}
         }
         if lower == "case" && args.is_multiple_of(2) {
             return Err(self.error_at(
                 "Even number of parameters supplied, requires an odd number of parameters",
-                ident,
+                lparen,
             ));
         }
         if matches!(lower, "success" | "failure" | "cancelled" | "always") {

@@ -225,8 +225,12 @@ pub fn plan<P: AsRef<std::path::Path>>(workflows: &[(P, Arc<Workflow>)], event: 
         };
         // What GitHub's parser accepts (`check` warns) and GitHub.com refuses: the run fails.
         // Filters that contradict each other fail it whatever the event's ref and paths.
-        let conflict =
-            conflicting_filters(&event.name, config).or_else(|| malformed_pattern(config));
+        let conflict = conflicting_filters(&event.name, config)
+            .or_else(|| malformed_pattern(config))
+            .or_else(|| {
+                (event.name == "workflow_run" && config.workflows.is_none())
+                    .then(|| crate::convert::WORKFLOW_RUN_WITHOUT_WORKFLOWS.to_string())
+            });
         if conflict.is_none() {
             if let Err(reason) = triggers(&event.name, config, event) {
                 out.filtered_out.push(FilteredOut {
@@ -804,6 +808,30 @@ mod tests {
                 .map(|w| w.path.as_str())
                 .collect::<Vec<_>>(),
             ["b.yml"]
+        );
+    }
+
+    #[test]
+    fn a_workflow_run_trigger_without_workflows_fails_its_runs() {
+        let ev = Event {
+            name: "workflow_run".into(),
+            payload: serde_json::json!({"action": "completed", "workflow_run": {"name": "CI", "head_branch": "main"}}),
+            changed_files: None,
+        };
+        let without =
+            wf("on:\n  workflow_run:\n    types: [completed]\njobs:\n  c:\n    runs-on: x\n");
+        let p = plan(&[("a.yml", without)], &ev);
+        assert!(
+            p.workflows[0].errors[0].contains("does not reference any workflows"),
+            "{:?}",
+            p.workflows[0].errors
+        );
+        let with = wf("on:\n  workflow_run:\n    workflows: [CI]\njobs:\n  c:\n    runs-on: x\n    steps: [{run: x}]\n");
+        let p = plan(&[("b.yml", with)], &ev);
+        assert!(
+            p.workflows[0].errors.is_empty(),
+            "{:?}",
+            p.workflows[0].errors
         );
     }
 

@@ -219,7 +219,11 @@ impl<'a> Loader<'a> {
                     self.diags.error(
                         file,
                         Some(rj.uses_pos),
-                        format!("The workflow may not reference more than {MAX_REUSABLE_FILES} reusable workflow files"),
+                        // The runner's words; its count includes the calling file.
+                        format!(
+                            "The maximum file count of {} has been exceeded",
+                            MAX_REUSABLE_FILES + 1
+                        ),
                     );
                 }
                 continue;

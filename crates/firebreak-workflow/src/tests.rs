@@ -842,7 +842,32 @@ fn snapshot_mappings_are_checked_as_the_runner_does() {
     );
     let e = errors(&job("{image-name: a, if: \"always(1)\"}"));
     assert!(
-        e[0].starts_with("w.yml:6:35: Too many parameters supplied: 'always'"),
+        e[0].starts_with("w.yml:6:35: Too many parameters supplied: '('"),
         "{e:?}"
     );
+}
+
+#[test]
+fn a_workflow_run_trigger_without_workflows_is_warned_of() {
+    let warnings = |on: &str| -> Vec<String> {
+        let p = parse_workflow(
+            "w.yml",
+            &format!("{on}\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n"),
+        );
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        p.warnings.iter().map(ToString::to_string).collect()
+    };
+    let msg = "GitHub.com fails this workflow's runs: `on.workflow_run` does not reference any workflows.";
+    for (on, at) in [
+        ("on: workflow_run", "w.yml:1:5"),
+        ("on: [push, workflow_run]", "w.yml:1:12"),
+        ("on:\n  workflow_run:\n    types: [completed]", "w.yml:2:3"),
+    ] {
+        let w = warnings(on);
+        assert!(
+            w.len() == 1 && w[0].starts_with(&format!("{at}: {msg}")),
+            "{on}: {w:?}"
+        );
+    }
+    assert!(warnings("on:\n  workflow_run:\n    workflows: [CI]").is_empty());
 }

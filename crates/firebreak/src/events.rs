@@ -69,6 +69,31 @@ pub fn fill_schedule(event: &mut serde_json::Value, wf: &firebreak_workflow::Wor
     }
 }
 
+/// Notes for the workflows of `plan` whose `types` filter an event without an `action` (one
+/// synthesised for `issues`, `release`…) left unchecked: such a workflow is planned as
+/// triggered whatever types it lists.
+pub fn unchecked_types(
+    plan: &firebreak_workflow::plan::Plan,
+    event: &firebreak_workflow::plan::Event,
+) -> Vec<String> {
+    if event.payload.get("action").is_some() {
+        return Vec::new();
+    }
+    plan.workflows
+        .iter()
+        .filter_map(|wf| {
+            let types = wf.workflow.on.get(&event.name)?.types.as_ref()?;
+            Some(format!(
+                "{}: its `types` ({}) were not checked: the `{}` event has no `action`; give one with --event-file (e.g. {{\"action\": \"{}\"}})",
+                wf.path,
+                types.join(", "),
+                event.name,
+                types.first().map_or("created", String::as_str)
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

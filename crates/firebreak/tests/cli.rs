@@ -600,6 +600,33 @@ fn plan_expands_a_called_workflows_matrix_from_the_callers_settled_inputs() {
 }
 
 #[test]
+fn plan_says_when_an_events_types_were_not_checked() {
+    let d = folder_with(&[(
+        "w.yml",
+        "on:\n  issues:\n    types: [closed]\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    ), ("closed.json", r#"{"action": "closed"}"#), ("opened.json", r#"{"action": "opened"}"#)]);
+    let (code, out, err) = firebreak(d.path(), &["plan", "w.yml", "--event", "issues"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("note: w.yml: its `types` (closed) were not checked: the `issues` event has no `action`"),
+        "{err}"
+    );
+    let (_, out, err) = firebreak(
+        d.path(),
+        &[
+            "plan",
+            "w.yml",
+            "--event",
+            "issues",
+            "--event-file",
+            "opened.json",
+        ],
+    );
+    assert!(!err.contains("not checked"), "{err}");
+    assert!(out.contains("activity type 'opened'"), "{out}");
+}
+
+#[test]
 fn plan_fails_a_workflow_that_filters_an_event_both_ways() {
     let d = folder_with(&[
         (
