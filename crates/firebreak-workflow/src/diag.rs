@@ -29,6 +29,18 @@ pub struct Diagnostic {
     /// 1-based column; 0 when the error has no position.
     pub col: u32,
     pub message: String,
+    /// For an error in a called workflow: the `uses:` in the file being read that calls it
+    /// (through others, when calls nest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub called_from: Option<CallSite>,
+}
+
+/// Where a workflow calls another (`jobs.<id>.uses`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallSite {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
 }
 
 impl Diagnostic {
@@ -39,13 +51,15 @@ impl Diagnostic {
             line,
             col,
             message: message.into(),
+            called_from: None,
         }
     }
 
-    /// The message as GitHub prints it: `file (Line: L, Col: C): message`, cut to GitHub's
-    /// maximum of 500 characters (then ending in `[...]`).
+    /// The message as GitHub prints it: `file (Line: L, Col: C): message` (an error in a
+    /// called workflow prefixed `In caller (Line: L, Col: C): Error from called workflow `),
+    /// cut to GitHub's maximum of 500 characters (then ending in `[...]`).
     pub fn github_message(&self) -> String {
-        let full = if self.file.is_empty() {
+        let mut full = if self.file.is_empty() {
             self.message.clone()
         } else if self.line == 0 {
             format!("{}: {}", self.file, self.message)
@@ -55,6 +69,12 @@ impl Diagnostic {
                 self.file, self.line, self.col, self.message
             )
         };
+        if let Some(c) = &self.called_from {
+            full = format!(
+                "In {} (Line: {}, Col: {}): Error from called workflow {full}",
+                c.file, c.line, c.col
+            );
+        }
         if full.chars().count() > MAX_MESSAGE_LENGTH {
             let mut cut: String = full.chars().take(MAX_MESSAGE_LENGTH).collect();
             cut.push_str("[...]");

@@ -39,7 +39,7 @@ mod yaml;
 use indexmap::IndexMap;
 
 pub use convert::{DISPATCH_INPUTS_LIMIT, MAX_DISPATCH_INPUTS};
-pub use diag::{Diagnostic, Pos};
+pub use diag::{CallSite, Diagnostic, Pos};
 pub use model::*;
 pub use token::{ExprToken, Token, TokenKind};
 

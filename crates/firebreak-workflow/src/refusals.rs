@@ -54,7 +54,7 @@ const ROOTS: [&str; 2] = [".github/workflows/", ".github/workflows-lab/"];
 /// Why GitHub cannot resolve a job's `uses:` (`owner/repo/.github/workflows/file@ref`,
 /// `./.github/workflows/file` or `$/.github/workflows/file`), if it cannot. An expression is
 /// left to the run.
-fn reference_problem(uses: &str) -> Option<&'static str> {
+pub(crate) fn reference_problem(uses: &str) -> Option<&'static str> {
     if uses.contains("${{") {
         return None;
     }

@@ -196,13 +196,18 @@ impl<'a> Loader<'a> {
                 let local = crate::model::local_uses_path(&rj.uses).is_some();
                 match (self.opts.unresolved_reusable, local) {
                     (UnresolvedReusable::Skip, _) | (UnresolvedReusable::ErrorIfLocal, false) => {}
+                    // A reference GitHub.com cannot resolve (`./…@v1`, outside
+                    // `.github/workflows`) says why, as GitHub.com does, not that it is missing.
                     (_, true) => self.diags.error(
                         file,
                         Some(rj.uses_pos),
-                        format!(
-                            "Unable to find reusable workflow '{}': the repository has no such file",
-                            rj.uses
-                        ),
+                        match crate::refusals::reference_problem(&rj.uses) {
+                            Some(why) => format!("invalid value workflow reference: {why}"),
+                            None => format!(
+                                "Unable to find reusable workflow '{}': the repository has no such file",
+                                rj.uses
+                            ),
+                        },
                     ),
                     (UnresolvedReusable::Error, false) => self.diags.error(
                         file,
@@ -228,9 +233,11 @@ impl<'a> Loader<'a> {
                 }
                 continue;
             }
+            let first_new = self.diags.list.len();
             let Some(called_root) =
                 read_root(&rj.uses, src, self.opts, &self.reader_opts, self.diags)
             else {
+                self.mark_called_from(first_new, file, rj.uses_pos);
                 continue;
             };
             let mut conv = Converter::new(file, self.diags);
@@ -240,7 +247,23 @@ impl<'a> Loader<'a> {
             self.check_permissions(file, job_pos, &rj.uses, &called_wf, &allowed);
             let called_ref = rj.uses.clone();
             self.load(&called_ref, &mut called_wf, &allowed, depth + 1);
+            self.mark_called_from(first_new, file, rj.uses_pos);
             rj.called = Some(Arc::new(called_wf));
+        }
+    }
+
+    /// Marks the errors found since `first_new` in other files than `file` as coming from
+    /// the workflow `file` calls at `uses`; an outer call marks them again, so they end up
+    /// naming the call in the file being read.
+    fn mark_called_from(&mut self, first_new: usize, file: &str, uses: Pos) {
+        for d in self.diags.list.iter_mut().skip(first_new) {
+            if d.file != file {
+                d.called_from = Some(crate::diag::CallSite {
+                    file: file.to_string(),
+                    line: uses.line,
+                    col: uses.col,
+                });
+            }
         }
     }
 

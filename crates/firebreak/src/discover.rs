@@ -117,10 +117,16 @@ pub fn read_workflows(inputs: &[PathBuf]) -> Read {
         files: Vec::new(),
         unreadable: Vec::new(),
     };
+    // A file named twice (`check a.yml ./a.yml`, or a file and its folder) is read once.
+    let mut seen = std::collections::HashSet::new();
     for input in inputs {
         match workflow_paths(input) {
             Ok(paths) => {
                 for path in paths {
+                    let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                    if !seen.insert(key) {
+                        continue;
+                    }
                     let shown = display(&path);
                     match read_file(path) {
                         Ok(f) => out.files.push(f),
@@ -172,15 +178,40 @@ pub fn diagnostic_file<'a>(shown: &'a str, d: &'a firebreak_workflow::Diagnostic
 }
 
 /// A diagnostic of the workflow shown as `shown` as one line, naming the file it is in (see
-/// [`diagnostic_file`] and [`crate::style::diagnostic_line`]).
+/// [`diagnostic_file`] and [`crate::style::diagnostic_line`]); one in a workflow it calls is
+/// located at the call, naming where in the called file it is.
 pub fn diagnostic_line(shown: &str, d: &firebreak_workflow::Diagnostic, warning: bool) -> String {
-    crate::style::diagnostic_line(
-        diagnostic_file(shown, d),
-        d.line,
-        d.col,
-        &d.message,
-        warning,
-    )
+    let (file, line, col, message) = located(shown, d);
+    crate::style::diagnostic_line(file, line, col, &message, warning)
+}
+
+/// Where to report `d` (a diagnostic of the workflow shown as `shown`) and what to say: an
+/// error in a called workflow at the `uses:` that calls it, with its own place in the message.
+pub fn located<'a>(
+    shown: &'a str,
+    d: &'a firebreak_workflow::Diagnostic,
+) -> (&'a str, u32, u32, std::borrow::Cow<'a, str>) {
+    match &d.called_from {
+        Some(c) => {
+            let caller = if c.file.is_empty() || c.file == shown {
+                shown
+            } else {
+                c.file.strip_prefix("./").unwrap_or(&c.file)
+            };
+            let place = match d.line {
+                0 => diagnostic_file(shown, d).to_string(),
+                _ => format!("{}:{}:{}", diagnostic_file(shown, d), d.line, d.col),
+            };
+            let message = format!("in the called workflow {place}: {}", d.message);
+            (caller, c.line, c.col, message.into())
+        }
+        None => (
+            diagnostic_file(shown, d),
+            d.line,
+            d.col,
+            d.message.as_str().into(),
+        ),
+    }
 }
 
 /// Parses `source` (shown as `shown` in messages) with the local reusable workflows it calls

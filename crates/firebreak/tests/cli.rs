@@ -600,6 +600,51 @@ fn plan_expands_a_called_workflows_matrix_from_the_callers_settled_inputs() {
 }
 
 #[test]
+fn an_error_in_a_called_workflow_is_reported_at_the_call_and_each_file_once() {
+    let d = folder_with(&[
+        (
+            ".github/workflows/called.yml",
+            "on: workflow_call\njobs:\n  a:\n    runs-on: x\n    bogus: 1\n    steps: [{run: x}]\n",
+        ),
+        (
+            ".github/workflows/caller.yml",
+            "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n  pinned:\n    uses: ./.github/workflows/called.yml@main\n",
+        ),
+    ]);
+    // The same file named three ways is checked once.
+    let (code, out, err) = firebreak(
+        d.path(),
+        &[
+            "check",
+            ".github/workflows/caller.yml",
+            "./.github/workflows/caller.yml",
+            ".github/workflows",
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            ".github/workflows/caller.yml:4:11: in the called workflow .github/workflows/called.yml:5:5: Unexpected value 'bogus'",
+            ".github/workflows/caller.yml:6:11: invalid value workflow reference: cannot specify version when calling local workflows",
+            ".github/workflows/called.yml:5:5: Unexpected value 'bogus'",
+        ],
+        "{out}{err}"
+    );
+    assert!(err.contains("2 workflow files checked, 2 invalid"), "{err}");
+    let (_, json, _) = firebreak(
+        d.path(),
+        &["check", ".github/workflows/caller.yml", "--format", "json"],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        doc["files"][0]["errors"][0]["called_from"],
+        serde_json::json!({"file": ".github/workflows/caller.yml", "line": 4, "col": 11})
+    );
+}
+
+#[test]
 fn plan_says_when_an_events_types_were_not_checked() {
     let d = folder_with(&[(
         "w.yml",
@@ -810,7 +855,7 @@ fn an_error_inside_a_called_workflow_names_that_file_and_positionless_ones_no_li
     assert_eq!(code, 1);
     assert_eq!(
         out.trim(),
-        ".github/workflows/called.yml:8:9: Unexpected value 'bogus'"
+        ".github/workflows/caller.yml:4:11: in the called workflow .github/workflows/called.yml:8:9: Unexpected value 'bogus'"
     );
     let (_, out, _) = firebreak(
         d.path(),

@@ -26,6 +26,12 @@ struct ErrorReport {
     line: u32,
     col: u32,
     message: String,
+    /// With `file`: the `uses:` in this file that calls it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    called_from: Option<firebreak_workflow::CallSite>,
+    /// The line as text output shows it.
+    #[serde(skip)]
+    text: String,
 }
 
 #[derive(Serialize)]
@@ -46,7 +52,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
     for file in &read.files {
         let root = repo_root(&file.path);
         let parsed = file.parse(&root, &file.display).parsed;
-        let report = |list: &[firebreak_workflow::Diagnostic]| -> Vec<ErrorReport> {
+        let report = |list: &[firebreak_workflow::Diagnostic], warning: bool| -> Vec<ErrorReport> {
             list.iter()
                 .map(|d| ErrorReport {
                     file: Some(diagnostic_file(&file.display, d))
@@ -55,15 +61,17 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
                     line: d.line,
                     col: d.col,
                     message: d.message.clone(),
+                    called_from: d.called_from.clone(),
+                    text: crate::discover::diagnostic_line(&file.display, d, warning),
                 })
                 .collect()
         };
-        let errors = report(&parsed.diagnostics);
+        let errors = report(&parsed.diagnostics, false);
         reports.push(FileReport {
             path: file.display.clone(),
             valid: errors.is_empty(),
             errors,
-            warnings: report(&parsed.warnings),
+            warnings: report(&parsed.warnings, true),
         });
     }
     let unreadable: Vec<Unreadable> = read
@@ -86,15 +94,8 @@ pub fn run(paths: &[PathBuf], format: Format) -> Result<ExitCode> {
         }
         Format::Text => {
             for r in &reports {
-                for e in &r.errors {
-                    let path = e.file.as_deref().unwrap_or(&r.path);
-                    let line = style::diagnostic_line(path, e.line, e.col, &e.message, false);
-                    crate::outln!("{line}")?;
-                }
-                for w in &r.warnings {
-                    let path = w.file.as_deref().unwrap_or(&r.path);
-                    let line = style::diagnostic_line(path, w.line, w.col, &w.message, true);
-                    crate::outln!("{line}")?;
+                for e in r.errors.iter().chain(&r.warnings) {
+                    crate::outln!("{}", e.text)?;
                 }
             }
             for u in &unreadable {
