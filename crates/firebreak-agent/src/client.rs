@@ -525,6 +525,8 @@ impl AgentClient {
                 Some((Response::Data { eof }, body)) => {
                     if (data.len() + body.len()) as u64 > limit {
                         drop(rx);
+                        // No final frame comes for a cancelled read: its waiter goes now.
+                        lock(&self.waiters).remove(&id);
                         // An agent older than this request's cancellation says "unknown id".
                         let _ = self.cancel(id).await;
                         return Err(ClientError::TooLarge {

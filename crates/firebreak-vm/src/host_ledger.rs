@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// This process's entry in the host's ledger.
@@ -26,20 +27,34 @@ pub fn default_dir() -> PathBuf {
 }
 
 impl HostLedger {
-    /// Joins the ledger in `dir` (created if missing) with nothing charged yet.
+    /// Joins the ledger in `dir` (created if missing, writable by every user as `/tmp` is)
+    /// with nothing charged yet.
     pub(crate) fn open(dir: &Path) -> std::io::Result<HostLedger> {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // Every user's runs share it; each removes only its own entries (sticky).
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+        }
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let own_name = format!("{}-{seq}.mib", firebreak_runner::leftovers::tag());
-        let own = File::create(dir.join(&own_name))?;
+        // Made and locked under the ledger's lock: nobody sums the ledger in between and
+        // takes the new, not yet locked entry for a dead one.
+        let _ledger = lock_ledger(dir)?;
+        let own = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(dir.join(&own_name))?;
         own.try_lock().map_err(std::io::Error::from)?;
         let ledger = HostLedger {
             dir: dir.to_path_buf(),
             own_name,
             own,
         };
-        ledger.transact(|_| (Some(0), ()))?;
+        ledger.record(0)?;
         Ok(ledger)
     }
 
@@ -49,24 +64,24 @@ impl HostLedger {
         &self,
         decide: impl FnOnce(u64) -> (Option<u64>, R),
     ) -> std::io::Result<R> {
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))?;
-        lock.lock()?;
+        let _ledger = lock_ledger(&self.dir)?;
         let others = self.others()?;
         let (total, out) = decide(others);
         if let Some(total) = total {
-            let mut own = &self.own;
-            own.set_len(0)?;
-            std::os::unix::fs::FileExt::write_all_at(own, format!("{total}\n").as_bytes(), 0)?;
-            own.flush()?;
+            self.record(total)?;
         }
         Ok(out)
     }
 
+    fn record(&self, total: u64) -> std::io::Result<()> {
+        let mut own = &self.own;
+        own.set_len(0)?;
+        std::os::unix::fs::FileExt::write_all_at(own, format!("{total}\n").as_bytes(), 0)?;
+        own.flush()
+    }
+
     /// What the other live processes have charged, MiB; entries of dead ones are removed.
+    /// Anything in the directory that is not a regular file is ignored (it is shared).
     fn others(&self) -> std::io::Result<u64> {
         let mut sum = 0u64;
         for e in std::fs::read_dir(&self.dir)?.flatten() {
@@ -74,9 +89,16 @@ impl HostLedger {
             if !name.ends_with(".mib") || name == self.own_name {
                 continue;
             }
-            let Ok(mut f) = File::open(e.path()) else {
+            let Ok(mut f) = OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(e.path())
+            else {
                 continue;
             };
+            if !f.metadata().is_ok_and(|m| m.is_file()) {
+                continue;
+            }
             match f.try_lock_shared() {
                 // Nobody holds it: its process is gone.
                 Ok(()) => {
@@ -84,7 +106,7 @@ impl HostLedger {
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let mut text = String::new();
-                    if f.read_to_string(&mut text).is_ok() {
+                    if (&mut f).take(64).read_to_string(&mut text).is_ok() {
                         sum += text.trim().parse::<u64>().unwrap_or(0);
                     }
                 }
@@ -93,6 +115,40 @@ impl HostLedger {
         }
         Ok(sum)
     }
+}
+
+/// The ledger's lock, held until dropped. Opened without following a symbolic link (the
+/// directory is shared), read-only when it exists: a lock needs no more.
+fn lock_ledger(dir: &Path) -> std::io::Result<File> {
+    let path = dir.join(".lock");
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .mode(0o644)
+                .open(&path)?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
+            f
+        }
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    file.lock()?;
+    Ok(file)
 }
 
 impl Drop for HostLedger {

@@ -152,11 +152,15 @@ impl Parsed {
 pub fn decode_source<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
     std::str::from_utf8(bytes).map_err(|e| {
         let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
-        // The prefix is valid UTF-8 by definition; columns count characters, as the
+        // The prefix is valid UTF-8 by definition; columns count UTF-16 units, as the
         // parser's do.
         let text = std::str::from_utf8(valid).unwrap_or_default();
         let line = text.matches('\n').count() + 1;
-        let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let col = text
+            .rsplit('\n')
+            .next()
+            .map_or(0, |l| l.encode_utf16().count())
+            + 1;
         let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
         Diagnostic::new(
             file,

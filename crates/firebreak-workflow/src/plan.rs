@@ -479,6 +479,10 @@ fn triggers(name: &str, config: &EventConfig, event: &Event) -> Result<(), Strin
             }
         }
         "schedule" => {
+            // `on: [schedule]` names the event with nothing to schedule.
+            if config.schedule.is_empty() {
+                return Err("it lists no `cron` for `schedule`: GitHub never starts it".into());
+            }
             if let Some(cron) = payload_str(&event.payload, "/schedule") {
                 if !config.schedule.iter().any(|s| s.cron == cron) {
                     return Err(format!("schedule '{cron}' is not listed"));
@@ -809,6 +813,25 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b.yml"]
         );
+    }
+
+    #[test]
+    fn a_schedule_without_crons_is_never_started() {
+        let ev = Event {
+            name: "schedule".into(),
+            payload: serde_json::json!({}),
+            changed_files: None,
+        };
+        let none = wf("on: [schedule]\njobs:\n  c:\n    runs-on: x\n    steps: [{run: x}]\n");
+        let p = plan(&[("a.yml", none)], &ev);
+        assert!(p.workflows.is_empty());
+        assert!(
+            p.filtered_out[0].reason.contains("lists no `cron`"),
+            "{:?}",
+            p.filtered_out
+        );
+        let one = wf("on:\n  schedule:\n    - cron: '0 1 * * *'\njobs:\n  c:\n    runs-on: x\n    steps: [{run: x}]\n");
+        assert_eq!(plan(&[("b.yml", one)], &ev).workflows.len(), 1);
     }
 
     #[test]

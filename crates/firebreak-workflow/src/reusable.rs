@@ -257,7 +257,8 @@ impl<'a> Loader<'a> {
     /// naming the call in the file being read.
     fn mark_called_from(&mut self, first_new: usize, file: &str, uses: Pos) {
         for d in self.diags.list.iter_mut().skip(first_new) {
-            if d.file != file {
+            // Errors of no file (a depth limit) are the whole tree's, not a called file's.
+            if d.file != file && !d.file.is_empty() {
                 d.called_from = Some(crate::diag::CallSite {
                     file: file.to_string(),
                     line: uses.line,

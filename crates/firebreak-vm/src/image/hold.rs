@@ -12,30 +12,59 @@ use std::sync::{Arc, Mutex};
 use super::{Image, ImageError, ImageStore};
 
 /// The lock file inside an image's directory.
-const IN_USE: &str = ".in-use";
+pub(super) const IN_USE: &str = ".in-use";
 
 /// A shared lock on an image: while one exists, `prune` leaves the image and its snapshots
-/// alone.
+/// alone. Without one (`None`: the image is in a cache this user cannot write, and has no
+/// lock file yet) the image is used all the same.
 #[derive(Debug)]
 pub struct ImageHold {
-    _file: File,
+    _file: Option<File>,
 }
 
-fn open_lock(image: &Image) -> Result<File, ImageError> {
+/// The image's lock file, opened: read-only when it exists (a lock needs no more, so images
+/// built by root serve other users), else created. `None` when it is missing and cannot be
+/// made (a cache this user cannot write).
+fn open_lock(image: &Image) -> Result<Option<File>, ImageError> {
     let path = image.dir.join(IN_USE);
-    OpenOptions::new()
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => ImageError::Removed(image.dir.clone()),
+        _ => ImageError::Io {
+            op: "open",
+            path: path.clone(),
+            source: e,
+        },
+    };
+    match File::open(&path) {
+        Ok(f) => return Ok(Some(f)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        Err(_) => {}
+    }
+    match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ImageError::Removed(image.dir.clone()),
-            _ => ImageError::Io {
-                op: "open",
-                path,
-                source: e,
-            },
-        })
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// What [`Image::lock_unused`] found.
+pub(super) enum Unused {
+    /// No run holds the image: the lock (if there is a lock file) is kept while it lasts.
+    Yes(Option<File>),
+    /// A run holds it.
+    InUse,
 }
 
 impl Image {
@@ -43,24 +72,34 @@ impl Image {
     /// removing it, then fails with [`ImageError::Removed`].
     pub fn hold(&self) -> Result<ImageHold, ImageError> {
         let file = open_lock(self)?;
-        file.lock_shared().map_err(|e| ImageError::Io {
-            op: "lock",
-            path: self.dir.join(IN_USE),
-            source: e,
-        })?;
+        if let Some(f) = &file {
+            f.lock_shared().map_err(|e| ImageError::Io {
+                op: "lock",
+                path: self.dir.join(IN_USE),
+                source: e,
+            })?;
+        }
         if !self.dir.join("manifest.json").is_file() {
             return Err(ImageError::Removed(self.dir.clone()));
         }
         Ok(ImageHold { _file: file })
     }
 
-    /// An exclusive lock on the image when no run holds it (`None` when one does), for a
-    /// prune to hold while it removes the image or its snapshots.
-    pub(super) fn lock_unused(&self) -> Result<Option<File>, ImageError> {
-        let file = open_lock(self)?;
+    /// An exclusive lock on the image when no run holds it, for a prune to keep while it
+    /// removes the image or its snapshots. A dry run (`create` false) makes no lock file:
+    /// where there is none, no run holds the image.
+    pub(super) fn lock_unused(&self, create: bool) -> Result<Unused, ImageError> {
+        let file = if create {
+            open_lock(self)?
+        } else {
+            File::open(self.dir.join(IN_USE)).ok()
+        };
+        let Some(file) = file else {
+            return Ok(Unused::Yes(None));
+        };
         match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Ok(()) => Ok(Unused::Yes(Some(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Unused::InUse),
             Err(std::fs::TryLockError::Error(e)) => Err(ImageError::Io {
                 op: "lock",
                 path: self.dir.join(IN_USE),

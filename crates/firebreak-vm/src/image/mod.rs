@@ -575,14 +575,24 @@ impl ImageStore {
                 continue;
             }
             // Held while it goes, so that no run starts on it meanwhile.
-            let Some(_lock) = img.lock_unused()? else {
+            let hold::Unused::Yes(_lock) = img.lock_unused(!opts.dry_run)? else {
                 report.kept.push((img.clone(), KeptWhy::InUse));
                 remaining.push(img);
                 continue;
             };
             let bytes = img.disk_usage();
             report.freed_bytes += bytes;
-            remove(&img.dir)?;
+            if !opts.dry_run {
+                // Out of sight first: a run that looks for the image from now on finds it
+                // gone (instead of locking a lock file the removal has yet to reach).
+                let aside = self.images_dir().join(format!(
+                    ".tmp-{}-prune-{}",
+                    firebreak_runner::leftovers::tag(),
+                    img.manifest.hash
+                ));
+                std::fs::rename(&img.dir, &aside).map_err(io_err("move aside", &img.dir))?;
+                remove(&aside)?;
+            }
             report.images.push((img, bytes));
         }
         if opts.snapshots {
@@ -591,9 +601,9 @@ impl ImageStore {
             // those of an image a run holds: its pool restores from them.
             let mut unused = Vec::new();
             for img in &remaining {
-                match img.lock_unused()? {
-                    Some(lock) => unused.push((img, lock)),
-                    None => {
+                match img.lock_unused(!opts.dry_run)? {
+                    hold::Unused::Yes(lock) => unused.push((img, lock)),
+                    hold::Unused::InUse => {
                         if !report.kept.iter().any(|(k, _)| k.dir == img.dir) {
                             report.kept.push((img.clone(), KeptWhy::InUse));
                         }
@@ -724,6 +734,10 @@ impl ImageStore {
             Ok(mut manifest) => {
                 manifest.build_seconds = t0.elapsed().as_secs_f64();
                 write_manifest(&staging, &manifest)?;
+                // The runs' lock file, made now so that users who cannot write the cache
+                // can still hold the image (a shared lock needs only a read-only open).
+                let in_use = staging.join(hold::IN_USE);
+                std::fs::write(&in_use, b"").map_err(io_err("create", &in_use))?;
                 // A finished image needs no owner: the lock file goes before the rename.
                 claim.disown();
                 match std::fs::rename(&staging, &final_dir) {
