@@ -4,7 +4,8 @@
 //! running guest:
 //!
 //! * [`image`] — building guest images (kernel, vmlinux, initramfs, ext4
-//!   rootfs with the agent) into a content-addressed cache; list; prune.
+//!   rootfs with the agent) into a content-addressed cache; list; prune (which
+//!   spares images a run holds: [`image::ImageChoice`]).
 //! * [`kernel`] — the minimal guest kernel: Debian's kernel source compiled
 //!   with `kernel/firebreak.config` (`image build --kernel minimal`).
 //! * [`qemu`] — booting an image under QEMU (KVM when a probe boot proves it
@@ -48,7 +49,8 @@
 //!   a fresh overlay, sets its clock, adds entropy.
 //! * [`pool`] — [`Pool`] of restored, ready VMs refilled in the background,
 //!   for QEMU ([`WarmPool`]) and Firecracker; [`MemoryBudget`] that no VM
-//!   start may exceed, shared by both.
+//!   start may exceed, shared by both, and through [`host_ledger`] by every
+//!   run on the host that counts host-wide ([`MemoryBudget::count_host_wide`]).
 //! * `standby` — one QEMU process per provider started and waiting for
 //!   the next restore's state ([`VmConfig::standby`]).
 //! * [`qmp`] — the small QMP client used to take snapshots.

@@ -63,7 +63,7 @@ proptest! {
                 let before = String::from_utf8_lossy(&bytes[..bad]);
                 prop_assert_eq!(d.line as usize, before.matches('\n').count() + 1);
                 let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-                prop_assert_eq!(d.col as usize, before[line_start..].chars().count() + 1);
+                prop_assert_eq!(d.col as usize, before[line_start..].encode_utf16().count() + 1);
             }
         }
     }
@@ -112,4 +112,12 @@ fn regression_corpus() {
             assert!(!parsed.is_ok(), "{}: accepted", path.display());
         }
     }
+}
+
+/// proptest's find: a bad byte after a character outside the Basic Multilingual Plane is at
+/// column 3 (that character is two UTF-16 units, as GitHub counts columns).
+#[test]
+fn a_bad_byte_after_a_wide_character_is_at_its_utf16_column() {
+    let d = decode_source("w.yml", &[0xf0, 0x90, 0x80, 0x80, 0x80]).expect_err("not UTF-8");
+    assert_eq!((d.line, d.col), (1, 3));
 }
