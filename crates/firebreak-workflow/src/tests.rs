@@ -812,6 +812,9 @@ fn columns_count_utf16_units_as_github_does() {
     // The same through the complete YAML parser (an anchor sends it there).
     let block = "on: push\njobs:\n  a: &j {runs-on: \"\u{1F600}\", bogus: 1, steps: [{run: x}]}\n";
     assert_eq!(errors(block), ["w.yml:3:25: Unexpected value 'bogus'"]);
+    // Lines broken by a lone carriage return, as YAML breaks them.
+    let cr = "on: push\rjobs: {a: {runs-on: \"\u{1F600}\", bogus: 1, steps: [{run: x}]}}\n";
+    assert_eq!(errors(cr), ["w.yml:2:27: Unexpected value 'bogus'"]);
     // Characters of the Basic Multilingual Plane are one unit, as before.
     let bmp = "on: push\njobs: {a: {runs-on: \"é\", bogus: 1, steps: [{run: x}]}}\n";
     assert_eq!(errors(bmp), ["w.yml:2:26: Unexpected value 'bogus'"]);

@@ -234,7 +234,14 @@ impl<'s> Utf16Columns<'s> {
         src.chars()
             .any(|c| c.len_utf16() == 2)
             .then(|| Utf16Columns {
-                lines: src.split('\n').collect(),
+                // Lines as YAML breaks them: at `\n`, `\r\n` and a lone `\r`.
+                lines: src
+                    .split('\n')
+                    .flat_map(|l| {
+                        let l = l.strip_suffix('\r').unwrap_or(l);
+                        l.split('\r')
+                    })
+                    .collect(),
             })
     }
 
