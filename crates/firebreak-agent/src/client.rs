@@ -484,12 +484,20 @@ impl AgentClient {
         req: &Request,
         mut sink: impl FnMut(Vec<u8>) -> Result<(), ClientError>,
     ) -> Result<(), ClientError> {
-        let (_, mut rx) = self.start(req, b"", 64).await?;
+        let (id, mut rx) = self.start(req, b"", 64).await?;
         loop {
             match rx.recv().await {
                 Some((Response::Data { eof }, body)) => {
                     if !body.is_empty() {
-                        sink(body)?;
+                        if let Err(e) = sink(body) {
+                            // The sink wants no more: no final frame will be awaited, and
+                            // the agent is told to stop sending (one older than
+                            // cancellable downloads says "unknown id").
+                            drop(rx);
+                            lock(&self.waiters).remove(&id);
+                            let _ = self.cancel(id).await;
+                            return Err(e);
+                        }
                     }
                     if eof {
                         return Ok(());
@@ -518,35 +526,23 @@ impl AgentClient {
         let req = Request::ReadFile {
             path: path.to_string(),
         };
-        let (id, mut rx) = self.start(&req, b"", 64).await?;
         let mut data = Vec::new();
-        loop {
-            match rx.recv().await {
-                Some((Response::Data { eof }, body)) => {
-                    if (data.len() + body.len()) as u64 > limit {
-                        drop(rx);
-                        // No final frame comes for a cancelled read: its waiter goes now.
-                        lock(&self.waiters).remove(&id);
-                        // An agent older than this request's cancellation says "unknown id".
-                        let _ = self.cancel(id).await;
-                        return Err(ClientError::TooLarge {
-                            path: path.to_string(),
-                            limit,
-                        });
-                    }
-                    data.extend_from_slice(&body);
-                    if eof {
-                        return Ok(Some(data));
-                    }
+        let res = self
+            .download(&req, |body| {
+                if (data.len() + body.len()) as u64 > limit {
+                    return Err(ClientError::TooLarge {
+                        path: path.to_string(),
+                        limit,
+                    });
                 }
-                Some((other, _)) => {
-                    return match ClientError::from_response(other) {
-                        e if e.is_not_found() => Ok(None),
-                        e => Err(e),
-                    }
-                }
-                None => return Err(ClientError::Disconnected),
-            }
+                data.extend_from_slice(&body);
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok(()) => Ok(Some(data)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -28,8 +28,8 @@ pub fn default_dir() -> PathBuf {
 
 impl HostLedger {
     /// Joins the ledger in `dir` (created if missing, writable by every user as `/tmp` is)
-    /// with nothing charged yet.
-    pub(crate) fn open(dir: &Path) -> std::io::Result<HostLedger> {
+    /// with `charged` MiB.
+    pub(crate) fn open(dir: &Path, charged: u64) -> std::io::Result<HostLedger> {
         use std::os::unix::fs::PermissionsExt;
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -54,7 +54,7 @@ impl HostLedger {
             own_name,
             own,
         };
-        ledger.record(0)?;
+        ledger.record(charged)?;
         Ok(ledger)
     }
 
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn a_live_entry_counts_and_a_dead_one_goes() {
         let d = tempfile::tempdir().expect("tempdir");
-        let me = HostLedger::open(d.path()).expect("open");
+        let me = HostLedger::open(d.path(), 0).expect("open");
         // Another live process: its file is locked (here by another open file).
         let other = File::create(d.path().join("99-x.mib")).expect("create");
         other.try_lock().expect("lock");

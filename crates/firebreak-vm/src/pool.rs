@@ -124,10 +124,8 @@ impl MemoryBudget {
         if self.ledger.get().is_some() {
             return Ok(());
         }
-        let ledger = HostLedger::open(dir)?;
         let used = lock(&self.used_mib);
-        ledger.transact(|_| (Some(*used), ()))?;
-        let _ = self.ledger.set(ledger);
+        let _ = self.ledger.set(HostLedger::open(dir, *used)?);
         Ok(())
     }
 
@@ -144,24 +142,19 @@ impl MemoryBudget {
             return Err(over(*used, 0));
         }
         let fits = |elsewhere: u64| elsewhere + *used + mib <= self.limit_mib;
-        match self.ledger.get() {
-            Some(ledger) => {
-                match ledger.transact(|elsewhere| {
-                    let ok = fits(elsewhere);
-                    (ok.then_some(*used + mib), (ok, elsewhere))
-                }) {
-                    Ok((true, _)) => {}
-                    Ok((false, elsewhere)) => return Err(over(*used, elsewhere)),
-                    // The ledger is unreadable: this process's own use still counts.
-                    Err(_) => {
-                        if !fits(0) {
-                            return Err(over(*used, 0));
-                        }
-                    }
-                }
-            }
-            None if !fits(0) => return Err(over(*used, 0)),
-            None => {}
+        // What other processes charge; recorded with this charge when it fits. Without a
+        // ledger, or with one that cannot be read, this process's own use still counts.
+        let elsewhere = self
+            .ledger
+            .get()
+            .and_then(|ledger| {
+                ledger
+                    .transact(|elsewhere| (fits(elsewhere).then_some(*used + mib), elsewhere))
+                    .ok()
+            })
+            .unwrap_or(0);
+        if !fits(elsewhere) {
+            return Err(over(*used, elsewhere));
         }
         *used += mib;
         Ok(Lease {

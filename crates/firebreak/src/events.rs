@@ -69,10 +69,23 @@ pub fn fill_schedule(event: &mut serde_json::Value, wf: &firebreak_workflow::Wor
     }
 }
 
+/// Prints [`unchecked_types`]'s notes on stderr, as `plan` and `run` do.
+pub fn note_unchecked_types(
+    plan: &firebreak_workflow::plan::Plan,
+    event: &firebreak_workflow::plan::Event,
+) {
+    for note in unchecked_types(plan, event) {
+        eprintln!(
+            "{}",
+            crate::style::err_dim(&format!("note: {}", crate::style::printable(&note)))
+        );
+    }
+}
+
 /// Notes for the workflows of `plan` whose `types` filter an event without an `action` (one
 /// synthesised for `issues`, `release`…) left unchecked: such a workflow is planned as
 /// triggered whatever types it lists.
-pub fn unchecked_types(
+fn unchecked_types(
     plan: &firebreak_workflow::plan::Plan,
     event: &firebreak_workflow::plan::Event,
 ) -> Vec<String> {

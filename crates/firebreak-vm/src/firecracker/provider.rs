@@ -17,7 +17,7 @@ use firebreak_runner::sandbox::{
 use super::pool::FirecrackerPool;
 use super::vm::{
     find_firecracker, vmm_overhead_mib, BootFiles, FirecrackerConfig, FirecrackerError,
-    FirecrackerVm, Snapshot,
+    FirecrackerVm, Snapshot, MAX_VCPUS,
 };
 use super::warm::SnapshotCache;
 use crate::agent_ops::{capped_disk, disk_space_note, sanitize, AgentSandbox, GuestVm, VmOrigin};
@@ -39,9 +39,6 @@ fn unavailable(reason: impl Into<String>) -> SandboxError {
         reason: reason.into(),
     }
 }
-
-/// The most vCPUs Firecracker gives a VM (its `MAX_SUPPORTED_VCPUS`).
-pub const MAX_VCPUS: u32 = 32;
 
 /// Creates Firecracker sandboxes.
 #[derive(Debug, Clone)]

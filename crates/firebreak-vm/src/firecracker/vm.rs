@@ -387,6 +387,9 @@ pub struct TapNetwork {
     pub guest_mac: Option<String>,
 }
 
+/// The most vCPUs Firecracker gives a VM (its `MAX_SUPPORTED_VCPUS`).
+pub const MAX_VCPUS: u32 = 32;
+
 /// How to run one Firecracker VM.
 #[derive(Debug, Clone)]
 pub struct FirecrackerConfig {
@@ -539,7 +542,7 @@ impl BootPlan {
     ) -> Self {
         BootPlan {
             machine: MachineConfig {
-                vcpu_count: cfg.vcpus.clamp(1, 32),
+                vcpu_count: cfg.vcpus.clamp(1, MAX_VCPUS),
                 mem_size_mib: cfg.memory_mib.max(128),
                 smt: None,
                 track_dirty_pages: cfg.track_dirty_pages.then_some(true),

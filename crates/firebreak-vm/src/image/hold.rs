@@ -136,11 +136,6 @@ impl ImageChoice {
         }
     }
 
-    /// The store images come from.
-    pub fn store(&self) -> &ImageStore {
-        &self.store
-    }
-
     /// The image, resolved and held on the first call. An error (no image yet) is not
     /// remembered: a later call looks again.
     pub fn image(&self) -> Result<Image, String> {

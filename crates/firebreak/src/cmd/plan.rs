@@ -99,12 +99,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         changed_files,
     };
     let mut plan = firebreak_workflow::plan::plan(&parsed, &event);
-    for note in crate::events::unchecked_types(&plan, &event) {
-        eprintln!(
-            "{}",
-            style::err_dim(&format!("note: {}", style::printable(&note)))
-        );
-    }
+    crate::events::note_unchecked_types(&plan, &event);
     plan.skip_ci = plan.skip_ci.or_else(|| {
         crate::gitinfo::pull_request_skip_instruction(&root, &event.name, &event.payload)
     });

@@ -586,12 +586,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         ),
     };
     let mut the_plan = plan::plan(&parsed, &event);
-    for note in crate::events::unchecked_types(&the_plan, &event) {
-        eprintln!(
-            "{}",
-            style::err_dim(&format!("note: {}", style::printable(&note)))
-        );
-    }
+    crate::events::note_unchecked_types(&the_plan, &event);
     the_plan.skip_ci = the_plan.skip_ci.or_else(|| {
         crate::gitinfo::pull_request_skip_instruction(&repo, &event.name, &event.payload)
     });
