@@ -233,7 +233,7 @@ impl<'a> Loader<'a> {
                 }
                 continue;
             }
-            let first_new = self.diags.list.len();
+            let first_new = (self.diags.list.len(), self.diags.warnings.len());
             let Some(called_root) =
                 read_root(&rj.uses, src, self.opts, &self.reader_opts, self.diags)
             else {
@@ -252,11 +252,13 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Marks the errors found since `first_new` in other files than `file` as coming from
-    /// the workflow `file` calls at `uses`; an outer call marks them again, so they end up
-    /// naming the call in the file being read.
-    fn mark_called_from(&mut self, first_new: usize, file: &str, uses: Pos) {
-        for d in self.diags.list.iter_mut().skip(first_new) {
+    /// Marks the errors and warnings found since `first_new` (the lengths of both lists)
+    /// in other files than `file` as coming from the workflow `file` calls at `uses`; an
+    /// outer call marks them again, so they end up naming the call in the file being read.
+    fn mark_called_from(&mut self, first_new: (usize, usize), file: &str, uses: Pos) {
+        let errors = self.diags.list.iter_mut().skip(first_new.0);
+        let warnings = self.diags.warnings.iter_mut().skip(first_new.1);
+        for d in errors.chain(warnings) {
             // Errors of no file (a depth limit) are the whole tree's, not a called file's.
             if d.file != file && !d.file.is_empty() {
                 d.called_from = Some(crate::diag::CallSite {

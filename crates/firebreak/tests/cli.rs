@@ -645,6 +645,38 @@ fn an_error_in_a_called_workflow_is_reported_at_the_call_and_each_file_once() {
 }
 
 #[test]
+fn a_warning_in_a_called_workflow_is_reported_at_the_call() {
+    let d = folder_with(&[
+        (
+            ".github/workflows/called.yml",
+            "on: workflow_call\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ format('{1}', 'a') }}\n",
+        ),
+        (
+            ".github/workflows/caller.yml",
+            "on: push\njobs:\n  call:\n    uses: ./.github/workflows/called.yml\n",
+        ),
+    ]);
+    let (code, out, err) = firebreak(d.path(), &["check", ".github/workflows/caller.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim_end(),
+        ".github/workflows/caller.yml:4:11: warning: in the called workflow \
+         .github/workflows/called.yml:6:14: The following format string references more \
+         arguments than were supplied: {1}",
+        "{err}"
+    );
+    let (_, json, _) = firebreak(
+        d.path(),
+        &["check", ".github/workflows/caller.yml", "--format", "json"],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        doc["files"][0]["warnings"][0]["called_from"],
+        serde_json::json!({"file": ".github/workflows/caller.yml", "line": 4, "col": 11})
+    );
+}
+
+#[test]
 fn plan_says_when_an_events_types_were_not_checked() {
     let d = folder_with(&[(
         "w.yml",
