@@ -31,14 +31,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Version of the request/response vocabulary; bumped on incompatible change.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version of the request/response vocabulary; bumped on incompatible change
+/// (4: headers up to [`MAX_HEADER_LEN`] of 8 MiB, where 3 refused more than 64 KiB).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Version byte of the frame layout.
 pub const FRAME_VERSION: u8 = 1;
 /// Frame magic.
 pub const MAGIC: [u8; 2] = *b"FB";
-/// Longest JSON header accepted.
-pub const MAX_HEADER_LEN: usize = 64 * 1024;
+/// Longest JSON header accepted. An `Exec` header carries the command's
+/// argv and environment, which Linux lets reach a quarter of the stack limit
+/// (2 MiB with the usual 8 MiB; a single string 128 KiB): this bound is above
+/// that, so a command the guest kernel would start is never refused here
+/// for its size, and a step with a large `env` runs in a VM as on the host.
+pub const MAX_HEADER_LEN: usize = 8 * 1024 * 1024;
 /// Longest body accepted.
 pub const MAX_BODY_LEN: usize = 1024 * 1024;
 /// Size data is split into when streamed.

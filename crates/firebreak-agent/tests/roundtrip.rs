@@ -186,6 +186,39 @@ async fn exec_gets_exactly_the_given_environment_and_cwd() {
     assert!(!text.contains("HOME="), "inherited env leaked: {text}");
 }
 
+/// A command's environment is as large as the kernel lets `execve` take (GitHub's
+/// `toJSON(github)` in an `env:`, a big `GITHUB_ENV` value): it is sent whole, and one
+/// beyond what the kernel takes is the kernel's "argument list too long", not a
+/// protocol error that would break every later request.
+#[tokio::test]
+async fn a_large_environment_reaches_the_command_and_a_too_large_one_is_a_spawn_error() {
+    let (c, _s) = pair().await;
+    // Three values of 100,000 bytes: 300 KB, above protocol 3's 64 KiB headers.
+    let big = "x".repeat(100_000);
+    let spec = sh("echo ${#A} ${#B} ${#C}")
+        .env("A", &big)
+        .env("B", &big)
+        .env("C", &big);
+    let (out, err, st) = run(&c, spec).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "100000 100000 100000\n",
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert!(st == ExitStatus::Exited { code: 0 });
+    // A single string above Linux's 128 KiB per string: execve refuses it.
+    let spec = sh("true").env("HUGE", "y".repeat(200_000));
+    let err = c.exec(spec).await.err().expect("E2BIG");
+    assert!(
+        matches!(&err, ClientError::Agent { kind: ErrorKind::Spawn, message } if message.contains("too long")),
+        "{err}"
+    );
+    // The session goes on.
+    let (out, _, _) = run(&c, sh("echo still here")).await;
+    assert_eq!(out, b"still here\n");
+}
+
 #[tokio::test]
 async fn missing_program_and_cwd_are_spawn_errors() {
     let (c, _s) = pair().await;

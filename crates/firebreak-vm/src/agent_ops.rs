@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use firebreak_agent::protocol::FrameError;
 use firebreak_agent::{AgentClient, ClientError, ExecEvent, ExecSpec, OutStream};
 use firebreak_runner::sandbox::{
     BoxFuture, ExecRequest, ExitStatus, JobLayout, OutputEvent, Sandbox, SandboxError, Stream,
@@ -621,6 +622,17 @@ async fn exec(
         ClientError::Agent { message, .. } => SandboxError::Spawn {
             program: program.clone(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, message),
+        },
+        // What `execve` says of an argv and environment it cannot take.
+        ClientError::Frame(FrameError::TooLarge { header, .. }) => SandboxError::Spawn {
+            program: program.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::ArgumentListTooLong,
+                format!(
+                    "its arguments and environment ({} KiB) are too long",
+                    header >> 10
+                ),
+            ),
         },
         other => agent_err("exec", &cwd, other),
     })?;

@@ -56,6 +56,10 @@ jobs:
           test -z "${RUSTUP_HOME:-}${CARGO_HOME:-}"
       - shell: python
         run: import sys; print("python", sys.version_info[0])
+      # A 70 KB environment value (a large `GITHUB_ENV` or `toJSON(github)`) reaches the
+      # next command whole, as on the host.
+      - run: python3 -c "print('BIG=' + 'x' * 70000)" >> "$GITHUB_ENV"
+      - run: echo "big env ${#BIG}"
   files:
     runs-on: [ubuntu-latest, 1cpu, 512mb]
     steps:
@@ -288,6 +292,7 @@ fn a_workflow_in_microvms_proves_isolation() {
     );
     assert!(r.has("[forkbomb] fork bomb over, "), "{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
+    assert!(r.has("[kernel] big env 70000"), "{ctx}");
     assert!(
         r.has("host files invisible") && r.has("network unreachable"),
         "{ctx}"
