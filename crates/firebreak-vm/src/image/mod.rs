@@ -330,7 +330,9 @@ pub(crate) fn tool(t: &Tool) -> Result<PathBuf, ImageError> {
 }
 
 /// Where firebreak caches things: `$FIREBREAK_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/firebreak`, else `~/.cache/firebreak`.
+/// `$XDG_CACHE_HOME/firebreak`, else `~/.cache/firebreak` — the home of the
+/// user who ran `sudo` when this is root through sudo, so that
+/// `sudo firebreak image build` builds the image that user's runs find.
 pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("FIREBREAK_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
@@ -338,10 +340,71 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("firebreak");
     }
+    if let Some(user) = SudoUser::of_this_process() {
+        return user.home.join(".cache").join("firebreak");
+    }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache").join("firebreak")
+}
+
+/// The user who ran `sudo` to make this process root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SudoUser {
+    /// `$SUDO_UID`.
+    pub uid: u32,
+    /// `$SUDO_GID`.
+    pub gid: u32,
+    /// Their home directory.
+    pub home: PathBuf,
+}
+
+impl SudoUser {
+    /// Who ran `sudo`, if this process is root through it and they are not root themselves.
+    pub fn of_this_process() -> Option<SudoUser> {
+        let var = |k: &str| std::env::var(k).ok();
+        SudoUser::from_parts(
+            nix::unistd::Uid::effective().is_root(),
+            var("SUDO_UID").as_deref(),
+            var("SUDO_GID").as_deref(),
+            |uid| {
+                nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir)
+            },
+        )
+    }
+
+    fn from_parts(
+        root: bool,
+        uid: Option<&str>,
+        gid: Option<&str>,
+        home_of: impl FnOnce(u32) -> Option<PathBuf>,
+    ) -> Option<SudoUser> {
+        let uid: u32 = uid?.parse().ok()?;
+        let gid: u32 = gid?.parse().ok()?;
+        if !root || uid == 0 {
+            return None;
+        }
+        let home = home_of(uid).filter(|h| h.is_absolute())?;
+        Some(SudoUser { uid, gid, home })
+    }
+
+    /// Gives `path` (and, with `recursive`, all it holds) to this user; symlinks themselves,
+    /// never what they point at.
+    fn give(&self, path: &Path, recursive: bool) -> Result<(), ImageError> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
+            .map_err(io_err("chown", path))?;
+        if recursive && path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            for entry in std::fs::read_dir(path).map_err(io_err("read", path))? {
+                let entry = entry.map_err(io_err("read", path))?;
+                self.give(&entry.path(), true)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Hex SHA-256 of a file.
@@ -754,6 +817,7 @@ impl ImageStore {
                         })
                     }
                 }
+                self.give_to_sudo_user(&final_dir)?;
                 progress(BuildEvent::Done {
                     hash: hash.clone(),
                     cached: false,
@@ -765,6 +829,31 @@ impl ImageStore {
                 Err(e)
             }
         }
+    }
+
+    /// Under `sudo`, gives a new image to the user who ran it (their runs write snapshots
+    /// in it), and the folders above it inside their home that this build made root's
+    /// (`images`, the cache, `~/.cache`): their runs make job folders there. The base
+    /// trees, packages and kernels stay root's: only a build, as root, uses them.
+    fn give_to_sudo_user(&self, image_dir: &Path) -> Result<(), ImageError> {
+        let Some(user) = SudoUser::of_this_process() else {
+            return Ok(());
+        };
+        user.give(image_dir, true)?;
+        let images = self.images_dir();
+        let mut dir = Some(images.as_path());
+        while let Some(d) = dir.filter(|d| d.starts_with(&user.home) && *d != user.home) {
+            let owned_by_root = std::fs::metadata(d).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == 0
+            });
+            if !owned_by_root {
+                break;
+            }
+            user.give(d, false)?;
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     /// `<cache>/bases`: debootstrapped root trees, shared by images that
@@ -1137,6 +1226,35 @@ pub(crate) fn run_streaming(
 
 #[cfg(test)]
 mod tests {
+    /// Root through `sudo` by a user with a home: that user; anything else: nobody.
+    #[test]
+    fn the_sudo_user_is_known_only_when_root_through_sudo() {
+        use super::SudoUser;
+        let home = |_| Some(std::path::PathBuf::from("/home/dev"));
+        assert_eq!(
+            SudoUser::from_parts(true, Some("1000"), Some("1001"), home),
+            Some(SudoUser {
+                uid: 1000,
+                gid: 1001,
+                home: "/home/dev".into()
+            })
+        );
+        assert_eq!(
+            SudoUser::from_parts(false, Some("1000"), Some("1000"), home),
+            None
+        );
+        assert_eq!(SudoUser::from_parts(true, Some("0"), Some("0"), home), None);
+        assert_eq!(SudoUser::from_parts(true, None, None, home), None);
+        assert_eq!(
+            SudoUser::from_parts(true, Some("x"), Some("1000"), home),
+            None
+        );
+        assert_eq!(
+            SudoUser::from_parts(true, Some("1000"), Some("1000"), |_| None),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]
