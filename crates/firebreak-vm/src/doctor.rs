@@ -355,12 +355,23 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
 
     let mut fnotes = Vec::new();
     let fc = crate::firecracker::find_firecracker();
-    if fc.is_none() {
-        fnotes.push("firecracker binary not installed".into());
-    }
+    let fc_usable = match &fc {
+        None => {
+            fnotes.push("firecracker binary not installed".into());
+            false
+        }
+        Some(bin) => match crate::firecracker::firecracker_binary_problem(bin) {
+            Some(why) => {
+                fnotes.push(why);
+                false
+            }
+            None => true,
+        },
+    };
     match kvm_works {
         Some(true) => {}
-        Some(false) if pvm => fnotes.push("needs hardware KVM; this host's KVM is PVM-only".into()),
+        // PVM-only KVM is known without the probe boot: Firecracker cannot use it.
+        _ if pvm => fnotes.push("needs hardware KVM; this host's KVM is PVM-only".into()),
         Some(false) => fnotes.push("needs a working KVM".into()),
         None => fnotes.push(
             "needs a working KVM, which was not probed (--no-kvm-probe): whether it works here is unknown"
@@ -396,7 +407,7 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     backends.push(BackendStatus {
         name: "firecracker".into(),
         // What it needs is here; a boot would prove more, which doctor does not try.
-        works: fc.is_some() && kvm_works == Some(true) && !images.is_empty(),
+        works: fc_usable && kvm_works == Some(true) && !images.is_empty(),
         notes: fnotes,
     });
 

@@ -123,9 +123,9 @@ pub use api::{ApiError, FirecrackerApi};
 pub use pool::FirecrackerPool;
 pub use provider::{FirecrackerProvider, FirecrackerSandbox};
 pub use vm::{
-    boot_args, find_firecracker, host_jailer_cgroup_version, jailer_cgroup_version,
-    vmm_overhead_mib, BootFiles, BootPlan, FirecrackerConfig, FirecrackerError, FirecrackerVm,
-    JailerConfig, JailerUserError, Snapshot, SnapshotMeta, TapNetwork, FIRECRACKER_BIN_ENV,
-    JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
+    boot_args, find_firecracker, firecracker_binary_problem, host_jailer_cgroup_version,
+    jailer_cgroup_version, vmm_overhead_mib, BootFiles, BootPlan, FirecrackerConfig,
+    FirecrackerError, FirecrackerVm, JailerConfig, JailerUserError, Snapshot, SnapshotMeta,
+    TapNetwork, FIRECRACKER_BIN_ENV, JAILER_BIN_ENV, JAILER_USER_ENV, VMM_OVERHEAD_MIB,
 };
 pub use warm::SnapshotCache;

@@ -143,18 +143,20 @@ impl SandboxProvider for FirecrackerProvider {
         Box::pin(async move {
             let mut notes = Vec::new();
             let mut available = true;
-            if self
-                .config
-                .binary
-                .clone()
-                .or_else(find_firecracker)
-                .is_none()
-            {
-                available = false;
-                notes.push(format!(
-                    "firecracker binary not found (set {} or put it on PATH)",
-                    super::vm::FIRECRACKER_BIN_ENV
-                ));
+            match self.config.binary.clone().or_else(find_firecracker) {
+                None => {
+                    available = false;
+                    notes.push(format!(
+                        "firecracker binary not found (set {} or put it on PATH)",
+                        super::vm::FIRECRACKER_BIN_ENV
+                    ));
+                }
+                Some(bin) => {
+                    if let Some(why) = super::vm::firecracker_binary_problem(&bin) {
+                        available = false;
+                        notes.push(why);
+                    }
+                }
             }
             if let Err(e) = std::fs::OpenOptions::new()
                 .read(true)

@@ -50,6 +50,26 @@ pub fn find_firecracker() -> Option<PathBuf> {
     }
 }
 
+/// Why `binary` cannot be run as Firecracker (missing, not a file, not executable), if so;
+/// says where the path came from when it is `$FIREBREAK_FIRECRACKER_BIN`'s.
+pub fn firecracker_binary_problem(binary: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let from_env = std::env::var_os(FIRECRACKER_BIN_ENV).is_some_and(|v| binary == Path::new(&v));
+    let what = if from_env {
+        format!("${FIRECRACKER_BIN_ENV} names {}", binary.display())
+    } else {
+        format!("firecracker binary {}", binary.display())
+    };
+    match std::fs::metadata(binary) {
+        Err(e) => Some(format!("{what}: {e}")),
+        Ok(m) if !m.is_file() => Some(format!("{what}, which is not a file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{what}, which is not executable"))
+        }
+        Ok(_) => None,
+    }
+}
+
 /// Errors of the Firecracker backend.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
