@@ -2,8 +2,9 @@
 //! names a Firecracker binary, `/dev/kvm` opens, and a guest image is cached
 //! (the newest in the default store, or `$FIREBREAK_TEST_IMAGE` as a hash
 //! prefix); those that boot a guest also need hardware KVM (not PVM-only).
-//! Otherwise each prints a `SKIPPED: …` line saying why and passes. Nothing
-//! here builds or downloads Firecracker.
+//! Otherwise each prints a `SKIPPED: …` line saying why and passes (nextest shows it at the
+//! end of the run: `.config/nextest.toml`), or, with `FIREBREAK_REQUIRE_FIRECRACKER=1` (a host
+//! that must test Firecracker), fails. Nothing here builds or downloads Firecracker.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,14 @@ use std::time::Duration;
 use firebreak_agent::ExecSpec;
 use firebreak_vm::firecracker::{BootFiles, FirecrackerConfig, FirecrackerVm, FIRECRACKER_BIN_ENV};
 use firebreak_vm::image::{Image, ImageStore};
+
+/// Says why a test did not run: loudly, and as a failure where Firecracker is required.
+fn skipped(what: &str, why: &str) {
+    if std::env::var("FIREBREAK_REQUIRE_FIRECRACKER").is_ok_and(|v| v == "1") {
+        panic!("FIREBREAK_REQUIRE_FIRECRACKER=1 but the {what} cannot run: {why}");
+    }
+    eprintln!("SKIPPED: {what} not run: {why}");
+}
 
 /// The binary and image to boot guests with, or why the test is skipped.
 fn setup() -> Result<(PathBuf, Image), String> {
@@ -83,7 +92,7 @@ async fn real_firecracker_boots_snapshots_and_restores() {
     let (bin, img) = match setup() {
         Ok(s) => s,
         Err(why) => {
-            eprintln!("SKIPPED: real Firecracker test not run: {why}");
+            skipped("real Firecracker test", &why);
             return;
         }
     };
@@ -139,7 +148,7 @@ async fn real_firecracker_provider_snapshots_the_first_job_and_restores_the_next
     let (bin, img) = match setup() {
         Ok(s) => s,
         Err(why) => {
-            eprintln!("SKIPPED: real Firecracker provider test not run: {why}");
+            skipped("real Firecracker provider test", &why);
             return;
         }
     };
@@ -199,7 +208,7 @@ async fn real_firecracker_accepts_every_request_the_backend_sends() {
     let (bin, img) = match setup_for(Guest::ApiOnly) {
         Ok(s) => s,
         Err(why) => {
-            eprintln!("SKIPPED: real Firecracker API test not run: {why}");
+            skipped("real Firecracker API test", &why);
             return;
         }
     };
@@ -416,7 +425,7 @@ async fn real_jailer_jails_firecracker_as_the_backend_asks() {
         parent,
     } = match jail("firebreak-test") {
         Ok(s) => s,
-        Err(why) => return eprintln!("SKIPPED: real jailer test not run: {why}"),
+        Err(why) => return skipped("real jailer test", &why),
     };
     let id = format!("fbjail-{}", std::process::id());
     let vm = j.for_vm(1, 128);
@@ -539,7 +548,7 @@ async fn real_jailer_runs_a_vm_without_network_in_a_network_namespace_of_its_own
         parent,
     } = match jail("firebreak-netns-test") {
         Ok(s) => s,
-        Err(why) => return eprintln!("SKIPPED: real jailer test not run: {why}"),
+        Err(why) => return skipped("real jailer test", &why),
     };
     let cfg = FirecrackerConfig {
         binary: Some(fc),

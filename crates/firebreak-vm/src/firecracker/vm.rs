@@ -1450,6 +1450,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_firecracker_path_that_cannot_run_says_why() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let missing = d.path().join("firecracker");
+        let why = firecracker_binary_problem(&missing).expect("missing");
+        assert!(why.contains("No such file"), "{why}");
+        assert!(firecracker_binary_problem(d.path())
+            .expect("a folder")
+            .ends_with("which is not a file"));
+        std::fs::write(&missing, "#!/bin/sh\n").expect("write");
+        assert!(firecracker_binary_problem(&missing)
+            .expect("not executable")
+            .ends_with("which is not executable"));
+        std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(firecracker_binary_problem(&missing), None);
+    }
+
+    #[test]
     fn boot_args_select_vsock_and_keep_extras_last() {
         let cfg = FirecrackerConfig {
             extra_cmdline: vec!["loglevel=7".into()],
