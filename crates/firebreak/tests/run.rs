@@ -1850,7 +1850,7 @@ fn jailer_settings_are_checked_before_any_job_runs() {
 }
 
 #[test]
-fn vm_start_cold_and_a_warm_pool_are_refused_together() {
+fn vm_options_that_contradict_or_cannot_hold_a_vm_are_refused() {
     let r = repo(&[(
         WF,
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran-a-step\n",
@@ -1881,6 +1881,16 @@ fn vm_start_cold_and_a_warm_pool_are_refused_together() {
     ]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("ran-a-step"), "{o:?}");
+    // A budget no VM fits in, and a pool beyond any host, are usage errors.
+    for (opt, value, range) in [
+        ("--vm-memory-budget", "1", "192.."),
+        ("--warm-pool", "100000", "0..=256"),
+    ] {
+        let o = r.run(&["--sandbox", "qemu", opt, value]);
+        assert_eq!(o.code, 2, "{o:?}");
+        assert!(o.stderr.contains(opt) && o.stderr.contains(range), "{o:?}");
+        assert!(!o.has("ran-a-step"), "{o:?}");
+    }
     // An unknown start mode lists the ones there are.
     let o = r.run(&["--sandbox", "qemu", "--vm-start", "warm"]);
     assert_eq!(o.code, 2, "{o:?}");

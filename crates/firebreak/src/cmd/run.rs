@@ -159,8 +159,13 @@ pub struct RunArgs {
     /// Keep N restored microVMs ready per VM size while the run lasts, refilled in the
     /// background, so that jobs after the first start in a VM that is already up (qemu and
     /// firecracker sandboxes; default 0: each job's VM is restored from the snapshot when it
-    /// starts).
-    #[arg(long = "warm-pool", value_name = "N", default_value_t = 0)]
+    /// starts; at most 256, and the memory budget bounds it too).
+    #[arg(
+        long = "warm-pool",
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=256)
+    )]
     warm_pool: usize,
     /// How each job's microVM starts: `snapshot` restores a clone of a snapshot of a VM
     /// booted once per VM size, `cold` boots every job's kernel (qemu and firecracker
@@ -194,8 +199,12 @@ pub struct RunArgs {
     /// Memory (MiB) all microVMs of this run may use at once, pooled ones included: each
     /// VM counts its guest memory plus its VMM's own (64 MiB for QEMU; 64 MiB and 1/16 of
     /// the guest's for Firecracker); a job waits up to 120 s for room (default: half of the
-    /// host's memory).
-    #[arg(long = "vm-memory-budget", value_name = "MIB")]
+    /// host's memory; at least 192, the smallest VM with its QEMU).
+    #[arg(
+        long = "vm-memory-budget",
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(192..)
+    )]
     vm_memory_budget: Option<u64>,
     /// Seconds a job's microVM may leave the host's liveness pings unanswered before it
     /// counts as hung: the VM is killed and the job fails at once instead of at its
