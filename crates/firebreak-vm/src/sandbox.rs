@@ -362,8 +362,12 @@ fn describe_start(vm: &QemuVm, cfg: &VmConfig, origin: VmOrigin, took: Duration)
          `network` runs-on label or `network: true` in .github/firebreak.yml"
     };
     format!(
-        "qemu VM ({}, {} vCPU, {} MiB, guest kernel {}; {net}) {how} in {:.2}s",
+        "qemu VM ({}{}, {} vCPU, {} MiB, guest kernel {}; {net}) {how} in {:.2}s",
         if stats.kvm { "KVM" } else { "TCG" },
+        match cfg.machine {
+            crate::Machine::Microvm => "",
+            crate::Machine::Q35 => ", q35",
+        },
         cfg.vcpus,
         cfg.memory_mib,
         vm.agent_info().kernel_release,

@@ -434,6 +434,32 @@ fn with_vm_start_cold_every_job_boots_and_no_snapshot_is_taken() {
     );
 }
 
+/// `--vm-machine q35`: the job's VM is a PC (the guest sees a PCI bus, which our `microvm`
+/// has none of), and the job log says so.
+#[test]
+fn with_vm_machine_q35_the_job_runs_in_a_pc() {
+    if !vm_ready() {
+        return;
+    }
+    let wf = "on: push\njobs:\n  pc:\n    runs-on: [ubuntu-latest, 1cpu, 512mb]\n    steps:\n      - run: echo \"pci devices $(ls /sys/bus/pci/devices | wc -l)\"\n";
+    let (_dir, repo) = repo(&[(".github/workflows/pc.yml", wf)]);
+    let r = run_qemu(&repo, &["--vm-machine", "q35", "--vm-start", "cold"]);
+    let ctx = &r.ctx;
+    assert_eq!(r.code, Some(0), "{ctx}");
+    let pci = r
+        .log
+        .iter()
+        .find_map(|l| l.strip_prefix("[pc] pci devices "))
+        .and_then(|n| n.trim().parse::<u32>().ok());
+    assert!(pci.is_some_and(|n| n > 0), "{ctx}");
+    assert!(
+        r.log
+            .iter()
+            .any(|l| l.starts_with("[pc] qemu VM (") && l.contains(", q35,")),
+        "{ctx}"
+    );
+}
+
 #[test]
 fn a_job_whose_vm_stops_answering_fails_at_once_with_vm_hang_timeout() {
     if !vm_ready() {

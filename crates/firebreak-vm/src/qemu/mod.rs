@@ -18,7 +18,8 @@
 //! boots hung before, none of 44 since. Under TCG the command line also
 //! says `tsc=reliable`: otherwise the kernel's clocksource watchdog,
 //! comparing the TSC with late-arriving jiffies, falls back to jiffies,
-//! and an idle guest can no longer go tickless. `q35` stays available.
+//! and an idle guest can no longer go tickless. `q35` stays available
+//! (`firebreak run --vm-machine q35`).
 //! Every boot has a timeout and is retried on a fresh overlay.
 
 mod args;

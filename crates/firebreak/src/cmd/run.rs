@@ -83,6 +83,16 @@ pub enum VmStart {
     Cold,
 }
 
+/// The QEMU machine a job's microVM is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VmMachine {
+    /// QEMU's `microvm`: no firmware tables or PCI, virtio-mmio devices; the fastest boot.
+    Microvm,
+    /// A PC (`q35`) with PCI, ACPI and SeaBIOS: slower to boot, for guests or hosts where
+    /// `microvm` misbehaves.
+    Q35,
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The event to simulate.
@@ -178,6 +188,16 @@ pub struct RunArgs {
         env = "FIREBREAK_VM_START"
     )]
     vm_start: VmStart,
+    /// The QEMU machine of each job's microVM (qemu sandbox; its snapshots are the
+    /// machine's own).
+    #[arg(
+        long = "vm-machine",
+        value_enum,
+        value_name = "microvm|q35",
+        default_value = "microvm",
+        env = "FIREBREAK_QEMU_MACHINE"
+    )]
+    vm_machine: VmMachine,
     /// vCPUs of a job's microVM when its `runs-on` labels give no size (`2cpu`, `4-cores`…)
     /// [default: the repository's `.github/firebreak.yml` `vm.cpus`, else 2].
     #[arg(
@@ -853,6 +873,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                                 VmStart::Snapshot => firebreak_vm::Start::Snapshot,
                                 VmStart::Cold => firebreak_vm::Start::Cold,
                             },
+                            machine: match args.vm_machine {
+                                VmMachine::Microvm => firebreak_vm::Machine::Microvm,
+                                VmMachine::Q35 => firebreak_vm::Machine::Q35,
+                            },
                             ..Default::default()
                         },
                     )
@@ -902,6 +926,16 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
+    if qemu_pool.is_none()
+        && fc_provider.is_some()
+        && args.vm_machine != VmMachine::Microvm
+        && std::env::var_os("FIREBREAK_QEMU_MACHINE").is_none()
+    {
+        eprintln!(
+            "{}: --vm-machine chooses QEMU's machine; Firecracker has one of its own: ignored",
+            style::err_yellow("warning"),
+        );
+    }
     if qemu_pool.is_none() && fc_provider.is_none() {
         // Options that only shape microVMs, given to a run that makes none.
         // Values from the environment (FIREBREAK_VM_CPUS…) may be set for every run: only
@@ -922,6 +956,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                 "--vm-memory",
             ),
             (args.vm_memory_budget.is_some(), "--vm-memory-budget"),
+            (
+                args.vm_machine != VmMachine::Microvm && !from_env("FIREBREAK_QEMU_MACHINE"),
+                "--vm-machine",
+            ),
             (
                 args.jailer.is_some() && !from_env("FIREBREAK_JAILER_BIN"),
                 "--jailer",
