@@ -125,8 +125,9 @@ pub struct JobPlan {
     pub id: String,
     /// Display name token (may be an expression using `matrix`).
     pub name: Token,
-    /// The name of a job without a matrix whose `name:` is an expression, evaluated when
-    /// planning ([`resolve_names`]).
+    /// The name GitHub shows for the job: its literal `name:`, or one that is an expression
+    /// evaluated when planning ([`resolve_names`]) for a job without a matrix; `None` when it
+    /// has no name (the id is shown) or the name is known only at run time.
     #[serde(rename = "display-name", skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Layer index in [`WorkflowPlan::layers`].
@@ -136,12 +137,21 @@ pub struct JobPlan {
     #[serde(rename = "if")]
     pub if_condition: String,
     pub matrix: MatrixPlan,
-    /// `strategy.fail-fast` when literal (default `true`).
+    /// `strategy.fail-fast` (default `true`), evaluated when it is an expression the plan
+    /// can decide ([`strategy_settings`]).
     #[serde(rename = "fail-fast")]
     pub fail_fast: bool,
-    /// `strategy.max-parallel` when literal.
+    /// `strategy.max-parallel`, likewise.
     #[serde(rename = "max-parallel", skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u64>,
+    /// When `fail-fast` or `max-parallel` (or the whole `strategy`) is an expression reading
+    /// contexts only the run knows: those contexts; the two fields above are then the
+    /// defaults, not what the run will use.
+    #[serde(
+        rename = "strategy-decided-at-run-time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub strategy_deferred: Option<Vec<String>>,
     /// For a reusable-workflow job whose workflow was supplied to the parser: the called
     /// workflow's own plan (its jobs run as part of this job).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -509,9 +519,13 @@ fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
         for &i in layer {
             let Some(job) = wf.jobs.get(i) else { continue };
             ids.push(job.id.clone());
-            let jp = plan_job(job, layer_idx);
+            let mut jp = plan_job(job, layer_idx);
             if let MatrixPlan::Invalid { error } = &jp.matrix {
                 errors.push(format!("Job '{}': {error}", job.id));
+            }
+            // `fail-fast: ${{ fromJSON('false') }}` reads nothing the run adds: decided now.
+            if jp.strategy_deferred.as_ref().is_some_and(Vec::is_empty) {
+                errors.extend(settle_strategy(&mut jp, &EmptyContext));
             }
             jobs.push(jp);
         }
@@ -524,6 +538,85 @@ fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
         layers,
         errors,
         workflow: Arc::clone(wf),
+    }
+}
+
+/// A job's `fail-fast` (default `true`) and `max-parallel` as GitHub reads them: a whole
+/// `strategy: ${{ }}` evaluated first and the two read from its value, else each evaluated
+/// on its own. An error is the job's, worded as GitHub's.
+pub fn strategy_settings(
+    job: &Job,
+    ctx: &dyn firebreak_expr::Context,
+) -> Result<(bool, Option<f64>), String> {
+    let Some(s) = job.strategy.as_ref() else {
+        return Ok((true, None));
+    };
+    let prefix = format!("Error when evaluating 'strategy' for job '{}'.", job.id);
+    let eval = |t: &Token| t.evaluate_merged(ctx).map_err(|e| format!("{prefix} {e}"));
+    let unexpected = |v: &Value| format!("{prefix} Unexpected value '{}'", v.to_coerced_string());
+    let (fail_fast, max_parallel) = if s.token.is_expression() {
+        let v = eval(&s.token)?;
+        if !matches!(v, Value::Object(_) | Value::Null) {
+            return Err(unexpected(&v));
+        }
+        (v.get("fail-fast").cloned(), v.get("max-parallel").cloned())
+    } else {
+        (
+            s.fail_fast.as_ref().map(eval).transpose()?,
+            s.max_parallel.as_ref().map(eval).transpose()?,
+        )
+    };
+    let fail_fast = match fail_fast {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => return Err(unexpected(&other)),
+    };
+    let max_parallel = match max_parallel {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n),
+        Some(other) => return Err(unexpected(&other)),
+    };
+    Ok((fail_fast, max_parallel))
+}
+
+/// The contexts `job`'s `fail-fast` and `max-parallel` read (none when literal); `None`
+/// when neither is an expression.
+fn strategy_contexts(job: &Job) -> Option<Vec<String>> {
+    let s = job.strategy.as_ref()?;
+    let tokens: Vec<&Token> = if s.token.is_expression() {
+        vec![&s.token]
+    } else {
+        [&s.fail_fast, &s.max_parallel]
+            .into_iter()
+            .flatten()
+            .filter(|t| t.contains_expression())
+            .collect()
+    };
+    if tokens.is_empty() {
+        return None;
+    }
+    let mut contexts = Vec::new();
+    for t in tokens {
+        for c in contexts_of(t) {
+            if !contexts.contains(&c) {
+                contexts.push(c);
+            }
+        }
+    }
+    Some(contexts)
+}
+
+/// Sets `jp`'s `fail-fast` and `max-parallel` from [`strategy_settings`] over `ctx`; an
+/// error is returned for the workflow's list.
+fn settle_strategy(jp: &mut JobPlan, ctx: &dyn firebreak_expr::Context) -> Option<String> {
+    match strategy_settings(&jp.job, ctx) {
+        Ok((fail_fast, max_parallel)) => {
+            jp.fail_fast = fail_fast;
+            jp.max_parallel = max_parallel.filter(|n| *n >= 1.0).map(|n| n as u64);
+            jp.strategy_deferred = None;
+            None
+        }
+        Err(e) => Some(e),
     }
 }
 
@@ -560,13 +653,18 @@ fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
     JobPlan {
         id: job.id.clone(),
         name: job.name.clone(),
-        display_name: None,
+        display_name: job
+            .name
+            .as_str()
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_string),
         layer,
         needs: job.needs.clone(),
         if_condition: job.if_condition.clone(),
         matrix,
         fail_fast,
         max_parallel,
+        strategy_deferred: strategy_contexts(job),
         called: match &job.kind {
             JobKind::Reusable(rj) => rj
                 .called
@@ -601,11 +699,15 @@ pub fn resolve_deferred(
     known: &[&str],
     ctx: &dyn firebreak_expr::Context,
 ) {
+    let all_known = |contexts: &[String]| contexts.iter().all(|c| known.contains(&c.as_str()));
     for jp in &mut plan.jobs {
+        if jp.strategy_deferred.as_deref().is_some_and(all_known) {
+            plan.errors.extend(settle_strategy(jp, ctx));
+        }
         let MatrixPlan::Deferred { contexts } = &jp.matrix else {
             continue;
         };
-        if !contexts.iter().all(|c| known.contains(&c.as_str())) {
+        if !all_known(contexts) {
             continue;
         }
         jp.matrix = evaluate_matrix(&jp.job, ctx);
@@ -641,39 +743,50 @@ impl LegNames {
 /// evaluated with its own matrix (legs whose names come out the same get `#2`, `#3`…), and
 /// a job without a matrix gets [`JobPlan::display_name`].
 pub fn resolve_names(plan: &mut WorkflowPlan, known: &[&str], ctx: &dyn firebreak_expr::Context) {
-    struct WithMatrix<'a> {
+    struct WithLeg<'a> {
         inner: &'a dyn firebreak_expr::Context,
         matrix: Value,
+        strategy: Value,
     }
-    impl firebreak_expr::Context for WithMatrix<'_> {
+    impl firebreak_expr::Context for WithLeg<'_> {
         fn named_value(&self, name: &str) -> Option<Value> {
-            if name == "matrix" {
+            if name.eq_ignore_ascii_case("matrix") {
                 Some(self.matrix.clone())
+            } else if name.eq_ignore_ascii_case("strategy") {
+                Some(self.strategy.clone())
             } else {
                 self.inner.named_value(name)
             }
         }
     }
     for jp in &mut plan.jobs {
-        if !jp.name.contains_expression()
-            || !contexts_of(&jp.name)
-                .iter()
-                .all(|c| c == "matrix" || known.contains(&c.as_str()))
-        {
+        let decidable = |c: &String| {
+            c == "matrix"
+                || (c == "strategy" && jp.strategy_deferred.is_none())
+                || known.contains(&c.as_str())
+        };
+        if !jp.name.contains_expression() || !contexts_of(&jp.name).iter().all(decidable) {
             continue;
         }
-        let name_with = |matrix: Value| {
+        let name_with = |matrix: Value, index: usize, total: usize| {
+            let leg = WithLeg {
+                inner: ctx,
+                matrix,
+                strategy: strategy_context(jp, index, total),
+            };
             jp.name
-                .evaluate_string(&WithMatrix { inner: ctx, matrix })
+                .evaluate_string(&leg)
                 .ok()
                 // An empty name falls back to the default one, as the run's does.
                 .filter(|n| !n.trim().is_empty())
         };
         match &jp.matrix {
             MatrixPlan::Legs { legs } => {
+                let total = legs.len();
                 let names: Vec<Option<String>> = legs
                     .iter()
-                    .map(|l| name_with(Value::from_json(&l.matrix)))
+                    .enumerate()
+                    .map(|(i, l)| name_with(Value::from_json(&l.matrix), i, total))
                     .collect();
                 let mut alike = LegNames::default();
                 if let MatrixPlan::Legs { legs } = &mut jp.matrix {
@@ -684,10 +797,30 @@ pub fn resolve_names(plan: &mut WorkflowPlan, known: &[&str], ctx: &dyn firebrea
                     }
                 }
             }
-            MatrixPlan::None => jp.display_name = name_with(Value::Null),
+            MatrixPlan::None => jp.display_name = name_with(Value::Null, 0, 1),
             _ => {}
         }
     }
+}
+
+/// The `strategy` context of leg `index` of `total` of `jp`, as the run gives it: a job
+/// without matrix combinations has one leg and `max-parallel` 1.
+pub fn strategy_context(jp: &JobPlan, index: usize, total: usize) -> Value {
+    let combinations = matches!(&jp.matrix, MatrixPlan::Legs { legs } if !legs.is_empty());
+    let max_parallel = match jp.max_parallel {
+        _ if !combinations => 1,
+        Some(n) => n,
+        None => total as u64,
+    };
+    let mut m = indexmap::IndexMap::new();
+    m.insert("fail-fast".to_string(), Value::Bool(jp.fail_fast));
+    m.insert("job-index".to_string(), Value::Number(index as f64));
+    m.insert("job-total".to_string(), Value::Number(total as f64));
+    m.insert(
+        "max-parallel".to_string(),
+        Value::Number(max_parallel as f64),
+    );
+    Value::Object(m)
 }
 
 /// Contexts read by the expressions inside `t` (lower-case, first use first).

@@ -208,6 +208,31 @@ pub fn ref_override(repo: &Path, gs: &GitState, event: &str, payload: &Value) ->
     deployed_tag(repo, event, payload)
 }
 
+/// The `github.ref` and `github.sha` a run of `event` with `payload` gets: what GitHub's
+/// table of events gives ([`firebreak_runner::context::default_ref_and_sha`]), with what
+/// only the repository knows filled in — a ref named on the command line, a deployed tag,
+/// and for events whose payload carries no commit (`workflow_dispatch`, `issues`,
+/// `schedule`…) HEAD's, as GitHub gives the last commit of the ref it runs on.
+pub fn run_ref_and_sha(
+    repo: &Path,
+    gs: &GitState,
+    event: &str,
+    payload: &Value,
+) -> (String, String) {
+    let (mut git_ref, mut sha) = firebreak_runner::context::default_ref_and_sha(event, payload);
+    if let Some(r) = ref_override(repo, gs, event, payload) {
+        git_ref = r;
+    }
+    if sha.is_empty() {
+        sha = gs.sha.clone();
+    }
+    // (A deployment of a commit has no ref on GitHub: left empty.)
+    if git_ref.is_empty() && !matches!(event, "deployment" | "deployment_status") {
+        git_ref = gs.git_ref.clone();
+    }
+    (git_ref, sha)
+}
+
 /// Reads what it can; a folder that is not a git repository gives empty fields.
 pub fn git_state(repo: &Path) -> GitState {
     let sha = git(repo, &["rev-parse", "HEAD"]).unwrap_or_default();
@@ -512,7 +537,7 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
     };
     let repo_obj = json!({
         "name": name, "full_name": repository, "owner": {"login": owner, "name": owner},
-        "default_branch": default_branch,
+        "default_branch": default_branch, "fork": false,
         "html_url": format!("https://github.com/{repository}"),
     });
     match event {
@@ -528,17 +553,43 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
         "workflow_dispatch" if gs.ref_named => json!({
             "ref": gs.git_ref, "repository": repo_obj, "sender": {"login": actor},
         }),
-        "pull_request" | "pull_request_target" => json!({
-            "action": "opened", "number": 1,
-            "pull_request": {
-                "number": 1,
-                // Into the default branch, from where HEAD's branch left it.
-                "head": {"ref": gs.branch, "sha": gs.sha},
-                "base": {"ref": default_branch, "sha": if gs.merge_base.is_empty() { &gs.before } else { &gs.merge_base }},
-                "merge_commit_sha": gs.sha,
-            },
-            "repository": repo_obj, "sender": {"login": actor},
-        }),
+        // A pull request the actor opened from a branch of this repository (not a fork)
+        // into the default branch, from where HEAD's branch left it: what the common
+        // conditions read (`head.repo.full_name == github.repository`, `user.login`,
+        // `draft`, `labels`) has the values such a pull request has.
+        "pull_request" | "pull_request_target" => {
+            let title = gs
+                .head_commit
+                .get("message")
+                .and_then(Value::as_str)
+                .and_then(|m| m.lines().next())
+                .unwrap_or_default();
+            let side = |git_ref: &str, sha: &str| {
+                json!({
+                    "ref": git_ref, "sha": sha, "label": format!("{owner}:{git_ref}"),
+                    "repo": repo_obj, "user": {"login": owner},
+                })
+            };
+            let base_sha = if gs.merge_base.is_empty() {
+                &gs.before
+            } else {
+                &gs.merge_base
+            };
+            json!({
+                "action": "opened", "number": 1,
+                "pull_request": {
+                    "number": 1, "state": "open", "draft": false, "merged": false,
+                    "locked": false, "title": title, "body": null,
+                    "user": {"login": actor}, "labels": [], "assignees": [],
+                    "requested_reviewers": [],
+                    "html_url": format!("https://github.com/{repository}/pull/1"),
+                    "head": side(&gs.branch, &gs.sha),
+                    "base": side(default_branch, base_sha),
+                    "merge_commit_sha": gs.sha,
+                },
+                "repository": repo_obj, "sender": {"login": actor},
+            })
+        }
         _ => json!({"repository": repo_obj, "sender": {"login": actor}}),
     }
 }
@@ -592,6 +643,13 @@ mod tests {
         assert_eq!(p["sender"]["login"], "me");
         let pr = synthesize_payload(&gs, "pull_request", "o/n", "me");
         assert_eq!(pr["pull_request"]["head"]["sha"], "abc");
+        // Not from a fork, opened by the actor: what fork guards and author checks read.
+        assert_eq!(pr["pull_request"]["head"]["repo"]["full_name"], "o/n");
+        assert_eq!(pr["pull_request"]["head"]["repo"]["fork"], false);
+        assert_eq!(pr["pull_request"]["base"]["repo"]["full_name"], "o/n");
+        assert_eq!(pr["pull_request"]["user"]["login"], "me");
+        assert_eq!(pr["pull_request"]["draft"], false);
+        assert_eq!(pr["pull_request"]["labels"], json!([]));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use firebreak_expr::{Context, EvalError, Value};
 use firebreak_workflow::plan::WorkflowPlan;
 
 /// What the plan says of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Its `if:` holds whatever the jobs it needs do (or they all succeed, for the default
     /// `success()`): it runs when they do.
@@ -20,15 +20,19 @@ pub enum Verdict {
     /// Its `if:` depends on what only the run knows (`vars`, `needs` outputs, whether the
     /// jobs it needs fail).
     Undecided,
+    /// Its `if:` cannot be evaluated whatever the run does (`fromJSON('{')`): GitHub fails
+    /// the job, with this message, and the jobs after it see a failed need.
+    Fails(String),
 }
 
 impl Verdict {
     /// The word `--format json` uses.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Verdict::Runs => "runs",
             Verdict::Skipped => "skipped",
             Verdict::Undecided => "undecided",
+            Verdict::Fails(_) => "fails",
         }
     }
 }
@@ -90,6 +94,14 @@ pub fn decide(plan: &WorkflowPlan, github: &Value, inputs: &Value) -> HashMap<St
     // Jobs come in stage order: every job a job needs is decided before it.
     for job in &plan.jobs {
         let verdict = decide_one(&job.if_condition, &job.needs, &out, github, inputs);
+        let verdict = match verdict {
+            // GitHub's words for it.
+            Verdict::Fails(e) => Verdict::Fails(format!(
+                "Error when evaluating 'if' for job '{}'. {e}",
+                job.id
+            )),
+            v => v,
+        };
         out.insert(job.id.to_ascii_lowercase(), verdict);
     }
     out
@@ -117,10 +129,11 @@ fn decide_one(
         .map(|n| {
             decided
                 .get(&n.to_ascii_lowercase())
-                .copied()
+                .cloned()
                 .unwrap_or(Verdict::Undecided)
         })
         .collect();
+    let failed = verdicts.iter().any(|v| matches!(v, Verdict::Fails(_)));
     let eval = |needs: Needs| {
         let ctx = PlanContext {
             github,
@@ -129,7 +142,9 @@ fn decide_one(
         };
         firebreak_expr::evaluate(&expr, &ctx).map(|v| v.is_truthy())
     };
-    let cases: Vec<Needs> = if verdicts.contains(&Verdict::Skipped) {
+    let cases: Vec<Needs> = if failed {
+        vec![Needs::Failed]
+    } else if verdicts.contains(&Verdict::Skipped) {
         vec![Needs::Skipped]
     } else if needs.is_empty() {
         vec![Needs::Ok]
@@ -138,7 +153,14 @@ fn decide_one(
         // matter (a `failure()` would also see a cancelled run, which the plan leaves out).
         vec![Needs::Ok, Needs::Failed]
     };
-    let results: Result<Vec<bool>, _> = cases.into_iter().map(eval).collect();
+    let results: Vec<Result<bool, _>> = cases.into_iter().map(eval).collect();
+    // An error whatever the jobs it needs do: the job fails when it comes to run.
+    if let Some(Err(e)) = results.first() {
+        if results.iter().all(Result::is_err) {
+            return Verdict::Fails(e.to_string());
+        }
+    }
+    let results: Result<Vec<bool>, _> = results.into_iter().collect();
     match results.as_deref() {
         Ok(rs) if rs.iter().all(|r| *r) => Verdict::Runs,
         Ok(rs) if rs.iter().all(|r| !r) => Verdict::Skipped,
@@ -158,8 +180,10 @@ mod tests {
 
     fn one(cond: &str, needs: &[&str], decided: &[(&str, Verdict)], event: &str) -> Verdict {
         let needs: Vec<String> = needs.iter().map(|s| s.to_string()).collect();
-        let decided: HashMap<String, Verdict> =
-            decided.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let decided: HashMap<String, Verdict> = decided
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         decide_one(cond, &needs, &decided, &github(event), &Value::Null)
     }
 
@@ -193,6 +217,27 @@ mod tests {
         // Whether `a` fails is the run's to know.
         assert_eq!(
             one("failure()", &["a"], &[("a", Verdict::Runs)], "push"),
+            Verdict::Undecided
+        );
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_evaluated_fails_the_job_and_its_dependents_see_it() {
+        let Verdict::Fails(e) = one("fromJSON('{')", &[], &[], "push") else {
+            panic!("not a failure");
+        };
+        assert!(e.contains("fromJson"), "{e}");
+        let failed = [("a", Verdict::Fails("x".into()))];
+        assert_eq!(one("success()", &["a"], &failed, "push"), Verdict::Skipped);
+        assert_eq!(one("failure()", &["a"], &failed, "push"), Verdict::Runs);
+        // An error only in one of the cases the run decides between is the run's to show.
+        assert_eq!(
+            one(
+                "failure() || fromJSON('{')",
+                &["a"],
+                &[("a", Verdict::Runs)],
+                "push"
+            ),
             Verdict::Undecided
         );
     }

@@ -440,6 +440,77 @@ fn plan_notes_a_skip_instruction_in_the_head_commit() {
     assert_eq!(skip("pull_request"), "skip-checks: true");
 }
 
+/// What the plan settles as the run will see it: a pull request from this repository by
+/// the actor (the fork guard and author checks hold), HEAD's sha for events whose payload
+/// has none, strategy expressions and the `strategy` context in names, literal names, and a
+/// condition that cannot be evaluated (the job fails; the job after it is skipped).
+#[test]
+fn plan_settles_names_strategies_and_conditions_as_the_run_will() {
+    let d = folder_with(&[(
+        ".github/workflows/w.yml",
+        "on: [pull_request, workflow_dispatch]\njobs:\n  same-repo:\n    name: Same repository\n    if: github.event.pull_request.head.repo.full_name == github.repository && github.event.pull_request.user.login == github.actor\n    runs-on: x\n    steps: [{run: a}]\n  sha:\n    if: github.sha != ''\n    runs-on: x\n    steps: [{run: a}]\n  legs:\n    name: leg ${{ strategy.job-index }} of ${{ strategy.job-total }}\n    runs-on: x\n    strategy:\n      fail-fast: ${{ github.event_name != 'workflow_dispatch' }}\n      max-parallel: ${{ fromJSON('2') }}\n      matrix: {v: [1, 2]}\n    steps: [{run: a}]\n  later:\n    runs-on: x\n    strategy:\n      fail-fast: ${{ vars.FF == 'y' }}\n    steps: [{run: a}]\n  broken:\n    if: fromJSON('{')\n    runs-on: x\n    steps: [{run: a}]\n  after:\n    needs: broken\n    runs-on: x\n    steps: [{run: a}]\n",
+    )]);
+    for args in [
+        ["init", "-q", "-b", "main"].as_slice(),
+        &["add", "-A"],
+        &["commit", "-qm", "first"],
+        &["checkout", "-qb", "feature"],
+    ] {
+        common::git(d.path(), args);
+    }
+    let plan = |event: &str| {
+        let (code, out, err) = firebreak(d.path(), &["plan", ".", "-e", event, "--format", "json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let jobs = v["workflows"][0]["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let job = move |id: &str| {
+            jobs.iter()
+                .find(|j| j["id"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("no job {id}"))
+        };
+        job
+    };
+    let pr = plan("pull_request");
+    assert_eq!(pr("same-repo")["if_result"], "runs");
+    assert_eq!(pr("same-repo")["display-name"], "Same repository");
+    let legs = &pr("legs")["matrix"]["legs"];
+    assert_eq!(legs[0]["name"], "leg 0 of 2");
+    assert_eq!(legs[1]["name"], "leg 1 of 2");
+    assert_eq!(pr("legs")["fail-fast"], true);
+    assert_eq!(pr("legs")["max-parallel"], 2);
+    assert_eq!(
+        pr("later")["strategy-decided-at-run-time"],
+        serde_json::json!(["vars"])
+    );
+    assert_eq!(pr("broken")["if_result"], "fails");
+    assert!(
+        pr("broken")["if_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Error when evaluating 'if' for job 'broken'.")),
+        "{}",
+        pr("broken")
+    );
+    assert_eq!(pr("after")["if_result"], "skipped");
+    let dispatch = plan("workflow_dispatch");
+    assert_eq!(dispatch("sha")["if_result"], "runs");
+    assert_eq!(dispatch("same-repo")["if_result"], "skipped");
+    assert_eq!(dispatch("legs")["fail-fast"], false);
+    // The table shows the names and why a job fails.
+    let (_, out, _) = firebreak(d.path(), &["plan", ".", "-e", "pull_request"]);
+    assert!(
+        out.contains("Same repository") && out.contains("leg 1 of 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("→ fails: Error when evaluating 'if' for job 'broken'."),
+        "{out}"
+    );
+}
+
 /// `doctor --format json` names every backend with whether it works and why; the host
 /// backend always works, and the Firecracker notes say whether jailed VMs can get a network
 /// namespace each (as root doctor makes one to find out, and leaves nothing behind).

@@ -1795,7 +1795,7 @@ fn sizes_out_of_range_are_named_in_the_job_log() {
     let o = r.host(&[]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(
-        o.has("runs-on '0cpu': 0 CPUs (1 to 256 allowed): out of range, ignored"),
+        o.has("runs-on '0cpu': 0 CPUs (whole CPUs, 1 to 256 allowed): out of range, ignored"),
         "{o:?}"
     );
     assert!(o.has("runs-on '2048gb': 2048gb of memory"), "{o:?}");
@@ -2446,6 +2446,21 @@ fn a_job_name_that_evaluates_to_nothing_falls_back_to_the_job_id() {
     let o = r.host(&[]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.has("[named]   | step-of-named"), "{o:?}");
+}
+
+/// A job's name may read its leg's `strategy`, as GitHub evaluates names with it.
+#[test]
+fn a_job_name_reads_its_legs_strategy() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  legs:\n    name: leg ${{ strategy.job-index }} of ${{ strategy.job-total }}\n    runs-on: x\n    strategy:\n      matrix: {v: [1, 2]}\n    steps:\n      - run: echo v=${{ matrix.v }}\n",
+    )]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.has("[leg 0 of 2]   | v=1") && o.has("[leg 1 of 2]   | v=2"),
+        "{o:?}"
+    );
 }
 
 #[test]

@@ -327,7 +327,7 @@ pub async fn run_workflow(
             let run_it = match run_it {
                 Ok(b) => b,
                 Err(e) => {
-                    let line = format!("The job condition could not be evaluated: {e}");
+                    let line = format!("Error when evaluating 'if' for job '{}'. {e}", jp.id);
                     fail_now(&events, key, line, &mut done, &mut outcomes, &id);
                     continue;
                 }
@@ -372,13 +372,14 @@ pub async fn run_workflow(
             } else {
                 legs
             };
-            let (fail_fast, max_parallel) = match strategy_settings(jp, &base_ctx) {
-                Ok(s) => s,
-                Err(e) => {
-                    fail_now(&events, key, e, &mut done, &mut outcomes, &id);
-                    continue;
-                }
-            };
+            let (fail_fast, max_parallel) =
+                match firebreak_workflow::plan::strategy_settings(&jp.job, &base_ctx) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        fail_now(&events, key, e, &mut done, &mut outcomes, &id);
+                        continue;
+                    }
+                };
             let total = legs.len();
             // Without matrix combinations GitHub's one configuration has `max-parallel` 1.
             let max_parallel = if legs.iter().all(|(m, _)| m.is_empty()) {
@@ -412,8 +413,18 @@ pub async fn run_workflow(
                 } else {
                     Value::Object(m.clone())
                 };
+                let mut strategy = IndexMap::new();
+                strategy.insert("fail-fast".to_string(), Value::Bool(fail_fast));
+                strategy.insert("job-index".to_string(), Value::Number(idx as f64));
+                strategy.insert("job-total".to_string(), Value::Number(total as f64));
+                strategy.insert(
+                    "max-parallel".to_string(),
+                    Value::Number(max_parallel as f64),
+                );
                 let mut mctx = base_ctx.clone();
                 mctx.set("matrix", mval.clone());
+                // A job's name may read its leg's `strategy` (`leg ${{ strategy.job-index }}`).
+                mctx.set("strategy", Value::Object(strategy.clone()));
                 let name = if name_token.contains_expression() {
                     // A name that evaluates to nothing falls back to the job's id, as an
                     // empty literal name does.
@@ -427,20 +438,8 @@ pub async fn run_workflow(
                     display.clone()
                 };
                 let name = alike.unique(name);
-                let mut strategy = IndexMap::new();
-                strategy.insert("fail-fast".to_string(), Value::Bool(fail_fast));
-                strategy.insert("job-index".to_string(), Value::Number(idx as f64));
-                strategy.insert("job-total".to_string(), Value::Number(total as f64));
-                strategy.insert(
-                    "max-parallel".to_string(),
-                    Value::Number(max_parallel as f64),
-                );
                 groups.push(match &job.concurrency {
-                    Some(t) => {
-                        let mut cctx = mctx.clone();
-                        cctx.set("strategy", Value::Object(strategy.clone()));
-                        job_concurrency(t, &cctx)
-                    }
+                    Some(t) => job_concurrency(t, &mctx),
                     None => Ok(None),
                 });
                 let seq = SANDBOX_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -943,46 +942,6 @@ fn unstarted_leg(sh: &WorkflowShared, key: JobKey, result: Conclusion) -> LegRes
         continue_on_error: false,
         nested: Vec::new(),
     }
-}
-
-/// A job's `strategy.fail-fast` (default true) and `strategy.max-parallel` (none: every leg at
-/// once), evaluated as GitHub evaluates them: from the evaluated mapping when the whole
-/// strategy is one expression, and with their types checked: an expression that gives a
-/// string (`'false'`, `'2'`) fails the job, as GitHub's "Unexpected value" does.
-fn strategy_settings(
-    jp: &firebreak_workflow::plan::JobPlan,
-    ctx: &Contexts,
-) -> Result<(bool, Option<f64>), String> {
-    let Some(s) = jp.job.strategy.as_ref() else {
-        return Ok((true, None));
-    };
-    let prefix = format!("Error when evaluating 'strategy' for job '{}'.", jp.id);
-    let eval =
-        |t: &firebreak_workflow::Token| eval_token(t, ctx).map_err(|e| format!("{prefix} {e}"));
-    let unexpected = |v: &Value| format!("{prefix} Unexpected value '{}'", v.to_coerced_string());
-    let (fail_fast, max_parallel) = if s.token.is_expression() {
-        let v = eval(&s.token)?;
-        if !matches!(v, Value::Object(_) | Value::Null) {
-            return Err(unexpected(&v));
-        }
-        (v.get("fail-fast").cloned(), v.get("max-parallel").cloned())
-    } else {
-        (
-            s.fail_fast.as_ref().map(eval).transpose()?,
-            s.max_parallel.as_ref().map(eval).transpose()?,
-        )
-    };
-    let fail_fast = match fail_fast {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => b,
-        Some(other) => return Err(unexpected(&other)),
-    };
-    let max_parallel = match max_parallel {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n),
-        Some(other) => return Err(unexpected(&other)),
-    };
-    Ok((fail_fast, max_parallel))
 }
 
 /// The legs of a job: literal (planned) or evaluated now.

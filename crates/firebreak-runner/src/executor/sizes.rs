@@ -17,7 +17,7 @@ pub fn limits_from_labels(labels: &[String]) -> ResourceLimits {
 }
 
 /// The sizes in `labels` that have a unit but a value out of range (`0cpu`, `2048gb`,
-/// `100tb-disk`), each described for the job log: `'0cpu': 0 CPUs (1 to 256 allowed)`.
+/// `100tb-disk`), each described for the job log: `'0cpu': 0 CPUs (whole CPUs, 1 to 256 allowed)`.
 pub fn refused_sizes(labels: &[String]) -> Vec<String> {
     scan(labels).1
 }

@@ -111,8 +111,8 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
         .or(gs.repository.clone())
         .unwrap_or_else(|| local_repository(&root));
     let given = crate::inputs::given(&event.payload, &indexmap::IndexMap::new());
-    let git_ref = crate::gitinfo::ref_override(&root, &gs, &event.name, &event.payload);
-    let verdicts = settle(&mut plan, &event, &repository, &given, git_ref.as_deref());
+    let (git_ref, sha) = crate::gitinfo::run_ref_and_sha(&root, &gs, &event.name, &event.payload);
+    let verdicts = settle(&mut plan, &event, &repository, &given, (&git_ref, &sha));
 
     match args.format {
         Format::Json => {
@@ -154,7 +154,7 @@ pub fn settle(
     event: &Event,
     repository: &str,
     given: &indexmap::IndexMap<String, String>,
-    git_ref: Option<&str>,
+    (git_ref, sha): (&str, &str),
 ) -> Vec<HashMap<String, Verdict>> {
     let dispatch = event.name == "workflow_dispatch";
     // GitHub dispatches one workflow at a time: inputs meant for one of several are not
@@ -187,7 +187,8 @@ pub fn settle(
                 "",
             );
             facts.workflow = wf.name.clone();
-            facts.git_ref = git_ref.map(str::to_string);
+            facts.git_ref = Some(git_ref.to_string());
+            facts.sha = Some(sha.to_string());
             facts.workflow_path = Some(wf.path.clone());
             let github = Value::from_json(&firebreak_runner::context::github_context(&facts));
             // Matrices built from the event (`fromJSON(inputs.oses)`) are known now too.
@@ -288,9 +289,12 @@ fn add_verdicts(doc: &mut serde_json::Value, verdicts: &[HashMap<String, Verdict
         };
         for job in jobs {
             let id = job["id"].as_str().unwrap_or_default().to_ascii_lowercase();
-            let verdict = v.get(&id).copied().unwrap_or(Verdict::Undecided);
+            let verdict = v.get(&id).cloned().unwrap_or(Verdict::Undecided);
             if let Some(o) = job.as_object_mut() {
                 o.insert("if_result".into(), verdict.as_str().into());
+                if let Verdict::Fails(e) = verdict {
+                    o.insert("if_error".into(), e.into());
+                }
             }
         }
     }
@@ -367,11 +371,12 @@ fn job_rows(
     for job in jobs {
         let top_verdict = top.map(|v| {
             v.get(&job.id.to_ascii_lowercase())
-                .copied()
+                .cloned()
                 .unwrap_or(Verdict::Undecided)
         });
-        let cond = match top_verdict {
+        let cond = match &top_verdict {
             Some(Verdict::Skipped) => format!("{}  → skipped", job.if_condition),
+            Some(Verdict::Fails(e)) => format!("{}  → fails: {e}", job.if_condition),
             _ => job.if_condition.clone(),
         };
         let needs = if job.needs.is_empty() {
@@ -379,14 +384,14 @@ fn job_rows(
         } else {
             job.needs.join(", ")
         };
+        let shown = job.display_name.as_deref().unwrap_or(&job.id);
         let legs: Vec<String> = match &job.matrix {
-            MatrixPlan::None => vec![job.display_name.clone().unwrap_or_else(|| job.id.clone())],
+            MatrixPlan::None => vec![shown.to_string()],
             // What `include` added to a combination is not in its name: shown beside it.
             MatrixPlan::Legs { legs } => legs.iter().map(|l| l.label()).collect(),
             MatrixPlan::Deferred { contexts } => {
                 vec![format!(
-                    "{} (matrix decided at run time from {})",
-                    job.id,
+                    "{shown} (matrix decided at run time from {})",
                     if contexts.is_empty() {
                         "its expression".to_string()
                     } else {
@@ -395,7 +400,7 @@ fn job_rows(
                 )]
             }
             MatrixPlan::Invalid { error } => {
-                vec![format!("{} (invalid matrix: {error})", job.id)]
+                vec![format!("{shown} (invalid matrix: {error})")]
             }
         };
         let layer = if top.is_some() {
@@ -420,7 +425,8 @@ fn job_rows(
                     String::new(),
                 ]
             });
-            if let (Some(called), false) = (&job.called, top_verdict == Some(Verdict::Skipped)) {
+            let runs = !matches!(top_verdict, Some(Verdict::Skipped | Verdict::Fails(_)));
+            if let (Some(called), true) = (&job.called, runs) {
                 job_rows(&called.jobs, &format!("{name} / "), None, rows);
             }
         }

@@ -580,18 +580,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    let (mut git_ref, mut sha) =
-        firebreak_runner::context::default_ref_and_sha(&args.event, &payload);
-    if let Some(r) = crate::gitinfo::ref_override(&repo, &gs, &args.event, &payload) {
-        git_ref = r;
-    }
-    if sha.is_empty() {
-        sha = gs.sha.clone();
-    }
-    // (A deployment of a commit has no ref on GitHub: left empty.)
-    if git_ref.is_empty() && !matches!(args.event.as_str(), "deployment" | "deployment_status") {
-        git_ref = gs.git_ref.clone();
-    }
+    let (git_ref, sha) = crate::gitinfo::run_ref_and_sha(&repo, &gs, &args.event, &payload);
     let actor = args
         .actor
         .clone()
@@ -675,7 +664,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             &event,
             &repository,
             &inputs_map,
-            Some(&git_ref),
+            (&git_ref, &sha),
         );
         for w in &mut the_plan.workflows {
             let only = jobs_of(w, &args.job);
