@@ -226,9 +226,23 @@ pub fn run_ref_and_sha(
     if sha.is_empty() {
         sha = gs.sha.clone();
     }
-    // (A deployment of a commit has no ref on GitHub: left empty.)
-    if git_ref.is_empty() && !matches!(event, "deployment" | "deployment_status") {
-        git_ref = gs.git_ref.clone();
+    // What the payload leaves unsaid: the events that name a ref of their own run on
+    // HEAD's; the others (`issues`, `delete`, `workflow_run`…) on the default branch, as
+    // GitHub runs them. (A deployment of a commit has no ref on GitHub: left empty.)
+    if git_ref.is_empty() {
+        git_ref = match event {
+            "deployment" | "deployment_status" => String::new(),
+            "push"
+            | "workflow_dispatch"
+            | "create"
+            | "release"
+            | "pull_request"
+            | "pull_request_review"
+            | "pull_request_review_comment"
+            | "merge_group" => gs.git_ref.clone(),
+            _ if !gs.default_branch.is_empty() => format!("refs/heads/{}", gs.default_branch),
+            _ => gs.git_ref.clone(),
+        };
     }
     (git_ref, sha)
 }
@@ -613,6 +627,31 @@ mod tests {
             .status
             .success();
         assert!(ok, "git {args:?}");
+    }
+
+    /// What a payload leaves out comes from the repository: HEAD's sha, and the default
+    /// branch for events GitHub runs there, HEAD's ref for those that name their own.
+    #[test]
+    fn ref_and_sha_a_payload_leaves_out_come_from_the_repository() {
+        let gs = GitState {
+            sha: "abc".into(),
+            git_ref: "refs/heads/feature".into(),
+            branch: "feature".into(),
+            default_branch: "main".into(),
+            ..GitState::default()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let minimal = json!({"ref": "v3", "ref_type": "tag"});
+        let at = |event: &str| run_ref_and_sha(dir.path(), &gs, event, &minimal);
+        assert_eq!(at("issues"), ("refs/heads/main".into(), "abc".into()));
+        assert_eq!(at("delete"), ("refs/heads/main".into(), "abc".into()));
+        assert_eq!(at("workflow_dispatch"), ("v3".into(), "abc".into()));
+        assert_eq!(at("schedule"), ("refs/heads/main".into(), "abc".into()));
+        let no_ref = json!({});
+        assert_eq!(
+            run_ref_and_sha(dir.path(), &gs, "push", &no_ref),
+            ("refs/heads/feature".into(), "abc".into())
+        );
     }
 
     #[test]
