@@ -24,6 +24,9 @@ pub(crate) struct Converter<'a> {
     pub job_failure: Option<String>,
     /// Buffers reused by the expression checks of `if` conditions.
     scratch: crate::exprs::Scratch,
+    /// The workflow is read because another one calls it: GitHub then type-checks its
+    /// `workflow_call` input defaults as it does the caller's `with:` values.
+    pub called: bool,
 }
 
 impl<'a> Converter<'a> {
@@ -33,6 +36,7 @@ impl<'a> Converter<'a> {
             diags,
             job_failure: None,
             scratch: Default::default(),
+            called: false,
         }
     }
 }
@@ -493,10 +497,13 @@ impl Converter<'_> {
                 if workflow_call {
                     // GitHub checks a called workflow's defaults as it checks the caller's
                     // values: a literal is coerced to a string input's type, a number or
-                    // boolean input takes only a number or boolean.
+                    // boolean input takes only a number or boolean. A number's default is
+                    // checked only then: reading the file for its own events (a push), neither
+                    // of GitHub's parsers looks at it.
                     let fits = d.contains_expression()
                         || match (&d.kind, def.input_type) {
                             (TokenKind::Seq(_) | TokenKind::Map(_), _) => false,
+                            (_, InputType::Number) if !self.called => true,
                             (_, InputType::Number) => matches!(d.kind, TokenKind::Number(_)),
                             (_, InputType::Boolean) => matches!(d.kind, TokenKind::Bool(_)),
                             _ => true,

@@ -122,8 +122,10 @@ impl Default for ParseOptions {
     }
 }
 
-/// How many levels of reusable workflows may be nested by default.
-pub const DEFAULT_MAX_NESTED_REUSABLE_DEPTH: usize = 10;
+/// How many levels of reusable workflows may be nested by default: GitHub connects "a
+/// maximum of ten levels of workflows", the caller and nine of reusable ones below it (the
+/// runner's loader counts the first called workflow as depth 1).
+pub const DEFAULT_MAX_NESTED_REUSABLE_DEPTH: usize = 9;
 
 /// GitHub's default maximum workflow file size, in characters.
 pub const DEFAULT_MAX_FILE_SIZE: usize = 1024 * 1024;

@@ -243,6 +243,7 @@ impl<'a> Loader<'a> {
             let mut conv = Converter::new(file, self.diags);
             conv.check_called(rj, &called_root);
             conv.file = rj.uses.clone();
+            conv.called = true;
             let mut called_wf = conv.workflow(called_root);
             self.check_permissions(file, job_pos, &rj.uses, &called_wf, &allowed);
             let called_ref = rj.uses.clone();

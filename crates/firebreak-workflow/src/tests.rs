@@ -494,16 +494,28 @@ fn reusable_workflow_checks() {
 }
 
 /// A called workflow's input defaults are checked as GitHub checks values passed in: a
-/// literal fits a string input (it is coerced), a number or boolean input needs one.
+/// literal fits a string input (it is coerced), a number or boolean input needs one. Read
+/// for its own events (not called), a number input's default is not checked.
 #[test]
 fn called_workflow_input_defaults() {
     let called = "on:\n  workflow_call:\n    inputs:\n      s:\n        type: string\n        default: 12\n      n:\n        type: number\n        default: abc\n      b:\n        type: boolean\n        default: 'yes'\n      ok:\n        type: number\n        default: 3\njobs:\n  j:\n    runs-on: x\n";
-    let e = errors(called);
+    assert_eq!(errors(called), ["w.yml:12:18: Unexpected value 'yes'"]);
+    let opts = ParseOptions {
+        reusable_workflows: Some(
+            [(
+                "o/r/.github/workflows/c.yml@v1".to_string(),
+                called.to_string(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let caller = "on: push\njobs:\n  call:\n    uses: o/r/.github/workflows/c.yml@v1\n";
     assert_eq!(
-        e,
+        errors_with(caller, &opts),
         [
-            "w.yml:9:18: Unexpected value 'abc'",
-            "w.yml:12:18: Unexpected value 'yes'",
+            "o/r/.github/workflows/c.yml@v1:9:18: Unexpected value 'abc'",
+            "o/r/.github/workflows/c.yml@v1:12:18: Unexpected value 'yes'",
         ]
     );
     // workflow_dispatch keeps its own rule: the default has the input's type.
@@ -581,6 +593,33 @@ fn reusable_permissions_depth_and_job_limit() {
     opts.max_nested_reusable_depth = 0;
     let e = errors_with(src, &opts);
     assert_eq!(e, ["Nested reusable workflow depth exceeded 0."]);
+}
+
+/// Ten levels of workflows connect: the caller and nine reusable ones; a tenth is refused.
+#[test]
+fn reusable_workflows_nest_nine_deep_below_their_caller() {
+    let chain = |levels: usize| {
+        let called: indexmap::IndexMap<String, String> = (1..=levels)
+            .map(|i| {
+                let body = if i < levels {
+                    format!("on: workflow_call\njobs:\n  c:\n    uses: o/r/.github/workflows/w{}.yml@v1\n", i + 1)
+                } else {
+                    "on: workflow_call\njobs:\n  leaf:\n    runs-on: x\n    steps: [{run: a}]\n".to_string()
+                };
+                (format!("o/r/.github/workflows/w{i}.yml@v1"), body)
+            })
+            .collect();
+        let opts = ParseOptions {
+            reusable_workflows: Some(called),
+            ..Default::default()
+        };
+        errors_with(
+            "on: push\njobs:\n  c:\n    uses: o/r/.github/workflows/w1.yml@v1\n",
+            &opts,
+        )
+    };
+    assert_eq!(chain(9), Vec::<String>::new());
+    assert_eq!(chain(10), ["Nested reusable workflow depth exceeded 9."]);
 }
 
 #[test]

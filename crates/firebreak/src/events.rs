@@ -34,7 +34,9 @@ pub fn check_event_name(name: &str) -> Result<(), String> {
 pub fn read_event_file(path: &Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    match serde_json::from_str::<serde_json::Value>(&text) {
+    // Editors on Windows (PowerShell 5's `Out-File`) start UTF-8 with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    match serde_json::from_str::<serde_json::Value>(text) {
         Ok(v @ serde_json::Value::Object(_)) => Ok(v),
         Ok(other) => Err(format!(
             "{}: an event payload is a JSON object (as GitHub's webhook payloads are), not {}",

@@ -302,6 +302,8 @@ pub fn git_state(repo: &Path) -> GitState {
         let modified = with(&|c| c != 'A' && c != 'D');
         json!({
             "id": sha, "tree_id": git(repo, &["rev-parse", "HEAD^{tree}"]).unwrap_or_default(),
+            // New to the repository, as every commit of a synthesised push is.
+            "distinct": true,
             "message": g(5).trim_end(), "timestamp": g(4),
             "author": {"name": g(0), "email": g(1), "username": g(0)},
             "committer": {"name": g(2), "email": g(3), "username": g(2)},
@@ -562,11 +564,40 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
             "commits": if gs.head_commit.is_null() { json!([]) } else { json!([gs.head_commit.clone()]) },
             "pusher": gs.pusher, "repository": repo_obj, "sender": {"login": actor},
         }),
-        // A dispatch names the ref it was dispatched on (GitHub's default: the default
-        // branch, which the payload then leaves to `repository.default_branch`).
-        "workflow_dispatch" if gs.ref_named => json!({
-            "ref": gs.git_ref, "repository": repo_obj, "sender": {"login": actor},
+        // A dispatch names the ref it was dispatched on: HEAD's (or `--ref`'s), the ref of
+        // the commit whose workflows run, so that `github.ref` and `github.sha` agree.
+        "workflow_dispatch" if !gs.git_ref.is_empty() => json!({
+            "ref": gs.git_ref, "inputs": {},
+            "repository": repo_obj, "sender": {"login": actor},
         }),
+        // The branch (or tag) HEAD is on, as if it had just been created.
+        "create" if !gs.git_ref.is_empty() => {
+            let (short, kind) = match gs.git_ref.strip_prefix("refs/tags/") {
+                Some(tag) => (tag, "tag"),
+                None => (
+                    gs.git_ref
+                        .strip_prefix("refs/heads/")
+                        .unwrap_or(&gs.git_ref),
+                    "branch",
+                ),
+            };
+            json!({
+                "ref": short, "ref_type": kind, "master_branch": default_branch,
+                "pusher_type": "user", "repository": repo_obj, "sender": {"login": actor},
+            })
+        }
+        // A release of the tag HEAD is at, when it is at one.
+        "release" if gs.git_ref.starts_with("refs/tags/") => {
+            let tag = &gs.git_ref["refs/tags/".len()..];
+            json!({
+                "action": "published",
+                "release": {
+                    "tag_name": tag, "name": tag, "draft": false, "prerelease": false,
+                    "target_commitish": gs.sha,
+                },
+                "repository": repo_obj, "sender": {"login": actor},
+            })
+        }
         // A pull request the actor opened from a branch of this repository (not a fork)
         // into the default branch, from where HEAD's branch left it: what the common
         // conditions read (`head.repo.full_name == github.repository`, `user.login`,

@@ -1,8 +1,9 @@
 //! What `plan` can tell of a job's `if:` before anything runs: with the event known, a job
 //! whose condition reads only `github` and `inputs` (and status functions) is decided — it
 //! runs, or GitHub skips it — and so, through `needs`, are the jobs after a skipped one.
-//! Anything that reads `vars`, `needs`, or a status that depends on how the jobs it needs
-//! end, stays undecided.
+//! Anything that turns on `vars`, `needs`, or a status that depends on how the jobs it needs
+//! end, stays undecided — unless the condition is settled before it reads them (after a
+//! skipped need, the implicit `success() && …` is false whatever `needs` holds).
 
 use std::collections::HashMap;
 
@@ -77,14 +78,40 @@ impl Context for PlanContext<'_> {
         }
     }
 
-    fn call(&self, name: &str, _args: &[Value]) -> Option<Result<Value, EvalError>> {
-        let v = match (name.to_ascii_lowercase().as_str(), self.needs) {
-            ("success", Needs::Ok) | ("always", _) | ("failure", Needs::Failed) => true,
-            ("success" | "failure" | "cancelled", _) => false,
-            _ => return None,
-        };
-        Some(Ok(Value::Bool(v)))
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
+        status_function(name, args, self.needs)
     }
+}
+
+/// [`PlanContext`] for a condition that also reads what only the run knows (`needs`,
+/// `vars`): those read as null and are noted, so that a result they did not reach (`success()
+/// && needs.a.result == 'x'` after a skipped need) is still the plan's to tell.
+struct PartlyKnown<'a> {
+    known: PlanContext<'a>,
+    read_unknown: std::cell::Cell<bool>,
+}
+
+impl Context for PartlyKnown<'_> {
+    fn named_value(&self, name: &str) -> Option<Value> {
+        self.known.named_value(name).or_else(|| {
+            self.read_unknown.set(true);
+            Some(Value::Null)
+        })
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
+        self.known.call(name, args)
+    }
+}
+
+/// The status functions as they answer after `needs`.
+fn status_function(name: &str, _args: &[Value], needs: Needs) -> Option<Result<Value, EvalError>> {
+    let v = match (name.to_ascii_lowercase().as_str(), needs) {
+        ("success", Needs::Ok) | ("always", _) | ("failure", Needs::Failed) => true,
+        ("success" | "failure" | "cancelled", _) => false,
+        _ => return None,
+    };
+    Some(Ok(Value::Bool(v)))
 }
 
 /// Decides each job of `plan` (its own jobs, not those of called workflows) for an event
@@ -117,13 +144,6 @@ fn decide_one(
     let Ok(expr) = firebreak_expr::parse(condition) else {
         return Verdict::Undecided;
     };
-    if expr
-        .named_values()
-        .iter()
-        .any(|n| !KNOWN_CONTEXTS.contains(&n.as_str()))
-    {
-        return Verdict::Undecided;
-    }
     let verdicts: Vec<Verdict> = needs
         .iter()
         .map(|n| {
@@ -134,13 +154,28 @@ fn decide_one(
         })
         .collect();
     let failed = verdicts.iter().any(|v| matches!(v, Verdict::Fails(_)));
+    /// One way the jobs it needs may end, evaluated.
+    enum Case {
+        Known(bool),
+        /// The result turned on what only the run knows.
+        Unknown,
+        Error(String),
+    }
     let eval = |needs: Needs| {
-        let ctx = PlanContext {
-            github,
-            inputs,
-            needs,
+        let ctx = PartlyKnown {
+            known: PlanContext {
+                github,
+                inputs,
+                needs,
+            },
+            read_unknown: std::cell::Cell::new(false),
         };
-        firebreak_expr::evaluate(&expr, &ctx).map(|v| v.is_truthy())
+        let r = firebreak_expr::evaluate(&expr, &ctx);
+        match r {
+            _ if ctx.read_unknown.get() => Case::Unknown,
+            Ok(v) => Case::Known(v.is_truthy()),
+            Err(e) => Case::Error(e.to_string()),
+        }
     };
     let cases: Vec<Needs> = if failed {
         vec![Needs::Failed]
@@ -153,19 +188,25 @@ fn decide_one(
         // matter (a `failure()` would also see a cancelled run, which the plan leaves out).
         vec![Needs::Ok, Needs::Failed]
     };
-    let results: Vec<Result<bool, _>> = cases.into_iter().map(eval).collect();
+    let results: Vec<Case> = cases.into_iter().map(eval).collect();
     // An error whatever the jobs it needs do: the job fails when it comes to run.
-    if let Some(Err(e)) = results.first() {
-        if results.iter().all(Result::is_err) {
-            return Verdict::Fails(e.to_string());
+    if let Some(Case::Error(e)) = results.first() {
+        if results.iter().all(|c| matches!(c, Case::Error(_))) {
+            return Verdict::Fails(e.clone());
         }
     }
-    let results: Result<Vec<bool>, _> = results.into_iter().collect();
-    match results.as_deref() {
-        Ok(rs) if rs.iter().all(|r| *r) => Verdict::Runs,
-        Ok(rs) if rs.iter().all(|r| !r) => Verdict::Skipped,
+    let known: Option<Vec<bool>> = results
+        .iter()
+        .map(|c| match c {
+            Case::Known(b) => Some(*b),
+            _ => None,
+        })
+        .collect();
+    match known.as_deref() {
+        Some(rs) if rs.iter().all(|r| *r) => Verdict::Runs,
+        Some(rs) if rs.iter().all(|r| !r) => Verdict::Skipped,
         // The default `success()`: it runs when the jobs it needs succeed, if they run.
-        Ok([true, false]) if !verdicts.contains(&Verdict::Undecided) => Verdict::Runs,
+        Some([true, false]) if !verdicts.contains(&Verdict::Undecided) => Verdict::Runs,
         _ => Verdict::Undecided,
     }
 }
@@ -239,6 +280,36 @@ mod tests {
                 "push"
             ),
             Verdict::Undecided
+        );
+    }
+
+    /// What only the run knows does not matter where the condition never reaches it: after
+    /// a skipped need the implicit `success()` is false before `needs` is read.
+    #[test]
+    fn a_condition_is_decided_when_what_it_cannot_know_is_never_read() {
+        let skipped = [("a", Verdict::Skipped)];
+        let cond = "success() && (needs.a.result == 'skipped')";
+        assert_eq!(one(cond, &["a"], &skipped, "push"), Verdict::Skipped);
+        // Read: undecided.
+        let cond = "always() && (needs.a.result == 'skipped')";
+        assert_eq!(one(cond, &["a"], &skipped, "push"), Verdict::Undecided);
+        assert_eq!(
+            one(
+                "vars.X == 'y' || github.event_name == 'push'",
+                &[],
+                &[],
+                "push"
+            ),
+            Verdict::Undecided
+        );
+        assert_eq!(
+            one(
+                "github.event_name == 'push' || vars.X == 'y'",
+                &[],
+                &[],
+                "push"
+            ),
+            Verdict::Runs
         );
     }
 

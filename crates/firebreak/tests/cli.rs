@@ -440,16 +440,10 @@ fn plan_notes_a_skip_instruction_in_the_head_commit() {
     assert_eq!(skip("pull_request"), "skip-checks: true");
 }
 
-/// What the plan settles as the run will see it: a pull request from this repository by
-/// the actor (the fork guard and author checks hold), HEAD's sha for events whose payload
-/// has none, strategy expressions and the `strategy` context in names, literal names, and a
-/// condition that cannot be evaluated (the job fails; the job after it is skipped).
-#[test]
-fn plan_settles_names_strategies_and_conditions_as_the_run_will() {
-    let d = folder_with(&[(
-        ".github/workflows/w.yml",
-        "on: [pull_request, workflow_dispatch]\njobs:\n  same-repo:\n    name: Same repository\n    if: github.event.pull_request.head.repo.full_name == github.repository && github.event.pull_request.user.login == github.actor\n    runs-on: x\n    steps: [{run: a}]\n  sha:\n    if: github.sha != ''\n    runs-on: x\n    steps: [{run: a}]\n  legs:\n    name: leg ${{ strategy.job-index }} of ${{ strategy.job-total }}\n    runs-on: x\n    strategy:\n      fail-fast: ${{ github.event_name != 'workflow_dispatch' }}\n      max-parallel: ${{ fromJSON('2') }}\n      matrix: {v: [1, 2]}\n    steps: [{run: a}]\n  later:\n    runs-on: x\n    strategy:\n      fail-fast: ${{ vars.FF == 'y' }}\n    steps: [{run: a}]\n  broken:\n    if: fromJSON('{')\n    runs-on: x\n    steps: [{run: a}]\n  after:\n    needs: broken\n    runs-on: x\n    steps: [{run: a}]\n",
-    )]);
+/// A repository whose `.github/workflows/w.yml` is `workflow`, committed on `main`, with
+/// HEAD on a new branch `feature`.
+fn on_a_feature_branch(workflow: &str) -> tempfile::TempDir {
+    let d = folder_with(&[(".github/workflows/w.yml", workflow)]);
     for args in [
         ["init", "-q", "-b", "main"].as_slice(),
         &["add", "-A"],
@@ -458,6 +452,18 @@ fn plan_settles_names_strategies_and_conditions_as_the_run_will() {
     ] {
         common::git(d.path(), args);
     }
+    d
+}
+
+/// What the plan settles as the run will see it: a pull request from this repository by
+/// the actor (the fork guard and author checks hold), HEAD's sha for events whose payload
+/// has none, strategy expressions and the `strategy` context in names, literal names, and a
+/// condition that cannot be evaluated (the job fails; the job after it is skipped).
+#[test]
+fn plan_settles_names_strategies_and_conditions_as_the_run_will() {
+    let d = on_a_feature_branch(
+        "on: [pull_request, workflow_dispatch]\njobs:\n  same-repo:\n    name: Same repository\n    if: github.event.pull_request.head.repo.full_name == github.repository && github.event.pull_request.user.login == github.actor\n    runs-on: x\n    steps: [{run: a}]\n  sha:\n    if: github.sha != ''\n    runs-on: x\n    steps: [{run: a}]\n  legs:\n    name: leg ${{ strategy.job-index }} of ${{ strategy.job-total }}\n    runs-on: x\n    strategy:\n      fail-fast: ${{ github.event_name != 'workflow_dispatch' }}\n      max-parallel: ${{ fromJSON('2') }}\n      matrix: {v: [1, 2]}\n    steps: [{run: a}]\n  later:\n    runs-on: x\n    strategy:\n      fail-fast: ${{ vars.FF == 'y' }}\n    steps: [{run: a}]\n  broken:\n    if: fromJSON('{')\n    runs-on: x\n    steps: [{run: a}]\n  after:\n    needs: broken\n    runs-on: x\n    steps: [{run: a}]\n",
+    );
     let plan = |event: &str| {
         let (code, out, err) = firebreak(d.path(), &["plan", ".", "-e", event, "--format", "json"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -509,6 +515,62 @@ fn plan_settles_names_strategies_and_conditions_as_the_run_will() {
         out.contains("→ fails: Error when evaluating 'if' for job 'broken'."),
         "{out}"
     );
+}
+
+/// More of what the plan must tell as GitHub would: a dispatch from a feature branch runs on
+/// it (ref and sha agree), a job after a skipped one is skipped even when its condition reads
+/// `needs`, a number input's default is not checked for the file's own events, an event file
+/// may start with a byte-order mark, and the table lines up wide characters.
+#[test]
+fn plan_tells_dispatch_refs_skipped_needs_and_lines_up_wide_names() {
+    let d = on_a_feature_branch(
+        "on:\n  workflow_dispatch:\n  push:\n  workflow_call:\n    inputs:\n      retries: {type: number, default: three}\njobs:\n  a:\n    name: 构建 🚀\n    if: github.ref == 'refs/heads/feature'\n    runs-on: x\n    steps: [{run: a}]\n  deploy:\n    if: github.ref == 'refs/heads/production'\n    runs-on: x\n    steps: [{run: a}]\n  notify:\n    needs: deploy\n    if: needs.deploy.result == 'skipped'\n    runs-on: x\n    steps: [{run: a}]\n",
+    );
+    let (code, out, err) = firebreak(d.path(), &["check", "."]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = firebreak(d.path(), &["plan", ".", "-e", "workflow_dispatch"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    // The `needs` column starts at the same terminal column on every row.
+    let needs_col = |row: &str| {
+        let at = row
+            .find(" -  ")
+            .or_else(|| row.find(" deploy  "))
+            .expect("needs cell");
+        unicode_width::UnicodeWidthStr::width(&row[..at])
+    };
+    assert!(rows[0].contains("needs"), "{out}");
+    let header =
+        unicode_width::UnicodeWidthStr::width(&rows[0][..rows[0].find("needs").unwrap_or(0)]) - 1;
+    for row in &rows[1..] {
+        assert_eq!(needs_col(row), header, "{out}");
+    }
+    assert!(
+        rows[1].contains("构建 🚀") && !rows[1].contains("skipped"),
+        "{out}"
+    );
+    assert!(
+        rows[3].contains("→ skipped"),
+        "notify follows a skipped job\n{out}"
+    );
+    // An event file saved with a byte-order mark.
+    std::fs::write(
+        d.path().join("ev.json"),
+        "\u{feff}{\"ref\": \"refs/heads/feature\"}",
+    )
+    .expect("write");
+    let (code, out, err) = firebreak(
+        d.path(),
+        &[
+            "plan",
+            ".",
+            "-e",
+            "workflow_dispatch",
+            "--event-file",
+            "ev.json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 /// `doctor --format json` names every backend with whether it works and why; the host

@@ -321,10 +321,13 @@ fn print_text(plan: &Plan, verdicts: &[HashMap<String, Verdict>]) -> std::io::Re
         let mut rows = Vec::new();
         job_rows(&wf.jobs, "", verdicts.get(wi), &mut rows);
         let header = ["stage", "job", "needs", "if"];
+        // Columns as a terminal shows them: a CJK character or an emoji takes two, a
+        // combining accent none.
+        let width = unicode_width::UnicodeWidthStr::width;
         let widths: Vec<usize> = (0..4)
             .map(|c| {
                 rows.iter()
-                    .map(|r| r[c].chars().count())
+                    .map(|r| width(r[c].as_str()))
                     .chain([header[c].len()])
                     .max()
                     .unwrap_or(0)
@@ -333,10 +336,9 @@ fn print_text(plan: &Plan, verdicts: &[HashMap<String, Verdict>]) -> std::io::Re
         let line = |cells: [&str; 4]| {
             let mut s = String::from("  ");
             for (c, cell) in cells.iter().enumerate() {
-                if c == 3 {
-                    s.push_str(cell);
-                } else {
-                    s.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+                s.push_str(cell);
+                if c < 3 {
+                    s.push_str(&" ".repeat(widths[c].saturating_sub(width(cell)) + 2));
                 }
             }
             s
