@@ -1227,7 +1227,7 @@ fn an_invalid_workflow_fails_alone_and_the_others_run() {
 
 #[test]
 fn json_stream_list_and_dry_run() {
-    let r = repo(&[(WF, "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo hi\n  b:\n    needs: a\n    runs-on: x\n    steps:\n      - name: second\n        run: echo there\n")]);
+    let r = repo(&[(WF, "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo hi\n  b:\n    name: Second job\n    needs: a\n    runs-on: x\n    steps:\n      - name: second\n        run: echo there\n")]);
     let o = r.host(&["--json"]);
     assert_eq!(o.code, 0, "{o:?}");
     let events: Vec<serde_json::Value> = o
@@ -1253,7 +1253,7 @@ fn json_stream_list_and_dry_run() {
     let l = r.host(&["--list"]);
     assert_eq!(l.code, 0);
     assert!(
-        l.stdout.contains("[0] a") && l.stdout.contains("[1] b"),
+        l.stdout.contains("[0] a\n") && l.stdout.contains("[1] b \"Second job\""),
         "{l:?}"
     );
     let d = r.host(&["--dry-run"]);

@@ -77,7 +77,12 @@ pub fn print(
                 } else {
                     format!("  needs: {}", j.needs.join(", "))
                 };
-                crate::outln!("  [{i}] {}{}", j.id, style::dim(&needs))?;
+                // The id is what `-j` takes; the name is what the run shows.
+                let name = match j.display_name.as_deref() {
+                    Some(n) if n != j.id => format!(" \"{}\"", style::printable(n)),
+                    _ => String::new(),
+                };
+                crate::outln!("  [{i}] {}{name}{}", j.id, style::dim(&needs))?;
                 match &j.matrix {
                     MatrixPlan::Legs { legs } if legs.is_empty() => {
                         crate::outln!("        - no matrix leg matches --matrix: skipped")?
