@@ -148,6 +148,9 @@ pub enum StepError {
     },
 }
 
+/// How long a cancelled step's file commands are still read for.
+const FILES_AFTER_CANCEL: Duration = Duration::from_secs(10);
+
 /// A step's `timeout-minutes` as GitHub's runner applies it: cut to whole
 /// minutes (`1.9` is one minute), and none unless that is above zero (`0.5`
 /// sets no timeout).
@@ -267,7 +270,33 @@ pub async fn run_script_step(
     };
     outcome.status = status;
 
-    let files_result = files.collect(sandbox).await?;
+    // Reading the file commands back is part of the step: the job's timeout or cancellation
+    // stops it too (a file swapped for something that never ends must not hold the job). A
+    // step already cancelled (it timed out) still has its files read, for a while.
+    let already = step.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+        || step.kill.as_ref().is_some_and(|k| k.is_cancelled());
+    let stopped = async {
+        if already {
+            return tokio::time::sleep(FILES_AFTER_CANCEL).await;
+        }
+        match (&step.cancel, &step.kill) {
+            (Some(c), Some(k)) => tokio::select! {
+                _ = c.cancelled() => {}
+                _ = k.cancelled() => {}
+            },
+            (Some(t), None) | (None, Some(t)) => t.cancelled().await,
+            (None, None) => std::future::pending().await,
+        }
+    };
+    let files_result = tokio::select! {
+        biased;
+        r = files.collect(sandbox) => r?,
+        _ = stopped => {
+            send(&log, StepLog::Error("The operation was canceled.".into())).await;
+            outcome.failed = true;
+            return Ok(outcome);
+        }
+    };
     sandbox.remove(&script_path).await?;
     outcome.outputs.extend(files_result.outputs);
     outcome.env.extend(files_result.env);

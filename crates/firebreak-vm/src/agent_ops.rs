@@ -560,6 +560,20 @@ async fn read_file(
     path: &Path,
 ) -> Result<Option<Vec<u8>>, SandboxError> {
     let p = confine(&layout.root, path)?;
+    // A FIFO or device where a file command's file was (`mkfifo "$GITHUB_OUTPUT"`) would
+    // keep the read waiting for a writer: refused, as the local sandboxes refuse it.
+    match client.stat(&p).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(st)) if st.kind == firebreak_agent::FileKind::Other => {
+            return Err(SandboxError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source: std::io::Error::other("not a regular file"),
+            })
+        }
+        Ok(Some(_)) => {}
+        Err(e) => return Err(agent_err("stat", path, e)),
+    }
     client
         .read_file(&p)
         .await

@@ -120,6 +120,18 @@ jobs:
           sleep 150
       - if: always()
         run: echo "fork bomb over, $(ls /proc | grep -c '^[0-9]') processes"
+  # A file command's file swapped for a FIFO fails that step; one behind a symlink (read
+  # as a file, then waiting for a writer forever) is stopped by the job's timeout, and the
+  # job's always() step still runs in its VM.
+  fifo:
+    runs-on: [ubuntu-latest, 1cpu, 512mb]
+    timeout-minutes: 0.3
+    steps:
+      - run: rm -f "$GITHUB_OUTPUT"; mkfifo "$GITHUB_OUTPUT"
+        continue-on-error: true
+      - run: mkfifo /tmp/never; rm -f "$GITHUB_ENV"; ln -s /tmp/never "$GITHUB_ENV"
+      - if: always()
+        run: echo "fifo job went on"
   survivor:
     needs: bomb
     if: always()
@@ -293,6 +305,12 @@ fn a_workflow_in_microvms_proves_isolation() {
     assert!(r.has("[forkbomb] fork bomb over, "), "{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
     assert!(r.has("[kernel] big env 70000"), "{ctx}");
+    // Past its timeout-minutes, as on GitHub: cancelled.
+    assert_eq!(r.result("fifo"), "cancelled", "{ctx}");
+    assert!(
+        r.has("not a regular file") && r.has("[fifo] fifo job went on"),
+        "{ctx}"
+    );
     assert!(
         r.has("host files invisible") && r.has("network unreachable"),
         "{ctx}"

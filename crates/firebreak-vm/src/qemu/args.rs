@@ -69,8 +69,10 @@ pub(crate) fn qemu_args(
     dir: &Path,
     cold_boot: bool,
 ) -> Vec<OsString> {
+    // An I/O error on the host (its disk full under the job's overlay) is the guest's error,
+    // as on real hardware: QEMU's default would pause the VM, which then looks hung.
     let drive = format!(
-        "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap",
+        "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,werror=report,rerror=report",
         dir.join("overlay.qcow2").to_string_lossy()
     );
     let ram = match &cfg.ram_file {

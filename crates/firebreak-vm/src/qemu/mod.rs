@@ -864,7 +864,7 @@ impl Incoming {
         // own temporary overlay (`snapshot=on`), created in-process (no
         // `qemu-img` run) in the run directory (TMPDIR), so it goes with it.
         let drive = format!(
-            "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,snapshot=on",
+            "file={},if=none,id=root,format=qcow2,cache=unsafe,discard=unmap,werror=report,rerror=report,snapshot=on",
             snap.disk().to_string_lossy()
         );
         // Guest RAM: a private copy-on-write mapping of the snapshot's RAM

@@ -216,10 +216,11 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u64).range(128..=1_048_576)
     )]
     vm_memory: Option<u64>,
-    /// Memory (MiB) all microVMs of this run may use at once, pooled ones included: each
-    /// VM counts its guest memory plus its VMM's own (64 MiB for QEMU; 64 MiB and 1/16 of
-    /// the guest's for Firecracker); a job waits up to 120 s for room (default: half of the
-    /// host's memory; at least 192, the smallest VM with its QEMU).
+    /// Memory (MiB) all microVMs on this host may use at once, this run's (pooled ones
+    /// included) and every other firebreak run's together: each VM counts its guest memory
+    /// plus its VMM's own (64 MiB for QEMU; 64 MiB and 1/16 of the guest's for Firecracker);
+    /// a job waits up to 120 s for room (default: half of the host's memory; at least 192,
+    /// the smallest VM with its QEMU).
     #[arg(
         long = "vm-memory-budget",
         value_name = "MIB",
