@@ -91,7 +91,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { paths, format } => cmd::check::run(&paths, format),
         Command::Plan(args) => cmd::plan::run(&args),
-        Command::Run(args) => cmd::run::run(*args),
+        Command::Run(args) => {
+            // Under sudo the cache is the invoking user's: it stays theirs.
+            firebreak_vm::image::keep_cache_the_sudo_users();
+            let r = cmd::run::run(*args);
+            firebreak_vm::image::keep_cache_the_sudo_users();
+            r
+        }
         Command::Image(c) => cmd::image::run(&c),
         Command::Doctor(args) => cmd::doctor::run(&args),
     };

@@ -407,6 +407,71 @@ impl SudoUser {
     }
 }
 
+/// Under `sudo`, keeps the invoking user's default cache theirs: the folders a root run
+/// makes there (`~/.cache`, the cache, `jobs`, `images`, each image's snapshots) are handed
+/// to them, so that their own runs can still create job folders and take and discard
+/// snapshots. Called before and after a command that writes the cache; a no-op unless this
+/// is root through sudo with the default cache. Best effort: a folder that cannot be handed
+/// over is left as it is.
+pub fn keep_cache_the_sudo_users() {
+    let Some(user) = SudoUser::of_this_process() else {
+        return;
+    };
+    let root = default_cache_dir();
+    if !root.starts_with(&user.home) {
+        return;
+    }
+    let owned_by_root = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        })
+    };
+    // The cache's own entries (`jobs`, `images`, the KVM probe's record…) but the build
+    // caches only a root build uses; what a run left in `jobs`.
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n == "bases" || n == "debs" || n == "kernels")
+        })
+        .collect();
+    dirs.extend(
+        std::fs::read_dir(root.join("jobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    if let Ok(images) = std::fs::read_dir(root.join("images")) {
+        for image in images.flatten() {
+            for sub in ["snapshots", "firecracker-snapshots"] {
+                let d = image.path().join(sub);
+                if let Ok(snaps) = std::fs::read_dir(&d) {
+                    dirs.extend(snaps.flatten().map(|e| e.path()));
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    let mut up = Some(root.as_path());
+    while let Some(d) = up.filter(|d| *d != user.home && d.starts_with(&user.home)) {
+        dirs.push(d.to_path_buf());
+        up = d.parent();
+    }
+    for d in dirs.iter().filter(|d| owned_by_root(d)) {
+        // A snapshot's folder, or a job's, is handed over with its files; the others alone.
+        let whole = d
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "snapshots" || n == "firecracker-snapshots" || n == "jobs");
+        let _ = user.give(d, whole);
+    }
+}
+
 /// Hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
     let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
