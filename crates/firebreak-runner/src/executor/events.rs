@@ -1,6 +1,6 @@
 //! The typed event stream the executor emits while it runs a workflow.
 //!
-//! The executor never prints: it sends [`Event`]s on an unbounded channel ([`EventSender`]),
+//! The executor never prints: it sends [`Event`]s on a channel ([`EventSender`]),
 //! and reporters (the CLI's human and JSON-lines reporters, log-file writers, tests) consume
 //! them — the same runner/reporter split as cargo-nextest. Every text field that could carry a
 //! secret (output lines, step names, messages, annotations) is masked before it is sent.
@@ -8,8 +8,11 @@
 //! Jobs are identified by [`JobKey`]: the workflow file, the job id and the display name of
 //! the matrix leg (`build (1, a)`); the name is unique within a workflow.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::commands::Annotation;
 
@@ -167,22 +170,152 @@ pub enum Event {
     },
 }
 
-/// Where the executor sends its events. Sending never blocks; a dropped receiver only
-/// discards them.
+/// Where the executor sends its events. Sending never blocks (events keep their order
+/// whoever sends them); a dropped receiver only discards them. The hot path — a step's
+/// output — also waits for room ([`EventSender::wait_for_room`]) while the reporter is
+/// [`BACKLOG_HIGH`] events behind, so that a job printing faster than its output can be
+/// written holds its own process back (through the step's pipes, or the guest agent's)
+/// instead of filling the runner's memory.
 #[derive(Debug, Clone)]
 pub struct EventSender {
     tx: mpsc::UnboundedSender<Event>,
+    backlog: Arc<Backlog>,
+}
+
+/// Events sent and not yet received.
+#[derive(Debug, Default)]
+struct Backlog {
+    count: AtomicUsize,
+    drained: Notify,
+}
+
+/// Above this many events waiting for the reporter, output waits.
+pub const BACKLOG_HIGH: usize = 8192;
+/// ... until the reporter is back below this many.
+const BACKLOG_LOW: usize = BACKLOG_HIGH / 2;
+
+/// What the reporter reads: the events in the order they were sent.
+#[derive(Debug)]
+pub struct EventReceiver {
+    rx: mpsc::UnboundedReceiver<Event>,
+    backlog: Arc<Backlog>,
+}
+
+impl EventReceiver {
+    /// The next event; `None` once every sender is gone and all were read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let ev = self.rx.recv().await;
+        self.took(ev.is_some());
+        ev
+    }
+
+    /// No event is waiting (the reporter has caught up: a moment to flush what it wrote).
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
+        let ev = self.rx.try_recv();
+        self.took(ev.is_ok());
+        ev
+    }
+
+    fn took(&self, one: bool) {
+        if one && self.backlog.count.fetch_sub(1, Ordering::AcqRel) - 1 <= BACKLOG_LOW {
+            self.backlog.drained.notify_waiters();
+        }
+    }
+}
+
+impl Drop for EventReceiver {
+    fn drop(&mut self) {
+        // Nobody reads any more: nothing to wait for.
+        self.backlog.count.store(0, Ordering::Release);
+        self.backlog.drained.notify_waiters();
+    }
 }
 
 impl EventSender {
     /// A sender and the receiver the reporter reads.
-    pub fn channel() -> (EventSender, mpsc::UnboundedReceiver<Event>) {
+    pub fn channel() -> (EventSender, EventReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventSender { tx }, rx)
+        let backlog = Arc::new(Backlog::default());
+        (
+            EventSender {
+                tx,
+                backlog: backlog.clone(),
+            },
+            EventReceiver { rx, backlog },
+        )
     }
 
     /// Sends one event.
     pub fn send(&self, ev: Event) {
-        let _ = self.tx.send(ev);
+        if self.tx.send(ev).is_ok() {
+            self.backlog.count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits while the reporter is more than [`BACKLOG_HIGH`] events behind (until it is
+    /// back to half that), or returns at once.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let drained = self.backlog.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a drain in between is not missed.
+            drained.as_mut().enable();
+            if self.backlog.count.load(Ordering::Acquire) <= BACKLOG_HIGH || self.tx.is_closed() {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> Event {
+        Event::Output {
+            job: JobKey {
+                workflow: "w.yml".into(),
+                id: "a".into(),
+                name: "a".into(),
+            },
+            step: None,
+            kind: LineKind::Stdout,
+            line: n.to_string(),
+        }
+    }
+
+    /// Output waits while the reporter is far behind, and goes on once it has caught up
+    /// to half of that; nothing is lost or reordered meanwhile.
+    #[tokio::test]
+    async fn output_waits_for_a_reporter_that_is_behind() {
+        let (tx, mut rx) = EventSender::channel();
+        for n in 0..=BACKLOG_HIGH {
+            tx.send(line(n));
+        }
+        let waiter = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.wait_for_room().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "output did not wait");
+        for n in 0..=BACKLOG_HIGH - BACKLOG_LOW {
+            match rx.recv().await {
+                Some(Event::Output { line, .. }) => assert_eq!(line, n.to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+        waiter.await.expect("the wait ends once the reporter caught up");
+        // A reporter that is gone holds nothing back.
+        drop(rx);
+        for n in 0..=BACKLOG_HIGH {
+            tx.send(line(n));
+        }
+        tx.wait_for_room().await;
     }
 }

@@ -816,6 +816,8 @@ impl LegRunner {
                     },
                 };
                 events.send(ev);
+                // A step that prints faster than its output is written waits for it.
+                events.wait_for_room().await;
             }
         };
         let run = run_script_step(self.sb.as_ref(), script, &self.masker, tx);

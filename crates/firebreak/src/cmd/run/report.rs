@@ -24,13 +24,12 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
-use std::io::{BufWriter, LineWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use firebreak_runner::executor::events::{Conclusion, Event, JobKey, LineKind};
+use firebreak_runner::executor::events::{Conclusion, Event, EventReceiver, JobKey, LineKind};
 use firebreak_runner::executor::job::sanitize;
 use firebreak_runner::executor::WorkflowOutcome;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::style::{self, paint, yellow};
 
@@ -49,7 +48,7 @@ pub struct Reporter {
     json: bool,
     run_dir: PathBuf,
     colours: HashMap<String, &'static str>,
-    logs: HashMap<String, Option<LineWriter<File>>>,
+    logs: HashMap<String, Option<BufWriter<File>>>,
     events: Option<BufWriter<File>>,
     annotations: usize,
     /// Workflow path → name, from `workflow_started`.
@@ -170,14 +169,23 @@ impl Reporter {
         let w = self.logs.entry(job.to_string()).or_insert_with(|| {
             File::create(dir.join(format!("{}.log", sanitize(job))))
                 .ok()
-                .map(LineWriter::new)
+                .map(BufWriter::new)
         });
         if let Some(w) = w {
             let _ = writeln!(w, "{line}");
         }
     }
 
-    pub async fn consume(mut self, mut rx: UnboundedReceiver<Event>) -> Self {
+    fn flush(&mut self) {
+        for w in self.logs.values_mut().flatten() {
+            let _ = w.flush();
+        }
+        if let Some(w) = self.events.as_mut() {
+            let _ = w.flush();
+        }
+    }
+
+    pub async fn consume(mut self, mut rx: EventReceiver) -> Self {
         while let Some(ev) = rx.recv().await {
             if let Some(w) = self.events.as_mut() {
                 if let Ok(s) = serde_json::to_string(&ev) {
@@ -190,13 +198,13 @@ impl Reporter {
                 }
             }
             self.handle(&ev);
+            // Written in batches, flushed whenever the run's events are all written: the
+            // files stay current without a write per line.
+            if rx.is_empty() {
+                self.flush();
+            }
         }
-        for w in self.logs.values_mut().flatten() {
-            let _ = w.flush();
-        }
-        if let Some(w) = self.events.as_mut() {
-            let _ = w.flush();
-        }
+        self.flush();
         self
     }
 
