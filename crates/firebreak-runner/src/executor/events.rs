@@ -310,7 +310,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        waiter.await.expect("the wait ends once the reporter caught up");
+        waiter
+            .await
+            .expect("the wait ends once the reporter caught up");
         // A reporter that is gone holds nothing back.
         drop(rx);
         for n in 0..=BACKLOG_HIGH {
