@@ -228,20 +228,31 @@ impl QemuProvider {
         }
     }
 
-    /// A VM for one job, and how it was obtained (notes for the job log).
+    /// A VM for one job, how it was obtained (notes for the job log), and how long of that
+    /// was waiting for another job's snapshot.
     async fn start_vm(
         &self,
         image: &Image,
         cfg: &VmConfig,
         notes: &mut Vec<String>,
-    ) -> Result<(QemuVm, VmOrigin), SandboxError> {
+    ) -> Result<(QemuVm, VmOrigin, Duration), SandboxError> {
         if cfg.start == Start::Snapshot {
             // Taking the snapshot boots a VM of this size: charge it to the budget like any
             // other (a VM larger than the whole budget fails here, before anything boots),
             // and let the VM restored from it keep the charge.
             let mut build_lease = self.snapshot_lease(image, cfg).await?;
+            let t0 = std::time::Instant::now();
             match snapshot::ensure(image, cfg).await {
                 Ok((snap, built)) => {
+                    // Another job of this size was taking it: the time this job's start
+                    // spent waiting is that, not the restore's.
+                    let waited = if built { Duration::ZERO } else { t0.elapsed() };
+                    if waited > Duration::from_millis(200) {
+                        notes.push(format!(
+                            "waited {:.1}s for the VM snapshot another job was taking",
+                            waited.as_secs_f64()
+                        ));
+                    }
                     if built {
                         // On disk: the guest's RAM file (sparse: what the guest used) and
                         // disk, besides the small device-state stream.
@@ -257,7 +268,7 @@ impl QemuProvider {
                             if let Some(t) = cfg.job_timeout {
                                 vm.arm_job_timeout(t);
                             }
-                            return Ok((vm, VmOrigin::Pool));
+                            return Ok((vm, VmOrigin::Pool, waited));
                         }
                     }
                     let lease = match build_lease.take() {
@@ -276,7 +287,7 @@ impl QemuProvider {
                     match res {
                         Ok(mut vm) => {
                             vm.set_lease(lease);
-                            return Ok((vm, VmOrigin::Restored));
+                            return Ok((vm, VmOrigin::Restored, waited));
                         }
                         Err(e) => {
                             snapshot::discard(&snap);
@@ -289,11 +300,13 @@ impl QemuProvider {
                 Err(e) => notes.push(format!("no VM snapshot ({e}); booting")),
             }
             if let Some(lease) = build_lease {
-                return self.boot_cold(image, cfg, lease).await;
+                let (vm, origin) = self.boot_cold(image, cfg, lease).await?;
+                return Ok((vm, origin, Duration::ZERO));
             }
         }
         let lease = self.lease_for(cfg).await?;
-        self.boot_cold(image, cfg, lease).await
+        let (vm, origin) = self.boot_cold(image, cfg, lease).await?;
+        Ok((vm, origin, Duration::ZERO))
     }
 
     /// Boots a VM for one job, charged to `lease`.
@@ -440,7 +453,7 @@ impl SandboxProvider for QemuProvider {
             loop {
                 let t0 = std::time::Instant::now();
                 let started = self.start_vm(&image, &cfg, &mut notes).await;
-                let (vm, origin) = match started {
+                let (vm, origin, waited) = match started {
                     Ok(v) => v,
                     // Keep what happened to the clones tried before in the error.
                     Err(e) if failed_clones > 0 => {
@@ -456,7 +469,7 @@ impl SandboxProvider for QemuProvider {
                         let _ = qmp.execute("stop", None).await;
                     }
                 }
-                let how = describe_start(&vm, &cfg, origin, t0.elapsed());
+                let how = describe_start(&vm, &cfg, origin, t0.elapsed().saturating_sub(waited));
                 notes.push(how);
                 let base = std::fs::metadata(image.rootfs()).map_or(0, |m| m.len());
                 if let Some(note) = disk.and_then(|b| disk_space_note(vm.run_dir(), base, b)) {
