@@ -143,6 +143,9 @@ pub struct AgentClient {
     next_id: AtomicU64,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// The reader is waiting for a caller to take a reply (its queue is full): what the
+    /// agent sends meanwhile stays unread, pings' answers included.
+    delivering: Arc<AtomicBool>,
 }
 
 impl Drop for AgentClient {
@@ -245,6 +248,8 @@ impl AgentClient {
             waiters: waiters.clone(),
             closed: closed.clone(),
         };
+        let delivering = Arc::new(AtomicBool::new(false));
+        let busy = delivering.clone();
         let reader = tokio::spawn(async move {
             // Wakes every waiter with "disconnected" however this task ends,
             // aborted included.
@@ -261,7 +266,14 @@ impl AgentClient {
                     lock(&w).get(&id).cloned()
                 };
                 if let Some(tx) = tx {
-                    let _ = tx.send((msg, body)).await;
+                    match tx.try_send((msg, body)) {
+                        Err(mpsc::error::TrySendError::Full(reply)) => {
+                            busy.store(true, Ordering::SeqCst);
+                            let _ = tx.send(reply).await;
+                            busy.store(false, Ordering::SeqCst);
+                        }
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
                 }
             }
         });
@@ -272,7 +284,15 @@ impl AgentClient {
             next_id: AtomicU64::new(1),
             reader,
             writer,
+            delivering,
         }
+    }
+
+    /// True while the client holds back reading the agent because a caller has not taken
+    /// its replies yet (a job's output waiting for its reporter): an unanswered ping then
+    /// says nothing about the guest.
+    pub fn is_delivering(&self) -> bool {
+        self.delivering.load(Ordering::SeqCst)
     }
 
     async fn start(

@@ -277,7 +277,16 @@ pub async fn run_script_step(
         || step.kill.as_ref().is_some_and(|k| k.is_cancelled());
     let stopped = async {
         if already {
-            return tokio::time::sleep(FILES_AFTER_CANCEL).await;
+            let kill = async {
+                match &step.kill {
+                    Some(k) => k.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            return tokio::select! {
+                _ = tokio::time::sleep(FILES_AFTER_CANCEL) => {}
+                _ = kill => {}
+            };
         }
         match (&step.cancel, &step.kill) {
             (Some(c), Some(k)) => tokio::select! {

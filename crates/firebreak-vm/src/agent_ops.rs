@@ -209,6 +209,9 @@ impl<V: GuestVm> AgentSandbox<V> {
                     Ok(Ok(())) => {}
                     // The connection is gone: requests report that themselves.
                     Ok(Err(_)) => return,
+                    // Unread because this side holds the guest's output back (its reporter
+                    // is behind, a paused pager): not the guest's doing.
+                    Err(_) if client.is_delivering() => {}
                     Err(_) => {
                         killer
                             .kill(format!(
@@ -560,11 +563,12 @@ async fn read_file(
     path: &Path,
 ) -> Result<Option<Vec<u8>>, SandboxError> {
     let p = confine(&layout.root, path)?;
-    // A FIFO or device where a file command's file was (`mkfifo "$GITHUB_OUTPUT"`) would
-    // keep the read waiting for a writer: refused, as the local sandboxes refuse it.
+    // A FIFO or device where a file command's file was (`mkfifo "$GITHUB_OUTPUT"`), or a
+    // link that could lead to one, would keep the read waiting for a writer: refused, as the
+    // local sandboxes refuse them (they open with O_NOFOLLOW).
     match client.stat(&p).await {
         Ok(None) => return Ok(None),
-        Ok(Some(st)) if st.kind == firebreak_agent::FileKind::Other => {
+        Ok(Some(st)) if st.kind != firebreak_agent::FileKind::File => {
             return Err(SandboxError::Io {
                 op: "read",
                 path: path.to_path_buf(),

@@ -525,7 +525,7 @@ fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
             }
             // `fail-fast: ${{ fromJSON('false') }}` reads nothing the run adds: decided now.
             if jp.strategy_deferred.as_ref().is_some_and(Vec::is_empty) {
-                errors.extend(settle_strategy(&mut jp, &EmptyContext));
+                settle_strategy(&mut jp, &EmptyContext);
             }
             jobs.push(jp);
         }
@@ -606,17 +606,14 @@ fn strategy_contexts(job: &Job) -> Option<Vec<String>> {
     Some(contexts)
 }
 
-/// Sets `jp`'s `fail-fast` and `max-parallel` from [`strategy_settings`] over `ctx`; an
-/// error is returned for the workflow's list.
-fn settle_strategy(jp: &mut JobPlan, ctx: &dyn firebreak_expr::Context) -> Option<String> {
-    match strategy_settings(&jp.job, ctx) {
-        Ok((fail_fast, max_parallel)) => {
-            jp.fail_fast = fail_fast;
-            jp.max_parallel = max_parallel.filter(|n| *n >= 1.0).map(|n| n as u64);
-            jp.strategy_deferred = None;
-            None
-        }
-        Err(e) => Some(e),
+/// Sets `jp`'s `fail-fast` and `max-parallel` from [`strategy_settings`] over `ctx`. One
+/// that does not evaluate is left to the run, which fails that job alone (as GitHub does),
+/// not the workflow.
+fn settle_strategy(jp: &mut JobPlan, ctx: &dyn firebreak_expr::Context) {
+    if let Ok((fail_fast, max_parallel)) = strategy_settings(&jp.job, ctx) {
+        jp.fail_fast = fail_fast;
+        jp.max_parallel = max_parallel.filter(|n| *n >= 1.0).map(|n| n as u64);
+        jp.strategy_deferred = None;
     }
 }
 
@@ -702,7 +699,7 @@ pub fn resolve_deferred(
     let all_known = |contexts: &[String]| contexts.iter().all(|c| known.contains(&c.as_str()));
     for jp in &mut plan.jobs {
         if jp.strategy_deferred.as_deref().is_some_and(all_known) {
-            plan.errors.extend(settle_strategy(jp, ctx));
+            settle_strategy(jp, ctx);
         }
         let MatrixPlan::Deferred { contexts } = &jp.matrix else {
             continue;

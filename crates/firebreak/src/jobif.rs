@@ -119,8 +119,26 @@ fn status_function(name: &str, _args: &[Value], needs: Needs) -> Option<Result<V
 pub fn decide(plan: &WorkflowPlan, github: &Value, inputs: &Value) -> HashMap<String, Verdict> {
     let mut out: HashMap<String, Verdict> = HashMap::new();
     // Jobs come in stage order: every job a job needs is decided before it.
+    // The status functions answer for every job before this one in the chain of `needs`
+    // (as the run's do, and GitHub's), not only the ones it names.
+    let mut ancestors: HashMap<String, Vec<String>> = HashMap::new();
     for job in &plan.jobs {
-        let verdict = decide_one(&job.if_condition, &job.needs, &out, github, inputs);
+        let mut all: Vec<String> = Vec::new();
+        for n in &job.needs {
+            let n = n.to_ascii_lowercase();
+            for a in ancestors.get(&n).into_iter().flatten().chain([&n]) {
+                if !all.contains(a) {
+                    all.push(a.clone());
+                }
+            }
+        }
+        ancestors.insert(job.id.to_ascii_lowercase(), all);
+    }
+    for job in &plan.jobs {
+        let before = ancestors
+            .get(&job.id.to_ascii_lowercase())
+            .map_or(&[][..], Vec::as_slice);
+        let verdict = decide_one(&job.if_condition, before, &out, github, inputs);
         let verdict = match verdict {
             // GitHub's words for it.
             Verdict::Fails(e) => Verdict::Fails(format!(
@@ -285,6 +303,42 @@ mod tests {
 
     /// What only the run knows does not matter where the condition never reaches it: after
     /// a skipped need the implicit `success()` is false before `needs` is read.
+    /// A failure two jobs back is seen as the run sees it: through every job before.
+    #[test]
+    fn status_functions_see_every_job_before_not_only_the_needed_ones() {
+        let plan = |src: &str| {
+            let wf = firebreak_workflow::parse_workflow("w.yml", src)
+                .into_result()
+                .expect("valid");
+            let ev = firebreak_workflow::plan::Event {
+                name: "push".into(),
+                payload: serde_json::json!({}),
+                changed_files: None,
+            };
+            let p = firebreak_workflow::plan::plan(&[("w.yml", std::sync::Arc::new(wf))], &ev);
+            decide(&p.workflows[0], &github("push"), &Value::Null)
+        };
+        let job = |id: &str, extra: &str| {
+            format!("  {id}:\n{extra}    runs-on: x\n    steps: [{{run: a}}]\n")
+        };
+        let v = plan(&format!(
+            "on: push\njobs:\n{}{}{}",
+            job("a", "    if: fromJSON('{')\n"),
+            job("b", "    needs: a\n    if: always()\n"),
+            job("c", "    needs: b\n"),
+        ));
+        assert_eq!(v["b"], Verdict::Runs);
+        assert_eq!(v["c"], Verdict::Skipped);
+        let v = plan(&format!(
+            "on: push\njobs:\n{}{}{}",
+            job("a", "    if: fromJSON('{')\n"),
+            job("b", "    needs: a\n"),
+            job("c", "    needs: b\n    if: failure()\n"),
+        ));
+        assert_eq!(v["b"], Verdict::Skipped);
+        assert_eq!(v["c"], Verdict::Runs);
+    }
+
     #[test]
     fn a_condition_is_decided_when_what_it_cannot_know_is_never_read() {
         let skipped = [("a", Verdict::Skipped)];

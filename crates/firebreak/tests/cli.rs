@@ -573,6 +573,19 @@ fn plan_tells_dispatch_refs_skipped_needs_and_lines_up_wide_names() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A strategy that does not evaluate fails its job when the run comes to it, as on
+/// GitHub; the plan does not turn it into the whole workflow's error.
+#[test]
+fn a_strategy_that_does_not_evaluate_is_left_to_its_job() {
+    let d = folder_with(&[(
+        "w.yml",
+        "on: push\njobs:\n  m:\n    runs-on: x\n    strategy:\n      max-parallel: ${{ fromJSON('\"two\"') }}\n      matrix: {v: [1]}\n    steps: [{run: a}]\n  ok:\n    runs-on: x\n    steps: [{run: a}]\n",
+    )]);
+    let (code, out, err) = firebreak(d.path(), &["plan", "w.yml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("error"), "{out}");
+}
+
 /// `doctor --format json` names every backend with whether it works and why; the host
 /// backend always works, and the Firecracker notes say whether jailed VMs can get a network
 /// namespace each (as root doctor makes one to find out, and leaves nothing behind).

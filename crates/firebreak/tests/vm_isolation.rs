@@ -120,18 +120,16 @@ jobs:
           sleep 150
       - if: always()
         run: echo "fork bomb over, $(ls /proc | grep -c '^[0-9]') processes"
-  # A file command's file swapped for a FIFO fails that step; one behind a symlink (read
-  # as a file, then waiting for a writer forever) is stopped by the job's timeout, and the
-  # job's always() step still runs in its VM.
+  # A file command's file swapped for a FIFO, or for a link to one, fails that step
+  # instead of waiting for a writer forever, and the job goes on in its VM.
   fifo:
     runs-on: [ubuntu-latest, 1cpu, 512mb]
-    timeout-minutes: 0.3
     steps:
       - run: rm -f "$GITHUB_OUTPUT"; mkfifo "$GITHUB_OUTPUT"
         continue-on-error: true
       - run: mkfifo /tmp/never; rm -f "$GITHUB_ENV"; ln -s /tmp/never "$GITHUB_ENV"
-      - if: always()
-        run: echo "fifo job went on"
+        continue-on-error: true
+      - run: echo "fifo job went on"
   survivor:
     needs: bomb
     if: always()
@@ -280,7 +278,9 @@ fn a_workflow_in_microvms_proves_isolation() {
 
     let r = run_qemu(&repo, &[]);
     let ctx = &r.ctx;
-    for id in ["kernel", "files", "network", "online", "roomy", "survivor"] {
+    for id in [
+        "kernel", "files", "network", "online", "roomy", "survivor", "fifo",
+    ] {
         assert_eq!(r.result(id), "success", "job {id}\n{ctx}");
     }
     assert_eq!(r.result("bomb"), "failure", "the memory bomb's job\n{ctx}");
@@ -305,12 +305,13 @@ fn a_workflow_in_microvms_proves_isolation() {
     assert!(r.has("[forkbomb] fork bomb over, "), "{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
     assert!(r.has("[kernel] big env 70000"), "{ctx}");
-    // Past its timeout-minutes, as on GitHub: cancelled.
-    assert_eq!(r.result("fifo"), "cancelled", "{ctx}");
-    assert!(
-        r.has("not a regular file") && r.has("[fifo] fifo job went on"),
-        "{ctx}"
-    );
+    let refused = r
+        .log
+        .iter()
+        .filter(|l| l.starts_with("[fifo]") && l.contains("not a regular file"))
+        .count();
+    assert_eq!(refused, 2, "{ctx}");
+    assert!(r.has("[fifo] fifo job went on"), "{ctx}");
     assert!(
         r.has("host files invisible") && r.has("network unreachable"),
         "{ctx}"

@@ -222,7 +222,17 @@ impl EventReceiver {
     }
 
     fn took(&self, one: bool) {
-        if one && self.backlog.count.fetch_sub(1, Ordering::AcqRel) - 1 <= BACKLOG_LOW {
+        if !one {
+            return;
+        }
+        let before = self
+            .backlog
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before.saturating_sub(1) <= BACKLOG_LOW {
             self.backlog.drained.notify_waiters();
         }
     }
@@ -252,8 +262,10 @@ impl EventSender {
 
     /// Sends one event.
     pub fn send(&self, ev: Event) {
-        if self.tx.send(ev).is_ok() {
-            self.backlog.count.fetch_add(1, Ordering::AcqRel);
+        // Counted before it can be received, so the count never goes below zero.
+        self.backlog.count.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(ev).is_err() {
+            self.backlog.count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 

@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -392,19 +393,99 @@ impl SudoUser {
         Some(SudoUser { uid, gid, home })
     }
 
-    /// Gives `path` (and, with `recursive`, all it holds) to this user; symlinks themselves,
-    /// never what they point at.
-    fn give(&self, path: &Path, recursive: bool) -> Result<(), ImageError> {
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
-            .map_err(io_err("chown", path))?;
-        if recursive && path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            for entry in std::fs::read_dir(path).map_err(io_err("read", path))? {
-                let entry = entry.map_err(io_err("read", path))?;
-                self.give(&entry.path(), true)?;
+    /// Gives `path` (and, with `recursive`, all it holds) to this user, if it lies inside
+    /// their home. Root does this in a tree the user controls, so nothing is reached through
+    /// a path: every folder is opened below the home's handle with `O_NOFOLLOW`, entries are
+    /// changed through their folder's handle, and a symbolic link is never followed (only
+    /// its own owner changes). Best effort: what cannot be reached is left as it is.
+    fn give(&self, path: &Path, recursive: bool) {
+        let Some(rel) = path.strip_prefix(&self.home).ok() else {
+            return;
+        };
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return;
+        };
+        if let Some(dir) = self.open_below(parent) {
+            self.give_at(&dir, name, recursive);
+        }
+    }
+
+    /// Whether `path` (inside the home; not followed if a link) belongs to root.
+    fn root_owns(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(rel) = path.strip_prefix(&self.home).ok() else {
+            return false;
+        };
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return false;
+        };
+        self.open_below(parent).is_some_and(|dir| {
+            std::fs::symlink_metadata(at(&dir, name)).is_ok_and(|m| m.uid() == 0)
+        })
+    }
+
+    /// The folder `rel` below the home, opened one component at a time without following
+    /// a link.
+    fn open_below(&self, rel: &Path) -> Option<std::fs::File> {
+        let mut dir = open_dir(&self.home, false)?;
+        for c in rel.components() {
+            let std::path::Component::Normal(name) = c else {
+                return None;
+            };
+            dir = open_dir(&at(&dir, name), true)?;
+        }
+        Some(dir)
+    }
+
+    fn give_at(&self, dir: &std::fs::File, name: &std::ffi::OsStr, recursive: bool) {
+        let (uid, gid) = (Some(self.uid), Some(self.gid));
+        match open_dir(&at(dir, name), true) {
+            // A folder: changed through the handle opened, then what it holds.
+            Some(sub) => {
+                let _ = std::os::unix::fs::fchown(&sub, uid, gid);
+                if recursive {
+                    for entry in entries(&sub) {
+                        self.give_at(&sub, &entry, true);
+                    }
+                }
+            }
+            // A file or a link (the link itself).
+            None => {
+                let _ = std::os::unix::fs::lchown(at(dir, name), uid, gid);
             }
         }
-        Ok(())
     }
+}
+
+/// `name` in the folder open as `dir`, as a path the kernel resolves from that handle
+/// (`/proc/self/fd/N/name`), not from the folder's path, which the user could swap for a
+/// link meanwhile.
+fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> PathBuf {
+    Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+}
+
+/// Opens the folder at `path`; with `nofollow`, not if its last component is a link.
+fn open_dir(path: &Path, nofollow: bool) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC;
+    if nofollow {
+        flags |= nix::libc::O_NOFOLLOW;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .ok()
+}
+
+/// The names in the folder open as `dir` (read through its handle, not its path).
+fn entries(dir: &std::fs::File) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect()
 }
 
 /// Under `sudo`, keeps the invoking user's default cache theirs: the folders a root run
@@ -418,57 +499,47 @@ pub fn keep_cache_the_sudo_users() {
         return;
     };
     let root = default_cache_dir();
-    if !root.starts_with(&user.home) {
+    if !root.starts_with(&user.home) || root == user.home {
         return;
     }
-    let owned_by_root = |p: &Path| {
-        std::fs::symlink_metadata(p).is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid() == 0
-        })
+    let names = |dir: &Path| -> Vec<std::ffi::OsString> {
+        let Ok(rel) = dir.strip_prefix(&user.home) else {
+            return Vec::new();
+        };
+        user.open_below(rel)
+            .map(|fd| entries(&fd))
+            .unwrap_or_default()
     };
-    // The cache's own entries (`jobs`, `images`, the KVM probe's record…) but the build
-    // caches only a root build uses; what a run left in `jobs`.
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n == "bases" || n == "debs" || n == "kernels")
-        })
-        .collect();
-    dirs.extend(
-        std::fs::read_dir(root.join("jobs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path()),
-    );
-    if let Ok(images) = std::fs::read_dir(root.join("images")) {
-        for image in images.flatten() {
-            for sub in ["snapshots", "firecracker-snapshots"] {
-                let d = image.path().join(sub);
-                if let Ok(snaps) = std::fs::read_dir(&d) {
-                    dirs.extend(snaps.flatten().map(|e| e.path()));
-                    dirs.push(d);
-                }
-            }
-        }
-    }
+    // (path, with what it holds)
+    let mut todo: Vec<(PathBuf, bool)> = Vec::new();
     let mut up = Some(root.as_path());
     while let Some(d) = up.filter(|d| *d != user.home && d.starts_with(&user.home)) {
-        dirs.push(d.to_path_buf());
+        todo.push((d.to_path_buf(), false));
         up = d.parent();
     }
-    for d in dirs.iter().filter(|d| owned_by_root(d)) {
-        // A snapshot's folder, or a job's, is handed over with its files; the others alone.
-        let whole = d
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|n| n == "snapshots" || n == "firecracker-snapshots" || n == "jobs");
-        let _ = user.give(d, whole);
+    // The cache's own entries (`jobs`, `images`, the KVM probe's record…) but the build
+    // caches only a root build uses; what a run left in `jobs`; each image's snapshots.
+    for name in names(&root) {
+        if !["bases", "debs", "kernels"].iter().any(|b| name == *b) {
+            todo.push((root.join(name), false));
+        }
+    }
+    for name in names(&root.join("jobs")) {
+        todo.push((root.join("jobs").join(name), true));
+    }
+    for image in names(&root.join("images")) {
+        for sub in ["snapshots", "firecracker-snapshots"] {
+            let d = root.join("images").join(&image).join(sub);
+            for snap in names(&d) {
+                todo.push((d.join(snap), true));
+            }
+            todo.push((d, false));
+        }
+    }
+    for (path, whole) in todo {
+        if user.root_owns(&path) {
+            user.give(&path, whole);
+        }
     }
 }
 
@@ -882,7 +953,7 @@ impl ImageStore {
                         })
                     }
                 }
-                self.give_to_sudo_user(&final_dir)?;
+                self.give_to_sudo_user(Some(&final_dir));
                 progress(BuildEvent::Done {
                     hash: hash.clone(),
                     cached: false,
@@ -891,6 +962,8 @@ impl ImageStore {
             }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging);
+                // The folders this build made in the user's home stay theirs, built or not.
+                self.give_to_sudo_user(None);
                 Err(e)
             }
         }
@@ -900,25 +973,22 @@ impl ImageStore {
     /// in it), and the folders above it inside their home that this build made root's
     /// (`images`, the cache, `~/.cache`): their runs make job folders there. The base
     /// trees, packages and kernels stay root's: only a build, as root, uses them.
-    fn give_to_sudo_user(&self, image_dir: &Path) -> Result<(), ImageError> {
+    fn give_to_sudo_user(&self, image_dir: Option<&Path>) {
         let Some(user) = SudoUser::of_this_process() else {
-            return Ok(());
+            return;
         };
-        user.give(image_dir, true)?;
+        if let Some(image) = image_dir {
+            user.give(image, true);
+        }
         let images = self.images_dir();
         let mut dir = Some(images.as_path());
         while let Some(d) = dir.filter(|d| d.starts_with(&user.home) && *d != user.home) {
-            let owned_by_root = std::fs::metadata(d).is_ok_and(|m| {
-                use std::os::unix::fs::MetadataExt;
-                m.uid() == 0
-            });
-            if !owned_by_root {
+            if !user.root_owns(d) {
                 break;
             }
-            user.give(d, false)?;
+            user.give(d, false);
             dir = d.parent();
         }
-        Ok(())
     }
 
     /// `<cache>/bases`: debootstrapped root trees, shared by images that
