@@ -96,6 +96,15 @@ jobs:
     };
     let p = plan::plan(&[("ci.yml", Arc::new(wf))], &ev);
     let (tx, mut rx) = EventSender::channel();
+    // Read while the run goes, as a reporter does: output waits for a reader that is far
+    // behind.
+    let reader = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push(e);
+        }
+        events
+    });
     let outcome = run_workflow(
         &p.workflows[0],
         ".github/workflows/ci.yml",
@@ -104,10 +113,7 @@ jobs:
     )
     .await
     .expect("runs");
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
+    let events = reader.await.expect("events");
     assert_eq!(outcome.result, Conclusion::Failure);
     let results: Vec<(String, Conclusion)> = outcome
         .jobs
