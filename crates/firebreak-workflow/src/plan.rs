@@ -10,7 +10,7 @@
 //! marked deferred when they contain `${{ }}` expressions (the executor evaluates them once the
 //! contexts they read, such as `needs`, exist).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use firebreak_expr::{EmptyContext, Value};
@@ -802,15 +802,21 @@ pub fn resolve_names(plan: &mut WorkflowPlan, known: &[&str], ctx: &dyn firebrea
 
 /// The `strategy` context of leg `index` of `total` of `jp`, as the run gives it: a job
 /// without matrix combinations has one leg and `max-parallel` 1.
-pub fn strategy_context(jp: &JobPlan, index: usize, total: usize) -> Value {
+fn strategy_context(jp: &JobPlan, index: usize, total: usize) -> Value {
     let combinations = matches!(&jp.matrix, MatrixPlan::Legs { legs } if !legs.is_empty());
     let max_parallel = match jp.max_parallel {
         _ if !combinations => 1,
-        Some(n) => n,
-        None => total as u64,
+        Some(n) => n as usize,
+        None => total,
     };
+    leg_strategy(jp.fail_fast, index, total, max_parallel)
+}
+
+/// A leg's `strategy` context: its `fail-fast`, its index among the job's `total` legs and
+/// the job's `max-parallel`, in GitHub's order.
+pub fn leg_strategy(fail_fast: bool, index: usize, total: usize, max_parallel: usize) -> Value {
     let mut m = indexmap::IndexMap::new();
-    m.insert("fail-fast".to_string(), Value::Bool(jp.fail_fast));
+    m.insert("fail-fast".to_string(), Value::Bool(fail_fast));
     m.insert("job-index".to_string(), Value::Number(index as f64));
     m.insert("job-total".to_string(), Value::Number(total as f64));
     m.insert(
@@ -818,6 +824,28 @@ pub fn strategy_context(jp: &JobPlan, index: usize, total: usize) -> Value {
         Value::Number(max_parallel as f64),
     );
     Value::Object(m)
+}
+
+/// Every job before each job of `plan` in its chain of `needs` (ids lower-case), which the
+/// status functions of its `if:` answer for: `success()` when every one of them succeeded.
+pub fn ancestors(plan: &WorkflowPlan) -> HashMap<String, HashSet<String>> {
+    let lc = |s: &str| s.to_ascii_lowercase();
+    let by_id: HashMap<String, &JobPlan> = plan.jobs.iter().map(|j| (lc(&j.id), j)).collect();
+    plan.jobs
+        .iter()
+        .map(|j| {
+            let mut set = HashSet::new();
+            let mut stack: Vec<String> = j.needs.iter().map(|n| lc(n)).collect();
+            while let Some(n) = stack.pop() {
+                if set.insert(n.clone()) {
+                    if let Some(before) = by_id.get(&n) {
+                        stack.extend(before.needs.iter().map(|x| lc(x)));
+                    }
+                }
+            }
+            (lc(&j.id), set)
+        })
+        .collect()
 }
 
 /// Contexts read by the expressions inside `t` (lower-case, first use first).

@@ -78,8 +78,13 @@ impl Context for PlanContext<'_> {
         }
     }
 
-    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
-        status_function(name, args, self.needs)
+    fn call(&self, name: &str, _args: &[Value]) -> Option<Result<Value, EvalError>> {
+        let v = match (name.to_ascii_lowercase().as_str(), self.needs) {
+            ("success", Needs::Ok) | ("always", _) | ("failure", Needs::Failed) => true,
+            ("success" | "failure" | "cancelled", _) => false,
+            _ => return None,
+        };
+        Some(Ok(Value::Bool(v)))
     }
 }
 
@@ -104,41 +109,20 @@ impl Context for PartlyKnown<'_> {
     }
 }
 
-/// The status functions as they answer after `needs`.
-fn status_function(name: &str, _args: &[Value], needs: Needs) -> Option<Result<Value, EvalError>> {
-    let v = match (name.to_ascii_lowercase().as_str(), needs) {
-        ("success", Needs::Ok) | ("always", _) | ("failure", Needs::Failed) => true,
-        ("success" | "failure" | "cancelled", _) => false,
-        _ => return None,
-    };
-    Some(Ok(Value::Bool(v)))
-}
-
 /// Decides each job of `plan` (its own jobs, not those of called workflows) for an event
 /// whose `github` context is `github` and whose `inputs` are `inputs`.
 pub fn decide(plan: &WorkflowPlan, github: &Value, inputs: &Value) -> HashMap<String, Verdict> {
     let mut out: HashMap<String, Verdict> = HashMap::new();
-    // Jobs come in stage order: every job a job needs is decided before it.
     // The status functions answer for every job before this one in the chain of `needs`
     // (as the run's do, and GitHub's), not only the ones it names.
-    let mut ancestors: HashMap<String, Vec<String>> = HashMap::new();
+    let ancestors = firebreak_workflow::plan::ancestors(plan);
+    // Jobs come in stage order: every job a job needs is decided before it.
     for job in &plan.jobs {
-        let mut all: Vec<String> = Vec::new();
-        for n in &job.needs {
-            let n = n.to_ascii_lowercase();
-            for a in ancestors.get(&n).into_iter().flatten().chain([&n]) {
-                if !all.contains(a) {
-                    all.push(a.clone());
-                }
-            }
-        }
-        ancestors.insert(job.id.to_ascii_lowercase(), all);
-    }
-    for job in &plan.jobs {
-        let before = ancestors
+        let before: Vec<String> = ancestors
             .get(&job.id.to_ascii_lowercase())
-            .map_or(&[][..], Vec::as_slice);
-        let verdict = decide_one(&job.if_condition, before, &out, github, inputs);
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default();
+        let verdict = decide_one(&job.if_condition, &before, &out, github, inputs);
         let verdict = match verdict {
             // GitHub's words for it.
             Verdict::Fails(e) => Verdict::Fails(format!(

@@ -228,27 +228,9 @@ pub async fn run_workflow(
     }
     let started = Instant::now();
     let lc = |s: &str| s.to_ascii_lowercase();
-    let by_id: HashMap<String, usize> = plan
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (lc(&j.id), i))
-        .collect();
     let selected = selected_jobs(plan, &cfg.only_jobs).map_err(ExecutorError::UnknownJob)?;
     // ancestors for status functions
-    let mut ancestors: HashMap<String, HashSet<String>> = HashMap::new();
-    for j in &plan.jobs {
-        let mut set = HashSet::new();
-        let mut stack: Vec<String> = j.needs.iter().map(|n| lc(n)).collect();
-        while let Some(n) = stack.pop() {
-            if set.insert(n.clone()) {
-                if let Some(&i) = by_id.get(&n) {
-                    stack.extend(plan.jobs[i].needs.iter().map(|x| lc(x)));
-                }
-            }
-        }
-        ancestors.insert(lc(&j.id), set);
-    }
+    let ancestors = firebreak_workflow::plan::ancestors(plan);
     let shared = Arc::new(WorkflowShared {
         cfg: cfg.clone(),
         workflow: Arc::clone(&plan.workflow),
@@ -413,18 +395,12 @@ pub async fn run_workflow(
                 } else {
                     Value::Object(m.clone())
                 };
-                let mut strategy = IndexMap::new();
-                strategy.insert("fail-fast".to_string(), Value::Bool(fail_fast));
-                strategy.insert("job-index".to_string(), Value::Number(idx as f64));
-                strategy.insert("job-total".to_string(), Value::Number(total as f64));
-                strategy.insert(
-                    "max-parallel".to_string(),
-                    Value::Number(max_parallel as f64),
-                );
+                let strategy =
+                    firebreak_workflow::plan::leg_strategy(fail_fast, idx, total, max_parallel);
                 let mut mctx = base_ctx.clone();
                 mctx.set("matrix", mval.clone());
                 // A job's name may read its leg's `strategy` (`leg ${{ strategy.job-index }}`).
-                mctx.set("strategy", Value::Object(strategy.clone()));
+                mctx.set("strategy", strategy.clone());
                 let name = if name_token.contains_expression() {
                     // A name that evaluates to nothing falls back to the job's id, as an
                     // empty literal name does.
@@ -451,7 +427,7 @@ pub async fn run_workflow(
                     } else {
                         mval
                     },
-                    strategy: Value::Object(strategy),
+                    strategy,
                     needs: needs.clone(),
                     // Its own, so that a concurrency group can cancel this leg alone.
                     cancel: ff_token.child_token(),
