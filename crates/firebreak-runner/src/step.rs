@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{Annotation, CommandProcessor, CommandSettings, Effect};
 use crate::file_commands::StepFiles;
 use crate::mask::Masker;
-use crate::sandbox::{ExecRequest, ExitStatus, OutputEvent, Sandbox, SandboxError, Stream};
+use crate::sandbox::{
+    cancelled, ExecRequest, ExitStatus, OutputEvent, Sandbox, SandboxError, Stream,
+};
 use crate::shell::{resolve_working_directory, ShellCommand, ShellError};
 
 /// A script step ready to run (expressions already evaluated). `Debug`
@@ -276,25 +278,16 @@ pub async fn run_script_step(
     let already = step.cancel.as_ref().is_some_and(|c| c.is_cancelled())
         || step.kill.as_ref().is_some_and(|k| k.is_cancelled());
     let stopped = async {
-        if already {
-            let kill = async {
-                match &step.kill {
-                    Some(k) => k.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
-            return tokio::select! {
-                _ = tokio::time::sleep(FILES_AFTER_CANCEL) => {}
-                _ = kill => {}
-            };
-        }
-        match (&step.cancel, &step.kill) {
-            (Some(c), Some(k)) => tokio::select! {
-                _ = c.cancelled() => {}
-                _ = k.cancelled() => {}
-            },
-            (Some(t), None) | (None, Some(t)) => t.cancelled().await,
-            (None, None) => std::future::pending().await,
+        let stop = async {
+            if already {
+                tokio::time::sleep(FILES_AFTER_CANCEL).await
+            } else {
+                cancelled(step.cancel.as_ref()).await
+            }
+        };
+        tokio::select! {
+            _ = stop => {}
+            _ = cancelled(step.kill.as_ref()) => {}
         }
     };
     let files_result = tokio::select! {

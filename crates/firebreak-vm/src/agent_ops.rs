@@ -12,8 +12,8 @@ use std::time::Duration;
 use firebreak_agent::protocol::FrameError;
 use firebreak_agent::{AgentClient, ClientError, ExecEvent, ExecSpec, OutStream};
 use firebreak_runner::sandbox::{
-    BoxFuture, ExecRequest, ExitStatus, JobLayout, OutputEvent, Sandbox, SandboxError, Stream,
-    MAX_LINE_BYTES,
+    cancelled, BoxFuture, ExecRequest, ExitStatus, JobLayout, OutputEvent, Sandbox, SandboxError,
+    Stream, MAX_LINE_BYTES,
 };
 use tokio::sync::{mpsc, Mutex};
 
@@ -417,10 +417,7 @@ impl<V: GuestVm> Sandbox for AgentSandbox<V> {
             let run = exec(&self.client, &self.layout, req, output);
             tokio::pin!(run);
             let stuck = async {
-                match &cancel {
-                    Some(c) => c.cancelled().await,
-                    None => std::future::pending().await,
-                }
+                cancelled(cancel.as_ref()).await;
                 tokio::time::sleep(grace).await;
             };
             tokio::select! {
@@ -670,14 +667,14 @@ async fn exec(
     loop {
         let ev = tokio::select! {
             ev = h.next() => ev,
-            _ = async { match &cancel { Some(t) => t.cancelled().await, None => std::future::pending().await } }, if !cancel_sent => {
+            _ = cancelled(cancel.as_ref()), if !cancel_sent => {
                 cancel_sent = true;
                 let _ = client.cancel(h.id()).await;
                 continue;
             }
             // The run's kill: a cancel, or a second one, which cuts the agent's
             // SIGINT/SIGTERM graces short.
-            _ = async { match &kill { Some(t) => t.cancelled().await, None => std::future::pending().await } }, if !kill_sent => {
+            _ = cancelled(kill.as_ref()), if !kill_sent => {
                 kill_sent = true;
                 if cancel_sent {
                     let _ = client.cancel(h.id()).await;

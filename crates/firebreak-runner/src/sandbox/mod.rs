@@ -539,6 +539,15 @@ pub(crate) fn confine(root: &Path, path: &Path) -> Result<PathBuf, SandboxError>
     Ok(path.to_path_buf())
 }
 
+/// Until `token` is cancelled; never without one (an optional cancel or kill in a
+/// `select!`).
+pub async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,12 +68,7 @@ pub(crate) async fn run(
     }
     drop(output);
 
-    let cancelled = async {
-        match &sup.cancel {
-            Some(t) => t.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
+    let cancel = super::cancelled(sup.cancel.as_ref());
     let timed_out = async {
         match sup.timeout {
             Some(d) => tokio::time::sleep(d).await,
@@ -81,18 +76,13 @@ pub(crate) async fn run(
         }
     };
 
-    let killed = async {
-        match &sup.kill {
-            Some(t) => t.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
+    let killed = super::cancelled(sup.kill.as_ref());
     let status = tokio::select! {
         res = child.wait() => {
             let st = res.map_err(|e| SandboxError::io("wait for", program, e))?;
             Some(st)
         }
-        _ = cancelled => None,
+        _ = cancel => None,
         _ = timed_out => None,
         _ = killed => None,
     };
@@ -233,12 +223,7 @@ async fn ask_to_stop(
         if kill(Pid::from_raw(main), signal).is_err() {
             return false;
         }
-        let killed = async {
-            match kill_now {
-                Some(t) => t.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
+        let killed = super::cancelled(kill_now);
         tokio::select! {
             r = tokio::time::timeout(grace, child.wait()) => {
                 if r.is_ok() {
