@@ -212,7 +212,8 @@ pub fn ref_override(repo: &Path, gs: &GitState, event: &str, payload: &Value) ->
 /// table of events gives ([`firebreak_runner::context::default_ref_and_sha`]), with what
 /// only the repository knows filled in — a ref named on the command line, a deployed tag,
 /// and for events whose payload carries no commit (`workflow_dispatch`, `issues`,
-/// `schedule`…) HEAD's, as GitHub gives the last commit of the ref it runs on.
+/// `schedule`…) HEAD's sha, the commit whose files the run uses (GitHub gives the last
+/// commit of the ref it runs on).
 pub fn run_ref_and_sha(
     repo: &Path,
     gs: &GitState,
@@ -572,15 +573,8 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
         }),
         // The branch (or tag) HEAD is on, as if it had just been created.
         "create" if !gs.git_ref.is_empty() => {
-            let (short, kind) = match gs.git_ref.strip_prefix("refs/tags/") {
-                Some(tag) => (tag, "tag"),
-                None => (
-                    gs.git_ref
-                        .strip_prefix("refs/heads/")
-                        .unwrap_or(&gs.git_ref),
-                    "branch",
-                ),
-            };
+            let short = firebreak_runner::context::ref_name(&gs.git_ref);
+            let kind = firebreak_runner::context::ref_type(&gs.git_ref);
             json!({
                 "ref": short, "ref_type": kind, "master_branch": default_branch,
                 "pusher_type": "user", "repository": repo_obj, "sender": {"login": actor},
