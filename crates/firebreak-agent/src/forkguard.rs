@@ -10,11 +10,13 @@
 //! counted in `memory.events`, while the rest fork again). This
 //! guard reads both every second: when forks were refused, or a job of more
 //! than [`SWARM`] processes ran into its memory limit, in each of
-//! [`SUSTAINED`] seconds in a row, every process of the job is killed
-//! (`cgroup.kill` of the job cgroup; the agent lives outside it), the kernel
-//! log says so, and so does the log of each command that was running
+//! [`SUSTAINED`] seconds in a row, the bomb is ended ([`end_bomb`]): the
+//! processes of the command it came from when that command still runs,
+//! every process of the job when it came from one that has ended
+//! (`cgroup.kill`; the agent lives outside the job cgroup). The kernel log
+//! says so, and so does the log of each command concerned
 //! ([`crate::guard`]). The step that was running fails; later steps
-//! (`if: always()`) start afresh.
+//! (`if: always()`) run in a guest that works.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -103,25 +105,149 @@ pub fn start(root: PathBuf) {
     );
 }
 
-/// Kills every process of the job cgroup at `root`, and says so.
+/// Ends a fork bomb reported by [`start`]: kills the bomb's processes and says so.
 fn kill_job(root: &Path) {
     let limit = std::fs::read_to_string(root.join("pids.max")).unwrap_or_default();
-    if std::fs::write(root.join("cgroup.kill"), b"1").is_err() {
-        return;
-    }
-    let msg = format!(
-        "the job kept forking against its limits (processes: {}) for {SUSTAINED} s (a fork bomb?): \
-         every process of the job was killed",
-        limit.trim()
+    end_bomb(
+        root,
+        &format!(
+            "kept forking against the job's limits (processes: {}) for {SUSTAINED} s",
+            limit.trim()
+        ),
     );
+}
+
+/// Ends a fork bomb among the job's processes (the job cgroup `root`), which `why` describes
+/// ("kept forking against …"), and says so in the kernel log and the logs of the commands it
+/// concerns ([`crate::guard`]). The bomb is the command cgroup with the most processes:
+/// while that command runs, it alone is killed (its step fails; whatever earlier steps left
+/// running, such as a database, lives on); when it has ended (the classic `:(){ :|:& };:`
+/// returns at once and leaves the bomb behind), every process of the job is killed, so that
+/// the step running now fails, saying which earlier command left the bomb, and the job
+/// fails with it. Returns false if nothing could be killed.
+pub(crate) fn end_bomb(root: &Path, why: &str) -> bool {
+    let (target, msg, only) = bomb_plan(root, why);
+    if std::fs::write(target.join("cgroup.kill"), b"1").is_err() {
+        return false;
+    }
     let _ = std::fs::write("/dev/kmsg", format!("firebreak: {msg}\n"));
     eprintln!("firebreak-agent: {msg}");
-    crate::guard::record(msg);
+    crate::guard::record(msg, only);
+    true
+}
+
+/// What [`end_bomb`] does: the cgroup to kill, what it says, and whose log that is for
+/// (`None`: the commands running).
+fn bomb_plan(root: &Path, why: &str) -> (PathBuf, String, Option<PathBuf>) {
+    let culprit = busiest(root).and_then(|dir| Some((crate::guard::command(&dir)?, dir)));
+    match culprit {
+        Some(((_, None), dir)) => (
+            dir.clone(),
+            format!(
+                "this command's processes {why} (a fork bomb?): they were killed; \
+                 the job's other processes were not"
+            ),
+            Some(dir),
+        ),
+        Some(((label, Some(ago)), _)) => (
+            root.to_path_buf(),
+            format!(
+                "processes that an earlier command of this job left running ({label}, which \
+                 ended {:.1} s ago) {why} (a fork bomb?): every process of the job was killed",
+                ago.as_secs_f64()
+            ),
+            None,
+        ),
+        None => (
+            root.to_path_buf(),
+            format!(
+                "the job's processes {why} (a fork bomb?): every process of the job was killed"
+            ),
+            None,
+        ),
+    }
+}
+
+/// The cgroup directly below `root` holding the most processes (its own and its
+/// descendants'), if any holds one.
+fn busiest(root: &Path) -> Option<PathBuf> {
+    let tasks = |dir: &Path| -> usize {
+        std::fs::read_to_string(dir.join("pids.current"))
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| crate::thrash::pids_under(dir).len())
+    };
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .map(|d| (tasks(&d), d))
+        .filter(|(n, _)| *n > 0)
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, d)| d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job cgroup in a temp dir with command cgroups holding `tasks` processes each.
+    fn job(tasks: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (name, n) in tasks {
+            let cg = d.path().join(name);
+            std::fs::create_dir(&cg).expect("cgroup");
+            std::fs::write(cg.join("pids.current"), format!("{n}\n")).expect("pids.current");
+        }
+        d
+    }
+
+    #[test]
+    fn a_running_bomb_loses_only_its_own_processes() {
+        let d = job(&[("fb-exec-1", "3"), ("fb-exec-2", "2048")]);
+        let (db, bomb) = (d.path().join("fb-exec-1"), d.path().join("fb-exec-2"));
+        crate::guard::command_started(&db, "step 'Start the database'");
+        crate::guard::command_ended(&db, false);
+        crate::guard::command_started(&bomb, "step 'Run bomb'");
+        let (target, msg, only) = bomb_plan(d.path(), "kept forking");
+        assert_eq!(target, bomb);
+        assert_eq!(only.as_deref(), Some(bomb.as_path()), "for its log alone");
+        assert!(
+            msg.starts_with("this command's processes kept forking (a fork bomb?)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_bomb_an_ended_command_left_behind_ends_the_job_and_is_named() {
+        // The classic `:(){ :|:& };:` returns at once; its processes fork on in its cgroup
+        // while the next step runs.
+        let d = job(&[("fb-exec-1", "1900"), ("fb-exec-2", "1")]);
+        let (bomb, next) = (d.path().join("fb-exec-1"), d.path().join("fb-exec-2"));
+        crate::guard::command_started(&bomb, "step 'Run :(){ :|:& };:'");
+        crate::guard::command_ended(&bomb, false);
+        crate::guard::command_started(&next, "step 'Run make test'");
+        let (target, msg, only) = bomb_plan(d.path(), "kept forking");
+        assert_eq!(target, d.path(), "every process of the job");
+        assert_eq!(only, None, "for the running command's log");
+        assert!(
+            msg.starts_with(
+                "processes that an earlier command of this job left running (step 'Run :(){ :|:& };:', which ended "
+            ) && msg.ends_with("kept forking (a fork bomb?): every process of the job was killed"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn processes_of_no_known_command_end_the_job() {
+        let d = job(&[("elsewhere", "700"), ("empty", "0")]);
+        let (target, msg, _) = bomb_plan(d.path(), "kept forking");
+        assert_eq!(target, d.path());
+        assert!(msg.starts_with("the job's processes kept forking"), "{msg}");
+        let none = job(&[]);
+        assert_eq!(bomb_plan(none.path(), "x").0, none.path());
+    }
 
     #[test]
     fn reads_event_counters() {

@@ -75,6 +75,10 @@ pub struct ExecSpec {
     /// Absent (an older host): false.
     #[serde(default)]
     pub interrupt_first: bool,
+    /// What the host calls the command (a step's name), for the agent's own notes about it
+    /// (a fork bomb it left running); absent: its argv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl ExecSpec {
@@ -92,6 +96,7 @@ impl ExecSpec {
             stdin: false,
             drain_grace_ms: 200,
             interrupt_first: false,
+            label: None,
         }
     }
 

@@ -551,6 +551,7 @@ fn start_exec(
             Response::error(ErrorKind::Spawn, format!("cgroup {}: {e}", cg.display()))
         })?;
     }
+    let label = spec.label.clone().unwrap_or_else(|| spec.argv.join(" "));
     cmd.env_clear()
         .envs(&spec.env)
         .process_group(0)
@@ -569,6 +570,9 @@ fn start_exec(
         .spawn()
         .map_err(|e| Response::error(ErrorKind::Spawn, format!("cannot start {prog}: {e}")))?;
     let pid = child.id().unwrap_or(0);
+    if let Some(cg) = &cgroup {
+        crate::guard::command_started(cg, &label);
+    }
     let cancel = Arc::new(Cancels::default());
     let (stdin_tx, stdin_rx) = if spec.stdin {
         let (tx, rx) = mpsc::channel(16);
@@ -769,15 +773,19 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
     lock(&routes).remove(&id);
     if let Some(cg) = &run.cgroup {
         // Fails while background processes live on in it; they are killed
-        // with the VM.
-        let _ = std::fs::remove_dir(cg);
+        // with the VM (or by the fork guard, which then names this command).
+        let removed = std::fs::remove_dir(cg).is_ok();
+        crate::guard::command_ended(cg, removed);
     }
     // A process the kernel's OOM killer took shows only as "Killed" in a shell's output.
     let oom = run.oom_before.as_ref().and_then(|(root, before)| {
         let now = crate::jobcgroup::oom_kills(root)?;
         (now > *before).then(|| crate::jobcgroup::oom_note(root, now - before))
     });
-    for note in oom.into_iter().chain(crate::guard::since(started)) {
+    for note in oom
+        .into_iter()
+        .chain(crate::guard::since(started, run.cgroup.as_deref()))
+    {
         let line = format!("firebreak-agent: {note}\n");
         send(
             &out,

@@ -12,7 +12,8 @@
 //! cgroup is killed (`SIGKILL`, as the OOM killer would), and the kernel log
 //! and the running commands' logs say so ([`crate::guard`]). A job of more than
 //! [`crate::forkguard::SWARM`] processes — a fork bomb that met the memory limit before the pids
-//! limit, which is the usual case — loses all of them (`cgroup.kill`).
+//! limit, which is the usual case — is ended as the fork guard ends one
+//! ([`crate::forkguard::end_bomb`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -85,21 +86,19 @@ pub fn start(root: PathBuf) {
 /// Kills the process with the largest resident set among those in `root`
 /// and its descendant cgroups, and says so in the kernel log; a job of more
 /// than [`crate::forkguard::SWARM`] processes (a fork bomb that ran into the memory limit before
-/// the pids limit) loses all of them instead.
+/// the pids limit) is ended as a fork bomb instead ([`crate::forkguard::end_bomb`]).
 fn kill_biggest(root: &Path) {
     let page = 4096u64;
     let pids = pids_under(root);
     if pids.len() as u64 > crate::forkguard::SWARM
-        && std::fs::write(root.join("cgroup.kill"), b"1").is_ok()
+        && crate::forkguard::end_bomb(
+            root,
+            &format!(
+                "stayed stalled on memory for {SUSTAINED} s ({} processes in the job)",
+                pids.len()
+            ),
+        )
     {
-        let msg = format!(
-            "the job stayed stalled on memory for {SUSTAINED} s with {} processes (a fork bomb?): \
-             every process of the job was killed",
-            pids.len()
-        );
-        let _ = std::fs::write("/dev/kmsg", format!("{KMSG_PREFIX}: {msg}\n"));
-        eprintln!("firebreak-agent: {msg}");
-        crate::guard::record(msg);
         return;
     }
     let biggest = pids
@@ -121,16 +120,19 @@ fn kill_biggest(root: &Path) {
         );
         let _ = std::fs::write("/dev/kmsg", &msg);
         eprint!("firebreak-agent: {msg}");
-        crate::guard::record(format!(
-            "the job stayed stalled on memory for {SUSTAINED} s: its biggest process, {pid} ({}, {} MiB), was killed",
-            comm.trim(),
-            rss >> 20
-        ));
+        crate::guard::record(
+            format!(
+                "the job stayed stalled on memory for {SUSTAINED} s: its biggest process, {pid} ({}, {} MiB), was killed",
+                comm.trim(),
+                rss >> 20
+            ),
+            None,
+        );
     }
 }
 
 /// Every pid in the `cgroup.procs` of `dir` and the cgroups below it.
-fn pids_under(dir: &Path) -> Vec<u32> {
+pub(crate) fn pids_under(dir: &Path) -> Vec<u32> {
     let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()

@@ -221,6 +221,7 @@ pub async fn run_script_step(
     // run's kill.
     req.interrupt_first = true;
     req.kill = step.kill.clone();
+    req.label = Some(format!("step '{}'", step.display_name));
 
     let mut settings =
         CommandSettings::from_env(step.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -632,6 +632,7 @@ async fn exec(
         stdin: req.stdin.is_some(),
         drain_grace_ms: u64::try_from(req.drain_grace.as_millis()).unwrap_or(u64::MAX),
         interrupt_first: req.interrupt_first,
+        label: req.label.clone(),
     };
     let mut h = client.exec(spec).await.map_err(|e| match e {
         ClientError::Agent { message, .. } => SandboxError::Spawn {

@@ -120,6 +120,16 @@ jobs:
           sleep 150
       - if: always()
         run: echo "fork bomb over, $(ls /proc | grep -c '^[0-9]') processes"
+  # The classic bomb returns at once and forks on in the background: the step running when
+  # the guard acts fails, naming the step that left the bomb, and the job fails.
+  leftbomb:
+    runs-on: [ubuntu-latest, 1cpu, 512mb]
+    steps:
+      - run: |
+          :(){ :|:& };:
+      - run: sleep 150
+      - if: always()
+        run: echo "left bomb over"
   # A file command's file swapped for a FIFO, or for a link to one, fails that step
   # instead of waiting for a writer forever, and the job goes on in its VM.
   fifo:
@@ -291,7 +301,7 @@ fn a_workflow_in_microvms_proves_isolation() {
             && l.contains("memory")),
         "{ctx}"
     );
-    // The fork bomb fails its job (a guard kills all its processes, saying so in the step's
+    // The fork bomb fails its job (a guard kills its processes, saying so in the step's
     // log) and leaves the job's later steps a guest that works.
     assert_eq!(
         r.result("forkbomb"),
@@ -299,10 +309,21 @@ fn a_workflow_in_microvms_proves_isolation() {
         "the fork bomb's job\n{ctx}"
     );
     assert!(
-        r.has("(a fork bomb?): every process of the job was killed"),
+        r.log.iter().any(|l| l.starts_with("[forkbomb]")
+            && l.contains("this command's processes")
+            && l.contains("(a fork bomb?): they were killed")),
         "{ctx}"
     );
     assert!(r.has("[forkbomb] fork bomb over, "), "{ctx}");
+    // One left running by a step that succeeded fails the job too, and the log names it.
+    assert_eq!(r.result("leftbomb"), "failure", "{ctx}");
+    assert!(
+        r.log.iter().any(|l| l.starts_with("[leftbomb]")
+            && l.contains("left running (step 'Run :(){ :|:& };:', which ended ")
+            && l.contains("(a fork bomb?): every process of the job was killed")),
+        "{ctx}"
+    );
+    assert!(r.has("[leftbomb] left bomb over"), "{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
     assert!(r.has("[kernel] big env 70000"), "{ctx}");
     let refused = r

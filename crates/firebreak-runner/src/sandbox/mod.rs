@@ -201,6 +201,9 @@ pub struct ExecRequest {
     /// Kill the process tree at once when this is cancelled, also while
     /// [`Self::interrupt_first`] is waiting for the process to stop (a second Ctrl-C).
     pub kill: Option<CancellationToken>,
+    /// What the job calls this process (a step's name), for a sandbox's own notes about it
+    /// (a microVM's agent names the step whose leftover processes it had to end).
+    pub label: Option<String>,
 }
 
 /// How long a process asked to stop with SIGINT ([`ExecRequest::interrupt_first`]) has
@@ -223,6 +226,7 @@ impl std::fmt::Debug for ExecRequest {
             .field("drain_grace", &self.drain_grace)
             .field("interrupt_first", &self.interrupt_first)
             .field("kill", &self.kill.is_some())
+            .field("label", &self.label)
             .finish()
     }
 }
@@ -244,6 +248,7 @@ impl ExecRequest {
             drain_grace: Duration::from_millis(500),
             interrupt_first: false,
             kill: None,
+            label: None,
         }
     }
 
