@@ -52,6 +52,9 @@ pub struct DoctorOptions {
     pub probe_kvm: bool,
     /// How long the KVM probe waits for the guest kernel.
     pub kvm_probe_timeout: Duration,
+    /// The image runs are told to boot (`$FIREBREAK_IMAGE`: a hash or a prefix of one);
+    /// `None`: the default one.
+    pub wanted_image: Option<String>,
 }
 
 impl Default for DoctorOptions {
@@ -60,6 +63,7 @@ impl Default for DoctorOptions {
             store: ImageStore::open_default(),
             probe_kvm: true,
             kvm_probe_timeout: Duration::from_secs(8),
+            wanted_image: None,
         }
     }
 }
@@ -249,20 +253,29 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
 
     // Images.
     let images = opts.store.list().unwrap_or_default();
+    // The image a run boots, or why there is none to boot.
+    let chosen = opts
+        .store
+        .choose(opts.wanted_image.as_deref())
+        .map_err(|e| e.to_string());
     checks.push(Check {
         name: "guest image".into(),
-        ok: !images.is_empty(),
-        detail: match images.first() {
-            Some(i) => format!(
-                "{} images; newest {} (kernel {})",
+        ok: chosen.is_ok(),
+        detail: match &chosen {
+            Ok(i) => format!(
+                "{} image{}; runs boot {} (kernel {}, {}){}",
                 images.len(),
+                if images.len() == 1 { "" } else { "s" },
                 i.manifest.hash,
-                i.manifest.kernel_release
+                i.manifest.kernel_release,
+                i.manifest.flavour(),
+                if opts.wanted_image.is_some() {
+                    ", chosen by $FIREBREAK_IMAGE"
+                } else {
+                    ""
+                }
             ),
-            None => format!(
-                "none in {}: run `firebreak image build`",
-                opts.store.images_dir().display()
-            ),
+            Err(e) => e.clone(),
         },
     });
 
@@ -301,8 +314,8 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     if !qemu_ok {
         qnotes.push("QEMU is not installed: apt-get install qemu-system-x86 qemu-utils".into());
     }
-    if images.is_empty() {
-        qnotes.push("no guest image yet: run `firebreak image build`".into());
+    if let Err(e) = &chosen {
+        qnotes.push(e.clone());
     }
     // What the KVM facts mean for guests, and whether they are known to run under TCG.
     let (accel, tcg) = match kvm_works {
@@ -349,7 +362,7 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     }
     backends.push(BackendStatus {
         name: "qemu".into(),
-        works: qemu_ok && !images.is_empty(),
+        works: qemu_ok && chosen.is_ok(),
         notes: qnotes,
     });
 
@@ -378,8 +391,8 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
                 .into(),
         ),
     }
-    if images.is_empty() {
-        fnotes.push("no guest image: build one with `firebreak image build`".into());
+    if let Err(e) = &chosen {
+        fnotes.push(e.clone());
     }
     fnotes.push(
         "used by `firebreak run --sandbox firecracker`; binary from $FIREBREAK_FIRECRACKER_BIN or PATH; not boot-tested by doctor"
@@ -407,7 +420,7 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
     backends.push(BackendStatus {
         name: "firecracker".into(),
         // What it needs is here; a boot would prove more, which doctor does not try.
-        works: fc_usable && kvm_works == Some(true) && !images.is_empty(),
+        works: fc_usable && kvm_works == Some(true) && chosen.is_ok(),
         notes: fnotes,
     });
 

@@ -40,7 +40,7 @@ pub use crate::agent_ops::VmOrigin;
 use crate::agent_ops::{capped_disk, disk_space_note, sanitize, AgentSandbox, GuestVm};
 use crate::image::{Image, ImageChoice, ImageStore};
 use crate::pool::{vm_cost_mib, MemoryBudget, PoolConfig, WarmPool};
-use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig};
+use crate::qemu::{probe_kvm, QemuVm, Start, VmConfig, VmError};
 use crate::snapshot::{self, Snapshot};
 use crate::standby::Standby;
 use crate::tools;
@@ -297,6 +297,8 @@ impl QemuProvider {
                         }
                     }
                 }
+                // An agent that speaks another protocol fails any boot the same way.
+                Err(e @ VmError::AgentVersion { .. }) => return Err(unavailable(e.to_string())),
                 Err(e) => notes.push(format!("no VM snapshot ({e}); booting")),
             }
             if let Some(lease) = build_lease {

@@ -429,6 +429,8 @@ pub async fn build(image: &Image, cfg: &VmConfig, kvm: bool) -> Result<Snapshot,
     for _ in 0..BUILD_ATTEMPTS {
         match build_once(image, cfg, kvm).await {
             Ok(s) => return Ok(s),
+            // Another try would meet the same agent.
+            Err(e @ VmError::AgentVersion { .. }) => return Err(e),
             Err(e) => last = Some(e),
         }
     }
@@ -690,6 +692,7 @@ mod tests {
                 kernel: crate::image::KernelKind::Package,
                 kernel_build: None,
                 agent_sha256: String::new(),
+                agent_protocol: None,
                 modules: Vec::new(),
                 rootfs_bytes: 0,
                 build_seconds: 0.0,

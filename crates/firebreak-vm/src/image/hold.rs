@@ -110,7 +110,7 @@ impl Image {
 }
 
 /// The image a sandbox provider boots: the one whose hash starts with the prefix it was
-/// given, else the newest. Resolved at first use and then held for the provider's lifetime,
+/// given, else the default one ([`ImageStore::latest`]). Resolved at first use and then held for the provider's lifetime,
 /// so that every job of a run boots the same image (an image built meanwhile is for the next
 /// run) and no prune removes it under the run.
 #[derive(Debug, Clone)]
@@ -146,19 +146,10 @@ impl ImageChoice {
         if let Some(held) = chosen.as_ref() {
             return Ok(held.image.clone());
         }
-        let image = match &self.wanted {
-            Some(h) => match self.store.get(h) {
-                Ok(Some(i)) => i,
-                Ok(None) => {
-                    return Err(format!(
-                        "no image {h} in {}",
-                        self.store.images_dir().display()
-                    ))
-                }
-                Err(e) => return Err(e.to_string()),
-            },
-            None => self.store.latest().map_err(|e| e.to_string())?,
-        };
+        let image = self
+            .store
+            .choose(self.wanted.as_deref())
+            .map_err(|e| e.to_string())?;
         let hold = image.hold().map_err(|e| e.to_string())?;
         *chosen = Some(Held {
             image: image.clone(),

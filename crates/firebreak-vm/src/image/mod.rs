@@ -53,6 +53,14 @@ pub use sudo::{keep_cache_the_sudo_users, SudoUser};
 /// Bumped whenever the build steps change what ends up in an image.
 pub const BUILDER_VERSION: u32 = 2;
 
+/// The file in the images folder naming the image runs boot by default (see
+/// [`ImageStore::latest`]).
+const DEFAULT_MARK: &str = ".default";
+
+/// The lock file (in the cache folder) builds share and a prune of base trees and kernels
+/// takes alone ([`ImageStore::prune`]).
+const PARTS_LOCK: &str = ".parts-lock";
+
 /// Packages installed on top of `minbase`.
 pub const DEFAULT_PACKAGES: &[&str] = &[
     "bash",
@@ -176,12 +184,66 @@ pub struct Manifest {
     pub kernel_build: Option<String>,
     /// SHA-256 of the agent binary.
     pub agent_sha256: String,
+    /// The protocol version its agent speaks (`firebreak-agent --version`); `None` in images
+    /// built before it was recorded. An image whose agent speaks another version than this
+    /// firebreak cannot run jobs ([`Manifest::usable`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_protocol: Option<u32>,
     /// Modules the initramfs loads, in order.
     pub modules: Vec<String>,
     /// Size of `rootfs.ext4` (apparent) in bytes.
     pub rootfs_bytes: u64,
     /// How long the build took.
     pub build_seconds: f64,
+}
+
+impl Manifest {
+    /// Whether this firebreak can run jobs in the image: its agent speaks this firebreak's
+    /// protocol (or did not record which: images built before that was recorded, which fail
+    /// at their first boot if it differs).
+    pub fn usable(&self) -> bool {
+        self.agent_protocol
+            .is_none_or(|p| p == firebreak_agent::PROTOCOL_VERSION)
+    }
+
+    /// The packages it has beyond the standard recipe's ([`DEFAULT_PACKAGES`]), sorted: a
+    /// larger flavour's (`build-essential`); empty for the standard one.
+    pub fn extra_packages(&self) -> Vec<String> {
+        let mut extra: Vec<String> = self
+            .packages
+            .iter()
+            .filter(|p| !DEFAULT_PACKAGES.contains(&p.as_str()) && !p.starts_with("linux-image-"))
+            .cloned()
+            .collect();
+        extra.sort();
+        extra.dedup();
+        extra
+    }
+
+    /// `standard`, or its extra packages (`+build-essential`).
+    pub fn flavour(&self) -> String {
+        let extra = self.extra_packages();
+        if extra.is_empty() {
+            "standard".into()
+        } else {
+            extra
+                .iter()
+                .map(|p| format!("+{p}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    }
+}
+
+/// What [`ImageStore::parts_lock`] got.
+#[derive(Debug)]
+enum PartsLock {
+    /// The lock, held while this lives.
+    Held(#[allow(dead_code)] std::fs::File),
+    /// An image build holds it (asked for without waiting).
+    Busy,
+    /// The lock file cannot be opened (a cache this user cannot write): nothing to lock.
+    Unavailable,
 }
 
 /// A built image in the cache.
@@ -302,6 +364,22 @@ pub enum ImageError {
         prefix: String,
         /// The hashes it matches.
         hashes: Vec<String>,
+    },
+    /// No image matches the hash (prefix) asked for.
+    #[error("no image in {dir} has a hash starting with {wanted} (asked for with --image or $FIREBREAK_IMAGE): `firebreak image list` shows the images there")]
+    NotFound {
+        /// The hash prefix asked for.
+        wanted: String,
+        /// The images' folder.
+        dir: PathBuf,
+    },
+    /// The image's agent speaks another protocol than this firebreak.
+    #[error("image {hash} has an agent that speaks protocol {protocol}, this firebreak speaks {}: build a new image with `firebreak image build` (and `firebreak image prune` removes the old ones)", firebreak_agent::PROTOCOL_VERSION)]
+    Outdated {
+        /// Its hash.
+        hash: String,
+        /// The protocol its agent speaks.
+        protocol: u32,
     },
     /// The image was removed (by `firebreak image prune`) as a run was about to use it.
     #[error("image {0} was removed by a prune: build one with `firebreak image build`")]
@@ -450,6 +528,8 @@ pub struct PruneReport {
     pub other: Vec<PathBuf>,
     /// Bytes freed.
     pub freed_bytes: u64,
+    /// Base trees and kernels were left alone: an image build was running.
+    pub parts_kept_for_build: bool,
 }
 
 /// Why [`ImageStore::prune`] kept an image it would otherwise have removed.
@@ -457,7 +537,8 @@ pub struct PruneReport {
 pub enum KeptWhy {
     /// A run holds it ([`Image::hold`]).
     InUse,
-    /// [`PruneOptions::selected`] names it (`$FIREBREAK_IMAGE`).
+    /// [`PruneOptions::selected`] names it (`$FIREBREAK_IMAGE`), or it is the default one
+    /// `firebreak image build` last built or found.
     Selected,
 }
 
@@ -545,18 +626,106 @@ impl ImageStore {
         }
     }
 
-    /// The newest image.
+    /// The image runs boot unless told otherwise: the one `firebreak image build` last built
+    /// or found in the cache (a standard build after a larger flavour's switches back), else
+    /// the newest; never one whose agent speaks another protocol ([`Manifest::usable`]).
     pub fn latest(&self) -> Result<Image, ImageError> {
-        self.list()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ImageError::NoImage(self.images_dir()))
+        self.choose(None)
     }
 
-    /// Removes all but the `keep` newest images of each kernel kind (so that keeping one
-    /// keeps the newest image on Debian's kernel and the newest on the minimal one), the base
-    /// trees and kernels no remaining image uses, leftovers of builds whose process is gone,
-    /// and with `snapshots` the snapshots of the images kept. A dry run removes nothing.
+    /// The image `wanted` (a hash or a unique prefix of one) names, else the default one
+    /// ([`Self::latest`]). Fails with what to do next: no image at all, none with that hash,
+    /// or only images this firebreak cannot run.
+    pub fn choose(&self, wanted: Option<&str>) -> Result<Image, ImageError> {
+        let outdated = |img: &Image| ImageError::Outdated {
+            hash: img.manifest.hash.clone(),
+            protocol: img.manifest.agent_protocol.unwrap_or_default(),
+        };
+        if let Some(h) = wanted {
+            let img = self.get(h)?.ok_or_else(|| ImageError::NotFound {
+                wanted: h.to_string(),
+                dir: self.images_dir(),
+            })?;
+            return if img.manifest.usable() {
+                Ok(img)
+            } else {
+                Err(outdated(&img))
+            };
+        }
+        let images = self.list()?;
+        let marked = self.default_mark();
+        let usable = || images.iter().filter(|i| i.manifest.usable());
+        match usable()
+            .find(|i| Some(&i.manifest.hash) == marked.as_ref())
+            .or_else(|| usable().next())
+        {
+            Some(img) => Ok(img.clone()),
+            None => Err(match images.first() {
+                Some(img) => outdated(img),
+                None => ImageError::NoImage(self.images_dir()),
+            }),
+        }
+    }
+
+    /// The hash `firebreak image build` last built or found (`images/.default`), if any.
+    fn default_mark(&self) -> Option<String> {
+        std::fs::read_to_string(self.images_dir().join(DEFAULT_MARK))
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    }
+
+    /// Makes `hash` the image runs boot by default (best effort: a cache this user cannot
+    /// write keeps its default).
+    fn mark_default(&self, hash: &str) {
+        let dir = self.images_dir();
+        let tmp = dir.join(format!(
+            ".tmp-{}-default",
+            firebreak_runner::leftovers::tag()
+        ));
+        if std::fs::write(&tmp, format!("{hash}\n")).is_ok()
+            && std::fs::rename(&tmp, dir.join(DEFAULT_MARK)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// A lock on the cache's base trees and kernels: shared by every image build while it
+    /// runs (it reads its base tree and kernel long after making them), exclusive for a prune
+    /// removing those no image uses (which then does not wait: [`PartsLock::Busy`]).
+    fn parts_lock(&self, exclusive: bool) -> Result<PartsLock, ImageError> {
+        let path = self.root.join(PARTS_LOCK);
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            return Ok(PartsLock::Unavailable);
+        };
+        if !exclusive {
+            file.lock_shared().map_err(io_err("lock", &path))?;
+            return Ok(PartsLock::Held(file));
+        }
+        match file.try_lock() {
+            Ok(()) => Ok(PartsLock::Held(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(PartsLock::Busy),
+            Err(std::fs::TryLockError::Error(e)) => Err(ImageError::Io {
+                op: "lock",
+                path,
+                source: e,
+            }),
+        }
+    }
+
+    /// Removes all but the `keep` newest images of each kernel kind and flavour (so that
+    /// keeping one keeps the newest standard image on Debian's kernel, the newest on the
+    /// minimal one, and the newest of each larger flavour), images whose agent this firebreak
+    /// cannot talk to ([`Manifest::usable`]), the base trees and kernels no remaining image
+    /// uses (not while an image build runs), leftovers of builds whose process is gone, and
+    /// with `snapshots` the snapshots of the images kept. Never an image a run holds, the one
+    /// [`PruneOptions::selected`] names or the default one ([`Self::latest`]). A dry run
+    /// removes nothing.
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport, ImageError> {
         let mut report = PruneReport::default();
         let remove = |dir: &Path| -> Result<(), ImageError> {
@@ -565,18 +734,23 @@ impl ImageStore {
             }
             std::fs::remove_dir_all(dir).map_err(io_err("remove", dir))
         };
-        let mut kept_per_kind: BTreeMap<String, usize> = BTreeMap::new();
+        let mut kept_per_kind: BTreeMap<(String, Vec<String>), usize> = BTreeMap::new();
         let mut remaining = Vec::new();
+        let marked = self.default_mark();
         for img in self.list()? {
+            // Per kernel kind and flavour; images this firebreak cannot run count for none.
             let kept = kept_per_kind
-                .entry(format!("{:?}", img.manifest.kernel))
+                .entry((
+                    format!("{:?}", img.manifest.kernel),
+                    img.manifest.extra_packages(),
+                ))
                 .or_default();
-            if *kept < opts.keep {
+            if *kept < opts.keep && img.manifest.usable() {
                 *kept += 1;
                 remaining.push(img);
                 continue;
             }
-            if opts.selected.as_deref() == Some(img.manifest.hash.as_str()) {
+            if [opts.selected.as_ref(), marked.as_ref()].contains(&Some(&img.manifest.hash)) {
                 report.kept.push((img.clone(), KeptWhy::Selected));
                 remaining.push(img);
                 continue;
@@ -633,17 +807,25 @@ impl ImageStore {
                 }
             }
         }
-        // Base trees and kernels no remaining image uses.
+        // Base trees and kernels no remaining image uses, unless a build (which may be about
+        // to use one no image uses yet) is running.
+        let parts = self.parts_lock(true)?;
+        report.parts_kept_for_build = matches!(parts, PartsLock::Busy);
         let used_bases: BTreeSet<String> =
             remaining.iter().map(|i| i.manifest.base.clone()).collect();
         let used_kernels: BTreeSet<String> = remaining
             .iter()
             .filter_map(|i| i.manifest.kernel_build.clone())
             .collect();
-        for (dir, used) in [
-            (self.bases_dir(), &used_bases),
-            (self.kernels_dir(), &used_kernels),
-        ] {
+        let parts_dirs = if report.parts_kept_for_build {
+            Vec::new()
+        } else {
+            vec![
+                (self.bases_dir(), &used_bases),
+                (self.kernels_dir(), &used_kernels),
+            ]
+        };
+        for (dir, used) in parts_dirs {
             let Ok(rd) = std::fs::read_dir(dir) else {
                 continue;
             };
@@ -687,6 +869,18 @@ impl ImageStore {
     ) -> Result<Image, ImageError> {
         let t0 = Instant::now();
         check_agent(&spec.agent_binary)?;
+        if let Some(p) = agent_protocol(&spec.agent_binary) {
+            if p != firebreak_agent::PROTOCOL_VERSION {
+                return Err(ImageError::BadAgent {
+                    path: spec.agent_binary.clone(),
+                    reason: format!(
+                        "it speaks protocol {p}, this firebreak {} (an agent built from another \
+                         version of firebreak)",
+                        firebreak_agent::PROTOCOL_VERSION
+                    ),
+                });
+            }
+        }
         let agent_sha = sha256_file(&spec.agent_binary)?;
         let mirror = spec
             .mirror
@@ -700,6 +894,7 @@ impl ImageStore {
         let hash = recipe_hash(spec, &mirror, &agent_sha, kernel_key.as_deref());
         let final_dir = self.images_dir().join(&hash);
         if let Some(img) = load_image(&final_dir) {
+            self.mark_default(&hash);
             progress(BuildEvent::Done { hash, cached: true });
             return Ok(img);
         }
@@ -724,6 +919,9 @@ impl ImageStore {
         ));
         let claim = firebreak_runner::leftovers::Claim::create_dir(&staging)
             .map_err(io_err("create", &staging))?;
+        // Keeps a prune from removing the base tree or kernel this build makes or finds
+        // before it has read them (it holds no image yet that uses them).
+        let _parts = self.parts_lock(false)?;
         let result = self.build_in(
             spec,
             &mirror,
@@ -762,6 +960,7 @@ impl ImageStore {
                     }
                 }
                 self.give_to_sudo_user(Some(&final_dir));
+                self.mark_default(&hash);
                 progress(BuildEvent::Done {
                     hash: hash.clone(),
                     cached: false,
@@ -1007,6 +1206,7 @@ impl ImageStore {
             kernel: spec.kernel,
             kernel_build: kernel_key,
             agent_sha256: agent_sha.to_string(),
+            agent_protocol: Some(firebreak_agent::PROTOCOL_VERSION),
             modules: modules.iter().map(|(n, _)| n.clone()).collect(),
             rootfs_bytes,
             build_seconds: t0.elapsed().as_secs_f64(),
@@ -1084,6 +1284,18 @@ fn check_agent(path: &Path) -> Result<(), ImageError> {
         )),
         None => Err(bad("not an x86-64 ELF executable")),
     }
+}
+
+/// The protocol version the agent binary at `path` speaks (`firebreak-agent --version`
+/// prints `firebreak-agent 0.1.0 protocol 4`); `None` if it does not say.
+fn agent_protocol(path: &Path) -> Option<u32> {
+    let out = Command::new(path).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "protocol")
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn load_image(dir: &Path) -> Option<Image> {
@@ -1213,6 +1425,106 @@ mod tests {
         assert_eq!(m.kernel_build, None);
     }
 
+    /// Writes an image with manifest `m` (its files hold one byte each) into `store`.
+    fn fake_image(store: &ImageStore, m: serde_json::Value) -> PathBuf {
+        let img = Image {
+            dir: store.images_dir().join(m["hash"].as_str().expect("a hash")),
+            manifest: serde_json::from_value(m.clone()).expect("a manifest"),
+        };
+        std::fs::create_dir_all(&img.dir).expect("mkdir");
+        std::fs::write(img.dir.join("manifest.json"), m.to_string()).expect("manifest");
+        for f in [img.kernel(), img.initramfs(), img.rootfs()] {
+            std::fs::write(f, b"x").expect("write");
+        }
+        img.dir
+    }
+
+    #[test]
+    fn flavours_outdated_agents_and_the_default_image() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::new(d.path());
+        assert!(matches!(store.latest(), Err(ImageError::NoImage(_))));
+        let current = firebreak_agent::PROTOCOL_VERSION;
+        // (hash, created, extra packages, agent protocol)
+        let images: [(&str, u64, &[&str], Option<u32>); 4] = [
+            ("stale", 40, &[], Some(current - 1)),
+            ("large", 30, &["build-essential"], Some(current)),
+            ("std", 20, &[], Some(current)),
+            ("older", 10, &[], None),
+        ];
+        for (hash, created, extra, protocol) in images {
+            let mut packages: Vec<&str> = DEFAULT_PACKAGES.to_vec();
+            packages.extend(extra);
+            fake_image(
+                &store,
+                serde_json::json!({"hash": hash, "builder_version": 2, "created_unix": created,
+                    "suite": "bookworm", "mirror": "m", "packages": packages, "base": hash,
+                    "kernel_release": "r", "agent_sha256": "a", "agent_protocol": protocol,
+                    "modules": [], "rootfs_bytes": 0, "build_seconds": 0.0}),
+            );
+        }
+        let hash = |r: Result<Image, ImageError>| r.map(|i| i.manifest.hash);
+        let get = |h: &str| store.get(h).expect("get").expect("image").manifest;
+        assert_eq!(get("large").flavour(), "+build-essential");
+        assert_eq!(get("std").flavour(), "standard");
+        assert!(!get("stale").usable() && get("older").usable());
+        // The newest image a run can use, not the newest one.
+        assert_eq!(hash(store.latest()).expect("default"), "large");
+        // `image build` of the standard recipe switches back to it.
+        store.mark_default("std");
+        assert_eq!(hash(store.latest()).expect("default"), "std");
+        // Asked for by hash: found, unknown, or outdated — each saying what to do.
+        assert_eq!(hash(store.choose(Some("lar"))).expect("by prefix"), "large");
+        let missing = store.choose(Some("zzzz")).expect_err("no such image");
+        assert!(
+            missing.to_string().contains("`firebreak image list`"),
+            "{missing}"
+        );
+        let stale = store.choose(Some("stale")).expect_err("an outdated agent");
+        assert!(
+            stale
+                .to_string()
+                .contains(&format!("protocol {}", current - 1))
+                && stale.to_string().contains("firebreak image build"),
+            "{stale}"
+        );
+        // Prune keeps the newest of each flavour, drops the outdated one, and never the
+        // default; base trees stay while a build holds them.
+        for h in ["stale", "large", "std", "older"] {
+            std::fs::create_dir_all(d.path().join("bases").join(h)).expect("base");
+        }
+        std::fs::create_dir_all(d.path().join("bases/being-built")).expect("base");
+        let building = store.parts_lock(false).expect("a build's lock");
+        store.mark_default("older");
+        let opts = PruneOptions {
+            keep: 1,
+            snapshots: false,
+            dry_run: false,
+            selected: None,
+        };
+        let r = store.prune(opts.clone()).expect("prune");
+        let gone: Vec<&str> = r
+            .images
+            .iter()
+            .map(|(i, _)| i.manifest.hash.as_str())
+            .collect();
+        assert_eq!(gone, ["stale"]);
+        assert_eq!(
+            r.kept
+                .iter()
+                .map(|(i, w)| (i.manifest.hash.as_str(), *w))
+                .collect::<Vec<_>>(),
+            [("older", KeptWhy::Selected)]
+        );
+        assert!(r.parts_kept_for_build && r.other.is_empty());
+        assert!(d.path().join("bases/being-built").exists());
+        drop(building);
+        let r = store.prune(opts).expect("prune");
+        assert!(!r.parts_kept_for_build);
+        assert!(!d.path().join("bases/being-built").exists());
+        assert!(!d.path().join("bases/stale").exists() && d.path().join("bases/std").exists());
+    }
+
     #[test]
     fn prune_keeps_the_newest_of_each_kernel_kind_and_lists_what_goes() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -1225,23 +1537,15 @@ mod tests {
             ("old-pkg", "package", 10, "b-old", None),
         ];
         for (hash, kernel, created, base, kb) in images {
-            let dir = store.images_dir().join(hash);
-            std::fs::create_dir_all(dir.join("snapshots/1c-256m-nonet-x")).expect("mkdir");
-            std::fs::create_dir_all(dir.join("snapshots/.tmp-1-2-building")).expect("mkdir");
-            std::fs::create_dir_all(dir.join("firecracker-snapshots/2c-512m-plain-x"))
-                .expect("mkdir");
             let m = serde_json::json!({"hash": hash, "builder_version": 2, "created_unix": created,
                 "suite": "bookworm", "mirror": "m", "packages": [], "base": base,
                 "kernel_release": "r", "kernel": kernel, "kernel_build": kb,
                 "agent_sha256": "a", "modules": [], "rootfs_bytes": 0, "build_seconds": 0.0});
-            std::fs::write(dir.join("manifest.json"), m.to_string()).expect("manifest");
-            let img = Image {
-                dir: dir.clone(),
-                manifest: serde_json::from_value(m).expect("a manifest"),
-            };
-            for f in [img.kernel(), img.initramfs(), img.rootfs()] {
-                std::fs::write(f, b"x").expect("write");
-            }
+            let dir = fake_image(&store, m);
+            std::fs::create_dir_all(dir.join("snapshots/1c-256m-nonet-x")).expect("mkdir");
+            std::fs::create_dir_all(dir.join("snapshots/.tmp-1-2-building")).expect("mkdir");
+            std::fs::create_dir_all(dir.join("firecracker-snapshots/2c-512m-plain-x"))
+                .expect("mkdir");
         }
         for dir in [
             "bases/b-min",

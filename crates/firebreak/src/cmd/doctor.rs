@@ -50,6 +50,9 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
         }
         let opts = firebreak_vm::DoctorOptions {
             probe_kvm: !args.no_kvm_probe,
+            wanted_image: std::env::var("FIREBREAK_IMAGE")
+                .ok()
+                .filter(|h| !h.is_empty()),
             ..Default::default()
         };
         (out, firebreak_vm::doctor(&opts).await)

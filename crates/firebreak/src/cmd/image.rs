@@ -21,9 +21,9 @@ use crate::{style, Format};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// Build the default guest image (or find it in the cache). Needs root, debootstrap,
-    /// e2fsprogs, busybox-static, lz4 and a static firebreak-agent; the first build takes
-    /// minutes.
+    /// Build the default guest image (or find it in the cache) and make it the one runs boot.
+    /// Needs root, debootstrap, e2fsprogs, busybox-static, lz4 and a static firebreak-agent;
+    /// the first build takes minutes.
     Build {
         /// The static guest agent to install (default: $FIREBREAK_AGENT, beside this binary, or
         /// target/x86_64-unknown-linux-gnu/release/firebreak-agent).
@@ -39,8 +39,9 @@ pub enum ImageCommand {
         #[arg(long, value_enum, default_value = "package")]
         kernel: KernelArg,
     },
-    /// List built images, newest first; `(default)` marks the one `run` boots ($FIREBREAK_IMAGE's,
-    /// else the newest).
+    /// List built images, newest first, with their kernel, flavour (packages beyond the standard
+    /// set) and agent protocol; `(default)` marks the one `run` boots ($FIREBREAK_IMAGE's, else
+    /// the one `image build` last built or found, else the newest).
     List {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -48,11 +49,13 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove old images: all but the newest of each kernel kind, and the base trees and
-    /// kernels only they used. Lists what it removes. Never removes an image a running
-    /// `firebreak run` uses, nor the one $FIREBREAK_IMAGE selects.
+    /// Remove old images: all but the newest of each kernel kind and flavour, those whose agent
+    /// this firebreak cannot talk to, and the base trees and kernels only they used (not while
+    /// an image build runs). Lists what it removes. Never removes an image a running
+    /// `firebreak run` uses, nor the one runs boot ($FIREBREAK_IMAGE's or the default).
     Prune {
-        /// How many of the newest images of each kernel kind (Debian's, minimal) to keep.
+        /// How many of the newest images of each kernel kind (Debian's, minimal) and flavour to
+        /// keep.
         #[arg(long, default_value_t = 1)]
         keep: usize,
         /// Also remove the snapshots of the images kept (one accumulates per VM size and
@@ -173,6 +176,15 @@ fn kernel_of(m: &firebreak_vm::image::Manifest) -> String {
     }
 }
 
+/// `protocol 4`, `protocol 3, outdated`, or `unrecorded` (images built before it was).
+fn agent_of(m: &firebreak_vm::image::Manifest) -> String {
+    match m.agent_protocol {
+        Some(p) if m.usable() => format!("protocol {p}"),
+        Some(p) => format!("protocol {p}, outdated"),
+        None => "unrecorded".into(),
+    }
+}
+
 /// How long ago `unix` seconds was: `3 h ago`, `2 d ago`.
 fn age(unix: u64) -> String {
     let now = std::time::SystemTime::now()
@@ -198,8 +210,14 @@ fn selected_image(store: &ImageStore) -> Option<String> {
 
 fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
     let images = store.list()?;
-    // The image `run` boots: $FIREBREAK_IMAGE's, else the newest.
-    let chosen = selected_image(store).or_else(|| images.first().map(|i| i.manifest.hash.clone()));
+    // The image `run` boots: $FIREBREAK_IMAGE's, else the default one.
+    let wanted = std::env::var("FIREBREAK_IMAGE")
+        .ok()
+        .filter(|h| !h.is_empty());
+    let chosen = store
+        .choose(wanted.as_deref())
+        .ok()
+        .map(|i| i.manifest.hash);
     let is_default = |i: &firebreak_vm::image::Image| chosen.as_deref() == Some(&i.manifest.hash);
     match format {
         Format::Json => {
@@ -211,6 +229,8 @@ fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
                         "manifest": img.manifest,
                         "disk_bytes": img.disk_usage(),
                         "default": is_default(img),
+                        "flavour": img.manifest.flavour(),
+                        "usable": img.manifest.usable(),
                     })
                 })
                 .collect();
@@ -221,20 +241,24 @@ fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
                 crate::outln!("no images yet: build one with `firebreak image build`")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<[String; 5]> = images
+            let rows: Vec<Vec<String>> = images
                 .iter()
                 .map(|i| {
                     let m = &i.manifest;
-                    [
+                    vec![
                         m.hash.clone(),
                         kernel_of(m),
+                        m.flavour(),
+                        agent_of(m),
                         age(m.created_unix),
                         mib(i.disk_usage()),
                         i.dir.display().to_string(),
                     ]
                 })
                 .collect();
-            let header = ["IMAGE", "KERNEL", "BUILT", "ON DISK", "FOLDER"];
+            let header = [
+                "IMAGE", "KERNEL", "FLAVOUR", "AGENT", "BUILT", "ON DISK", "FOLDER",
+            ];
             let width = |c: usize| {
                 rows.iter()
                     .map(|r| r[c].chars().count())
@@ -242,35 +266,31 @@ fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
                     .max()
                     .unwrap_or(0)
             };
-            let w: Vec<usize> = (0..4).map(width).collect();
-            crate::outln!(
-                "{}",
-                style::bold(&format!(
-                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
-                    header[0],
-                    header[1],
-                    header[2],
-                    header[3],
-                    header[4],
-                    w0 = w[0],
-                    w1 = w[1],
-                    w2 = w[2],
-                    w3 = w[3]
-                ))
-            )?;
+            // Every column but the last padded; sizes right-aligned.
+            let line = |cells: &[String]| {
+                let mut out = String::new();
+                for (c, cell) in cells.iter().enumerate() {
+                    let w = width(c);
+                    match c {
+                        5 => out.push_str(&format!("{cell:>w$}  ")),
+                        6 => out.push_str(cell),
+                        _ => out.push_str(&format!("{cell:<w$}  ")),
+                    }
+                }
+                out
+            };
+            let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+            crate::outln!("{}", style::bold(&line(&head)))?;
             for (img, r) in images.iter().zip(&rows) {
                 let mark = if is_default(img) { "  (default)" } else { "" };
+                crate::outln!("{}{mark}", line(r))?;
+            }
+            if images.iter().any(|i| !i.manifest.usable()) {
                 crate::outln!(
-                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}{mark}",
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    style::dim(&r[4]),
-                    w0 = w[0],
-                    w1 = w[1],
-                    w2 = w[2],
-                    w3 = w[3]
+                    "{}",
+                    style::dim(
+                        "outdated: an agent firebreak can no longer talk to; `firebreak image prune` removes them"
+                    )
                 )?;
             }
         }
@@ -288,11 +308,13 @@ fn prune(store: &ImageStore, opts: firebreak_vm::image::PruneOptions) -> Result<
     for (img, bytes) in &r.images {
         let m = &img.manifest;
         crate::outln!(
-            "{verb} image {}  ({}, built {}, {})",
+            "{verb} image {}  ({}, {}, built {}, {}{})",
             m.hash,
             kernel_of(m),
+            m.flavour(),
             age(m.created_unix),
-            mib(*bytes)
+            mib(*bytes),
+            if m.usable() { "" } else { ", outdated agent" }
         )?;
     }
     for s in &r.snapshots {
@@ -304,12 +326,17 @@ fn prune(store: &ImageStore, opts: firebreak_vm::image::PruneOptions) -> Result<
                 "it and its snapshots are in use by a running `firebreak run`"
             }
             KeptWhy::InUse => "in use by a running `firebreak run`",
-            KeptWhy::Selected => "$FIREBREAK_IMAGE selects it",
+            KeptWhy::Selected => "runs boot it ($FIREBREAK_IMAGE selects it, or it is the default)",
         };
         crate::outln!("kept image {}: {why}", img.manifest.hash)?;
     }
     for o in &r.other {
         crate::outln!("{verb} {}", o.display())?;
+    }
+    if r.parts_kept_for_build {
+        crate::outln!(
+            "kept the base trees and kernels: an image build is running (prune again after it)"
+        )?;
     }
     crate::outln!(
         "{verb} {} image(s), {} snapshot(s), {} other folder(s): {}",

@@ -883,7 +883,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
         if !vprobe.available {
             let notes = vprobe.notes.join("; ");
             // Point at `image build` only when the image is what is missing.
-            let next = if notes.contains("no image") && !notes.contains("firebreak image build") {
+            let next = if notes.contains("no image") && !notes.contains("firebreak image") {
                 "see `firebreak doctor`; build an image with `firebreak image build`"
             } else {
                 "see `firebreak doctor`"
