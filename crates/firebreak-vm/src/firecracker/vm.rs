@@ -320,6 +320,31 @@ impl JailerConfig {
         self.chroot_base.join(exec_name).join(id).join("root")
     }
 
+    /// The cgroups the jailer makes for VM `id`, given `mounts` (the text of `/proc/mounts`):
+    /// `<parent>/<id>` under the cgroup2 mount, or under each cgroup v1 hierarchy of a
+    /// controller the limits use.
+    pub fn cgroup_dirs(&self, mounts: &str, id: &str) -> Vec<PathBuf> {
+        let parent = self.parent_cgroup.as_deref().unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for line in mounts.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(_), Some(dir), Some(kind), Some(opts)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            let ours = match (self.cgroup_version, kind) {
+                (2, "cgroup2") => dirs.is_empty(),
+                (1, "cgroup") => opts.split(',').any(|o| JAILER_CONTROLLERS.contains(&o)),
+                _ => false,
+            };
+            if ours {
+                dirs.push(Path::new(dir).join(parent).join(id));
+            }
+        }
+        dirs
+    }
+
     /// The jailer command line (program excluded) that starts `firecracker`
     /// as VM `id` with its API socket at `/api.sock` inside the jail.
     pub fn argv(&self, firecracker: &Path, id: &str) -> Vec<OsString> {
@@ -355,6 +380,10 @@ impl JailerConfig {
         a
     }
 }
+
+/// How VM ids (`--id`), hence jails and cgroups, start: `fb-<pid>-<nonce>-<n>`
+/// ([`firebreak_runner::leftovers::tag`]), so that those of runners that died can be told.
+const JAIL_PREFIX: &str = "fb-";
 
 /// The cgroup controllers the jailer's per-VM limits use.
 const JAILER_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
@@ -653,9 +682,40 @@ struct RunLayout {
     /// The claim on an unjailed run directory (see [`firebreak_runner::leftovers`]), held until the
     /// last copy of the layout goes, after teardown removed the directory.
     _claim: Option<Arc<firebreak_runner::leftovers::Claim>>,
+    /// The cgroups the jailer made for the VM, which nothing else removes.
+    cgroups: Vec<PathBuf>,
 }
 
 impl RunLayout {
+    /// Removes what the VM left on the host: its run directory (or jail) and, once its
+    /// Firecracker has exited, its jail's cgroups (a cgroup goes only when empty: while the
+    /// process lingers after a kill, a thread retries for a few seconds).
+    fn teardown(&self) {
+        let _ = std::fs::remove_dir_all(&self.remove);
+        let busy: Vec<PathBuf> = self
+            .cgroups
+            .iter()
+            .filter(|cg| std::fs::remove_dir(cg).is_err() && cg.exists())
+            .cloned()
+            .collect();
+        if busy.is_empty() {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("fc-cgroup-rm".into())
+            .spawn(move || {
+                for _ in 0..50 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if busy
+                        .iter()
+                        .all(|cg| std::fs::remove_dir(cg).is_ok() || !cg.exists())
+                    {
+                        return;
+                    }
+                }
+            });
+    }
+
     fn host(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -806,7 +866,7 @@ impl Spawned {
         if r.is_err() {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
-            let _ = std::fs::remove_dir_all(&self.layout.remove);
+            self.layout.teardown();
         }
         r
     }
@@ -827,7 +887,7 @@ impl Spawned {
             Err(reason) => {
                 let err = self.fail(reason);
                 let _ = self.child.wait().await;
-                let _ = std::fs::remove_dir_all(&self.layout.remove);
+                self.layout.teardown();
                 Err(err)
             }
         }
@@ -841,11 +901,27 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
         .or_else(find_firecracker)
         .ok_or(FirecrackerError::NotFound)?;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let id = format!("fb-{}-{seq}", firebreak_runner::leftovers::tag());
+    let id = format!("{JAIL_PREFIX}{}-{seq}", firebreak_runner::leftovers::tag());
     let layout = match &cfg.jailer {
         Some(j) => {
             let dir = j.chroot_dir(&binary, &id);
             let remove = dir.parent().map(Path::to_path_buf).unwrap_or(dir.clone());
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            let cgroups = j.cgroup_dirs(&mounts, &id);
+            // What jailed VMs of runners that died left: jails (with their disk copies) and
+            // cgroups, named with the dead runner's pid like this one.
+            if let Some(jails) = remove.parent() {
+                firebreak_runner::leftovers::remove_dead(
+                    jails,
+                    JAIL_PREFIX,
+                    firebreak_runner::leftovers::remove_tree,
+                );
+            }
+            for parent in cgroups.iter().filter_map(|c| c.parent()) {
+                firebreak_runner::leftovers::remove_dead(parent, JAIL_PREFIX, |p| {
+                    let _ = std::fs::remove_dir(p);
+                });
+            }
             let netns = if j.own_netns && j.netns.is_none() && cfg.network.is_none() {
                 Some(Arc::new(VmNetns::for_vm(seq)?))
             } else {
@@ -857,6 +933,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
                 jailed: true,
                 netns,
                 _claim: None,
+                cgroups,
             }
         }
         None => {
@@ -874,6 +951,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
                 jailed: false,
                 netns: None,
                 _claim: Some(Arc::new(claim)),
+                cgroups: Vec::new(),
             }
         }
     };
@@ -922,7 +1000,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
     // The pdeathsig is tied to the thread that starts Firecracker: see
     // `firebreak_runner::spawn`.
     let child = firebreak_runner::spawn::spawn_from_stable_thread(cmd).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&layout.remove);
+        layout.teardown();
         io_err("start", &program)(e)
     })?;
     let api = FirecrackerApi::new(layout.host("api.sock")).with_timeout(cfg.api_timeout);
@@ -1428,7 +1506,7 @@ impl FirecrackerVm {
             let _ = c.start_kill();
             let _ = c.wait().await;
         }
-        let _ = std::fs::remove_dir_all(&self.layout.remove);
+        self.layout.teardown();
         self.layout.netns = None;
     }
 }
@@ -1441,7 +1519,7 @@ impl Drop for FirecrackerVm {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
         }
-        let _ = std::fs::remove_dir_all(&self.layout.remove);
+        self.layout.teardown();
     }
 }
 
@@ -1576,6 +1654,7 @@ mod tests {
             jailed: true,
             netns: None,
             _claim: None,
+            cgroups: Vec::new(),
         };
         let j = JailerConfig::new("/j", 4321, 4322);
         let shared = tmp.path().join("vmlinux");
@@ -1688,5 +1767,48 @@ mod tests {
         let some = |_: &Path| Some("cpu io\n".to_string());
         assert_eq!(jailer_cgroup_version(unified, some), None);
         assert_eq!(jailer_cgroup_version("", full), None);
+    }
+
+    #[test]
+    fn a_jails_cgroups_are_found_to_be_removed() {
+        let j = JailerConfig::new("/j", 1000, 1000);
+        let unified = "sysfs /sys sysfs rw 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(
+            j.cgroup_dirs(unified, "fb-1-2-3"),
+            [PathBuf::from("/sys/fs/cgroup/firebreak/fb-1-2-3")]
+        );
+        let hybrid = "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0\n\
+                      cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n\
+                      cgroup /sys/fs/cgroup/pids cgroup rw,pids 0 0\n\
+                      cgroup /sys/fs/cgroup/devices cgroup rw,devices 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        let mut v1 = j.clone();
+        v1.cgroup_version = 1;
+        assert_eq!(
+            v1.cgroup_dirs(hybrid, "fb-9"),
+            ["cpu,cpuacct", "memory", "pids"]
+                .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}/firebreak/fb-9")))
+        );
+        assert!(j.cgroup_dirs("", "fb-9").is_empty());
+    }
+
+    /// Teardown removes the jail and its (empty) cgroups.
+    #[test]
+    fn teardown_removes_the_jail_and_its_cgroups() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let jail = d.path().join("jails/firecracker/fb-1-2-3");
+        let cg = d.path().join("cg/firebreak/fb-1-2-3");
+        std::fs::create_dir_all(jail.join("root")).expect("jail");
+        std::fs::create_dir_all(&cg).expect("cgroup");
+        let layout = RunLayout {
+            dir: jail.join("root"),
+            remove: jail.clone(),
+            jailed: true,
+            netns: None,
+            _claim: None,
+            cgroups: vec![cg.clone()],
+        };
+        layout.teardown();
+        assert!(!jail.exists() && !cg.exists());
     }
 }
