@@ -526,9 +526,9 @@ impl Converter<'_> {
                     };
                     if !ok {
                         let expected = if def.input_type == InputType::Boolean {
-                            "Boolean"
+                            "BooleanToken"
                         } else {
-                            "String"
+                            "StringToken"
                         };
                         self.error(
                             d.pos,
@@ -1381,16 +1381,17 @@ impl Converter<'_> {
     }
 }
 
+/// The name of the class GitHub's parser reads `t` as, which its messages use.
 fn type_name(t: &Token) -> &'static str {
     match t.kind {
-        TokenKind::Null => "Null",
-        TokenKind::Bool(_) => "Boolean",
-        TokenKind::Number(_) => "Number",
-        TokenKind::String(_) => "String",
-        TokenKind::Expr(_) => "BasicExpression",
-        TokenKind::Insert => "InsertExpression",
-        TokenKind::Seq(_) => "Sequence",
-        TokenKind::Map(_) => "Mapping",
+        TokenKind::Null => "NullToken",
+        TokenKind::Bool(_) => "BooleanToken",
+        TokenKind::Number(_) => "NumberToken",
+        TokenKind::String(_) => "StringToken",
+        TokenKind::Expr(_) => "BasicExpressionToken",
+        TokenKind::Insert => "InsertExpressionToken",
+        TokenKind::Seq(_) => "SequenceToken",
+        TokenKind::Map(_) => "MappingToken",
     }
 }
 

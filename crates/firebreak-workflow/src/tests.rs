@@ -522,7 +522,7 @@ fn called_workflow_input_defaults() {
     let dispatch = "on:\n  workflow_dispatch:\n    inputs:\n      s:\n        type: string\n        default: 12\njobs:\n  j:\n    runs-on: x\n";
     assert_eq!(
         errors(dispatch),
-        ["w.yml:6:18: Unexpected type 'Number' encountered while reading 'input default'. The type 'String' was expected."]
+        ["w.yml:6:18: Unexpected type 'NumberToken' encountered while reading 'input default'. The type 'StringToken' was expected."]
     );
 }
 
@@ -912,4 +912,38 @@ fn a_workflow_run_trigger_without_workflows_is_warned_of() {
         );
     }
     assert!(warnings("on:\n  workflow_run:\n    workflows: [CI]").is_empty());
+}
+
+/// Positions and messages of a few YAML shapes, as GitHub's parsers report them.
+#[test]
+fn yaml_shapes_are_reported_where_github_reports_them() {
+    // A block sequence at its key's indentation is at its `-`, through either YAML front end
+    // (an anchor sends a document to the full parser).
+    for anchor in ["", "x: &a 1\n"] {
+        let src = format!(
+            "on: push\n{anchor}jobs:\n  a:\n    runs-on: x\n    env:\n    -   FOO=bar\n    steps:\n    - run: echo\n"
+        );
+        let line = if anchor.is_empty() { 6 } else { 7 };
+        let errs = errors(&src);
+        assert!(
+            errs.contains(&format!("w.yml:{line}:5: A sequence was not expected")),
+            "{errs:?}"
+        );
+    }
+    // An empty value inside a flow mapping is at the `,` or `}` that ends it.
+    assert_eq!(
+        errors("on: push\njobs:\n  a: {runs-on:   , steps: [{run: a}]}\n"),
+        ["w.yml:3:18: Unexpected value ''"]
+    );
+    // A tag on a sequence or mapping is not checked, as by GitHub's readers.
+    assert_eq!(
+        errors("on: push\nenv: !!str {A: 1}\njobs:\n  a:\n    runs-on: x\n    steps: !!map [{run: a}]\n"),
+        Vec::<String>::new()
+    );
+    // Type errors name the token classes GitHub's messages name.
+    let dispatch = "on:\n  workflow_dispatch:\n    inputs:\n      dry:\n        type: boolean\n        default: \"true\"\njobs:\n  a:\n    runs-on: x\n    steps: [{run: a}]\n";
+    assert_eq!(
+        errors(dispatch),
+        ["w.yml:6:18: Unexpected type 'StringToken' encountered while reading 'input default'. The type 'BooleanToken' was expected."]
+    );
 }

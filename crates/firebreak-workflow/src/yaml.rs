@@ -368,16 +368,19 @@ impl Loader<'_> {
                     }
                     self.push_value(&mut stack, &mut root, node);
                 }
-                Event::SequenceStart(anchor, tag) => {
-                    let node = self.open_collection(span, tag.as_deref(), "seq", stack.len())?;
+                Event::SequenceStart(anchor, _tag) => {
+                    let mut node = self.open_collection(span, stack.len())?;
+                    if matches!(stack.last(), Some(Frame::Map { key: Some(_), .. })) {
+                        node.pos = self.block_seq_pos(span, node.pos);
+                    }
                     stack.push(Frame::Seq {
                         node,
                         anchor,
                         start: self.seq_items.len(),
                     });
                 }
-                Event::MappingStart(anchor, tag) => {
-                    let node = self.open_collection(span, tag.as_deref(), "map", stack.len())?;
+                Event::MappingStart(anchor, _tag) => {
+                    let node = self.open_collection(span, stack.len())?;
                     stack.push(Frame::Map {
                         node,
                         anchor,
@@ -496,17 +499,12 @@ impl Loader<'_> {
         }
     }
 
-    /// The placeholder node of a sequence or mapping (`kind`, "seq" or "map") that starts at
-    /// `span` inside `depth` open collections, after the node count, tag and depth checks.
-    fn open_collection(
-        &mut self,
-        span: Span,
-        tag: Option<&Tag>,
-        kind: &str,
-        depth: usize,
-    ) -> Result<YNode<'static>, YamlError> {
+    /// The placeholder node of a sequence or mapping that starts at
+    /// `span` inside `depth` open collections, after the node count and depth checks. Its tag
+    /// is not checked: GitHub's readers check the tags of scalars only (`!!str {A: 1}` reads
+    /// as the mapping).
+    fn open_collection(&mut self, span: Span, depth: usize) -> Result<YNode<'static>, YamlError> {
         self.count(1, span)?;
-        self.check_collection_tag(tag, kind)?;
         if depth >= self.max_depth {
             return Err(YamlError::at(None, "Maximum object depth exceeded"));
         }
@@ -516,16 +514,27 @@ impl Loader<'_> {
         })
     }
 
-    fn check_collection_tag(&self, tag: Option<&Tag>, expected: &str) -> Result<(), YamlError> {
-        if let Some(name) = tag.and_then(core_tag_name) {
-            if name != expected {
-                return Err(YamlError::at(
-                    None,
-                    format!("Unexpected tag 'tag:yaml.org,2002:{name}'"),
-                ));
+    /// Where a sequence that is a mapping's value and starts at `span` (at `pos` by the
+    /// parser's events) is: the events put a block sequence written at its key's indentation
+    /// (`env:` then `- A=b` below it) at its first entry's content (the entry's own `-` or
+    /// `[` when that entry is a sequence too); GitHub's parsers put every block sequence at
+    /// its first `-`, the one before that content. (A sequence that is not written so has no
+    /// `-` before it on its line: a key's `:` or nothing.)
+    fn block_seq_pos(&self, span: Span, pos: Pos) -> Pos {
+        let idx = span.start.index();
+        let mut j = idx;
+        while j > 0 {
+            j -= 1;
+            match self.char_at(j) {
+                Some(' ' | '\t') => continue,
+                Some('-') => {
+                    let back = (idx - j) as u32;
+                    return Pos::new(pos.line, marker_pos(span.start).col.saturating_sub(back));
+                }
+                _ => break,
             }
         }
-        Ok(())
+        pos
     }
 
     fn scalar(
@@ -543,9 +552,19 @@ impl Loader<'_> {
                 pos = p;
             }
         } else if style == Style::Plain && value.is_empty() {
-            // An empty value is positioned just after the `:` that precedes it.
-            if self.char_at(span.start.index()) == Some(':') {
-                pos.col += 1;
+            // An empty value is positioned just after the `:` that precedes it, or, inside a
+            // flow collection, at the `,` or closing bracket that ends it (the next token).
+            let idx = span.start.index();
+            if self.char_at(idx) == Some(':') {
+                let mut j = idx + 1;
+                while matches!(self.char_at(j), Some(' ' | '\t')) {
+                    j += 1;
+                }
+                pos.col += if matches!(self.char_at(j), Some(',' | '}' | ']')) {
+                    (j - idx) as u32
+                } else {
+                    1
+                };
             }
         }
         let kind = match tag.and_then(core_tag_name) {

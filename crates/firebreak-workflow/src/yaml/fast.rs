@@ -685,15 +685,12 @@ impl<'s> Scanner<'s> {
                 Some(n)
                     if n == indent && self.at(self.i + n) == b'-' && self.blank(self.i + n + 1) =>
                 {
-                    // A sequence at its key's indentation is positioned at its first entry.
+                    // A sequence at its key's indentation (positioned, as any, at its `-`).
                     let entry = self.spaces(self.i + n + 1)?;
                     if self.eol(entry) || self.b[entry] == b'#' {
                         return Err(Bail);
                     }
-                    let entry_pos = self.pos(entry);
-                    let mut seq = self.block_seq(self.i + n, depth + 1)?;
-                    seq.pos = entry_pos;
-                    Ok(seq)
+                    self.block_seq(self.i + n, depth + 1)
                 }
                 _ => {
                     self.count()?;
