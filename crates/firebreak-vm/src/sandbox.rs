@@ -449,6 +449,7 @@ impl SandboxProvider for QemuProvider {
             let disk = spec
                 .limits
                 .disk_bytes
+                .or(cfg.default_disk_bytes)
                 .map(|b| capped_disk(b, cfg.max_disk_bytes, &mut notes));
             // resize2fs's time grows with the size (under TCG, ~1.5 s to 20 GiB).
             let grow_allowance = Duration::from_secs(disk.map_or(0, |b| 10 + (b >> 30)));

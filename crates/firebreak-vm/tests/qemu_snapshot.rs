@@ -717,14 +717,16 @@ async fn a_restored_vm_that_stops_answering_is_replaced_by_a_cold_boot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disk_size_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
+async fn a_disk_size_label_or_default_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
     let img = image_or_skip!();
     let _g = SERIAL.lock().await;
-    // This host allows at most 7 GiB; the job asks for 8.
+    // This host allows at most 7 GiB; the job asks for 8 (its label wins over the run's
+    // default, `--vm-disk 1`).
     let p = provider(
         &img,
         VmConfig {
             max_disk_bytes: 7 << 30,
+            default_disk_bytes: Some(1 << 30),
             ..small()
         },
     );
@@ -755,10 +757,12 @@ async fn a_disk_size_grows_the_jobs_root_filesystem_up_to_the_hosts_maximum() {
     assert_eq!(lines.get(1).map(String::as_str), Some("wrote"));
     sb.destroy().await.expect("destroy");
 
-    // The image's filesystem cannot shrink: a smaller size is reported.
-    let mut spec = JobSpec::new("disk-small", "hello");
-    spec.limits.disk_bytes = Some(1 << 30);
-    let sb = p.create(spec).await.expect("create");
+    // A job without a disk label gets the run's default; the image's filesystem cannot
+    // shrink to it, which is reported.
+    let sb = p
+        .create(JobSpec::new("disk-small", "hello"))
+        .await
+        .expect("create");
     let notes = sb.notes().join("\n");
     assert!(notes.contains("disk size 1.0 GiB not applied"), "{notes}");
     sb.destroy().await.expect("destroy");

@@ -8,6 +8,7 @@
 //! vm:
 //!   cpus: 4          # a job's microVM when its runs-on labels give no size
 //!   memory: 4096     # MiB
+//!   disk: 20         # GiB of root filesystem
 //! ```
 //!
 //! The command line and the environment (`--network`, `--vm-cpus`, `FIREBREAK_VM_MEMORY`…)
@@ -25,6 +26,7 @@ pub struct RepoConfig {
     pub network: Option<bool>,
     pub vm_cpus: Option<u32>,
     pub vm_memory_mib: Option<u64>,
+    pub vm_disk_gib: Option<u64>,
 }
 
 /// Reads `repo`'s settings: the default when it has no file, else the file's, or why it
@@ -61,15 +63,18 @@ fn parse(doc: &serde_json::Value) -> Result<RepoConfig, String> {
             },
             "vm" => {
                 let Value::Object(vm) = value else {
-                    return Err(format!("{PATH}: `vm` must be a mapping (cpus, memory)"));
+                    return Err(format!(
+                        "{PATH}: `vm` must be a mapping (cpus, memory, disk)"
+                    ));
                 };
                 for (k, v) in vm {
                     match k.as_str() {
                         "cpus" => cfg.vm_cpus = Some(whole(v, "vm.cpus", 1, 256)? as u32),
                         "memory" => cfg.vm_memory_mib = Some(whole(v, "vm.memory", 128, 1 << 20)?),
+                        "disk" => cfg.vm_disk_gib = Some(whole(v, "vm.disk", 1, 1024)?),
                         other => {
                             return Err(format!(
-                                "{PATH}: unknown setting `vm.{other}` (known: vm.cpus, vm.memory)"
+                                "{PATH}: unknown setting `vm.{other}` (known: vm.cpus, vm.memory, vm.disk)"
                             ))
                         }
                     }
@@ -77,8 +82,8 @@ fn parse(doc: &serde_json::Value) -> Result<RepoConfig, String> {
             }
             other => {
                 return Err(format!(
-                    "{PATH}: unknown setting `{other}` (known: network, vm.cpus, vm.memory)"
-                ))
+                "{PATH}: unknown setting `{other}` (known: network, vm.cpus, vm.memory, vm.disk)"
+            ))
             }
         }
     }
@@ -107,11 +112,12 @@ mod tests {
     fn settings_are_read_and_mistakes_named() {
         assert_eq!(cfg(""), Ok(RepoConfig::default()));
         assert_eq!(
-            cfg("network: true\nvm:\n  cpus: 4\n  memory: 4096\n"),
+            cfg("network: true\nvm:\n  cpus: 4\n  memory: 4096\n  disk: 20\n"),
             Ok(RepoConfig {
                 network: Some(true),
                 vm_cpus: Some(4),
                 vm_memory_mib: Some(4096),
+                vm_disk_gib: Some(20),
             })
         );
         for (bad, says) in [
@@ -122,7 +128,11 @@ mod tests {
                 "`vm.cpus` must be a whole number from 1 to 256",
             ),
             ("vm:\n  memory: 1.5\n", "`vm.memory` must be a whole number"),
-            ("vm:\n  disk: 20\n", "unknown setting `vm.disk`"),
+            (
+                "vm:\n  disk: 0\n",
+                "`vm.disk` must be a whole number from 1 to 1024",
+            ),
+            ("vm:\n  swap: 2\n", "unknown setting `vm.swap`"),
             ("- a\n", "expected a mapping"),
             ("network: [\n", ".github/firebreak.yml:"),
         ] {

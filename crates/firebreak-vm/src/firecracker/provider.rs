@@ -229,6 +229,7 @@ impl SandboxProvider for FirecrackerProvider {
             let disk = spec
                 .limits
                 .disk_bytes
+                .or(cfg.default_disk_bytes)
                 .map(|b| capped_disk(b, cfg.max_disk_bytes, &mut notes));
             if spec.network && cfg.network.is_none() {
                 notes.push(

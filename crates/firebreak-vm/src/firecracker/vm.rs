@@ -482,6 +482,9 @@ pub struct FirecrackerConfig {
     /// The most a job's root filesystem may grow to (a `runs-on` disk label above it is
     /// capped), as [`VmConfig::max_disk_bytes`](crate::VmConfig::max_disk_bytes).
     pub max_disk_bytes: u64,
+    /// The root filesystem of a job whose `runs-on` labels give no disk size, as
+    /// [`VmConfig::default_disk_bytes`](crate::VmConfig::default_disk_bytes).
+    pub default_disk_bytes: Option<u64>,
 }
 
 impl Default for FirecrackerConfig {
@@ -504,6 +507,7 @@ impl Default for FirecrackerConfig {
             unresponsive_after: Some(Duration::from_secs(120)),
             drive_alias: None,
             max_disk_bytes: 64 << 30,
+            default_disk_bytes: None,
         }
     }
 }

@@ -135,6 +135,9 @@ pub struct VmConfig {
     /// overlay in the run directory, so this bounds the host disk a job can
     /// fill.
     pub max_disk_bytes: u64,
+    /// The root filesystem of a job whose `runs-on` labels give no disk size (`--vm-disk`);
+    /// `None`: the image's (its free space, ~4 GiB).
+    pub default_disk_bytes: Option<u64>,
     /// With [`Start::Snapshot`], keep one QEMU process started, with the
     /// snapshot's device state loaded and the guest paused, so that the
     /// next job's restore skips starting QEMU, initialising its machine and
@@ -177,6 +180,7 @@ impl Default for VmConfig {
             first_requests_timeout: Duration::from_secs(15),
             unresponsive_after: Some(Duration::from_secs(120)),
             max_disk_bytes: 64 << 30,
+            default_disk_bytes: None,
             standby: true,
         }
     }

@@ -216,6 +216,16 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u64).range(128..=1_048_576)
     )]
     vm_memory: Option<u64>,
+    /// Root filesystem (GiB) of a job's microVM when its `runs-on` labels give no disk size
+    /// (`20gb-disk`…) [default: the repository's `.github/firebreak.yml` `vm.disk`, else the
+    /// image's: ~4 GiB free].
+    #[arg(
+        long = "vm-disk",
+        value_name = "GIB",
+        env = "FIREBREAK_VM_DISK",
+        value_parser = clap::value_parser!(u64).range(1..=1024)
+    )]
+    vm_disk: Option<u64>,
     /// Memory (MiB) all microVMs on this host may use at once, this run's (pooled ones
     /// included) and every other firebreak run's together: each VM counts its guest memory
     /// plus its VMM's own (64 MiB for QEMU; 64 MiB and 1/16 of the guest's for Firecracker);
@@ -468,6 +478,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
     };
     let vm_cpus = args.vm_cpus.or(repo_cfg.vm_cpus).unwrap_or(2);
     let vm_memory = args.vm_memory.or(repo_cfg.vm_memory_mib).unwrap_or(2048);
+    let vm_disk = args.vm_disk.or(repo_cfg.vm_disk_gib).map(|g| g << 30);
     // ---- workflows
     let wf_input = args
         .workflows
@@ -829,6 +840,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                         jailer,
                         vcpus: vm_cpus,
                         memory_mib: vm_memory,
+                        default_disk_bytes: vm_disk,
                         ..Default::default()
                     },
                 );
@@ -856,6 +868,7 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
                             unresponsive_after: hang_timeout,
                             vcpus: vm_cpus,
                             memory_mib: vm_memory,
+                            default_disk_bytes: vm_disk,
                             // A run of one job would start a standby QEMU for
                             // nothing (and take its CPU from that job).
                             standby: job_runs(&the_plan.workflows) > 1,
@@ -944,6 +957,10 @@ async fn run_async(args: RunArgs) -> Result<ExitCode> {
             (
                 args.vm_memory.is_some() && !from_env("FIREBREAK_VM_MEMORY"),
                 "--vm-memory",
+            ),
+            (
+                args.vm_disk.is_some() && !from_env("FIREBREAK_VM_DISK"),
+                "--vm-disk",
             ),
             (args.vm_memory_budget.is_some(), "--vm-memory-budget"),
             (
