@@ -109,6 +109,29 @@ fn qemu_version_check() -> Option<Check> {
     })
 }
 
+/// Where microVMs' run directories (their copy-on-write disks among them) go, `dir`, and
+/// whether it keeps what jobs write in memory: on a tmpfs a job's disk writes would take host
+/// RAM outside the memory budget.
+fn run_dir_check(dir: &Path) -> Check {
+    let tmpfs = nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    Check {
+        name: "VM run directories".into(),
+        ok: !tmpfs,
+        detail: if tmpfs {
+            format!(
+                "{} is a tmpfs: what jobs write to their VM's disk would take host memory; point TMPDIR at a folder on disk",
+                dir.display()
+            )
+        } else {
+            format!(
+                "{} (job disk overlays go here; TMPDIR moves them)",
+                dir.display()
+            )
+        },
+    }
+}
+
 /// `7.2.22` from `QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)`.
 fn qemu_version(text: &str) -> Option<&str> {
     let rest = text.split("QEMU emulator version ").nth(1)?;
@@ -175,6 +198,8 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
             "image builds need root (debootstrap)".into()
         },
     });
+
+    checks.push(run_dir_check(&std::env::temp_dir()));
 
     // KVM.
     let kvm_dev = Path::new("/dev/kvm");
@@ -477,6 +502,15 @@ impl fmt::Display for DoctorReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tmpfs_for_vm_run_directories_is_flagged() {
+        // Debian mounts a tmpfs on /dev/shm; the root file system is on disk.
+        let shm = run_dir_check(Path::new("/dev/shm"));
+        assert!(!shm.ok && shm.detail.contains("is a tmpfs"), "{shm:?}");
+        let here = run_dir_check(Path::new("/"));
+        assert!(here.ok, "{here:?}");
+    }
 
     #[test]
     fn reads_qemus_version_line() {

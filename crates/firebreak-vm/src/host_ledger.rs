@@ -30,11 +30,20 @@ impl HostLedger {
     /// Joins the ledger in `dir` (created if missing, writable by every user as `/tmp` is)
     /// with `charged` MiB.
     pub(crate) fn open(dir: &Path, charged: u64) -> std::io::Result<HostLedger> {
+        use std::os::unix::fs::MetadataExt;
         use std::os::unix::fs::PermissionsExt;
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
-            // Every user's runs share it; each removes only its own entries (sticky).
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+        }
+        // Every user's runs share it; each removes only its own entries (sticky). Its owner
+        // also mends one made before with the umask's mode, which kept other users out.
+        if let Ok(m) = std::fs::symlink_metadata(dir) {
+            if m.is_dir()
+                && m.uid() == nix::unistd::geteuid().as_raw()
+                && m.mode() & 0o7777 != 0o1777
+            {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+            }
         }
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -178,5 +187,21 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&own).expect("read"), "64\n");
         drop(me);
         assert!(!own.exists(), "a process's entry goes with it");
+    }
+
+    #[test]
+    fn the_ledger_is_open_to_every_user_however_it_was_made() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+        let fresh = d.path().join("new");
+        drop(HostLedger::open(&fresh, 0).expect("open"));
+        assert_eq!(mode(&fresh), 0o1777);
+        // One an older firebreak left with the umask's mode.
+        let old = d.path().join("old");
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        drop(HostLedger::open(&old, 0).expect("open"));
+        assert_eq!(mode(&old), 0o1777);
     }
 }

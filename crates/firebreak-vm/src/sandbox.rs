@@ -507,9 +507,10 @@ impl SandboxProvider for QemuProvider {
                             sb.watch_liveness(limit);
                         }
                         // The next restore's QEMU, started once this job is
-                        // past its first steps (a warm pool's jobs have their
-                        // VMs ready already).
-                        if let (Some(snap), VmOrigin::Restored) = (&snap, origin) {
+                        // past its first steps; not beside a warm pool, which
+                        // is refilling with whole VMs (the next jobs' already).
+                        if let (Some(snap), VmOrigin::Restored, None) = (&snap, origin, &self.pool)
+                        {
                             self.standby.replenish(&image, &cfg, snap);
                         }
                         return Ok(Box::new(sb) as Box<dyn Sandbox>);
