@@ -126,9 +126,28 @@ fn kill_job(root: &Path) {
 /// the step running now fails, saying which earlier command left the bomb, and the job
 /// fails with it. Returns false if nothing could be killed.
 pub(crate) fn end_bomb(root: &Path, why: &str) -> bool {
+    /// The cgroup last killed, and when.
+    static LAST: std::sync::Mutex<Option<(PathBuf, std::time::Instant)>> =
+        std::sync::Mutex::new(None);
     let (target, msg, only) = bomb_plan(root, why);
     if std::fs::write(target.join("cgroup.kill"), b"1").is_err() {
         return false;
+    }
+    // Thousands of processes take seconds to die under emulation, and the guard may trip
+    // again meanwhile: the same bomb is killed again, but said once.
+    let again = {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let again = last.as_ref().is_some_and(|(t, at)| {
+            *t == target && at.elapsed() < std::time::Duration::from_secs(30)
+        });
+        *last = Some((target.clone(), std::time::Instant::now()));
+        again
+    };
+    crate::guard::bomb_ended();
+    if again {
+        return true;
     }
     let _ = std::fs::write("/dev/kmsg", format!("firebreak: {msg}\n"));
     eprintln!("firebreak-agent: {msg}");
@@ -169,14 +188,10 @@ fn bomb_plan(root: &Path, why: &str) -> (PathBuf, String, Option<PathBuf>) {
 }
 
 /// The cgroup directly below `root` holding the most processes (its own and its
-/// descendants'), if any holds one.
+/// descendants', from their `cgroup.procs`: the command cgroups have no `pids` controller of
+/// their own), if any holds one.
 fn busiest(root: &Path) -> Option<PathBuf> {
-    let tasks = |dir: &Path| -> usize {
-        std::fs::read_to_string(dir.join("pids.current"))
-            .ok()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| crate::thrash::pids_under(dir).len())
-    };
+    let tasks = |dir: &Path| crate::thrash::pids_under(dir).len();
     std::fs::read_dir(root)
         .ok()?
         .flatten()
@@ -192,20 +207,22 @@ fn busiest(root: &Path) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    /// A job cgroup in a temp dir with command cgroups holding `tasks` processes each.
-    fn job(tasks: &[(&str, &str)]) -> tempfile::TempDir {
+    /// A job cgroup in a temp dir with command cgroups holding `tasks` processes each (in
+    /// their `cgroup.procs`).
+    fn job(tasks: &[(&str, u32)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
         for (name, n) in tasks {
             let cg = d.path().join(name);
             std::fs::create_dir(&cg).expect("cgroup");
-            std::fs::write(cg.join("pids.current"), format!("{n}\n")).expect("pids.current");
+            let pids: String = (1..=*n).map(|p| format!("{p}\n")).collect();
+            std::fs::write(cg.join("cgroup.procs"), pids).expect("cgroup.procs");
         }
         d
     }
 
     #[test]
     fn a_running_bomb_loses_only_its_own_processes() {
-        let d = job(&[("fb-exec-1", "3"), ("fb-exec-2", "2048")]);
+        let d = job(&[("fb-exec-1", 3), ("fb-exec-2", 2048)]);
         let (db, bomb) = (d.path().join("fb-exec-1"), d.path().join("fb-exec-2"));
         crate::guard::command_started(&db, "step 'Start the database'");
         crate::guard::command_ended(&db, false);
@@ -223,7 +240,7 @@ mod tests {
     fn a_bomb_an_ended_command_left_behind_ends_the_job_and_is_named() {
         // The classic `:(){ :|:& };:` returns at once; its processes fork on in its cgroup
         // while the next step runs.
-        let d = job(&[("fb-exec-1", "1900"), ("fb-exec-2", "1")]);
+        let d = job(&[("fb-exec-1", 1900), ("fb-exec-2", 1)]);
         let (bomb, next) = (d.path().join("fb-exec-1"), d.path().join("fb-exec-2"));
         crate::guard::command_started(&bomb, "step 'Run :(){ :|:& };:'");
         crate::guard::command_ended(&bomb, false);
@@ -241,7 +258,7 @@ mod tests {
 
     #[test]
     fn processes_of_no_known_command_end_the_job() {
-        let d = job(&[("elsewhere", "700"), ("empty", "0")]);
+        let d = job(&[("elsewhere", 700), ("empty", 0)]);
         let (target, msg, _) = bomb_plan(d.path(), "kept forking");
         assert_eq!(target, d.path());
         assert!(msg.starts_with("the job's processes kept forking"), "{msg}");

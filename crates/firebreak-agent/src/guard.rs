@@ -77,14 +77,14 @@ pub fn command_started(cgroup: &Path, label: &str) {
     });
 }
 
-/// Notes that the main process of the command in `cgroup` exited; `removed` when its cgroup
-/// went with it (nothing was left running), so it is forgotten.
+/// Notes that the main process of the command in `cgroup` exited (the first call counts);
+/// `removed` when its cgroup went with it (nothing was left running), so it is forgotten.
 pub fn command_ended(cgroup: &Path, removed: bool) {
     let mut cmds = locked(&COMMANDS);
     if removed {
         cmds.retain(|c| c.cgroup != cgroup);
     } else if let Some(c) = cmds.iter_mut().find(|c| c.cgroup == cgroup) {
-        c.ended = Some(Instant::now());
+        c.ended.get_or_insert_with(Instant::now);
     }
 }
 
@@ -95,6 +95,20 @@ pub fn command(cgroup: &Path) -> Option<(String, Option<Duration>)> {
         .iter()
         .find(|c| c.cgroup == cgroup)
         .map(|c| (c.label.clone(), c.ended.map(|t| t.elapsed())))
+}
+
+/// When a guard last ended a fork bomb ([`bomb_ended`]).
+static BOMB_ENDED: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Notes that a guard just ended a fork bomb.
+pub fn bomb_ended() {
+    *locked(&BOMB_ENDED) = Some(Instant::now());
+}
+
+/// Whether a guard ended a fork bomb less than `within` ago: the stall it caused then
+/// lingers in the memory pressure counters, and is no reason to kill what survived it.
+pub fn bomb_ended_within(within: Duration) -> bool {
+    locked(&BOMB_ENDED).is_some_and(|t| t.elapsed() < within)
 }
 
 /// Counts bad seconds in a row; trips at `needed` and starts over.

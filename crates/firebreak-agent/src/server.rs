@@ -733,7 +733,14 @@ async fn supervise(id: u64, mut run: Running, out: Out, routes: Routes) {
         () = run.cancel.at_least(1) => Ok("cancel"),
     };
     let killed = match stop {
-        Err(res) => res,
+        Err(res) => {
+            // Ended now, whatever it left running: a bomb it left is named as a finished
+            // command's from this moment, not after its output is drained.
+            if let Some(cg) = &run.cgroup {
+                crate::guard::command_ended(cg, false);
+            }
+            res
+        }
         Ok(why) => {
             if run.interrupt_first {
                 ask_to_stop(&mut run).await;

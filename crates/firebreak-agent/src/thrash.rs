@@ -88,6 +88,10 @@ pub fn start(root: PathBuf) {
 /// than [`crate::forkguard::SWARM`] processes (a fork bomb that ran into the memory limit before
 /// the pids limit) is ended as a fork bomb instead ([`crate::forkguard::end_bomb`]).
 fn kill_biggest(root: &Path) {
+    // The stall a fork bomb the fork guard just ended caused is no reason to kill a survivor.
+    if crate::guard::bomb_ended_within(Duration::from_secs(u64::from(SUSTAINED) + 1)) {
+        return;
+    }
     let page = 4096u64;
     let pids = pids_under(root);
     if pids.len() as u64 > crate::forkguard::SWARM
