@@ -878,7 +878,13 @@ fn an_image_that_is_not_there_is_named_before_any_job_runs() {
     )]);
     let o = r.run(&["push", "--sandbox", "qemu", "--image", "no-such-image"]);
     assert_eq!(o.code, 2, "{o:?}");
-    assert!(o.stderr.contains("no image no-such-image in"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("has a hash starting with no-such-image (asked for with --image")
+            && o.stderr
+                .contains("`firebreak image list` shows the images there"),
+        "{o:?}"
+    );
     assert!(!o.has("ran"), "{o:?}");
 }
 

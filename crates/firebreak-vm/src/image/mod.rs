@@ -683,9 +683,11 @@ impl ImageStore {
             ".tmp-{}-default",
             firebreak_runner::leftovers::tag()
         ));
-        if std::fs::write(&tmp, format!("{hash}\n")).is_ok()
-            && std::fs::rename(&tmp, dir.join(DEFAULT_MARK)).is_err()
-        {
+        use std::os::unix::fs::PermissionsExt;
+        // Readable by all, whatever the umask: under sudo the invoking user's runs read it.
+        let written = std::fs::write(&tmp, format!("{hash}\n")).is_ok()
+            && std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).is_ok();
+        if !written || std::fs::rename(&tmp, dir.join(DEFAULT_MARK)).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }
@@ -695,12 +697,15 @@ impl ImageStore {
     /// removing those no image uses (which then does not wait: [`PartsLock::Busy`]).
     fn parts_lock(&self, exclusive: bool) -> Result<PartsLock, ImageError> {
         let path = self.root.join(PARTS_LOCK);
-        let Ok(file) = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-        else {
+        // Read-only when it exists (a lock needs no more: one root made serves its users).
+        let opened = std::fs::File::open(&path).or_else(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        });
+        let Ok(file) = opened else {
             return Ok(PartsLock::Unavailable);
         };
         if !exclusive {
@@ -734,6 +739,10 @@ impl ImageStore {
             }
             std::fs::remove_dir_all(dir).map_err(io_err("remove", dir))
         };
+        // Before the images are listed: a build that finishes after the listing still holds
+        // its shared lock until its image is in place, so the parts it used are never
+        // counted as unused.
+        let parts = self.parts_lock(true)?;
         let mut kept_per_kind: BTreeMap<(String, Vec<String>), usize> = BTreeMap::new();
         let mut remaining = Vec::new();
         let marked = self.default_mark();
@@ -750,7 +759,10 @@ impl ImageStore {
                 remaining.push(img);
                 continue;
             }
-            if [opts.selected.as_ref(), marked.as_ref()].contains(&Some(&img.manifest.hash)) {
+            // The image runs boot is kept; an outdated one no run can boot is not.
+            if img.manifest.usable()
+                && [opts.selected.as_ref(), marked.as_ref()].contains(&Some(&img.manifest.hash))
+            {
                 report.kept.push((img.clone(), KeptWhy::Selected));
                 remaining.push(img);
                 continue;
@@ -809,7 +821,6 @@ impl ImageStore {
         }
         // Base trees and kernels no remaining image uses, unless a build (which may be about
         // to use one no image uses yet) is running.
-        let parts = self.parts_lock(true)?;
         report.parts_kept_for_build = matches!(parts, PartsLock::Busy);
         let used_bases: BTreeSet<String> =
             remaining.iter().map(|i| i.manifest.base.clone()).collect();
@@ -1495,12 +1506,13 @@ mod tests {
         }
         std::fs::create_dir_all(d.path().join("bases/being-built")).expect("base");
         let building = store.parts_lock(false).expect("a build's lock");
-        store.mark_default("older");
+        // An outdated default goes all the same: no run can boot it.
+        store.mark_default("stale");
         let opts = PruneOptions {
             keep: 1,
             snapshots: false,
             dry_run: false,
-            selected: None,
+            selected: Some("older".into()),
         };
         let r = store.prune(opts.clone()).expect("prune");
         let gone: Vec<&str> = r
