@@ -930,10 +930,20 @@ fn yaml_shapes_are_reported_where_github_reports_them() {
             "{errs:?}"
         );
     }
-    // An empty value inside a flow mapping is at the `,` or `}` that ends it.
+    // ... also after a comment on the `-`'s line.
+    assert!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    env:\n    - # a note\n\n      A=b\n    steps:\n    - run: echo\n")
+            .contains(&"w.yml:6:5: A sequence was not expected".to_string())
+    );
+    // An empty value inside a flow mapping is at the `,` or `}` that ends it, on its line or
+    // a later one.
     assert_eq!(
         errors("on: push\njobs:\n  a: {runs-on:   , steps: [{run: a}]}\n"),
         ["w.yml:3:18: Unexpected value ''"]
+    );
+    assert_eq!(
+        errors("on: push\njobs:\n  a: {runs-on: # none\n\n     , steps: [{run: a}]}\n"),
+        ["w.yml:5:6: Unexpected value ''"]
     );
     // A tag on a sequence or mapping is not checked, as by GitHub's readers.
     assert_eq!(

@@ -522,19 +522,83 @@ impl Loader<'_> {
     /// `-` before it on its line: a key's `:` or nothing.)
     fn block_seq_pos(&self, span: Span, pos: Pos) -> Pos {
         let idx = span.start.index();
-        let mut j = idx;
-        while j > 0 {
-            j -= 1;
-            match self.char_at(j) {
-                Some(' ' | '\t') => continue,
-                Some('-') => {
-                    let back = (idx - j) as u32;
-                    return Pos::new(pos.line, marker_pos(span.start).col.saturating_sub(back));
-                }
-                _ => break,
+        let mark = marker_pos(span.start);
+        let mut start = idx;
+        while start > 0 && !matches!(self.char_at(start - 1), Some('\n' | '\r')) {
+            start -= 1;
+        }
+        // What precedes the content on its line, less a comment (saphyr puts the content of
+        // `- # note` at the end of that line).
+        let before: String = (start..idx).filter_map(|i| self.char_at(i)).collect();
+        let code = match before
+            .char_indices()
+            .find(|&(i, c)| c == '#' && (i == 0 || before[..i].ends_with([' ', '\t'])))
+        {
+            Some((i, _)) => &before[..i],
+            None => &before,
+        };
+        let code = code.trim_end_matches([' ', '\t']);
+        if !code.is_empty() {
+            // `- x`: the `-` just before the content, on its line.
+            return if code.ends_with('-') {
+                Pos::new(mark.line, code.chars().count() as u32)
+            } else {
+                pos
+            };
+        }
+        // The content starts its line: the `-` may be alone on an earlier line, or before a
+        // comment (`- # note`), with only blank or comment lines between.
+        let mut line = mark.line;
+        let mut end = start;
+        while end > 0 && line > 1 {
+            let newline = end - 1;
+            let mut from = newline;
+            while from > 0 && self.char_at(from - 1) != Some('\n') {
+                from -= 1;
             }
+            line -= 1;
+            let text: String = (from..newline).filter_map(|i| self.char_at(i)).collect();
+            let text = text.trim_end_matches('\r');
+            let content = text.trim_start_matches([' ', '\t']);
+            if content.is_empty() || content.starts_with('#') {
+                end = from;
+                continue;
+            }
+            if let Some(rest) = content.strip_prefix('-') {
+                let after = rest.trim_start_matches([' ', '\t']);
+                if rest.is_empty() || (after.len() < rest.len() && after.starts_with('#')) {
+                    return Pos::new(line, (text.len() - content.len()) as u32 + 1);
+                }
+            }
+            break;
         }
         pos
+    }
+
+    /// Where an empty value after the `:` at `colon` (itself at `pos`) is: at the `,` or
+    /// closing bracket that ends it in a flow collection, past blanks, line breaks and
+    /// comments; else just after the `:`.
+    fn empty_value_pos(&self, colon: usize, pos: Pos) -> Pos {
+        // `col` is the column of the character at `j`.
+        let (mut j, mut line, mut col) = (colon + 1, pos.line, pos.col + 1);
+        loop {
+            match self.char_at(j) {
+                Some(' ' | '\t') => col += 1,
+                Some('\r') => {}
+                Some('\n') => {
+                    line += 1;
+                    col = 1;
+                }
+                Some('#') => {
+                    while !matches!(self.char_at(j + 1), Some('\n') | None) {
+                        j += 1;
+                    }
+                }
+                Some(',' | '}' | ']') => return Pos::new(line, col),
+                _ => return Pos::new(pos.line, pos.col + 1),
+            }
+            j += 1;
+        }
     }
 
     fn scalar(
@@ -556,15 +620,7 @@ impl Loader<'_> {
             // flow collection, at the `,` or closing bracket that ends it (the next token).
             let idx = span.start.index();
             if self.char_at(idx) == Some(':') {
-                let mut j = idx + 1;
-                while matches!(self.char_at(j), Some(' ' | '\t')) {
-                    j += 1;
-                }
-                pos.col += if matches!(self.char_at(j), Some(',' | '}' | ']')) {
-                    (j - idx) as u32
-                } else {
-                    1
-                };
+                pos = self.empty_value_pos(idx, pos);
             }
         }
         let kind = match tag.and_then(core_tag_name) {
