@@ -148,7 +148,7 @@ fn cpu_has_virt() -> bool {
         .unwrap_or(false)
 }
 
-/// A kernel to probe KVM with: the newest image's, else the host's.
+/// A kernel to probe KVM with: the default image's ([`ImageStore::latest`]), else the host's.
 fn probe_kernel(store: &ImageStore) -> Option<PathBuf> {
     if let Ok(img) = store.latest() {
         return Some(img.kernel());

@@ -320,11 +320,16 @@ impl JailerConfig {
         self.chroot_base.join(exec_name).join(id).join("root")
     }
 
-    /// The cgroups the jailer makes for VM `id`, given `mounts` (the text of `/proc/mounts`):
-    /// `<parent>/<id>` under the cgroup2 mount, or under each cgroup v1 hierarchy of a
-    /// controller the limits use.
-    pub fn cgroup_dirs(&self, mounts: &str, id: &str) -> Vec<PathBuf> {
-        let parent = self.parent_cgroup.as_deref().unwrap_or_default();
+    /// The cgroups the jailer makes for VM `id` of Firecracker binary `firecracker`, given
+    /// `mounts` (the text of `/proc/mounts`): `<parent>/<id>` under the cgroup2 mount, or
+    /// under each cgroup v1 hierarchy of a controller the limits use; the parent is
+    /// [`Self::parent_cgroup`], else (as the jailer does) the binary's file name.
+    pub fn cgroup_dirs(&self, mounts: &str, firecracker: &Path, id: &str) -> Vec<PathBuf> {
+        let exec_name = firecracker
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "firecracker".into());
+        let parent = self.parent_cgroup.as_deref().unwrap_or(&exec_name);
         let mut dirs: Vec<PathBuf> = Vec::new();
         for line in mounts.lines() {
             let mut f = line.split_whitespace();
@@ -911,7 +916,7 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
             let dir = j.chroot_dir(&binary, &id);
             let remove = dir.parent().map(Path::to_path_buf).unwrap_or(dir.clone());
             let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-            let cgroups = j.cgroup_dirs(&mounts, &id);
+            let cgroups = j.cgroup_dirs(&mounts, &binary, &id);
             // What jailed VMs of runners that died left: jails (with their disk copies) and
             // cgroups, named with the dead runner's pid like this one.
             if let Some(jails) = remove.parent() {
@@ -1778,7 +1783,7 @@ mod tests {
         let j = JailerConfig::new("/j", 1000, 1000);
         let unified = "sysfs /sys sysfs rw 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
         assert_eq!(
-            j.cgroup_dirs(unified, "fb-1-2-3"),
+            j.cgroup_dirs(unified, Path::new("/usr/bin/firecracker"), "fb-1-2-3"),
             [PathBuf::from("/sys/fs/cgroup/firebreak/fb-1-2-3")]
         );
         let hybrid = "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0\n\
@@ -1789,11 +1794,18 @@ mod tests {
         let mut v1 = j.clone();
         v1.cgroup_version = 1;
         assert_eq!(
-            v1.cgroup_dirs(hybrid, "fb-9"),
+            v1.cgroup_dirs(hybrid, Path::new("/fc"), "fb-9"),
             ["cpu,cpuacct", "memory", "pids"]
                 .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}/firebreak/fb-9")))
         );
-        assert!(j.cgroup_dirs("", "fb-9").is_empty());
+        assert!(j.cgroup_dirs("", Path::new("/fc"), "fb-9").is_empty());
+        // Without a parent, the jailer's default: the binary's name.
+        let mut no_parent = j.clone();
+        no_parent.parent_cgroup = None;
+        assert_eq!(
+            no_parent.cgroup_dirs(unified, Path::new("/opt/fc-v1.9"), "fb-1"),
+            [PathBuf::from("/sys/fs/cgroup/fc-v1.9/fb-1")]
+        );
     }
 
     /// Teardown removes the jail and its (empty) cgroups.

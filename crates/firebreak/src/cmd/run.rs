@@ -218,7 +218,7 @@ pub struct RunArgs {
     vm_memory: Option<u64>,
     /// Root filesystem (GiB) of a job's microVM when its `runs-on` labels give no disk size
     /// (`20gb-disk`…) [default: the repository's `.github/firebreak.yml` `vm.disk`, else the
-    /// image's: ~4 GiB free].
+    /// image's, ~4.7 GiB].
     #[arg(
         long = "vm-disk",
         value_name = "GIB",
