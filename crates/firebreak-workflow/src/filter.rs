@@ -44,9 +44,9 @@
 //! * `paths`: at least one changed file must be included. `paths-ignore`: at least one changed
 //!   file must not be ignored. When both are given both must hold. With no changed files at
 //!   all, a defined path filter is not satisfied.
-//! * Only the first [`MAX_DIFF_FILES`] (3,000) changed files are considered, as GitHub's diff
-//!   is limited to 3,000 files ("Git diff comparisons" in GitHub's workflow syntax docs; older
-//!   versions of that page said 300): a match further down the list does not count.
+//! * Only the first [`MAX_DIFF_FILES`] (300) changed files are considered: "Diffs are limited
+//!   to 300 files" ("Git diff comparisons" in GitHub's workflow syntax docs), and a match
+//!   further down the list does not count.
 //! * Changed files unknown (`None`: more than 1,000 commits pushed, or the diff timed out) →
 //!   path filters pass, as GitHub always runs the workflow then.
 //! * `pull_request` filters `branches`/`branches-ignore` against the **base** branch; tag
@@ -74,7 +74,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// GitHub evaluates path filters against at most this many changed files.
-pub const MAX_DIFF_FILES: usize = 3_000;
+pub const MAX_DIFF_FILES: usize = 300;
 
 /// The ref and path filters of one `push` or `pull_request` trigger. `None` = key absent;
 /// `Some(vec![])` = key present with no patterns (includes/ignores nothing).
@@ -893,7 +893,7 @@ mod tests {
         ));
         assert!(!push_matches(&ignore, "refs/heads/main", Some(&[])));
 
-        // Only the first 3,000 files count.
+        // Only the first 300 files count.
         let mut many: Vec<String> = (0..MAX_DIFF_FILES)
             .map(|i| format!("docs/{i}.md"))
             .collect();

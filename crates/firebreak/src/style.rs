@@ -91,6 +91,45 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A line of a job's output made safe to print on a terminal: colour and style sequences
+/// (SGR, `ESC [ … m`) stay, as GitHub's log viewer shows them; every other control character
+/// but a tab is written as an escape (`\x1b`…), so that a job cannot move the cursor, clear
+/// or retitle the terminal, write the clipboard (OSC 52) or draw over the run's own lines.
+pub fn terminal_safe(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut rest = line;
+    while let Some(c) = rest.chars().next() {
+        if let Some(len) = sgr_len(rest) {
+            out.push_str(&rest[..len]);
+            rest = &rest[len..];
+            continue;
+        }
+        match c {
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The length of the SGR sequence (`ESC [ 1;31 m`) `s` starts with, if it starts with one.
+fn sgr_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.first() != Some(&0x1b) || b.get(1) != Some(&b'[') {
+        return None;
+    }
+    let params = b[2..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit() || **c == b';' || **c == b':')
+        .count();
+    (b.get(2 + params) == Some(&b'm')).then_some(3 + params)
+}
+
 /// A workflow error or warning as one line: `path:line:col: message` (`path: message` for
 /// one GitHub gives no position, such as an empty file), control characters escaped.
 pub fn diagnostic_line(path: &str, line: u32, col: u32, message: &str, warning: bool) -> String {
@@ -105,7 +144,28 @@ pub fn diagnostic_line(path: &str, line: u32, col: u32, message: &str, warning: 
 
 #[cfg(test)]
 mod tests {
-    use super::{diagnostic_line, printable};
+    use super::{diagnostic_line, printable, terminal_safe};
+
+    #[test]
+    fn job_output_keeps_its_colours_but_cannot_drive_the_terminal() {
+        assert_eq!(terminal_safe("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            terminal_safe("\x1b[1;31mred\x1b[0m ok"),
+            "\x1b[1;31mred\x1b[0m ok",
+            "colours stay"
+        );
+        // Clipboard (OSC 52), clear screen, cursor up and erase line, a bell.
+        assert_eq!(
+            terminal_safe("x\x1b]52;c;SGVsbG8=\x07y\x1b[2J\x1b[1A\x1b[2Kforged"),
+            "x\\x1b]52;c;SGVsbG8=\\x07y\\x1b[2J\\x1b[1A\\x1b[2Kforged"
+        );
+        assert_eq!(
+            terminal_safe("\x1b[31"),
+            "\\x1b[31",
+            "an unfinished sequence"
+        );
+        assert_eq!(terminal_safe("é\u{9b}2J"), "é\\x9b2J", "C1's CSI too");
+    }
 
     #[test]
     fn a_diagnostic_without_a_position_names_only_its_file() {

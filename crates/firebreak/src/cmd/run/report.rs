@@ -345,24 +345,28 @@ impl Reporter {
                 self.out(job_name, &line);
             }
             Event::Output { kind, line, .. } => {
+                // The log file keeps the line as it came; the terminal gets it defused.
+                let safe = style::terminal_safe(line);
                 let (logline, shown) = match kind {
                     LineKind::Stdout | LineKind::Stderr => {
-                        (format!("| {line}"), format!("  | {line}"))
+                        (format!("| {line}"), format!("  | {safe}"))
                     }
-                    LineKind::Group => (format!("▸ {line}"), format!("  ▸ {}", style::bold(line))),
+                    LineKind::Group => (format!("▸ {line}"), format!("  ▸ {}", style::bold(&safe))),
                     LineKind::EndGroup => return,
                     LineKind::Debug => (
                         format!("[debug] {line}"),
-                        format!("  {}", style::dim(&format!("[debug] {line}"))),
+                        format!("  {}", style::dim(&format!("[debug] {safe}"))),
                     ),
-                    LineKind::Info => (format!("[info] {line}"), format!("  {}", style::dim(line))),
+                    LineKind::Info => {
+                        (format!("[info] {line}"), format!("  {}", style::dim(&safe)))
+                    }
                     LineKind::Warning => (
                         format!("[warning] {line}"),
-                        format!("  {} {line}", yellow("warning:")),
+                        format!("  {} {safe}", yellow("warning:")),
                     ),
                     LineKind::Error => (
                         format!("[error] {line}"),
-                        format!("  {} {line}", style::red("error:")),
+                        format!("  {} {safe}", style::red("error:")),
                     ),
                 };
                 self.log(job_name, &logline);
@@ -378,10 +382,11 @@ impl Reporter {
                 };
                 let text = format!("{level}{loc}: {}", annotation.message);
                 self.log(job_name, &format!("[{text}]"));
+                let safe = style::terminal_safe(&text);
                 let shown = match level.as_str() {
-                    "error" => style::red(&text),
-                    "warning" => yellow(&text),
-                    _ => text.clone(),
+                    "error" => style::red(&safe),
+                    "warning" => yellow(&safe),
+                    _ => safe.into_owned(),
                 };
                 self.out(job_name, &format!("  {shown}"));
             }
