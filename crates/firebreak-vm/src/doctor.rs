@@ -327,11 +327,20 @@ pub async fn doctor(opts: &DoctorOptions) -> DoctorReport {
         notes.push("missing tools (see checks)".into());
     }
     if !root {
-        notes.push("needs root".into());
+        notes.push(
+            "needs root: `sudo firebreak image build` builds into your own cache and gives you the image"
+                .into(),
+        );
+    }
+    // The agent `image build` would install when not told which (`--agent`).
+    let agent = crate::image::locate_agent();
+    match &agent {
+        Ok(p) => notes.push(format!("guest agent: {}", p.display())),
+        Err(e) => notes.push(e.to_string()),
     }
     backends.push(BackendStatus {
         name: "image build".into(),
-        works: image_tools_ok && root,
+        works: image_tools_ok && root && agent.is_ok(),
         notes,
     });
 

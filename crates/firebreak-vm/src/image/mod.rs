@@ -314,7 +314,7 @@ pub enum ImageError {
         package: &'static str,
     },
     /// Building needs root (debootstrap, device nodes).
-    #[error("building an image needs root ({0})")]
+    #[error("building an image needs root ({0}): run it with sudo (`sudo firebreak image build …`), which builds into your own cache and gives you the image")]
     NeedsRoot(&'static str),
     /// The agent binary is missing or not statically linked.
     #[error("agent binary {path}: {reason}. Build it with: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p firebreak-agent --target x86_64-unknown-linux-gnu")]
