@@ -39,6 +39,9 @@ pub struct GitState {
     pub merge_base: String,
     /// Files changed between the merge base and HEAD: a pull request's diff.
     pub pr_changed_files: Option<Vec<String>>,
+    /// A tag at HEAD's commit (`refs/tags/<name>`; an annotated one first), whatever branch
+    /// HEAD is on: what a synthesised release is of.
+    pub head_tag: Option<String>,
 }
 
 /// See [`GitState::default_branch`].
@@ -129,6 +132,38 @@ pub fn repository_from_url(url: &str) -> Option<String> {
     }
 }
 
+/// The tag a synthesised release is of: the ref named or HEAD's when it is a tag, else (HEAD
+/// on a branch no `--ref` named) a tag at HEAD's commit.
+fn release_tag(gs: &GitState) -> Option<&str> {
+    if let Some(tag) = gs.git_ref.strip_prefix("refs/tags/") {
+        return Some(tag);
+    }
+    if gs.ref_named {
+        return None;
+    }
+    gs.head_tag.as_deref()?.strip_prefix("refs/tags/")
+}
+
+/// A tag at HEAD's commit (`refs/tags/<name>`): annotated tags before lightweight ones (a
+/// release before a moving `latest`), as `git describe` prefers them.
+fn tag_at_head(repo: &Path) -> Option<String> {
+    let tags: Vec<String> = git(
+        repo,
+        &[
+            "for-each-ref",
+            "--points-at",
+            "HEAD",
+            "--format=%(objecttype) %(refname)",
+            "refs/tags",
+        ],
+    )
+    .map(|out| out.lines().map(str::to_string).collect())
+    .unwrap_or_default();
+    let annotated = tags.iter().find_map(|t| t.strip_prefix("tag "));
+    let any = tags.iter().find_map(|t| t.split_once(' ').map(|(_, r)| r));
+    annotated.or(any).map(str::to_string)
+}
+
 /// The ref an event at a detached HEAD most likely names: a tag at HEAD's commit, else a local
 /// branch there (`default_branch` first), else a remote-tracking one (`origin/x` →
 /// `refs/heads/x`). `None` when no ref points at the commit.
@@ -141,13 +176,8 @@ fn ref_at_detached_head(repo: &Path, default_branch: &str) -> Option<String> {
         .map(|out| out.lines().map(str::to_string).collect())
         .unwrap_or_default()
     };
-    // Annotated tags before lightweight ones (a release before a moving `latest`), as
-    // `git describe` prefers them.
-    let tags = at("refs/tags", "--format=%(objecttype) %(refname)");
-    let annotated = tags.iter().find_map(|t| t.strip_prefix("tag "));
-    let any = tags.iter().find_map(|t| t.split_once(' ').map(|(_, r)| r));
-    if let Some(tag) = annotated.or(any) {
-        return Some(tag.to_string());
+    if let Some(tag) = tag_at_head(repo) {
+        return Some(tag);
     }
     let default = format!("refs/heads/{default_branch}");
     let local = at("refs/heads", "--format=%(refname)");
@@ -323,6 +353,7 @@ pub fn git_state(repo: &Path) -> GitState {
         })
         .flatten()
         .map(|s| s.lines().map(str::to_string).collect());
+    let head_tag = (!sha.is_empty()).then(|| tag_at_head(repo)).flatten();
     GitState {
         sha,
         git_ref,
@@ -337,6 +368,7 @@ pub fn git_state(repo: &Path) -> GitState {
         default_branch,
         merge_base,
         pr_changed_files,
+        head_tag,
     }
 }
 
@@ -570,9 +602,10 @@ pub fn synthesize_payload(gs: &GitState, event: &str, repository: &str, actor: &
                 "pusher_type": "user", "repository": repo_obj, "sender": {"login": actor},
             })
         }
-        // A release of the tag HEAD is at, when it is at one.
-        "release" if gs.git_ref.starts_with("refs/tags/") => {
-            let tag = &gs.git_ref["refs/tags/".len()..];
+        // A release of the tag HEAD is at, when it is at one (the ref named, else a tag at
+        // HEAD's commit whatever branch HEAD is on).
+        "release" if release_tag(gs).is_some() => {
+            let tag = release_tag(gs).unwrap_or_default();
             json!({
                 "action": "published",
                 "release": {
@@ -725,6 +758,16 @@ mod tests {
         run(&["tag", "latest"]);
         run(&["tag", "-a", "v1", "-m", "release"]);
         assert_eq!(git_state(d.path()).git_ref, "refs/tags/v1");
+        // On a branch, a synthesised release is of the tag at HEAD's commit all the same,
+        // unless `--ref` named a branch.
+        run(&["checkout", "-q", "main"]);
+        let mut gs = git_state(d.path());
+        assert_eq!(gs.git_ref, "refs/heads/main");
+        let release = synthesize_payload(&gs, "release", "o/r", "me");
+        assert_eq!(release["release"]["tag_name"], "v1", "{release}");
+        set_ref(d.path(), &mut gs, "main");
+        assert!(synthesize_payload(&gs, "release", "o/r", "me")["release"].is_null());
+        run(&["checkout", "-q", "--detach"]);
         // A commit no local ref points at, but a remote-tracking branch does.
         run(&["commit", "-q", "--allow-empty", "-m", "b"]);
         run(&["update-ref", "refs/remotes/pull/7/merge", "HEAD"]);

@@ -1929,6 +1929,19 @@ fn list_and_dry_run_show_the_selection_a_run_would_make() {
     assert_eq!(o.code, 0, "{o:?}");
     let v: serde_json::Value = serde_json::from_str(&o.stdout).expect("one JSON document");
     assert_eq!(v["workflows"][0]["jobs"].as_array().map(Vec::len), Some(1));
+    // The `if:`s the event decides, as `firebreak plan` shows them.
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  a:\n    if: github.event_name == 'pull_request'\n    runs-on: x\n    steps:\n      - run: echo\n  b:\n    needs: a\n    runs-on: x\n    steps:\n      - run: echo\n  c:\n    runs-on: x\n    steps:\n      - run: echo\n",
+    )]);
+    let o = r.run(&["--list"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.has("[0] a  → skipped (if: success() && (github.event_name == 'pull_request'))")
+            && o.has("[1] b  needs: a  → skipped (if: success())"),
+        "{o:?}"
+    );
+    assert!(o.stdout.lines().any(|l| l == "  [0] c"), "{o:?}");
 }
 
 #[test]

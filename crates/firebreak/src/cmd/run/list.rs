@@ -62,7 +62,7 @@ pub fn print(
     if p.workflows.is_empty() {
         crate::outln!("no workflow runs on '{}'", p.event)?;
     }
-    for w in &p.workflows {
+    for (wi, w) in p.workflows.iter().enumerate() {
         crate::outln!("{} ({})", style::bold(&w.name), w.path)?;
         for e in &w.errors {
             crate::outln!("  {}: {e}", style::red("error"))?;
@@ -82,7 +82,23 @@ pub fn print(
                     Some(n) if n != j.id => format!(" \"{}\"", style::printable(n)),
                     _ => String::new(),
                 };
-                crate::outln!("  [{i}] {}{name}{}", j.id, style::dim(&needs))?;
+                // The `if:` decided from the event, as `firebreak plan` decides it.
+                let decided = match verdicts
+                    .get(wi)
+                    .and_then(|v| v.get(&j.id.to_ascii_lowercase()))
+                {
+                    Some(crate::jobif::Verdict::Skipped) => {
+                        format!("  → skipped (if: {})", j.if_condition)
+                    }
+                    Some(crate::jobif::Verdict::Fails(e)) => format!("  → fails: {e}"),
+                    _ => String::new(),
+                };
+                crate::outln!(
+                    "  [{i}] {}{name}{}{}",
+                    j.id,
+                    style::dim(&needs),
+                    style::dim(&style::printable(&decided))
+                )?;
                 match &j.matrix {
                     MatrixPlan::Legs { legs } if legs.is_empty() => {
                         crate::outln!("        - no matrix leg matches --matrix: skipped")?
