@@ -520,7 +520,9 @@ fn plan_workflow(path: &str, wf: &Arc<Workflow>) -> WorkflowPlan {
             let Some(job) = wf.jobs.get(i) else { continue };
             ids.push(job.id.clone());
             let mut jp = plan_job(job, layer_idx);
-            if let MatrixPlan::Invalid { error } = &jp.matrix {
+            // A literal matrix that cannot expand is the workflow's error; one an expression
+            // makes fails its job alone when it runs, as GitHub evaluates a job's strategy.
+            if let (MatrixPlan::Invalid { error }, false) = (&jp.matrix, has_expression(job)) {
                 errors.push(format!("Job '{}': {error}", job.id));
             }
             // `fail-fast: ${{ fromJSON('false') }}` reads nothing the run adds: decided now.
@@ -606,15 +608,34 @@ fn strategy_contexts(job: &Job) -> Option<Vec<String>> {
     Some(contexts)
 }
 
-/// Sets `jp`'s `fail-fast` and `max-parallel` from [`strategy_settings`] over `ctx`. One
-/// that does not evaluate is left to the run, which fails that job alone (as GitHub does),
-/// not the workflow.
+/// Sets `jp`'s `fail-fast` and `max-parallel` from [`strategy_settings`] over `ctx`, which
+/// knows every context they read. One that does not evaluate fails that job alone when it
+/// runs (as GitHub does), not the workflow: the plan says so as an invalid matrix, which the
+/// run fails the job with.
 fn settle_strategy(jp: &mut JobPlan, ctx: &dyn firebreak_expr::Context) {
-    if let Ok((fail_fast, max_parallel)) = strategy_settings(&jp.job, ctx) {
-        jp.fail_fast = fail_fast;
-        jp.max_parallel = max_parallel.filter(|n| *n >= 1.0).map(|n| n as u64);
-        jp.strategy_deferred = None;
+    jp.strategy_deferred = None;
+    match strategy_settings(&jp.job, ctx) {
+        Ok((fail_fast, max_parallel)) => {
+            jp.fail_fast = fail_fast;
+            jp.max_parallel = max_parallel.filter(|n| *n >= 1.0).map(|n| n as u64);
+        }
+        Err(error) => jp.matrix = MatrixPlan::Invalid { error },
     }
+}
+
+/// Whether `job`'s strategy holds an expression (a whole `strategy: ${{ }}`, or one in it).
+fn has_expression(job: &Job) -> bool {
+    job.strategy.as_ref().is_some_and(|s| {
+        s.token.is_expression() || s.matrix.as_ref().is_some_and(Token::contains_expression)
+    }) || strategy_contexts(job).is_some()
+}
+
+/// An error of `job`'s strategy as GitHub's evaluator words it.
+fn strategy_error(job: &Job, error: impl std::fmt::Display) -> String {
+    format!(
+        "Error when evaluating 'strategy' for job '{}'. {error}",
+        job.id
+    )
 }
 
 fn plan_job(job: &Arc<Job>, layer: usize) -> JobPlan {
@@ -679,12 +700,18 @@ fn evaluate_matrix(job: &Job, ctx: &dyn firebreak_expr::Context) -> MatrixPlan {
         return MatrixPlan::None;
     };
     let m = s.matrix.as_ref();
-    match m.unwrap_or(&s.token).evaluate_merged(ctx) {
+    let plan = match m.unwrap_or(&s.token).evaluate_merged(ctx) {
         Ok(v) if m.is_some() => expand_value(v, job),
         Ok(v) => expand_value(v.get("matrix").cloned().unwrap_or(Value::Null), job),
         Err(e) => MatrixPlan::Invalid {
             error: e.to_string(),
         },
+    };
+    match plan {
+        MatrixPlan::Invalid { error } => MatrixPlan::Invalid {
+            error: strategy_error(job, error),
+        },
+        plan => plan,
     }
 }
 
@@ -707,10 +734,8 @@ pub fn resolve_deferred(
         if !all_known(contexts) {
             continue;
         }
+        // One that cannot expand fails its job alone when it runs.
         jp.matrix = evaluate_matrix(&jp.job, ctx);
-        if let MatrixPlan::Invalid { error } = &jp.matrix {
-            plan.errors.push(format!("Job '{}': {error}", jp.id));
-        }
     }
 }
 
@@ -1136,14 +1161,58 @@ mod tests {
         assert_eq!(names(0), ["a (1)", "a (2)"]);
         assert_eq!(names(1), ["b (l)", "b (m)"]);
         assert_eq!(names(2), ["c (3, 4)"]);
-        // Known now, and wrong now: the error the run would hit, not "decided at run time".
-        for i in [3, 4] {
-            assert!(
-                matches!(&p.workflows[0].jobs[i].matrix, MatrixPlan::Invalid { .. }),
-                "job {i}: {:?}",
-                p.workflows[0].jobs[i].matrix
-            );
+        // Known now, and wrong now: the error the run would hit, not "decided at run time";
+        // the job's alone (the run fails it), not the workflow's.
+        for (i, id) in [(3, "d"), (4, "e")] {
+            match &p.workflows[0].jobs[i].matrix {
+                MatrixPlan::Invalid { error } => assert!(
+                    error.starts_with(&format!(
+                        "Error when evaluating 'strategy' for job '{id}'. "
+                    )),
+                    "{error}"
+                ),
+                other => panic!("job {i}: {other:?}"),
+            }
         }
+        // (Its only error: these jobs have no steps.)
+        assert!(
+            !p.workflows[0].errors.iter().any(|e| e.contains("strategy")),
+            "{:?}",
+            p.workflows[0].errors
+        );
+    }
+
+    /// A strategy setting whose expression reads only what the event tells is decided with
+    /// the event: a wrong value fails the job, as the run would, instead of being left for
+    /// "run time".
+    #[test]
+    fn a_strategy_setting_the_event_decides_wrongly_fails_its_job() {
+        let w = wf(concat!(
+            "on: push\njobs:\n",
+            "  c:\n    runs-on: x\n    strategy:\n      max-parallel: ${{ github.event_name }}\n      matrix:\n        v: [1]\n",
+            "  d:\n    runs-on: x\n    strategy:\n      max-parallel: ${{ github.event_name == 'push' && 2 || 1 }}\n      matrix:\n        v: [1]\n",
+        ));
+        let mut p = plan(&[("w.yml", w)], &push("refs/heads/main", None));
+        let mut ctx: IndexMap<String, Value> = IndexMap::new();
+        ctx.insert(
+            "github".into(),
+            Value::from_json(&serde_json::json!({"event_name": "push"})),
+        );
+        resolve_deferred(&mut p.workflows[0], &["github"], &ctx);
+        let jobs = &p.workflows[0].jobs;
+        match &jobs[0].matrix {
+            MatrixPlan::Invalid { error } => assert_eq!(
+                error,
+                "Error when evaluating 'strategy' for job 'c'. Unexpected value 'push'"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(jobs[0].strategy_deferred, None);
+        assert_eq!(
+            (jobs[1].max_parallel, &jobs[1].strategy_deferred),
+            (Some(2), &None)
+        );
+        assert!(!p.workflows[0].errors.iter().any(|e| e.contains("strategy")));
     }
 
     #[test]

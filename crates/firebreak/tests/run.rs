@@ -2740,3 +2740,30 @@ jobs:
     );
     assert!(!o.has("inner ran"), "{o:?}");
 }
+
+/// A matrix or strategy setting an expression gets wrong fails its job alone, as GitHub
+/// evaluates a job's strategy when the job starts: the other jobs run.
+#[test]
+fn a_strategy_an_expression_gets_wrong_fails_only_its_job() {
+    let r = repo(&[(
+        WF,
+        "on: push\njobs:\n  ok:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ok-ran\n  bad:\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        os: ${{ fromJSON('[]') }}\n    steps:\n      - run: echo bad-ran\n  worse:\n    runs-on: ubuntu-latest\n    strategy:\n      max-parallel: ${{ github.event_name }}\n    steps:\n      - run: echo worse-ran\n",
+    )]);
+    let p = r.run(&["--list"]);
+    assert_eq!(p.code, 0, "{p:?}");
+    assert!(
+        p.has("→ fails: Error when evaluating 'strategy' for job 'bad'. Matrix vector 'os' does not contain any values")
+            && p.has("→ fails: Error when evaluating 'strategy' for job 'worse'. Unexpected value 'push'"),
+        "{p:?}"
+    );
+    let o = r.host(&[]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.has("ok-ran") && !o.has("bad-ran") && !o.has("worse-ran"),
+        "{o:?}"
+    );
+    assert!(
+        o.has("Error when evaluating 'strategy' for job 'bad'. Matrix vector 'os' does not contain any values"),
+        "{o:?}"
+    );
+}

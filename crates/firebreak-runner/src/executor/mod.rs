@@ -935,30 +935,31 @@ fn expand(
                 _ => (IndexMap::new(), l.name.clone()),
             })
             .collect()),
-        MatrixPlan::Invalid { error } => Err(format!("Job '{}': {error}", jp.id)),
+        // Worded by the planner as GitHub words it ("Error when evaluating 'strategy' …").
+        MatrixPlan::Invalid { error } => Err(error.clone()),
         MatrixPlan::Deferred { .. } => {
             let s = jp
                 .job
                 .strategy
                 .as_ref()
                 .ok_or_else(|| "strategy is missing".to_string())?;
+            let failed = |e: &dyn std::fmt::Display| {
+                format!("Error when evaluating 'strategy' for job '{}'. {e}", jp.id)
+            };
             let m = match &s.matrix {
-                Some(t) => eval_token(t, ctx)
-                    .map_err(|e| format!("Job '{}': strategy.matrix: {e}", jp.id))?,
+                Some(t) => eval_token(t, ctx).map_err(|e| failed(&e))?,
                 None => {
-                    let v = eval_token(&s.token, ctx)
-                        .map_err(|e| format!("Job '{}': strategy: {e}", jp.id))?;
+                    let v = eval_token(&s.token, ctx).map_err(|e| failed(&e))?;
                     v.get("matrix").cloned().unwrap_or(Value::Null)
                 }
             };
             let Value::Object(map) = m else {
-                return Err(format!(
-                    "Job '{}': the matrix must evaluate to a mapping, got {}",
-                    jp.id,
+                return Err(failed(&format!(
+                    "the matrix must evaluate to a mapping, got {}",
                     m.kind_name()
-                ));
+                )));
             };
-            let legs = matrix::expand_legs(&map).map_err(|e| format!("Job '{}': {e}", jp.id))?;
+            let legs = matrix::expand_legs(&map).map_err(|e| failed(&e))?;
             Ok(legs
                 .into_iter()
                 .map(|l| (l.name(display), l.matrix))

@@ -402,7 +402,9 @@ fn job_rows(
                 )]
             }
             MatrixPlan::Invalid { error } => {
-                vec![format!("{shown} (invalid matrix: {error})")]
+                // The run fails the job with it (GitHub evaluates a job's strategy as the job
+                // starts).
+                vec![format!("{shown}  → fails: {error}")]
             }
         };
         let layer = if top.is_some() {

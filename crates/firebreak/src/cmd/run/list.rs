@@ -112,9 +112,7 @@ pub fn print(
                         "        - matrix evaluated at run time (reads {})",
                         contexts.join(", ")
                     )?,
-                    MatrixPlan::Invalid { error } => {
-                        crate::outln!("        - invalid matrix: {error}")?
-                    }
+                    MatrixPlan::Invalid { error } => crate::outln!("        → fails: {error}")?,
                     MatrixPlan::None => {}
                 }
                 if dry {
