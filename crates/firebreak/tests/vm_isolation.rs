@@ -50,6 +50,8 @@ jobs:
           test "$(cat /proc/sys/kernel/random/boot_id)" != "@HOST_BOOT_ID@"
           test "$(nproc)" = 1
           echo "memory $(sed -n 's/^MemTotal: *//p' /proc/meminfo)"
+          # Open files as GitHub's hosted runners allow.
+          echo "open files $(ulimit -n)"
       # Nothing of the host's environment: the guest's own PATH, no host toolchains.
       - run: |
           test "$PATH" = /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin || { echo "PATH=$PATH"; exit 1; }
@@ -326,6 +328,7 @@ fn a_workflow_in_microvms_proves_isolation() {
     assert!(r.has("[leftbomb] left bomb over"), "{ctx}");
     assert_eq!(r.code, Some(1), "a failed job fails the run\n{ctx}");
     assert!(r.has("[kernel] big env 70000"), "{ctx}");
+    assert!(r.has("[kernel] open files 65536"), "{ctx}");
     let refused = r
         .log
         .iter()

@@ -334,6 +334,9 @@ fn run_quiet(argv: &[&str]) {
     }
 }
 
+/// The guest's open-file limit (soft and hard), as on GitHub's hosted runners.
+const OPEN_FILES: u64 = 65_536;
+
 fn setup_guest() {
     mount("proc", "/proc", "proc", None);
     mount("sysfs", "/sys", "sysfs", None);
@@ -358,6 +361,16 @@ fn setup_guest() {
     let _ = std::os::unix::fs::symlink("/proc/self/fd/1", "/dev/stdout");
     let _ = std::os::unix::fs::symlink("/proc/self/fd/2", "/dev/stderr");
     let _ = nix::unistd::sethostname("firebreak");
+    // Open files per process as GitHub's hosted runners allow (`ulimit -n` 65536; the
+    // kernel's default is 1024, which large test suites run into). Every process of the
+    // guest inherits it from here.
+    if let Err(e) = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        OPEN_FILES,
+        OPEN_FILES,
+    ) {
+        log(&format!("cannot raise the open-file limit: {e}"));
+    }
     machine_id_on_tmpfs();
     if let Err(e) = firebreak_agent::netif::set_up("lo") {
         log(&format!("cannot bring lo up: {e}"));
