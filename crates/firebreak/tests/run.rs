@@ -2767,3 +2767,33 @@ fn a_strategy_an_expression_gets_wrong_fails_only_its_job() {
         "{o:?}"
     );
 }
+
+/// A JavaScript action for a newer Node.js than the job's runs on the job's, with a warning
+/// saying so.
+#[test]
+fn an_action_for_a_newer_node_runs_with_a_warning() {
+    let r = repo(&[
+        (
+            WF,
+            "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./act\n",
+        ),
+        (
+            "act/action.yml",
+            "name: a\nruns:\n  using: node24\n  main: index.js\n",
+        ),
+        ("act/index.js", "console.log('ran on ' + process.version)\n"),
+    ]);
+    let o = r.host(&[]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.has("ran on v"), "{o:?}");
+    let major: u32 = Command::new("node")
+        .arg("-p")
+        .arg("process.versions.node.split('.')[0]")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(0);
+    let warned =
+        o.has("warning: This action declares `using: node24`; the job runs it on Node.js v");
+    assert_eq!(warned, major < 24, "node {major}: {o:?}");
+}

@@ -1432,7 +1432,13 @@ impl LegRunner {
                         self.pre_done.insert(state_key.clone());
                         let cond = pre_if.clone().unwrap_or_else(|| "always()".into());
                         if ictx.condition(&cond).unwrap_or(false) {
-                            let script = node_script(self.base_path(), &info.path, pre);
+                            let script = node_script(
+                                self.base_path(),
+                                &info.path,
+                                pre,
+                                using,
+                                &self.layout.temp,
+                            );
                             let o = self
                                 .run_node_entry(script, action_env.clone(), &state_key, timeout)
                                 .await;
@@ -1446,10 +1452,9 @@ impl LegRunner {
                         }
                     }
                 }
-                self.check_node_version(using);
                 let o = self
                     .run_node_entry(
-                        node_script(self.base_path(), &info.path, main),
+                        node_script(self.base_path(), &info.path, main, using, &self.layout.temp),
                         action_env.clone(),
                         &state_key,
                         timeout,
@@ -1458,7 +1463,13 @@ impl LegRunner {
                 if let Some(post) = post {
                     self.post.push(PostStep {
                         name: format!("Post {name}"),
-                        script: node_script(self.base_path(), &info.path, post),
+                        script: node_script(
+                            self.base_path(),
+                            &info.path,
+                            post,
+                            using,
+                            &self.layout.temp,
+                        ),
                         condition: post_if.clone().unwrap_or_else(|| "always()".into()),
                         env: action_env,
                         state_key,
@@ -1484,10 +1495,6 @@ impl LegRunner {
                 Exec::fail()
             }
         }
-    }
-
-    fn check_node_version(&self, using: &str) {
-        let _ = using;
     }
 
     fn node_env(
@@ -1575,6 +1582,7 @@ impl LegRunner {
             return;
         };
         let Runs::Node {
+            using,
             pre: Some(pre),
             pre_if,
             ..
@@ -1615,7 +1623,7 @@ impl LegRunner {
         let aenv = self.node_env(&s, &env, &step.id, &info, &inputs);
         let o = self
             .run_node_entry(
-                node_script(self.base_path(), &info.path, pre),
+                node_script(self.base_path(), &info.path, pre, using, &self.layout.temp),
                 aenv,
                 &state_key,
                 None,
@@ -1842,11 +1850,29 @@ fn short(sha: &str) -> &str {
 /// own (`externals/nodeNN`): `node` found on the job's base `PATH`, not one a step put first
 /// through `GITHUB_PATH` (a project's `setup-node` must not change what runs the actions),
 /// else whatever `node` the job's `PATH` has.
-fn node_script(base_path: &str, dir: &str, entry: &str) -> String {
+fn node_script(base_path: &str, dir: &str, entry: &str, using: &str, temp: &Path) -> String {
     let p = Path::new(dir).join(entry);
+    let node = format!(
+        "node=$(PATH={} command -v node) || node=node\n",
+        sh_quote(base_path)
+    );
+    // An action for a newer Node.js than the job's runs on the job's all the same (there is
+    // no other), with a warning saying so: a preload in the same process, no second node.
+    let Some(wanted) = using
+        .strip_prefix("node")
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return format!("{node}exec \"$node\" {}\n", sh_quote(&p.to_string_lossy()));
+    };
+    let check = temp.join(format!(".firebreak-node{wanted}.js"));
+    let js = format!(
+        "if (+process.versions.node.split(\".\")[0] < {wanted}) console.log(\"::warning::This action declares `using: {using}`; the job runs it on Node.js \" + process.version + \", the node on the job's PATH (install Node.js {wanted} or later there)\");"
+    );
     format!(
-        "node=$(PATH={} command -v node) || node=node\nexec \"$node\" {}\n",
-        sh_quote(base_path),
+        "{node}printf '%s\\n' {} > {}\nexec \"$node\" -r {} {}\n",
+        sh_quote(&js),
+        sh_quote(&check.to_string_lossy()),
+        sh_quote(&check.to_string_lossy()),
         sh_quote(&p.to_string_lossy())
     )
 }
