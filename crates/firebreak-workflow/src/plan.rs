@@ -172,7 +172,9 @@ pub enum MatrixPlan {
     /// The matrix contains expressions; the executor evaluates `strategy` (contexts listed)
     /// and expands it with [`crate::matrix::expand`].
     Deferred { contexts: Vec<String> },
-    /// The literal matrix is invalid (message as GitHub reports it).
+    /// The matrix (or the strategy) cannot be used: a literal one that does not expand, the
+    /// workflow's error; one an expression got wrong, the job's, which the run fails with
+    /// this message (as GitHub reports it).
     Invalid { error: String },
 }
 
