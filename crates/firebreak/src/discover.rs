@@ -62,17 +62,22 @@ fn is_workflow_file(p: &Path) -> bool {
 
 /// The workflow files one command-line path stands for, sorted by path.
 ///
-/// A file is taken as it is. A folder holding `.github/workflows` means that folder's
-/// workflows; any other folder means the `*.yml`/`*.yaml` files directly inside it.
+/// A file is taken as it is. A folder holding `.github/workflows` (a repository), or a
+/// `.github` folder holding `workflows`, means those workflows; any other folder means the
+/// `*.yml`/`*.yaml` files directly inside it.
 fn workflow_paths(input: &Path) -> Result<Vec<PathBuf>> {
     let meta =
         std::fs::metadata(input).with_context(|| format!("cannot read {}", input.display()))?;
     if meta.is_file() {
         return Ok(vec![input.to_path_buf()]);
     }
+    // A repository, or its `.github` folder: the workflows folder inside.
     let nested = input.join(".github/workflows");
+    let inside_github = input.join("workflows");
     let dir = if nested.is_dir() {
         nested
+    } else if input.file_name().is_some_and(|n| n == ".github") && inside_github.is_dir() {
+        inside_github
     } else {
         input.to_path_buf()
     };

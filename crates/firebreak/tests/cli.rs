@@ -75,6 +75,15 @@ fn check_exits_by_validity_and_names_file_line_and_column() {
     );
     let (code, _, _) = firebreak(d.path(), &["check", "missing.yml"]);
     assert_eq!(code, 2);
+    // The repository, its `.github` folder and its workflows folder are the same files.
+    for path in [".", ".github", ".github/workflows"] {
+        let (code, out, err) = firebreak(d.path(), &["check", path]);
+        assert_eq!(code, 0, "{path}: {out}{err}");
+        assert!(
+            err.contains("1 workflow file checked, 0 invalid"),
+            "{path}: {out}{err}"
+        );
+    }
 }
 
 #[test]
