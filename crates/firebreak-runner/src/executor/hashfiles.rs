@@ -32,6 +32,10 @@ use tokio::sync::mpsc;
 
 use crate::sandbox::{ExecRequest, ExitStatus, OutputEvent, Sandbox, Stream};
 
+/// The most output a sandbox's file listing or checksums may take on the host (1 million
+/// paths of 200 bytes and more).
+const LISTING_LIMIT: usize = 256 << 20;
+
 /// What the walk needs to know of a file tree.
 trait Tree {
     /// Whether `path` is a directory (following a symbolic link when
@@ -361,18 +365,31 @@ impl GuestFiles {
         // lines still in the pipe when the command exits were dropped (CI once got 4
         // checksums of 6). Nothing here runs in the background, so no wait comes of it.
         let (tx, mut rx) = mpsc::channel::<OutputEvent>(1024);
+        // What the sandbox (a guest, whose files the job controls) sends is held here: past
+        // LISTING_LIMIT bytes the rest is drained unread and the call fails.
         let collect = async {
             let mut out = Vec::new();
             let mut err = Vec::new();
+            let mut held = 0usize;
             while let Some(ev) = rx.recv().await {
+                held = held.saturating_add(ev.line.len() + 1);
+                if held > LISTING_LIMIT {
+                    continue;
+                }
                 match ev.stream {
                     Stream::Stdout => out.push(ev.line),
                     Stream::Stderr => err.push(ev.line),
                 }
             }
-            (out, err)
+            (out, err, held > LISTING_LIMIT)
         };
-        let (status, (out, err)) = tokio::join!(self.sandbox.exec(req, tx), collect);
+        let (status, (out, err, too_long)) = tokio::join!(self.sandbox.exec(req, tx), collect);
+        if too_long {
+            return Err(format!(
+                "hashFiles: the sandbox's file list is over {} MiB; match fewer files",
+                LISTING_LIMIT >> 20
+            ));
+        }
         match status.map_err(|e| format!("hashFiles: {e}"))? {
             ExitStatus::Exited(0) => Ok(out),
             ExitStatus::Exited(1) if tolerable(&err) => Ok(out),
