@@ -27,8 +27,12 @@
 //!    btrfs/XFS, a sparse copy elsewhere); the image is never written.
 //! 3. `firecracker --api-sock <dir>/api.sock --id fb-<pid>-<n>` (under
 //!    `setpriv --pdeathsig KILL` when available, so no VM outlives the
-//!    runner); the guest serial console (its stdout) goes to `console.log`,
-//!    its own log (stderr) to `firecracker.log`.
+//!    runner — but under the jailer, whose change of user cancels that
+//!    signal, a VM of a runner that was killed lives on until the next
+//!    jailed VM's start kills it through its cgroup); its standard output — the guest's serial console and, no
+//!    logger being configured, Firecracker's own log — goes to `console.log`,
+//!    its standard error (what it says as it exits on an error) to
+//!    `firecracker.log`.
 //! 4. Once `GET /` answers: `PUT /machine-config` (vCPUs, memory),
 //!    `/boot-source` (`vmlinux`, `initramfs.cpio.gz`, [`boot_args`]),
 //!    `/drives/rootfs` (the copy, root device → `/dev/vda`), `/vsock`

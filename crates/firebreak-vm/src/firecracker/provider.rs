@@ -155,6 +155,16 @@ impl SandboxProvider for FirecrackerProvider {
                     if let Some(why) = super::vm::firecracker_binary_problem(&bin) {
                         available = false;
                         notes.push(why);
+                    } else if self.config.jailer.is_some()
+                        && crate::image::is_static_elf(&bin) == Some(false)
+                    {
+                        // The jail holds the binary and no libraries: a dynamic one cannot
+                        // start there (Firecracker's jailer docs ask for a static build).
+                        available = false;
+                        notes.push(format!(
+                            "{} is dynamically linked: the jailer runs Firecracker in a chroot without libraries, so it needs a static build (Firecracker's release binaries are; from source: `tools/devtool build --release`, or cargo with the musl target)",
+                            bin.display()
+                        ));
                     }
                 }
             }
@@ -167,7 +177,10 @@ impl SandboxProvider for FirecrackerProvider {
                 notes.push(format!("/dev/kvm: {e}"));
             } else if crate::qemu::kvm_is_pvm() {
                 available = false;
-                notes.push("KVM is PVM-only here: Firecracker needs hardware KVM".into());
+                notes.push(
+                    "KVM is PVM-only here: Firecracker needs hardware KVM (`--sandbox qemu` runs guests here under TCG)"
+                        .into(),
+                );
             }
             if let Some(j) = &self.config.jailer {
                 if !j.binary.is_file() {

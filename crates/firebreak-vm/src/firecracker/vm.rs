@@ -21,7 +21,6 @@ use super::api::{
 };
 use super::netns::{NetnsError, VmNetns};
 use crate::image::Image;
-use crate::log_tail::tail;
 use crate::tools;
 use crate::transport::{connect_agent, FirecrackerVsock, TransportError};
 
@@ -103,7 +102,7 @@ pub enum FirecrackerError {
     #[error("firecracker API: {0}")]
     Api(#[from] ApiError),
     /// The VM did not come up; what Firecracker and the guest said.
-    #[error("firecracker VM {id} failed: {reason}\n--- firecracker log (tail) ---\n{log}\n--- guest console (tail) ---\n{console}")]
+    #[error("firecracker VM {id} failed: {reason}\n--- firecracker's standard error (tail) ---\n{log}\n--- firecracker's log and the guest console (tail) ---\n{console}")]
     Boot {
         /// The VM id.
         id: String,
@@ -383,6 +382,27 @@ impl JailerConfig {
         a.push("--api-sock".into());
         a.push("/api.sock".into());
         a
+    }
+}
+
+/// Kills every process of the cgroup `dir` (a VM a dead runner left) and removes it:
+/// `cgroup.kill` under cgroup v2, `SIGKILL` to each process of `cgroup.procs` under v1, then
+/// `rmdir` once they are gone (waiting up to a second).
+fn end_cgroup(dir: &Path) {
+    if std::fs::write(dir.join("cgroup.kill"), b"1").is_err() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    for _ in 0..20 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -849,13 +869,11 @@ struct Spawned {
 impl Spawned {
     fn fail(&mut self, reason: String) -> FirecrackerError {
         let _ = self.child.start_kill();
-        let log = std::fs::read_to_string(self.layout.host("firecracker.log")).unwrap_or_default();
-        let console = std::fs::read_to_string(self.layout.host("console.log")).unwrap_or_default();
         FirecrackerError::Boot {
             id: self.id.clone(),
             reason,
-            log: tail(&log, 15),
-            console: tail(&console, 25),
+            log: crate::log_tail::file_tail(&self.layout.host("firecracker.log"), 15),
+            console: crate::log_tail::file_tail(&self.layout.host("console.log"), 40),
         }
     }
 
@@ -926,10 +944,11 @@ async fn spawn(cfg: &FirecrackerConfig) -> Result<Spawned, FirecrackerError> {
                     firebreak_runner::leftovers::remove_tree,
                 );
             }
+            // Their VMs first: the jailer's change of user cancels the parent-death signal
+            // the runner gave it, so a jailed VM outlives a runner that was killed. Its cgroup
+            // (named like its jail) holds it.
             for parent in cgroups.iter().filter_map(|c| c.parent()) {
-                firebreak_runner::leftovers::remove_dead(parent, JAIL_PREFIX, |p| {
-                    let _ = std::fs::remove_dir(p);
-                });
+                firebreak_runner::leftovers::remove_dead(parent, JAIL_PREFIX, end_cgroup);
             }
             let netns = if j.own_netns && j.netns.is_none() && cfg.network.is_none() {
                 Some(Arc::new(VmNetns::for_vm(seq)?))
@@ -1461,9 +1480,9 @@ impl FirecrackerVm {
         &self.layout.dir
     }
 
-    /// The guest console so far.
+    /// The end of the guest console (and Firecracker's log) so far: its last 200 lines.
     pub fn console(&self) -> String {
-        std::fs::read_to_string(self.layout.host("console.log")).unwrap_or_default()
+        crate::log_tail::file_tail(&self.layout.host("console.log"), 200)
     }
 
     /// Drops the agent connection and opens a new one over vsock.
@@ -1476,7 +1495,7 @@ impl FirecrackerVm {
                     id: self.id.clone(),
                     reason: format!("reconnect: {e}"),
                     log: String::new(),
-                    console: tail(&self.console(), 25),
+                    console: crate::log_tail::file_tail(&self.layout.host("console.log"), 25),
                 })?;
         self.client = Arc::new(client);
         self.info = info;
