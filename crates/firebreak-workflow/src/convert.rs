@@ -1253,15 +1253,16 @@ impl Converter<'_> {
         }
     }
 
-    /// Checks a reusable-workflow job against the called workflow's `on.workflow_call`.
-    pub(crate) fn check_called(&mut self, job: &ReusableJob, called_root: &Token) {
+    /// Checks a reusable-workflow job against the called workflow's `on.workflow_call`;
+    /// false when the workflow cannot be called at all (it has no `workflow_call`).
+    pub(crate) fn check_called(&mut self, job: &ReusableJob, called_root: &Token) -> bool {
         let uses_pos = job.uses_pos;
         let Some(on) = called_root.get("on") else {
             self.error(
                 uses_pos,
                 "workflow_call key is not defined in the referenced workflow.",
             );
-            return;
+            return false;
         };
         let call: Option<Option<&Token>> = match &on.kind {
             TokenKind::String(s) if s == "workflow_call" => Some(None),
@@ -1285,7 +1286,7 @@ impl Converter<'_> {
                 uses_pos,
                 "workflow_call key is not defined in the referenced workflow.",
             );
-            return;
+            return false;
         };
         let input_defs = call.and_then(|c| c.get("inputs"));
         let secret_defs = call.and_then(|c| c.get("secrets"));
@@ -1338,7 +1339,7 @@ impl Converter<'_> {
         }
         // secrets
         if job.inherit_secrets {
-            return;
+            return true;
         }
         let secret_pairs = job.secrets.as_ref().and_then(|s| s.as_map());
         if let Some(defs) = secret_defs.and_then(Token::as_map) {
@@ -1378,6 +1379,7 @@ impl Converter<'_> {
                 }
             }
         }
+        true
     }
 }
 

@@ -737,7 +737,6 @@ impl Reader<'_> {
         let bytes = raw.as_bytes();
         let literal = || Shape::Literal;
         let allowed = &def.ctx.allowed;
-        let mut encountered_error = false;
         let mut i = 0usize;
         let n = bytes.len();
         let mut next_expr: Option<usize> = Some(start_expr);
@@ -767,9 +766,11 @@ impl Reader<'_> {
                 let inner_len = (end + 1).saturating_sub(start_expr + 5);
                 let raw_expr = &raw[start_expr + 3..start_expr + 3 + inner_len];
                 match self.parse_expression(raw_expr, allowed) {
+                    // The first bad expression of a string is its error: GitHub's reader
+                    // stops there (its errors all carry the string's position).
                     Err(msg) => {
                         self.error(pos, msg);
-                        encountered_error = true;
+                        return literal();
                     }
                     Ok(ParsedExpr::Insert) => {
                         if start_expr != 0 || i < n {
@@ -810,9 +811,6 @@ impl Reader<'_> {
                 });
                 break;
             }
-        }
-        if encountered_error {
-            return literal();
         }
         if let [seg] = segments.as_slice() {
             if seg.expr {

@@ -241,13 +241,23 @@ impl<'a> Loader<'a> {
                 continue;
             };
             let mut conv = Converter::new(file, self.diags);
-            conv.check_called(rj, &called_root);
+            // A workflow that cannot be called is not followed: its own jobs and the
+            // workflows they call are none of this call's business (GitHub's loader stops
+            // there too).
+            if !conv.check_called(rj, &called_root) {
+                self.mark_called_from(first_new, file, rj.uses_pos);
+                continue;
+            }
             conv.file = rj.uses.clone();
             conv.called = true;
             let mut called_wf = conv.workflow(called_root);
             self.check_permissions(file, job_pos, &rj.uses, &called_wf, &allowed);
-            let called_ref = rj.uses.clone();
-            self.load(&called_ref, &mut called_wf, &allowed, depth + 1);
+            // Nor are the workflows an invalid called workflow calls, as GitHub's loader
+            // stops at the first file with errors.
+            if self.diags.list.len() == first_new.0 {
+                let called_ref = rj.uses.clone();
+                self.load(&called_ref, &mut called_wf, &allowed, depth + 1);
+            }
             self.mark_called_from(first_new, file, rj.uses_pos);
             rj.called = Some(Arc::new(called_wf));
         }

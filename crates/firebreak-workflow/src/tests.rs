@@ -957,3 +957,56 @@ fn yaml_shapes_are_reported_where_github_reports_them() {
         ["w.yml:6:18: Unexpected type 'StringToken' encountered while reading 'input default'. The type 'BooleanToken' was expected."]
     );
 }
+
+/// A called workflow that cannot be called, or that has errors of its own, is not followed
+/// further: the errors of what it calls in turn are not this call's (GitHub's loader stops
+/// there), and a workflow calling itself through it does not repeat them.
+#[test]
+fn an_uncallable_or_invalid_called_workflow_is_not_followed() {
+    let called = |files: &[(&str, &str)]| ParseOptions {
+        reusable_workflows: Some(
+            files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let leaf =
+        "on: workflow_call\njobs:\n  x:\n    bogus: 1\n    runs-on: x\n    steps: [{run: a}]\n";
+    let opts = called(&[
+        (
+            "o/r/.github/workflows/nc.yml@v1",
+            "on: push\njobs:\n  l:\n    uses: o/r/.github/workflows/leaf.yml@v1\n",
+        ),
+        ("o/r/.github/workflows/leaf.yml@v1", leaf),
+    ]);
+    let src = "on: push\njobs:\n  n:\n    uses: o/r/.github/workflows/nc.yml@v1\n";
+    assert_eq!(
+        errors_with(src, &opts),
+        ["w.yml:4:11: workflow_call key is not defined in the referenced workflow."]
+    );
+    // Callable but invalid: its own error, not those of what it calls.
+    let opts = called(&[
+        (
+            "o/r/.github/workflows/mid.yml@v1",
+            "on: workflow_call\njobs:\n  l:\n    uses: o/r/.github/workflows/leaf.yml@v1\n  m:\n    runs-on: x\n    stepz: []\n",
+        ),
+        ("o/r/.github/workflows/leaf.yml@v1", leaf),
+    ]);
+    let src = "on: push\njobs:\n  n:\n    uses: o/r/.github/workflows/mid.yml@v1\n";
+    let e = errors_with(src, &opts);
+    assert!(
+        !e.is_empty() && e.iter().all(|l| !l.contains("bogus")),
+        "{e:?}"
+    );
+}
+
+/// A string with several bad expressions has one error, its first's, at the string: GitHub's
+/// reader stops at the first.
+#[test]
+fn a_strings_first_bad_expression_is_its_error() {
+    let e = errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ foo( }} ${{ bar( }}\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("w.yml:6:14: ") && e[0].contains("foo"), "{e:?}");
+}
