@@ -1008,5 +1008,8 @@ fn an_uncallable_or_invalid_called_workflow_is_not_followed() {
 fn a_strings_first_bad_expression_is_its_error() {
     let e = errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ foo( }} ${{ bar( }}\n");
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("w.yml:6:14: ") && e[0].contains("foo"), "{e:?}");
+    assert!(
+        e[0].starts_with("w.yml:6:14: ") && e[0].contains("foo"),
+        "{e:?}"
+    );
 }
