@@ -84,7 +84,9 @@ fn workflow_paths(input: &Path) -> Result<Vec<PathBuf>> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_workflow_file(p))
+        // Every `*.yml`/`*.yaml` entry but folders: one that cannot be read (a dangling link,
+        // a FIFO) is reported as such, not passed over.
+        .filter(|p| is_workflow_file(p) && !p.is_dir())
         .collect();
     if found.is_empty() {
         return Err(anyhow!(
@@ -104,8 +106,13 @@ fn display(path: &Path) -> String {
 }
 
 fn read_file(path: PathBuf) -> Result<WorkflowFile> {
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Not opened unless it is a regular file: reading a FIFO would wait for a writer.
     let display = display(&path);
+    let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {display}"))?;
+    if !meta.is_file() {
+        return Err(anyhow!("cannot read {display}: not a regular file"));
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {display}"))?;
     let source = firebreak_workflow::decode_source(&display, &bytes).map(str::to_string);
     Ok(WorkflowFile {
         display,

@@ -75,6 +75,27 @@ fn check_exits_by_validity_and_names_file_line_and_column() {
     );
     let (code, _, _) = firebreak(d.path(), &["check", "missing.yml"]);
     assert_eq!(code, 2);
+    // In a folder, a workflow file that cannot be read (a dangling link, a FIFO) is reported,
+    // not passed over; the others are still checked.
+    let odd = d.path().join("odd");
+    std::fs::create_dir(&odd).expect("mkdir");
+    std::fs::copy(
+        d.path().join(".github/workflows/ci.yml"),
+        odd.join("ok.yml"),
+    )
+    .expect("copy");
+    std::os::unix::fs::symlink(odd.join("gone.yml"), odd.join("dangling.yml")).expect("link");
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(odd.join("pipe.yaml"))
+        .status()
+        .is_ok_and(|s| s.success());
+    let (code, out, err) = firebreak(d.path(), &["check", "odd"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("dangling.yml"), "{out}{err}");
+    assert!(
+        !fifo || err.contains("pipe.yaml: not a regular file"),
+        "{out}{err}"
+    );
     // The repository, its `.github` folder and its workflows folder are the same files.
     for path in [".", ".github", ".github/workflows"] {
         let (code, out, err) = firebreak(d.path(), &["check", path]);
