@@ -126,27 +126,12 @@ fn kill_job(root: &Path) {
 /// the step running now fails, saying which earlier command left the bomb, and the job
 /// fails with it. Returns false if nothing could be killed.
 pub(crate) fn end_bomb(root: &Path, why: &str) -> bool {
-    /// The cgroup last killed, and when.
-    static LAST: std::sync::Mutex<Option<(PathBuf, std::time::Instant)>> =
-        std::sync::Mutex::new(None);
     let (target, msg, only) = bomb_plan(root, why);
     if std::fs::write(target.join("cgroup.kill"), b"1").is_err() {
         return false;
     }
-    // Thousands of processes take seconds to die under emulation, and the guard may trip
-    // again meanwhile: the same bomb is killed again, but said once.
-    let again = {
-        let mut last = LAST
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let again = last.as_ref().is_some_and(|(t, at)| {
-            *t == target && at.elapsed() < std::time::Duration::from_secs(30)
-        });
-        *last = Some((target.clone(), std::time::Instant::now()));
-        again
-    };
-    crate::guard::bomb_ended();
-    if again {
+    // The guard may trip again while the bomb dies: killed again, but said once.
+    if crate::guard::bomb_ended(&target) {
         return true;
     }
     let _ = std::fs::write("/dev/kmsg", format!("firebreak: {msg}\n"));

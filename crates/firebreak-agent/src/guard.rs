@@ -97,18 +97,30 @@ pub fn command(cgroup: &Path) -> Option<(String, Option<Duration>)> {
         .map(|c| (c.label.clone(), c.ended.map(|t| t.elapsed())))
 }
 
-/// When a guard last ended a fork bomb ([`bomb_ended`]).
-static BOMB_ENDED: Mutex<Option<Instant>> = Mutex::new(None);
+/// The cgroup a guard last ended a fork bomb in ([`bomb_ended`]), and when.
+static BOMB_ENDED: Mutex<Option<(PathBuf, Instant)>> = Mutex::new(None);
 
-/// Notes that a guard just ended a fork bomb.
-pub fn bomb_ended() {
-    *locked(&BOMB_ENDED) = Some(Instant::now());
+/// How long a bomb ended in a cgroup counts as the same bomb when the guard trips on that
+/// cgroup again: thousands of processes take seconds to die under emulation.
+const SAME_BOMB: Duration = Duration::from_secs(30);
+
+/// Notes that a guard just ended a fork bomb by killing the cgroup `target`; true when it
+/// ended one there less than [`SAME_BOMB`] ago (the same bomb, still dying: said once).
+pub fn bomb_ended(target: &Path) -> bool {
+    let mut last = locked(&BOMB_ENDED);
+    let again = last
+        .as_ref()
+        .is_some_and(|(t, at)| t == target && at.elapsed() < SAME_BOMB);
+    *last = Some((target.to_path_buf(), Instant::now()));
+    again
 }
 
 /// Whether a guard ended a fork bomb less than `within` ago: the stall it caused then
 /// lingers in the memory pressure counters, and is no reason to kill what survived it.
 pub fn bomb_ended_within(within: Duration) -> bool {
-    locked(&BOMB_ENDED).is_some_and(|t| t.elapsed() < within)
+    locked(&BOMB_ENDED)
+        .as_ref()
+        .is_some_and(|(_, t)| t.elapsed() < within)
 }
 
 /// Counts bad seconds in a row; trips at `needed` and starts over.
