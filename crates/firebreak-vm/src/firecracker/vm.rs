@@ -330,13 +330,7 @@ impl JailerConfig {
             .unwrap_or_else(|| "firecracker".into());
         let parent = self.parent_cgroup.as_deref().unwrap_or(&exec_name);
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for line in mounts.lines() {
-            let mut f = line.split_whitespace();
-            let (Some(_), Some(dir), Some(kind), Some(opts)) =
-                (f.next(), f.next(), f.next(), f.next())
-            else {
-                continue;
-            };
+        for (dir, kind, opts) in mount_entries(mounts) {
             let ours = match (self.cgroup_version, kind) {
                 (2, "cgroup2") => dirs.is_empty(),
                 (1, "cgroup") => opts.split(',').any(|o| JAILER_CONTROLLERS.contains(&o)),
@@ -398,12 +392,24 @@ fn end_cgroup(dir: &Path) {
             );
         }
     }
-    for _ in 0..20 {
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
+    remove_cgroups(&[dir.to_path_buf()], 20, Duration::from_millis(50));
+}
+
+/// Removes the cgroups `dirs` (each goes only once empty), trying `tries` times `every`
+/// apart; true once none is left.
+fn remove_cgroups(dirs: &[PathBuf], tries: u32, every: Duration) -> bool {
+    for i in 0..tries {
+        if i > 0 {
+            std::thread::sleep(every);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        if dirs
+            .iter()
+            .all(|cg| std::fs::remove_dir(cg).is_ok() || !cg.exists())
+        {
+            return true;
+        }
     }
+    false
 }
 
 /// How VM ids (`--id`), hence jails and cgroups, start: `fb-<pid>-<nonce>-<n>`
@@ -420,12 +426,7 @@ const JAILER_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 pub fn jailer_cgroup_version(mounts: &str, read: impl Fn(&Path) -> Option<String>) -> Option<u8> {
     let mut v2: Vec<String> = Vec::new();
     let mut v1: Vec<&str> = Vec::new();
-    for line in mounts.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(_), Some(dir), Some(kind), Some(opts)) = (f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
+    for (dir, kind, opts) in mount_entries(mounts) {
         match kind {
             "cgroup2" => {
                 if let Some(c) = read(&Path::new(dir).join("cgroup.controllers")) {
@@ -443,6 +444,16 @@ pub fn jailer_cgroup_version(mounts: &str, read: impl Fn(&Path) -> Option<String
     } else {
         None
     }
+}
+
+/// The mount point, file system type and options of each line of `mounts` (the text of
+/// `/proc/mounts`).
+fn mount_entries(mounts: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    mounts.lines().filter_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_, dir, kind, opts) = (f.next()?, f.next()?, f.next()?, f.next()?);
+        Some((dir, kind, opts))
+    })
 }
 
 /// [`jailer_cgroup_version`] of this host.
@@ -721,28 +732,13 @@ impl RunLayout {
     /// process lingers after a kill, a thread retries for a few seconds).
     fn teardown(&self) {
         let _ = std::fs::remove_dir_all(&self.remove);
-        let busy: Vec<PathBuf> = self
-            .cgroups
-            .iter()
-            .filter(|cg| std::fs::remove_dir(cg).is_err() && cg.exists())
-            .cloned()
-            .collect();
-        if busy.is_empty() {
+        if remove_cgroups(&self.cgroups, 1, Duration::ZERO) {
             return;
         }
+        let busy = self.cgroups.clone();
         let _ = std::thread::Builder::new()
             .name("fc-cgroup-rm".into())
-            .spawn(move || {
-                for _ in 0..50 {
-                    std::thread::sleep(Duration::from_millis(100));
-                    if busy
-                        .iter()
-                        .all(|cg| std::fs::remove_dir(cg).is_ok() || !cg.exists())
-                    {
-                        return;
-                    }
-                }
-            });
+            .spawn(move || remove_cgroups(&busy, 50, Duration::from_millis(100)));
     }
 
     fn host(&self, name: &str) -> PathBuf {

@@ -7,6 +7,7 @@
 //! prune removes it waits for the prune and then reports the image gone.
 
 use std::fs::{File, OpenOptions};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{Image, ImageError, ImageStore};
@@ -22,29 +23,34 @@ pub struct ImageHold {
     _file: Option<File>,
 }
 
-/// The image's lock file, opened: read-only when it exists (a lock needs no more, so images
-/// built by root serve other users), else created. `None` when it is missing and cannot be
-/// made (a cache this user cannot write).
+/// The image's lock file, opened ([`open_lock_file`]); a missing image directory is
+/// [`ImageError::Removed`].
 fn open_lock(image: &Image) -> Result<Option<File>, ImageError> {
     let path = image.dir.join(IN_USE);
-    let io = |e: std::io::Error| match e.kind() {
+    open_lock_file(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ImageError::Removed(image.dir.clone()),
         _ => ImageError::Io {
             op: "open",
             path: path.clone(),
             source: e,
         },
-    };
-    match File::open(&path) {
+    })
+}
+
+/// A lock file, opened: read-only when it exists (a lock needs no more, so lock files root
+/// made serve other users), else created. `None` when it is missing and cannot be made (a
+/// cache this user cannot write).
+pub(super) fn open_lock_file(path: &Path) -> std::io::Result<Option<File>> {
+    match File::open(path) {
         Ok(f) => return Ok(Some(f)),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
     }
     match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
     {
         Ok(f) => Ok(Some(f)),
         Err(e)
@@ -55,7 +61,20 @@ fn open_lock(image: &Image) -> Result<Option<File>, ImageError> {
         {
             Ok(None)
         }
-        Err(e) => Err(io(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes `file`'s exclusive lock without waiting: false when someone holds it.
+pub(super) fn try_exclusive(file: &File, path: &Path) -> Result<bool, ImageError> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(ImageError::Io {
+            op: "lock",
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -97,14 +116,10 @@ impl Image {
         let Some(file) = file else {
             return Ok(Unused::Yes(None));
         };
-        match file.try_lock() {
-            Ok(()) => Ok(Unused::Yes(Some(file))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(Unused::InUse),
-            Err(std::fs::TryLockError::Error(e)) => Err(ImageError::Io {
-                op: "lock",
-                path: self.dir.join(IN_USE),
-                source: e,
-            }),
+        if try_exclusive(&file, &self.dir.join(IN_USE))? {
+            Ok(Unused::Yes(Some(file)))
+        } else {
+            Ok(Unused::InUse)
         }
     }
 }

@@ -697,30 +697,18 @@ impl ImageStore {
     /// removing those no image uses (which then does not wait: [`PartsLock::Busy`]).
     fn parts_lock(&self, exclusive: bool) -> Result<PartsLock, ImageError> {
         let path = self.root.join(PARTS_LOCK);
-        // Read-only when it exists (a lock needs no more: one root made serves its users).
-        let opened = std::fs::File::open(&path).or_else(|_| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        });
-        let Ok(file) = opened else {
+        let Ok(Some(file)) = hold::open_lock_file(&path) else {
             return Ok(PartsLock::Unavailable);
         };
         if !exclusive {
             file.lock_shared().map_err(io_err("lock", &path))?;
             return Ok(PartsLock::Held(file));
         }
-        match file.try_lock() {
-            Ok(()) => Ok(PartsLock::Held(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(PartsLock::Busy),
-            Err(std::fs::TryLockError::Error(e)) => Err(ImageError::Io {
-                op: "lock",
-                path,
-                source: e,
-            }),
-        }
+        Ok(if hold::try_exclusive(&file, &path)? {
+            PartsLock::Held(file)
+        } else {
+            PartsLock::Busy
+        })
     }
 
     /// Removes all but the `keep` newest images of each kernel kind and flavour (so that

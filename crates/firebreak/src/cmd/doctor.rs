@@ -50,9 +50,7 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
         }
         let opts = firebreak_vm::DoctorOptions {
             probe_kvm: !args.no_kvm_probe,
-            wanted_image: std::env::var("FIREBREAK_IMAGE")
-                .ok()
-                .filter(|h| !h.is_empty()),
+            wanted_image: crate::cmd::image::wanted_image(),
             ..Default::default()
         };
         (out, firebreak_vm::doctor(&opts).await)

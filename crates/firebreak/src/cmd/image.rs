@@ -199,11 +199,16 @@ fn age(unix: u64) -> String {
     }
 }
 
-/// The hash of the image `$FIREBREAK_IMAGE` selects (a hash or a prefix of one), if any.
-fn selected_image(store: &ImageStore) -> Option<String> {
+/// What `$FIREBREAK_IMAGE` asks runs to boot (a hash or a prefix of one), if it is set.
+pub(crate) fn wanted_image() -> Option<String> {
     std::env::var("FIREBREAK_IMAGE")
         .ok()
         .filter(|h| !h.is_empty())
+}
+
+/// The hash of the image `$FIREBREAK_IMAGE` selects, if any.
+fn selected_image(store: &ImageStore) -> Option<String> {
+    wanted_image()
         .and_then(|h| store.get(&h).ok().flatten())
         .map(|i| i.manifest.hash)
 }
@@ -211,11 +216,8 @@ fn selected_image(store: &ImageStore) -> Option<String> {
 fn list(store: &ImageStore, format: Format) -> Result<ExitCode> {
     let images = store.list()?;
     // The image `run` boots: $FIREBREAK_IMAGE's, else the default one.
-    let wanted = std::env::var("FIREBREAK_IMAGE")
-        .ok()
-        .filter(|h| !h.is_empty());
     let chosen = store
-        .choose(wanted.as_deref())
+        .choose(wanted_image().as_deref())
         .ok()
         .map(|i| i.manifest.hash);
     let is_default = |i: &firebreak_vm::image::Image| chosen.as_deref() == Some(&i.manifest.hash);
