@@ -555,9 +555,13 @@ pub fn strategy_settings(
     let Some(s) = job.strategy.as_ref() else {
         return Ok((true, None));
     };
-    let prefix = format!("Error when evaluating 'strategy' for job '{}'.", job.id);
-    let eval = |t: &Token| t.evaluate_merged(ctx).map_err(|e| format!("{prefix} {e}"));
-    let unexpected = |v: &Value| format!("{prefix} Unexpected value '{}'", v.to_coerced_string());
+    let eval = |t: &Token| t.evaluate_merged(ctx).map_err(|e| strategy_error(job, e));
+    let unexpected = |v: &Value| {
+        strategy_error(
+            job,
+            format_args!("Unexpected value '{}'", v.to_coerced_string()),
+        )
+    };
     let (fail_fast, max_parallel) = if s.token.is_expression() {
         let v = eval(&s.token)?;
         if !matches!(v, Value::Object(_) | Value::Null) {
@@ -632,8 +636,9 @@ fn has_expression(job: &Job) -> bool {
     }) || strategy_contexts(job).is_some()
 }
 
-/// An error of `job`'s strategy as GitHub's evaluator words it.
-fn strategy_error(job: &Job, error: impl std::fmt::Display) -> String {
+/// An error of `job`'s strategy as GitHub's evaluator words it ("Error when evaluating
+/// 'strategy' for job 'x'. …"), for the planner and the run alike.
+pub fn strategy_error(job: &Job, error: impl std::fmt::Display) -> String {
     format!(
         "Error when evaluating 'strategy' for job '{}'. {error}",
         job.id

@@ -89,17 +89,16 @@ fn git(repo: &Path, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// HEAD's commit's files with their change (`A`dded, `D`eleted, anything else modified;
-/// renames as a deletion and an addition), in git's order; `None` without a commit. A merge
-/// commit's are those against its first parent, what pushing it onto that parent changes
-/// (plain `diff-tree` prints nothing for a merge).
-fn head_commit_changes(repo: &Path) -> Option<Vec<(char, String)>> {
+/// HEAD's commit's files (renames as their old and new paths), in git's order; `None`
+/// without a commit. A merge commit's are those against its first parent, what pushing it
+/// onto that parent changes (plain `diff-tree` prints nothing for a merge).
+fn head_commit_files(repo: &Path) -> Option<Vec<String>> {
     let out = git(
         repo,
         &[
             "diff-tree",
             "--no-commit-id",
-            "--name-status",
+            "--name-only",
             "--no-renames",
             "--diff-merges=first-parent",
             "-r",
@@ -107,14 +106,7 @@ fn head_commit_changes(repo: &Path) -> Option<Vec<(char, String)>> {
             "HEAD",
         ],
     )?;
-    Some(
-        out.lines()
-            .filter_map(|line| {
-                let (status, path) = line.split_once('\t')?;
-                Some((status.chars().next().unwrap_or('M'), path.to_string()))
-            })
-            .collect(),
-    )
+    Some(out.lines().map(str::to_string).collect())
 }
 
 /// `owner/name` from a remote URL such as `git@github.com:o/n.git` or `https://host/o/n`.
@@ -315,7 +307,7 @@ pub fn git_state(repo: &Path) -> GitState {
     .unwrap_or_default();
     let f: Vec<&str> = fmt.splitn(6, '\0').collect();
     let g = |i: usize| f.get(i).copied().unwrap_or("").to_string();
-    let changes = head_commit_changes(repo);
+    let changed_files = head_commit_files(repo);
     let head_commit = if sha.is_empty() {
         Value::Null
     } else {
@@ -333,7 +325,6 @@ pub fn git_state(repo: &Path) -> GitState {
     };
     let uname = git(repo, &["config", "user.name"]).unwrap_or_else(|| g(0));
     let uemail = git(repo, &["config", "user.email"]).unwrap_or_else(|| g(1));
-    let changed_files = changes.map(|c| c.into_iter().map(|(_, path)| path).collect());
     let merge_base = git(repo, &["merge-base", &default_branch, "HEAD"]).unwrap_or_default();
     // On the default branch itself the merge base is HEAD and the diff empty: a pull
     // request's paths are then taken as HEAD's commit's, like a push's.

@@ -943,9 +943,8 @@ fn expand(
                 .strategy
                 .as_ref()
                 .ok_or_else(|| "strategy is missing".to_string())?;
-            let failed = |e: &dyn std::fmt::Display| {
-                format!("Error when evaluating 'strategy' for job '{}'. {e}", jp.id)
-            };
+            let failed =
+                |e: &dyn std::fmt::Display| firebreak_workflow::plan::strategy_error(&jp.job, e);
             let m = match &s.matrix {
                 Some(t) => eval_token(t, ctx).map_err(|e| failed(&e))?,
                 None => {
